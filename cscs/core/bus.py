@@ -1,0 +1,356 @@
+"""The MQTT bus: one connection per process part, kept alive across broker outages.
+
+A thin layer over ``aiomqtt``: it owns the connection (with a last will), reconnects
+with jittered back-off when the broker goes away, re-subscribes, and then calls the
+owner's ``on_connect`` hook so retained state is published again. Everything above it
+deals in topics and bytes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+import structlog
+
+from cscs.core.backoff import Backoff
+
+__all__ = [
+    "DEFAULT_BROKER_URL",
+    "BrokerAddress",
+    "BrokerUnavailableError",
+    "Bus",
+    "ConnectionState",
+    "Message",
+    "Subscription",
+]
+
+DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
+# Nagle's algorithm would hold each QoS-1 PUBACK/PUBLISH pair for a delayed ACK:
+# ~40 ms per hop (PERFORMANCE.md). Every client of ours sets TCP_NODELAY.
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+class BrokerUnavailableError(ConnectionError):
+    """The broker could not be reached (in time)."""
+
+
+class ConnectionState(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker is and how to log in: ``mqtt://user:pass@host:port``.
+
+    ``mqtts://`` turns on TLS (default port 8883); ``ca_file`` names the certificate
+    authority to trust instead of the system's.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca_file: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, ca_file: str | None = None) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
+            raise ValueError(
+                f"broker URL {url!r} must start with mqtt:// or mqtts://, "
+                "e.g. mqtt://127.0.0.1:1883"
+            )
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise ValueError(f"broker URL {url!r} has a port that is not a number") from None
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+            ca_file=ca_file,
+        )
+
+    @property
+    def url(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+class Subscription:
+    """Messages matching one topic filter, queued for one reader."""
+
+    def __init__(self, topic_filter: str, maxsize: int) -> None:
+        self.filter = topic_filter
+        self._wildcard = aiomqtt.Wildcard(topic_filter)
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def matches(self, topic: aiomqtt.Topic) -> bool:
+        return topic.matches(self._wildcard)
+
+    def offer(self, message: Message) -> None:
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def get(self, timeout: float | None = None) -> Message:
+        async with asyncio.timeout(timeout):
+            return await self._queue.get()
+
+    def get_nowait(self) -> Message | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self._queue.get()
+
+
+class Bus:
+    """One MQTT connection that survives broker restarts.
+
+    Use as an async context manager. Entering waits for the first connection (up to
+    ``connect_timeout``) so that a wrong URL fails at once with a clear error; later
+    outages are ridden out with back-off, and ``on_connect`` runs after every
+    (re)connection.
+    """
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        client_id: str | None = None,
+        will: aiomqtt.Will | None = None,
+        keepalive: int = 5,
+        connect_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id or f"cscs-{uuid.uuid4().hex[:12]}"
+        self._will = will
+        self._keepalive = keepalive
+        self._connect_timeout = connect_timeout
+        self._backoff = backoff or Backoff(initial=0.05, maximum=2.0)
+        self.on_connect = on_connect
+        self.state = ConnectionState.NEW
+        self.connections = 0
+        # A command's seq must be unique per origin (this client id), whoever sends it.
+        self.command_seqs = itertools.count(1)
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._subscriptions: list[Subscription] = []
+        self._task: asyncio.Task[None] | None = None
+        self._first_attempt: asyncio.Future[None] | None = None
+        self._log = structlog.get_logger("cscs.bus").bind(client=self.client_id)
+
+    # ---- life cycle ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Bus:
+        self._first_attempt = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._keep_connected(), name=f"bus-{self.client_id}")
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await asyncio.shield(self._first_attempt)
+        except TimeoutError:
+            await self.close()
+            raise BrokerUnavailableError(
+                f"no MQTT broker answered at {self.address.url} within "
+                f"{self._connect_timeout:.0f} s; start one (e.g. `cscs broker`) or pass "
+                "--broker mqtt://HOST:PORT"
+            ) from None
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self.state = ConnectionState.CLOSED
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._connected.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    # ---- publishing and subscribing ------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        wait: float | None = 30.0,
+    ) -> bool:
+        """Publish; with ``wait`` > 0, ride out an outage of up to ``wait`` seconds.
+
+        Returns False when the message could not be handed to the broker (QoS 0
+        while disconnected, or still disconnected after ``wait``).
+        """
+        deadline = asyncio.get_running_loop().time() + (wait or 0.0)
+        while True:
+            client = self._client
+            if client is not None and self._connected.is_set():
+                try:
+                    await client.publish(topic, payload, qos=qos, retain=retain)
+                    return True
+                except aiomqtt.MqttError as exc:
+                    self._log.debug("publish interrupted", topic=topic, error=str(exc))
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or self.state is ConnectionState.CLOSED:
+                return False
+            try:
+                await self.wait_connected(remaining)
+            except TimeoutError:
+                return False
+            if client is self._client:
+                # The connection we failed on is still the current one; wait for it to
+                # be replaced rather than spinning on a dying socket.
+                await asyncio.sleep(0)
+
+    async def subscribe(self, topic_filter: str, *, qos: int = 1, maxsize: int = 0) -> Subscription:
+        """Start receiving messages matching ``topic_filter`` (kept across reconnects)."""
+        subscription = Subscription(topic_filter, maxsize)
+        self._subscriptions.append(subscription)
+        client = self._client
+        if client is not None and self._connected.is_set():
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.subscribe(topic_filter, qos=qos)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop delivering to ``subscription``; the broker-side filter stays (harmless)."""
+        with contextlib.suppress(ValueError):
+            self._subscriptions.remove(subscription)
+
+    @contextlib.asynccontextmanager
+    async def subscription(
+        self, topic_filter: str, *, qos: int = 1, maxsize: int = 0
+    ) -> AsyncIterator[Subscription]:
+        subscription = await self.subscribe(topic_filter, qos=qos, maxsize=maxsize)
+        try:
+            yield subscription
+        finally:
+            self.unsubscribe(subscription)
+
+    # ---- the connection keeper -----------------------------------------------------
+
+    def _make_client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self.address.host,
+            self.address.port,
+            username=self.address.username,
+            password=self.address.password,
+            identifier=self.client_id,
+            will=self._will,
+            keepalive=self._keepalive,
+            clean_session=True,  # no broker-side queues for absent clients (amqtt grows them)
+            protocol=aiomqtt.ProtocolVersion.V311,
+            tls_context=self.address.tls_context(),
+            socket_options=NODELAY,
+            timeout=10.0,
+        )
+
+    async def _keep_connected(self) -> None:
+        while self.state is not ConnectionState.CLOSED:
+            self.state = ConnectionState.CONNECTING
+            try:
+                async with self._make_client() as client:
+                    await self._serve(client)
+            except aiomqtt.MqttError as exc:
+                if self._first_attempt is not None and not self._first_attempt.done():
+                    # Keep trying until the caller's connect timeout; say why meanwhile.
+                    self._log.debug("broker not reachable yet", error=str(exc))
+                elif self.state is not ConnectionState.CLOSED:
+                    self._log.warning(
+                        "lost the MQTT broker; reconnecting",
+                        broker=self.address.url,
+                        error=str(exc),
+                    )
+            finally:
+                self._client = None
+                self._connected.clear()
+            if self.state is ConnectionState.CLOSED:
+                return
+            self.state = ConnectionState.DISCONNECTED
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _run_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await hook()
+        except Exception:
+            self._log.exception("the on-connect hook failed")
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        for topic_filter in dict.fromkeys(s.filter for s in self._subscriptions):
+            await client.subscribe(topic_filter, qos=1)
+        self._client = client
+        self.state = ConnectionState.CONNECTED
+        self.connections += 1
+        self._backoff.reset()
+        self._connected.set()
+        if self.connections > 1:
+            self._log.info("reconnected to the MQTT broker", broker=self.address.url)
+        if self._first_attempt is not None and not self._first_attempt.done():
+            self._first_attempt.set_result(None)
+        hook = None
+        if self.on_connect is not None:
+            # Run as a task: it publishes, and publishing needs this loop reading acks.
+            hook = asyncio.create_task(self._run_hook(self.on_connect), name=f"on-connect-{self.client_id}")
+        try:
+            async for raw in client.messages:
+                payload = raw.payload if isinstance(raw.payload, bytes | bytearray) else b""
+                message = Message(raw.topic.value, bytes(payload), bool(raw.retain))
+                for subscription in self._subscriptions:
+                    if subscription.matches(raw.topic):
+                        subscription.offer(message)
+        finally:
+            if hook is not None and not hook.done():
+                hook.cancel()

@@ -1,0 +1,207 @@
+"""The commander's and the watcher's side: send commands, await acks, follow events.
+
+Used by the operators' tools, by CSCs that command other CSCs, by the test harness and
+by anyone scripting against the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cscs.core.bus import Bus, Message, Subscription
+from cscs.core.protocol import Ack, AckCode, decode_json_object, encode
+from cscs.core.schema import Payload
+from cscs.core.settings import default_identity
+from cscs.core.states import State
+from cscs.core.tai import current_tai
+from cscs.core.topics import CscAddress, Kind, parse_topic
+
+__all__ = ["AckError", "CommandTimeoutError", "EventStream", "Received", "Remote"]
+
+
+class AckError(Exception):
+    """A command ended with a final ack other than COMPLETE."""
+
+    def __init__(self, address: CscAddress, ack: Ack) -> None:
+        super().__init__(f"{ack.command} to {address}: {ack.code.name}: {ack.result}")
+        self.ack = ack
+
+
+class CommandTimeoutError(TimeoutError):
+    """No final ack came in time (the CSC may be absent, or the broker down)."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """One event or telemetry message, decoded."""
+
+    address: CscAddress
+    kind: Kind
+    name: str
+    data: dict[str, Any]
+    retained: bool = False
+
+    @property
+    def seq(self) -> int:
+        return int(self.data.get("seq", 0))
+
+    @property
+    def sent_tai(self) -> float:
+        return float(self.data.get("sent_tai", 0.0))
+
+    @classmethod
+    def from_message(cls, message: Message) -> Received | None:
+        parsed = parse_topic(message.topic)
+        if parsed is None or parsed.kind not in (Kind.EVENT, Kind.TELEMETRY, Kind.ACK):
+            return None
+        try:
+            data = decode_json_object(message.payload)
+        except ValueError:
+            return None
+        return cls(parsed.address, parsed.kind, parsed.name, data, message.retain)
+
+
+class EventStream:
+    """Decoded messages from one subscription (malformed ones are skipped)."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    async def next(self, timeout: float | None = 10.0) -> Received:
+        async with asyncio.timeout(timeout):
+            while True:
+                received = Received.from_message(await self._subscription.get())
+                if received is not None:
+                    return received
+
+    async def wait_for(
+        self, predicate: Callable[[Received], bool], timeout: float | None = 10.0
+    ) -> Received:
+        async with asyncio.timeout(timeout):
+            while True:
+                received = await self.next(None)
+                if predicate(received):
+                    return received
+
+    def __aiter__(self) -> AsyncIterator[Received]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Received]:
+        while True:
+            yield await self.next(None)
+
+
+class Remote:
+    """Talks to one CSC. Use as an async context manager over a connected :class:`Bus`."""
+
+    def __init__(self, bus: Bus, address: CscAddress, *, identity: str | None = None) -> None:
+        self.bus = bus
+        self.address = address
+        self.identity = identity or default_identity()
+        self._pending: dict[int, asyncio.Queue[Ack]] = {}
+        self._acks: Subscription | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Remote:
+        self._acks = await self.bus.subscribe(self.address.ack)
+        self._reader = asyncio.create_task(self._read_acks(), name=f"acks-{self.address}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._acks is not None:
+            self.bus.unsubscribe(self._acks)
+
+    async def _read_acks(self) -> None:
+        assert self._acks is not None
+        async for message in self._acks:
+            try:
+                ack = Ack.from_wire(decode_json_object(message.payload))
+            except ValueError:
+                continue
+            if ack.origin == self.bus.client_id and ack.seq in self._pending:
+                self._pending[ack.seq].put_nowait(ack)
+
+    async def command(
+        self,
+        name: str,
+        params: Mapping[str, Any] | Payload | None = None,
+        *,
+        timeout: float = 10.0,
+        on_ack: Callable[[Ack], None] | None = None,
+        check: bool = True,
+    ) -> Ack:
+        """Send a command and return its final ack.
+
+        ``timeout`` is how long to wait for an ack; an ``INPROGRESS`` ack extends the
+        wait by the time it announces. With ``check`` (default), a final ack other than
+        COMPLETE raises :class:`AckError`.
+        """
+        if self._acks is None:
+            raise RuntimeError("use the Remote as `async with Remote(...) as remote:`")
+        if isinstance(params, Payload):
+            params = params.model_dump()
+        seq = next(self.bus.command_seqs)
+        queue: asyncio.Queue[Ack] = asyncio.Queue()
+        self._pending[seq] = queue
+        payload = {
+            "seq": seq,
+            "origin": self.bus.client_id,
+            "identity": self.identity,
+            "sent_tai": current_tai(),
+            "params": dict(params or {}),
+        }
+        loop = asyncio.get_running_loop()
+        try:
+            if not await self.bus.publish(
+                self.address.command(name), encode(payload), qos=1, wait=timeout
+            ):
+                raise CommandTimeoutError(
+                    f"{name} to {self.address}: not sent, the broker at "
+                    f"{self.bus.address.url} stayed unreachable for {timeout:g} s"
+                )
+            deadline = loop.time() + timeout
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        ack = await queue.get()
+                except TimeoutError:
+                    raise CommandTimeoutError(
+                        f"{name} to {self.address}: no final ack within the time allowed; "
+                        "is the CSC running? (`cscs ocs status`)"
+                    ) from None
+                if on_ack is not None:
+                    on_ack(ack)
+                if ack.code is AckCode.INPROGRESS:
+                    deadline = max(deadline, loop.time() + ack.timeout + timeout)
+                if ack.code.is_final:
+                    if check and ack.code is not AckCode.COMPLETE:
+                        raise AckError(self.address, ack)
+                    return ack
+        finally:
+            del self._pending[seq]
+
+    @contextlib.asynccontextmanager
+    async def stream(self, name: str = "#", kind: Kind = Kind.EVENT) -> AsyncIterator[EventStream]:
+        """Follow one event (or telemetry) topic, or all of them with ``"#"``."""
+        topic = f"{self.address.root}/{kind.value}/{name}"
+        async with self.bus.subscription(topic, maxsize=10_000) as subscription:
+            yield EventStream(subscription)
+
+    async def next_event(self, name: str, timeout: float = 10.0) -> Received:
+        """The next ``name`` event (for a retained event: its current value)."""
+        async with self.stream(name) as events:
+            return await events.next(timeout)
+
+    async def wait_for_state(self, state: State, timeout: float = 10.0) -> Received:
+        async with self.stream("summaryState") as events:
+            return await events.wait_for(
+                lambda r: r.data.get("summaryState") == int(state), timeout
+            )

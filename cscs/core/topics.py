@@ -1,0 +1,93 @@
+"""Topic names of ICD §1: ``{prefix}/{Name}/{index}/{kind}/{name}``."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_PREFIX", "CscAddress", "Kind", "ParsedTopic", "parse_topic"]
+
+DEFAULT_PREFIX = "obs"
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class Kind(enum.StrEnum):
+    COMMAND = "cmd"
+    ACK = "ack"
+    EVENT = "evt"
+    TELEMETRY = "tel"
+
+
+@dataclass(frozen=True, order=True)
+class CscAddress:
+    """Which CSC: its name and index, plus the bus's topic prefix."""
+
+    name: str
+    index: int = 0
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"CSC name {self.name!r} must start with a letter and hold only letters, "
+                "digits and underscores"
+            )
+        if self.index < 0:
+            raise ValueError(f"CSC index must be 0 or positive, got {self.index}")
+
+    @classmethod
+    def parse(cls, text: str, prefix: str = DEFAULT_PREFIX) -> CscAddress:
+        """Read ``Name`` or ``Name:index`` as operators write it (``Archiver:1``)."""
+        name, sep, index = text.partition(":")
+        if not sep:
+            return cls(name, 0, prefix)
+        try:
+            return cls(name, int(index), prefix)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not NAME or NAME:INDEX with an integer index, e.g. Archiver:1"
+            ) from None
+
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}/{self.name}/{self.index}"
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.index}"
+
+    def command(self, name: str) -> str:
+        return f"{self.root}/cmd/{name}"
+
+    @property
+    def ack(self) -> str:
+        return f"{self.root}/ack"
+
+    def event(self, name: str) -> str:
+        return f"{self.root}/evt/{name}"
+
+    def telemetry(self, name: str) -> str:
+        return f"{self.root}/tel/{name}"
+
+
+@dataclass(frozen=True)
+class ParsedTopic:
+    address: CscAddress
+    kind: Kind
+    name: str  # the command, event or telemetry name; "" for acks
+
+
+def parse_topic(topic: str) -> ParsedTopic | None:
+    """Split a topic of ICD §1; None for anything else (foreign traffic is ignored)."""
+    parts = topic.split("/")
+    try:
+        if len(parts) == 4 and parts[3] == Kind.ACK:
+            prefix, name, index, _ = parts
+            return ParsedTopic(CscAddress(name, int(index), prefix), Kind.ACK, "")
+        if len(parts) == 5 and parts[3] in {Kind.COMMAND, Kind.EVENT, Kind.TELEMETRY}:
+            prefix, name, index, kind, item = parts
+            if item:
+                return ParsedTopic(CscAddress(name, int(index), prefix), Kind(kind), item)
+    except ValueError:
+        return None
+    return None
