@@ -25,8 +25,7 @@ def _edit(current: frozenset[str], text: str, check: str) -> frozenset[str]:
             )
         if check == "csc" and "@" in name:
             raise ExpectedError(
-                f"non-authorized CSC {name!r} must be a CSC name such as Archiver:1, "
-                "not user@host"
+                f"non-authorized CSC {name!r} must be a CSC name such as Archiver:1, not user@host"
             )
     if mode == "+":
         return current | frozenset(names)

@@ -130,7 +130,8 @@ class EmbeddedBroker:
         return self
 
     async def _wait_ready(self, seen: list[str]) -> None:
-        assert self._process is not None and self._process.stdout is not None
+        assert self._process is not None
+        assert self._process.stdout is not None
         while True:
             line = await self._process.stdout.readline()
             if not line:

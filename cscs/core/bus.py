@@ -343,7 +343,9 @@ class Bus:
         hook = None
         if self.on_connect is not None:
             # Run as a task: it publishes, and publishing needs this loop reading acks.
-            hook = asyncio.create_task(self._run_hook(self.on_connect), name=f"on-connect-{self.client_id}")
+            hook = asyncio.create_task(
+                self._run_hook(self.on_connect), name=f"on-connect-{self.client_id}"
+            )
         try:
             async for raw in client.messages:
                 payload = raw.payload if isinstance(raw.payload, bytes | bytearray) else b""

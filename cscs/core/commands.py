@@ -110,5 +110,3 @@ def _bug(context: CommandContext, exc: BaseException, log: FilteringBoundLogger)
     name = context.request.command
     log.error(f"{name} failed with an unexpected error", exc_info=exc)
     return context._ack(AckCode.FAILED, f"{name} failed: {type(exc).__name__}: {exc}", error=2)
-
-

@@ -82,13 +82,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigurationError(f"configuration {path}{where} is not valid YAML") from None
+        problem = getattr(exc, "problem", None)
+        raise ConfigurationError(
+            f"configuration {path}{where} is not valid YAML" + (f": {problem}" if problem else "")
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigurationError(
-            f"configuration {path} must be a mapping of keys to values, "
-            f"got {type(data).__name__}"
+            f"configuration {path} must be a mapping of keys to values, got {type(data).__name__}"
         )
     return data
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
 import aiomqtt
+
 from cscs import __version__
 from cscs.core import generic as g
 from cscs.core.auth import AuthList
@@ -205,9 +206,20 @@ class BaseCsc:
             self._bus = None
 
     async def run(self) -> None:
-        """Run until ``exitControl`` (or until cancelled)."""
+        """Run until ``exitControl`` or :meth:`stop`."""
         async with self:
             await self.done.wait()
+
+    async def stop(self, reason: str) -> None:
+        """Leave at once (SIGTERM, Ctrl-C): tell monitors OFFLINE, then let :meth:`run`
+        return. Unlike a crash, this is not ``lost``."""
+        self.log.warning("stopping", reason=reason, state=self.state.name)
+        await self.publish_event(
+            g.SUMMARY_STATE,
+            g.SummaryState(summaryState=int(State.OFFLINE), name=State.OFFLINE.name),
+            wait=2.0,
+        )
+        self.done.set()
 
     # ---- publishing --------------------------------------------------------------------
 
@@ -320,16 +332,18 @@ class BaseCsc:
         name = message.topic.rsplit("/", 1)[-1]
         if message.retain:
             # A retained command would run again at every reconnect: never obey one.
-            self.log.warning("ignored a retained command; commands must not be retained",
-                             command=name)
+            self.log.warning(
+                "ignored a retained command; commands must not be retained", command=name
+            )
             return
         parsed = parse_command(name, message.payload, self.interface)
         if isinstance(parsed, Unreadable):
             self.log.warning("dropped an unreadable command", reason=parsed.reason)
             return
         if isinstance(parsed, Refusal):
-            refusal = Ack(parsed.seq, parsed.origin, parsed.command, AckCode.FAILED,
-                          parsed.reason, error=1)
+            refusal = Ack(
+                parsed.seq, parsed.origin, parsed.command, AckCode.FAILED, parsed.reason, error=1
+            )
             self._spawn(self._send_ack(refusal), f"refuse-{name}")
             return
         self._dispatch(parsed)
@@ -337,17 +351,27 @@ class BaseCsc:
     def _dispatch(self, request: CommandRequest) -> None:
         name = request.command
         if not self.auth.permits(request.identity, self.identity):
-            noperm = Ack(request.seq, request.origin, name, AckCode.NOPERM,
-                         f"{request.identity} is not authorized to command {self.address}")
+            noperm = Ack(
+                request.seq,
+                request.origin,
+                name,
+                AckCode.NOPERM,
+                f"{request.identity} is not authorized to command {self.address}",
+            )
             self._spawn(self._send_ack(noperm), f"noperm-{name}")
             return
         binding = self._bindings[name]
         allowed = binding.spec.allowed_states
         if allowed is not None and self.state not in allowed:
             wanted = " or ".join(sorted(s.name for s in allowed))
-            refusal = Ack(request.seq, request.origin, name, AckCode.FAILED,
-                          f"{name} not allowed in state {self.state.name} (needs {wanted})",
-                          error=1)
+            refusal = Ack(
+                request.seq,
+                request.origin,
+                name,
+                AckCode.FAILED,
+                f"{name} not allowed in state {self.state.name} (needs {wanted})",
+                error=1,
+            )
             self._spawn(self._send_ack(refusal), f"refuse-{name}")
             return
         run = execute(request, binding, self._send_ack, self.log, binding.spec.timeout)

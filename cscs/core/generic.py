@@ -147,9 +147,7 @@ HEARTBEAT = EventSpec("heartbeat", Heartbeat, "Published every second.", qos=0)
 ERROR_CODE = EventSpec(
     "errorCode", ErrorCode, "Why the CSC went to FAULT; published before it.", retained=True
 )
-LOG_MESSAGE = EventSpec(
-    "logMessage", LogMessage, "A log record at or above the CSC's log level."
-)
+LOG_MESSAGE = EventSpec("logMessage", LogMessage, "A log record at or above the CSC's log level.")
 SOFTWARE_VERSIONS = EventSpec(
     "softwareVersions",
     SoftwareVersions,

@@ -135,7 +135,8 @@ def encode(data: dict[str, Any]) -> bytes:
 def decode_json_object(payload: bytes) -> dict[str, Any]:
     """Decode a JSON object; raises ValueError with a reason a person can read."""
     try:
-        data = json.loads(payload)
+        # Decode first: json.loads(bytes) would guess UTF-16/32 from a BOM; the ICD says UTF-8.
+        data = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ValueError(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:

@@ -1,6 +1,6 @@
 """TAI time as Unix-epoch seconds, the time scale of every ``*_tai`` field (ICD §1).
 
-The offset TAI − UTC changes only at leap seconds, so it is looked up once per UTC day
+The offset TAI - UTC changes only at leap seconds, so it is looked up once per UTC day
 with ERFA (the library astropy itself uses) rather than through a full astropy ``Time``
 on every message.
 """
@@ -29,7 +29,7 @@ def _tai_minus_utc_on_day(unix_day: int) -> float:
 
 
 def tai_minus_utc(unix_utc: float) -> float:
-    """TAI − UTC in seconds at the given UTC Unix time (37 s since 2017)."""
+    """TAI - UTC in seconds at the given UTC Unix time (37 s since 2017)."""
     return _tai_minus_utc_on_day(int(unix_utc // _SECONDS_PER_DAY))
 
 

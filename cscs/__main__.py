@@ -1,0 +1,5 @@
+"""``python -m cscs`` is the ``cscs`` command."""
+
+from cscs.cli import main
+
+raise SystemExit(main())

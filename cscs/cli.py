@@ -1,0 +1,206 @@
+"""The ``cscs`` command: run CSCs, the embedded broker, the operators' tools, the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from cscs.core.broker import EmbeddedBroker
+from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress, BrokerUnavailableError, Bus
+from cscs.core.errors import ExpectedError
+from cscs.core.settings import Settings, settings_from_env
+from cscs.core.states import State
+from cscs.core.topics import CscAddress
+from cscs.registry import REGISTRY, find
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _broker(args: argparse.Namespace, settings: Settings) -> BrokerAddress:
+    url = args.broker or settings.broker_url
+    address = BrokerAddress.from_url(url, ca_file=args.ca_file)
+    if args.username is not None:
+        address = BrokerAddress(
+            address.host, address.port, args.username, args.password, address.tls, address.ca_file
+        )
+    return address
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    cls = find(args.name).load()
+    csc = cls(
+        args.index,
+        broker=_broker(args, settings),
+        prefix=settings.prefix,
+        initial_state=State[args.state.upper()],
+        config_dir=settings.config_dir,
+        site=settings.site,
+    )
+    loop = asyncio.get_running_loop()
+    stopping: set[asyncio.Task[None]] = set()
+
+    def on_signal(sig: signal.Signals) -> None:
+        task = asyncio.create_task(csc.stop(f"signal {sig.name}"), name="stop")
+        stopping.add(task)
+        task.add_done_callback(stopping.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await csc.run()
+    return 0
+
+
+async def _broker_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    async with EmbeddedBroker(args.backend, host=args.host, port=args.port) as broker:
+        print(f"{broker.backend} broker listening at {broker.url} (Ctrl-C stops it)", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    return 0
+
+
+async def _ocs(args: argparse.Namespace, settings: Settings) -> int:
+    from sim.ocs import operator
+
+    async with Bus(_broker(args, settings), connect_timeout=args.connect_timeout) as bus:
+        if args.ocs_command == "command":
+            return await operator.send_command(
+                bus,
+                CscAddress.parse(args.target, settings.prefix),
+                args.command,
+                operator.parse_params(args.params),
+                out=sys.stdout,
+                timeout=args.timeout,
+                identity=args.identity,
+            )
+        if args.ocs_command == "status":
+            return await operator.show_status(
+                bus, settings.prefix, out=sys.stdout, listen=args.listen
+            )
+        target = CscAddress.parse(args.target, settings.prefix) if args.target else None
+        return await operator.watch(
+            bus,
+            settings.prefix,
+            target,
+            out=sys.stdout,
+            count=args.count,
+            telemetry=args.telemetry,
+            heartbeats=args.heartbeats,
+        )
+
+
+def interface_doc(args: argparse.Namespace) -> int:
+    from cscs.core.interface_doc import render
+
+    text = render(entry.load().interface for entry in REGISTRY)
+    if args.check:
+        current = Path(args.check).read_text() if Path(args.check).exists() else ""
+        if current != text:
+            print(
+                f"{args.check} is out of date with the schemas in the code; "
+                "regenerate it with `make docs` (cscs interface-doc --output ...)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{args.check} matches the schemas")
+        return 0
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+async def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from sim.ocs.demo import run_demo
+
+    return await run_demo(backend=args.backend, out=sys.stdout)
+
+
+def _add_broker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broker",
+        help=f"broker URL, mqtt://[user:pass@]host:port or mqtts://… "
+        f"(default: $CSCS_BROKER or {DEFAULT_BROKER_URL})",
+    )
+    parser.add_argument("--username", help="broker user name (overrides the URL's)")
+    parser.add_argument("--password", help="broker password")
+    parser.add_argument("--ca-file", help="certificate authority file for mqtts://")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cscs", description=__doc__)
+    sub = parser.add_subparsers(dest="subcommand", required=True)
+
+    run = sub.add_parser("run", help="run one CSC or simulator in this process")
+    run.add_argument("name", help="; ".join(f"{e.name}: {e.summary}" for e in REGISTRY))
+    run.add_argument("--index", type=int, default=0)
+    run.add_argument(
+        "--state",
+        default="standby",
+        choices=["standby", "disabled", "enabled"],
+        help="initial summary state (default standby)",
+    )
+    _add_broker_options(run)
+    run.set_defaults(func=_run)
+
+    broker = sub.add_parser("broker", help="run the embedded MQTT broker in the foreground")
+    broker.add_argument("--backend", default="auto", choices=["auto", "mosquitto", "amqtt"])
+    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument("--port", type=int, default=1883)
+    broker.set_defaults(func=_broker_cmd)
+
+    ocs = sub.add_parser("ocs", help="the operators' tools")
+    ocs_sub = ocs.add_subparsers(dest="ocs_command", required=True)
+    command = ocs_sub.add_parser("command", help="send a command, print its acks")
+    command.add_argument("target", help="NAME:INDEX, e.g. Archiver:1")
+    command.add_argument("command", help="e.g. start, enable, setLogLevel")
+    command.add_argument("params", nargs="*", help="key=value (values read as JSON if they parse)")
+    command.add_argument("--timeout", type=float, default=10.0)
+    command.add_argument("--identity", help="who commands (default user@host)")
+    status = ocs_sub.add_parser("status", help="table of every CSC seen on the bus")
+    status.add_argument("--listen", type=float, default=2.0, help="seconds to listen")
+    watch = ocs_sub.add_parser("watch", help="print events and acks as they come")
+    watch.add_argument("target", nargs="?", help="NAME:INDEX (default: every CSC)")
+    watch.add_argument("--count", type=int, help="stop after this many messages")
+    watch.add_argument("--telemetry", action="store_true", help="show telemetry too")
+    watch.add_argument("--heartbeats", action="store_true", help="show heartbeats too")
+    for p in (command, status, watch):
+        _add_broker_options(p)
+        p.add_argument("--connect-timeout", type=float, default=5.0)
+    ocs.set_defaults(func=_ocs)
+
+    doc = sub.add_parser("interface-doc", help="write docs/interface.md from the schemas")
+    group = doc.add_mutually_exclusive_group()
+    group.add_argument("--output", help="file to write (default stdout)")
+    group.add_argument("--check", help="fail if this file differs from what would be written")
+    doc.set_defaults(func=None)
+
+    demo = sub.add_parser("demo", help="run a simulated night on an embedded broker")
+    demo.add_argument("--backend", default="auto", choices=["auto", "mosquitto", "amqtt"])
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.subcommand == "interface-doc":
+        return interface_doc(args)
+    try:
+        settings = settings_from_env()
+        command: Command = args.func
+        return asyncio.run(command(args, settings))
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, BrokerUnavailableError, ExpectedError, FileNotFoundError) as exc:
+        print(f"cscs: error: {exc}", file=sys.stderr)
+        return 2

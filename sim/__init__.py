@@ -1,0 +1,1 @@
+"""Simulators of the observatory around the DM CSCs: camera/DAQ and OCS."""

@@ -1,0 +1,1 @@
+"""The OCS side: the operators' command line, status and watch tools."""

@@ -1,0 +1,43 @@
+"""The operators' status board, fed with events, without a broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cscs.core.remote import Received
+from cscs.core.topics import CscAddress, Kind
+from sim.ocs.status import StatusBoard, describe
+
+A = CscAddress("Archiver", 1)
+
+
+def event(topic_name: str, **data: Any) -> Received:
+    return Received(A, Kind.EVENT, topic_name, data | {"seq": 1, "sent_tai": 0.0})
+
+
+def test_board_tracks_state_heartbeat_and_error() -> None:
+    """State, heartbeat age, condition and last error per CSC."""
+    board = StatusBoard()
+    board.update(event("summaryState", summaryState=2, name="ENABLED"), now=100.0)
+    board.update(event("heartbeat"), now=101.0)
+    board.update(event("errorCode", errorCode=7, errorReport="disk full"), now=101.0)
+    assert board.rows(now=102.0) == [("Archiver:1", "ENABLED", "1.0 s", "alive", "7: disk full")]
+    assert board.rows(now=105.0)[0][3] == "LOST (no heartbeat)"
+
+
+def test_last_will_shows_lost() -> None:
+    """The last will (lost: true) shows as LOST at once."""
+    board = StatusBoard()
+    board.update(event("heartbeat"), now=1.0)
+    board.update(event("summaryState", summaryState=4, name="OFFLINE", lost=True), now=1.5)
+    assert board.rows(now=1.6)[0][1:4] == ("OFFLINE", "-", "LOST (last will)")
+    assert "no CSC seen" in StatusBoard().render(0.0)
+
+
+def test_describe_is_one_readable_line() -> None:
+    """watch prints state names and fields, not raw JSON."""
+    assert describe(event("summaryState", summaryState=3, name="FAULT")) == (
+        "Archiver:1 evt summaryState FAULT"
+    )
+    ack = Received(A, Kind.ACK, "", {"command": "enable", "seq": 3, "ack": "FAILED", "result": "no"})
+    assert describe(ack) == "Archiver:1 ack enable seq=3 FAILED: no"
