@@ -39,5 +39,7 @@ def test_describe_is_one_readable_line() -> None:
     assert describe(event("summaryState", summaryState=3, name="FAULT")) == (
         "Archiver:1 evt summaryState FAULT"
     )
-    ack = Received(A, Kind.ACK, "", {"command": "enable", "seq": 3, "ack": "FAILED", "result": "no"})
+    ack = Received(
+        A, Kind.ACK, "", {"command": "enable", "seq": 3, "ack": "FAILED", "result": "no"}
+    )
     assert describe(ack) == "Archiver:1 ack enable seq=3 FAILED: no"

@@ -435,8 +435,10 @@ class BaseCsc:
         self.log.info("summary state changed", old=old.name, new=new.name)
         if old is State.ENABLED:
             reason = f"aborted: {self.address} left ENABLED for {new.name}"
+            current = asyncio.current_task()
             for task in list(self._enabled_tasks):
-                task.cancel(reason)
+                if task is not current:  # a command that faults the CSC finishes itself
+                    task.cancel(reason)
         await self._publish_summary_state()
         if new is State.OFFLINE:
             self.done.set()

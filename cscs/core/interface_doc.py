@@ -29,8 +29,8 @@ what the project adds to it and every topic each CSC declares.
 * **Commands** are read from `{{root}}/cmd/{{command}}`. Payloads above
   {MAX_COMMAND_BYTES} bytes are refused (`FAILED`, naming the size) when `seq` and
   `origin` are readable; unreadable ones are logged (`logMessage`, WARNING) and dropped.
-  A command published with the MQTT retain flag is never obeyed (it would run again at
-  every reconnect) and is logged.
+  A command replayed from the broker's retained store (delivered with the retain flag)
+  is never obeyed — it would run again at every reconnect — and is logged.
 * **Parameters** are strict: an unknown parameter, a missing required one or a value of
   the wrong JSON type (`"3"` for an integer, `1` for a boolean) is refused. Numbers may
   be given as integers where a float is declared. `params` may be omitted when a command

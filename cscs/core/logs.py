@@ -52,7 +52,7 @@ class PublishLogRecord:
     """Hand each record, as a ``logMessage`` payload, to ``sink`` (which must not block)."""
 
     _INTERNAL = frozenset(
-        {"event", "level", "timestamp", "exc_info", "pathname", "func_name", "lineno"}
+        {"event", "level", "timestamp", "exc_info", "pathname", "func_name", "lineno", "csc"}
     )
 
     def __init__(self, name: str, sink: Callable[[LogMessage], None]) -> None:

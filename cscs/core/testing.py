@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -175,13 +175,15 @@ async def _go_to(remote: Remote, current: State, target: State) -> None:
 
 
 async def check_standard_state_transitions(
-    remote: Remote, enabled_commands: Iterable[str] = (), timeout: float = 10.0
+    remote: Remote,
+    enabled_commands: Mapping[str, Mapping[str, Any]] | None = None,
+    timeout: float = 10.0,
 ) -> None:
     """Every life-cycle command from every working state: legal ones move the CSC where
     ICD §3 says, illegal ones are FAILED naming the state and change nothing.
 
-    ``enabled_commands`` (component commands) must be refused outside ENABLED. Leaves the
-    CSC in STANDBY.
+    ``enabled_commands`` maps component commands to valid parameters: each must be
+    refused outside ENABLED. Leaves the CSC in STANDBY.
     """
     working = (State.STANDBY, State.DISABLED, State.ENABLED)
     for state in working:
@@ -195,8 +197,8 @@ async def check_standard_state_transitions(
             assert ack.code is AckCode.FAILED, ack
             assert expected in ack.result, (expected, ack.result)
         if state is not State.ENABLED:
-            for command in enabled_commands:
-                ack = await remote.command(command, timeout=timeout, check=False)
+            for command, params in (enabled_commands or {}).items():
+                ack = await remote.command(command, params, timeout=timeout, check=False)
                 assert ack.code is AckCode.FAILED, ack
                 assert f"not allowed in state {state.name}" in ack.result, ack.result
         for transition in LIFECYCLE:

@@ -1,0 +1,276 @@
+"""A CSC on a real broker (embedded amqtt and Mosquitto): life cycle, commands, acks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from cscs.core.broker import EmbeddedBroker
+from cscs.core.bus import Bus
+from cscs.core.errors import ExpectedError
+from cscs.core.protocol import Ack, AckCode
+from cscs.core.remote import AckError
+from cscs.core.schema import NoParams
+from cscs.core.states import State
+from cscs.core.testing import (
+    CscHarness,
+    TestCsc,
+    check_bad_commands,
+    check_standard_state_transitions,
+    make_csc,
+    send_raw,
+)
+from cscs.core.topics import CscAddress, Kind
+
+pytestmark = pytest.mark.broker
+COMPONENT_COMMANDS: dict[str, dict[str, Any]] = {
+    "ping": {},
+    "wait": {"duration": 1},
+    "fail": {},
+    "bug": {},
+    "slow": {},
+    "fault": {},
+    "setScalars": {"value": 1},
+}
+
+
+async def test_standard_state_transitions(broker: EmbeddedBroker, index: int) -> None:
+    """Every legal and illegal transition; component commands only in ENABLED."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        await check_standard_state_transitions(h.remote, COMPONENT_COMMANDS)
+
+
+async def test_bad_commands_are_refused(broker: EmbeddedBroker, index: int) -> None:
+    """Unknown commands, ill-typed or unknown params, malformed payloads: FAILED or dropped."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        await check_bad_commands(h.remote)
+
+
+async def test_generic_events_on_startup(broker: EmbeddedBroker, index: int) -> None:
+    """A fresh subscriber sees the retained generic events of ICD §3."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        versions = await h.remote.next_event("softwareVersions")
+        assert versions.data["xmlVersion"] == "1.0"
+        assert versions.retained
+        available = await h.remote.next_event("configurationsAvailable")
+        assert available.data["overrides"] == "broken.yaml,french.yaml"
+        assert (await h.remote.next_event("logLevel")).data["level"] == 20
+        assert (await h.remote.next_event("authList")).data["authorizedUsers"] == ""
+        async with h.remote.stream("heartbeat") as beats:
+            first = await beats.next(5)
+            second = await beats.next(5)
+        assert second.seq == first.seq + 1
+
+
+async def test_hostile_payloads_leave_the_csc_alive(broker: EmbeddedBroker, index: int) -> None:
+    """Garbage, a 2 MB payload and a flood of junk: the heartbeat goes on, commands work."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        big = {"seq": 99, "origin": h.bus.client_id, "identity": "x@y", "params": {}}
+        big["padding"] = "x" * (2 * 1024 * 1024)
+        async with h.bus.subscription(h.remote.address.ack) as acks:
+            await send_raw(h.bus, h.remote.address, "start", json.dumps(big).encode())
+            ack = Ack.from_wire(json.loads((await acks.get(10)).payload))
+        assert ack.code is AckCode.FAILED
+        assert "exceeds the limit" in ack.result
+        junk = [b"", b"\x00" * 1000, b"null", b'{"seq": 1}', b"[" * 50_000, b"\xff" * 3_000_000]
+        async with h.remote.stream("logMessage") as logs:
+            for payload in junk:
+                await send_raw(h.bus, h.remote.address, "enable", payload)
+            warnings = [await logs.next(10) for _ in junk]
+        assert all(w.data["level"] == 30 for w in warnings)
+        assert "not UTF-8" in warnings[-1].data["message"]
+        async with h.remote.stream("heartbeat") as beats:
+            await beats.next(5)
+            await beats.next(5)
+        await h.remote.command("start")
+        assert h.csc.state is State.DISABLED
+
+
+async def test_retained_command_is_not_obeyed(broker: EmbeddedBroker, index: int) -> None:
+    """A command left retained on the broker is replayed at every (re)subscribe: ignored."""
+    address = CscAddress("Test", index)
+    async with Bus(broker.address) as bus:
+        body = {"seq": 1, "origin": "rogue", "identity": "x@y", "params": {}}
+        await bus.publish(address.command("start"), json.dumps(body).encode(), retain=True)
+        async with bus.subscription(address.event("logMessage")) as logs:
+            async with make_csc(TestCsc, broker.address, index=index) as h:
+                messages = [json.loads((await logs.get(10)).payload)["message"] for _ in range(2)]
+                assert any("ignored a retained command" in m for m in messages), messages
+                await h.remote.command("setLogLevel", {"level": 20})  # a round trip later
+                assert h.csc.state is State.STANDBY
+        await bus.publish(address.command("start"), b"", retain=True)  # clear it
+
+
+async def test_unauthorized_identity_gets_noperm(broker: EmbeddedBroker, index: int) -> None:
+    """Once users are listed, anyone else gets NOPERM and nothing changes."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        await h.remote.command("setAuthList", {"authorizedUsers": "night@summit"})
+        assert (await h.remote.next_event("authList")).data["authorizedUsers"] == "night@summit"
+        h.remote.identity = "intruder@elsewhere"
+        with pytest.raises(AckError) as refused:
+            await h.remote.command("start")
+        assert refused.value.ack.code is AckCode.NOPERM
+        assert "intruder@elsewhere is not authorized" in refused.value.ack.result
+        assert h.csc.state is State.STANDBY
+        h.remote.identity = "night@summit"
+        await h.remote.command("start")
+        assert h.csc.state is State.DISABLED
+
+
+async def enabled(h: CscHarness) -> CscHarness:
+    await h.remote.command("start")
+    await h.remote.command("enable")
+    return h
+
+
+async def test_every_ack_outcome(broker: EmbeddedBroker, index: int) -> None:
+    """COMPLETE, INPROGRESS then COMPLETE, FAILED (expected and bug), TIMEOUT."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        await enabled(h)
+        seen: list[Ack] = []
+        done = await h.remote.command("wait", {"duration": 0.2}, on_ack=seen.append)
+        assert [a.code for a in seen] == [AckCode.INPROGRESS, AckCode.COMPLETE]
+        assert seen[0].timeout == pytest.approx(0.2)
+        assert done.result == "waited 0.2 s"
+
+        failed = await h.remote.command("fail", {"reason": "no film"}, check=False)
+        assert (failed.code, failed.result, failed.error) == (AckCode.FAILED, "no film", 1)
+
+        async with h.remote.stream("logMessage") as logs:
+            bug = await h.remote.command("bug", check=False)
+            record = await logs.wait_for(lambda r: r.data["level"] >= 40)
+        assert bug.code is AckCode.FAILED
+        assert "ZeroDivisionError" in bug.result
+        assert bug.error == 2
+        assert "Traceback" in record.data["traceback"]
+
+        slow = await h.remote.command("slow", check=False)
+        assert slow.code is AckCode.TIMEOUT
+        assert "longer than 0.1 s" in slow.result
+
+
+async def test_leaving_enabled_aborts_running_commands(broker: EmbeddedBroker, index: int) -> None:
+    """A long command still running when the CSC is disabled is acked ABORTED."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        await enabled(h)
+        started = asyncio.Event()
+
+        def on_ack(ack: Ack) -> None:
+            if ack.code is AckCode.INPROGRESS:
+                started.set()
+
+        waiting = asyncio.create_task(
+            h.remote.command("wait", {"duration": 30}, on_ack=on_ack, check=False)
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        await h.remote.command("disable")
+        aborted = await asyncio.wait_for(waiting, 10)
+        assert aborted.code is AckCode.ABORTED
+        assert "left ENABLED" in aborted.result
+
+
+async def test_fault_publishes_error_code_then_state(broker: EmbeddedBroker, index: int) -> None:
+    """fault(): errorCode first, then summaryState FAULT; only standby leaves it."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        await enabled(h)
+        async with h.remote.stream("#") as events:
+            await h.remote.command("fault")
+            order = []
+            while len(order) < 2:
+                item = await events.next(10)
+                if item.name in ("errorCode", "summaryState") and not item.retained:
+                    order.append((item.name, item.data))
+        assert order[0][0] == "errorCode"
+        assert order[0][1]["errorCode"] == 42
+        assert order[1][1]["name"] == "FAULT"
+        failed = await h.remote.command("enable", check=False)
+        assert failed.result == "enable not allowed in state FAULT"
+        await h.remote.command("standby")
+        assert h.csc.state is State.STANDBY
+
+
+async def test_configuration_override(broker: EmbeddedBroker, index: int) -> None:
+    """start applies the named override; a bad one is refused and the CSC stays put."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        broken = await h.remote.command("start", {"configurationOverride": "broken"}, check=False)
+        assert broken.code is AckCode.FAILED
+        assert "broken.yaml is invalid: wait_scale" in broken.result
+        missing = await h.remote.command("start", {"configurationOverride": "nope"}, check=False)
+        assert "available: broken.yaml, french.yaml" in missing.result
+        assert h.csc.state is State.STANDBY
+        await h.remote.command("start", {"configurationOverride": "french"})
+        applied = await h.remote.next_event("configurationApplied")
+        assert applied.data["configurations"] == "_init.yaml,french.yaml"
+        assert h.csc.config is not None
+        assert h.csc.config.model_dump()["greeting"] == "bonjour"
+
+
+class HookedCsc(TestCsc):
+    """Fails the hooks it is told to, to check the life cycle's rollback."""
+
+    failing: set[str] = set()
+
+    async def begin_enable(self, params: NoParams) -> None:
+        if "begin_enable" in self.failing:
+            raise ExpectedError("camera not ready")
+
+    async def end_enable(self, params: NoParams) -> None:
+        if "end_enable" in self.failing:
+            raise RuntimeError("end hook broke")
+
+
+@pytest.mark.parametrize("hook", ["begin_enable", "end_enable"])
+async def test_failing_hook_leaves_state_unchanged(
+    broker: EmbeddedBroker, index: int, hook: str
+) -> None:
+    """A begin or end hook that fails leaves the CSC where it was."""
+
+    def factory(i: int, **kwargs: Any) -> HookedCsc:
+        csc = HookedCsc(i, **kwargs)
+        csc.failing = {hook}
+        return csc
+
+    async with make_csc(factory, broker.address, index=index) as h:
+        await h.remote.command("start")
+        ack = await h.remote.command("enable", check=False)
+        assert ack.code is AckCode.FAILED
+        assert h.csc.state is State.DISABLED
+        assert ("camera not ready" if hook == "begin_enable" else "end hook broke") in ack.result
+        assert (await h.remote.next_event("summaryState")).data["name"] == "DISABLED"
+
+
+async def test_set_log_level_filters_published_logs(broker: EmbeddedBroker, index: int) -> None:
+    """Records below the level are not published; at or above they are."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        async with h.remote.stream("logMessage") as logs:
+            h.csc.log.debug("hidden at INFO")
+            h.csc.log.info("shown at INFO")
+            assert (await logs.next(5)).data["message"] == "shown at INFO"
+        await h.remote.command("setLogLevel", {"level": 10})
+        async with h.remote.stream("logMessage") as logs:
+            h.csc.log.debug("a detail", item=3)
+            record = await logs.next(5)
+        assert record.data["message"] == "a detail item=3"
+        assert record.data["level"] == 10
+        assert record.data["functionName"] == "test_set_log_level_filters_published_logs"
+        out_of_range = await h.remote.command("setLogLevel", {"level": 99}, check=False)
+        assert "level must be 0-50" in out_of_range.result
+
+
+async def test_telemetry_and_events_carry_seq_and_time(broker: EmbeddedBroker, index: int) -> None:
+    """Every event and telemetry message has a per-topic seq from 1 and sent_tai."""
+    async with make_csc(TestCsc, broker.address, index=index) as h:
+        await enabled(h)
+        async with h.remote.stream("scalars") as events:
+            async with h.remote.stream("scalars", Kind.TELEMETRY) as telemetry:
+                for value in (1, 2):
+                    await h.remote.command("setScalars", {"value": value, "text": "t"})
+                first, second = await events.next(5), await events.next(5)
+                tel = await telemetry.next(5)
+        assert (first.seq, second.seq) == (1, 2)
+        assert second.data["value"] == 2
+        assert tel.data["value"] == 1
+        assert first.sent_tai > 1.7e9  # TAI Unix seconds, not a monotonic clock
