@@ -95,12 +95,14 @@ async def test_retained_command_is_not_obeyed(broker: EmbeddedBroker, index: int
     async with Bus(broker.address) as bus:
         body = {"seq": 1, "origin": "rogue", "identity": "x@y", "params": {}}
         await bus.publish(address.command("start"), json.dumps(body).encode(), retain=True)
-        async with bus.subscription(address.event("logMessage")) as logs:
-            async with make_csc(TestCsc, broker.address, index=index) as h:
-                messages = [json.loads((await logs.get(10)).payload)["message"] for _ in range(2)]
-                assert any("ignored a retained command" in m for m in messages), messages
-                await h.remote.command("setLogLevel", {"level": 20})  # a round trip later
-                assert h.csc.state is State.STANDBY
+        async with (
+            bus.subscription(address.event("logMessage")) as logs,
+            make_csc(TestCsc, broker.address, index=index) as h,
+        ):
+            messages = [json.loads((await logs.get(10)).payload)["message"] for _ in range(2)]
+            assert any("ignored a retained command" in m for m in messages), messages
+            await h.remote.command("setLogLevel", {"level": 20})  # a round trip later
+            assert h.csc.state is State.STANDBY
         await bus.publish(address.command("start"), b"", retain=True)  # clear it
 
 
@@ -114,10 +116,10 @@ async def test_unauthorized_identity_gets_noperm(broker: EmbeddedBroker, index: 
             await h.remote.command("start")
         assert refused.value.ack.code is AckCode.NOPERM
         assert "intruder@elsewhere is not authorized" in refused.value.ack.result
-        assert h.csc.state is State.STANDBY
+        assert h.csc.lifecycle.state is State.STANDBY
         h.remote.identity = "night@summit"
         await h.remote.command("start")
-        assert h.csc.state is State.DISABLED
+        assert h.csc.state.name == "DISABLED"
 
 
 async def enabled(h: CscHarness) -> CscHarness:
@@ -178,7 +180,7 @@ async def test_fault_publishes_error_code_then_state(broker: EmbeddedBroker, ind
         await enabled(h)
         async with h.remote.stream("#") as events:
             await h.remote.command("fault")
-            order = []
+            order: list[tuple[str, dict[str, Any]]] = []
             while len(order) < 2:
                 item = await events.next(10)
                 if item.name in ("errorCode", "summaryState") and not item.retained:
@@ -264,12 +266,14 @@ async def test_telemetry_and_events_carry_seq_and_time(broker: EmbeddedBroker, i
     """Every event and telemetry message has a per-topic seq from 1 and sent_tai."""
     async with make_csc(TestCsc, broker.address, index=index) as h:
         await enabled(h)
-        async with h.remote.stream("scalars") as events:
-            async with h.remote.stream("scalars", Kind.TELEMETRY) as telemetry:
-                for value in (1, 2):
-                    await h.remote.command("setScalars", {"value": value, "text": "t"})
-                first, second = await events.next(5), await events.next(5)
-                tel = await telemetry.next(5)
+        async with (
+            h.remote.stream("scalars") as events,
+            h.remote.stream("scalars", Kind.TELEMETRY) as telemetry,
+        ):
+            for value in (1, 2):
+                await h.remote.command("setScalars", {"value": value, "text": "t"})
+            first, second = await events.next(5), await events.next(5)
+            tel = await telemetry.next(5)
         assert (first.seq, second.seq) == (1, 2)
         assert second.data["value"] == 2
         assert tel.data["value"] == 1

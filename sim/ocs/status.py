@@ -101,7 +101,8 @@ def describe(received: Received) -> str:
             text += " (lost: last will)"
     elif received.kind is Kind.ACK:
         data = received.data
-        text = f"{data.get('command')} seq={data.get('seq')} {data.get('ack')}: {data.get('result', '')}"
+        text = f"{data.get('command')} seq={data.get('seq')} {data.get('ack')}: "
+        text += str(data.get("result", ""))
     else:
         text = " ".join(f"{k}={v!r}" for k, v in fields.items())
     kind = "ack" if received.kind is Kind.ACK else received.kind.value
