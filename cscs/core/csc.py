@@ -209,6 +209,10 @@ class BaseCsc:
         """Run until ``exitControl`` or :meth:`stop`."""
         async with self:
             await self.done.wait()
+            # exitControl's own ack (and any other in flight) must go out before we close.
+            pending = [t for t in self._command_tasks if t is not asyncio.current_task()]
+            if pending:
+                await asyncio.wait(pending, timeout=_ACK_WAIT)
 
     async def stop(self, reason: str) -> None:
         """Leave at once (SIGTERM, Ctrl-C): tell monitors OFFLINE, then let :meth:`run`
