@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -48,13 +49,20 @@ async def csc_process(
     await process.communicate()
 
 
+@contextlib.asynccontextmanager
+async def standby_remote(broker: EmbeddedBroker, index: int) -> AsyncIterator[Remote]:
+    """A Remote to the Test CSC process once it has come up in STANDBY."""
+    async with Bus(broker.address) as bus, Remote(bus, CscAddress("Test", index)) as remote:
+        await remote.wait_for_state(State.STANDBY, timeout=30)
+        yield remote
+
+
 async def test_killed_csc_shows_offline_to_a_fresh_subscriber(
     broker: EmbeddedBroker, index: int, csc_process: asyncio.subprocess.Process
 ) -> None:
     """SIGKILL: the broker publishes the last will; a new monitor sees OFFLINE, lost."""
     address = CscAddress("Test", index)
-    async with Bus(broker.address) as bus, Remote(bus, address) as remote:
-        await remote.wait_for_state(State.STANDBY, timeout=30)
+    async with standby_remote(broker, index):
         os.kill(csc_process.pid, signal.SIGKILL)
         await csc_process.wait()
     async with Bus(broker.address) as fresh, Remote(fresh, address) as monitor:
@@ -67,9 +75,7 @@ async def test_sigterm_exits_cleanly_and_says_offline(
     broker: EmbeddedBroker, index: int, csc_process: asyncio.subprocess.Process
 ) -> None:
     """SIGTERM: OFFLINE (not lost) is published and the process exits 0."""
-    address = CscAddress("Test", index)
-    async with Bus(broker.address) as bus, Remote(bus, address) as remote:
-        await remote.wait_for_state(State.STANDBY, timeout=30)
+    async with standby_remote(broker, index) as remote:
         csc_process.terminate()
         offline = await remote.wait_for_state(State.OFFLINE, timeout=10)
     assert offline.data["lost"] is False
@@ -80,9 +86,7 @@ async def test_exit_control_ends_the_process(
     broker: EmbeddedBroker, index: int, csc_process: asyncio.subprocess.Process
 ) -> None:
     """exitControl from STANDBY: OFFLINE, then the process exits 0."""
-    address = CscAddress("Test", index)
-    async with Bus(broker.address) as bus, Remote(bus, address) as remote:
-        await remote.wait_for_state(State.STANDBY, timeout=30)
+    async with standby_remote(broker, index) as remote:
         await remote.command("exitControl")
     async with asyncio.timeout(15):
         assert await csc_process.wait() == 0
@@ -93,8 +97,8 @@ async def test_operator_command_line(
 ) -> None:
     """`cscs ocs command` prints acks, exits 0 only on COMPLETE; status lists the CSC."""
     target = f"Test:{index}"
-    async with Bus(broker.address) as bus, Remote(bus, CscAddress("Test", index)) as remote:
-        await remote.wait_for_state(State.STANDBY, timeout=30)
+    async with standby_remote(broker, index):
+        pass
     code, out, _ = await run_cscs("ocs", "command", target, "start", "--broker", broker.url)
     assert code == 0
     assert "start seq=1: COMPLETE 303" in out
