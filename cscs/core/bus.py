@@ -203,11 +203,19 @@ class Bus:
 
     async def close(self) -> None:
         self.state = ConnectionState.CLOSED
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # aiomqtt waits for the disconnect without a time limit; a process must not
+            # hang on exit because of it, so a second cancel abandons the connection.
+            for _ in range(2):
+                done, _pending = await asyncio.wait({task}, timeout=5.0)
+                if done:
+                    break
+                self._log.warning("MQTT disconnect is not finishing; abandoning the connection")
+                task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: the connection is being closed anyway
         self._connected.clear()
 
     @property
