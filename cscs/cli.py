@@ -42,6 +42,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         initial_state=State[args.state.upper()],
         config_dir=settings.config_dir,
         site=settings.site,
+        state_dir=settings.state_dir,
     )
     loop = asyncio.get_running_loop()
     stopping: set[asyncio.Task[None]] = set()

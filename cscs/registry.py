@@ -29,6 +29,11 @@ class CscEntry:
 
 REGISTRY: tuple[CscEntry, ...] = (
     CscEntry("Test", "cscs.core.testing:TestCsc", "framework test CSC (every ack outcome)"),
+    CscEntry(
+        "Camera",
+        "sim.daq.camera:CameraCsc",
+        "simulated camera and DAQ (1 LATISS, 2 ComCam, 3 LSSTCam)",
+    ),
 )
 
 

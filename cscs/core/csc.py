@@ -42,7 +42,7 @@ from cscs.core.protocol import (
     parse_command,
 )
 from cscs.core.schema import EventSpec, Interface, NoParams, Payload, TelemetrySpec
-from cscs.core.settings import default_identity
+from cscs.core.settings import default_identity, default_state_dir
 from cscs.core.states import LIFECYCLE_COMMANDS, Lifecycle, State
 from cscs.core.tai import current_tai
 from cscs.core.topics import DEFAULT_PREFIX, CscAddress
@@ -71,6 +71,7 @@ class BaseCsc:
         initial_state: State = State.STANDBY,
         config_dir: Path | None = None,
         site: str | None = None,
+        state_dir: Path | None = None,
         identity: str | None = None,
         heartbeat_interval: float = 1.0,
         keepalive: int = 5,
@@ -87,6 +88,8 @@ class BaseCsc:
         self.config: ConfigSchema | None = None
         directory = config_dir / self.address.name if config_dir else self.default_config_dir
         self.config_source = ConfigSource(directory, site) if directory else None
+        # What must survive a restart lives here (CSCS_STATE_DIR).
+        self.state_dir = state_dir or default_state_dir()
         self.heartbeat_interval = heartbeat_interval
         self.keepalive = keepalive
         self.done = asyncio.Event()

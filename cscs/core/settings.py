@@ -15,7 +15,13 @@ from pathlib import Path
 from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress
 from cscs.core.topics import DEFAULT_PREFIX
 
-__all__ = ["Settings", "default_identity", "settings_from_env"]
+__all__ = ["Settings", "default_identity", "default_state_dir", "settings_from_env"]
+
+
+def default_state_dir() -> Path:
+    """Where CSCs keep what must survive a restart (e.g. image sequence numbers)."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "cscs"
 
 
 def default_identity() -> str:
@@ -33,6 +39,7 @@ class Settings:
     prefix: str = DEFAULT_PREFIX
     config_dir: Path | None = None
     site: str | None = None
+    state_dir: Path | None = None
 
     @property
     def broker(self) -> BrokerAddress:
@@ -40,7 +47,8 @@ class Settings:
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """``CSCS_BROKER``, ``CSCS_PREFIX``, ``CSCS_CONFIG_DIR``, ``CSCS_SITE``."""
+    """``CSCS_BROKER``, ``CSCS_PREFIX``, ``CSCS_CONFIG_DIR``, ``CSCS_SITE``,
+    ``CSCS_STATE_DIR``."""
     env = os.environ if env is None else env
     broker_url = env.get("CSCS_BROKER", DEFAULT_BROKER_URL)
     try:
@@ -58,4 +66,5 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         prefix=prefix,
         config_dir=Path(config_dir) if config_dir else None,
         site=env.get("CSCS_SITE") or None,
+        state_dir=Path(env["CSCS_STATE_DIR"]) if env.get("CSCS_STATE_DIR") else None,
     )

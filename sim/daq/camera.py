@@ -1,0 +1,444 @@
+"""The simulated camera and its DAQ: ``Camera:1`` (LATISS), ``:2`` (ComCam), ``:3`` (LSSTCam).
+
+``takeImages`` runs each exposure in real time and publishes the ICD §5 events in
+order: ``startIntegration`` → (exposure) → ``startReadout`` → (readout: pixels are
+synthesised into the DAQ buffer meanwhile) → ``endReadout`` → ``endOfImageTelemetry``.
+``endReadout`` is published only once every sensor's pixels are in the buffer, so a
+reader that starts on it never waits.
+
+The DAQ server starts with the process, whatever the CSC's state: images already in
+the buffer stay readable for catch-up while the camera is disabled. Its address is the
+retained ``daqAvailable`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from cscs.core import generic as g
+from cscs.core.commands import CommandBinding, CommandContext, bind
+from cscs.core.config import ConfigSchema
+from cscs.core.csc import BaseCsc
+from cscs.core.errors import ExpectedError
+from cscs.core.geometry import Camera, camera_for_index
+from cscs.core.schema import (
+    ANY_WORKING_STATE,
+    CommandSpec,
+    EventSpec,
+    NoParams,
+    Payload,
+    TelemetrySpec,
+)
+from cscs.core.tai import current_tai
+from sim.daq.faults import READOUT_FAULTS, FaultPlan, FaultRule
+from sim.daq.pixels import IMAGE_TYPES, ElectronicsModel, Scene, SkyModel, synthesize_sensor
+from sim.daq.sequence import ImageSequencer
+from sim.daq.server import DaqServer
+from sim.daq.store import DaqStore, SensorData
+
+__all__ = ["CameraConfig", "CameraCsc"]
+
+DEFAULT_DAQ_BIND = "tcp://127.0.0.1:*"
+_END_EVENT_MARGIN = 30.0  # s consumers keep waiting past the expected end of an image
+_STORE_TELEMETRY_INTERVAL = 5.0
+
+# ---- interface ---------------------------------------------------------------------------
+
+
+class TakeImagesParams(Payload):
+    numImages: int = Field(ge=1, le=10_000)
+    expTime: float = Field(ge=0.0, le=3600.0)
+    """Exposure time, s (0 for BIAS)."""
+    shutter: bool
+    """Open the shutter (FLAT, OBJECT); closed for BIAS and DARK."""
+    imageType: str
+    """BIAS, DARK, FLAT, OBJECT or ENGTEST."""
+    groupId: str = ""
+    keyValueMap: str = ""
+    """`key:value` pairs, comma-separated; passed to consumers in `additionalKeys/Values`."""
+
+
+class StartIntegration(Payload):
+    imageName: str
+    imageIndex: int
+    imagesInSequence: int
+    imageSource: str
+    imageController: str
+    imageDate: str
+    imageNumber: int
+    groupId: str
+    imageType: str
+    exposureTime: float
+    timestampAcquisitionStart: float
+    timeout: float
+    """Seconds after which consumers stop waiting for this image's end events."""
+    additionalKeys: str
+    additionalValues: str
+
+
+class StartReadout(Payload):
+    imageName: str
+    timestampStartOfReadout: float
+
+
+class EndReadout(Payload):
+    imageName: str
+    imageIndex: int
+    imagesInSequence: int
+    requestedExposureTime: float
+    timestampEndOfReadout: float
+    sensors: str
+    """Comma-separated RXX_SXX: every sensor read out for this image."""
+
+
+class EndOfImageTelemetry(Payload):
+    imageName: str
+    timestampDateObs: float
+    timestampDateEnd: float
+    exposureTime: float
+    darkTime: float
+    measuredShutterOpenTime: float
+
+
+class DaqAvailable(Payload):
+    url: str
+    """The DAQ server's ZeroMQ endpoints, comma-separated (docs/daq-protocol.md)."""
+    capacityBytes: int
+
+
+class DaqStoreStatus(Payload):
+    images: int
+    usedBytes: int
+    capacityBytes: int
+    oldestImage: str
+    newestImage: str
+
+
+TAKE_IMAGES = CommandSpec(
+    "takeImages",
+    TakeImagesParams,
+    "Take `numImages` exposures; INPROGRESS until the last image is read out.",
+)
+INJECT_FAULT = CommandSpec(
+    "injectFault",
+    FaultRule,
+    "Test aid: make the DAQ fail reads (drop, corrupt, slow, evict) or readouts "
+    "(missing) of matching images and sensors.",
+    allowed_states=ANY_WORKING_STATE,
+)
+CLEAR_FAULTS = CommandSpec(
+    "clearFaults", NoParams, "Remove every injected fault.", allowed_states=ANY_WORKING_STATE
+)
+START_INTEGRATION = EventSpec("startIntegration", StartIntegration, "An exposure begins.")
+START_READOUT = EventSpec("startReadout", StartReadout, "The shutter closed; readout begins.")
+END_READOUT = EventSpec("endReadout", EndReadout, "Every sensor's pixels are in the DAQ buffer.")
+END_OF_IMAGE_TELEMETRY = EventSpec(
+    "endOfImageTelemetry", EndOfImageTelemetry, "Timing of the finished exposure."
+)
+DAQ_AVAILABLE = EventSpec(
+    "daqAvailable", DaqAvailable, "Where to read pixels from (retained).", retained=True
+)
+DAQ_STORE = TelemetrySpec("daqStore", DaqStoreStatus, "The DAQ buffer's fill, every 5 s.")
+
+INTERFACE = g.GENERIC.extended(
+    "Camera",
+    "The simulated camera and its DAQ (index 1 LATISS, 2 ComCam, 3 LSSTCam).",
+    commands=(TAKE_IMAGES, INJECT_FAULT, CLEAR_FAULTS),
+    events=(
+        START_INTEGRATION,
+        START_READOUT,
+        END_READOUT,
+        END_OF_IMAGE_TELEMETRY,
+        DAQ_AVAILABLE,
+    ),
+    telemetry=(DAQ_STORE,),
+)
+
+# ---- configuration -----------------------------------------------------------------------
+
+
+class CameraConfig(ConfigSchema):
+    readout_time: float = Field(default=2.0, ge=0.0)
+    store_bytes: int = Field(default=4 * 2**30, gt=0)
+    """Size of the DAQ buffer; the oldest images are evicted beyond it."""
+    sensors: list[str] = []
+    """Sensors to read out; empty for every sensor of the camera."""
+    seed: int = 1
+    electronics: ElectronicsModel = ElectronicsModel()
+    sky: SkyModel = SkyModel()
+    faults: list[FaultRule] = []
+    synthesis_threads: int = Field(default=2, ge=1, le=64)
+
+
+def parse_key_value_map(text: str) -> tuple[str, str]:
+    """``"a:1,b:2"`` → ``("a:b", "1:2")`` (ICD §5), or an error naming the bad item."""
+    if not text.strip():
+        return "", ""
+    keys, values = [], []
+    for item in text.split(","):
+        key, sep, value = item.strip().partition(":")
+        if not sep or not key or ":" in value:
+            raise ExpectedError(
+                f"keyValueMap item {item.strip()!r} must be key:value (no ':' or ',' inside)"
+            )
+        keys.append(key.strip())
+        values.append(value.strip())
+    return ":".join(keys), ":".join(values)
+
+
+_TYPES_NEED_SHUTTER = {"FLAT": True, "OBJECT": True, "BIAS": False, "DARK": False}
+
+
+def check_exposure(params: TakeImagesParams) -> None:
+    """Refuse exposures a real camera would refuse, saying what to change."""
+    if params.imageType not in IMAGE_TYPES:
+        raise ExpectedError(
+            f"imageType {params.imageType!r} is not one of {', '.join(IMAGE_TYPES)}"
+        )
+    if params.imageType == "BIAS" and params.expTime != 0:
+        raise ExpectedError(f"a BIAS has expTime 0, not {params.expTime:g}")
+    wanted = _TYPES_NEED_SHUTTER.get(params.imageType)
+    if wanted is not None and params.shutter != wanted:
+        state = "open" if wanted else "closed"
+        raise ExpectedError(f"a {params.imageType} needs the shutter {state} (shutter={wanted})")
+
+
+class CameraCsc(BaseCsc):
+    """A camera with its DAQ buffer and pixel server."""
+
+    interface = INTERFACE
+    config_schema = CameraConfig
+    default_config_dir: ClassVar[Path | None] = Path(__file__).parent / "config"
+
+    def __init__(self, index: int = 1, *, daq_bind: str | None = None, **kwargs: Any) -> None:
+        self.camera: Camera = camera_for_index(index)
+        super().__init__(index, **kwargs)
+        self.camera_config = CameraConfig()
+        self.daq_bind = daq_bind or os.environ.get("CSCS_DAQ_BIND") or DEFAULT_DAQ_BIND
+        self.faults = FaultPlan()
+        self.store = DaqStore(self.camera_config.store_bytes, self._evicted)
+        self.sequencer = ImageSequencer(
+            self.state_dir / f"Camera-{index}-sequence.json", self.camera.code
+        )
+        self.sensors = [d.name for d in self.camera.detectors]
+        self.server: DaqServer | None = None
+        self._executor = ThreadPoolExecutor(self.camera_config.synthesis_threads, "synthesis")
+        self._exposing = asyncio.Lock()
+
+    def component_commands(self) -> Sequence[CommandBinding[Any]]:
+        return [
+            bind(TAKE_IMAGES, self.do_take_images),
+            bind(INJECT_FAULT, self.do_inject_fault),
+            bind(CLEAR_FAULTS, self.do_clear_faults),
+        ]
+
+    # ---- life ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> CameraCsc:
+        self.server = DaqServer(self.store, [self.daq_bind], self.faults)
+        await self.server.__aenter__()
+        try:
+            await super().__aenter__()
+            await self.publish_event(
+                DAQ_AVAILABLE,
+                DaqAvailable(
+                    url=",".join(self.server.endpoints), capacityBytes=self.store.capacity_bytes
+                ),
+            )
+            self._background.append(
+                asyncio.create_task(self._report_store(), name=f"{self.address}-daq-store")
+            )
+        except BaseException:
+            await self.close()
+            raise
+        self.log.info("DAQ serving", endpoints=self.server.endpoints)
+        return self
+
+    async def close(self) -> None:
+        await super().close()
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def configure(self, config: ConfigSchema) -> None:
+        assert isinstance(config, CameraConfig)
+        try:
+            sensors = [self.camera.detector(name).name for name in config.sensors]
+        except ValueError as exc:
+            raise ExpectedError(f"sensors: {exc}") from None
+        sensors = sensors or [d.name for d in self.camera.detectors]
+        image_bytes = DaqStore.size_of_image(len(sensors))
+        if image_bytes > config.store_bytes:
+            raise ExpectedError(
+                f"one {self.camera.instrument} image of {len(sensors)} sensors is "
+                f"{image_bytes / 1e9:.1f} GB, more than store_bytes "
+                f"({config.store_bytes / 1e9:.1f} GB): raise store_bytes or list fewer sensors"
+            )
+        self.store.set_capacity(config.store_bytes)
+        self.sensors = sensors
+        self.faults.clear()
+        for rule in config.faults:
+            self.faults.add(rule)
+        if config.synthesis_threads != self.camera_config.synthesis_threads:
+            self._executor.shutdown(wait=False)
+            self._executor = ThreadPoolExecutor(config.synthesis_threads, "synthesis")
+        self.camera_config = config
+        self.config = config
+
+    def _evicted(self, image: str, reason: str) -> None:
+        self.log.warning("DAQ buffer evicted an image", image=image, reason=reason)
+
+    async def _report_store(self) -> None:
+        while True:
+            await self._publish_store_status()
+            await asyncio.sleep(_STORE_TELEMETRY_INTERVAL)
+
+    async def _publish_store_status(self) -> None:
+        images = self.store.images()
+        await self.publish_telemetry(
+            DAQ_STORE,
+            DaqStoreStatus(
+                images=len(images),
+                usedBytes=self.store.used_bytes,
+                capacityBytes=self.store.capacity_bytes,
+                oldestImage=images[0].name if images else "",
+                newestImage=images[-1].name if images else "",
+            ),
+        )
+
+    # ---- commands --------------------------------------------------------------------
+
+    async def do_inject_fault(self, params: FaultRule, context: CommandContext) -> str:
+        self.faults.add(params)
+        return f"{params.kind.value} armed for image {params.image} sensor {params.sensor}"
+
+    async def do_clear_faults(self, params: NoParams, context: CommandContext) -> None:
+        self.faults.clear()
+
+    async def do_take_images(self, params: TakeImagesParams, context: CommandContext) -> str:
+        check_exposure(params)
+        keys, values = parse_key_value_map(params.keyValueMap)
+        if self._exposing.locked():
+            raise ExpectedError("the camera is busy with another takeImages; try again after it")
+        async with self._exposing:
+            per_image = params.expTime + self.camera_config.readout_time
+            await context.in_progress(
+                params.numImages * (per_image + 5.0) + 10.0,
+                f"taking {params.numImages} x {params.expTime:g} s {params.imageType}",
+            )
+            names = []
+            for number in range(1, params.numImages + 1):
+                names.append(await self._take_image(params, number, keys, values))
+        span = names[0] if len(names) == 1 else f"{names[0]} … {names[-1]}"
+        return f"took {len(names)} image(s): {span}"
+
+    async def _take_image(
+        self, params: TakeImagesParams, number: int, keys: str, values: str
+    ) -> str:
+        start = current_tai()
+        name = self.sequencer.next(start)
+        image = str(name)
+        await self.publish_event(
+            START_INTEGRATION,
+            StartIntegration(
+                imageName=image,
+                imageIndex=number,
+                imagesInSequence=params.numImages,
+                imageSource=self.camera.code,
+                imageController=name.controller,
+                imageDate=name.day_obs,
+                imageNumber=name.seq_num,
+                groupId=params.groupId,
+                imageType=params.imageType,
+                exposureTime=params.expTime,
+                timestampAcquisitionStart=start,
+                timeout=params.expTime + self.camera_config.readout_time + _END_EVENT_MARGIN,
+                additionalKeys=keys,
+                additionalValues=values,
+            ),
+        )
+        await asyncio.sleep(params.expTime)
+        shutter_closed = current_tai()
+        await self.publish_event(
+            START_READOUT, StartReadout(imageName=image, timestampStartOfReadout=shutter_closed)
+        )
+        dark_time = shutter_closed - start
+        metadata = {
+            "camera": self.camera.instrument,
+            "imageType": params.imageType,
+            "groupId": params.groupId,
+            "exposureTime": params.expTime,
+            "darkTime": dark_time,
+            "dateObs": start,
+            "dateEnd": shutter_closed,
+            "dayObs": name.day_obs,
+            "seqNum": name.seq_num,
+            "additionalKeys": keys,
+            "additionalValues": values,
+        }
+        self.store.begin_image(image, self.sensors, metadata)
+        scene = Scene(
+            image_type=params.imageType,
+            exposure_time=params.expTime if params.shutter else 0.0,
+            dark_time=dark_time,
+            seed=zlib.crc32(f"{self.camera_config.seed}/{image}".encode()),
+            pixel_scale=self.camera.pixel_scale,
+            sky=self.camera_config.sky,
+        )
+        await asyncio.gather(
+            asyncio.sleep(self.camera_config.readout_time), self._read_out(image, scene)
+        )
+        self.store.end_image(image)
+        await self.publish_event(
+            END_READOUT,
+            EndReadout(
+                imageName=image,
+                imageIndex=number,
+                imagesInSequence=params.numImages,
+                requestedExposureTime=params.expTime,
+                timestampEndOfReadout=current_tai(),
+                sensors=",".join(self.sensors),
+            ),
+        )
+        await self.publish_event(
+            END_OF_IMAGE_TELEMETRY,
+            EndOfImageTelemetry(
+                imageName=image,
+                timestampDateObs=start,
+                timestampDateEnd=shutter_closed,
+                exposureTime=params.expTime,
+                darkTime=dark_time,
+                measuredShutterOpenTime=params.expTime if params.shutter else 0.0,
+            ),
+        )
+        await self._publish_store_status()
+        return image
+
+    async def _read_out(self, image: str, scene: Scene) -> None:
+        """Synthesise every sensor into the DAQ buffer (worker threads: numpy releases
+        the GIL, so the bus stays responsive)."""
+        loop = asyncio.get_running_loop()
+        electronics = self.camera_config.electronics
+
+        def synthesize(sensor: str) -> SensorData:
+            detector = self.camera.detector(sensor)
+            return SensorData.from_segments(synthesize_sensor(electronics, scene, detector))
+
+        pending = {}
+        for sensor in self.sensors:
+            if self.faults.take(image, sensor, READOUT_FAULTS) is not None:
+                self.log.warning("injecting fault: sensor not read out", image=image, sensor=sensor)
+                self.store.mark_missing(image, sensor)
+                continue
+            pending[sensor] = loop.run_in_executor(self._executor, synthesize, sensor)
+        for sensor, future in pending.items():
+            self.store.put_sensor(image, sensor, await future)
