@@ -195,6 +195,7 @@ class DaqClient:
                     f"expected {SEGMENT_ROWS * SEGMENT_COLS}",
                     code="protocol",
                 )
+            pixels.flags.writeable = False  # what was verified stays what was verified
             segments.append(pixels.reshape(SEGMENT_ROWS, SEGMENT_COLS))
         return SensorPixels(image, sensor, tuple(segments), tuple(expected))
 

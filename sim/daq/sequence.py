@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cscs.core import files
 from cscs.core.errors import ExpectedError
-from cscs.core.files import write_atomically
 from cscs.core.naming import ImageName, day_obs
 
 __all__ = ["ImageSequencer"]
@@ -34,6 +34,8 @@ class ImageSequencer:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise ExpectedError(f"cannot read image sequence file {self.path}: {exc}") from None
         try:
             last = ImageName.parse(json.loads(text)["last"])
         except (ValueError, KeyError, TypeError) as exc:
@@ -62,7 +64,7 @@ class ImageSequencer:
                 f"{last}; refusing to risk reusing an image name"
             )
         try:
-            write_atomically(self.path, json.dumps({"last": str(name)}).encode())
+            files.write_atomically(self.path, json.dumps({"last": str(name)}).encode())
         except OSError as exc:
             raise ExpectedError(f"cannot record image sequence in {self.path}: {exc}") from exc
         self._last = name

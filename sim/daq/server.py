@@ -45,6 +45,8 @@ class _Stats:
     bad_requests: int = 0
     sensors_sent: int = 0
     bytes_sent: int = 0
+    busy_refusals: int = 0
+    max_in_flight: int = 0  # the most reads one client ever had open
 
 
 class DaqServer:
@@ -153,13 +155,19 @@ class DaqServer:
         key = (peer, request.id)
         if key in self._reads:
             raise DaqError(request.image, request.sensor, f"request id {request.id} is in use")
-        if self.in_flight(peer) >= MAX_READS_PER_CLIENT:
+        if len(self._queued) > 64:  # forget clients whose replies have all gone
+            for other in list(self._queued):
+                self.in_flight(other)
+        in_flight = self.in_flight(peer)
+        if in_flight >= MAX_READS_PER_CLIENT:
+            self.stats.busy_refusals += 1
             raise DaqError(
                 request.image,
                 request.sensor,
                 f"busy: at most {MAX_READS_PER_CLIENT} reads in flight per client",
                 code="busy",
             )
+        self.stats.max_in_flight = max(self.stats.max_in_flight, in_flight + 1)
         self._reads[key] = asyncio.create_task(
             self._read(peer, request), name=f"daq-read-{request.image}-{request.sensor}"
         )

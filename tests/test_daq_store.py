@@ -1,0 +1,93 @@
+"""The DAQ buffer: bounded by bytes, oldest first out, and honest about what is gone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cscs.core.geometry import SEGMENT_BYTES
+from cscs.daq.errors import (
+    DaqError,
+    ImageEvictedError,
+    SensorMissingError,
+    UnknownImageError,
+    UnknownSensorError,
+)
+from sim.daq.store import DaqStore, SensorData
+
+SENSOR_BYTES = 16 * SEGMENT_BYTES
+
+
+def sensor(value: int) -> SensorData:
+    return SensorData.from_segments([np.full((2048, 576), value, np.int32) for _ in range(16)])
+
+
+def filled(store: DaqStore, name: str, sensors: list[str]) -> None:
+    store.begin_image(name, sensors, {"n": name})
+    for number, s in enumerate(sensors):
+        store.put_sensor(name, s, sensor(number))
+    store.end_image(name)
+
+
+def test_oldest_images_are_evicted_first_and_announced() -> None:
+    evicted: list[tuple[str, str]] = []
+    store = DaqStore(3 * SENSOR_BYTES, lambda name, why: evicted.append((name, why)))
+    for n in range(1, 4):
+        filled(store, f"AT_O_20261121_00000{n}", ["R00_S00"])
+    assert store.used_bytes == 3 * SENSOR_BYTES
+    filled(store, "AT_O_20261121_000004", ["R00_S00"])
+    assert [name for name, _ in evicted] == ["AT_O_20261121_000001"]
+    assert "buffer full" in evicted[0][1]
+    assert [i.name for i in store.images()] == [f"AT_O_20261121_00000{n}" for n in (2, 3, 4)]
+    assert store.used_bytes == 3 * SENSOR_BYTES
+    with pytest.raises(ImageEvictedError, match=r"AT_O_20261121_000001.*evicted"):
+        store.sensor("AT_O_20261121_000001", "R00_S00")
+
+
+def test_an_image_being_read_out_is_never_evicted_for_itself() -> None:
+    store = DaqStore(2 * SENSOR_BYTES)
+    filled(store, "CC_O_20261121_000001", ["R22_S00"])
+    filled(store, "CC_O_20261121_000002", ["R22_S00", "R22_S01"])  # evicts 000001 only
+    assert [i.name for i in store.images()] == ["CC_O_20261121_000002"]
+    store.begin_image("CC_O_20261121_000003", ["R22_S00", "R22_S01", "R22_S02"], {})
+    store.put_sensor("CC_O_20261121_000003", "R22_S00", sensor(1))
+    store.put_sensor("CC_O_20261121_000003", "R22_S01", sensor(1))
+    with pytest.raises(ValueError, match="alone exceeds the DAQ store"):
+        store.put_sensor("CC_O_20261121_000003", "R22_S02", sensor(1))
+
+
+def test_reader_errors_name_image_sensor_and_cause() -> None:
+    store = DaqStore(4 * SENSOR_BYTES)
+    store.begin_image("CC_O_20261121_000001", ["R22_S00", "R22_S01", "R22_S02"], {})
+    store.put_sensor("CC_O_20261121_000001", "R22_S00", sensor(5))
+    store.mark_missing("CC_O_20261121_000001", "R22_S01")
+    with pytest.raises(UnknownImageError, match="image CC_O_20261121_000009 sensor R22_S00"):
+        store.sensor("CC_O_20261121_000009", "R22_S00")
+    with pytest.raises(UnknownSensorError, match="sensor R99_S99: not a sensor"):
+        store.sensor("CC_O_20261121_000001", "R99_S99")
+    with pytest.raises(SensorMissingError, match="sensor R22_S01: the sensor was not read out"):
+        store.sensor("CC_O_20261121_000001", "R22_S01")
+    with pytest.raises(DaqError, match="not read out yet") as info:
+        store.sensor("CC_O_20261121_000001", "R22_S02")
+    assert info.value.code == "not-ready"
+    described = store.info("CC_O_20261121_000001").describe()
+    assert described["missingSensors"] == ["R22_S01"]
+    assert described["complete"] is False
+
+
+def test_stored_pixels_are_read_only_and_checksummed_once() -> None:
+    data = sensor(3)
+    assert len(set(data.checksums)) == 1
+    assert len(data.checksums) == 16
+    with pytest.raises(ValueError, match="read-only"):
+        data.segments[0][0, 0] = 1
+
+
+def test_shrinking_the_store_evicts_oldest() -> None:
+    store = DaqStore(3 * SENSOR_BYTES)
+    for n in range(1, 4):
+        filled(store, f"AT_O_20261121_00000{n}", ["R00_S00"])
+    store.set_capacity(SENSOR_BYTES)
+    assert [i.name for i in store.images()] == ["AT_O_20261121_000003"]
+    with pytest.raises(ValueError, match="cannot hold one sensor"):
+        store.set_capacity(10)
