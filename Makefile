@@ -33,6 +33,7 @@ test: lint typecheck $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/command_latency.py
+	$(BIN)/python benchmarks/daq_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

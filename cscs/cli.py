@@ -122,9 +122,17 @@ def interface_doc(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from cscs.core.geometry import Camera
     from sim.ocs.demo import run_demo
 
-    return await run_demo(backend=args.backend, out=sys.stdout)
+    camera = {"latiss": Camera.LATISS, "comcam": Camera.COMCAM}[args.camera]
+    return await run_demo(
+        backend=args.backend,
+        camera=camera,
+        fast=args.fast,
+        state_dir=settings.state_dir,
+        out=sys.stdout,
+    )
 
 
 def _add_broker_options(parser: argparse.ArgumentParser) -> None:
@@ -188,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a simulated night on an embedded broker")
     demo.add_argument("--backend", default="auto", choices=["auto", "mosquitto", "amqtt"])
+    demo.add_argument("--camera", default="latiss", choices=["latiss", "comcam"])
+    demo.add_argument("--fast", action="store_true", help="0.2 s readouts instead of 2 s")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,20 @@ def test_interface_doc_is_current() -> None:
     path = os.path.join(os.path.dirname(__file__), "..", "docs", "interface.md")
     with open(path) as f:
         assert f.read() == render(e.load().interface for e in REGISTRY)
+
+
+async def test_demo_night_reads_back_every_image(backend: str, tmp_path: Path) -> None:
+    """README command one, shortened readouts: every image verified, exit 0."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cscs", "demo", "--fast", "--backend", backend,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CSCS_STATE_DIR": str(tmp_path)},
+    )  # fmt: skip
+    async with asyncio.timeout(110):
+        out, err = await process.communicate()
+    text = out.decode()
+    assert process.returncode == 0, text + err.decode()
+    assert "10 images taken, 10 read back from the DAQ and verified" in text
+    assert "0 problems; camera exited cleanly" in text
+    assert (tmp_path / "Camera-1-sequence.json").exists()

@@ -6,6 +6,7 @@ from the schemas.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 
 from pydantic.fields import FieldInfo
@@ -59,6 +60,8 @@ what the project adds to it and every topic each CSC declares.
 
 def _type_name(info: FieldInfo) -> str:
     annotation = info.annotation
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "str: " + " \\| ".join(str(member.value) for member in annotation)
     return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
 
 
@@ -69,9 +72,13 @@ def _fields(model: type[Payload]) -> str:
     for name, info in model.model_fields.items():
         text = f"`{name}` ({_type_name(info)}"
         if info.default is not PydanticUndefined:
-            text += f", default `{info.default!r}`"
-        parts.append(text + ")")
-    return ", ".join(parts)
+            default = info.default.value if isinstance(info.default, enum.Enum) else info.default
+            text += f", default `{default!r}`"
+        text += ")"
+        if info.description:
+            text += f": {info.description.rstrip('.')}"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def _states(allowed: frozenset[State] | None) -> str:

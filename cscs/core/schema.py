@@ -31,7 +31,10 @@ __all__ = [
 class Payload(BaseModel):
     """Base of every wire payload: closed, strict, immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # Attribute docstrings become field descriptions, shown in docs/interface.md.
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
+    )
 
 
 class NoParams(Payload):

@@ -58,7 +58,7 @@ class TakeImagesParams(Payload):
     expTime: float = Field(ge=0.0, le=3600.0)
     """Exposure time, s (0 for BIAS)."""
     shutter: bool
-    """Open the shutter (FLAT, OBJECT); closed for BIAS and DARK."""
+    """Open the shutter (FLAT, OBJECT) or keep it closed (BIAS, DARK)."""
     imageType: str
     """BIAS, DARK, FLAT, OBJECT or ENGTEST."""
     groupId: str = ""
@@ -150,7 +150,16 @@ DAQ_STORE = TelemetrySpec("daqStore", DaqStoreStatus, "The DAQ buffer's fill, ev
 
 INTERFACE = g.GENERIC.extended(
     "Camera",
-    "The simulated camera and its DAQ (index 1 LATISS, 2 ComCam, 3 LSSTCam).",
+    "The simulated camera and its DAQ (`sim/daq`; index 1 LATISS, 2 ComCam, 3 LSSTCam).\n\n"
+    "Beyond ICD §5: `endReadout` is published only when every sensor's pixels are in the "
+    "DAQ buffer; the retained `daqAvailable` says where to read them (ZeroMQ, "
+    "`docs/daq-protocol.md`) and `daqStore` how full the buffer is. `takeImages` refuses "
+    "a BIAS with `expTime` > 0, a DARK with the shutter open, a FLAT or OBJECT with it "
+    "closed, and a second sequence while one runs. Image numbers are recorded in "
+    "`$CSCS_STATE_DIR/Camera-{index}-sequence.json` (default `~/.local/state/cscs`) "
+    "before each name is announced, so a restart never reuses a name. The DAQ binds "
+    "`$CSCS_DAQ_BIND` (default `tcp://127.0.0.1:*`, a free port). `injectFault` and "
+    "`clearFaults` are test aids; faults can also be listed in the configuration.",
     commands=(TAKE_IMAGES, INJECT_FAULT, CLEAR_FAULTS),
     events=(
         START_INTEGRATION,

@@ -34,7 +34,7 @@ READOUT_FAULTS = frozenset({FaultKind.MISSING})
 class FaultRule(Payload):
     """One fault to inject (also the parameters of ``Camera``'s ``injectFault``)."""
 
-    kind: FaultKind
+    kind: FaultKind = Field(strict=False)  # from its JSON string
     image: str = "*"
     """Image names it applies to (shell pattern, e.g. `*_000003`)."""
     sensor: str = "*"
