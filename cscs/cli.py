@@ -212,6 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(command(args, settings))
     except KeyboardInterrupt:
         return 130
-    except (ValueError, BrokerUnavailableError, ExpectedError, FileNotFoundError) as exc:
+    except (ValueError, BrokerUnavailableError, ExpectedError, OSError) as exc:
         print(f"cscs: error: {exc}", file=sys.stderr)
         return 2

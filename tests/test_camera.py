@@ -16,7 +16,7 @@ from cscs.core.protocol import Ack, AckCode
 from cscs.core.remote import EventStream, Received
 from cscs.core.testing import CscHarness, check_standard_state_transitions, make_csc
 from cscs.daq.client import DaqClient
-from cscs.daq.errors import SensorMissingError
+from cscs.daq.errors import ImageEvictedError, SensorMissingError
 from sim.daq.camera import CameraCsc
 
 pytestmark = pytest.mark.broker
@@ -228,3 +228,25 @@ async def test_lsstcam_that_does_not_fit_the_buffer_is_refused_at_start(
 async def test_unknown_camera_index_is_refused() -> None:
     with pytest.raises(ValueError, match="camera index must be 1"):
         CameraCsc(4)
+
+
+async def test_eviction_is_announced_and_seen_by_readers(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    config = tmp_path / "config" / "Camera"
+    shutil.copytree(PACKAGE_CONFIG, config)
+    (config / "tiny.yaml").write_text("readout_time: 0.1\nstore_bytes: 80000000\n")  # 1 CCD
+    async with camera(broker, f"t{index}", tmp_path, config_dir=tmp_path / "config") as h:
+        await enable(h, "tiny")
+        daq = await h.remote.next_event("daqAvailable")
+        bias = {**TAKE, "numImages": 2, "expTime": 0.0, "imageType": "BIAS", "shutter": False}
+        async with h.remote.stream("logMessage") as logs, h.remote.stream("endReadout") as ends:
+            await h.remote.command("takeImages", bias, timeout=30)
+            first = (await ends.next()).data["imageName"]
+            log = await logs.wait_for(lambda r: "evicted" in r.data["message"])
+        assert first in log.data["message"]
+        assert log.data["level"] == 30
+        async with DaqClient(daq.data["url"]) as client:
+            with pytest.raises(ImageEvictedError, match=f"image {first} sensor R00_S00"):
+                await client.read_sensor(first, "R00_S00")
+            assert first not in [i.name for i in await client.list_images()]

@@ -281,3 +281,9 @@ def test_parse_request_on_arbitrary_json_objects(body: dict[str, object]) -> Non
     except RequestError as exc:
         message = str(exc)
         assert message
+
+
+async def test_an_endpoint_in_use_is_a_clear_error(server: DaqServer) -> None:
+    taken = server.endpoints[0]
+    with pytest.raises(OSError, match=f"DAQ server cannot bind {taken}"):
+        DaqServer(DaqStore(2 * 10**9), [taken])

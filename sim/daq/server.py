@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,22 @@ class _Stats:
     max_in_flight: int = 0  # the most reads one client ever had open
 
 
+def _refuse_live_ipc(endpoint: str) -> None:
+    """ZeroMQ binds an ``ipc://`` path by replacing whatever is there, which would
+    silently steal a running server's clients; refuse a path something listens on."""
+    if not endpoint.startswith("ipc://"):
+        return
+    path = endpoint.removeprefix("ipc://")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return  # nothing there, or a stale file ZeroMQ may replace
+    finally:
+        probe.close()
+    raise zmq.ZMQError(errno.EADDRINUSE, "another process is listening on this path")
+
+
 class DaqServer:
     """Serve ``store`` on ``endpoints`` (``tcp://host:port``, ``tcp://127.0.0.1:*``,
     ``ipc:///path``) until closed."""
@@ -73,6 +91,7 @@ class DaqServer:
         self.endpoints: list[str] = []
         try:
             for endpoint in endpoints:
+                _refuse_live_ipc(endpoint)
                 self._socket.bind(endpoint)
                 last = self._socket.getsockopt(zmq.LAST_ENDPOINT)
                 assert isinstance(last, bytes)
