@@ -148,6 +148,9 @@ class BaseCsc:
     async def begin_exitControl(self, params: NoParams) -> None: ...
     async def end_exitControl(self, params: NoParams) -> None: ...
 
+    async def state_changed(self, old: State, new: State) -> None:
+        """Called after every state change (commands and faults), before it is published."""
+
     # ---- running -----------------------------------------------------------------------
 
     @property
@@ -446,6 +449,7 @@ class BaseCsc:
             for task in list(self._enabled_tasks):
                 if task is not current:  # a command that faults the CSC finishes itself
                     task.cancel(reason)
+        await self.state_changed(old, new)
         await self._publish_summary_state()
         if new is State.OFFLINE:
             self.done.set()

@@ -1,0 +1,1 @@
+"""Header Service CSC: collects each exposure's FITS header metadata from the bus."""

@@ -1,0 +1,106 @@
+"""Keywords computed rather than collected: times, identity, and where the telescope
+pointed, from the camera's events and the collected RA/Dec, with astropy.
+
+Times are TAI (``TIMESYS = 'TAI'``); ``AIRMASS`` is astropy's sec z at the middle of
+the exposure; ``EL``/``AZ``/``HA`` ``START``/``END`` are for the start and end of the
+exposure. Anything that cannot be computed is :class:`Missing`, with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cscs.core.geometry import Camera
+from cscs.core.observatory import astropy_time, pointing
+from cscs.header_service.collect import Missing, Value
+
+__all__ = ["DERIVED_KEYWORDS", "derived_keywords"]
+
+DERIVED_KEYWORDS = (
+    "TELESCOP", "INSTRUME", "CAMCODE", "CONTRLLR", "DAYOBS", "SEQNUM", "OBSID", "IMGTYPE",
+    "GROUPID", "TIMESYS", "EXPTIME", "DARKTIME", "SHUTTIME", "DATE-OBS", "MJD-OBS",
+    "DATE-BEG", "MJD-BEG", "DATE-END", "MJD-END", "AIRMASS", "ELSTART", "ELEND", "AZSTART",
+    "AZEND", "HASTART", "HAEND",
+)  # fmt: skip
+
+Keywords = list[tuple[str, Value | Missing]]
+
+
+def _time_keywords(tai: float, suffix: str, what: str) -> Keywords:
+    when = astropy_time(tai)
+    return [
+        (f"DATE-{suffix}", Value(when.isot, "", f"{what} (TAI)")),
+        (f"MJD-{suffix}", Value(float(when.mjd), "d", f"{what} (TAI)")),
+    ]
+
+
+def derived_keywords(
+    camera: Camera,
+    start: dict[str, Any],
+    end: dict[str, Any] | None,
+    ra: Value | Missing | None,
+    dec: Value | Missing | None,
+) -> Keywords:
+    """The computed primary keywords, in the order they go in the header."""
+    keywords: Keywords = [
+        ("TELESCOP", Value(camera.telescope, "", "telescope")),
+        ("INSTRUME", Value(camera.instrument, "", "instrument")),
+        ("CAMCODE", Value(start.get("imageSource", camera.code), "", "camera code")),
+        ("CONTRLLR", Value(start.get("imageController", "O"), "", "image controller")),
+        ("DAYOBS", Value(start["imageDate"], "", "day of observation (TAI, noon to noon)")),
+        ("SEQNUM", Value(int(start["imageNumber"]), "", "sequence number within the day")),
+        ("OBSID", Value(start["imageName"], "", "image name")),
+        ("IMGTYPE", Value(start["imageType"], "", "image type")),
+        ("GROUPID", Value(start.get("groupId", ""), "", "group of images")),
+        ("TIMESYS", Value("TAI", "", "time scale of every time here")),
+    ]
+    if end is None:
+        reason = Missing("no endOfImageTelemetry for this image")
+        for name in ("EXPTIME", "DARKTIME", "SHUTTIME", "DATE-OBS", "MJD-OBS", "DATE-BEG",
+                     "MJD-BEG", "DATE-END", "MJD-END"):  # fmt: skip
+            keywords.append((name, reason))
+        return keywords + _pointing_keywords(None, None, ra, dec)
+    begin, finish = float(end["timestampDateObs"]), float(end["timestampDateEnd"])
+    keywords += [
+        ("EXPTIME", Value(float(end["exposureTime"]), "s", "requested exposure time")),
+        ("DARKTIME", Value(float(end["darkTime"]), "s", "dark time")),
+        ("SHUTTIME", Value(float(end["measuredShutterOpenTime"]), "s", "shutter open time")),
+        *_time_keywords(begin, "OBS", "start of exposure"),
+        *_time_keywords(begin, "BEG", "start of exposure"),
+        *_time_keywords(finish, "END", "end of exposure"),
+    ]
+    return keywords + _pointing_keywords(begin, finish, ra, dec)
+
+
+def _pointing_keywords(
+    begin: float | None,
+    finish: float | None,
+    ra: Value | Missing | None,
+    dec: Value | Missing | None,
+) -> Keywords:
+    names = ("AIRMASS", "ELSTART", "ELEND", "AZSTART", "AZEND", "HASTART", "HAEND")
+    if begin is None or finish is None:
+        return [(n, Missing("no exposure times")) for n in names]
+    if not isinstance(ra, Value) or not isinstance(dec, Value):
+        why = (
+            ra.reason if isinstance(ra, Missing) else dec.reason if isinstance(dec, Missing) else ""
+        )
+        return [(n, Missing(f"no RA/Dec: {why or 'not in the keyword map'}")) for n in names]
+    ra_deg, dec_deg = float(ra.value), float(dec.value)
+    at_start = pointing(ra_deg, dec_deg, begin)
+    at_end = pointing(ra_deg, dec_deg, finish)
+    middle = pointing(ra_deg, dec_deg, (begin + finish) / 2)
+    airmass: Value | Missing = (
+        Value(middle.airmass, "", "sec z at mid-exposure")
+        if middle.alt > 0
+        else Missing(f"target below the horizon (altitude {middle.alt:.1f} deg)")
+    )
+    return [
+        ("AIRMASS", airmass),
+        ("ELSTART", Value(at_start.alt, "deg", "altitude at start")),
+        ("ELEND", Value(at_end.alt, "deg", "altitude at end")),
+        ("AZSTART", Value(at_start.az, "deg", "azimuth at start (N through E)")),
+        ("AZEND", Value(at_end.az, "deg", "azimuth at end (N through E)")),
+        ("HASTART", Value(at_start.hour_angle, "h", "hour angle at start")),
+        ("HAEND", Value(at_end.hour_angle, "h", "hour angle at end")),
+    ]

@@ -1,0 +1,103 @@
+"""The site's weather station, simulated: ``Weather:0``.
+
+Publishes the weather at 1 Hz while ENABLED: slow deterministic variations around configured values,
+which ``setWeather`` can move (tests use it to know what the header must say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from cscs.core import generic as g
+from cscs.core.commands import CommandBinding, CommandContext, bind
+from cscs.core.config import ConfigSchema
+from cscs.core.csc import BaseCsc
+from cscs.core.schema import CommandSpec, Payload, TelemetrySpec
+from cscs.core.states import State
+from cscs.core.tai import current_tai
+
+__all__ = ["WeatherCsc"]
+
+
+class WeatherValues(Payload):
+    temperature: float
+    """deg C"""
+    pressure: float
+    """hPa"""
+    humidity: float
+    """percent"""
+    windSpeed: float
+    """m/s"""
+    windDirection: float
+    """deg, from north through east"""
+
+
+SET_WEATHER = CommandSpec(
+    "setWeather", WeatherValues, "Set the values the weather varies around (test aid)."
+)
+WEATHER = TelemetrySpec("weather", WeatherValues, "Site weather, 1 Hz.")
+
+
+class WeatherConfig(ConfigSchema):
+    base: WeatherValues = WeatherValues(
+        temperature=12.0, pressure=743.0, humidity=25.0, windSpeed=4.0, windDirection=300.0
+    )
+    variation: float = Field(default=0.0, ge=0.0)
+    """fraction of slow sinusoidal wander (0 keeps the values fixed)"""
+    rate: float = Field(default=1.0, gt=0.0, le=50.0)
+    """Hz"""
+
+
+class WeatherCsc(BaseCsc):
+    interface = g.GENERIC.extended(
+        "Weather", "Simulated site weather station.", commands=(SET_WEATHER,), telemetry=(WEATHER,)
+    )
+    config_schema = WeatherConfig
+    default_config_dir: ClassVar[Path | None] = Path(__file__).parent / "config" / "Weather"
+
+    def __init__(self, index: int = 0, **kwargs: Any) -> None:
+        super().__init__(index, **kwargs)
+        self.weather_config = WeatherConfig()
+        self.base = self.weather_config.base
+
+    def component_commands(self) -> Sequence[CommandBinding[Any]]:
+        return [bind(SET_WEATHER, self.do_set_weather)]
+
+    async def configure(self, config: ConfigSchema) -> None:
+        assert isinstance(config, WeatherConfig)
+        self.weather_config = config
+        self.base = config.base
+        self.config = config
+
+    async def __aenter__(self) -> WeatherCsc:
+        await super().__aenter__()
+        self._background.append(asyncio.create_task(self._report(), name=f"{self.address}-wx"))
+        return self
+
+    def now(self, tai: float) -> WeatherValues:
+        """The weather at ``tai``: the base values, wandering slowly if configured."""
+        wander = self.weather_config.variation * math.sin(2 * math.pi * tai / 1800.0)
+        base = self.base
+        return WeatherValues(
+            temperature=base.temperature * (1 + wander),
+            pressure=base.pressure,
+            humidity=min(100.0, base.humidity * (1 + wander)),
+            windSpeed=base.windSpeed * (1 + wander),
+            windDirection=base.windDirection,
+        )
+
+    async def _report(self) -> None:
+        while True:
+            if self.state is State.ENABLED:  # a disabled station is silent
+                await self.publish_telemetry(WEATHER, self.now(current_tai()))
+            await asyncio.sleep(1.0 / self.weather_config.rate)
+
+    async def do_set_weather(self, params: WeatherValues, context: CommandContext) -> None:
+        self.base = params
+        await self.publish_telemetry(WEATHER, self.now(current_tai()))

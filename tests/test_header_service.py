@@ -1,0 +1,355 @@
+"""The Header Service on a real broker, fed by the telescope and weather simulators.
+
+Camera events come from a scripted camera (exact timestamps, overlapping exposures,
+ends that never come) and, once, from the real Camera CSC. Every header value is
+checked against a value computed here, independently, with astropy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import astropy.units as u
+import pytest
+import yaml
+from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.time import Time
+
+from cscs.core.broker import EmbeddedBroker
+from cscs.core.bus import Bus
+from cscs.core.geometry import SEGMENTS
+from cscs.core.protocol import AckCode, encode
+from cscs.core.remote import Remote
+from cscs.core.states import State
+from cscs.core.tai import current_tai
+from cscs.core.testing import CscHarness, check_standard_state_transitions, make_csc
+from cscs.core.topics import CscAddress, Kind
+from cscs.header_service.csc import ERROR_CANNOT_WRITE, HeaderServiceCsc
+from sim.daq.camera import CameraCsc
+from sim.ocs.telescope import TelescopeCsc
+from sim.ocs.weather import WeatherCsc
+
+pytestmark = pytest.mark.broker
+PACKAGE_CONFIG = Path(__file__).parents[1] / "cscs" / "header_service" / "config"
+# Independent of cscs.core.observatory: Cerro Pachón, from the observatory's site page.
+SITE = EarthLocation.from_geodetic(-70.749417 * u.deg, -30.244639 * u.deg, 2663 * u.m)
+WEATHER = {"temperature": 9.5, "pressure": 744.2, "humidity": 31.0, "windSpeed": 6.5,
+           "windDirection": 275.0}  # fmt: skip
+
+
+def config_dir(tmp_path: Path, **changes: Any) -> Path:
+    """A HeaderService config dir: the shipped one plus an override `test.yaml`."""
+    root = tmp_path / "config"
+    shutil.copytree(PACKAGE_CONFIG, root / "HeaderService", dirs_exist_ok=True)
+    (root / "HeaderService" / "test.yaml").write_text(yaml.safe_dump(changes))
+    return root
+
+
+class ScriptedCamera:
+    """Publishes Camera:{index} events exactly as told (ICD §5 payloads)."""
+
+    def __init__(self, bus: Bus, prefix: str, index: int = 1) -> None:
+        self.bus = bus
+        self.address = CscAddress("Camera", index, prefix)
+        self.seq = 0
+
+    async def event(self, name: str, **data: Any) -> None:
+        self.seq += 1
+        body = data | {"seq": self.seq, "sent_tai": current_tai()}
+        await self.bus.publish(self.address.event(name), encode(body), qos=1)
+
+    async def start(self, image: str, begin: float, timeout: float = 30.0) -> None:
+        day, number = image.split("_")[2], int(image.split("_")[3])
+        await self.event(
+            "startIntegration", imageName=image, imageIndex=1, imagesInSequence=1,
+            imageSource="AT", imageController="O", imageDate=day, imageNumber=number,
+            groupId="grp", imageType="OBJECT", exposureTime=15.0,
+            timestampAcquisitionStart=begin, timeout=timeout, additionalKeys="",
+            additionalValues="",
+        )  # fmt: skip
+
+    async def end(self, image: str, begin: float, finish: float) -> None:
+        await self.event("endReadout", imageName=image, imageIndex=1, imagesInSequence=1,
+                         requestedExposureTime=15.0, timestampEndOfReadout=finish + 2,
+                         sensors="R00_S00")  # fmt: skip
+        await self.event("endOfImageTelemetry", imageName=image, timestampDateObs=begin,
+                         timestampDateEnd=finish, exposureTime=15.0, darkTime=15.3,
+                         measuredShutterOpenTime=15.0)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def running(
+    broker: EmbeddedBroker, prefix: str, tmp_path: Path, *, weather: bool = True,
+    override: str = "", config: Path | None = None,
+) -> AsyncIterator[tuple[CscHarness, CscHarness, ScriptedCamera]]:  # fmt: skip
+    """Telescope:1 (+ Weather:0) and HeaderService:1 enabled, and a scripted camera."""
+    async with contextlib.AsyncExitStack() as stack:
+        telescope = await stack.enter_async_context(
+            make_csc(TelescopeCsc, broker.address, index=1, prefix=prefix)
+        )
+        await telescope.remote.command("start", {"configurationOverride": "fast"})
+        await telescope.remote.command("enable")
+        if weather:
+            station = await stack.enter_async_context(
+                make_csc(WeatherCsc, broker.address, index=0, prefix=prefix)
+            )
+            await station.remote.command("start")
+            await station.remote.command("enable")
+            await station.remote.command("setWeather", WEATHER)
+        header = await stack.enter_async_context(
+            make_csc(HeaderServiceCsc, broker.address, index=1, prefix=prefix,
+                     state_dir=tmp_path / "state", config_dir=config)
+        )  # fmt: skip
+        await header.remote.command("start", {"configurationOverride": override})
+        await header.remote.command("enable")
+        # Telemetry flows at 1 Hz: let the service hear a sample of each before exposing.
+        sources = [("dome", telescope.remote)] + ([("weather", station.remote)] if weather else [])
+        for topic, remote in sources:
+            async with remote.stream(topic, kind=Kind.TELEMETRY) as samples:
+                await samples.next(10)
+                await samples.next(10)
+        yield telescope, header, ScriptedCamera(header.bus, prefix)
+
+
+def overhead(when: float) -> tuple[float, float]:
+    """RA/Dec (deg) at the zenith of the site at ``when`` (TAI Unix seconds)."""
+    t = Time(when, format="unix_tai", scale="tai")
+    lst = t.sidereal_time("apparent", longitude=SITE.lon).deg
+    return round(lst % 360.0, 4), -30.2446
+
+
+def load(announcement: dict[str, Any]) -> dict[str, Any]:
+    path = Path(urlparse(announcement["url"]).path)
+    data = path.read_bytes()
+    assert announcement["byteSize"] == len(data)
+    assert announcement["checkSum"] == hashlib.md5(data).hexdigest()
+    document: dict[str, Any] = yaml.safe_load(data)
+    return document
+
+
+def primary(document: dict[str, Any]) -> dict[str, Any]:
+    return {card["keyword"]: card["value"] for card in document["primary"]}
+
+
+async def test_every_value_matches_an_independent_computation(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    async with running(broker, f"h{index}", tmp_path) as (telescope, header, camera):
+        begin = current_tai()
+        ra, dec = overhead(begin)
+        ra -= 20.0  # an hour and a bit east of the meridian: every angle is non-trivial
+        await telescope.remote.command(
+            "slew", {"ra": ra, "dec": dec, "rotatorAngle": 12.5, "object": "NGC 300",
+                     "program": "BLOCK-7"}, timeout=30,
+        )  # fmt: skip
+        await telescope.remote.command("setFilter", {"filter": "r"}, timeout=30)
+        async with telescope.remote.stream("dome", kind=Kind.TELEMETRY) as dome:
+            await dome.next(10)  # the dome (1 Hz) has caught up with the slew
+        async with header.remote.stream("largeFileObjectAvailable") as announcements:
+            begin = current_tai()
+            await camera.start("AT_O_20261121_000042", begin)
+            finish = begin + 15.0
+            await camera.end("AT_O_20261121_000042", begin, finish)
+            announced = (await announcements.next(30)).data
+    assert announced["id"] == "AT_O_20261121_000042"
+    assert announced["missingKeywords"] == ""
+    document = load(announced)
+    keywords = primary(document)
+    assert document["missing"] == []
+    # Astropy, called here and not through the code under test.
+    start_time = Time(begin, format="unix_tai", scale="tai")
+    end_time = Time(finish, format="unix_tai", scale="tai")
+    middle = Time((begin + finish) / 2, format="unix_tai", scale="tai")
+    target = SkyCoord(ra=ra * u.deg, dec=dec * u.deg)
+    at_start = target.transform_to(AltAz(obstime=start_time, location=SITE))
+    at_end = target.transform_to(AltAz(obstime=end_time, location=SITE))
+    at_middle = target.transform_to(AltAz(obstime=middle, location=SITE))
+    lst_start = start_time.sidereal_time("apparent", longitude=SITE.lon).hour
+    lst_end = end_time.sidereal_time("apparent", longitude=SITE.lon).hour
+    assert keywords["AIRMASS"] == pytest.approx(float(at_middle.secz), rel=1e-6)
+    assert keywords["ELSTART"] == pytest.approx(at_start.alt.deg, abs=1e-6)
+    assert keywords["ELEND"] == pytest.approx(at_end.alt.deg, abs=1e-6)
+    assert keywords["AZSTART"] == pytest.approx(at_start.az.deg, abs=1e-6)
+    assert keywords["AZEND"] == pytest.approx(at_end.az.deg, abs=1e-6)
+    assert keywords["HASTART"] == pytest.approx((lst_start - ra / 15 + 12) % 24 - 12, abs=1e-6)
+    assert keywords["HAEND"] == pytest.approx((lst_end - ra / 15 + 12) % 24 - 12, abs=1e-6)
+    assert keywords["DATE-OBS"] == keywords["DATE-BEG"] == start_time.isot
+    assert keywords["DATE-END"] == end_time.isot
+    assert keywords["MJD-OBS"] == pytest.approx(start_time.mjd, abs=1e-9)
+    assert keywords["MJD-END"] == pytest.approx(end_time.mjd, abs=1e-9)
+    assert keywords["TIMESYS"] == "TAI"
+    expected = {
+        "RA": ra, "DEC": dec, "ROTPA": 12.5, "OBJECT": "NGC 300", "PROGRAM": "BLOCK-7",
+        "FILTER": "r", "AIRTEMP": 9.5, "PRESSURE": 744.2, "HUMIDITY": 31.0, "WINDSPD": 6.5,
+        "WINDDIR": 275.0, "OBSID": "AT_O_20261121_000042", "DAYOBS": "20261121",
+        "SEQNUM": 42, "IMGTYPE": "OBJECT", "GROUPID": "grp", "EXPTIME": 15.0,
+        "DARKTIME": 15.3, "SHUTTIME": 15.0, "CAMCODE": "AT", "CONTRLLR": "O",
+        "INSTRUME": "LATISS",
+    }  # fmt: skip
+    assert {k: keywords[k] for k in expected} == expected
+    # The dome follows the mount: its azimuth at the start is the target's azimuth then.
+    assert keywords["DOMEAZ"] == pytest.approx(at_start.az.deg, abs=0.5)
+    assert document["detectors"] == {
+        "R00_S00": [{"keyword": "RAFTBAY", "value": "R00"}, {"keyword": "CCDSLOT", "value": "S00"},
+                    {"keyword": "DETSIZE", "value": "[1:4072,1:4000]"}]
+    }  # fmt: skip
+    assert list(document["segments"]) == [s.name for s in SEGMENTS]
+    assert document["segments"]["Segment10"][1:3] == [
+        {"keyword": "DATASEC", "value": "[4:512,1:2000]"},
+        {"keyword": "DETSEC", "value": "[509:1,1:2000]"},
+    ]
+
+
+async def test_an_absent_source_is_listed_missing_never_invented(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    async with (
+        running(broker, f"h{index}", tmp_path, weather=False) as (_, header, camera),
+        header.remote.stream("largeFileObjectAvailable") as announcements,
+    ):
+        begin = current_tai()
+        await camera.start("AT_O_20261121_000001", begin)
+        await camera.end("AT_O_20261121_000001", begin, begin + 15)
+        announced = (await announcements.next(30)).data
+    weather = ["AIRTEMP", "PRESSURE", "HUMIDITY", "WINDSPD", "WINDDIR"]
+    assert announced["missingKeywords"].split(",") == weather
+    document = load(announced)
+    keywords = primary(document)
+    assert all(keywords[k] is None for k in weather)
+    reasons = {m["keyword"]: m["reason"] for m in document["missing"]}
+    assert reasons["AIRTEMP"] == "nothing received from Weather:0 tel/weather"
+    assert "no value during the exposure" in reasons["WINDSPD"]
+    assert keywords["RA"] is not None  # the rest is there
+
+
+async def test_telemetry_that_stops_mid_exposure_is_stale_not_used(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    rules = yaml.safe_load((PACKAGE_CONFIG / "_init.yaml").read_text())["keywords"]
+    for rule in rules:
+        if rule["source"] == "Weather:0":
+            rule["max_age"] = 1.5
+    config = config_dir(tmp_path, keywords=rules)
+    async with running(broker, f"h{index}", tmp_path, override="test", config=config) as (
+        _, header, camera,
+    ):  # fmt: skip
+        weather = CscAddress("Weather", 0, f"h{index}")
+        async with header.remote.stream("largeFileObjectAvailable") as announcements:
+            begin = current_tai()
+            await camera.start("AT_O_20261121_000002", begin)
+            async with Bus(broker.address) as bus, Remote(bus, weather) as station:
+                await station.command("disable")  # the station stops publishing
+                async with station.stream("weather", kind=Kind.TELEMETRY) as samples:
+                    # No sample for longer than max_age: wait for the silence itself.
+                    with pytest.raises(TimeoutError):
+                        await samples.next(timeout=2.0)
+            await camera.end("AT_O_20261121_000002", begin, current_tai())
+            announced = (await announcements.next(30)).data
+    document = load(announced)
+    reasons = {m["keyword"]: m["reason"] for m in document["missing"]}
+    assert set(reasons) == {"AIRTEMP", "PRESSURE", "HUMIDITY", "WINDDIR"}
+    assert "Weather:0 tel/weather is stale" in reasons["AIRTEMP"]
+    assert primary(document)["WINDSPD"] == 6.5  # the max over what did arrive
+
+
+async def test_overlapping_exposures_are_independent(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    async with running(broker, f"h{index}", tmp_path) as (_, header, camera):
+        async with header.remote.stream("largeFileObjectAvailable") as announcements:
+            a, b = current_tai(), current_tai() + 1.0
+            await camera.start("AT_O_20261121_000010", a)
+            await camera.start("AT_O_20261121_000011", b)
+            await camera.end("AT_O_20261121_000011", b, b + 15)
+            await camera.end("AT_O_20261121_000010", a, a + 30)
+            first = (await announcements.next(30)).data
+            second = (await announcements.next(30)).data
+        assert (first["id"], second["id"]) == ("AT_O_20261121_000011", "AT_O_20261121_000010")
+        late, early = primary(load(first)), primary(load(second))
+        assert late["DATE-OBS"] == Time(b, format="unix_tai", scale="tai").isot
+        assert early["DATE-END"] == Time(a + 30, format="unix_tai", scale="tai").isot
+        assert (late["SEQNUM"], early["SEQNUM"]) == (11, 10)
+        assert not header.csc.exposures  # type: ignore[attr-defined]
+
+
+async def test_an_exposure_whose_end_never_comes_is_abandoned_cleanly(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    async with running(broker, f"h{index}", tmp_path) as (_, header, camera):
+        csc = header.csc
+        assert isinstance(csc, HeaderServiceCsc)
+        async with header.remote.stream("logMessage") as logs:
+            await camera.start("AT_O_20261121_000020", current_tai(), timeout=0.5)
+            log = await logs.wait_for(lambda r: "abandoned" in r.data["message"], timeout=10)
+        assert "AT_O_20261121_000020" in log.data["message"]
+        assert log.data["level"] == 30
+        assert not csc.exposures
+        assert not csc._exposure_tasks
+        # The service carries on with the next exposure.
+        async with header.remote.stream("largeFileObjectAvailable") as announcements:
+            begin = current_tai()
+            await camera.start("AT_O_20261121_000021", begin)
+            await camera.end("AT_O_20261121_000021", begin, begin + 1)
+            assert (await announcements.next(30)).data["id"] == "AT_O_20261121_000021"
+
+
+async def test_an_unwritable_output_directory_is_a_fault(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = config_dir(tmp_path, output_dir=str(blocker / "headers"))
+    async with running(broker, f"h{index}", tmp_path, override="test", config=config) as (
+        _, header, camera,
+    ):  # fmt: skip
+        async with header.remote.stream("errorCode") as errors:
+            begin = current_tai()
+            await camera.start("AT_O_20261121_000030", begin)
+            await camera.end("AT_O_20261121_000030", begin, begin + 1)
+            error = (await errors.wait_for(lambda r: r.data["errorCode"] != 0, 30)).data
+        assert error["errorCode"] == ERROR_CANNOT_WRITE
+        assert "cannot write the header of AT_O_20261121_000030" in error["errorReport"]
+        assert "Not a directory" in error["errorReport"]
+        await header.remote.wait_for_state(State.FAULT)
+
+
+async def test_standard_state_transitions_and_a_bad_keyword_map(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    config = config_dir(tmp_path, keywords=[
+        {"keyword": "AIRMASS", "source": "Weather:0", "topic": "tel/weather", "field": "x"}
+    ])  # fmt: skip
+    async with make_csc(HeaderServiceCsc, broker.address, index=1, prefix=f"h{index}",
+                        state_dir=tmp_path, config_dir=config) as header:  # fmt: skip
+        await check_standard_state_transitions(header.remote)
+        ack = await header.remote.command("start", {"configurationOverride": "test"}, check=False)
+        assert ack.code is AckCode.FAILED
+        assert "AIRMASS is computed by the header service" in ack.result
+
+
+async def test_with_the_real_camera(broker: EmbeddedBroker, index: int, tmp_path: Path) -> None:
+    prefix = f"h{index}"
+    async with (
+        running(broker, prefix, tmp_path) as (_, header, _camera),
+        make_csc(CameraCsc, broker.address, index=1, prefix=prefix,
+                 state_dir=tmp_path / "camera") as camera,
+    ):  # fmt: skip
+        await camera.remote.command("start", {"configurationOverride": "fast"})
+        await camera.remote.command("enable")
+        async with header.remote.stream("largeFileObjectAvailable") as announcements:
+            await camera.remote.command(
+                "takeImages",
+                {"numImages": 2, "expTime": 0.5, "shutter": True, "imageType": "OBJECT"},
+                timeout=30,
+            )
+            ids = [(await announcements.next(30)).data for _ in range(2)]
+    documents = [primary(load(a)) for a in ids]
+    assert [d["SEQNUM"] for d in documents] == [1, 2]
+    assert all(d["EXPTIME"] == 0.5 for d in documents)
+    assert all(d["DARKTIME"] >= 0.5 for d in documents)
