@@ -34,6 +34,13 @@ REGISTRY: tuple[CscEntry, ...] = (
         "sim.daq.camera:CameraCsc",
         "simulated camera and DAQ (1 LATISS, 2 ComCam, 3 LSSTCam)",
     ),
+    CscEntry("Telescope", "sim.ocs.telescope:TelescopeCsc", "simulated mount, dome and filter"),
+    CscEntry("Weather", "sim.ocs.weather:WeatherCsc", "simulated site weather station"),
+    CscEntry(
+        "HeaderService",
+        "cscs.header_service.csc:HeaderServiceCsc",
+        "FITS header metadata for each image (index = camera)",
+    ),
 )
 
 

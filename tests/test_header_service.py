@@ -20,9 +20,12 @@ import pytest
 import yaml
 from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.bus import Bus
+from cscs.core.camera_events import StartIntegration, parse_event
 from cscs.core.geometry import SEGMENTS
 from cscs.core.protocol import AckCode, encode
 from cscs.core.remote import Remote
@@ -268,10 +271,11 @@ async def test_overlapping_exposures_are_independent(
             await camera.start("AT_O_20261121_000011", b)
             await camera.end("AT_O_20261121_000011", b, b + 15)
             await camera.end("AT_O_20261121_000010", a, a + 30)
-            first = (await announcements.next(30)).data
-            second = (await announcements.next(30)).data
-        assert (first["id"], second["id"]) == ("AT_O_20261121_000011", "AT_O_20261121_000010")
-        late, early = primary(load(first)), primary(load(second))
+            got = [(await announcements.next(30)).data for _ in range(2)]
+        by_id = {a["id"]: a for a in got}  # independent: either may be announced first
+        assert set(by_id) == {"AT_O_20261121_000010", "AT_O_20261121_000011"}
+        late = primary(load(by_id["AT_O_20261121_000011"]))
+        early = primary(load(by_id["AT_O_20261121_000010"]))
         assert late["DATE-OBS"] == Time(b, format="unix_tai", scale="tai").isot
         assert early["DATE-END"] == Time(a + 30, format="unix_tai", scale="tai").isot
         assert (late["SEQNUM"], early["SEQNUM"]) == (11, 10)
@@ -353,3 +357,39 @@ async def test_with_the_real_camera(broker: EmbeddedBroker, index: int, tmp_path
     assert [d["SEQNUM"] for d in documents] == [1, 2]
     assert all(d["EXPTIME"] == 0.5 for d in documents)
     assert all(d["DARKTIME"] >= 0.5 for d in documents)
+
+
+async def test_malformed_camera_events_are_ignored_and_the_service_carries_on(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    async with running(broker, f"h{index}", tmp_path) as (_, header, camera):
+        topic = camera.address.event("startIntegration")
+        for payload in (
+            b"{not json",
+            b"[1,2]",
+            b'{"imageName": 7}',
+            b'{"imageName": "X"}',
+            encode({"imageName": "AT_O_20261121_000050", "timeout": "soon"}),
+        ):
+            await camera.bus.publish(topic, payload, qos=1)
+        await camera.event("endOfImageTelemetry", imageName="AT_O_20261121_000050")
+        async with header.remote.stream("largeFileObjectAvailable") as announcements:
+            begin = current_tai()
+            await camera.start("AT_O_20261121_000051", begin)
+            await camera.end("AT_O_20261121_000051", begin, begin + 1)
+            assert (await announcements.next(30)).data["id"] == "AT_O_20261121_000051"
+        assert header.csc.state is State.ENABLED
+
+
+@given(data=st.dictionaries(
+    st.sampled_from([*StartIntegration.model_fields, "seq", "extra"]),
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
+))  # fmt: skip
+def test_parse_event_accepts_or_names_the_bad_field(data: dict[str, Any]) -> None:
+    try:
+        event = parse_event(StartIntegration, data)
+    except ValueError as exc:
+        message = str(exc)
+        assert message.startswith("StartIntegration: ")
+        return
+    assert isinstance(event.imageName, str)

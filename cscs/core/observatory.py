@@ -11,15 +11,16 @@ is far more precise than anything a header needs.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import astropy.units as u
+import numpy as np
 from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
 from astropy.utils import iers
 
-__all__ = ["OBSERVATORY", "Pointing", "astropy_time", "pointing"]
+__all__ = ["OBSERVATORY", "Pointing", "astropy_time", "pointing", "pointings"]
 
 iers.conf.auto_download = False
 
@@ -29,7 +30,7 @@ OBSERVATORY = EarthLocation.from_geodetic(
 )
 
 
-def astropy_time(tai: float) -> Time:
+def astropy_time(tai: float | np.ndarray) -> Time:
     """A ``Time`` from Unix-epoch TAI seconds (the ``*_tai`` fields of the ICD)."""
     return Time(tai, format="unix_tai", scale="tai")
 
@@ -44,14 +45,27 @@ class Pointing:
     airmass: float  # sec z (astropy's), or NaN below the horizon
 
 
-@functools.lru_cache(maxsize=256)
-def pointing(ra: float, dec: float, tai: float) -> Pointing:
-    """Alt/Az, hour angle and airmass of (``ra``, ``dec``) in degrees (ICRS) at ``tai``."""
-    when = astropy_time(tai)
+def pointings(ra: float, dec: float, tais: Sequence[float]) -> list[Pointing]:
+    """Where (``ra``, ``dec``) in degrees (ICRS) is at each TAI time: one vectorised
+    astropy transform for all of them (a header needs three)."""
+    when = astropy_time(np.asarray(tais, dtype=float))
     frame = AltAz(obstime=when, location=OBSERVATORY)
     horizontal = SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs").transform_to(frame)
-    alt = float(horizontal.alt.deg)
     lst = when.sidereal_time("apparent", longitude=OBSERVATORY.lon).hour
-    hour_angle = float((lst - ra / 15.0 + 12.0) % 24.0 - 12.0)
-    airmass = float(horizontal.secz) if alt > 0 else float("nan")
-    return Pointing(alt, float(horizontal.az.deg), hour_angle, airmass)
+    result = []
+    for alt, az, secz, sidereal in zip(
+        np.atleast_1d(horizontal.alt.deg),
+        np.atleast_1d(horizontal.az.deg),
+        np.atleast_1d(horizontal.secz),
+        np.atleast_1d(lst),
+        strict=True,
+    ):
+        hour_angle = float((sidereal - ra / 15.0 + 12.0) % 24.0 - 12.0)
+        airmass = float(secz) if alt > 0 else float("nan")
+        result.append(Pointing(float(alt), float(az), hour_angle, airmass))
+    return result
+
+
+def pointing(ra: float, dec: float, tai: float) -> Pointing:
+    """Alt/Az, hour angle and airmass of (``ra``, ``dec``) at one TAI time."""
+    return pointings(ra, dec, [tai])[0]

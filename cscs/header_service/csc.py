@@ -29,25 +29,33 @@ from cscs import __version__
 from cscs.core import files
 from cscs.core import generic as g
 from cscs.core.bus import Message, Subscription
+from cscs.core.camera_events import CAMERA_EVENTS, parse_event
 from cscs.core.commands import CommandBinding
 from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
 from cscs.core.geometry import Camera, camera_for_index
+from cscs.core.observatory import pointing
 from cscs.core.schema import EventSpec, Payload
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress
 from cscs.header_service.collect import Exposure, KeywordRule, SourceCache, SourceKey
 from cscs.header_service.derived import DERIVED_KEYWORDS, derived_keywords
-from cscs.header_service.document import MIME_TYPE, render
+from cscs.header_service.document import MIME_TYPE, HeaderDocument, render
 
 __all__ = ["HeaderServiceConfig", "HeaderServiceCsc"]
 
 ERROR_CANNOT_WRITE = 5001
 ERROR_CANNOT_PUBLISH = 5002
+ERROR_INTERNAL = 5003
+
+
+class HeaderWriteError(Exception):
+    """The header document could not be written (disk full, permissions, …)."""
+
+
 DERIVED = frozenset(DERIVED_KEYWORDS)
-_CAMERA_EVENTS = ("startIntegration", "startReadout", "endReadout", "endOfImageTelemetry")
 
 
 class LargeFileObjectAvailable(Payload):
@@ -108,7 +116,8 @@ class HeaderServiceCsc(BaseCsc):
         super().__init__(index, **kwargs)
         self.camera_address = CscAddress("Camera", index, self.address.prefix)
         self.header_config = HeaderServiceConfig()
-        self.output_dir = self.state_dir / "headers" / f"HeaderService-{index}"
+        self._default_output_dir = self.state_dir / "headers" / f"HeaderService-{index}"
+        self.output_dir = self._default_output_dir
         self.cache = SourceCache()
         self.exposures: dict[str, Exposure] = {}
         self._finished: dict[str, asyncio.Event] = {}
@@ -129,7 +138,8 @@ class HeaderServiceCsc(BaseCsc):
             raise ExpectedError(f"keyword map: {exc}") from None
         self.header_config = config
         self.config = config
-        self.output_dir = config.output_path() or self.output_dir
+        self.output_dir = config.output_path() or self._default_output_dir
+        await asyncio.to_thread(pointing, 0.0, -30.0, current_tai())  # load astropy now
         await self._listen(keys)
 
     async def _listen(self, keys: set[SourceKey]) -> None:
@@ -193,7 +203,7 @@ class HeaderServiceCsc(BaseCsc):
             return
         now = current_tai()
         if (name, index, kind) == ("Camera", self.address.index, "evt"):
-            if topic in _CAMERA_EVENTS:
+            if topic in CAMERA_EVENTS:
                 self._camera_event(topic, data, now)
             return
         key = SourceKey(name, index, kind, topic)
@@ -201,11 +211,13 @@ class HeaderServiceCsc(BaseCsc):
         for exposure in self.exposures.values():
             exposure.observe(key, data)
 
-    def _camera_event(self, event: str, data: dict[str, Any], now: float) -> None:
-        image = data.get("imageName")
-        if not isinstance(image, str):
-            self.log.warning("camera event without imageName", camera_event=event)
+    def _camera_event(self, event: str, received: dict[str, Any], now: float) -> None:
+        try:
+            data = parse_event(CAMERA_EVENTS[event].payload, received).model_dump()
+        except ValueError as exc:
+            self.log.warning("ignored a malformed camera event", camera_event=event, error=str(exc))
             return
+        image = data["imageName"]
         if event == "startIntegration":
             if self.state is State.ENABLED:
                 self._begin(image, data, now)
@@ -227,8 +239,7 @@ class HeaderServiceCsc(BaseCsc):
         exposure.reach("start", self.cache, now)
         self.exposures[image] = exposure
         self._finished[image] = asyncio.Event()
-        timeout = data.get("timeout")
-        wait = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else 60.0
+        wait = float(data["timeout"]) if data["timeout"] > 0 else 60.0
         self._exposure_tasks[image] = asyncio.create_task(
             self._complete(exposure, wait), name=f"{self.address}-{image}"
         )
@@ -254,8 +265,9 @@ class HeaderServiceCsc(BaseCsc):
             self._finished.pop(image, None)
             self._exposure_tasks.pop(image, None)
 
-    async def _publish_header(self, exposure: Exposure) -> None:
-        image = exposure.image
+    def _write_header(self, exposure: Exposure) -> tuple[HeaderDocument, Path]:
+        """Derive, render and write one header (in a worker thread: astropy and the
+        file system take milliseconds the event loop should not wait for)."""
         start = exposure.events["startIntegration"]
         primary = (
             derived_keywords(
@@ -273,13 +285,25 @@ class HeaderServiceCsc(BaseCsc):
             if readout and readout.get("sensors")
             else [d.name for d in self.camera.detectors]
         )
+        image = exposure.image
         document = render(image, str(self.address), __version__, self.camera, sensors, primary)
         path = self.output_dir / str(start["imageDate"]) / f"{image}.yaml"
         try:
-            await asyncio.to_thread(files.write_atomically, path, document.data)
+            files.write_atomically(path, document.data)
         except OSError as exc:
-            await self.fault(
-                ERROR_CANNOT_WRITE, f"cannot write the header of {image} to {path}: {exc}"
+            raise HeaderWriteError(f"cannot write the header of {image} to {path}: {exc}") from exc
+        return document, path
+
+    async def _publish_header(self, exposure: Exposure) -> None:
+        image = exposure.image
+        try:
+            document, path = await asyncio.to_thread(self._write_header, exposure)
+        except HeaderWriteError as exc:
+            await self.fault(ERROR_CANNOT_WRITE, str(exc))
+            return
+        except Exception as exc:
+            await self.fault_from_exception(
+                ERROR_INTERNAL, f"could not make the header of {image} (a bug)", exc
             )
             return
         announced = await self.publish_event(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from cscs.core.geometry import Camera
-from cscs.core.observatory import astropy_time, pointing
+from cscs.core.observatory import astropy_time, pointings
 from cscs.header_service.collect import Missing, Value
 
 __all__ = ["DERIVED_KEYWORDS", "derived_keywords"]
@@ -26,12 +28,16 @@ DERIVED_KEYWORDS = (
 Keywords = list[tuple[str, Value | Missing]]
 
 
-def _time_keywords(tai: float, suffix: str, what: str) -> Keywords:
-    when = astropy_time(tai)
-    return [
-        (f"DATE-{suffix}", Value(when.isot, "", f"{what} (TAI)")),
-        (f"MJD-{suffix}", Value(float(when.mjd), "d", f"{what} (TAI)")),
-    ]
+def _time_keywords(begin: float, finish: float) -> Keywords:
+    times = astropy_time(np.array([begin, finish]))
+    isot, mjd = times.isot, times.mjd
+    keywords: Keywords = []
+    for suffix, position, what in (("OBS", 0, "start"), ("BEG", 0, "start"), ("END", 1, "end")):
+        keywords += [
+            (f"DATE-{suffix}", Value(str(isot[position]), "", f"{what} of exposure (TAI)")),
+            (f"MJD-{suffix}", Value(float(mjd[position]), "d", f"{what} of exposure (TAI)")),
+        ]
+    return keywords
 
 
 def derived_keywords(
@@ -65,9 +71,7 @@ def derived_keywords(
         ("EXPTIME", Value(float(end["exposureTime"]), "s", "requested exposure time")),
         ("DARKTIME", Value(float(end["darkTime"]), "s", "dark time")),
         ("SHUTTIME", Value(float(end["measuredShutterOpenTime"]), "s", "shutter open time")),
-        *_time_keywords(begin, "OBS", "start of exposure"),
-        *_time_keywords(begin, "BEG", "start of exposure"),
-        *_time_keywords(finish, "END", "end of exposure"),
+        *_time_keywords(begin, finish),
     ]
     return keywords + _pointing_keywords(begin, finish, ra, dec)
 
@@ -87,9 +91,7 @@ def _pointing_keywords(
         )
         return [(n, Missing(f"no RA/Dec: {why or 'not in the keyword map'}")) for n in names]
     ra_deg, dec_deg = float(ra.value), float(dec.value)
-    at_start = pointing(ra_deg, dec_deg, begin)
-    at_end = pointing(ra_deg, dec_deg, finish)
-    middle = pointing(ra_deg, dec_deg, (begin + finish) / 2)
+    at_start, middle, at_end = pointings(ra_deg, dec_deg, [begin, (begin + finish) / 2, finish])
     airmass: Value | Missing = (
         Value(middle.airmass, "", "sec z at mid-exposure")
         if middle.alt > 0

@@ -24,6 +24,16 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from cscs.core import generic as g
+from cscs.core.camera_events import (
+    END_OF_IMAGE_TELEMETRY,
+    END_READOUT,
+    START_INTEGRATION,
+    START_READOUT,
+    EndOfImageTelemetry,
+    EndReadout,
+    StartIntegration,
+    StartReadout,
+)
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
@@ -66,48 +76,6 @@ class TakeImagesParams(Payload):
     """`key:value` pairs, comma-separated; passed to consumers in `additionalKeys/Values`."""
 
 
-class StartIntegration(Payload):
-    imageName: str
-    imageIndex: int
-    imagesInSequence: int
-    imageSource: str
-    imageController: str
-    imageDate: str
-    imageNumber: int
-    groupId: str
-    imageType: str
-    exposureTime: float
-    timestampAcquisitionStart: float
-    timeout: float
-    """Seconds after which consumers stop waiting for this image's end events."""
-    additionalKeys: str
-    additionalValues: str
-
-
-class StartReadout(Payload):
-    imageName: str
-    timestampStartOfReadout: float
-
-
-class EndReadout(Payload):
-    imageName: str
-    imageIndex: int
-    imagesInSequence: int
-    requestedExposureTime: float
-    timestampEndOfReadout: float
-    sensors: str
-    """Comma-separated RXX_SXX: every sensor read out for this image."""
-
-
-class EndOfImageTelemetry(Payload):
-    imageName: str
-    timestampDateObs: float
-    timestampDateEnd: float
-    exposureTime: float
-    darkTime: float
-    measuredShutterOpenTime: float
-
-
 class DaqAvailable(Payload):
     url: str
     """The DAQ server's ZeroMQ endpoints, comma-separated (docs/daq-protocol.md)."""
@@ -136,12 +104,6 @@ INJECT_FAULT = CommandSpec(
 )
 CLEAR_FAULTS = CommandSpec(
     "clearFaults", NoParams, "Remove every injected fault.", allowed_states=ANY_WORKING_STATE
-)
-START_INTEGRATION = EventSpec("startIntegration", StartIntegration, "An exposure begins.")
-START_READOUT = EventSpec("startReadout", StartReadout, "The shutter closed; readout begins.")
-END_READOUT = EventSpec("endReadout", EndReadout, "Every sensor's pixels are in the DAQ buffer.")
-END_OF_IMAGE_TELEMETRY = EventSpec(
-    "endOfImageTelemetry", EndOfImageTelemetry, "Timing of the finished exposure."
 )
 DAQ_AVAILABLE = EventSpec(
     "daqAvailable", DaqAvailable, "Where to read pixels from (retained).", retained=True

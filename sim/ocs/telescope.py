@@ -147,7 +147,7 @@ class TelescopeCsc(BaseCsc):
                 continue
             now = current_tai()
             target = self.target
-            where = pointing(target.ra, target.dec, round(now, 2))
+            where = pointing(target.ra, target.dec, now)
             await self.publish_telemetry(
                 MOUNT,
                 Mount(ra=target.ra, dec=target.dec, rotatorAngle=target.rotatorAngle,

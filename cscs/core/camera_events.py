@@ -1,0 +1,93 @@
+"""The camera's events (ICD §5): one declaration for the camera that publishes them and
+for every CSC that consumes them (header service, archiver), which validate what they
+receive against these models before acting on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from cscs.core.schema import EventSpec, Payload
+
+__all__ = [
+    "CAMERA_EVENTS",
+    "END_OF_IMAGE_TELEMETRY",
+    "END_READOUT",
+    "START_INTEGRATION",
+    "START_READOUT",
+    "EndOfImageTelemetry",
+    "EndReadout",
+    "StartIntegration",
+    "StartReadout",
+    "parse_event",
+]
+
+
+class StartIntegration(Payload):
+    imageName: str
+    imageIndex: int
+    imagesInSequence: int
+    imageSource: str
+    imageController: str
+    imageDate: str
+    imageNumber: int
+    groupId: str
+    imageType: str
+    exposureTime: float
+    timestampAcquisitionStart: float
+    timeout: float
+    """Seconds after which consumers stop waiting for this image's end events."""
+    additionalKeys: str
+    additionalValues: str
+
+
+class StartReadout(Payload):
+    imageName: str
+    timestampStartOfReadout: float
+
+
+class EndReadout(Payload):
+    imageName: str
+    imageIndex: int
+    imagesInSequence: int
+    requestedExposureTime: float
+    timestampEndOfReadout: float
+    sensors: str
+    """Comma-separated RXX_SXX: every sensor read out for this image."""
+
+
+class EndOfImageTelemetry(Payload):
+    imageName: str
+    timestampDateObs: float
+    timestampDateEnd: float
+    exposureTime: float
+    darkTime: float
+    measuredShutterOpenTime: float
+
+
+START_INTEGRATION = EventSpec("startIntegration", StartIntegration, "An exposure begins.")
+START_READOUT = EventSpec("startReadout", StartReadout, "The shutter closed; readout begins.")
+END_READOUT = EventSpec("endReadout", EndReadout, "Every sensor's pixels are in the DAQ buffer.")
+END_OF_IMAGE_TELEMETRY = EventSpec(
+    "endOfImageTelemetry", EndOfImageTelemetry, "Timing of the finished exposure."
+)
+CAMERA_EVENTS: dict[str, EventSpec[Payload]] = {
+    spec.name: spec
+    for spec in (START_INTEGRATION, START_READOUT, END_READOUT, END_OF_IMAGE_TELEMETRY)
+}
+P = TypeVar("P", bound=Payload)
+
+
+def parse_event(model: type[P], data: dict[str, Any]) -> P:
+    """``data`` (a received event, with ``seq``/``sent_tai``) as ``model``; ValueError
+    naming the first bad field otherwise. Unknown extra fields are tolerated (the ICD
+    lets publishers add fields)."""
+    known = {k: v for k, v in data.items() if k in model.model_fields}
+    try:
+        return model.model_validate(known)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "payload"
+        raise ValueError(f"{model.__name__}: {where}: {error['msg']}") from None
