@@ -108,7 +108,10 @@ class TelescopeConfig(ConfigSchema):
 class TelescopeCsc(BaseCsc):
     interface = g.GENERIC.extended(
         "Telescope",
-        "Simulated telescope: mount, rotator, dome and filter (index as the camera's).",
+        "Simulated telescope (`sim/ocs`): mount, rotator, dome and filter. Index as the "
+        "camera's: 1 the Auxiliary Telescope (LATISS; `auxtel` override for its filters "
+        "and dispersers), 2 and 3 the Simonyi telescope. Telemetry flows while ENABLED; "
+        "Alt/Az are computed with astropy for Cerro Pachón at each sample's `sent_tai`.",
         commands=(SLEW, SET_FILTER),
         events=(TARGET, FILTER, IN_POSITION),
         telemetry=(MOUNT, DOME),
