@@ -34,6 +34,7 @@ test: lint typecheck $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/command_latency.py
 	$(BIN)/python benchmarks/daq_throughput.py
+	$(BIN)/python benchmarks/header_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -213,5 +213,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, BrokerUnavailableError, ExpectedError, OSError) as exc:
-        print(f"cscs: error: {exc}", file=sys.stderr)
+        print(f"cscs: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 2

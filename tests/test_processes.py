@@ -172,5 +172,5 @@ async def test_demo_night_reads_back_every_image(backend: str, tmp_path: Path) -
     text = out.decode()
     assert process.returncode == 0, text + err.decode()
     assert "10 images taken, 10 read back from the DAQ and verified" in text
-    assert "0 problems; camera exited cleanly" in text
+    assert "10 of 10 headers complete; 0 problems; every CSC exited cleanly" in text
     assert (tmp_path / "Camera-1-sequence.json").exists()

@@ -57,7 +57,9 @@ class WeatherConfig(ConfigSchema):
 class WeatherCsc(BaseCsc):
     interface = g.GENERIC.extended(
         "Weather",
-        "Simulated site weather station (`sim/ocs`); telemetry flows while ENABLED.",, commands=(SET_WEATHER,), telemetry=(WEATHER,)
+        "Simulated site weather station (`sim/ocs`); telemetry flows while ENABLED.",
+        commands=(SET_WEATHER,),
+        telemetry=(WEATHER,),
     )
     config_schema = WeatherConfig
     default_config_dir: ClassVar[Path | None] = Path(__file__).parent / "config" / "Weather"
