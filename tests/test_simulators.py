@@ -1,0 +1,73 @@
+"""The telescope and weather simulators: what the header service is tested against."""
+
+from __future__ import annotations
+
+import astropy.units as u
+import pytest
+from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.time import Time
+
+from cscs.core.broker import EmbeddedBroker
+from cscs.core.protocol import AckCode
+from cscs.core.testing import check_standard_state_transitions, make_csc
+from cscs.core.topics import Kind
+from sim.ocs.telescope import TelescopeCsc
+from sim.ocs.weather import WeatherCsc
+
+pytestmark = pytest.mark.broker
+SITE = EarthLocation.from_geodetic(-70.749417 * u.deg, -30.244639 * u.deg, 2663 * u.m)
+SLEW = {"ra": 10.0, "dec": -40.0, "rotatorAngle": 5.0, "object": "X", "program": "P"}
+WEATHER = {"temperature": 1.0, "pressure": 700.0, "humidity": 50.0, "windSpeed": 3.0,
+           "windDirection": 90.0}  # fmt: skip
+
+
+async def test_telescope_life_cycle_and_commands(broker: EmbeddedBroker, index: int) -> None:
+    async with make_csc(TelescopeCsc, broker.address, index=1, prefix=f"s{index}") as h:
+        await check_standard_state_transitions(
+            h.remote, {"slew": SLEW, "setFilter": {"filter": "r"}}
+        )
+        await h.remote.command("start", {"configurationOverride": "fast"})
+        await h.remote.command("enable")
+        ack = await h.remote.command("setFilter", {"filter": "Halpha"}, check=False)
+        assert ack.code is AckCode.FAILED
+        assert "no filter 'Halpha'; have u, g, r, i, z, y" in ack.result
+        ack = await h.remote.command("setFilter", {"filter": "r", "disperser": "x"}, check=False)
+        assert "no disperser 'x'; have none" in ack.result
+        async with h.remote.stream("target") as targets:
+            await h.remote.command("slew", SLEW, timeout=30)
+            target = await targets.wait_for(lambda r: r.data["object"] == "X")
+        assert target.retained is False
+        assert target.data["ra"] == 10.0
+
+
+async def test_mount_alt_az_agrees_with_astropy(broker: EmbeddedBroker, index: int) -> None:
+    async with make_csc(TelescopeCsc, broker.address, index=2, prefix=f"s{index}") as h:
+        await h.remote.command("start", {"configurationOverride": "fast"})
+        await h.remote.command("enable")
+        await h.remote.command("slew", SLEW, timeout=30)
+        async with h.remote.stream("mount", kind=Kind.TELEMETRY) as mount:
+            sample = await mount.wait_for(lambda r: r.data["ra"] == 10.0)
+    when = Time(sample.sent_tai, format="unix_tai", scale="tai")
+    expected = SkyCoord(ra=10 * u.deg, dec=-40 * u.deg).transform_to(
+        AltAz(obstime=when, location=SITE)
+    )
+    # sent_tai is stamped just after the position was computed: well under a second.
+    assert sample.data["alt"] == pytest.approx(expected.alt.deg, abs=0.01)
+    assert sample.data["az"] == pytest.approx(expected.az.deg, abs=0.05)
+    assert sample.data["rotatorAngle"] == 5.0
+
+
+async def test_weather_follows_set_weather_and_is_silent_when_disabled(
+    broker: EmbeddedBroker, index: int
+) -> None:
+    async with make_csc(WeatherCsc, broker.address, index=0, prefix=f"s{index}") as h:
+        await check_standard_state_transitions(h.remote, {"setWeather": WEATHER})
+        await h.remote.command("start")
+        await h.remote.command("enable")
+        async with h.remote.stream("weather", kind=Kind.TELEMETRY) as samples:
+            await h.remote.command("setWeather", WEATHER)
+            sample = await samples.wait_for(lambda r: r.data["pressure"] == 700.0)
+            assert sample.data == {**WEATHER, "seq": sample.seq, "sent_tai": sample.sent_tai}
+            await h.remote.command("disable")
+            with pytest.raises(TimeoutError):
+                await samples.wait_for(lambda r: r.sent_tai > sample.sent_tai + 0.5, 2.5)
