@@ -41,6 +41,7 @@ from cscs.core.protocol import (
     encode,
     parse_command,
 )
+from cscs.core.remote import Received
 from cscs.core.schema import EventSpec, Interface, NoParams, Payload, TelemetrySpec
 from cscs.core.settings import default_identity, default_state_dir
 from cscs.core.states import LIFECYCLE_COMMANDS, Lifecycle, State
@@ -104,6 +105,7 @@ class BaseCsc:
         self._command_tasks: set[asyncio.Task[None]] = set()
         self._enabled_tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
+        self._followers: list[tuple[Subscription, asyncio.Task[None]]] = []
         self._bus: Bus | None = None
         self._bindings: dict[str, CommandBinding[Any]] = {}
         for binding in self._generic_bindings() + list(self.component_commands()):
@@ -200,6 +202,7 @@ class BaseCsc:
 
     async def close(self) -> None:
         """Stop everything this CSC started; the last will is not sent (clean exit)."""
+        await self.unfollow()
         tasks = [*self._background, *self._command_tasks]
         for task in tasks:
             task.cancel()
@@ -230,6 +233,38 @@ class BaseCsc:
             wait=2.0,
         )
         self.done.set()
+
+    # ---- listening to other CSCs -------------------------------------------------------
+
+    async def follow(self, topic: str, handler: Callable[[Received], None]) -> None:
+        """Hear other CSCs' events or telemetry on ``topic`` (MQTT wildcards allowed) until
+        :meth:`unfollow`; unreadable messages are logged and skipped."""
+        subscription = await self.bus.subscribe(topic, maxsize=100_000)
+        task = asyncio.create_task(
+            self._follow(subscription, handler), name=f"{self.address}-follow-{topic}"
+        )
+        self._followers.append((subscription, task))
+
+    async def unfollow(self) -> None:
+        """Stop hearing everything :meth:`follow` subscribed to."""
+        followers, self._followers = self._followers, []
+        for _, task in followers:
+            task.cancel()
+        for subscription, task in followers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if self._bus is not None:
+                self._bus.unsubscribe(subscription)
+
+    async def _follow(
+        self, subscription: Subscription, handler: Callable[[Received], None]
+    ) -> None:
+        async for message in subscription:
+            received = Received.from_message(message)
+            if received is None:
+                self.log.warning("ignored an unreadable message", topic=message.topic)
+                continue
+            handler(received)
 
     # ---- publishing --------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +27,6 @@ from pydantic import field_validator
 from cscs import __version__
 from cscs.core import files
 from cscs.core import generic as g
-from cscs.core.bus import Message, Subscription
 from cscs.core.camera_events import CAMERA_EVENTS, parse_event
 from cscs.core.commands import CommandBinding
 from cscs.core.config import ConfigSchema
@@ -36,6 +34,7 @@ from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
 from cscs.core.geometry import Camera, camera_for_index
 from cscs.core.observatory import pointing
+from cscs.core.remote import Received
 from cscs.core.schema import EventSpec, Payload
 from cscs.core.states import State
 from cscs.core.tai import current_tai
@@ -122,8 +121,6 @@ class HeaderServiceCsc(BaseCsc):
         self.exposures: dict[str, Exposure] = {}
         self._finished: dict[str, asyncio.Event] = {}
         self._exposure_tasks: dict[str, asyncio.Task[None]] = {}
-        self._listeners: list[asyncio.Task[None]] = []
-        self._subscriptions: list[Subscription] = []
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return ()
@@ -143,30 +140,15 @@ class HeaderServiceCsc(BaseCsc):
         await self._listen(keys)
 
     async def _listen(self, keys: set[SourceKey]) -> None:
-        await self._stop_listening()
+        await self.unfollow()
         prefix = self.address.prefix
         topics = {f"{prefix}/{k.name}/{k.index}/{k.kind}/{k.topic}" for k in keys}
         topics.add(f"{self.camera_address.root}/evt/+")
         for topic in sorted(topics):
-            subscription = await self.bus.subscribe(topic, maxsize=100_000)
-            self._subscriptions.append(subscription)
-            self._listeners.append(
-                asyncio.create_task(self._read(subscription), name=f"{self.address}-{topic}")
-            )
-
-    async def _stop_listening(self) -> None:
-        for task in self._listeners:
-            task.cancel()
-        for task in self._listeners:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for subscription in self._subscriptions:
-            self.bus.unsubscribe(subscription)
-        self._listeners, self._subscriptions = [], []
+            await self.follow(topic, self._receive)
 
     async def close(self) -> None:
         await self._abandon_all("closing")
-        await self._stop_listening()
         await super().close()
 
     async def state_changed(self, old: State, new: State) -> None:
@@ -187,29 +169,17 @@ class HeaderServiceCsc(BaseCsc):
 
     # ---- messages ----------------------------------------------------------------------
 
-    async def _read(self, subscription: Subscription) -> None:
-        async for message in subscription:
-            self._receive(message)
-
-    def _receive(self, message: Message) -> None:
-        parts = message.topic.split("/")
-        try:
-            data = json.loads(message.payload)
-            name, index, kind, topic = parts[-4], int(parts[-3]), parts[-2], parts[-1]
-        except (ValueError, IndexError):
-            self.log.warning("ignored an unreadable message", topic=message.topic)
-            return
-        if not isinstance(data, dict):
-            return
+    def _receive(self, message: Received) -> None:
+        address, kind, topic = message.address, message.kind.value, message.name
         now = current_tai()
-        if (name, index, kind) == ("Camera", self.address.index, "evt"):
+        if (address.name, address.index, kind) == ("Camera", self.address.index, "evt"):
             if topic in CAMERA_EVENTS:
-                self._camera_event(topic, data, now)
+                self._camera_event(topic, message.data, now)
             return
-        key = SourceKey(name, index, kind, topic)
-        self.cache.update(key, data, now)
+        key = SourceKey(address.name, address.index, kind, topic)
+        self.cache.update(key, message.data, now)
         for exposure in self.exposures.values():
-            exposure.observe(key, data)
+            exposure.observe(key, message.data)
 
     def _camera_event(self, event: str, received: dict[str, Any], now: float) -> None:
         try:
