@@ -37,6 +37,11 @@ REGISTRY: tuple[CscEntry, ...] = (
     CscEntry("Telescope", "sim.ocs.telescope:TelescopeCsc", "simulated mount, dome and filter"),
     CscEntry("Weather", "sim.ocs.weather:WeatherCsc", "simulated site weather station"),
     CscEntry(
+        "Archiver",
+        "cscs.archiver.csc:ArchiverCsc",
+        "every image into the archive and its catalog (index = camera)",
+    ),
+    CscEntry(
         "HeaderService",
         "cscs.header_service.csc:HeaderServiceCsc",
         "FITS header metadata for each image (index = camera)",

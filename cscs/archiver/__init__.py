@@ -1,0 +1,1 @@
+"""Archiver CSC: every image from the DAQ, with its header, into the archive and catalog."""

@@ -1,0 +1,97 @@
+"""A whole simulated observatory in one process, for integration tests (ours and users'):
+weather, telescope, header service, camera with its DAQ, and archiver on one broker."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cscs.archiver.csc import ArchiverCsc
+from cscs.core.broker import EmbeddedBroker
+from cscs.core.testing import CscHarness, make_csc
+from cscs.core.topics import Kind
+from cscs.header_service.csc import HeaderServiceCsc
+from sim.daq.camera import CameraCsc
+from sim.ocs.telescope import TelescopeCsc
+from sim.ocs.weather import WeatherCsc
+
+ARCHIVER_TEST_CONFIG = {
+    "catchup_interval": 0.0, "stall_timeout": 1.0, "daq_timeout": 2.0, "read_attempts": 2,
+    "min_free_bytes": 0, "header_timeout": 10.0,
+}  # fmt: skip
+
+
+@dataclass
+class Observatory:
+    camera: CscHarness
+    telescope: CscHarness
+    header: CscHarness
+    archiver: CscHarness
+    archive: Path
+
+
+def config_dir(tmp_path: Path, archiver: dict[str, Any]) -> Path:
+    root = tmp_path / "config"
+    shipped = ArchiverCsc.default_config_dir
+    assert shipped is not None
+    shutil.copytree(shipped, root / "Archiver", dirs_exist_ok=True)
+    (root / "Archiver" / "test.yaml").write_text(
+        yaml.safe_dump(
+            ARCHIVER_TEST_CONFIG | {"archive_root": str(tmp_path / "archive")} | archiver
+        )
+    )
+    return root
+
+
+@contextlib.asynccontextmanager
+async def observatory(
+    broker: EmbeddedBroker,
+    prefix: str,
+    tmp_path: Path,
+    *,
+    index: int = 1,
+    archiver: dict[str, Any] | None = None,
+    weather: bool = True,
+    enable_archiver: bool = True,
+) -> AsyncIterator[Observatory]:
+    """Weather:0, and for camera ``index``: Telescope, HeaderService, Camera, Archiver,
+    all ENABLED (camera and telescope with their `fast` override)."""
+    configs = config_dir(tmp_path / f"cam{index}", archiver or {})
+    state = tmp_path / f"state{index}"
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def run(
+            factory: Any, csc_index: int, override: str = "", **kwargs: Any
+        ) -> CscHarness:
+            harness = await stack.enter_async_context(
+                make_csc(factory, broker.address, index=csc_index, prefix=prefix,
+                         state_dir=state, **kwargs)
+            )  # fmt: skip
+            await harness.remote.command("start", {"configurationOverride": override})
+            await harness.remote.command("enable")
+            return harness
+
+        if weather:
+            await run(WeatherCsc, 0)
+        telescope = await run(TelescopeCsc, index, "fast")
+        header = await run(HeaderServiceCsc, index)
+        camera = await run(CameraCsc, index, "fast", daq_bind="tcp://127.0.0.1:*")
+        archiver_csc = await stack.enter_async_context(
+            make_csc(ArchiverCsc, broker.address, index=index, prefix=prefix, state_dir=state,
+                     config_dir=configs)
+        )  # fmt: skip
+        await archiver_csc.remote.command("start", {"configurationOverride": "test"})
+        if enable_archiver:
+            await archiver_csc.remote.command("enable")
+        async with telescope.remote.stream("dome", kind=Kind.TELEMETRY) as dome:
+            await dome.next(10)
+            await dome.next(10)
+        yield Observatory(
+            camera, telescope, header, archiver_csc, tmp_path / f"cam{index}" / "archive"
+        )

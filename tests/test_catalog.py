@@ -1,0 +1,107 @@
+"""The archive catalog on SQLite (default) and PostgreSQL (production)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from cscs.archiver.catalog import ArchivedFile, Catalog, CatalogError, sqlite_url
+
+POSTGRES_ADMIN = os.environ.get(
+    "CSCS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the PostgreSQL at CSCS_TEST_POSTGRES (default 127.0.0.1:5432),
+    dropped afterwards; the test is skipped, with the reason shown, when none answers."""
+    try:
+        admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            name = f"cscs_test_{uuid.uuid4().hex[:12]}"
+            connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.SQLAlchemyError as exc:
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN} ({type(exc).__name__}); "
+                    "set CSCS_TEST_POSTGRES to test the production catalog")  # fmt: skip
+    url = sa.engine.make_url(POSTGRES_ADMIN).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "catalog.sqlite")
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def row(image: str, sensor: str, *, header: bool = True) -> ArchivedFile:
+    return ArchivedFile(
+        image_name=image, sensor=sensor, instrument="LSSTComCam", day_obs=image.split("_")[2],
+        path=f"/archive/{image}_{sensor}.fits", byte_size=75_574_080, md5="0" * 32,
+        header_complete=header, missing_keywords="" if header else "header not received",
+        daq_image=f"tcp://daq {image}", header_url="file:///h.yaml" if header else "",
+        header_md5="1" * 32 if header else "", software_version="0.1.0",
+        exposure_start_tai=1.8e9, archived_tai=1.8e9 + 20,
+    )  # fmt: skip
+
+
+def test_record_lookup_and_complete_a_header_later(catalog_url: str) -> None:
+    catalog = Catalog(catalog_url)
+    try:
+        catalog.record(row("CC_O_20261121_000001", "R22_S00"))
+        catalog.record(row("CC_O_20261121_000001", "R22_S01", header=False))
+        assert catalog.count() == 2
+        assert catalog.lookup("CC_O_20261121_000001", "R22_S00") == row(
+            "CC_O_20261121_000001", "R22_S00"
+        )
+        assert catalog.lookup("CC_O_20261121_000001", "R22_S22") is None
+        assert [r.sensor for r in catalog.without_header()] == ["R22_S01"]
+        catalog.record(row("CC_O_20261121_000001", "R22_S01"))  # the header came: same row
+        assert catalog.count() == 2
+        assert catalog.without_header() == []
+        assert [r.sensor for r in catalog.files_of("CC_O_20261121_000001")] == [
+            "R22_S00",
+            "R22_S01",
+        ]
+    finally:
+        catalog.close()
+    reopened = Catalog(catalog_url)  # survives a restart
+    assert reopened.count() == 2
+    reopened.close()
+
+
+def test_one_row_per_file_is_enforced_by_the_database(catalog_url: str) -> None:
+    catalog = Catalog(catalog_url)
+    try:
+        catalog.record(row("CC_O_20261121_000002", "R22_S00"))
+        with catalog.engine.begin() as connection, pytest.raises(sa.exc.IntegrityError):
+            connection.execute(sa.text(
+                "INSERT INTO archived_files (image_name, sensor, instrument, day_obs, path, "
+                "byte_size, md5, header_complete, missing_keywords, daq_image, header_url, "
+                "header_md5, software_version, exposure_start_tai, archived_tai) VALUES "
+                "('CC_O_20261121_000002', 'R22_S00', 'x', 'x', 'x', 1, 'x', true, '', '', '', "
+                "'', '', 0, 0)"
+            ))  # fmt: skip
+    finally:
+        catalog.close()
+
+
+def test_an_unreachable_catalog_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot open the archive catalog at postgresql"):
+        Catalog("postgresql+psycopg://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(CatalogError, match="cannot open the archive catalog at sqlite"):
+        Catalog(sqlite_url(tmp_path / "missing-dir" / "catalog.sqlite"))
