@@ -119,7 +119,7 @@ async def test_a_corrupt_then_good_stream_is_retried(
     broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
     async with (
-        observatory(broker, f"a{index}", tmp_path) as obs,
+        observatory(broker, f"a{index}", tmp_path, archiver={"read_attempts": 3}) as obs,
         obs.archiver.remote.stream() as events,
     ):
         await obs.camera.remote.command("injectFault", {"kind": "corrupt", "count": 1})

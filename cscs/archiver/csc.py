@@ -178,6 +178,7 @@ class ArchiverCsc(BaseCsc):
         self._slots = asyncio.Semaphore(self.archiver_config.sensors_in_flight)
         self._daq_down_since: float | None = None
         self._fatal_task: asyncio.Task[None] | None = None
+        self._reconfigured = asyncio.Event()
         self._archived = 0
         self._bytes_window = 0
 
@@ -201,6 +202,7 @@ class ArchiverCsc(BaseCsc):
         self.archiver_config = config
         self.config = config
         self._slots = asyncio.Semaphore(config.sensors_in_flight)
+        self._reconfigured.set()
         await self.unfollow()
         await self.follow(self.camera_address.event("endReadout"), self._on_end_readout)
         await self.follow(self.camera_address.event("daqAvailable"), self._on_daq_available)
@@ -478,12 +480,19 @@ class ArchiverCsc(BaseCsc):
         return f"catch-up archived {archived} file(s); {failed} could not be read"
 
     async def _catch_up_loop(self) -> None:
+        """Catch up every ``catchup_interval`` while ENABLED; a new configuration restarts
+        the wait with its own interval."""
         while True:
+            self._reconfigured.clear()
             interval = self.archiver_config.catchup_interval
-            await asyncio.sleep(interval or 5.0)
-            if interval and self.state is State.ENABLED and self.daq is not None:
-                with contextlib.suppress(DaqError):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reconfigured.wait(), interval or None)
+                continue  # reconfigured: wait again, with the new interval
+            if self.state is State.ENABLED and self.daq is not None:
+                try:
                     await self._catch_up()
+                except ExpectedError as exc:
+                    self.log.warning("periodic catch-up skipped", reason=str(exc))
 
     async def _catch_up(self) -> tuple[int, int]:
         """Archive what the DAQ holds and the catalog lacks, oldest first."""
