@@ -35,6 +35,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/command_latency.py
 	$(BIN)/python benchmarks/daq_throughput.py
 	$(BIN)/python benchmarks/header_latency.py
+	$(BIN)/python benchmarks/archive_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

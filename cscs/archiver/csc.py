@@ -173,6 +173,8 @@ class ArchiverCsc(BaseCsc):
         self.daq_url = ""
         self._headers: OrderedDict[str, dict[str, Any]] = OrderedDict()  # announcements
         self._header_arrived: dict[str, asyncio.Event] = {}
+        self._parsed: OrderedDict[str, Header] = OrderedDict()  # fetched and verified
+        self._gave_up: OrderedDict[str, bool] = OrderedDict()  # waited in vain
         self._in_flight: set[tuple[str, str]] = set()
         self._jobs: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(self.archiver_config.sensors_in_flight)
@@ -231,7 +233,7 @@ class ArchiverCsc(BaseCsc):
             self.catalog.close()
 
     async def end_enable(self, params: NoParams) -> None:
-        self._spawn_job(self._catch_up(), "catch-up at enable")
+        self._spawn_job(self._catch_up_quietly("at enable"), "catch-up at enable")
 
     async def state_changed(self, old: State, new: State) -> None:
         if old is State.ENABLED:
@@ -281,9 +283,9 @@ class ArchiverCsc(BaseCsc):
         image = message.data.get("id")
         if not isinstance(image, str):
             return
-        self._headers[image] = message.data
-        while len(self._headers) > _REMEMBERED_HEADERS:
-            self._headers.popitem(last=False)
+        _remember(self._headers, image, message.data)
+        self._gave_up.pop(image, None)
+        self._parsed.pop(image, None)
         arrived = self._header_arrived.get(image)
         if arrived is not None:
             arrived.set()
@@ -379,22 +381,29 @@ class ArchiverCsc(BaseCsc):
 
     async def _header(self, image: str) -> Header | None:
         """The image's header document, verified, or None (archived without it)."""
+        if image in self._parsed:
+            return self._parsed[image]
         announcement = self._headers.get(image)
+        if announcement is None and image in self._gave_up:
+            return None  # the image's other sensors waited already
         if announcement is None:
             arrived = self._header_arrived.setdefault(image, asyncio.Event())
             try:
                 await asyncio.wait_for(arrived.wait(), self.archiver_config.header_timeout)
             except TimeoutError:
                 self.log.warning("no header in time; archiving without it", image=image)
+                _remember(self._gave_up, image, True)
                 return None
             finally:
                 self._header_arrived.pop(image, None)
             announcement = self._headers[image]
         try:
-            return await asyncio.to_thread(_fetch_header, announcement)
+            header = await asyncio.to_thread(_fetch_header, announcement)
         except (OSError, ValueError) as exc:
             self.log.error("header unusable; archiving without it", image=image, error=str(exc))
             return None
+        _remember(self._parsed, image, header)
+        return header
 
     async def _store(
         self,
@@ -489,10 +498,16 @@ class ArchiverCsc(BaseCsc):
                 await asyncio.wait_for(self._reconfigured.wait(), interval or None)
                 continue  # reconfigured: wait again, with the new interval
             if self.state is State.ENABLED and self.daq is not None:
-                try:
-                    await self._catch_up()
-                except ExpectedError as exc:
-                    self.log.warning("periodic catch-up skipped", reason=str(exc))
+                await self._catch_up_quietly("periodic")
+
+    async def _catch_up_quietly(self, why: str) -> None:
+        try:
+            archived, failed = await self._catch_up()
+        except ExpectedError as exc:
+            self.log.warning("catch-up skipped", when=why, reason=str(exc))
+        else:
+            if archived or failed:
+                self.log.info("caught up", when=why, archived=archived, failed=failed)
 
     async def _catch_up(self) -> tuple[int, int]:
         """Archive what the DAQ holds and the catalog lacks, oldest first."""
@@ -565,6 +580,14 @@ class ArchiverCsc(BaseCsc):
 
 
 # ---- helpers (no CSC state) ----------------------------------------------------------------
+
+
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
+    """Keep ``value``, forgetting the oldest entries beyond a night's worth."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _REMEMBERED_HEADERS:
+        cache.popitem(last=False)
 
 
 def _cards(entries: list[dict[str, Any]]) -> list[Card]:
