@@ -171,6 +171,10 @@ async def test_demo_night_reads_back_every_image(backend: str, tmp_path: Path) -
         out, err = await process.communicate()
     text = out.decode()
     assert process.returncode == 0, text + err.decode()
-    assert "10 images taken, 10 read back from the DAQ and verified" in text
-    assert "10 of 10 headers complete; 0 problems; every CSC exited cleanly" in text
-    assert (tmp_path / "Camera-1-sequence.json").exists()
+    assert "10 images taken; 10 of 10 files archived and verified" in text
+    assert "10 with their header, 10 of 10 headers complete" in text
+    assert "0 problems; every CSC exited cleanly" in text
+    catalog = tmp_path / "archive" / "catalog.sqlite"
+    assert f"archive and catalog: {tmp_path / 'archive'}" in text
+    assert catalog.exists()
+    assert len(list((tmp_path / "archive" / "LATISS").rglob("*.fits"))) == 10

@@ -2,10 +2,10 @@
 process (the same ``cscs run`` a user would type), and run a short night as the OCS
 would: biases, darks, flats, then science exposures on two targets with filter changes.
 
-The pieces that exist today: the camera and its DAQ, the telescope and weather
-simulators, and the header service. Every image is read back from the DAQ with its
-checksums verified, as the archiver will, and every header document is fetched and
-its MD5 checked. The archiver joins this demo when it is built.
+Every CSC takes part: the camera and its DAQ, the telescope and weather simulators,
+the header service and the archiver. Every archived file is then re-read here, with
+its FITS checksums verified and its MD5 compared with the archiver's announcement;
+every header document is fetched and its MD5 checked.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ import hashlib
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
+
+from astropy.io import fits
 
 from cscs.core.broker import Backend, EmbeddedBroker
 from cscs.core.bus import Bus
@@ -30,8 +33,6 @@ from cscs.core.remote import EventStream, Remote
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress, Kind
-from cscs.daq.client import DaqClient
-from cscs.daq.errors import DaqError
 from sim.ocs.operator import show_status
 
 __all__ = ["run_demo"]
@@ -45,12 +46,16 @@ SCIENCE = {"expTime": 2.0, "shutter": True, "imageType": "OBJECT"}
 @dataclass
 class NightLog:
     taken: int = 0
-    verified: int = 0
+    sensors_per_image: int = 1
+    files: int = 0  # archived and verified
+    files_with_header: int = 0
     headers: int = 0
     headers_complete: int = 0
-    bytes_read: int = 0
-    read_seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)  # endReadout -> pixels verified
+    bytes_archived: int = 0
+    archive: set[str] = field(default_factory=set)  # directories written
+    ended: dict[str, float] = field(default_factory=dict)  # image -> endReadout seen
+    archived: dict[str, int] = field(default_factory=dict)  # image -> files so far
+    latencies: list[float] = field(default_factory=list)  # endReadout -> last file
     problems: list[str] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -59,8 +64,9 @@ class NightLog:
             self.changed.notify_all()
 
     def settled(self) -> bool:
-        """Every image taken has been checked, and every header has come."""
-        return self.verified + len(self.problems) >= self.taken and self.headers >= self.taken
+        """Every file of every image taken is checked, and every header has come."""
+        expected = self.taken * self.sensors_per_image
+        return self.files + len(self.problems) >= expected and self.headers >= self.taken
 
 
 async def _spawn(
@@ -100,31 +106,56 @@ def _targets() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-async def _read_back(events: EventStream, daq: DaqClient, log: NightLog, out: TextIO) -> None:
-    """On each endReadout, read every sensor from the DAQ (checksums verified)."""
+async def _note_ends(events: EventStream, log: NightLog) -> None:
     async for event in events:
-        seen = time.perf_counter()
-        name = event.data["imageName"]
-        try:
-            sensors = event.data["sensors"].split(",")
-            results = await asyncio.gather(*(daq.read_sensor(name, s) for s in sensors))
-        except DaqError as exc:
-            log.problems.append(str(exc))
-            print(f"  {name}: pixels NOT verified: {exc}", file=out, flush=True)
+        log.ended[event.data["imageName"]] = time.perf_counter()
+
+
+def _verify_file(event: dict[str, Any]) -> str:
+    """Re-read an archived file: FITS checksums, MD5 and size; '' if all is well."""
+    path = Path(urlparse(event["url"]).path)
+    data = path.read_bytes()
+    if len(data) != event["byteSize"] or hashlib.md5(data).hexdigest() != event["checkSum"]:
+        return f"{path}: size or MD5 differs from imageArchived"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with fits.open(path, checksum=True) as hdus:
+            if len(hdus) != 17:
+                return f"{path}: {len(hdus)} HDUs, expected 17"
+    bad = [str(w.message) for w in caught if "checksum" in str(w.message).lower()]
+    return f"{path}: {bad[0]}" if bad else ""
+
+
+async def _verify_archive(events: EventStream, log: NightLog, out: TextIO) -> None:
+    """Each imageArchived: re-read the file and check it."""
+    async for event in events:
+        if event.name not in ("imageArchived", "imageRetrievalFailed"):
+            continue
+        data = event.data
+        image = data["imageName"]
+        if event.name == "imageRetrievalFailed":
+            log.problems.append(f"{image} {data['sensor']}: {data['description']}")
             await log.note()
             continue
-        elapsed = time.perf_counter() - seen
-        size = sum(r.nbytes for r in results)
-        log.verified += 1
-        log.bytes_read += size
-        log.read_seconds += elapsed
-        log.latencies.append(elapsed)
-        print(
-            f"  {name}: {len(sensors)} sensor(s), {size / 1e6:.0f} MB read back from the DAQ "
-            f"and verified in {elapsed * 1e3:.0f} ms",
-            file=out,
-            flush=True,
-        )
+        problem = await asyncio.to_thread(_verify_file, data)
+        if problem:
+            log.problems.append(problem)
+            await log.note()
+            continue
+        log.files += 1
+        log.files_with_header += data["headerComplete"]
+        log.bytes_archived += data["byteSize"]
+        log.archive.add(str(Path(urlparse(data["url"]).path).parents[3]))
+        log.archived[image] = log.archived.get(image, 0) + 1
+        if log.archived[image] == log.sensors_per_image:
+            latency = time.perf_counter() - log.ended.get(image, time.perf_counter())
+            log.latencies.append(latency)
+            print(
+                f"  {image}: {log.sensors_per_image} file(s) archived, re-read and verified "
+                f"{latency * 1e3:.0f} ms after endReadout",
+                file=out,
+                flush=True,
+            )
         await log.note()
 
 
@@ -141,8 +172,8 @@ async def _check_headers(events: EventStream, log: NightLog, out: TextIO) -> Non
         log.headers += 1
         missing = data["missingKeywords"]
         log.headers_complete += not missing
-        note = f"missing {missing}" if missing else "complete"
-        print(f"  {data['id']}: header {note} ({path})", file=out, flush=True)
+        if missing:
+            print(f"  {data['id']}: header lacks {missing}", file=out, flush=True)
         await log.note()
 
 
@@ -160,11 +191,12 @@ async def run_demo(
         "weather": CscAddress("Weather", 0),
         "telescope": CscAddress("Telescope", index),
         "header": CscAddress("HeaderService", index),
+        "archiver": CscAddress("Archiver", index),
         "camera": CscAddress("Camera", index),
     }
     overrides = {"telescope": "fast", "camera": "fast"} if fast else {}
     env = {"CSCS_STATE_DIR": str(state_dir)} if state_dir else {}
-    log = NightLog()
+    log = NightLog(sensors_per_image=len(camera.detectors))
     failures = 0
     async with EmbeddedBroker(backend) as broker:
         print(f"broker: {broker.backend} at {broker.url}", file=out, flush=True)
@@ -197,20 +229,21 @@ async def run_demo(
         finally:
             await _stop(processes)
     _summary(log, failures, out)
-    ok = log.verified == log.taken == log.headers_complete
+    ok = log.files == log.files_with_header == log.taken * log.sensors_per_image
+    ok = ok and log.headers_complete == log.taken
     return 0 if not failures and not log.problems and ok else 1
 
 
 async def _night(remotes: dict[str, Remote], log: NightLog, out: TextIO) -> None:
     camera, telescope = remotes["camera"], remotes["telescope"]
-    url = (await camera.next_event("daqAvailable")).data["url"].split(",")[0]
     async with (
-        DaqClient(url) as daq,
         camera.stream("endReadout") as ends,
+        remotes["archiver"].stream() as archived,
         remotes["header"].stream("largeFileObjectAvailable") as headers,
     ):
         checkers = [
-            asyncio.create_task(_read_back(ends, daq, log, out)),
+            asyncio.create_task(_note_ends(ends, log)),
+            asyncio.create_task(_verify_archive(archived, log, out)),
             asyncio.create_task(_check_headers(headers, log, out)),
         ]
         try:
@@ -231,7 +264,7 @@ async def _night(remotes: dict[str, Remote], log: NightLog, out: TextIO) -> None
                 async with telescope.stream("dome", kind=Kind.TELEMETRY) as dome:
                     await dome.next(10)  # the dome has caught up with the slew
                 await take(f"science on {target['object']} in {band}", count, SCIENCE)
-            async with asyncio.timeout(60), log.changed:  # the last reads and headers
+            async with asyncio.timeout(120), log.changed:  # the last files and headers
                 await log.changed.wait_for(log.settled)
         finally:
             for task in checkers:
@@ -244,15 +277,18 @@ async def _night(remotes: dict[str, Remote], log: NightLog, out: TextIO) -> None
 def _summary(log: NightLog, failures: int, out: TextIO) -> None:
     latencies = sorted(log.latencies)
     median = latencies[len(latencies) // 2] * 1e3 if latencies else float("nan")
-    rate = log.bytes_read / log.read_seconds / 1e6 if log.read_seconds else float("nan")
+    worst = latencies[-1] * 1e3 if latencies else float("nan")
     print(
-        f"summary: {log.taken} images taken, {log.verified} read back from the DAQ and "
-        f"verified ({log.bytes_read / 1e9:.2f} GB at {rate:.0f} MB/s; endReadout -> "
-        f"verified median {median:.0f} ms), {log.headers_complete} of {log.headers} headers "
-        f"complete; {len(log.problems)} problems; every CSC exited "
+        f"summary: {log.taken} images taken; {log.files} of "
+        f"{log.taken * log.sensors_per_image} files archived and verified (FITS checksums "
+        f"re-read, MD5 matched; {log.bytes_archived / 1e9:.2f} GB); {log.files_with_header} "
+        f"with their header, {log.headers_complete} of {log.headers} headers complete; "
+        f"endReadout -> archived median {median:.0f} ms, worst {worst:.0f} ms; "
+        f"{len(log.problems)} problems; every CSC exited "
         f"{'cleanly' if not failures else 'with problems'}",
         file=out,
     )
+    for place in sorted(log.archive):
+        print(f"archive and catalog: {place} (catalog.sqlite)", file=out)
     for problem in log.problems:
         print(f"  problem: {problem}", file=out)
-    print("not yet in the demo: the archiver (issue 5)", file=out)
