@@ -34,17 +34,28 @@ class Observatory:
     header: CscHarness
     archiver: CscHarness
     archive: Path
+    config_dir: Path  # CSCS_CONFIG_DIR of the archiver (holds Archiver/test.yaml)
+
+    def archiver_override(self, name: str, **settings: Any) -> str:
+        """Write another archiver override (this observatory's `test` override changed
+        by ``settings``) and return its name for ``start``."""
+        test = yaml.safe_load((self.config_dir / "Archiver" / "test.yaml").read_text())
+        values = test | settings
+        (self.config_dir / "Archiver" / f"{name}.yaml").write_text(yaml.safe_dump(values))
+        return name
 
 
-def config_dir(tmp_path: Path, archiver: dict[str, Any]) -> Path:
+def config_dir(tmp_path: Path, archiver: dict[str, Any], headers: Path) -> Path:
     root = tmp_path / "config"
     shipped = ArchiverCsc.default_config_dir
     assert shipped is not None
     shutil.copytree(shipped, root / "Archiver", dirs_exist_ok=True)
+    where = {
+        "archive_root": str(tmp_path / "archive"),
+        "header_url_template": headers.as_uri() + "/{day_obs}/{image}.yaml",
+    }
     (root / "Archiver" / "test.yaml").write_text(
-        yaml.safe_dump(
-            ARCHIVER_TEST_CONFIG | {"archive_root": str(tmp_path / "archive")} | archiver
-        )
+        yaml.safe_dump(ARCHIVER_TEST_CONFIG | where | archiver)
     )
     return root
 
@@ -62,8 +73,9 @@ async def observatory(
 ) -> AsyncIterator[Observatory]:
     """Weather:0, and for camera ``index``: Telescope, HeaderService, Camera, Archiver,
     all ENABLED (camera and telescope with their `fast` override)."""
-    configs = config_dir(tmp_path / f"cam{index}", archiver or {})
     state = tmp_path / f"state{index}"
+    headers = state / "headers" / f"HeaderService-{index}"
+    configs = config_dir(tmp_path / f"cam{index}", archiver or {}, headers)
     async with contextlib.AsyncExitStack() as stack:
 
         async def run(
@@ -92,6 +104,5 @@ async def observatory(
         async with telescope.remote.stream("dome", kind=Kind.TELEMETRY) as dome:
             await dome.next(10)
             await dome.next(10)
-        yield Observatory(
-            camera, telescope, header, archiver_csc, tmp_path / f"cam{index}" / "archive"
-        )
+        archive = tmp_path / f"cam{index}" / "archive"
+        yield Observatory(camera, telescope, header, archiver_csc, archive, configs)

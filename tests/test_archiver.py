@@ -16,12 +16,13 @@ import pytest
 from astropy.io import fits
 
 from cscs.archiver.catalog import Catalog, sqlite_url
-from cscs.archiver.csc import ERROR_ARCHIVE_UNWRITABLE, ERROR_DAQ_UNREACHABLE
+from cscs.archiver.csc import ERROR_ARCHIVE_UNWRITABLE, ERROR_DAQ_UNREACHABLE, ArchiverCsc
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.geometry import SEGMENTS, Camera
 from cscs.core.protocol import encode
 from cscs.core.remote import EventStream
 from cscs.core.states import State
+from cscs.core.testing import make_csc
 from cscs.header_service.collect import Value
 from cscs.header_service.derived import derived_keywords
 from cscs.header_service.document import render
@@ -210,20 +211,40 @@ async def test_images_taken_while_the_archiver_was_away_are_caught_up_at_enable(
         catalog.close()
 
 
+async def recover(obs: Observatory, events: EventStream, files: int, **settings: Any) -> None:
+    """standby, start with what was wrong put right, enable: catch-up archives the rest;
+    then every file is verified and archived exactly once."""
+    await obs.archiver.remote.command("standby")
+    override = obs.archiver_override("recovered", **settings)
+    await obs.archiver.remote.command("start", {"configurationOverride": override})
+    await obs.archiver.remote.command("enable")
+    recovered = await archived(events, files)
+    catalog = catalog_of(obs)
+    try:
+        assert catalog.count() == files
+        for event in recovered:
+            verify(event, catalog)
+    finally:
+        catalog.close()
+    assert no_partial_files(obs.archive)
+
+
 async def test_a_full_disk_is_a_fault_and_leaves_no_partial_file(
     broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
     async with (
         observatory(broker, f"a{index}", tmp_path, archiver={"min_free_bytes": 2**62}) as obs,
-        obs.archiver.remote.stream("errorCode") as errors,
+        obs.archiver.remote.stream() as events,
     ):
         await obs.camera.remote.command("takeImages", {"numImages": 1, **BIAS}, timeout=60)
-        error = (await errors.wait_for(lambda r: r.data["errorCode"] != 0, 60)).data
+        error = (await events.wait_for(
+            lambda r: r.name == "errorCode" and r.data["errorCode"] != 0, 60)).data  # fmt: skip
         await obs.archiver.remote.wait_for_state(State.FAULT)
-    assert error["errorCode"] == ERROR_ARCHIVE_UNWRITABLE
-    assert "is full" in error["errorReport"]
-    assert not list(obs.archive.rglob("*.fits"))
-    assert no_partial_files(obs.archive)
+        assert error["errorCode"] == ERROR_ARCHIVE_UNWRITABLE
+        assert "is full" in error["errorReport"]
+        assert not list(obs.archive.rglob("*.fits"))
+        assert no_partial_files(obs.archive)
+        await recover(obs, events, 1, min_free_bytes=0)  # space was made
 
 
 async def test_an_unreachable_daq_ends_in_fault(
@@ -237,12 +258,42 @@ async def test_an_unreachable_daq_ends_in_fault(
         obs.archiver.remote.stream() as events,
     ):
         await obs.camera.remote.command("takeImages", {"numImages": 1, **BIAS}, timeout=60)
-        error = (
-            await events.wait_for(lambda r: r.name == "errorCode" and r.data["errorCode"] != 0, 60)
-        ).data
+        error = (await events.wait_for(
+            lambda r: r.name == "errorCode" and r.data["errorCode"] != 0, 60)).data  # fmt: skip
         await obs.archiver.remote.wait_for_state(State.FAULT)
-    assert error["errorCode"] == ERROR_DAQ_UNREACHABLE
-    assert dead in error["errorReport"]
+        assert error["errorCode"] == ERROR_DAQ_UNREACHABLE
+        assert dead in error["errorReport"]
+        await recover(obs, events, 1, daq_url="")  # follow the camera's DAQ again
+
+
+async def test_a_restart_mid_image_leaves_nothing_half_written(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    async with (
+        observatory(broker, f"a{index}", tmp_path, index=2, enable_archiver=False) as obs,
+        obs.archiver.remote.stream() as events,
+    ):
+        await obs.camera.remote.command("takeImages", {"numImages": 2, **BIAS}, timeout=60)
+        await obs.archiver.remote.command("enable")
+        first = await archived(events, 1)
+        await obs.archiver.csc.close()  # the archiver dies with files being written
+        async with make_csc(ArchiverCsc, broker.address, index=2, prefix=f"a{index}",
+                            state_dir=tmp_path, config_dir=obs.config_dir) as again:  # fmt: skip
+            await again.remote.command("start", {"configurationOverride": "test"})
+            await again.remote.command("enable")  # catch-up finishes the images
+            catalog = catalog_of(obs)
+            try:
+                files = first
+                while catalog.count() < 18:
+                    files += await archived(events, 1)
+                assert catalog.without_header() == []
+                assert len({(f["imageName"], f["sensor"]) for f in files}) == 18
+                for event in files:
+                    verify(event, catalog)
+            finally:
+                catalog.close()
+    assert len(list(obs.archive.rglob("*.fits"))) == 18
+    assert no_partial_files(obs.archive)
 
 
 async def test_a_late_header_completes_the_file(

@@ -122,6 +122,9 @@ class ArchiverConfig(ConfigSchema):
     daq_unreachable_fault_after: float = Field(default=60.0, gt=0.0)
     catchup_interval: float = Field(default=60.0, ge=0.0)
     """Seconds between catch-up passes while ENABLED; 0 for none."""
+    header_url_template: str = ""
+    """Where headers not heard announced (during an outage) can be fetched, e.g.
+    `file:///data/headers/{day_obs}/{image}.yaml`; empty: only announced headers."""
     compression: Literal["", "RICE_1"] = ""
     min_free_bytes: int = Field(default=2**30, ge=0)
     """Refuse to write (FAULT) when the archive would have less free space than this."""
@@ -195,6 +198,9 @@ class ArchiverCsc(BaseCsc):
         url = config.catalog_url or sqlite_url(root / "catalog.sqlite")
         try:
             await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+            stale = await asyncio.to_thread(_remove_partial_files, root)
+            if stale:
+                self.log.warning("removed files left half-written by a crash", count=stale)
             catalog = await asyncio.to_thread(Catalog, url)
         except (OSError, CatalogError) as exc:
             raise ExpectedError(str(exc)) from None
@@ -384,12 +390,17 @@ class ArchiverCsc(BaseCsc):
         if image in self._parsed:
             return self._parsed[image]
         announcement = self._headers.get(image)
+        if announcement is None:
+            header = await self._unannounced_header(image)
+            if header is not None:
+                return header
         if announcement is None and image in self._gave_up:
             return None  # the image's other sensors waited already
         if announcement is None:
             arrived = self._header_arrived.setdefault(image, asyncio.Event())
             try:
-                await asyncio.wait_for(arrived.wait(), self.archiver_config.header_timeout)
+                async with asyncio.timeout(self.archiver_config.header_timeout):
+                    await arrived.wait()
             except TimeoutError:
                 self.log.warning("no header in time; archiving without it", image=image)
                 _remember(self._gave_up, image, True)
@@ -402,6 +413,25 @@ class ArchiverCsc(BaseCsc):
         except (OSError, ValueError) as exc:
             self.log.error("header unusable; archiving without it", image=image, error=str(exc))
             return None
+        _remember(self._parsed, image, header)
+        return header
+
+    async def _unannounced_header(self, image: str) -> Header | None:
+        """A header whose announcement this archiver never heard (it was down), fetched
+        from where the header service keeps it (``header_url_template``)."""
+        template = self.archiver_config.header_url_template
+        if not template:
+            return None
+        url = template.format(day_obs=image.split("_")[2], image=image)
+        try:
+            header = await asyncio.to_thread(_fetch_header, {"url": url, "id": image})
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            self.log.warning("header at the template URL unusable", image=image, error=str(exc))
+            return None
+        self.log.info("found a header that was announced before this archiver listened",
+                      image=image, url=url)  # fmt: skip
         _remember(self._parsed, image, header)
         return header
 
@@ -494,8 +524,11 @@ class ArchiverCsc(BaseCsc):
         while True:
             self._reconfigured.clear()
             interval = self.archiver_config.catchup_interval
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+            # that races with the wait ending, and this loop would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reconfigured.wait(), interval or None)
+                async with asyncio.timeout(interval or None):
+                    await self._reconfigured.wait()
                 continue  # reconfigured: wait again, with the new interval
             if self.state is State.ENABLED and self.daq is not None:
                 await self._catch_up_quietly("periodic")
@@ -582,6 +615,15 @@ class ArchiverCsc(BaseCsc):
 # ---- helpers (no CSC state) ----------------------------------------------------------------
 
 
+def _remove_partial_files(root: Path) -> int:
+    """Delete temporaries a crash left behind (never under a final name); how many."""
+    count = 0
+    for path in root.rglob(".*.partial"):
+        path.unlink(missing_ok=True)
+        count += 1
+    return count
+
+
 def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
     """Keep ``value``, forgetting the oldest entries beyond a night's worth."""
     cache[key] = value
@@ -602,7 +644,8 @@ def _fetch_header(announcement: dict[str, Any]) -> Header:
         raise ValueError(f"header URL {url}: only file:// is supported")
     data = Path(parsed.path).read_bytes()
     md5 = hashlib.md5(data).hexdigest()
-    if md5 != announcement.get("checkSum") or len(data) != announcement.get("byteSize"):
+    announced = "checkSum" in announcement  # or found unannounced, by its URL
+    if announced and (md5 != announcement["checkSum"] or len(data) != announcement["byteSize"]):
         raise ValueError(f"header {url} does not match its announcement (MD5 {md5})")
     document = yaml.safe_load(data)
     if document.get("imageName") != announcement.get("id"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -28,7 +29,7 @@ def _fsync_directory(directory: Path) -> None:
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A binary file that appears at ``path`` only if the block completes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     try:
         with open(temporary, "wb") as stream:
             yield stream

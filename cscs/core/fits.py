@@ -18,6 +18,7 @@ import functools
 import hashlib
 import math
 import os
+import secrets
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -201,7 +202,7 @@ def _write_compressed(
 ) -> WrittenFile:
     import fitsio  # only this path needs cfitsio
 
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with fitsio.FITS(str(temporary), "rw", clobber=True) as out:

@@ -232,7 +232,8 @@ class DaqClient:
         begin: dict[str, Any] | None,
     ) -> _Reply:
         try:
-            return await asyncio.wait_for(replies.get(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
+                return await replies.get()
         except TimeoutError:
             if begin is None:
                 raise DaqUnavailableError(

@@ -220,7 +220,8 @@ class HeaderServiceCsc(BaseCsc):
         image = exposure.image
         try:
             try:
-                await asyncio.wait_for(self._finished[image].wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel
+                    await self._finished[image].wait()
             except TimeoutError:
                 self.log.warning(
                     "exposure abandoned: its end never came",
