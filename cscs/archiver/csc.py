@@ -53,6 +53,7 @@ from cscs.core.remote import Received
 from cscs.core.schema import CommandSpec, EventSpec, NoParams, Payload, TelemetrySpec
 from cscs.core.states import State
 from cscs.core.tai import current_tai
+from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
 from cscs.daq.client import DaqClient, SensorPixels
 from cscs.daq.errors import DaqError, DaqUnavailableError
@@ -228,8 +229,7 @@ class ArchiverCsc(BaseCsc):
 
     async def close(self) -> None:
         if self._fatal_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._fatal_task
+            await asyncio.wait([self._fatal_task], timeout=10.0)
         await self._cancel_jobs()
         await super().close()
         if self.daq is not None:
@@ -248,11 +248,7 @@ class ArchiverCsc(BaseCsc):
     async def _cancel_jobs(self) -> None:
         current = asyncio.current_task()
         jobs = [job for job in self._jobs if job is not current]
-        for job in jobs:
-            job.cancel()
-        for job in jobs:
-            with contextlib.suppress(asyncio.CancelledError):
-                await job
+        await cancel_and_wait(jobs, self.log, "stopping archive jobs")
 
     def _fatal(self, code: int, report: str) -> None:
         """Go to FAULT from inside a job: in a task of its own, because going to FAULT

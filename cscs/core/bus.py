@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import enum
 import itertools
+import math
 import socket
 import ssl
 import uuid
@@ -23,6 +24,8 @@ import aiomqtt
 import structlog
 
 from cscs.core.backoff import Backoff
+
+_PUBLISH_TIMEOUT = 10.0  # s for the broker to acknowledge a QoS 1 publish
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -247,10 +250,16 @@ class Bus:
             client = self._client
             if client is not None and self._connected.is_set():
                 try:
-                    await client.publish(topic, payload, qos=qos, retain=retain)
+                    # aiomqtt bounds a publish with asyncio.wait_for, which in Python 3.11
+                    # can swallow a cancellation (and a CSC would then never stop); it
+                    # gets no limit and asyncio.timeout bounds it instead.
+                    async with asyncio.timeout(_PUBLISH_TIMEOUT):
+                        await client.publish(
+                            topic, payload, qos=qos, retain=retain, timeout=math.inf
+                        )
                     return True
-                except aiomqtt.MqttError as exc:
-                    self._log.debug("publish interrupted", topic=topic, error=str(exc))
+                except (aiomqtt.MqttError, TimeoutError) as exc:
+                    self._log.debug("publish interrupted", topic=topic, error=repr(exc))
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or self.state is ConnectionState.CLOSED:
                 return False

@@ -8,7 +8,6 @@ begin/end hooks it needs (``begin_start`` … ``end_exitControl``) and :meth:`co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import traceback
@@ -46,6 +45,7 @@ from cscs.core.schema import EventSpec, Interface, NoParams, Payload, TelemetryS
 from cscs.core.settings import default_identity, default_state_dir
 from cscs.core.states import LIFECYCLE_COMMANDS, Lifecycle, State
 from cscs.core.tai import current_tai
+from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import DEFAULT_PREFIX, CscAddress
 
 __all__ = ["ICD_VERSION", "BaseCsc"]
@@ -203,12 +203,7 @@ class BaseCsc:
     async def close(self) -> None:
         """Stop everything this CSC started; the last will is not sent (clean exit)."""
         await self.unfollow()
-        tasks = [*self._background, *self._command_tasks]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([*self._background, *self._command_tasks], self.log, "closing")
         self._background = []
         if self._bus is not None:
             await self._bus.close()
@@ -248,11 +243,8 @@ class BaseCsc:
     async def unfollow(self) -> None:
         """Stop hearing everything :meth:`follow` subscribed to."""
         followers, self._followers = self._followers, []
-        for _, task in followers:
-            task.cancel()
-        for subscription, task in followers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task for _, task in followers], self.log, "unfollowing")
+        for subscription, _ in followers:
             if self._bus is not None:
                 self._bus.unsubscribe(subscription)
 

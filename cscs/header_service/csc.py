@@ -17,7 +17,6 @@ did not, and headers went missing silently).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +37,7 @@ from cscs.core.remote import Received
 from cscs.core.schema import EventSpec, Payload
 from cscs.core.states import State
 from cscs.core.tai import current_tai
+from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
 from cscs.header_service.collect import Exposure, KeywordRule, SourceCache, SourceKey
 from cscs.header_service.derived import DERIVED_KEYWORDS, derived_keywords
@@ -161,11 +161,7 @@ class HeaderServiceCsc(BaseCsc):
         for image in list(self.exposures):
             if self._exposure_tasks.get(image) is not current:
                 self.log.warning("exposure abandoned", image=image, reason=why)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks, self.log, "abandoning exposures")
 
     # ---- messages ----------------------------------------------------------------------
 
