@@ -7,7 +7,9 @@ fault of the issue ends with every image archived exactly once and verified.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -81,8 +83,21 @@ def verify(event: dict[str, Any], catalog: Catalog, *, header: bool = True) -> N
             assert "DATASUM" in hdu.header
 
 
-def catalog_of(obs: Observatory) -> Catalog:
-    return Catalog(sqlite_url(obs.archive / "catalog.sqlite"))
+@contextlib.contextmanager
+def opened_catalog(obs: Observatory) -> Iterator[Catalog]:
+    catalog = Catalog(sqlite_url(obs.archive / "catalog.sqlite"))
+    try:
+        yield catalog
+    finally:
+        catalog.close()
+
+
+def verify_all(obs: Observatory, files: list[dict[str, Any]], count: int) -> None:
+    """The catalog holds exactly ``count`` files, and each of ``files`` is whole."""
+    with opened_catalog(obs) as catalog:
+        assert catalog.count() == count
+        for event in files:
+            verify(event, catalog)
 
 
 def no_partial_files(root: Path) -> bool:
@@ -104,15 +119,9 @@ async def test_end_to_end_latiss_and_comcam(
         latiss_files = await archived(latiss_events, 5)
         comcam_files = await archived(comcam_events, 18)
     for obs, files, count in ((latiss, latiss_files, 5), (comcam, comcam_files, 18)):
-        catalog = catalog_of(obs)
-        try:
-            assert catalog.count() == count
-            assert len({(f["imageName"], f["sensor"]) for f in files}) == count
-            for event in files:
-                assert event["headerComplete"], event
-                verify(event, catalog)
-        finally:
-            catalog.close()
+        assert len({(f["imageName"], f["sensor"]) for f in files}) == count
+        assert all(f["headerComplete"] for f in files), files
+        verify_all(obs, files, count)
         assert no_partial_files(obs.archive)
 
 
@@ -127,13 +136,7 @@ async def test_a_corrupt_then_good_stream_is_retried(
         await obs.camera.remote.command("injectFault", {"kind": "drop", "count": 1})
         await obs.camera.remote.command("takeImages", {"numImages": 2, **BIAS}, timeout=60)
         files = await archived(events, 2)
-    catalog = catalog_of(obs)
-    try:
-        assert catalog.count() == 2
-        for event in files:
-            verify(event, catalog)
-    finally:
-        catalog.close()
+    verify_all(obs, files, 2)
 
 
 async def test_a_sensor_that_keeps_failing_is_reported_then_caught_up(
@@ -156,13 +159,7 @@ async def test_a_sensor_that_keeps_failing_is_reported_then_caught_up(
         files += await archived(events, 1)
         again = await obs.archiver.remote.command("catchUp", timeout=60)
         assert "catch-up archived 0 file(s)" in again.result  # never twice
-    catalog = catalog_of(obs)
-    try:
-        assert catalog.count() == 9
-        for event in files:
-            verify(event, catalog)
-    finally:
-        catalog.close()
+    verify_all(obs, files, 9)
 
 
 async def test_duplicate_end_readout_is_idempotent(
@@ -183,11 +180,8 @@ async def test_duplicate_end_readout_is_idempotent(
         await obs.camera.remote.command("takeImages", {"numImages": 1, **BIAS}, timeout=60)
         second = await archived(events, 1)
     assert second[0]["imageName"] != first[0]["imageName"]  # no repeat came in between
-    catalog = catalog_of(obs)
-    try:
+    with opened_catalog(obs) as catalog:
         assert catalog.count() == 2
-    finally:
-        catalog.close()
 
 
 async def test_images_taken_while_the_archiver_was_away_are_caught_up_at_enable(
@@ -202,13 +196,7 @@ async def test_images_taken_while_the_archiver_was_away_are_caught_up_at_enable(
         files = await archived(events, 3)
     names = [f["imageName"] for f in files]
     assert names == sorted(names)  # oldest first
-    catalog = catalog_of(obs)
-    try:
-        assert catalog.count() == 3
-        for event in files:
-            verify(event, catalog)
-    finally:
-        catalog.close()
+    verify_all(obs, files, 3)
 
 
 async def recover(obs: Observatory, events: EventStream, files: int, **settings: Any) -> None:
@@ -219,13 +207,7 @@ async def recover(obs: Observatory, events: EventStream, files: int, **settings:
     await obs.archiver.remote.command("start", {"configurationOverride": override})
     await obs.archiver.remote.command("enable")
     recovered = await archived(events, files)
-    catalog = catalog_of(obs)
-    try:
-        assert catalog.count() == files
-        for event in recovered:
-            verify(event, catalog)
-    finally:
-        catalog.close()
+    verify_all(obs, recovered, files)
     assert no_partial_files(obs.archive)
 
 
@@ -281,8 +263,7 @@ async def test_a_restart_mid_image_leaves_nothing_half_written(
                             state_dir=tmp_path, config_dir=obs.config_dir) as again:  # fmt: skip
             await again.remote.command("start", {"configurationOverride": "test"})
             await again.remote.command("enable")  # catch-up finishes the images
-            catalog = catalog_of(obs)
-            try:
+            with opened_catalog(obs) as catalog:
                 while catalog.count() < 18:
                     await archived(events, 1)
                 assert catalog.without_header() == []
@@ -295,8 +276,6 @@ async def test_a_restart_mid_image_leaves_nothing_half_written(
                     verify({"url": path.as_uri(), "byteSize": row.byte_size,
                             "checkSum": row.md5, "imageName": image,
                             "sensor": row.sensor}, catalog)  # fmt: skip
-            finally:
-                catalog.close()
     assert len(list(obs.archive.rglob("*.fits"))) == 18
     assert no_partial_files(obs.archive)
 
@@ -338,12 +317,8 @@ async def test_a_late_header_completes_the_file(
     assert completed["headerComplete"] is True
     assert completed["statusCode"] == 0
     assert (completed["imageName"], completed["sensor"]) == (first["imageName"], first["sensor"])
-    catalog = catalog_of(obs)
-    try:
-        assert catalog.count() == 1
-        verify(completed, catalog)
+    verify_all(obs, [completed], 1)
+    with opened_catalog(obs) as catalog:
         row = catalog.lookup(completed["imageName"], completed["sensor"])
-        assert row is not None
-        assert row.header_url == path.as_uri()
-    finally:
-        catalog.close()
+    assert row is not None
+    assert row.header_url == path.as_uri()
