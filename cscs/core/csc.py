@@ -76,6 +76,7 @@ class BaseCsc:
         identity: str | None = None,
         heartbeat_interval: float = 1.0,
         keepalive: int = 5,
+        connect_timeout: float = 10.0,
         log_stream: TextIO | None = None,
     ) -> None:
         if initial_state is State.OFFLINE:
@@ -93,6 +94,7 @@ class BaseCsc:
         self.state_dir = state_dir or default_state_dir()
         self.heartbeat_interval = heartbeat_interval
         self.keepalive = keepalive
+        self.connect_timeout = connect_timeout
         self.done = asyncio.Event()
 
         self._log_queue: asyncio.Queue[g.LogMessage] = asyncio.Queue(_LOG_QUEUE_SIZE)
@@ -181,6 +183,7 @@ class BaseCsc:
             will=will,
             keepalive=self.keepalive,
             on_connect=self._on_connect,
+            connect_timeout=self.connect_timeout,
         )
         commands = await bus.subscribe(f"{self.address.root}/cmd/+", maxsize=10_000)
         self._bus = bus

@@ -137,6 +137,8 @@ class TestCsc(BaseCsc):
 
 # ---- the harness ---------------------------------------------------------------------------
 
+_TEST_CONNECT_TIMEOUT = 30.0
+
 
 @dataclass
 class CscHarness:
@@ -155,9 +157,13 @@ async def make_csc(
     identity: str | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[CscHarness]:
-    """Run a CSC and a Remote to it (on its own connection) until the block ends."""
+    """Run a CSC and a Remote to it (on its own connection) until the block ends.
+
+    Connections get 30 s: a loaded test machine can keep a broker that long."""
+    kwargs.setdefault("connect_timeout", _TEST_CONNECT_TIMEOUT)
     csc = factory(index, broker=broker, initial_state=initial_state, **kwargs)
-    async with csc, Bus(broker) as bus, Remote(bus, csc.address, identity=identity) as remote:
+    bus = Bus(broker, connect_timeout=_TEST_CONNECT_TIMEOUT)
+    async with csc, bus, Remote(bus, csc.address, identity=identity) as remote:
         await remote.wait_for_state(initial_state)
         yield CscHarness(csc, remote, bus)
 
