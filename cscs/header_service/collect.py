@@ -158,6 +158,8 @@ class Exposure:
         self.values: dict[str, Value | Missing] = {}
         self.events: dict[str, dict[str, Any]] = {}  # camera events of this image, by name
         self._rules = rules
+        # Parsed once here, not on every source message (mount telemetry is 10 Hz).
+        self._keys = {r.keyword: r.key(camera_index) for r in rules}
         self._monitors = [_Monitor(r) for r in rules if r.monitor != "latest"]
         self._monitoring = False
         moments = {r.moment for r in rules if r.monitor == "latest"} | {"start", "end"}
@@ -174,11 +176,11 @@ class Exposure:
         self.pending_moments.discard(moment)
         for rule in self._rules:
             if rule.monitor == "latest" and rule.moment == moment:
-                self.values[rule.keyword] = cache.lookup(rule, rule.key(self.camera_index), now)
+                self.values[rule.keyword] = cache.lookup(rule, self._keys[rule.keyword], now)
         if moment == "start":
             self._monitoring = True
             for monitor in self._monitors:  # the value in force as the exposure starts
-                first = cache.lookup(monitor.rule, monitor.rule.key(self.camera_index), now)
+                first = cache.lookup(monitor.rule, self._keys[monitor.rule.keyword], now)
                 if isinstance(first, Value) and isinstance(first.value, int | float):
                     monitor.values.append(float(first.value))
         elif moment == "end":
@@ -191,7 +193,7 @@ class Exposure:
         if not self._monitoring:
             return
         for monitor in self._monitors:
-            if monitor.rule.key(self.camera_index) == key:
+            if self._keys[monitor.rule.keyword] == key:
                 value = data.get(monitor.rule.field)
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     monitor.values.append(float(value))
