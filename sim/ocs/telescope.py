@@ -122,7 +122,9 @@ class TelescopeCsc(BaseCsc):
     def __init__(self, index: int = 1, **kwargs: Any) -> None:
         super().__init__(index, **kwargs)
         self.telescope_config = TelescopeConfig()
-        self.target = Target(object="", program="", ra=0.0, dec=-30.0, rotatorAngle=0.0)
+        # Until the first slew, a circumpolar field: from Cerro Pachón (latitude -30)
+        # dec -85 never sets, so Alt/Az and airmass exist whatever the time of day.
+        self.target = Target(object="", program="", ra=0.0, dec=-85.0, rotatorAngle=0.0)
         self.filter = FilterState(filter="", disperser="")
         self._lock = asyncio.Lock()
 
