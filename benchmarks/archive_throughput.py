@@ -10,7 +10,9 @@ ComCam (then LATISS) the Telescope, Header Service, Camera (2 s readouts) and Ar
   the backlog. Bytes archived per second (DAQ read with checksums, header fetch and
   MD5, FITS with CHECKSUM/DATASUM, MD5 of the file, fsync, rename, catalog row) next
   to writing the same number of bytes with ``write`` + ``fsync`` to the same file
-  system, in files of one CCD, measured just before. Uncompressed, then ``RICE_1``
+  system, in files of one CCD, measured right after (median of 3 passes: this disk
+  swings twofold between passes), and next to the ceiling the ICD's MD5 sets: the same
+  writes with each file's MD5 taken, one writer per core. Uncompressed, then ``RICE_1``
   next to the rate of compressing the same pixels with fitsio on one core, in memory.
 * Latency: ``endReadout`` → the image's last ``imageArchived``, p50 and p99, for
   LATISS and ComCam exposures taken one after another with the archiver running.
@@ -22,12 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +53,43 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def raw_write_rate(directory: Path, total: int) -> float:
-    """Bytes/s writing ``total`` bytes as one-CCD files, each written and fsynced."""
+def raw_write_rate(directory: Path, total: int, *, md5: bool = False) -> float:
+    """Bytes/s writing ``total`` bytes as one-CCD files, each written and fsynced.
+
+    With ``md5``, each file's MD5 is also taken (the ICD's ``checkSum``), with one writer
+    per core: the most any archiver could do on this machine, before reading a pixel from
+    the DAQ or formatting any FITS.
+    """
     block = np.random.default_rng(1).integers(0, 2**18, CCD_BYTES // 4, dtype=np.int32)
     files = max(1, total // CCD_BYTES)
-    start = time.perf_counter()
-    for n in range(files):
+
+    def write(n: int) -> None:
         with open(directory / f"raw-{n}", "wb") as stream:
+            if md5:
+                hashlib.md5(block.data).hexdigest()
             stream.write(block.data)
             stream.flush()
             os.fsync(stream.fileno())
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count() if md5 else 1) as pool:
+        list(pool.map(write, range(files)))
     elapsed = time.perf_counter() - start
     for n in range(files):
         (directory / f"raw-{n}").unlink()
     return files * CCD_BYTES / elapsed
+
+
+def disk_baselines(directory: Path, total: int, passes: int = 3) -> tuple[float, float]:
+    """Medians of ``passes`` measurements of the raw write rate and of the MD5 ceiling:
+    the disk here swings twofold from one pass to the next."""
+    raw, ceiling = [], []
+    for _ in range(passes):
+        os.sync()  # a quiet disk: nothing earlier still flushing
+        raw.append(raw_write_rate(directory, total))
+        os.sync()
+        ceiling.append(raw_write_rate(directory, total, md5=True))
+    return statistics.median(raw), statistics.median(ceiling)
 
 
 def compression_rate() -> float:
@@ -112,7 +139,12 @@ def peak_rss(pid: int) -> int:
 
 
 async def session(
-    backend: Backend, camera: Camera, images: int, compression: str, latency_images: int
+    backend: Backend,
+    camera: Camera,
+    images: int,
+    compression: str,
+    latency_images: int,
+    in_flight: int = 0,
 ) -> dict[str, Any]:
     index = camera.value
     names = {
@@ -127,9 +159,6 @@ async def session(
         state = Path(directory)
         expected = images * len(camera.detectors)
         baseline_bytes = max(expected, 9) * CCD_BYTES
-        os.sync()  # a quiet disk for the baseline: no earlier run's data still flushing
-        raw_before = raw_write_rate(state, baseline_bytes)
-        os.sync()
         config = state / "config" / "Archiver"
         config.mkdir(parents=True)
         shipped = Path(__file__).parents[1] / "cscs" / "archiver" / "config"
@@ -137,6 +166,7 @@ async def session(
             (config / f.name).write_bytes(f.read_bytes())
         (config / "bench.yaml").write_text(
             f"compression: '{compression}'\ncatchup_interval: 0\nmin_free_bytes: 0\n"
+            + (f"sensors_in_flight: {in_flight}\n" if in_flight else "")
         )
         os.environ["CSCS_CONFIG_DIR"] = str(state / "config")
         async with (
@@ -179,8 +209,8 @@ async def session(
                     latencies.append(time.perf_counter() - received_at)
             result["latency"] = latencies
             result["rss"] = peak_rss(pids[str(names["archiver"])])
-        os.sync()  # the disk drifts: the baseline is the mean of before and after
-        result["raw"] = (raw_before + raw_write_rate(state, baseline_bytes)) / 2
+        if images:  # the baselines right after the run, on the same file system
+            result["raw"], result["ceiling"] = disk_baselines(state, baseline_bytes)
     return result
 
 
@@ -189,10 +219,23 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="ComCam images in the backlog")
     parser.add_argument("--latency-images", type=int, default=10)
     parser.add_argument("--backend", default="auto", choices=["auto", "mosquitto", "amqtt"])
+    parser.add_argument(
+        "--sensors-in-flight",
+        type=int,
+        default=0,
+        help="the archiver's sensors_in_flight (default: its configuration)",
+    )
+    parser.add_argument(
+        "--only", choices=["uncompressed", "RICE_1", "latency"], help="run one part only"
+    )
     args = parser.parse_args()
     mb = 1e6
-    for compression in ("", "RICE_1"):
-        r = asyncio.run(session(args.backend, Camera.COMCAM, args.images, compression, 0))
+    parts = {args.only} if args.only else {"uncompressed", "RICE_1", "latency"}
+    for compression in [c for c in ("", "RICE_1") if (c or "uncompressed") in parts]:
+        r = asyncio.run(
+            session(args.backend, Camera.COMCAM, args.images, compression, 0,
+                    args.sensors_in_flight)
+        )  # fmt: skip
         label = compression or "uncompressed"
         ours, raw = r["throughput"] / mb, r["raw"] / mb
         print(
@@ -200,12 +243,19 @@ def main() -> None:
             f"pixels; raw write+fsync {raw:.0f} MB/s; ratio {ours / raw:.2f}; files "
             f"{r['file_bytes'] / mb:.0f} MB; archiver peak RSS {r['rss'] / mb:.0f} MB"
         )
-        if compression:
+        if not compression:
+            ceiling = r["ceiling"] / mb
+            print(f"  ceiling: write+fsync+MD5 of the same bytes on all {os.cpu_count()} cores "
+                  f"{ceiling:.0f} MB/s ({ceiling / raw:.2f} of raw); archiver / ceiling = "
+                  f"{ours / ceiling:.2f}")  # fmt: skip
+        else:
             rate = compression_rate()
             print(f"  single-core fitsio RICE_1 in memory: {rate / mb:.0f} MB/s; "
                   f"archiver / that = {r['throughput'] / rate:.2f}")  # fmt: skip
-    for camera in (Camera.LATISS, Camera.COMCAM):
-        r = asyncio.run(session(args.backend, camera, 0, "", args.latency_images))
+    for camera in (Camera.LATISS, Camera.COMCAM) if "latency" in parts else ():
+        r = asyncio.run(
+            session(args.backend, camera, 0, "", args.latency_images, args.sensors_in_flight)
+        )
         lat = r["latency"]
         p50, p99 = statistics.median(lat) * 1e3, percentile(lat, 0.99) * 1e3
         print(
