@@ -83,10 +83,13 @@ async def _ocs(args: argparse.Namespace, settings: Settings) -> int:
                 timeout=args.timeout,
                 identity=args.identity,
             )
+        if args.ocs_command == "run-script":
+            return await _run_script(bus, args, settings)
         if args.ocs_command == "status":
             return await operator.show_status(
-                bus, settings.prefix, out=sys.stdout, listen=args.listen
-            )
+                bus, settings.prefix, out=sys.stdout, listen=args.listen, follow=args.follow,
+                interval=args.interval,
+            )  # fmt: skip
         target = CscAddress.parse(args.target, settings.prefix) if args.target else None
         return await operator.watch(
             bus,
@@ -97,6 +100,27 @@ async def _ocs(args: argparse.Namespace, settings: Settings) -> int:
             telemetry=args.telemetry,
             heartbeats=args.heartbeats,
         )
+
+
+async def _run_script(bus: Bus, args: argparse.Namespace, settings: Settings) -> int:
+    from cscs.core.observatory import local_sidereal_deg
+    from cscs.core.tai import current_tai
+    from sim.ocs import operator
+    from sim.ocs.script import Progress, ScriptStepError, load_script, run_script
+
+    script = load_script(args.file)  # a ScriptError (bad file) is a ValueError: exit 2
+    progress = Progress(sys.stdout)
+    progress.say(f"running {script.source} ({script.name})")
+    try:
+        steps = await run_script(
+            bus, script, prefix=settings.prefix, overrides=operator.parse_params(args.set),
+            progress=progress, lst_deg=lambda: local_sidereal_deg(current_tai()),
+        )  # fmt: skip
+    except ScriptStepError as exc:
+        print(f"script failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"script done: {steps} steps", flush=True)
+    return 0
 
 
 def interface_doc(args: argparse.Namespace) -> int:
@@ -176,14 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("params", nargs="*", help="key=value (values read as JSON if they parse)")
     command.add_argument("--timeout", type=float, default=10.0)
     command.add_argument("--identity", help="who commands (default user@host)")
+    script = ocs_sub.add_parser("run-script", help="run an observing script (YAML steps)")
+    script.add_argument("file", help="e.g. sim/ocs/scripts/night.yaml")
+    script.add_argument(
+        "--set", nargs="*", default=[], metavar="NAME=VALUE",
+        help="script variables, e.g. index=2 config=fast",
+    )  # fmt: skip
     status = ocs_sub.add_parser("status", help="table of every CSC seen on the bus")
-    status.add_argument("--listen", type=float, default=2.0, help="seconds to listen")
+    status.add_argument("--listen", type=float, default=2.0, help="seconds to listen first")
+    status.add_argument("--follow", "-f", action="store_true", help="redraw live until Ctrl-C")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
     watch = ocs_sub.add_parser("watch", help="print events and acks as they come")
     watch.add_argument("target", nargs="?", help="NAME:INDEX (default: every CSC)")
     watch.add_argument("--count", type=int, help="stop after this many messages")
     watch.add_argument("--telemetry", action="store_true", help="show telemetry too")
     watch.add_argument("--heartbeats", action="store_true", help="show heartbeats too")
-    for p in (command, status, watch):
+    for p in (command, script, status, watch):
         _add_broker_options(p)
         p.add_argument("--connect-timeout", type=float, default=5.0)
     ocs.set_defaults(func=_ocs)

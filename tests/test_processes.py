@@ -6,18 +6,22 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cscs.core.broker import EmbeddedBroker
+from cscs.core.broker import EmbeddedBroker, find_mosquitto
 from cscs.core.bus import Bus
 from cscs.core.remote import Remote
 from cscs.core.states import State
 from cscs.core.testing import TestCsc, make_csc
 from cscs.core.topics import CscAddress
+from sim.ocs.demo import images_commanded, verify_archived_file
+from sim.ocs.script import NIGHT_SCRIPT, load_script
 
 pytestmark = pytest.mark.broker
 KEEPALIVE = 5  # the CSCs' MQTT keepalive (docs/interface.md)
@@ -171,10 +175,106 @@ async def test_demo_night_reads_back_every_image(backend: str, tmp_path: Path) -
         out, err = await process.communicate()
     text = out.decode()
     assert process.returncode == 0, text + err.decode()
-    assert "10 images taken; 10 of 10 files archived and verified" in text
+    assert "10 of 10 images taken; 10 of 10 files archived and verified" in text
     assert "10 with their header, 10 of 10 headers complete" in text
     assert "0 problems; every CSC exited cleanly" in text
     catalog = tmp_path / "archive" / "catalog.sqlite"
     assert f"archive and catalog: {tmp_path / 'archive'}" in text
     assert catalog.exists()
     assert len(list((tmp_path / "archive" / "LATISS").rglob("*.fits"))) == 10
+
+
+def _session_members(session: int) -> list[int]:
+    """Processes still alive in ``session`` (the demo and everything it started)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
+async def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal (SIGINT to the whole process group) mid-night: the demo
+    says so, exits 130, and leaves no CSC or broker running."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cscs", "demo", "--fast", "--backend", "amqtt",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "CSCS_STATE_DIR": str(tmp_path)}, start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(90):
+        while not any(line.startswith("biases") for line in seen):
+            line = (await process.stdout.readline()).decode()
+            assert line, "the demo ended before the night began:\n" + "".join(seen)
+            seen.append(line)
+        os.killpg(process.pid, signal.SIGINT)
+        rest, _ = await process.communicate()
+    assert process.returncode == 130, "".join(seen) + rest.decode()
+    assert "interrupted: stopping every CSC" in rest.decode()
+    assert _session_members(process.pid) == []
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) -> None:
+    """The demo's script run by `cscs ocs run-script` against CSCs each started with
+    `cscs run` on Mosquitto: every image, every sensor archived and verified."""
+    env = {**os.environ, "CSCS_STATE_DIR": str(tmp_path)}
+    names = ["Weather:0", "Telescope:1", "HeaderService:1", "Archiver:1", "Camera:1"]
+    expected = images_commanded(load_script(NIGHT_SCRIPT), {"index": 1})
+    async with EmbeddedBroker("mosquitto") as broker:
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "cscs",
+                "run",
+                name.split(":")[0].lower(),
+                "--index",
+                name.split(":")[1],
+                "--broker",
+                broker.url,
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            for name in names
+        ]
+        try:
+            async with (
+                Bus(broker.address) as bus,
+                Remote(bus, CscAddress("Camera", 1)) as camera,
+                Remote(bus, CscAddress("Archiver", 1)) as archiver,
+                camera.stream("endReadout") as ends,
+                archiver.stream("imageArchived") as archived,
+            ):
+                code, out, err = await run_cscs(
+                    "ocs", "run-script", str(NIGHT_SCRIPT), "--set", "config=fast",
+                    "--broker", broker.url, "--connect-timeout", "30",
+                )  # fmt: skip
+                assert code == 0, out + err
+                assert "script done" in out
+                sensors = {}
+                for _ in range(expected):
+                    end = await ends.next(30)
+                    sensors[end.data["imageName"]] = end.data["sensors"].split(",")
+                wanted = {(i, s) for i, listed in sensors.items() for s in listed}
+                files: dict[tuple[str, str], dict[str, Any]] = {}
+                while set(files) != wanted:
+                    event = await archived.next(60)
+                    files[(event.data["imageName"], event.data["sensor"])] = event.data
+            problems = [p for f in files.values() if (p := verify_archived_file(f))]
+            assert problems == []
+            assert all(f["headerComplete"] for f in files.values())
+            with sqlite3.connect(tmp_path / "archive" / "catalog.sqlite") as catalog:
+                rows = catalog.execute("SELECT image_name, sensor, md5 FROM archived_files")
+                assert {(i, s): m for i, s, m in rows} == {
+                    k: f["checkSum"] for k, f in files.items()
+                }
+        finally:
+            for process in processes:
+                process.terminate()
+            codes = [await process.wait() for process in processes]
+    assert codes == [0] * len(names)

@@ -21,7 +21,9 @@ def test_board_tracks_state_heartbeat_and_error() -> None:
     board.update(event("summaryState", summaryState=2, name="ENABLED"), now=100.0)
     board.update(event("heartbeat"), now=101.0)
     board.update(event("errorCode", errorCode=7, errorReport="disk full"), now=101.0)
-    assert board.rows(now=102.0) == [("Archiver:1", "ENABLED", "1.0 s", "alive", "7: disk full")]
+    assert board.rows(now=102.0) == [
+        ("Archiver:1", "ENABLED", "1.0 s", "alive", "-", "7: disk full")
+    ]
     assert board.rows(now=105.0)[0][3] == "LOST (no heartbeat)"
 
 
@@ -32,6 +34,20 @@ def test_last_will_shows_lost() -> None:
     board.update(event("summaryState", summaryState=4, name="OFFLINE", lost=True), now=1.5)
     assert board.rows(now=1.6)[0][1:4] == ("OFFLINE", "-", "LOST (last will)")
     assert "no CSC seen" in StatusBoard().render(0.0)
+
+
+def test_board_shows_the_latest_image_of_each_camera_csc() -> None:
+    """Camera: the last image read out; header service: described; archiver: archived."""
+    board = StatusBoard()
+    camera, header = CscAddress("Camera", 2), CscAddress("HeaderService", 2)
+    board.update(Received(camera, Kind.EVENT, "endReadout", {"imageName": "CC_O_1"}), 1.0)
+    board.update(Received(camera, Kind.EVENT, "endReadout", {"imageName": "CC_O_2"}), 2.0)
+    board.update(Received(header, Kind.EVENT, "largeFileObjectAvailable", {"id": "CC_O_1"}), 2.0)
+    board.update(event("imageArchived", imageName="AT_O_9", sensor="R00_S00"), now=2.0)
+    board.update(event("imageArchived", imageName=None), now=2.5)  # malformed: ignored
+    latest = {row[0]: row[4] for row in board.rows(now=3.0)}
+    assert latest == {"Archiver:1": "AT_O_9", "Camera:2": "CC_O_2", "HeaderService:2": "CC_O_1"}
+    assert "LATEST IMAGE" in board.render(3.0)
 
 
 def test_describe_is_one_readable_line() -> None:

@@ -20,7 +20,7 @@ from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
 from astropy.utils import iers
 
-__all__ = ["OBSERVATORY", "Pointing", "astropy_time", "pointing", "pointings"]
+__all__ = ["OBSERVATORY", "Pointing", "astropy_time", "local_sidereal_deg", "pointing", "pointings"]
 
 iers.conf.auto_download = False
 
@@ -69,3 +69,8 @@ def pointings(ra: float, dec: float, tais: Sequence[float]) -> list[Pointing]:
 def pointing(ra: float, dec: float, tai: float) -> Pointing:
     """Alt/Az, hour angle and airmass of (``ra``, ``dec``) at one TAI time."""
     return pointings(ra, dec, [tai])[0]
+
+
+def local_sidereal_deg(tai: float) -> float:
+    """Apparent local sidereal time at the observatory, in degrees: the RA on the meridian."""
+    return float(astropy_time(tai).sidereal_time("apparent", longitude=OBSERVATORY.lon).deg)

@@ -1,6 +1,7 @@
 """``cscs demo``: start the embedded broker and every CSC that exists, each in its own
-process (the same ``cscs run`` a user would type), and run a short night as the OCS
-would: biases, darks, flats, then science exposures on two targets with filter changes.
+process (the same ``cscs run`` a user would type), and run the shipped observing
+script (``sim/ocs/scripts/night.yaml``) as the OCS would: biases, darks, flats, then
+science exposures on two fields with filter changes.
 
 Every CSC takes part: the camera and its DAQ, the telescope and weather simulators,
 the header service and the archiver. Every archived file is then re-read here, with
@@ -23,24 +24,31 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
+import structlog
 from astropy.io import fits
 
 from cscs.core.broker import Backend, EmbeddedBroker
 from cscs.core.bus import Bus
 from cscs.core.geometry import Camera
-from cscs.core.observatory import OBSERVATORY, astropy_time
+from cscs.core.observatory import local_sidereal_deg
+from cscs.core.protocol import AckCode
 from cscs.core.remote import EventStream, Remote
-from cscs.core.states import State
 from cscs.core.tai import current_tai
-from cscs.core.topics import CscAddress, Kind
+from cscs.core.tasks import cancel_and_wait
+from cscs.core.topics import CscAddress
 from sim.ocs.operator import show_status
+from sim.ocs.script import (
+    NIGHT_SCRIPT,
+    Progress,
+    Script,
+    ScriptStepError,
+    expand,
+    load_script,
+    run_script,
+)
+from sim.ocs.script import Command as ScriptCommand
 
-__all__ = ["run_demo"]
-
-BIAS = {"expTime": 0.0, "shutter": False, "imageType": "BIAS"}
-DARK = {"expTime": 1.0, "shutter": False, "imageType": "DARK"}
-FLAT = {"expTime": 1.0, "shutter": True, "imageType": "FLAT"}
-SCIENCE = {"expTime": 2.0, "shutter": True, "imageType": "OBJECT"}
+__all__ = ["images_commanded", "run_demo", "verify_archived_file"]
 
 
 @dataclass
@@ -57,6 +65,9 @@ class NightLog:
     archived: dict[str, int] = field(default_factory=dict)  # image -> files so far
     latencies: list[float] = field(default_factory=list)  # endReadout -> last file
     problems: list[str] = field(default_factory=list)
+    # QoS 1 is at-least-once, and overlapping subscriptions on one connection can
+    # bring a message twice: each file and header is counted once
+    seen: set[tuple[str, str]] = field(default_factory=set)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def note(self) -> None:
@@ -95,23 +106,12 @@ async def _stop(processes: list[asyncio.subprocess.Process]) -> None:
             await process.wait()
 
 
-def _targets() -> list[dict[str, Any]]:
-    """Two targets well above the horizon now: east and west of the meridian."""
-    lst = astropy_time(current_tai()).sidereal_time("apparent", longitude=OBSERVATORY.lon).deg
-    return [
-        {"ra": round((lst - 15.0) % 360, 4), "dec": -35.0, "object": "demo field east",
-         "program": "DEMO", "rotatorAngle": 0.0},
-        {"ra": round((lst + 10.0) % 360, 4), "dec": -50.0, "object": "demo field west",
-         "program": "DEMO", "rotatorAngle": 15.0},
-    ]  # fmt: skip
-
-
 async def _note_ends(events: EventStream, log: NightLog) -> None:
     async for event in events:
         log.ended[event.data["imageName"]] = time.perf_counter()
 
 
-def _verify_file(event: dict[str, Any]) -> str:
+def verify_archived_file(event: dict[str, Any]) -> str:
     """Re-read an archived file: FITS checksums, MD5 and size; '' if all is well."""
     path = Path(urlparse(event["url"]).path)
     data = path.read_bytes()
@@ -126,18 +126,21 @@ def _verify_file(event: dict[str, Any]) -> str:
     return f"{path}: {bad[0]}" if bad else ""
 
 
-async def _verify_archive(events: EventStream, log: NightLog, out: TextIO) -> None:
+async def _verify_archive(events: EventStream, log: NightLog, progress: Progress) -> None:
     """Each imageArchived: re-read the file and check it."""
     async for event in events:
         if event.name not in ("imageArchived", "imageRetrievalFailed"):
             continue
         data = event.data
         image = data["imageName"]
+        if (event.name, f"{image} {data['sensor']}") in log.seen:
+            continue
+        log.seen.add((event.name, f"{image} {data['sensor']}"))
         if event.name == "imageRetrievalFailed":
             log.problems.append(f"{image} {data['sensor']}: {data['description']}")
             await log.note()
             continue
-        problem = await asyncio.to_thread(_verify_file, data)
+        problem = await asyncio.to_thread(verify_archived_file, data)
         if problem:
             log.problems.append(problem)
             await log.note()
@@ -150,19 +153,20 @@ async def _verify_archive(events: EventStream, log: NightLog, out: TextIO) -> No
         if log.archived[image] == log.sensors_per_image:
             latency = time.perf_counter() - log.ended.get(image, time.perf_counter())
             log.latencies.append(latency)
-            print(
+            progress.say(
                 f"  {image}: {log.sensors_per_image} file(s) archived, re-read and verified "
-                f"{latency * 1e3:.0f} ms after endReadout",
-                file=out,
-                flush=True,
+                f"{latency * 1e3:.0f} ms after endReadout"
             )
         await log.note()
 
 
-async def _check_headers(events: EventStream, log: NightLog, out: TextIO) -> None:
+async def _check_headers(events: EventStream, log: NightLog, progress: Progress) -> None:
     """Fetch each announced header document and check its size and MD5."""
     async for event in events:
         data = event.data
+        if (event.name, data["id"]) in log.seen:
+            continue
+        log.seen.add((event.name, data["id"]))
         path = Path(urlparse(data["url"]).path)
         body = await asyncio.to_thread(path.read_bytes)
         if len(body) != data["byteSize"] or hashlib.md5(body).hexdigest() != data["checkSum"]:
@@ -173,8 +177,19 @@ async def _check_headers(events: EventStream, log: NightLog, out: TextIO) -> Non
         missing = data["missingKeywords"]
         log.headers_complete += not missing
         if missing:
-            print(f"  {data['id']}: header lacks {missing}", file=out, flush=True)
+            progress.say(f"  {data['id']}: header lacks {missing}")
         await log.note()
+
+
+def images_commanded(script: Script, overrides: Mapping[str, Any]) -> int:
+    """Images the script's ``takeImages`` commands ask for (those expected to succeed)."""
+    return sum(
+        int(b.step.params.get("numImages", 1))
+        for b in expand(script, overrides)
+        if isinstance(b.step, ScriptCommand)
+        and b.step.name == "takeImages"
+        and b.step.expect is AckCode.COMPLETE
+    )
 
 
 async def run_demo(
@@ -183,109 +198,112 @@ async def run_demo(
     fast: bool = False,
     state_dir: Path | None = None,
     out: TextIO = sys.stdout,
+    script_path: Path = NIGHT_SCRIPT,
 ) -> int:
     """Run the night; 0 only if every image was read back and verified, every header
-    arrived complete and intact, and every CSC exited cleanly."""
+    arrived complete and intact, and every CSC exited cleanly. On Ctrl-C every process
+    is stopped (SIGTERM, then SIGKILL after 10 s) before the interruption goes on."""
     index = camera.value
-    addresses = {
-        "weather": CscAddress("Weather", 0),
-        "telescope": CscAddress("Telescope", index),
-        "header": CscAddress("HeaderService", index),
-        "archiver": CscAddress("Archiver", index),
-        "camera": CscAddress("Camera", index),
-    }
-    overrides = {"telescope": "fast", "camera": "fast"} if fast else {}
+    addresses = [
+        CscAddress("Weather", 0),
+        CscAddress("Telescope", index),
+        CscAddress("HeaderService", index),
+        CscAddress("Archiver", index),
+        CscAddress("Camera", index),
+    ]
+    script = load_script(script_path)
+    overrides = {"index": index, "config": "fast" if fast else ""}
     env = {"CSCS_STATE_DIR": str(state_dir)} if state_dir else {}
+    progress = Progress(out)
     log = NightLog(sensors_per_image=len(camera.detectors))
+    log.taken = images_commanded(script, overrides)
     failures = 0
     async with EmbeddedBroker(backend) as broker:
-        print(f"broker: {broker.backend} at {broker.url}", file=out, flush=True)
-        processes = [await _spawn(a, broker.url, env) for a in addresses.values()]
+        progress.say(f"broker: {broker.backend} at {broker.url}")
+        processes = [await _spawn(a, broker.url, env) for a in addresses]
+        progress.say(f"{', '.join(map(str, addresses))}: each in its own process (cscs run)")
         try:
-            async with Bus(broker.address) as bus, contextlib.AsyncExitStack() as stack:
-                remotes = {
-                    key: await stack.enter_async_context(Remote(bus, address))
-                    for key, address in addresses.items()
-                }
-                for key, remote in remotes.items():
-                    await remote.wait_for_state(State.STANDBY, timeout=60)
-                    await remote.command("start", {"configurationOverride": overrides.get(key, "")})
-                    await remote.command("enable")
-                print(f"{', '.join(map(str, addresses.values()))} up, each in its own process",
-                      file=out, flush=True)  # fmt: skip
-                for key, topic in (("telescope", "dome"), ("weather", "weather")):
-                    async with remotes[key].stream(topic, kind=Kind.TELEMETRY) as samples:
-                        await samples.next(30)  # the header needs these flowing
-                await _night(remotes, log, out)
-                for remote in remotes.values():
-                    await remote.command("disable")
-                    await remote.command("standby")
-                await show_status(bus, "obs", out=out, listen=1.5)
-                for remote in remotes.values():
-                    await remote.command("exitControl")
+            async with Bus(broker.address) as bus:
+                progress.say(f"running {script.source} ({script.name}): {log.taken} images")
+                try:
+                    await _night(bus, script, overrides, camera, log, progress)
+                except ScriptStepError as exc:
+                    log.problems.append(f"the night stopped: {exc}")
+                await _shut_down(bus, addresses, progress)
             for process in processes:
                 async with asyncio.timeout(15):
                     failures += await process.wait() != 0
+        except asyncio.CancelledError:
+            progress.done()
+            print("interrupted: stopping every CSC", file=out, flush=True)
+            raise
         finally:
             await _stop(processes)
     _summary(log, failures, out)
     ok = log.files == log.files_with_header == log.taken * log.sensors_per_image
-    ok = ok and log.headers_complete == log.taken
+    ok = ok and log.headers_complete == log.headers == log.taken
     return 0 if not failures and not log.problems and ok else 1
 
 
-async def _night(remotes: dict[str, Remote], log: NightLog, out: TextIO) -> None:
-    camera, telescope = remotes["camera"], remotes["telescope"]
+async def _night(
+    bus: Bus,
+    script: Script,
+    overrides: Mapping[str, Any],
+    camera: Camera,
+    log: NightLog,
+    progress: Progress,
+) -> None:
+    """Run the script while checking every file and header as they are announced."""
+    index = camera.value
     async with (
-        camera.stream("endReadout") as ends,
-        remotes["archiver"].stream() as archived,
-        remotes["header"].stream("largeFileObjectAvailable") as headers,
+        Remote(bus, CscAddress("Camera", index)) as cam,
+        Remote(bus, CscAddress("Archiver", index)) as archiver,
+        Remote(bus, CscAddress("HeaderService", index)) as header,
+        cam.stream("endReadout") as ends,
+        archiver.stream() as archived,
+        header.stream("largeFileObjectAvailable") as headers,
     ):
         checkers = [
             asyncio.create_task(_note_ends(ends, log)),
-            asyncio.create_task(_verify_archive(archived, log, out)),
-            asyncio.create_task(_check_headers(headers, log, out)),
+            asyncio.create_task(_verify_archive(archived, log, progress)),
+            asyncio.create_task(_check_headers(headers, log, progress)),
         ]
         try:
-            east, west = _targets()
-
-            async def take(what: str, count: int, params: dict[str, Any]) -> None:
-                print(f"{what}: {count} x {params['expTime']:g} s", file=out, flush=True)
-                await camera.command("takeImages", {"numImages": count, **params}, timeout=60)
-                log.taken += count
-
-            await take("biases", 3, BIAS)
-            await take("darks", 2, DARK)
-            await telescope.command("setFilter", {"filter": "r"}, timeout=30)
-            await take("flats in r", 2, FLAT)
-            for target, band, count in ((east, "g", 2), (west, "r", 1)):
-                await telescope.command("slew", target, timeout=60)
-                await telescope.command("setFilter", {"filter": band}, timeout=30)
-                async with telescope.stream("dome", kind=Kind.TELEMETRY) as dome:
-                    await dome.next(10)  # the dome has caught up with the slew
-                await take(f"science on {target['object']} in {band}", count, SCIENCE)
-            async with asyncio.timeout(120), log.changed:  # the last files and headers
+            await run_script(
+                bus, script, overrides=overrides, progress=progress,
+                lst_deg=lambda: local_sidereal_deg(current_tai()),
+            )  # fmt: skip
+            progress.say("waiting for the last files and headers")
+            async with asyncio.timeout(120), log.changed:
                 await log.changed.wait_for(log.settled)
         finally:
-            for task in checkers:
-                task.cancel()
-            for task in checkers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(checkers, structlog.get_logger("demo"), "stopping the checks")
+
+
+async def _shut_down(bus: Bus, addresses: list[CscAddress], progress: Progress) -> None:
+    """Every CSC back to STANDBY, the status table, then exitControl (processes end)."""
+    async with contextlib.AsyncExitStack() as stack:
+        remotes = [await stack.enter_async_context(Remote(bus, a)) for a in addresses]
+        for remote in reversed(remotes):  # the camera first, the weather last
+            for command in ("disable", "standby"):
+                await remote.command(command, check=False, timeout=30)
+        await show_status(bus, "obs", out=progress.out, listen=1.5)
+        for remote in remotes:
+            await remote.command("exitControl", check=False, timeout=30)
 
 
 def _summary(log: NightLog, failures: int, out: TextIO) -> None:
     latencies = sorted(log.latencies)
     median = latencies[len(latencies) // 2] * 1e3 if latencies else float("nan")
     worst = latencies[-1] * 1e3 if latencies else float("nan")
+    expected = log.taken * log.sensors_per_image
     print(
-        f"summary: {log.taken} images taken; {log.files} of "
-        f"{log.taken * log.sensors_per_image} files archived and verified (FITS checksums "
-        f"re-read, MD5 matched; {log.bytes_archived / 1e9:.2f} GB); {log.files_with_header} "
-        f"with their header, {log.headers_complete} of {log.headers} headers complete; "
-        f"endReadout -> archived median {median:.0f} ms, worst {worst:.0f} ms; "
-        f"{len(log.problems)} problems; every CSC exited "
-        f"{'cleanly' if not failures else 'with problems'}",
+        f"summary: {len(log.ended)} of {log.taken} images taken; {log.files} of {expected} "
+        f"files archived and verified (FITS checksums re-read, MD5 matched; "
+        f"{log.bytes_archived / 1e9:.2f} GB); {log.files_with_header} with their header, "
+        f"{log.headers_complete} of {log.headers} headers complete; endReadout -> archived "
+        f"median {median:.0f} ms, worst {worst:.0f} ms; {len(log.problems)} problems; "
+        f"every CSC exited {'cleanly' if not failures else 'with problems'}",
         file=out,
     )
     for place in sorted(log.archive):

@@ -66,23 +66,39 @@ async def send_command(
     return 0
 
 
-async def show_status(bus: Bus, prefix: str, *, out: TextIO, listen: float = 2.0) -> int:
-    """Listen for ``listen`` seconds (retained states come at once, heartbeats each
-    second), then print one row per CSC seen."""
+async def show_status(
+    bus: Bus,
+    prefix: str,
+    *,
+    out: TextIO,
+    listen: float = 2.0,
+    follow: bool = False,
+    interval: float = 1.0,
+) -> int:
+    """One row per CSC seen. Once: listen for ``listen`` seconds (retained states come
+    at once, heartbeats each second), then print. ``follow``: keep listening and redraw
+    every ``interval`` seconds until interrupted (in place on a terminal)."""
     board = StatusBoard()
-    async with bus.subscription(f"{prefix}/+/+/evt/#") as messages:
+    live = follow and out.isatty()
+    async with bus.subscription(f"{prefix}/+/+/evt/#", maxsize=100_000) as messages:
         loop = asyncio.get_running_loop()
         end = loop.time() + listen
-        while (remaining := end - loop.time()) > 0:
-            try:
-                message = await messages.get(remaining)
-            except TimeoutError:
-                break
-            received = Received.from_message(message)
-            if received is not None:
-                board.update(received, time.monotonic())
-    print(board.render(time.monotonic()), file=out)
-    return 0
+        while True:
+            while (remaining := end - loop.time()) > 0:
+                try:
+                    message = await messages.get(remaining)
+                except TimeoutError:
+                    break
+                received = Received.from_message(message)
+                if received is not None:
+                    board.update(received, time.monotonic())
+            table = board.render(time.monotonic())
+            if not follow:
+                print(table, file=out)
+                return 0
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            print(("\033[H\033[J" if live else "") + f"{stamp}\n{table}\n", file=out, flush=True)
+            end = loop.time() + interval
 
 
 async def watch(

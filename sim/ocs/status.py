@@ -17,6 +17,13 @@ __all__ = ["HEARTBEAT_LOST_AFTER", "CscStatus", "StatusBoard", "describe"]
 # ICD §3: a monitor treats 3 s without a heartbeat as lost.
 HEARTBEAT_LOST_AFTER = 3.0
 
+# The events that say a CSC has done its part for an image, and the field naming it.
+_IMAGE_EVENTS = {
+    "endReadout": "imageName",  # Camera: read out
+    "largeFileObjectAvailable": "id",  # HeaderService: header written
+    "imageArchived": "imageName",  # Archiver: a file archived
+}
+
 
 @dataclass
 class CscStatus:
@@ -25,6 +32,7 @@ class CscStatus:
     lost: bool = False
     last_heartbeat: float | None = None
     last_error: str = ""
+    latest_image: str = ""  # taken (camera), described (header service) or archived
 
     def heartbeat_age(self, now: float) -> float | None:
         return None if self.last_heartbeat is None else now - self.last_heartbeat
@@ -63,6 +71,10 @@ class StatusBoard:
             status.lost = False
         elif received.name == "errorCode":
             status.last_error = f"{data.get('errorCode')}: {data.get('errorReport', '')}"
+        elif received.name in _IMAGE_EVENTS:
+            image = data.get(_IMAGE_EVENTS[received.name])
+            if isinstance(image, str) and image:
+                status.latest_image = image
 
     def rows(self, now: float) -> list[tuple[str, ...]]:
         rows: list[tuple[str, ...]] = []
@@ -75,13 +87,14 @@ class StatusBoard:
                     status.state,
                     "-" if age is None else f"{age:.1f} s",
                     status.condition(now),
+                    status.latest_image or "-",
                     status.last_error or "-",
                 )
             )
         return rows
 
     def render(self, now: float) -> str:
-        header = ("CSC", "STATE", "HEARTBEAT", "CONDITION", "LAST ERROR")
+        header = ("CSC", "STATE", "HEARTBEAT", "CONDITION", "LATEST IMAGE", "LAST ERROR")
         rows = self.rows(now)
         if not rows:
             return "no CSC seen on the bus"
