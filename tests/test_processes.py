@@ -178,6 +178,11 @@ async def test_demo_night_reads_back_every_image(backend: str, tmp_path: Path) -
     assert "10 of 10 images taken; 10 of 10 files archived and verified" in text
     assert "10 with their header, 10 of 10 headers complete" in text
     assert "0 problems; every CSC exited cleanly" in text
+    rows = [line.split() for line in text.splitlines() if " alive " in line]
+    latest = {row[0]: row[5] for row in rows}  # CSC STATE age s CONDITION LATEST-IMAGE
+    assert latest["Camera:1"] == latest["Archiver:1"] == latest["HeaderService:1"]
+    assert latest["Camera:1"].startswith("AT_O_")
+    assert latest["Weather:0"] == "-"
     catalog = tmp_path / "archive" / "catalog.sqlite"
     assert f"archive and catalog: {tmp_path / 'archive'}" in text
     assert catalog.exists()

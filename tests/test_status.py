@@ -45,8 +45,15 @@ def test_board_shows_the_latest_image_of_each_camera_csc() -> None:
     board.update(Received(header, Kind.EVENT, "largeFileObjectAvailable", {"id": "CC_O_1"}), 2.0)
     board.update(event("imageArchived", imageName="AT_O_9", sensor="R00_S00"), now=2.0)
     board.update(event("imageArchived", imageName=None), now=2.5)  # malformed: ignored
+    weather = CscAddress("Weather", 0)
+    board.update(Received(weather, Kind.EVENT, "heartbeat", {}), 2.0)  # no images: "-"
     latest = {row[0]: row[4] for row in board.rows(now=3.0)}
-    assert latest == {"Archiver:1": "AT_O_9", "Camera:2": "CC_O_2", "HeaderService:2": "CC_O_1"}
+    assert latest == {
+        "Archiver:1": "AT_O_9", "Camera:2": "CC_O_2", "HeaderService:2": "CC_O_1", "Weather:0": "-",
+    }  # fmt: skip
+    # retained: what a board started after the image sees first
+    board.update(Received(camera, Kind.EVENT, "latestImage", {"imageName": "CC_O_3"}), 3.0)
+    assert board.rows(now=3.0)[1][4] == "CC_O_3"
     assert "LATEST IMAGE" in board.render(3.0)
 
 

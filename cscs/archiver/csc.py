@@ -42,7 +42,7 @@ from cscs import __version__
 from cscs.archiver.catalog import ArchivedFile, Catalog, CatalogError, sqlite_url
 from cscs.core import generic as g
 from cscs.core.backoff import Backoff
-from cscs.core.camera_events import EndReadout, parse_event
+from cscs.core.camera_events import LATEST_IMAGE, EndReadout, LatestImage, parse_event
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
@@ -159,7 +159,7 @@ class ArchiverCsc(BaseCsc):
         "`imageArchived.statusCode` is 0, or 1 when the file was archived without its "
         "header (completed later). `catchUp` is an addition.",
         commands=(CATCH_UP,),
-        events=(IMAGE_ARCHIVED, IMAGE_RETRIEVAL_FAILED),
+        events=(IMAGE_ARCHIVED, IMAGE_RETRIEVAL_FAILED, LATEST_IMAGE),
         telemetry=(ARCHIVER_STATUS,),
     )
     config_schema = ArchiverConfig
@@ -308,7 +308,14 @@ class ArchiverCsc(BaseCsc):
     # ---- archiving -----------------------------------------------------------------------
 
     async def _archive_image(self, image: str, sensors: list[str]) -> None:
-        await asyncio.gather(*(self._archive_sensor(image, sensor) for sensor in sensors))
+        done = await asyncio.gather(*(self._archive_sensor(image, s) for s in sensors))
+        if any(done):
+            await self.publish_event(
+                LATEST_IMAGE,
+                LatestImage(
+                    imageName=image, description=f"archived {sum(done)} of {len(sensors)} files"
+                ),
+            )
 
     async def _archive_sensor(self, image: str, sensor: str) -> bool:
         """Archive one sensor unless it is done or under way; True if archived now."""

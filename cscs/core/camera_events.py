@@ -15,10 +15,12 @@ __all__ = [
     "CAMERA_EVENTS",
     "END_OF_IMAGE_TELEMETRY",
     "END_READOUT",
+    "LATEST_IMAGE",
     "START_INTEGRATION",
     "START_READOUT",
     "EndOfImageTelemetry",
     "EndReadout",
+    "LatestImage",
     "StartIntegration",
     "StartReadout",
     "parse_event",
@@ -91,3 +93,21 @@ def parse_event(model: type[P], data: dict[str, Any]) -> P:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"]) or "payload"
         raise ValueError(f"{model.__name__}: {where}: {error['msg']}") from None
+
+
+class LatestImage(Payload):
+    """The last image this CSC finished its part for: retained, so a status board that
+    starts now shows it at once (endReadout and the like are not retained)."""
+
+    imageName: str
+    """e.g. AT_O_20261121_000012"""
+    description: str
+    """what was done: read out, header written, archived"""
+
+
+LATEST_IMAGE = EventSpec(
+    "latestImage",
+    LatestImage,
+    "The last image this CSC finished its part for (retained; an addition to the ICD).",
+    retained=True,
+)

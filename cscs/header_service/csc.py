@@ -26,7 +26,7 @@ from pydantic import field_validator
 from cscs import __version__
 from cscs.core import files
 from cscs.core import generic as g
-from cscs.core.camera_events import CAMERA_EVENTS, parse_event
+from cscs.core.camera_events import CAMERA_EVENTS, LATEST_IMAGE, LatestImage, parse_event
 from cscs.core.commands import CommandBinding
 from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
@@ -105,7 +105,7 @@ class HeaderServiceCsc(BaseCsc):
         "document for the archiver (index = camera). The document format and the keyword "
         "map are described in `cscs/header_service/document.py` and `collect.py`; "
         "`largeFileObjectAvailable.missingKeywords` is an addition to ICD §6.",
-        events=(LARGE_FILE_OBJECT_AVAILABLE,),
+        events=(LARGE_FILE_OBJECT_AVAILABLE, LATEST_IMAGE),
     )
     config_schema = HeaderServiceConfig
     default_config_dir: ClassVar[Path | None] = Path(__file__).parent / "config"
@@ -286,6 +286,10 @@ class HeaderServiceCsc(BaseCsc):
                 missingKeywords=",".join(document.missing),
             ),
         )
+        if announced:
+            await self.publish_event(
+                LATEST_IMAGE, LatestImage(imageName=image, description="header written")
+            )
         if not announced:
             await self.fault(
                 ERROR_CANNOT_PUBLISH,

@@ -27,10 +27,12 @@ from cscs.core import generic as g
 from cscs.core.camera_events import (
     END_OF_IMAGE_TELEMETRY,
     END_READOUT,
+    LATEST_IMAGE,
     START_INTEGRATION,
     START_READOUT,
     EndOfImageTelemetry,
     EndReadout,
+    LatestImage,
     StartIntegration,
     StartReadout,
 )
@@ -129,6 +131,7 @@ INTERFACE = g.GENERIC.extended(
         END_READOUT,
         END_OF_IMAGE_TELEMETRY,
         DAQ_AVAILABLE,
+        LATEST_IMAGE,
     ),
     telemetry=(DAQ_STORE,),
 )
@@ -380,6 +383,7 @@ class CameraCsc(BaseCsc):
                 sensors=",".join(self.sensors),
             ),
         )
+        await self.publish_event(LATEST_IMAGE, LatestImage(imageName=image, description="read out"))
         await self.publish_event(
             END_OF_IMAGE_TELEMETRY,
             EndOfImageTelemetry(

@@ -19,6 +19,7 @@ HEARTBEAT_LOST_AFTER = 3.0
 
 # The events that say a CSC has done its part for an image, and the field naming it.
 _IMAGE_EVENTS = {
+    "latestImage": "imageName",  # retained: what a board that starts now sees first
     "endReadout": "imageName",  # Camera: read out
     "largeFileObjectAvailable": "id",  # HeaderService: header written
     "imageArchived": "imageName",  # Archiver: a file archived
