@@ -300,7 +300,7 @@ async def test_a_late_header_completes_the_file(
         # The header turns up later (made here with the header service's own code).
         primary = derived_keywords(
             Camera.LATISS, seen["startIntegration"], seen["endOfImageTelemetry"],
-            Value(10.0), Value(-30.0),
+            Value(10.0), Value(-85.0),  # circumpolar: an AIRMASS at any hour
         )  # fmt: skip
         document = render(first["imageName"], "HeaderService:1", "test", Camera.LATISS,
                           ["R00_S00"], primary)  # fmt: skip
