@@ -230,3 +230,10 @@ def test_steps_are_plain_data() -> None:
     bound = expand(parse_script("steps:\n  - say: hi\n  - wait: {csc: 'A:1', event: e}\n"))
     assert isinstance(bound[0].step, Say)
     assert isinstance(bound[1].step, Wait)
+
+
+def test_an_error_inside_a_loop_names_its_own_line_once() -> None:
+    text = "steps:\n  - loop:\n      count: 1\n      steps:\n        - say: '{nope}'\n"
+    with pytest.raises(ScriptError) as caught:
+        expand(parse_script(text))
+    assert str(caught.value) == "<script>, line 5: no variable 'nope'; known: none"

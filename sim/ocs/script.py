@@ -45,6 +45,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -342,23 +343,32 @@ def expand(script: Script, overrides: Mapping[str, Any] | None = None) -> list[B
     """Every step in the order it runs, loops unrolled and variables substituted."""
     out: list[BoundStep] = []
 
+    def checked(step: Step, variables: Mapping[str, Any], work: Callable[[], Any]) -> Any:
+        """``work()``, its missing variable or bad address reported at ``step``'s line."""
+        try:
+            return work()
+        except ValueError as exc:
+            raise ScriptError(f"{script.source}, line {step.line}: {exc}") from None
+        except KeyError as exc:
+            raise ScriptError(
+                f"{script.source}, line {step.line}: no variable {exc.args[0]!r}; "
+                f"known: {', '.join(sorted(variables)) or 'none'}"
+            ) from None
+
+    def bind(step: Say | Command | Wait, variables: Mapping[str, Any]) -> Say | Command | Wait:
+        bound = _bind(step, variables)
+        if not isinstance(bound, Say):
+            CscAddress.parse(bound.csc, "obs")  # every address checked before any runs
+        return bound
+
     def walk(steps: tuple[Step, ...], variables: Mapping[str, Any]) -> Iterator[BoundStep]:
         for step in steps:
-            try:
-                if isinstance(step, Loop):
-                    for binding in step.bindings:  # a pass's values may use outer variables
-                        yield from walk(step.steps, {**variables, **substitute(binding, variables)})
-                    continue
-                bound = _bind(step, variables)
-                if not isinstance(bound, Say):
-                    CscAddress.parse(bound.csc, "obs")  # every address checked before any runs
-            except ValueError as exc:
-                raise ScriptError(f"{script.source}, line {step.line}: {exc}") from None
-            except KeyError as exc:
-                raise ScriptError(
-                    f"{script.source}, line {step.line}: no variable {exc.args[0]!r}; "
-                    f"known: {', '.join(sorted(variables)) or 'none'}"
-                ) from None
+            if isinstance(step, Loop):
+                for binding in step.bindings:  # a pass's values may use outer variables
+                    values = checked(step, variables, partial(substitute, binding, variables))
+                    yield from walk(step.steps, {**variables, **values})
+                continue
+            bound = checked(step, variables, partial(bind, step, variables))
             yield BoundStep(len(out) + 1, bound)
 
     for bound in walk(script.steps, {**script.variables, **(overrides or {})}):
