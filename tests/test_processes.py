@@ -35,9 +35,9 @@ async def cscs(*args: str) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-async def run_cscs(*args: str) -> tuple[int, str, str]:
+async def run_cscs(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     process = await cscs(*args)
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(timeout):
         out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
@@ -257,7 +257,7 @@ async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) ->
             ):
                 code, out, err = await run_cscs(
                     "ocs", "run-script", str(NIGHT_SCRIPT), "--set", "config=fast",
-                    "--broker", broker.url, "--connect-timeout", "30",
+                    "--broker", broker.url, "--connect-timeout", "30", timeout=240,
                 )  # fmt: skip
                 assert code == 0, out + err
                 assert "script done" in out
