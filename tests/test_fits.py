@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,3 +84,100 @@ def test_bad_pixels_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="2-D int32"):
         write_raw_fits(tmp_path / "b.fits", PRIMARY, [([], np.zeros((4, 4), np.float32))])
     assert not (tmp_path / "b.fits").exists()
+
+
+def verify(path: Path, extensions: list[tuple[list[Any], np.ndarray[Any, Any]]], md5: str) -> None:
+    """What a reader of the archive relies on: the MD5 announced, every HDU's checksums,
+    and the pixels as they came from the DAQ."""
+    assert hashlib.md5(path.read_bytes()).hexdigest() == md5
+    with fits.open(path, checksum=True) as hdus:  # a mismatch warns: an error here
+        assert len(hdus) == len(extensions) + 1
+        for hdu, (_, pixels) in zip(hdus[1:], extensions, strict=True):
+            assert np.array_equal(hdu.data, pixels)
+
+
+def test_a_buffer_reused_for_a_smaller_file_leaves_no_trace_of_the_bigger(
+    tmp_path: Path,
+) -> None:
+    big = write_raw_fits(tmp_path / "big.fits", PRIMARY, EXTENSIONS)
+    odd = [
+        ([("EXTNAME", f"S{i}", "")], RNG.integers(-(2**31), 2**31 - 1, (7, 13 + i), np.int32))
+        for i in range(3)
+    ]
+    small = write_raw_fits(tmp_path / "small.fits", PRIMARY, odd)
+    verify(small.path, odd, small.md5)  # padding zeroed, not the big file's pixels
+    verify(big.path, EXTENSIONS, big.md5)
+
+
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=0, max_size=4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_any_segment_shapes_and_values_are_written_whole_and_verify(
+    shapes: list[tuple[int, int]], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    extensions = [
+        ([("EXTNAME", f"S{i}", "")], rng.integers(-(2**31), 2**31 - 1, shape, dtype=np.int32))
+        for i, shape in enumerate(shapes)
+    ]
+    with tempfile.TemporaryDirectory() as directory:
+        written = write_raw_fits(Path(directory) / "h.fits", PRIMARY, extensions)
+        assert written.byte_size == written.path.stat().st_size
+        assert written.byte_size % 2880 == 0
+        verify(written.path, extensions, written.md5)
+
+
+@pytest.mark.parametrize("refused_at", ["open", "write"])
+def test_a_file_system_without_direct_io_gets_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_at: str
+) -> None:
+    """tmpfs and some network file systems refuse O_DIRECT with EINVAL, at open or at
+    the first write; the archive must not care."""
+    direct = getattr(os, "O_DIRECT", 0)
+    if not direct:
+        pytest.skip("this platform has no O_DIRECT: every write is buffered already")
+    real_open, real_write = os.open, os.write
+    direct_fds: set[int] = set()
+
+    def open_(path: Any, flags: int, mode: int = 0o777) -> int:
+        if flags & direct and refused_at == "open":
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fd = real_open(path, flags, mode)
+        (direct_fds.add if flags & direct else direct_fds.discard)(fd)  # numbers are reused
+        return fd
+
+    def write(fd: int, data: Any) -> int:
+        if fd in direct_fds:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "open", open_)  # what cscs.core.files calls
+    monkeypatch.setattr(os, "write", write)
+    written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS)
+    monkeypatch.undo()
+    verify(written.path, EXTENSIONS, written.md5)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.fits"]
+
+
+def test_a_disk_filling_mid_file_leaves_nothing_and_the_next_file_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+    calls = 0
+
+    def fill_after_one_chunk(fd: int, data: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", fill_after_one_chunk)
+    with pytest.raises(OSError, match="No space left"):
+        write_raw_fits(tmp_path / "night" / "a.fits", PRIMARY, EXTENSIONS)
+    monkeypatch.undo()
+    assert calls > 1  # it did fail part-way through, not before the first byte
+    assert list((tmp_path / "night").iterdir()) == []  # no file, no temporary
+    written = write_raw_fits(tmp_path / "night" / "a.fits", PRIMARY, EXTENSIONS)
+    verify(written.path, EXTENSIONS, written.md5)

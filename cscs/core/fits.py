@@ -6,30 +6,35 @@ Layout (ICD §6): a header-only primary HDU with the observation's keywords, the
 Why not hand it all to a library: the measured cost (``../shared/PERFORMANCE.md``)
 is in copies, byte order and cfitsio's second pass over the data for checksums. Here
 each segment is byte-swapped to big-endian once, its ``DATASUM`` is the ones'-complement
-sum of the native words (the same 32-bit values, so no second swap), and the MD5 of the
-file is fed the very bytes written. Cards are formatted by astropy (``Header``), whose
+sum of the native words (the same 32-bit values, so no second swap), the file is laid
+out whole in a reused page-aligned buffer and written from it with direct I/O
+(:func:`~cscs.core.files.write_buffer_atomically`), and its MD5 is taken from that
+buffer while the disk writes it. Cards are formatted by astropy (``Header``), whose
 reader verifies the result in the tests. Tile compression (``RICE_1``) goes through
 ``fitsio`` (cfitsio), which does it well; that path lets cfitsio write the checksums.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
+import mmap
 import os
 import secrets
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
-from cscs.core.files import atomic_file
+from cscs.core.files import DIRECT_ALIGNMENT, write_buffer_atomically
 
 __all__ = ["Card", "WrittenFile", "datasum", "encode_checksum", "write_raw_fits"]
 
@@ -120,32 +125,6 @@ def _header_bytes(cards: Iterable[Card], data_sum: int | None) -> bytes:
     return bytes(text)
 
 
-class _Md5Writer:
-    """Writes and hashes the same bytes at once: MD5 runs in a thread of its own (hashlib
-    releases the GIL), overlapping the write, the byte swap of the next segment and the
-    disk. Buffers stay referenced until hashed; a file's worth at most."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
-        self.size = 0
-        self._md5 = hashlib.md5()
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="md5")
-        self._pending: list[Future[None]] = []
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._pending.append(self._hasher.submit(self._md5.update, data))
-        self.stream.write(data)
-        self.size += memoryview(data).nbytes
-
-    def hexdigest(self) -> str:
-        try:
-            for future in self._pending:
-                future.result()
-            return self._md5.hexdigest()
-        finally:
-            self._hasher.shutdown(wait=True, cancel_futures=True)
-
-
 def _image_cards(shape: tuple[int, int], extra: Sequence[Card]) -> list[Card]:
     rows, columns = shape
     return [
@@ -170,28 +149,96 @@ def write_raw_fits(
     """Write a raw file atomically: it appears at ``path`` only when complete."""
     if compression:
         return _write_compressed(path, primary, extensions, compression)
-    with atomic_file(path) as stream:
-        out = _Md5Writer(stream)
-        out.write(
+    parts: list[tuple[bytes, npt.NDArray[np.int32] | None]] = [
+        (
             _header_bytes(
                 [("SIMPLE", True, "conforms to FITS"), ("BITPIX", 8, ""), ("NAXIS", 0, ""),
                  ("EXTEND", True, "extensions follow"), *primary],
                 None,
-            )
-        )  # fmt: skip
-        for cards, pixels in extensions:
-            if pixels.dtype != np.int32 or pixels.ndim != 2:
-                raise ValueError(f"segments must be 2-D int32, got {pixels.dtype} {pixels.shape}")
-            rows, columns = pixels.shape
-            out.write(
-                _header_bytes(_image_cards((rows, columns), cards), datasum(pixels.view(np.uint32)))
-            )
-            big_endian = pixels.astype(">i4")
-            out.write(big_endian.data)
-            padding = -big_endian.nbytes % BLOCK
-            if padding:
-                out.write(bytes(padding))
-        return WrittenFile(path, out.size, out.hexdigest())
+            ),
+            None,
+        )
+    ]  # fmt: skip
+    for cards, pixels in extensions:
+        if pixels.dtype != np.int32 or pixels.ndim != 2:
+            raise ValueError(f"segments must be 2-D int32, got {pixels.dtype} {pixels.shape}")
+        rows, columns = pixels.shape
+        header = _header_bytes(
+            _image_cards((rows, columns), cards), datasum(pixels.view(np.uint32))
+        )
+        parts.append((header, pixels))
+    size = sum(len(h) + (_padded(p.nbytes) if p is not None else 0) for h, p in parts)
+    with _STAGING.lease(size + DIRECT_ALIGNMENT) as staging:
+        _lay_out(staging, parts)
+        view = memoryview(staging)
+        md5 = _HASHERS.submit(lambda: hashlib.md5(view[:size]).hexdigest())
+        try:
+            write_buffer_atomically(path, view, size)
+        finally:
+            digest = md5.result()  # the buffer is not handed back while being hashed
+            view.release()
+    return WrittenFile(path, size, digest)
+
+
+def _padded(nbytes: int) -> int:
+    return -(-nbytes // BLOCK) * BLOCK
+
+
+def _lay_out(
+    staging: mmap.mmap, parts: Sequence[tuple[bytes, npt.NDArray[np.int32] | None]]
+) -> None:
+    """The file's bytes, in place: headers copied, each segment byte-swapped straight into
+    its spot (one pass, no temporary array), padding zeroed (the buffer is reused)."""
+    position = 0
+    for header, pixels in parts:
+        staging[position : position + len(header)] = header
+        position += len(header)
+        if pixels is None:
+            continue
+        big_endian = np.frombuffer(staging, ">i4", pixels.size, position).reshape(pixels.shape)
+        np.copyto(big_endian, pixels)
+        del big_endian  # an mmap cannot be resized or closed while a view exists
+        end = position + pixels.nbytes
+        position += _padded(pixels.nbytes)
+        staging[end:position] = bytes(position - end)
+
+
+class _StagingBuffers:
+    """Page-aligned buffers (anonymous ``mmap``) reused from file to file.
+
+    Reuse is the point: a fresh buffer's pages cost a fault and a zeroing each, as much
+    as the byte swap itself. As many exist as files were ever written at once (the
+    archiver bounds that by ``sensors_in_flight``); a few idle ones are kept.
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        self._idle: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    @contextlib.contextmanager
+    def lease(self, size: int) -> Iterator[mmap.mmap]:
+        with self._lock:
+            fitting = [b for b in self._idle if len(b) >= size]
+            buffer = min(fitting, key=len) if fitting else None
+            if buffer is not None:
+                self._idle.remove(buffer)
+        if buffer is None:
+            buffer = mmap.mmap(-1, -(-size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT)
+        try:
+            yield buffer
+        finally:
+            with self._lock:
+                self._idle.append(buffer)
+                if len(self._idle) > self._keep:
+                    self._idle.sort(key=len)
+                    del self._idle[0]  # unmapped once the last view of it is gone
+
+
+_STAGING = _StagingBuffers()
+# MD5 (hashlib releases the GIL) runs beside the write it checks: the disk and a core
+# work at once. A handful of threads: one per file being written.
+_HASHERS = ThreadPoolExecutor(8, thread_name_prefix="fits-md5")
 
 
 def _write_compressed(
