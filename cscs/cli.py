@@ -13,6 +13,7 @@ from typing import Any
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress, BrokerUnavailableError, Bus
 from cscs.core.errors import ExpectedError
+from cscs.core.memory import keep_freed_memory
 from cscs.core.settings import Settings, settings_from_env
 from cscs.core.states import State
 from cscs.core.topics import CscAddress
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.subcommand == "interface-doc":
         return interface_doc(args)
+    if args.subcommand == "run":
+        keep_freed_memory()  # before the first thread; see cscs.core.memory
     try:
         settings = settings_from_env()
         command: Command = args.func
@@ -245,5 +248,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, BrokerUnavailableError, ExpectedError, OSError) as exc:
-        print(f"cscs: error: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"cscs: error: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 2
