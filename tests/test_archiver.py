@@ -188,7 +188,10 @@ async def test_images_taken_while_the_archiver_was_away_are_caught_up_at_enable(
     broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
     async with (
-        observatory(broker, f"a{index}", tmp_path, enable_archiver=False) as obs,
+        # one sensor at a time, so that the order files are done in is the order begun
+        observatory(
+            broker, f"a{index}", tmp_path, enable_archiver=False, archiver={"sensors_in_flight": 1}
+        ) as obs,  # fmt: skip
         obs.archiver.remote.stream() as events,
     ):
         await obs.camera.remote.command("takeImages", {"numImages": 3, **BIAS}, timeout=60)
@@ -322,3 +325,26 @@ async def test_a_late_header_completes_the_file(
         row = catalog.lookup(completed["imageName"], completed["sensor"])
     assert row is not None
     assert row.header_url == path.as_uri()
+
+
+async def test_an_image_whose_header_is_late_does_not_hold_up_the_next(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    """One sensor in flight: the first image's header never comes, the second's does.
+    The second is archived, with its header, while the first still waits for its own."""
+    settings = {"header_timeout": 20, "sensors_in_flight": 1}
+    async with (
+        observatory(broker, f"a{index}", tmp_path, archiver=settings) as obs,
+        obs.archiver.remote.stream() as events,
+    ):
+        await obs.header.remote.command("disable")  # the header service misses the first
+        await obs.camera.remote.command("takeImages", {"numImages": 1, **BIAS}, timeout=60)
+        await obs.header.remote.command("enable")
+        await obs.camera.remote.command("takeImages", {"numImages": 1, **BIAS}, timeout=60)
+        second, first = await archived(events, 2)
+    assert second["imageName"] > first["imageName"]
+    assert second["headerComplete"] is True
+    assert first["headerComplete"] is False
+    with opened_catalog(obs) as catalog:
+        verify(second, catalog)
+        verify(first, catalog, header=False)

@@ -308,7 +308,9 @@ class ArchiverCsc(BaseCsc):
     # ---- archiving -----------------------------------------------------------------------
 
     async def _archive_image(self, image: str, sensors: list[str]) -> None:
-        done = await asyncio.gather(*(self._archive_sensor(image, s) for s in sensors))
+        done = await asyncio.gather(
+            *(self._archive_sensor(image, s, wait_for_header=True) for s in sensors)
+        )
         if any(done):
             await self.publish_event(
                 LATEST_IMAGE,
@@ -317,8 +319,12 @@ class ArchiverCsc(BaseCsc):
                 ),
             )
 
-    async def _archive_sensor(self, image: str, sensor: str) -> bool:
-        """Archive one sensor unless it is done or under way; True if archived now."""
+    async def _archive_sensor(self, image: str, sensor: str, *, wait_for_header: bool) -> bool:
+        """Archive one sensor unless it is done or under way; True if archived now.
+
+        The header is awaited before a slot is taken: while the header service is down,
+        each image waits out ``header_timeout`` on its own, holding no pixels, and the
+        images behind it are not held up."""
         key = (image, sensor)
         if key in self._in_flight:
             return False
@@ -327,11 +333,11 @@ class ArchiverCsc(BaseCsc):
             catalog = self._catalog()
             if await asyncio.to_thread(catalog.lookup, image, sensor) is not None:
                 return False  # archived already: a repeated endReadout, or catch-up
+            header = await self._header(image, wait=wait_for_header)
             async with self._slots:
                 pixels = await self._read(image, sensor)
                 if pixels is None:
                     return False
-                header = await self._header(image)
                 await self._store(image, sensor, pixels, header)
                 return True
         except CatalogError as exc:
@@ -388,8 +394,12 @@ class ArchiverCsc(BaseCsc):
             self._fatal(ERROR_DAQ_UNREACHABLE, f"the DAQ has been unreachable for "
                         f"{now - self._daq_down_since:.1f} s: {why}")  # fmt: skip
 
-    async def _header(self, image: str) -> Header | None:
-        """The image's header document, verified, or None (archived without it)."""
+    async def _header(self, image: str, *, wait: bool = True) -> Header | None:
+        """The image's header document, verified, or None (archived without it).
+
+        ``wait``: for an announcement not heard yet, up to ``header_timeout``. Catch-up
+        does not wait: its images are past, and a header that turns up later completes
+        their files all the same."""
         if image in self._parsed:
             return self._parsed[image]
         announcement = self._headers.get(image)
@@ -397,8 +407,8 @@ class ArchiverCsc(BaseCsc):
             header = await self._unannounced_header(image)
             if header is not None:
                 return header
-        if announcement is None and image in self._gave_up:
-            return None  # the image's other sensors waited already
+        if announcement is None and (image in self._gave_up or not wait):
+            return None  # the image's other sensors waited already, or catch-up
         if announcement is None:
             arrived = self._header_arrived.setdefault(image, asyncio.Event())
             try:
@@ -553,22 +563,44 @@ class ArchiverCsc(BaseCsc):
             images = await self.daq.list_images()
         except DaqError as exc:
             raise ExpectedError(f"cannot list the DAQ's images: {exc}") from None
-        archived = failed = 0
         catalog = self._catalog()
+        todo: list[tuple[str, str]] = []
         for info in images:
             if not info.complete:
                 continue
             done = {f.sensor for f in await asyncio.to_thread(catalog.files_of, info.name)}
-            todo = [s for s in info.sensors if s not in done and s not in info.missing_sensors]
-            if todo:
-                self.log.info("catching up", image=info.name, sensors=",".join(todo))
-            results = await asyncio.gather(*(self._archive_sensor(info.name, s) for s in todo))
-            archived += sum(results)
-            failed += len(todo) - sum(results)
+            skip = done | set(info.missing_sensors)
+            missing = [s for s in info.sensors if s not in skip]
+            if missing:
+                self.log.info("catching up", image=info.name, sensors=",".join(missing))
+            todo += [(info.name, sensor) for sensor in missing]
+        results = await self._archive_in_order(todo)
+        archived, failed = sum(results), len(todo) - sum(results)
         for row in await asyncio.to_thread(catalog.without_header):
             if row.image_name in self._headers:
                 await self._complete_headers(row.image_name)
         return archived, failed
+
+    async def _archive_in_order(self, todo: list[tuple[str, str]]) -> list[bool]:
+        """Archive each (image, sensor) of ``todo``, started in order (oldest first: the
+        DAQ evicts those first) with ``sensors_in_flight`` under way at once, so that
+        the DAQ, the cores and the disk stay busy even for a one-sensor camera."""
+        starts = asyncio.Semaphore(self.archiver_config.sensors_in_flight)
+
+        async def archive(image: str, sensor: str) -> bool:
+            try:
+                return await self._archive_sensor(image, sensor, wait_for_header=False)
+            finally:
+                starts.release()
+
+        tasks: list[asyncio.Task[bool]] = []
+        try:
+            for image, sensor in todo:
+                await starts.acquire()
+                tasks.append(asyncio.create_task(archive(image, sensor)))
+            return list(await asyncio.gather(*tasks))
+        finally:
+            await cancel_and_wait([t for t in tasks if not t.done()], self.log, "catch-up")
 
     async def _complete_headers(self, image: str) -> None:
         """Rewrite files archived without their header, now that it has come."""
