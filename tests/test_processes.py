@@ -210,13 +210,19 @@ async def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path: Path
     )  # fmt: skip
     assert process.stdout is not None
     seen: list[str] = []
-    async with asyncio.timeout(90):
-        while not any(line.startswith("biases") for line in seen):
-            line = (await process.stdout.readline()).decode()
-            assert line, "the demo ended before the night began:\n" + "".join(seen)
-            seen.append(line)
-        os.killpg(process.pid, signal.SIGINT)
-        rest, _ = await process.communicate()
+    waiting_for = "the night to begin (a line 'biases')"
+    try:
+        async with asyncio.timeout(90):
+            while not any(line.startswith("biases") for line in seen):
+                line = (await process.stdout.readline()).decode()
+                assert line, "the demo ended before the night began:\n" + "".join(seen)
+                seen.append(line)
+            os.killpg(process.pid, signal.SIGINT)
+            waiting_for = "the demo to exit after SIGINT"
+            rest, _ = await process.communicate()
+    except TimeoutError:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"waited 90 s for {waiting_for}; the demo printed:\n" + "".join(seen))
     assert process.returncode == 130, "".join(seen) + rest.decode()
     assert "interrupted: stopping every CSC" in rest.decode()
     assert _session_members(process.pid) == []

@@ -32,7 +32,8 @@ from cscs.core.bus import Bus
 from cscs.core.geometry import Camera
 from cscs.core.observatory import local_sidereal_deg
 from cscs.core.protocol import AckCode
-from cscs.core.remote import EventStream, Remote
+from cscs.core.remote import CommandTimeoutError, EventStream, Remote
+from cscs.core.settings import default_state_dir
 from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
@@ -80,16 +81,29 @@ class NightLog:
         return self.files + len(self.problems) >= expected and self.headers >= self.taken
 
 
+class NightStoppedError(Exception):
+    """The night could not go on; why is in the log's problems."""
+
+
 async def _spawn(
-    address: CscAddress, broker_url: str, env: Mapping[str, str]
+    address: CscAddress, broker_url: str, env: Mapping[str, str], logs: Path
 ) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cscs", "run", address.name, "--index", str(address.index),
-        "--broker", broker_url,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, **env},
-    )  # fmt: skip
+    """Start ``cscs run`` for one CSC, its log (stdout and stderr) to ``logs``."""
+    log = await asyncio.to_thread(open, logs / f"{address.name}-{address.index}.log", "ab")
+    with log:  # the child has its own descriptor once started
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cscs", "run", address.name, "--index", str(address.index),
+            "--broker", broker_url,
+            stdout=log, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env},
+        )  # fmt: skip
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as exc:
+        return f"    (no log: {exc.strerror})"
+    return "\n".join(f"    {line}" for line in text) or "    (empty log)"
 
 
 async def _stop(processes: list[asyncio.subprocess.Process]) -> None:
@@ -218,10 +232,13 @@ async def run_demo(
     log = NightLog(sensors_per_image=len(camera.detectors))
     log.taken = images_commanded(script, overrides)
     failures = 0
+    logs = (state_dir or default_state_dir()) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     async with EmbeddedBroker(backend) as broker:
         progress.say(f"broker: {broker.backend} at {broker.url}")
-        processes = [await _spawn(a, broker.url, env) for a in addresses]
+        processes = [await _spawn(a, broker.url, env, logs) for a in addresses]
         progress.say(f"{', '.join(map(str, addresses))}: each in its own process (cscs run)")
+        progress.say(f"their logs: {logs}")
         try:
             async with Bus(broker.address) as bus:
                 progress.say(f"running {script.source} ({script.name}): {log.taken} images")
@@ -229,7 +246,14 @@ async def run_demo(
                     await _night(bus, script, overrides, camera, log, progress)
                 except ScriptStepError as exc:
                     log.problems.append(f"the night stopped: {exc}")
-                await _shut_down(bus, addresses, progress)
+                    _report_exited(addresses, processes, logs, log)
+                except NightStoppedError:
+                    _report_exited(addresses, processes, logs, log)
+                for address, why in await _shut_down(bus, addresses, progress):
+                    log.problems.append(
+                        f"{why}; the end of its log:\n"
+                        + _log_tail(logs / f"{address.name}-{address.index}.log")
+                    )
             for process in processes:
                 async with asyncio.timeout(15):
                     failures += await process.wait() != 0
@@ -274,22 +298,59 @@ async def _night(
                 lst_deg=lambda: local_sidereal_deg(current_tai()),
             )  # fmt: skip
             progress.say("waiting for the last files and headers")
-            async with asyncio.timeout(120), log.changed:
-                await log.changed.wait_for(log.settled)
+            try:
+                async with asyncio.timeout(120), log.changed:
+                    await log.changed.wait_for(log.settled)
+            except TimeoutError:
+                log.problems.append(
+                    f"waited 120 s after the last step for the last files and headers: "
+                    f"{log.files} of {log.taken * log.sensors_per_image} files, "
+                    f"{log.headers} of {log.taken} headers came"
+                )
+                raise NightStoppedError from None
         finally:
             await cancel_and_wait(checkers, structlog.get_logger("demo"), "stopping the checks")
 
 
-async def _shut_down(bus: Bus, addresses: list[CscAddress], progress: Progress) -> None:
-    """Every CSC back to STANDBY, the status table, then exitControl (processes end)."""
+async def _shut_down(
+    bus: Bus, addresses: list[CscAddress], progress: Progress
+) -> list[tuple[CscAddress, str]]:
+    """Every CSC back to STANDBY, the status table, then exitControl (processes end).
+
+    A CSC that does not answer is passed over, so the others still stop cleanly; what
+    is returned names each command that went unanswered."""
+    unanswered: list[tuple[CscAddress, str]] = []
     async with contextlib.AsyncExitStack() as stack:
         remotes = [await stack.enter_async_context(Remote(bus, a)) for a in addresses]
+
+        async def send(remote: Remote, command: str) -> None:
+            try:
+                await remote.command(command, check=False, timeout=30)
+            except CommandTimeoutError as exc:
+                unanswered.append((remote.address, f"shutting down: {exc}"))
+
         for remote in reversed(remotes):  # the camera first, the weather last
             for command in ("disable", "standby"):
-                await remote.command(command, check=False, timeout=30)
+                await send(remote, command)
         await show_status(bus, "obs", out=progress.out, listen=1.5)
         for remote in remotes:
-            await remote.command("exitControl", check=False, timeout=30)
+            await send(remote, "exitControl")
+    return unanswered
+
+
+def _report_exited(
+    addresses: list[CscAddress],
+    processes: list[asyncio.subprocess.Process],
+    logs: Path,
+    log: NightLog,
+) -> None:
+    """A CSC that stopped answering because its process ended: say so, with its log's end."""
+    for address, process in zip(addresses, processes, strict=True):
+        if process.returncode is not None:
+            log.problems.append(
+                f"{address}'s process ended with exit code {process.returncode}; its log ends:\n"
+                + _log_tail(logs / f"{address.name}-{address.index}.log")
+            )
 
 
 def _summary(log: NightLog, failures: int, out: TextIO) -> None:
