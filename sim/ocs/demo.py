@@ -242,14 +242,15 @@ async def run_demo(
         try:
             async with Bus(broker.address) as bus:
                 progress.say(f"running {script.source} ({script.name}): {log.taken} images")
+                gone: set[CscAddress] = set()
                 try:
                     await _night(bus, script, overrides, camera, log, progress)
                 except ScriptStepError as exc:
                     log.problems.append(f"the night stopped: {exc}")
-                    _report_exited(addresses, processes, logs, log)
+                    gone = _report_exited(addresses, processes, logs, log)
                 except NightStoppedError:
-                    _report_exited(addresses, processes, logs, log)
-                for address, why in await _shut_down(bus, addresses, progress):
+                    gone = _report_exited(addresses, processes, logs, log)
+                for address, why in await _shut_down(bus, addresses, progress, gone):
                     log.problems.append(
                         f"{why}; the end of its log:\n"
                         + _log_tail(logs / f"{address.name}-{address.index}.log")
@@ -313,21 +314,25 @@ async def _night(
 
 
 async def _shut_down(
-    bus: Bus, addresses: list[CscAddress], progress: Progress
+    bus: Bus, addresses: list[CscAddress], progress: Progress, gone: set[CscAddress]
 ) -> list[tuple[CscAddress, str]]:
     """Every CSC back to STANDBY, the status table, then exitControl (processes end).
 
-    A CSC that does not answer is passed over, so the others still stop cleanly; what
-    is returned names each command that went unanswered."""
-    unanswered: list[tuple[CscAddress, str]] = []
+    CSCs in ``gone`` (their process ended) are not asked; one that does not answer is
+    asked nothing more, so the others still stop cleanly. What is returned names the
+    command each silent CSC left unanswered."""
+    silent: list[tuple[CscAddress, str]] = []
     async with contextlib.AsyncExitStack() as stack:
         remotes = [await stack.enter_async_context(Remote(bus, a)) for a in addresses]
 
         async def send(remote: Remote, command: str) -> None:
+            if remote.address in gone:
+                return
             try:
                 await remote.command(command, check=False, timeout=30)
             except CommandTimeoutError as exc:
-                unanswered.append((remote.address, f"shutting down: {exc}"))
+                gone.add(remote.address)
+                silent.append((remote.address, f"shutting down: {exc}"))
 
         for remote in reversed(remotes):  # the camera first, the weather last
             for command in ("disable", "standby"):
@@ -335,7 +340,7 @@ async def _shut_down(
         await show_status(bus, "obs", out=progress.out, listen=1.5)
         for remote in remotes:
             await send(remote, "exitControl")
-    return unanswered
+    return silent
 
 
 def _report_exited(
@@ -343,14 +348,18 @@ def _report_exited(
     processes: list[asyncio.subprocess.Process],
     logs: Path,
     log: NightLog,
-) -> None:
-    """A CSC that stopped answering because its process ended: say so, with its log's end."""
+) -> set[CscAddress]:
+    """CSCs that stopped answering because their process ended: each reported with its
+    exit code and the end of its log."""
+    exited = set()
     for address, process in zip(addresses, processes, strict=True):
         if process.returncode is not None:
+            exited.add(address)
             log.problems.append(
                 f"{address}'s process ended with exit code {process.returncode}; its log ends:\n"
                 + _log_tail(logs / f"{address.name}-{address.index}.log")
             )
+    return exited
 
 
 def _summary(log: NightLog, failures: int, out: TextIO) -> None:
