@@ -46,7 +46,7 @@ import numpy as np
 
 from cscs.core.broker import Backend, EmbeddedBroker
 from cscs.core.bus import Bus
-from cscs.core.files import DIRECT_ALIGNMENT, write_buffer_atomically
+from cscs.core.files import direct_length, write_buffer_atomically
 from cscs.core.geometry import SEGMENT_BYTES, SEGMENTS, Camera
 from cscs.core.remote import Remote
 from cscs.core.states import State
@@ -79,7 +79,7 @@ class Baselines:
 
 def _one_ccd() -> mmap.mmap:
     """One CCD's bytes in a page-aligned buffer (direct I/O needs one), with room to pad."""
-    buffer = mmap.mmap(-1, CCD_BYTES + DIRECT_ALIGNMENT)
+    buffer = mmap.mmap(-1, direct_length(CCD_BYTES))
     buffer.write(np.random.default_rng(1).bytes(CCD_BYTES))
     return buffer
 
@@ -95,7 +95,7 @@ def raw_write_rate(directory: Path, total: int, *, direct: bool) -> float:
         for n in range(files):
             fd = os.open(directory / f"raw-{n}", flags, 0o644)
             try:
-                os.write(fd, view[: -(-CCD_BYTES // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT])
+                os.write(fd, view[: direct_length(CCD_BYTES)])
                 os.ftruncate(fd, CCD_BYTES)
                 os.fsync(fd)
             finally:

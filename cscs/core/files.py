@@ -23,11 +23,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["DIRECT_ALIGNMENT", "atomic_file", "write_atomically", "write_buffer_atomically"]
+__all__ = [
+    "DIRECT_ALIGNMENT",
+    "atomic_file",
+    "direct_length",
+    "write_atomically",
+    "write_buffer_atomically",
+]
 
 DIRECT_ALIGNMENT = 4096  # O_DIRECT: buffer address, file offset and length multiples of this
 _DIRECT_CHUNK = 16 * 2**20  # measured: 8 to 64 MiB per write all reach the disk's rate
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere the page cache is used
+
+
+def direct_length(size: int) -> int:
+    """``size`` rounded up to :data:`DIRECT_ALIGNMENT`: what a direct write of it moves."""
+    return -(-size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -77,7 +88,7 @@ def write_buffer_atomically(path: Path, buffer: memoryview, size: int) -> None:
     ``size`` before it is synced. A file system that refuses ``O_DIRECT`` (``EINVAL``)
     gets an ordinary buffered write of the same bytes.
     """
-    padded = -(-size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
+    padded = direct_length(size)
     if len(buffer) < padded:
         raise ValueError(f"buffer of {len(buffer)} bytes cannot hold {padded} for direct I/O")
     with _temporary_beside(path) as temporary:

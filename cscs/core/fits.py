@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
-from cscs.core.files import DIRECT_ALIGNMENT, write_buffer_atomically
+from cscs.core.files import direct_length, write_buffer_atomically
 
 __all__ = ["Card", "WrittenFile", "datasum", "encode_checksum", "write_raw_fits"]
 
@@ -168,7 +168,7 @@ def write_raw_fits(
         )
         parts.append((header, pixels))
     size = sum(len(h) + (_padded(p.nbytes) if p is not None else 0) for h, p in parts)
-    with _STAGING.lease(size + DIRECT_ALIGNMENT) as staging:
+    with _STAGING.lease(direct_length(size)) as staging:
         _lay_out(staging, parts)
         view = memoryview(staging)
         md5 = _HASHERS.submit(lambda: hashlib.md5(view[:size]).hexdigest())
@@ -224,7 +224,7 @@ class _StagingBuffers:
             if buffer is not None:
                 self._idle.remove(buffer)
         if buffer is None:
-            buffer = mmap.mmap(-1, -(-size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT)
+            buffer = mmap.mmap(-1, direct_length(size))
         try:
             yield buffer
         finally:

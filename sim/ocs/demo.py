@@ -89,13 +89,17 @@ async def _spawn(
     address: CscAddress, broker_url: str, env: Mapping[str, str], logs: Path
 ) -> asyncio.subprocess.Process:
     """Start ``cscs run`` for one CSC, its log (stdout and stderr) to ``logs``."""
-    log = await asyncio.to_thread(open, logs / f"{address.name}-{address.index}.log", "ab")
+    log = await asyncio.to_thread(open, _log_path(logs, address), "ab")
     with log:  # the child has its own descriptor once started
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cscs", "run", address.name, "--index", str(address.index),
             "--broker", broker_url,
             stdout=log, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env},
         )  # fmt: skip
+
+
+def _log_path(logs: Path, address: CscAddress) -> Path:
+    return logs / f"{address.name}-{address.index}.log"
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:
@@ -252,8 +256,7 @@ async def run_demo(
                     gone = _report_exited(addresses, processes, logs, log)
                 for address, why in await _shut_down(bus, addresses, progress, gone):
                     log.problems.append(
-                        f"{why}; the end of its log:\n"
-                        + _log_tail(logs / f"{address.name}-{address.index}.log")
+                        f"{why}; the end of its log:\n" + _log_tail(_log_path(logs, address))
                     )
             for process in processes:
                 async with asyncio.timeout(15):
@@ -357,7 +360,7 @@ def _report_exited(
             exited.add(address)
             log.problems.append(
                 f"{address}'s process ended with exit code {process.returncode}; its log ends:\n"
-                + _log_tail(logs / f"{address.name}-{address.index}.log")
+                + _log_tail(_log_path(logs, address))
             )
     return exited
 
