@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
+from cscs.camera.files import direct_length, write_buffer_atomically
+from cscs.camera.geometry import SEGMENT_BYTES, SEGMENTS, Camera
 from cscs.core.broker import Backend, EmbeddedBroker
 from cscs.core.bus import Bus
-from cscs.core.files import direct_length, write_buffer_atomically
-from cscs.core.geometry import SEGMENT_BYTES, SEGMENTS, Camera
 from cscs.core.remote import Remote
 from cscs.core.states import State
 from cscs.core.topics import CscAddress, Kind

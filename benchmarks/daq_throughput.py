@@ -27,7 +27,7 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from cscs.core.geometry import Camera
+from cscs.camera.geometry import Camera
 from cscs.daq.client import DaqClient
 from sim.daq.pixels import ElectronicsModel, Pixels, Scene, synthesize_sensor
 from sim.daq.server import DaqServer

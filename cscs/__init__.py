@@ -1,10 +1,18 @@
-"""Observatory-facing Data Management control components (CSCs)."""
+"""Observatory-facing Data Management control components (CSCs).
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cscs")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+Packages, lowest layer first (``docs/architecture.md``): ``cscs.core`` the CSC framework;
+``cscs.camera`` the camera and its images; ``cscs.daq`` and ``cscs.catalog`` the DAQ
+client and the archive catalog; the components ``cscs.archiver`` and
+``cscs.header_service``; ``cscs.ocs`` the operators' tools; ``cscs.cli`` on top.
+"""
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> str:
+    # Lazily: importing ``cscs`` alone (``python -m cscs``) must not import the framework.
+    if name == "__version__":
+        from cscs.core.versions import SOFTWARE_VERSION
+
+        return SOFTWARE_VERSION
+    raise AttributeError(f"module 'cscs' has no attribute {name!r}")

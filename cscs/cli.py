@@ -1,4 +1,10 @@
-"""The ``cscs`` command: run CSCs, the embedded broker, the operators' tools, the demo."""
+"""The ``cscs`` command: run CSCs, the embedded broker, the operators' tools.
+
+Subcommands of installed packages join it through the ``cscs.commands`` entry-point
+group (``cscs demo`` comes that way from the simulators), and ``cscs run NAME`` finds
+CSCs through ``cscs.components`` (:mod:`cscs.components`): this module imports no
+component and no simulator.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,27 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from cscs import components
+from cscs.camera.memory import keep_freed_memory
 from cscs.core.broker import EmbeddedBroker
-from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress, BrokerUnavailableError, Bus
+from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress, Bus
 from cscs.core.errors import ExpectedError
-from cscs.core.memory import keep_freed_memory
+from cscs.core.interface_doc import render
 from cscs.core.settings import Settings, settings_from_env
 from cscs.core.states import State
+from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress
-from cscs.registry import REGISTRY, find
+from cscs.core.transport import BrokerUnavailableError
+from cscs.ocs.command import parse_params, send_command
+from cscs.ocs.progress import Progress
+from cscs.ocs.runner import run_script
+from cscs.ocs.script import ScriptStepError, load_script
+from cscs.ocs.status import show_status
+from cscs.ocs.watch import watch
 
-__all__ = ["main"]
+__all__ = ["Command", "add_broker_options", "build_parser", "main"]
 
+#: What a subcommand runs: given the parsed arguments and the process settings, an exit code.
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
@@ -35,15 +51,12 @@ def _broker(args: argparse.Namespace, settings: Settings) -> BrokerAddress:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    cls = find(args.name).load()
+    cls = components.find(args.name)
     csc = cls(
         args.index,
+        settings=settings,
         broker=_broker(args, settings),
-        prefix=settings.prefix,
         initial_state=State[args.state.upper()],
-        config_dir=settings.config_dir,
-        site=settings.site,
-        state_dir=settings.state_dir,
     )
     loop = asyncio.get_running_loop()
     stopping: set[asyncio.Task[None]] = set()
@@ -71,50 +84,36 @@ async def _broker_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _ocs(args: argparse.Namespace, settings: Settings) -> int:
-    from sim.ocs import operator
-
     async with Bus(_broker(args, settings), connect_timeout=args.connect_timeout) as bus:
         if args.ocs_command == "command":
-            return await operator.send_command(
-                bus,
-                CscAddress.parse(args.target, settings.prefix),
-                args.command,
-                operator.parse_params(args.params),
-                out=sys.stdout,
-                timeout=args.timeout,
+            return await send_command(
+                bus, CscAddress.parse(args.target, settings.prefix), args.command,
+                parse_params(args.params), out=sys.stdout, timeout=args.timeout,
                 identity=args.identity,
-            )
+            )  # fmt: skip
         if args.ocs_command == "run-script":
             return await _run_script(bus, args, settings)
         if args.ocs_command == "status":
-            return await operator.show_status(
+            return await show_status(
                 bus, settings.prefix, out=sys.stdout, listen=args.listen, follow=args.follow,
                 interval=args.interval,
             )  # fmt: skip
         target = CscAddress.parse(args.target, settings.prefix) if args.target else None
-        return await operator.watch(
-            bus,
-            settings.prefix,
-            target,
-            out=sys.stdout,
-            count=args.count,
-            telemetry=args.telemetry,
-            heartbeats=args.heartbeats,
-        )
+        return await watch(
+            bus, settings.prefix, target, out=sys.stdout, count=args.count,
+            telemetry=args.telemetry, heartbeats=args.heartbeats,
+        )  # fmt: skip
 
 
 async def _run_script(bus: Bus, args: argparse.Namespace, settings: Settings) -> int:
-    from cscs.core.observatory import local_sidereal_deg
-    from cscs.core.tai import current_tai
-    from sim.ocs import operator
-    from sim.ocs.script import Progress, ScriptStepError, load_script, run_script
+    from cscs.camera.observatory import local_sidereal_deg  # astropy: only scripts need it
 
     script = load_script(args.file)  # a ScriptError (bad file) is a ValueError: exit 2
     progress = Progress(sys.stdout)
     progress.say(f"running {script.source} ({script.name})")
     try:
         steps = await run_script(
-            bus, script, prefix=settings.prefix, overrides=operator.parse_params(args.set),
+            bus, script, prefix=settings.prefix, overrides=parse_params(args.set),
             progress=progress, lst_deg=lambda: local_sidereal_deg(current_tai()),
         )  # fmt: skip
     except ScriptStepError as exc:
@@ -125,9 +124,7 @@ async def _run_script(bus: Bus, args: argparse.Namespace, settings: Settings) ->
 
 
 def interface_doc(args: argparse.Namespace) -> int:
-    from cscs.core.interface_doc import render
-
-    text = render(entry.load().interface for entry in REGISTRY)
+    text = render(cls.interface for cls in components.all_classes())
     if args.check:
         current = Path(args.check).read_text() if Path(args.check).exists() else ""
         if current != text:
@@ -146,21 +143,8 @@ def interface_doc(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from cscs.core.geometry import Camera
-    from sim.ocs.demo import run_demo
-
-    camera = {"latiss": Camera.LATISS, "comcam": Camera.COMCAM}[args.camera]
-    return await run_demo(
-        backend=args.backend,
-        camera=camera,
-        fast=args.fast,
-        state_dir=settings.state_dir,
-        out=sys.stdout,
-    )
-
-
-def _add_broker_options(parser: argparse.ArgumentParser) -> None:
+def add_broker_options(parser: argparse.ArgumentParser) -> None:
+    """``--broker`` and the login options, for any subcommand that talks to the bus."""
     parser.add_argument(
         "--broker",
         help=f"broker URL, mqtt://[user:pass@]host:port or mqtts://… "
@@ -171,28 +155,7 @@ def _add_broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", help="certificate authority file for mqtts://")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cscs", description=__doc__)
-    sub = parser.add_subparsers(dest="subcommand", required=True)
-
-    run = sub.add_parser("run", help="run one CSC or simulator in this process")
-    run.add_argument("name", help="; ".join(f"{e.name}: {e.summary}" for e in REGISTRY))
-    run.add_argument("--index", type=int, default=0)
-    run.add_argument(
-        "--state",
-        default="standby",
-        choices=["standby", "disabled", "enabled"],
-        help="initial summary state (default standby)",
-    )
-    _add_broker_options(run)
-    run.set_defaults(func=_run)
-
-    broker = sub.add_parser("broker", help="run the embedded MQTT broker in the foreground")
-    broker.add_argument("--backend", default="auto", choices=["auto", "mosquitto", "amqtt"])
-    broker.add_argument("--host", default="127.0.0.1")
-    broker.add_argument("--port", type=int, default=1883)
-    broker.set_defaults(func=_broker_cmd)
-
+def _add_ocs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ocs = sub.add_parser("ocs", help="the operators' tools")
     ocs_sub = ocs.add_subparsers(dest="ocs_command", required=True)
     command = ocs_sub.add_parser("command", help="send a command, print its acks")
@@ -211,15 +174,40 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--listen", type=float, default=2.0, help="seconds to listen first")
     status.add_argument("--follow", "-f", action="store_true", help="redraw live until Ctrl-C")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
-    watch = ocs_sub.add_parser("watch", help="print events and acks as they come")
-    watch.add_argument("target", nargs="?", help="NAME:INDEX (default: every CSC)")
-    watch.add_argument("--count", type=int, help="stop after this many messages")
-    watch.add_argument("--telemetry", action="store_true", help="show telemetry too")
-    watch.add_argument("--heartbeats", action="store_true", help="show heartbeats too")
-    for p in (command, script, status, watch):
-        _add_broker_options(p)
+    watcher = ocs_sub.add_parser("watch", help="print events and acks as they come")
+    watcher.add_argument("target", nargs="?", help="NAME:INDEX (default: every CSC)")
+    watcher.add_argument("--count", type=int, help="stop after this many messages")
+    watcher.add_argument("--telemetry", action="store_true", help="show telemetry too")
+    watcher.add_argument("--heartbeats", action="store_true", help="show heartbeats too")
+    for p in (command, script, status, watcher):
+        add_broker_options(p)
         p.add_argument("--connect-timeout", type=float, default=5.0)
     ocs.set_defaults(func=_ocs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cscs", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="subcommand", required=True)
+
+    run = sub.add_parser("run", help="run one CSC or simulator in this process")
+    run.add_argument("name", help="one of: " + (", ".join(components.names()) or "(none)"))
+    run.add_argument("--index", type=int, default=0)
+    run.add_argument(
+        "--state",
+        default="standby",
+        choices=["standby", "disabled", "enabled"],
+        help="initial summary state (default standby)",
+    )
+    add_broker_options(run)
+    run.set_defaults(func=_run)
+
+    broker = sub.add_parser("broker", help="run the embedded MQTT broker in the foreground")
+    broker.add_argument("--backend", default="auto", choices=["auto", "mosquitto", "amqtt"])
+    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument("--port", type=int, default=1883)
+    broker.set_defaults(func=_broker_cmd)
+
+    _add_ocs(sub)
 
     doc = sub.add_parser("interface-doc", help="write docs/interface.md from the schemas")
     group = doc.add_mutually_exclusive_group()
@@ -227,11 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--check", help="fail if this file differs from what would be written")
     doc.set_defaults(func=None)
 
-    demo = sub.add_parser("demo", help="run a simulated night on an embedded broker")
-    demo.add_argument("--backend", default="auto", choices=["auto", "mosquitto", "amqtt"])
-    demo.add_argument("--camera", default="latiss", choices=["latiss", "comcam"])
-    demo.add_argument("--fast", action="store_true", help="0.2 s readouts instead of 2 s")
-    demo.set_defaults(func=_demo)
+    for plugin in components.command_plugins():
+        plugin.load()(sub)
     return parser
 
 
@@ -240,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subcommand == "interface-doc":
         return interface_doc(args)
     if args.subcommand == "run":
-        keep_freed_memory()  # before the first thread; see cscs.core.memory
+        keep_freed_memory()  # before the first thread; see cscs.camera.memory
     try:
         settings = settings_from_env()
         command: Command = args.func

@@ -13,13 +13,15 @@ from typing import Any
 import yaml
 
 from cscs.archiver.csc import ArchiverCsc
-from cscs.core.broker import EmbeddedBroker
+from cscs.core.settings import Settings
 from cscs.core.testing import CscHarness, make_csc
-from cscs.core.topics import Kind
+from cscs.core.transport import Connector
 from cscs.header_service.csc import HeaderServiceCsc
 from sim.daq.camera import CameraCsc
-from sim.ocs.telescope import TelescopeCsc
+from sim.ocs.telescope import DOME, TelescopeCsc
 from sim.ocs.weather import WeatherCsc
+
+__all__ = ["ARCHIVER_TEST_CONFIG", "Observatory", "observatory"]
 
 ARCHIVER_TEST_CONFIG = {
     "catchup_interval": 0.0, "stall_timeout": 1.0, "daq_timeout": 2.0, "read_attempts": 2,
@@ -62,7 +64,7 @@ def config_dir(tmp_path: Path, archiver: dict[str, Any], headers: Path) -> Path:
 
 @contextlib.asynccontextmanager
 async def observatory(
-    broker: EmbeddedBroker,
+    broker: Connector,
     prefix: str,
     tmp_path: Path,
     *,
@@ -77,14 +79,12 @@ async def observatory(
     headers = state / "headers" / f"HeaderService-{index}"
     configs = config_dir(tmp_path / f"cam{index}", archiver or {}, headers)
     async with contextlib.AsyncExitStack() as stack:
+        settings = Settings(prefix=prefix, state_dir=state)
 
-        async def run(
-            factory: Any, csc_index: int, override: str = "", **kwargs: Any
-        ) -> CscHarness:
+        async def run(factory: Any, csc_index: int, override: str = "") -> CscHarness:
             harness = await stack.enter_async_context(
-                make_csc(factory, broker.address, index=csc_index, prefix=prefix,
-                         state_dir=state, **kwargs)
-            )  # fmt: skip
+                make_csc(factory, broker, index=csc_index, settings=settings)
+            )
             await harness.remote.command("start", {"configurationOverride": override})
             await harness.remote.command("enable")
             return harness
@@ -93,15 +93,15 @@ async def observatory(
             await run(WeatherCsc, 0)
         telescope = await run(TelescopeCsc, index, "fast")
         header = await run(HeaderServiceCsc, index)
-        camera = await run(CameraCsc, index, "fast", daq_bind="tcp://127.0.0.1:*")
+        camera = await run(CameraCsc, index, "fast")
+        archiver_settings = Settings(prefix=prefix, state_dir=state, config_dir=configs)
         archiver_csc = await stack.enter_async_context(
-            make_csc(ArchiverCsc, broker.address, index=index, prefix=prefix, state_dir=state,
-                     config_dir=configs)
-        )  # fmt: skip
+            make_csc(ArchiverCsc, broker, index=index, settings=archiver_settings)
+        )
         await archiver_csc.remote.command("start", {"configurationOverride": "test"})
         if enable_archiver:
             await archiver_csc.remote.command("enable")
-        async with telescope.remote.stream("dome", kind=Kind.TELEMETRY) as dome:
+        async with telescope.remote.events(DOME) as dome:  # the header service has heard it
             await dome.next(10)
             await dome.next(10)
         archive = tmp_path / f"cam{index}" / "archive"

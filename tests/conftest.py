@@ -1,5 +1,11 @@
-"""Test fixtures: real brokers (embedded amqtt and, when installed, Mosquitto), fresh
-CSC indices, and a guard that fails any test leaving asyncio tasks behind."""
+"""Test fixtures: the bus each CSC test runs on, fresh CSC indices, and a guard that fails
+any test leaving asyncio tasks behind.
+
+Two tiers. ``broker`` runs a test on the in-memory bus (the offline tier, ``make
+test-fast``) and on both real brokers, the embedded amqtt and Mosquitto (the system
+tier, marked ``broker``); ``real_broker`` runs it on the real brokers only, for what is
+about the data path through a real broker.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,9 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, settings
 
-from cscs.core.broker import EmbeddedBroker, find_mosquitto
+from cscs.core.broker import Backend, EmbeddedBroker, find_mosquitto
+from cscs.core.testing import MemoryBroker
+from cscs.core.transport import Connector
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -20,26 +28,57 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-BACKENDS = [
-    "amqtt",
-    pytest.param(
-        "mosquitto",
-        marks=pytest.mark.skipif(
-            find_mosquitto() is None,
-            reason="mosquitto is not installed (apt-get install mosquitto); .ci/run installs it",
-        ),
-    ),
+_NO_MOSQUITTO = pytest.mark.skipif(
+    find_mosquitto() is None,
+    reason="mosquitto is not installed (apt-get install mosquitto); .ci/run installs it",
+)
+REAL_BROKERS = [
+    pytest.param("amqtt", marks=pytest.mark.broker),
+    pytest.param("mosquitto", marks=[pytest.mark.broker, _NO_MOSQUITTO]),
 ]
+BUSES = [pytest.param("memory"), *REAL_BROKERS]
 
 
-@pytest_asyncio.fixture(scope="session", params=BACKENDS)
-async def broker(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddedBroker]:
-    """A broker shared by the tests of one backend (each test uses fresh CSC indices)."""
-    async with EmbeddedBroker(request.param) as running:
-        yield running
+@pytest_asyncio.fixture(scope="session")
+async def _embedded() -> AsyncIterator[dict[str, EmbeddedBroker]]:
+    """Real brokers, each started the first time a test asks for it and shared by the
+    rest of the session (tests use fresh CSC indices, so retained messages never cross)."""
+    running: dict[str, EmbeddedBroker] = {}
+    yield running
+    for broker in running.values():
+        await broker.__aexit__(None, None, None)
 
 
-@pytest.fixture(params=BACKENDS)
+# Tasks that belong to the session's brokers, not to the test that happened to start them.
+_session_tasks: set[asyncio.Task[object]] = set()
+
+
+async def _started(backend: str, running: dict[str, EmbeddedBroker]) -> EmbeddedBroker:
+    if backend not in running:
+        kind: Backend = "mosquitto" if backend == "mosquitto" else "amqtt"
+        before = asyncio.all_tasks()
+        running[backend] = await EmbeddedBroker(kind).__aenter__()
+        _session_tasks.update(asyncio.all_tasks() - before - {asyncio.current_task()})
+    return running[backend]
+
+
+@pytest_asyncio.fixture(params=BUSES)
+async def broker(request: pytest.FixtureRequest, _embedded: dict[str, EmbeddedBroker]) -> Connector:
+    """The bus a CSC test runs on: in memory (fresh each test), embedded amqtt, Mosquitto."""
+    if request.param == "memory":
+        return MemoryBroker()
+    return await _started(str(request.param), _embedded)
+
+
+@pytest_asyncio.fixture(params=REAL_BROKERS)
+async def real_broker(
+    request: pytest.FixtureRequest, _embedded: dict[str, EmbeddedBroker]
+) -> EmbeddedBroker:
+    """A real broker (embedded amqtt, Mosquitto), shared by the session."""
+    return await _started(str(request.param), _embedded)
+
+
+@pytest.fixture(params=REAL_BROKERS)
 def backend(request: pytest.FixtureRequest) -> str:
     """For tests that start (and restart or kill) a broker of their own."""
     return str(request.param)
@@ -59,7 +98,11 @@ async def _task_guard() -> AsyncIterator[None]:
     before = set(asyncio.all_tasks())
     yield
     current = asyncio.current_task()
-    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    leaked = [
+        t
+        for t in asyncio.all_tasks() - before - _session_tasks
+        if t is not current and not t.done()
+    ]
     for _ in range(50):  # let just-cancelled tasks finish their clean-up
         if not leaked:
             break

@@ -11,27 +11,29 @@ from typing import Any
 
 import pytest
 
-from cscs.core.broker import EmbeddedBroker
 from cscs.core.protocol import Ack, AckCode
 from cscs.core.remote import EventStream, Received
+from cscs.core.settings import Settings
 from cscs.core.testing import CscHarness, check_standard_state_transitions, make_csc
+from cscs.core.transport import Connector
 from cscs.daq.client import DaqClient
 from cscs.daq.errors import ImageEvictedError, SensorMissingError
 from sim.daq.camera import CameraCsc
 
-pytestmark = pytest.mark.broker
 PACKAGE_CONFIG = Path(__file__).parents[1] / "sim" / "daq" / "config"
 SEQUENCE = ("startIntegration", "startReadout", "endReadout", "endOfImageTelemetry")
 
 
 @contextlib.asynccontextmanager
 async def camera(
-    broker: EmbeddedBroker, prefix: str, state_dir: Path, index: int = 1, **kwargs: Any
+    broker: Connector,
+    prefix: str,
+    state_dir: Path,
+    index: int = 1,
+    config_dir: Path | None = None,
 ) -> AsyncIterator[CscHarness]:
-    async with make_csc(
-        CameraCsc, broker.address, index=index, prefix=prefix, state_dir=state_dir,
-        daq_bind="tcp://127.0.0.1:*", **kwargs,
-    ) as harness:  # fmt: skip
+    settings = Settings(prefix=prefix, state_dir=state_dir, config_dir=config_dir)
+    async with make_csc(CameraCsc, broker, index=index, settings=settings) as harness:
         yield harness
 
 
@@ -54,15 +56,13 @@ TAKE = {"numImages": 2, "expTime": 0.3, "shutter": True, "imageType": "OBJECT",
         "groupId": "g1", "keyValueMap": "reason:test, program:BLOCK-1"}  # fmt: skip
 
 
-async def test_standard_state_transitions(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
-) -> None:
+async def test_standard_state_transitions(broker: Connector, index: int, tmp_path: Path) -> None:
     async with camera(broker, f"t{index}", tmp_path) as h:
         await check_standard_state_transitions(h.remote, {"takeImages": TAKE})
 
 
 async def test_take_images_publishes_the_icd_sequence_with_pixels_ready(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     async with camera(broker, f"t{index}", tmp_path) as h:
         await enable(h)
@@ -102,7 +102,7 @@ async def test_take_images_publishes_the_icd_sequence_with_pixels_ready(
 
 
 async def test_image_numbers_survive_a_restart(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     one = {**TAKE, "numImages": 1, "expTime": 0.0, "imageType": "BIAS", "shutter": False}
     names = []
@@ -128,7 +128,7 @@ async def test_image_numbers_survive_a_restart(
     ],
 )
 async def test_bad_take_images_are_refused_naming_the_cause(
-    broker: EmbeddedBroker, index: int, tmp_path: Path, change: dict[str, Any], message: str
+    broker: Connector, index: int, tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
     async with camera(broker, f"t{index}", tmp_path) as h:
         await enable(h)
@@ -147,7 +147,7 @@ async def exposing(h: CscHarness, params: dict[str, Any]) -> AsyncIterator[async
 
 
 async def test_a_second_take_images_while_busy_is_refused(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     async with camera(broker, f"t{index}", tmp_path) as h:
         await enable(h)
@@ -158,9 +158,7 @@ async def test_a_second_take_images_while_busy_is_refused(
             assert (await first).code is AckCode.COMPLETE
 
 
-async def test_disable_aborts_a_sequence(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
-) -> None:
+async def test_disable_aborts_a_sequence(broker: Connector, index: int, tmp_path: Path) -> None:
     async with camera(broker, f"t{index}", tmp_path) as h:
         await enable(h)
         async with exposing(h, {**TAKE, "numImages": 5, "expTime": 5.0}) as taking:
@@ -169,7 +167,7 @@ async def test_disable_aborts_a_sequence(
 
 
 async def test_injected_missing_sensor_reaches_the_reader(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     async with camera(broker, f"t{index}", tmp_path, index=2) as h:
         await enable(h)
@@ -191,9 +189,7 @@ async def test_injected_missing_sensor_reaches_the_reader(
             assert len(pixels.segments) == 16
 
 
-async def test_faults_from_configuration(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
-) -> None:
+async def test_faults_from_configuration(broker: Connector, index: int, tmp_path: Path) -> None:
     config = tmp_path / "config" / "Camera"
     shutil.copytree(PACKAGE_CONFIG, config)
     (config / "corrupting.yaml").write_text(
@@ -215,7 +211,7 @@ async def test_faults_from_configuration(
 
 
 async def test_lsstcam_that_does_not_fit_the_buffer_is_refused_at_start(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     async with camera(broker, f"t{index}", tmp_path, index=3) as h:
         ack = await h.remote.command("start", {"configurationOverride": ""}, check=False)
@@ -231,7 +227,7 @@ async def test_unknown_camera_index_is_refused() -> None:
 
 
 async def test_eviction_is_announced_and_seen_by_readers(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     config = tmp_path / "config" / "Camera"
     shutil.copytree(PACKAGE_CONFIG, config)

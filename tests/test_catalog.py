@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cscs.archiver.catalog import ArchivedFile, Catalog, CatalogError, sqlite_url
+from cscs.catalog import ArchivedFile, Catalog, CatalogError, sqlite_url
 
 POSTGRES_ADMIN = os.environ.get(
     "CSCS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from cscs.core.broker import EmbeddedBroker
-from cscs.core.bus import Bus
 from cscs.core.errors import ExpectedError
 from cscs.core.protocol import Ack, AckCode
 from cscs.core.remote import AckError
@@ -24,8 +22,8 @@ from cscs.core.testing import (
     send_raw,
 )
 from cscs.core.topics import CscAddress, Kind
+from cscs.core.transport import Connector
 
-pytestmark = pytest.mark.broker
 COMPONENT_COMMANDS: dict[str, dict[str, Any]] = {
     "ping": {},
     "wait": {"duration": 1},
@@ -37,21 +35,22 @@ COMPONENT_COMMANDS: dict[str, dict[str, Any]] = {
 }
 
 
-async def test_standard_state_transitions(broker: EmbeddedBroker, index: int) -> None:
+async def test_standard_state_transitions(broker: Connector, index: int) -> None:
     """Every legal and illegal transition; component commands only in ENABLED."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         await check_standard_state_transitions(h.remote, COMPONENT_COMMANDS)
 
 
-async def test_bad_commands_are_refused(broker: EmbeddedBroker, index: int) -> None:
+async def test_bad_commands_are_refused(broker: Connector, index: int) -> None:
     """Unknown commands, ill-typed or unknown params, malformed payloads: FAILED or dropped."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         await check_bad_commands(h.remote)
 
 
-async def test_generic_events_on_startup(broker: EmbeddedBroker, index: int) -> None:
+async def test_generic_events_on_startup(broker: Connector, index: int) -> None:
     """A fresh subscriber sees the retained generic events of ICD §3."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
+        await h.remote.next_event("logLevel")  # the last of them: all are published now
         versions = await h.remote.next_event("softwareVersions")
         assert versions.data["xmlVersion"] == "1.0"
         assert versions.retained
@@ -65,9 +64,9 @@ async def test_generic_events_on_startup(broker: EmbeddedBroker, index: int) -> 
         assert second.seq == first.seq + 1
 
 
-async def test_hostile_payloads_leave_the_csc_alive(broker: EmbeddedBroker, index: int) -> None:
+async def test_hostile_payloads_leave_the_csc_alive(broker: Connector, index: int) -> None:
     """Garbage, a 2 MB payload and a flood of junk: the heartbeat goes on, commands work."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         big = {"seq": 99, "origin": h.bus.client_id, "identity": "x@y", "params": {}}
         big["padding"] = "x" * (2 * 1024 * 1024)
         async with h.bus.subscription(h.remote.address.ack) as acks:
@@ -89,15 +88,15 @@ async def test_hostile_payloads_leave_the_csc_alive(broker: EmbeddedBroker, inde
         assert h.csc.state is State.DISABLED
 
 
-async def test_retained_command_is_not_obeyed(broker: EmbeddedBroker, index: int) -> None:
+async def test_retained_command_is_not_obeyed(broker: Connector, index: int) -> None:
     """A command left retained on the broker is replayed at every (re)subscribe: ignored."""
     address = CscAddress("Test", index)
-    async with Bus(broker.address) as bus:
+    async with broker.transport() as bus:
         body = {"seq": 1, "origin": "rogue", "identity": "x@y", "params": {}}
         await bus.publish(address.command("start"), json.dumps(body).encode(), retain=True)
         async with (
             bus.subscription(address.event("logMessage")) as logs,
-            make_csc(TestCsc, broker.address, index=index) as h,
+            make_csc(TestCsc, broker, index=index) as h,
         ):
             messages = [json.loads((await logs.get(10)).payload)["message"] for _ in range(2)]
             assert any("ignored a retained command" in m for m in messages), messages
@@ -106,9 +105,9 @@ async def test_retained_command_is_not_obeyed(broker: EmbeddedBroker, index: int
         await bus.publish(address.command("start"), b"", retain=True)  # clear it
 
 
-async def test_unauthorized_identity_gets_noperm(broker: EmbeddedBroker, index: int) -> None:
+async def test_unauthorized_identity_gets_noperm(broker: Connector, index: int) -> None:
     """Once users are listed, anyone else gets NOPERM and nothing changes."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         await h.remote.command("setAuthList", {"authorizedUsers": "night@summit"})
         assert (await h.remote.next_event("authList")).data["authorizedUsers"] == "night@summit"
         h.remote.identity = "intruder@elsewhere"
@@ -128,9 +127,9 @@ async def enabled(h: CscHarness) -> CscHarness:
     return h
 
 
-async def test_every_ack_outcome(broker: EmbeddedBroker, index: int) -> None:
+async def test_every_ack_outcome(broker: Connector, index: int) -> None:
     """COMPLETE, INPROGRESS then COMPLETE, FAILED (expected and bug), TIMEOUT."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         await enabled(h)
         seen: list[Ack] = []
         done = await h.remote.command("wait", {"duration": 0.2}, on_ack=seen.append)
@@ -154,9 +153,9 @@ async def test_every_ack_outcome(broker: EmbeddedBroker, index: int) -> None:
         assert "longer than 0.1 s" in slow.result
 
 
-async def test_leaving_enabled_aborts_running_commands(broker: EmbeddedBroker, index: int) -> None:
+async def test_leaving_enabled_aborts_running_commands(broker: Connector, index: int) -> None:
     """A long command still running when the CSC is disabled is acked ABORTED."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         await enabled(h)
         started = asyncio.Event()
 
@@ -174,9 +173,9 @@ async def test_leaving_enabled_aborts_running_commands(broker: EmbeddedBroker, i
         assert "left ENABLED" in aborted.result
 
 
-async def test_fault_publishes_error_code_then_state(broker: EmbeddedBroker, index: int) -> None:
+async def test_fault_publishes_error_code_then_state(broker: Connector, index: int) -> None:
     """fault(): errorCode first, then summaryState FAULT; only standby leaves it."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         await enabled(h)
         async with h.remote.stream("#") as events:
             await h.remote.command("fault")
@@ -194,9 +193,9 @@ async def test_fault_publishes_error_code_then_state(broker: EmbeddedBroker, ind
         assert h.csc.state is State.STANDBY
 
 
-async def test_configuration_override(broker: EmbeddedBroker, index: int) -> None:
+async def test_configuration_override(broker: Connector, index: int) -> None:
     """start applies the named override; a bad one is refused and the CSC stays put."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         broken = await h.remote.command("start", {"configurationOverride": "broken"}, check=False)
         assert broken.code is AckCode.FAILED
         assert "broken.yaml is invalid: wait_scale" in broken.result
@@ -226,7 +225,7 @@ class HookedCsc(TestCsc):
 
 @pytest.mark.parametrize("hook", ["begin_enable", "end_enable"])
 async def test_failing_hook_leaves_state_unchanged(
-    broker: EmbeddedBroker, index: int, hook: str
+    broker: Connector, index: int, hook: str
 ) -> None:
     """A begin or end hook that fails leaves the CSC where it was."""
 
@@ -235,7 +234,7 @@ async def test_failing_hook_leaves_state_unchanged(
         csc.failing = {hook}
         return csc
 
-    async with make_csc(factory, broker.address, index=index) as h:
+    async with make_csc(factory, broker, index=index) as h:
         await h.remote.command("start")
         ack = await h.remote.command("enable", check=False)
         assert ack.code is AckCode.FAILED
@@ -244,9 +243,9 @@ async def test_failing_hook_leaves_state_unchanged(
         assert (await h.remote.next_event("summaryState")).data["name"] == "DISABLED"
 
 
-async def test_set_log_level_filters_published_logs(broker: EmbeddedBroker, index: int) -> None:
+async def test_set_log_level_filters_published_logs(broker: Connector, index: int) -> None:
     """Records below the level are not published; at or above they are."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         async with h.remote.stream("logMessage") as logs:
             h.csc.log.debug("hidden at INFO")
             h.csc.log.info("shown at INFO")
@@ -262,9 +261,9 @@ async def test_set_log_level_filters_published_logs(broker: EmbeddedBroker, inde
         assert "level must be 0-50" in out_of_range.result
 
 
-async def test_telemetry_and_events_carry_seq_and_time(broker: EmbeddedBroker, index: int) -> None:
+async def test_telemetry_and_events_carry_seq_and_time(broker: Connector, index: int) -> None:
     """Every event and telemetry message has a per-topic seq from 1 and sent_tai."""
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         await enabled(h)
         async with (
             h.remote.stream("scalars") as events,

@@ -19,7 +19,7 @@ import zmq.asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cscs.core.geometry import Camera
+from cscs.camera.geometry import Camera
 from cscs.daq.client import DaqClient
 from cscs.daq.errors import (
     ChecksumMismatchError,
@@ -83,7 +83,7 @@ async def client(server: DaqServer) -> AsyncIterator[DaqClient]:
 
 
 def same_pixels(got: object, stored: SensorData) -> bool:
-    from cscs.daq.client import SensorPixels
+    from cscs.daq.reader import SensorPixels
 
     assert isinstance(got, SensorPixels)
     return got.checksums == stored.checksums and all(

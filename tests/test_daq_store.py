@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cscs.core.geometry import SEGMENT_BYTES
+from cscs.camera.geometry import SEGMENT_BYTES
 from cscs.daq.errors import (
     DaqError,
     ImageEvictedError,

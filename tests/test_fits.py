@@ -15,9 +15,10 @@ from astropy.io import fits
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cscs.core.files import atomic_file
-from cscs.core.fits import datasum, encode_checksum, write_raw_fits
-from cscs.core.geometry import SEGMENTS
+from cscs.camera.files import atomic_file
+from cscs.camera.fits import datasum, encode_checksum, write_raw_fits
+from cscs.camera.geometry import SEGMENTS
+from cscs.camera.verify import verify_raw_file
 
 RNG = np.random.default_rng(5)
 SEGMENT_DATA = [RNG.integers(0, 2**18, size=(2048, 576), dtype=np.int32) for _ in SEGMENTS]
@@ -48,6 +49,26 @@ def test_written_files_verify_with_astropy(tmp_path: Path, compression: str) -> 
             assert np.array_equal(hdu.data, pixels)
             if not compression:  # compressed: in the hidden table header, verified above
                 assert hdu.header["CHECKSUM"]
+
+
+def test_the_verifier_passes_a_whole_file_and_names_each_damage(tmp_path: Path) -> None:
+    """One flipped bit in a segment's pixels: the data unit checksum and the MD5 both say
+    so; a truncated file is not readable; an announcement of the wrong size is caught."""
+    written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS)
+    path, size, md5 = written.path, written.byte_size, written.md5
+    assert verify_raw_file(path, size, md5) == []
+    assert verify_raw_file(path, size + 1, md5) == [f"{path}: {size} bytes, {size + 1} announced"]
+    data = bytearray(path.read_bytes())
+    data[size // 2] ^= 0x10
+    path.write_bytes(data)
+    problems = verify_raw_file(path, size, md5)
+    assert any("MD5" in p for p in problems), problems
+    assert any("checksum" in p.lower() and "MD5" not in p for p in problems), problems
+    path.write_bytes(data[: size // 3])
+    assert any("not a readable FITS file" in p or "extensions" in p
+               for p in verify_raw_file(path, size, md5))  # fmt: skip
+    gone = verify_raw_file(tmp_path / "gone.fits", size, md5)
+    assert gone == [f"{tmp_path / 'gone.fits'}: cannot read it: No such file or directory"]
 
 
 def test_checksum_encoding_matches_astropy() -> None:
@@ -152,7 +173,7 @@ def test_a_file_system_without_direct_io_gets_the_same_file(
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "open", open_)  # what cscs.core.files calls
+    monkeypatch.setattr(os, "open", open_)  # what cscs.camera.files calls
     monkeypatch.setattr(os, "write", write)
     written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS)
     monkeypatch.undo()

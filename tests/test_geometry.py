@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cscs.core.geometry import (
+from cscs.camera.geometry import (
     CCD_COLS,
     CCD_ROWS,
     DETSIZE,
@@ -63,7 +63,7 @@ def test_segment_order_and_raw_size() -> None:
 
 @pytest.mark.parametrize("segment", SEGMENTS, ids=SEGMENT_NAMES)
 def test_datasec_maps_onto_detsec_through_dtv_dtm(segment: object) -> None:
-    from cscs.core.geometry import Segment
+    from cscs.camera.geometry import Segment
 
     assert isinstance(segment, Segment)
     keywords = segment.keywords()

@@ -24,24 +24,25 @@ from astropy.time import Time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cscs.core.broker import EmbeddedBroker
-from cscs.core.bus import Bus
-from cscs.core.camera_events import StartIntegration, parse_event
-from cscs.core.geometry import SEGMENTS
+from cscs.camera.events import StartIntegration
+from cscs.camera.geometry import SEGMENTS
 from cscs.core.protocol import AckCode, encode
 from cscs.core.remote import Remote
+from cscs.core.schema import Payload, TelemetrySpec, parse_payload
+from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.testing import CscHarness, check_standard_state_transitions, make_csc
 from cscs.core.topics import CscAddress, Kind
+from cscs.core.transport import Connector, Transport
 from cscs.header_service.csc import ERROR_CANNOT_WRITE, HeaderServiceCsc
 from sim.daq.camera import CameraCsc
-from sim.ocs.telescope import TelescopeCsc
+from sim.ocs.telescope import DOME, TelescopeCsc
+from sim.ocs.weather import WEATHER as WEATHER_TEL
 from sim.ocs.weather import WeatherCsc
 
-pytestmark = pytest.mark.broker
 PACKAGE_CONFIG = Path(__file__).parents[1] / "cscs" / "header_service" / "config"
-# Independent of cscs.core.observatory: Cerro Pachón, from the observatory's site page.
+# Independent of cscs.camera.observatory: Cerro Pachón, from the observatory's site page.
 SITE = EarthLocation.from_geodetic(-70.749417 * u.deg, -30.244639 * u.deg, 2663 * u.m)
 WEATHER = {"temperature": 9.5, "pressure": 744.2, "humidity": 31.0, "windSpeed": 6.5,
            "windDirection": 275.0}  # fmt: skip
@@ -58,7 +59,7 @@ def config_dir(tmp_path: Path, **changes: Any) -> Path:
 class ScriptedCamera:
     """Publishes Camera:{index} events exactly as told (ICD §5 payloads)."""
 
-    def __init__(self, bus: Bus, prefix: str, index: int = 1) -> None:
+    def __init__(self, bus: Transport, prefix: str, index: int = 1) -> None:
         self.bus = bus
         self.address = CscAddress("Camera", index, prefix)
         self.seq = 0
@@ -89,35 +90,39 @@ class ScriptedCamera:
 
 @contextlib.asynccontextmanager
 async def running(
-    broker: EmbeddedBroker, prefix: str, tmp_path: Path, *, weather: bool = True,
+    broker: Connector, prefix: str, tmp_path: Path, *, weather: bool = True,
     override: str = "", config: Path | None = None,
 ) -> AsyncIterator[tuple[CscHarness, CscHarness, ScriptedCamera]]:  # fmt: skip
     """Telescope:1 (+ Weather:0) and HeaderService:1 enabled, and a scripted camera."""
     async with contextlib.AsyncExitStack() as stack:
         telescope = await stack.enter_async_context(
-            make_csc(TelescopeCsc, broker.address, index=1, prefix=prefix)
+            make_csc(TelescopeCsc, broker, index=1, settings=Settings(prefix=prefix))
         )
         await telescope.remote.command("start", {"configurationOverride": "fast"})
         await telescope.remote.command("enable")
         if weather:
             station = await stack.enter_async_context(
-                make_csc(WeatherCsc, broker.address, index=0, prefix=prefix)
+                make_csc(WeatherCsc, broker, index=0, settings=Settings(prefix=prefix))
             )
             await station.remote.command("start")
             await station.remote.command("enable")
             await station.remote.command("setWeather", WEATHER)
         header = await stack.enter_async_context(
-            make_csc(HeaderServiceCsc, broker.address, index=1, prefix=prefix,
-                     state_dir=tmp_path / "state", config_dir=config)
+            make_csc(HeaderServiceCsc, broker, index=1, settings=Settings(
+                prefix=prefix, state_dir=tmp_path / "state", config_dir=config))
         )  # fmt: skip
         await header.remote.command("start", {"configurationOverride": override})
         await header.remote.command("enable")
         # Telemetry flows at 1 Hz: let the service hear a sample of each before exposing.
-        sources = [("dome", telescope.remote)] + ([("weather", station.remote)] if weather else [])
-        for topic, remote in sources:
-            async with remote.stream(topic, kind=Kind.TELEMETRY) as samples:
+        # One published after this subscription is one the service (subscribed at start)
+        # hears too; dome and weather are awaited side by side.
+        sources = [(DOME, telescope.remote)] + ([(WEATHER_TEL, station.remote)] if weather else [])
+
+        async def one_sample(spec: TelemetrySpec[Payload], remote: Remote) -> None:
+            async with remote.events(spec) as samples:
                 await samples.next(10)
-                await samples.next(10)
+
+        await asyncio.gather(*(one_sample(spec, remote) for spec, remote in sources))
         yield telescope, header, ScriptedCamera(header.bus, prefix)
 
 
@@ -142,7 +147,7 @@ def primary(document: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_every_value_matches_an_independent_computation(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     async with running(broker, f"h{index}", tmp_path) as (telescope, header, camera):
         begin = current_tai()
@@ -211,7 +216,7 @@ async def test_every_value_matches_an_independent_computation(
 
 
 async def test_an_absent_source_is_listed_missing_never_invented(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     async with (
         running(broker, f"h{index}", tmp_path, weather=False) as (_, header, camera),
@@ -233,7 +238,7 @@ async def test_an_absent_source_is_listed_missing_never_invented(
 
 
 async def test_telemetry_that_stops_mid_exposure_is_stale_not_used(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     rules = yaml.safe_load((PACKAGE_CONFIG / "_init.yaml").read_text())["keywords"]
     for rule in rules:
@@ -247,7 +252,7 @@ async def test_telemetry_that_stops_mid_exposure_is_stale_not_used(
         async with header.remote.stream("largeFileObjectAvailable") as announcements:
             begin = current_tai()
             await camera.start("AT_O_20261121_000002", begin)
-            async with Bus(broker.address) as bus, Remote(bus, weather) as station:
+            async with broker.transport() as bus, Remote(bus, weather) as station:
                 await station.command("disable")  # the station stops publishing
                 async with station.stream("weather", kind=Kind.TELEMETRY) as samples:
                     # No sample for longer than max_age: wait for the silence itself.
@@ -263,7 +268,7 @@ async def test_telemetry_that_stops_mid_exposure_is_stale_not_used(
 
 
 async def test_overlapping_exposures_are_independent(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     async with running(broker, f"h{index}", tmp_path) as (_, header, camera):
         async with header.remote.stream("largeFileObjectAvailable") as announcements:
@@ -289,7 +294,7 @@ async def test_overlapping_exposures_are_independent(
 
 
 async def test_an_exposure_whose_end_never_comes_is_abandoned_cleanly(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     async with running(broker, f"h{index}", tmp_path) as (_, header, camera):
         csc = header.csc
@@ -313,7 +318,7 @@ async def test_an_exposure_whose_end_never_comes_is_abandoned_cleanly(
 
 
 async def test_an_unwritable_output_directory_is_a_fault(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
@@ -333,25 +338,25 @@ async def test_an_unwritable_output_directory_is_a_fault(
 
 
 async def test_standard_state_transitions_and_a_bad_keyword_map(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     config = config_dir(tmp_path, keywords=[
         {"keyword": "AIRMASS", "source": "Weather:0", "topic": "tel/weather", "field": "x"}
     ])  # fmt: skip
-    async with make_csc(HeaderServiceCsc, broker.address, index=1, prefix=f"h{index}",
-                        state_dir=tmp_path, config_dir=config) as header:  # fmt: skip
+    settings = Settings(prefix=f"h{index}", state_dir=tmp_path, config_dir=config)
+    async with make_csc(HeaderServiceCsc, broker, index=1, settings=settings) as header:
         await check_standard_state_transitions(header.remote)
         ack = await header.remote.command("start", {"configurationOverride": "test"}, check=False)
         assert ack.code is AckCode.FAILED
         assert "AIRMASS is computed by the header service" in ack.result
 
 
-async def test_with_the_real_camera(broker: EmbeddedBroker, index: int, tmp_path: Path) -> None:
+async def test_with_the_real_camera(broker: Connector, index: int, tmp_path: Path) -> None:
     prefix = f"h{index}"
     async with (
         running(broker, prefix, tmp_path) as (_, header, _camera),
-        make_csc(CameraCsc, broker.address, index=1, prefix=prefix,
-                 state_dir=tmp_path / "camera") as camera,
+        make_csc(CameraCsc, broker, index=1,
+                 settings=Settings(prefix=prefix, state_dir=tmp_path / "camera")) as camera,
     ):  # fmt: skip
         await camera.remote.command("start", {"configurationOverride": "fast"})
         await camera.remote.command("enable")
@@ -369,7 +374,7 @@ async def test_with_the_real_camera(broker: EmbeddedBroker, index: int, tmp_path
 
 
 async def test_malformed_camera_events_are_ignored_and_the_service_carries_on(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: Connector, index: int, tmp_path: Path
 ) -> None:
     async with running(broker, f"h{index}", tmp_path) as (_, header, camera):
         topic = camera.address.event("startIntegration")
@@ -394,9 +399,9 @@ async def test_malformed_camera_events_are_ignored_and_the_service_carries_on(
     st.sampled_from([*StartIntegration.model_fields, "seq", "extra"]),
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
 ))  # fmt: skip
-def test_parse_event_accepts_or_names_the_bad_field(data: dict[str, Any]) -> None:
+def test_parse_payload_accepts_or_names_the_bad_field(data: dict[str, Any]) -> None:
     try:
-        event = parse_event(StartIntegration, data)
+        event = parse_payload(StartIntegration, data)
     except ValueError as exc:
         message = str(exc)
         assert message.startswith("StartIntegration: ")

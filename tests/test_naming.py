@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cscs.core import files
+from cscs.camera import files
+from cscs.camera.naming import ImageName, day_obs
 from cscs.core.errors import ExpectedError
-from cscs.core.naming import ImageName, day_obs
 from sim.daq.sequence import ImageSequencer
 
 

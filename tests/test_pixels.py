@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cscs.core.geometry import SATURATION, SEGMENTS, Camera
+from cscs.camera.geometry import SATURATION, SEGMENTS, Camera
 from sim.daq.pixels import (
     ElectronicsModel,
     Pixels,

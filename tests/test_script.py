@@ -11,13 +11,12 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cscs.core.broker import EmbeddedBroker
 from cscs.core.protocol import AckCode
 from cscs.core.states import State
 from cscs.core.testing import TestCsc, make_csc
-from sim.ocs.demo import images_commanded
-from sim.ocs.script import (
-    NIGHT_SCRIPT,
+from cscs.core.transport import Connector
+from cscs.ocs.runner import run_script
+from cscs.ocs.script import (
     Command,
     Say,
     ScriptError,
@@ -27,8 +26,8 @@ from sim.ocs.script import (
     load_script,
     parse_script,
     resolve_hour_angles,
-    run_script,
 )
+from sim.ocs.demo import NIGHT_SCRIPT, images_commanded
 
 
 def script(text: str) -> str:
@@ -175,7 +174,7 @@ def test_hour_angle_targets_follow_the_sky() -> None:
 # ---- against a CSC ----------------------------------------------------------------------
 
 
-async def test_script_drives_a_csc_and_checks_outcomes(broker: EmbeddedBroker, index: int) -> None:
+async def test_script_drives_a_csc_and_checks_outcomes(broker: Connector, index: int) -> None:
     """Commands, an expected refusal with its text, waits for a state and an event."""
     text = script(f"""
         steps:
@@ -189,13 +188,13 @@ async def test_script_drives_a_csc_and_checks_outcomes(broker: EmbeddedBroker, i
           - command: {{csc: "Test:{index}", name: setScalars, params: {{value: 7, text: hi}}}}
           - wait: {{csc: "Test:{index}", event: scalars, where: {{value: 7}}}}
         """)
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         assert await run_script(h.bus, parse_script(text)) == 8
         assert h.csc.state is State.ENABLED
 
 
 async def test_a_failing_step_names_the_step_the_command_and_the_answer(
-    broker: EmbeddedBroker, index: int
+    broker: Connector, index: int
 ) -> None:
     text = script(f"""
         name: broken night
@@ -206,7 +205,7 @@ async def test_a_failing_step_names_the_step_the_command_and_the_answer(
           - command: {{csc: "Test:{index}", name: fail, params: {{reason: "the dome is shut"}}}}
           - command: {{csc: "Test:{index}", name: disable}}
         """)
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         with pytest.raises(ScriptStepError) as caught:
             await run_script(h.bus, parse_script(text, source="night.yaml"))
         assert h.csc.state is State.ENABLED  # the steps before ran; none after
@@ -216,9 +215,9 @@ async def test_a_failing_step_names_the_step_the_command_and_the_answer(
     )
 
 
-async def test_a_wait_that_times_out_says_what_it_saw(broker: EmbeddedBroker, index: int) -> None:
+async def test_a_wait_that_times_out_says_what_it_saw(broker: Connector, index: int) -> None:
     text = f"steps:\n  - wait: {{csc: 'Test:{index}', state: ENABLED, timeout: 0.5}}\n"
-    async with make_csc(TestCsc, broker.address, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index) as h:
         with pytest.raises(ScriptStepError) as caught:
             await run_script(h.bus, parse_script(text))
     assert f"step 1 (line 2), wait for Test:{index} to be ENABLED" in str(caught.value)

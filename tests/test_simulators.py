@@ -7,22 +7,22 @@ import pytest
 from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
 
-from cscs.core.broker import EmbeddedBroker
 from cscs.core.protocol import AckCode
+from cscs.core.settings import Settings
 from cscs.core.testing import check_standard_state_transitions, make_csc
 from cscs.core.topics import Kind
+from cscs.core.transport import Connector
 from sim.ocs.telescope import TelescopeCsc
 from sim.ocs.weather import WeatherCsc
 
-pytestmark = pytest.mark.broker
 SITE = EarthLocation.from_geodetic(-70.749417 * u.deg, -30.244639 * u.deg, 2663 * u.m)
 SLEW = {"ra": 10.0, "dec": -40.0, "rotatorAngle": 5.0, "object": "X", "program": "P"}
 WEATHER = {"temperature": 1.0, "pressure": 700.0, "humidity": 50.0, "windSpeed": 3.0,
            "windDirection": 90.0}  # fmt: skip
 
 
-async def test_telescope_life_cycle_and_commands(broker: EmbeddedBroker, index: int) -> None:
-    async with make_csc(TelescopeCsc, broker.address, index=1, prefix=f"s{index}") as h:
+async def test_telescope_life_cycle_and_commands(broker: Connector, index: int) -> None:
+    async with make_csc(TelescopeCsc, broker, index=1, settings=Settings(prefix=f"s{index}")) as h:
         await check_standard_state_transitions(
             h.remote, {"slew": SLEW, "setFilter": {"filter": "r"}}
         )
@@ -40,8 +40,8 @@ async def test_telescope_life_cycle_and_commands(broker: EmbeddedBroker, index: 
         assert target.data["ra"] == 10.0
 
 
-async def test_mount_alt_az_agrees_with_astropy(broker: EmbeddedBroker, index: int) -> None:
-    async with make_csc(TelescopeCsc, broker.address, index=2, prefix=f"s{index}") as h:
+async def test_mount_alt_az_agrees_with_astropy(broker: Connector, index: int) -> None:
+    async with make_csc(TelescopeCsc, broker, index=2, settings=Settings(prefix=f"s{index}")) as h:
         await h.remote.command("start", {"configurationOverride": "fast"})
         await h.remote.command("enable")
         await h.remote.command("slew", SLEW, timeout=30)
@@ -58,9 +58,9 @@ async def test_mount_alt_az_agrees_with_astropy(broker: EmbeddedBroker, index: i
 
 
 async def test_weather_follows_set_weather_and_is_silent_when_disabled(
-    broker: EmbeddedBroker, index: int
+    broker: Connector, index: int
 ) -> None:
-    async with make_csc(WeatherCsc, broker.address, index=0, prefix=f"s{index}") as h:
+    async with make_csc(WeatherCsc, broker, index=0, settings=Settings(prefix=f"s{index}")) as h:
         await check_standard_state_transitions(h.remote, {"setWeather": WEATHER})
         await h.remote.command("start")
         await h.remote.command("enable")

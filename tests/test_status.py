@@ -6,7 +6,8 @@ from typing import Any
 
 from cscs.core.remote import Received
 from cscs.core.topics import CscAddress, Kind
-from sim.ocs.status import StatusBoard, describe
+from cscs.ocs.status import StatusBoard
+from cscs.ocs.watch import describe
 
 A = CscAddress("Archiver", 1)
 

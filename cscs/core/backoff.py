@@ -10,10 +10,12 @@ __all__ = ["Backoff"]
 
 @dataclass
 class Backoff:
-    """Delays of ``initial · factor^n`` capped at ``maximum``, with "full jitter".
+    """Delays of ``initial · factor^n`` capped at ``maximum``, with "equal jitter".
 
-    Full jitter (a uniform draw between half the delay and the delay) spreads the
-    reconnects of many CSCs after a broker restart so they do not arrive as one wave.
+    Equal jitter (a uniform draw between half the delay and the delay) spreads the
+    reconnects of many CSCs after a broker restart so they do not arrive as one wave,
+    while keeping at least half the back-off, so a broker that is down is not hammered
+    ("full jitter", a draw between 0 and the delay, can retry at once).
     """
 
     initial: float = 0.1

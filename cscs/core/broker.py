@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from cscs.core.bus import BrokerAddress
+from cscs.core.bus import BrokerAddress, Bus
+from cscs.core.transport import OnConnect, Will
 
 __all__ = ["Backend", "EmbeddedBroker", "find_mosquitto", "free_port"]
 
@@ -82,6 +83,22 @@ class EmbeddedBroker:
     @property
     def url(self) -> str:
         return self.address.url
+
+    def transport(
+        self,
+        *,
+        client_id: str | None = None,
+        will: Will | None = None,
+        keepalive: int = 5,
+        connect_timeout: float = 10.0,
+        on_connect: OnConnect | None = None,
+    ) -> Bus:
+        """A client of this broker (an embedded broker is a
+        :class:`~cscs.core.transport.Connector` too)."""
+        return self.address.transport(
+            client_id=client_id, will=will, keepalive=keepalive,
+            connect_timeout=connect_timeout, on_connect=on_connect,
+        )  # fmt: skip
 
     @property
     def running(self) -> bool:

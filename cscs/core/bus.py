@@ -10,49 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import itertools
 import math
 import socket
 import ssl
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
-import structlog
 
 from cscs.core.backoff import Backoff
+from cscs.core.topics import check_topic
+from cscs.core.transport import (
+    BaseTransport,
+    BrokerUnavailableError,
+    ConnectionState,
+    Message,
+    OnConnect,
+    Subscription,
+    Will,
+)
 
 _PUBLISH_TIMEOUT = 10.0  # s for the broker to acknowledge a QoS 1 publish
 
-__all__ = [
-    "DEFAULT_BROKER_URL",
-    "BrokerAddress",
-    "BrokerUnavailableError",
-    "Bus",
-    "ConnectionState",
-    "Message",
-    "Subscription",
-]
+__all__ = ["DEFAULT_BROKER_URL", "NODELAY", "BrokerAddress", "Bus"]
 
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 # Nagle's algorithm would hold each QoS-1 PUBACK/PUBLISH pair for a delayed ACK:
-# ~40 ms per hop (PERFORMANCE.md). Every client of ours sets TCP_NODELAY.
+# ~40 ms per hop (docs/performance.md). Every client of ours sets TCP_NODELAY.
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-
-
-class BrokerUnavailableError(ConnectionError):
-    """The broker could not be reached (in time)."""
-
-
-class ConnectionState(enum.Enum):
-    NEW = "new"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -102,51 +87,28 @@ class BrokerAddress:
             return None
         return ssl.create_default_context(cafile=self.ca_file)
 
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    payload: bytes
-    retain: bool = False
-
-
-class Subscription:
-    """Messages matching one topic filter, queued for one reader."""
-
-    def __init__(self, topic_filter: str, maxsize: int) -> None:
-        self.filter = topic_filter
-        self._wildcard = aiomqtt.Wildcard(topic_filter)
-        self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
-        self.dropped = 0
-
-    def matches(self, topic: aiomqtt.Topic) -> bool:
-        return topic.matches(self._wildcard)
-
-    def offer(self, message: Message) -> None:
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    async def get(self, timeout: float | None = None) -> Message:
-        async with asyncio.timeout(timeout):
-            return await self._queue.get()
-
-    def get_nowait(self) -> Message | None:
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            yield await self._queue.get()
+    def transport(
+        self,
+        *,
+        client_id: str | None = None,
+        will: Will | None = None,
+        keepalive: int = 5,
+        connect_timeout: float = 10.0,
+        on_connect: OnConnect | None = None,
+    ) -> Bus:
+        """A :class:`Bus` to this broker (the :class:`~cscs.core.transport.Connector`
+        of a real MQTT broker)."""
+        return Bus(
+            self,
+            client_id=client_id,
+            will=will,
+            keepalive=keepalive,
+            connect_timeout=connect_timeout,
+            on_connect=on_connect,
+        )
 
 
-class Bus:
+class Bus(BaseTransport):
     """One MQTT connection that survives broker restarts.
 
     Use as an async context manager. Entering waits for the first connection (up to
@@ -160,29 +122,25 @@ class Bus:
         address: BrokerAddress,
         *,
         client_id: str | None = None,
-        will: aiomqtt.Will | None = None,
+        will: Will | None = None,
         keepalive: int = 5,
         connect_timeout: float = 10.0,
         backoff: Backoff | None = None,
-        on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_connect: OnConnect | None = None,
     ) -> None:
+        super().__init__(client_id, on_connect, "bus")
         self.address = address
-        self.client_id = client_id or f"cscs-{uuid.uuid4().hex[:12]}"
-        self._will = will
+        self._will = (
+            aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain)
+            if will is not None
+            else None
+        )
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
         self._backoff = backoff or Backoff(initial=0.05, maximum=2.0)
-        self.on_connect = on_connect
-        self.state = ConnectionState.NEW
-        self.connections = 0
-        # A command's seq must be unique per origin (this client id), whoever sends it.
-        self.command_seqs = itertools.count(1)
         self._client: aiomqtt.Client | None = None
-        self._connected = asyncio.Event()
-        self._subscriptions: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
         self._first_attempt: asyncio.Future[None] | None = None
-        self._log = structlog.get_logger("cscs.bus").bind(client=self.client_id)
 
     # ---- life cycle ----------------------------------------------------------------
 
@@ -201,8 +159,9 @@ class Bus:
             ) from None
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    @property
+    def url(self) -> str:
+        return self.address.url
 
     async def close(self) -> None:
         self.state = ConnectionState.CLOSED
@@ -221,14 +180,6 @@ class Bus:
                 task.exception()  # retrieved: the connection is being closed anyway
         self._connected.clear()
 
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        async with asyncio.timeout(timeout):
-            await self._connected.wait()
-
     # ---- publishing and subscribing ------------------------------------------------
 
     async def publish(
@@ -245,6 +196,7 @@ class Bus:
         Returns False when the message could not be handed to the broker (QoS 0
         while disconnected, or still disconnected after ``wait``).
         """
+        check_topic(topic)
         deadline = asyncio.get_running_loop().time() + (wait or 0.0)
         while True:
             client = self._client
@@ -274,28 +226,12 @@ class Bus:
 
     async def subscribe(self, topic_filter: str, *, qos: int = 1, maxsize: int = 0) -> Subscription:
         """Start receiving messages matching ``topic_filter`` (kept across reconnects)."""
-        subscription = Subscription(topic_filter, maxsize)
-        self._subscriptions.append(subscription)
+        subscription = self._add_subscription(topic_filter, maxsize)
         client = self._client
         if client is not None and self._connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.subscribe(topic_filter, qos=qos)
         return subscription
-
-    def unsubscribe(self, subscription: Subscription) -> None:
-        """Stop delivering to ``subscription``; the broker-side filter stays (harmless)."""
-        with contextlib.suppress(ValueError):
-            self._subscriptions.remove(subscription)
-
-    @contextlib.asynccontextmanager
-    async def subscription(
-        self, topic_filter: str, *, qos: int = 1, maxsize: int = 0
-    ) -> AsyncIterator[Subscription]:
-        subscription = await self.subscribe(topic_filter, qos=qos, maxsize=maxsize)
-        try:
-            yield subscription
-        finally:
-            self.unsubscribe(subscription)
 
     # ---- the connection keeper -----------------------------------------------------
 
@@ -339,14 +275,8 @@ class Bus:
             self.state = ConnectionState.DISCONNECTED
             await asyncio.sleep(self._backoff.next_delay())
 
-    async def _run_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await hook()
-        except Exception:
-            self._log.exception("the on-connect hook failed")
-
     async def _serve(self, client: aiomqtt.Client) -> None:
-        for topic_filter in dict.fromkeys(s.filter for s in self._subscriptions):
+        for topic_filter in self._filters():
             await client.subscribe(topic_filter, qos=1)
         self._client = client
         self.state = ConnectionState.CONNECTED
@@ -360,16 +290,11 @@ class Bus:
         hook = None
         if self.on_connect is not None:
             # Run as a task: it publishes, and publishing needs this loop reading acks.
-            hook = asyncio.create_task(
-                self._run_hook(self.on_connect), name=f"on-connect-{self.client_id}"
-            )
+            hook = asyncio.create_task(self._run_on_connect(), name=f"on-connect-{self.client_id}")
         try:
             async for raw in client.messages:
                 payload = raw.payload if isinstance(raw.payload, bytes | bytearray) else b""
-                message = Message(raw.topic.value, bytes(payload), bool(raw.retain))
-                for subscription in self._subscriptions:
-                    if subscription.matches(raw.topic):
-                        subscription.offer(message)
+                self._deliver(Message(raw.topic.value, bytes(payload), bool(raw.retain)))
         finally:
             if hook is not None and not hook.done():
                 hook.cancel()

@@ -1,8 +1,10 @@
 """The base of every CSC: life cycle, commands, generic events, bus and logs wired together.
 
-A component subclasses :class:`BaseCsc`, declares its :class:`Interface` (generic topics
-plus its own), binds its commands in :meth:`component_commands`, and overrides the
-begin/end hooks it needs (``begin_start`` … ``end_exitControl``) and :meth:`configure`.
+A component subclasses ``BaseCsc[ItsConfig]``, declares its :class:`Interface` (generic
+topics plus its own) and its ``config_schema``, binds its commands in
+:meth:`component_commands`, and overrides :meth:`configure` and the begin/end hooks it
+needs (``begin_start`` … ``end_exitControl``). It hears other CSCs with :meth:`follow`
+(validated against their declarations) or :meth:`follow_topic` (raw).
 """
 
 from __future__ import annotations
@@ -13,15 +15,11 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, Generic, TextIO, TypeVar, cast
 
-import aiomqtt
-
-from cscs import __version__
 from cscs.core import generic as g
 from cscs.core.auth import AuthList
-from cscs.core.bus import BrokerAddress, Bus, Message, Subscription
-from cscs.core.commands import CommandBinding, CommandContext, bind, execute
+from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.config import (
     AppliedConfiguration,
     ConfigSchema,
@@ -29,50 +27,48 @@ from cscs.core.config import (
     list_overrides,
     load_configuration,
 )
+from cscs.core.dispatch import CommandRunner, Dropped, triage
 from cscs.core.errors import ExpectedError
 from cscs.core.logs import make_csc_logger
-from cscs.core.protocol import (
-    Ack,
-    AckCode,
-    CommandRequest,
-    Refusal,
-    Unreadable,
-    encode,
-    parse_command,
-)
-from cscs.core.remote import Received
+from cscs.core.protocol import Ack, CommandRequest, encode
+from cscs.core.publisher import Publisher
+from cscs.core.remote import Parsed, Received
 from cscs.core.schema import EventSpec, Interface, NoParams, Payload, TelemetrySpec
-from cscs.core.settings import default_identity, default_state_dir
+from cscs.core.settings import Settings, default_identity
 from cscs.core.states import LIFECYCLE_COMMANDS, Lifecycle, State
 from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
-from cscs.core.topics import DEFAULT_PREFIX, CscAddress
+from cscs.core.topics import CscAddress
+from cscs.core.transport import Connector, Message, Subscription, Transport, Will
+from cscs.core.versions import ICD_VERSION, SOFTWARE_VERSION
 
-__all__ = ["ICD_VERSION", "BaseCsc"]
+__all__ = ["BaseCsc"]
 
-ICD_VERSION = "1.0"
+C = TypeVar("C", bound=ConfigSchema)
+P = TypeVar("P", bound=Payload)
 _LOG_QUEUE_SIZE = 1000
 _ACK_WAIT = 10.0  # how long an ack may wait for a lost broker to come back
 
 
-class BaseCsc:
-    """A Commandable SAL Component on the MQTT bus (ICD §1-4)."""
+class BaseCsc(Generic[C]):
+    """A Commandable SAL Component on the bus (ICD §1-4), configured by a ``C``."""
 
     interface: ClassVar[Interface] = g.GENERIC
-    config_schema: ClassVar[type[ConfigSchema]] = ConfigSchema
-    # Directory of the configuration shipped with the package (``_init.yaml`` …).
+    #: The configuration's schema. Every field has a default: those are the values in
+    #: force until ``start`` applies the configuration files.
+    config_schema: type[C]
+    #: Directory of the configuration shipped with the package (``_init.yaml`` …).
     default_config_dir: ClassVar[Path | None] = None
+    #: ``softwareVersions.cscVersion``; a component of another package sets its own.
+    version: ClassVar[str] = SOFTWARE_VERSION
 
     def __init__(
         self,
         index: int = 0,
         *,
-        broker: BrokerAddress | None = None,
-        prefix: str = DEFAULT_PREFIX,
+        settings: Settings | None = None,
+        broker: Connector | None = None,
         initial_state: State = State.STANDBY,
-        config_dir: Path | None = None,
-        site: str | None = None,
-        state_dir: Path | None = None,
         identity: str | None = None,
         heartbeat_interval: float = 1.0,
         keepalive: int = 5,
@@ -81,17 +77,19 @@ class BaseCsc:
     ) -> None:
         if initial_state is State.OFFLINE:
             raise ValueError("a CSC cannot start in OFFLINE")
-        self.address = CscAddress(self.interface.name, index, prefix)
-        self.broker = broker or BrokerAddress()
+        self.settings = settings or Settings()
+        self.address = CscAddress(self.interface.name, index, self.settings.prefix)
+        self.broker: Connector = broker or self.settings.broker
         self.identity = identity or default_identity()
         self.lifecycle = Lifecycle(initial_state)
         self.auth = AuthList()
         self.log_level = logging.INFO
-        self.config: ConfigSchema | None = None
+        self.config: C = self._default_config()
+        config_dir = self.settings.config_dir
         directory = config_dir / self.address.name if config_dir else self.default_config_dir
-        self.config_source = ConfigSource(directory, site) if directory else None
+        self.config_source = ConfigSource(directory, self.settings.site) if directory else None
         # What must survive a restart lives here (CSCS_STATE_DIR).
-        self.state_dir = state_dir or default_state_dir()
+        self.state_dir = self.settings.state_directory
         self.heartbeat_interval = heartbeat_interval
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
@@ -101,24 +99,34 @@ class BaseCsc:
         self.log = make_csc_logger(
             str(self.address), lambda: self.log_level, self._queue_log, log_stream
         )
-        self._seq: dict[str, int] = {}
-        self._retained: dict[str, bytes] = {}
+        self._publisher = Publisher(self.interface, self.address)
+        self._connected_before = False
         self._transition_lock = asyncio.Lock()
-        self._command_tasks: set[asyncio.Task[None]] = set()
-        self._enabled_tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._followers: list[tuple[Subscription, asyncio.Task[None]]] = []
-        self._bus: Bus | None = None
-        self._bindings: dict[str, CommandBinding[Any]] = {}
+        self._bus: Transport | None = None
+        bindings: dict[str, CommandBinding[Any]] = {}
         for binding in self._generic_bindings() + list(self.component_commands()):
             if self.interface.command(binding.spec.name) is None:
                 raise ValueError(f"{self.address.name}: command {binding.spec.name} not declared")
-            self._bindings[binding.spec.name] = binding
-        missing = {c.name for c in self.interface.commands} - set(self._bindings)
+            bindings[binding.spec.name] = binding
+        missing = {c.name for c in self.interface.commands} - set(bindings)
         if missing:
             raise ValueError(f"{self.address.name}: no handler for {', '.join(sorted(missing))}")
-        self._event_names = {e.name for e in self.interface.events}
-        self._telemetry_names = {t.name for t in self.interface.telemetry}
+        self.commands = CommandRunner(
+            self.interface, bindings, self._triage, self._send_ack, self.log
+        )
+
+    def _default_config(self) -> C:
+        schema = cast("type[C]", getattr(self, "config_schema", ConfigSchema))
+        self._schema = schema
+        try:
+            return schema()
+        except Exception as exc:  # a schema with a required field: a bug of the component
+            raise TypeError(
+                f"{type(self).__name__}.config_schema {schema.__name__} must give every "
+                f"field a default (they apply until start): {exc}"
+            ) from None
 
     # ---- for subclasses ----------------------------------------------------------------
 
@@ -126,9 +134,12 @@ class BaseCsc:
         """The component's own commands, each made with :func:`bind`."""
         return ()
 
-    async def configure(self, config: ConfigSchema) -> None:
-        """Apply a validated configuration (called by ``start``); raise to refuse it."""
-        self.config = config
+    async def configure(self, config: C) -> None:
+        """Apply a validated configuration (called by ``start``); raise to refuse it.
+
+        ``self.config`` is already ``config`` while this runs (so whatever it starts,
+        such as a :meth:`follow` handler that fires at once on a retained event, sees the
+        new values); if it raises, the previous configuration is put back."""
 
     async def begin_start(self, params: g.StartParams) -> None:
         """Load and apply the configuration named by ``configurationOverride``."""
@@ -136,10 +147,13 @@ class BaseCsc:
             if params.configurationOverride:
                 raise ExpectedError(f"{self.address} takes no configuration override")
             return
-        applied = load_configuration(
-            self.config_schema, self.config_source, params.configurationOverride
-        )
-        await self.configure(applied.config)
+        applied = load_configuration(self._schema, self.config_source, params.configurationOverride)
+        previous, self.config = self.config, applied.config
+        try:
+            await self.configure(applied.config)
+        except BaseException:
+            self.config = previous
+            raise
         await self._publish_configuration_applied(applied)
 
     async def end_start(self, params: g.StartParams) -> None: ...
@@ -162,25 +176,20 @@ class BaseCsc:
         return self.lifecycle.state
 
     @property
-    def bus(self) -> Bus:
+    def bus(self) -> Transport:
         if self._bus is None:
             raise RuntimeError(f"{self.address} is not running; use `async with csc:`")
         return self._bus
 
-    async def __aenter__(self) -> BaseCsc:
-        will = aiomqtt.Will(
-            self.address.event("summaryState"),
-            encode(
-                g.SummaryState(summaryState=State.OFFLINE, name="OFFLINE", lost=True).model_dump()
-                | {"seq": 0, "sent_tai": current_tai()}
-            ),
-            qos=1,
-            retain=True,
-        )
-        bus = Bus(
-            self.broker,
+    def _last_will(self) -> Will:
+        lost = g.SummaryState(summaryState=State.OFFLINE, name="OFFLINE", lost=True)
+        payload = encode(lost.model_dump() | {"seq": 0, "sent_tai": current_tai()})
+        return Will(self.address.event(g.SUMMARY_STATE.name), payload, qos=1, retain=True)
+
+    async def __aenter__(self) -> BaseCsc[C]:
+        bus = self.broker.transport(
             client_id=f"{self.address.name}-{self.address.index}-{id(self):x}",
-            will=will,
+            will=self._last_will(),
             keepalive=self.keepalive,
             on_connect=self._on_connect,
             connect_timeout=self.connect_timeout,
@@ -193,7 +202,7 @@ class BaseCsc:
             self._bus = None
             raise
         self._background = [
-            asyncio.create_task(self._read_commands(commands), name=f"{self.address}-commands"),
+            asyncio.create_task(self.commands.read(commands), name=f"{self.address}-commands"),
             asyncio.create_task(self._beat(), name=f"{self.address}-heartbeat"),
             asyncio.create_task(self._publish_logs(), name=f"{self.address}-logs"),
         ]
@@ -206,7 +215,8 @@ class BaseCsc:
     async def close(self) -> None:
         """Stop everything this CSC started; the last will is not sent (clean exit)."""
         await self.unfollow()
-        await cancel_and_wait([*self._background, *self._command_tasks], self.log, "closing")
+        await cancel_and_wait(self._background, self.log, "closing")
+        await self.commands.close()
         self._background = []
         if self._bus is not None:
             await self._bus.close()
@@ -217,9 +227,7 @@ class BaseCsc:
         async with self:
             await self.done.wait()
             # exitControl's own ack (and any other in flight) must go out before we close.
-            pending = [t for t in self._command_tasks if t is not asyncio.current_task()]
-            if pending:
-                await asyncio.wait(pending, timeout=_ACK_WAIT)
+            await self.commands.wait_others(_ACK_WAIT)
 
     async def stop(self, reason: str) -> None:
         """Leave at once (SIGTERM, Ctrl-C): tell monitors OFFLINE, then let :meth:`run`
@@ -234,9 +242,29 @@ class BaseCsc:
 
     # ---- listening to other CSCs -------------------------------------------------------
 
-    async def follow(self, topic: str, handler: Callable[[Received], None]) -> None:
-        """Hear other CSCs' events or telemetry on ``topic`` (MQTT wildcards allowed) until
-        :meth:`unfollow`; unreadable messages are logged and skipped."""
+    async def follow(
+        self,
+        address: CscAddress,
+        spec: EventSpec[P] | TelemetrySpec[P],
+        handler: Callable[[Parsed[P]], None],
+    ) -> None:
+        """Hear ``address``'s ``spec`` messages, each validated against its declaration,
+        until :meth:`unfollow`; a malformed one is logged with the reason and skipped."""
+
+        def parse(received: Received) -> None:
+            try:
+                parsed = received.parse(spec)
+            except ValueError as exc:
+                self.log.warning(f"ignored a malformed {spec.name}", sender=str(address),
+                                 error=str(exc))  # fmt: skip
+                return
+            handler(parsed)
+
+        await self.follow_topic(spec.topic(address), parse)
+
+    async def follow_topic(self, topic: str, handler: Callable[[Received], None]) -> None:
+        """Hear messages on ``topic`` (MQTT wildcards allowed), JSON-decoded but not
+        validated, until :meth:`unfollow`; undecodable ones are logged and skipped."""
         subscription = await self.bus.subscribe(topic, maxsize=100_000)
         task = asyncio.create_task(
             self._follow(subscription, handler), name=f"{self.address}-follow-{topic}"
@@ -267,27 +295,15 @@ class BaseCsc:
         self, spec: EventSpec[Payload], payload: Payload, *, wait: float = 30.0
     ) -> bool:
         """Publish a declared event; retained ones are republished after a reconnect."""
-        if spec.name not in self._event_names:
-            raise ValueError(f"{self.address.name} does not declare event {spec.name}")
-        topic = self.address.event(spec.name)
-        data = self._stamp(topic, payload)
-        if spec.retained:
-            self._retained[topic] = data
+        topic, data = self._publisher.event(spec, payload)
         return await self.bus.publish(
             topic, data, qos=spec.qos, retain=spec.retained, wait=wait if spec.qos else 0.0
         )
 
     async def publish_telemetry(self, spec: TelemetrySpec[Payload], payload: Payload) -> bool:
         """Publish declared telemetry (QoS 0: dropped, not queued, while disconnected)."""
-        if spec.name not in self._telemetry_names:
-            raise ValueError(f"{self.address.name} does not declare telemetry {spec.name}")
-        topic = self.address.telemetry(spec.name)
-        return await self.bus.publish(topic, self._stamp(topic, payload), qos=0, wait=0.0)
-
-    def _stamp(self, topic: str, payload: Payload) -> bytes:
-        seq = self._seq.get(topic, 0) + 1
-        self._seq[topic] = seq
-        return encode(payload.model_dump() | {"seq": seq, "sent_tai": current_tai()})
+        topic, data = self._publisher.telemetry(spec, payload)
+        return await self.bus.publish(topic, data, qos=0, wait=0.0)
 
     async def _send_ack(self, ack: Ack) -> None:
         wire = ack.to_wire() | {"sent_tai": current_tai()}
@@ -295,10 +311,15 @@ class BaseCsc:
             self.log.warning("could not deliver ack", command=ack.command, ack=ack.code.name)
 
     async def _on_connect(self) -> None:
-        if not self._retained:
+        """First connection: the generic events. Later ones: every retained event again
+        (the broker may have lost them), as first published. Which one it is must not be
+        guessed from what was published: a component may publish a retained event of
+        its own before this hook runs."""
+        if not self._connected_before:
+            self._connected_before = True
             await self._publish_initial_events()
             return
-        for topic, data in list(self._retained.items()):
+        for topic, data in self._publisher.retained():
             await self.bus.publish(topic, data, qos=1, retain=True)
 
     async def _publish_initial_events(self) -> None:
@@ -306,17 +327,16 @@ class BaseCsc:
         await self.publish_event(
             g.SOFTWARE_VERSIONS,
             g.SoftwareVersions(
-                cscVersion=__version__,
-                xmlVersion=ICD_VERSION,
+                cscVersion=self.version, xmlVersion=ICD_VERSION,
                 subsystemVersions=f"python={sys.version.split()[0]}",
             ),
-        )
+        )  # fmt: skip
         source = self.config_source
         await self.publish_event(
             g.CONFIGURATIONS_AVAILABLE,
             g.ConfigurationsAvailable(
                 overrides=",".join(list_overrides(source)) if source else "",
-                version=__version__,
+                version=self.version,
                 url=source.directory.resolve().as_uri() if source else "",
             ),
         )
@@ -364,72 +384,11 @@ class BaseCsc:
 
     # ---- commands ----------------------------------------------------------------------
 
-    async def _read_commands(self, commands: Subscription) -> None:
-        async for message in commands:
-            self._receive_command(message)
-
-    def _receive_command(self, message: Message) -> None:
-        name = message.topic.rsplit("/", 1)[-1]
-        if message.retain:
-            # A retained command would run again at every reconnect: never obey one.
-            self.log.warning(
-                "ignored a retained command; commands must not be retained", command=name
-            )
-            return
-        parsed = parse_command(name, message.payload, self.interface)
-        if isinstance(parsed, Unreadable):
-            self.log.warning("dropped an unreadable command", reason=parsed.reason)
-            return
-        if isinstance(parsed, Refusal):
-            refusal = Ack(
-                parsed.seq, parsed.origin, parsed.command, AckCode.FAILED, parsed.reason, error=1
-            )
-            self._spawn(self._send_ack(refusal), f"refuse-{name}")
-            return
-        self._dispatch(parsed)
-
-    def _dispatch(self, request: CommandRequest) -> None:
-        name = request.command
-        if not self.auth.permits(request.identity, self.identity):
-            noperm = Ack(
-                request.seq,
-                request.origin,
-                name,
-                AckCode.NOPERM,
-                f"{request.identity} is not authorized to command {self.address}",
-            )
-            self._spawn(self._send_ack(noperm), f"noperm-{name}")
-            return
-        binding = self._bindings[name]
-        allowed = binding.spec.allowed_states
-        if allowed is not None and self.state not in allowed:
-            wanted = " or ".join(sorted(s.name for s in allowed))
-            refusal = Ack(
-                request.seq,
-                request.origin,
-                name,
-                AckCode.FAILED,
-                f"{name} not allowed in state {self.state.name} (needs {wanted})",
-                error=1,
-            )
-            self._spawn(self._send_ack(refusal), f"refuse-{name}")
-            return
-        run = execute(request, binding, self._send_ack, self.log, binding.spec.timeout)
-        task = self._spawn(run, f"cmd-{name}-{request.origin}-{request.seq}")
-        if allowed is not None and allowed <= {State.ENABLED}:
-            self._enabled_tasks.add(task)
-            task.add_done_callback(self._enabled_tasks.discard)
-
-    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[None]:
-        async def wrapper() -> None:
-            await coro
-
-        task = asyncio.create_task(wrapper(), name=name)
-        self._command_tasks.add(task)
-        task.add_done_callback(self._command_tasks.discard)
-        return task
-
-    # ---- the life cycle ----------------------------------------------------------------
+    def _triage(self, message: Message) -> Dropped | Ack | CommandRequest:
+        return triage(
+            message, self.interface, address=self.address, state=self.state, auth=self.auth,
+            own_identity=self.identity,
+        )  # fmt: skip
 
     def _generic_bindings(self) -> list[CommandBinding[Any]]:
         def transition(hooks: tuple[Callable[[Any], Awaitable[None]], ...]) -> Any:
@@ -448,6 +407,8 @@ class BaseCsc:
             bind(g.SET_LOG_LEVEL, self._set_log_level),
             bind(g.SET_AUTH_LIST, self._set_auth_list),
         ]
+
+    # ---- the life cycle ----------------------------------------------------------------
 
     async def _transition(
         self,
@@ -474,11 +435,7 @@ class BaseCsc:
     async def _state_changed(self, old: State, new: State) -> None:
         self.log.info("summary state changed", old=old.name, new=new.name)
         if old is State.ENABLED:
-            reason = f"aborted: {self.address} left ENABLED for {new.name}"
-            current = asyncio.current_task()
-            for task in list(self._enabled_tasks):
-                if task is not current:  # a command that faults the CSC finishes itself
-                    task.cancel(reason)
+            self.commands.abort_enabled_only(f"aborted: {self.address} left ENABLED for {new.name}")
         await self.state_changed(old, new)
         await self._publish_summary_state()
         if new is State.OFFLINE:

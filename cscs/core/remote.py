@@ -10,17 +10,31 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from cscs.core.bus import Bus, Message, Subscription
+import structlog
+
+from cscs.core import generic as g
 from cscs.core.protocol import Ack, AckCode, decode_json_object, encode
-from cscs.core.schema import Payload
+from cscs.core.schema import EventSpec, Payload, TelemetrySpec, parse_payload
 from cscs.core.settings import default_identity
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress, Kind, parse_topic
+from cscs.core.transport import Message, Subscription, Transport
 
-__all__ = ["AckError", "CommandTimeoutError", "EventStream", "Received", "Remote"]
+__all__ = [
+    "AckError",
+    "CommandTimeoutError",
+    "EventStream",
+    "Parsed",
+    "ParsedStream",
+    "Received",
+    "Remote",
+]
+
+P = TypeVar("P", bound=Payload)
+_log = structlog.get_logger("cscs.remote")
 
 
 class AckError(Exception):
@@ -64,6 +78,29 @@ class Received:
             return None
         return cls(parsed.address, parsed.kind, parsed.name, data, message.retain)
 
+    def parse(self, spec: EventSpec[P] | TelemetrySpec[P]) -> Parsed[P]:
+        """This message as ``spec`` declares it; ValueError naming the first bad field."""
+        if (self.kind, self.name) != (spec.kind, spec.name):
+            raise ValueError(
+                f"a {self.kind.value} {self.name} is not a {spec.kind.value} {spec.name}"
+            )
+        return Parsed(
+            self.address, self.name, parse_payload(spec.payload, self.data), self.retained,
+            self.seq, self.sent_tai,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Parsed(Generic[P]):
+    """One event or telemetry message, validated against its declaration."""
+
+    address: CscAddress
+    name: str
+    data: P
+    retained: bool = False
+    seq: int = 0
+    sent_tai: float = 0.0
+
 
 class EventStream:
     """Decoded messages from one subscription (malformed ones are skipped)."""
@@ -95,10 +132,38 @@ class EventStream:
             yield await self.next(None)
 
 
+class ParsedStream(Generic[P]):
+    """Messages of one declared topic, validated; malformed ones are logged and skipped
+    (anyone on the bus can publish anything on any topic)."""
+
+    def __init__(self, subscription: Subscription, spec: EventSpec[P] | TelemetrySpec[P]) -> None:
+        self._raw = EventStream(subscription)
+        self._spec = spec
+
+    async def next(self, timeout: float | None = 10.0) -> Parsed[P]:
+        async with asyncio.timeout(timeout):
+            while True:
+                received = await self._raw.next(None)
+                try:
+                    return received.parse(self._spec)
+                except ValueError as exc:
+                    _log.warning("skipped a malformed message", topic=self._spec.name,
+                                 sender=str(received.address), error=str(exc))  # fmt: skip
+
+    async def wait_for(
+        self, predicate: Callable[[Parsed[P]], bool], timeout: float | None = 10.0
+    ) -> Parsed[P]:
+        async with asyncio.timeout(timeout):
+            while True:
+                parsed = await self.next(None)
+                if predicate(parsed):
+                    return parsed
+
+
 class Remote:
     """Talks to one CSC. Use as an async context manager over a connected :class:`Bus`."""
 
-    def __init__(self, bus: Bus, address: CscAddress, *, identity: str | None = None) -> None:
+    def __init__(self, bus: Transport, address: CscAddress, *, identity: str | None = None) -> None:
         self.bus = bus
         self.address = address
         self.identity = identity or default_identity()
@@ -165,7 +230,7 @@ class Remote:
             ):
                 raise CommandTimeoutError(
                     f"{name} to {self.address}: not sent, the broker at "
-                    f"{self.bus.address.url} stayed unreachable for {timeout:g} s"
+                    f"{self.bus.url} stayed unreachable for {timeout:g} s"
                 )
             deadline = loop.time() + timeout
             while True:
@@ -195,13 +260,28 @@ class Remote:
         async with self.bus.subscription(topic, maxsize=10_000) as subscription:
             yield EventStream(subscription)
 
+    @contextlib.asynccontextmanager
+    async def events(self, spec: EventSpec[P] | TelemetrySpec[P]) -> AsyncIterator[ParsedStream[P]]:
+        """Follow one declared event or telemetry topic, each message validated."""
+        topic = spec.topic(self.address)
+        async with self.bus.subscription(topic, maxsize=10_000) as subscription:
+            yield ParsedStream(subscription, spec)
+
+    async def next(self, spec: EventSpec[P] | TelemetrySpec[P], timeout: float = 10.0) -> Parsed[P]:
+        """The next message of ``spec`` (for a retained event: its current value)."""
+        async with self.events(spec) as stream:
+            return await stream.next(timeout)
+
     async def next_event(self, name: str, timeout: float = 10.0) -> Received:
-        """The next ``name`` event (for a retained event: its current value)."""
+        """The next ``name`` event, undecoded beyond JSON (for any event, declared here
+        or not)."""
         async with self.stream(name) as events:
             return await events.next(timeout)
 
-    async def wait_for_state(self, state: State, timeout: float = 10.0) -> Received:
-        async with self.stream("summaryState") as events:
-            return await events.wait_for(
-                lambda r: r.data.get("summaryState") == int(state), timeout
-            )
+    async def state(self, timeout: float = 10.0) -> State:
+        """The summary state now (summaryState is retained)."""
+        return State((await self.next(g.SUMMARY_STATE, timeout)).data.summaryState)
+
+    async def wait_for_state(self, state: State, timeout: float = 10.0) -> Parsed[g.SummaryState]:
+        async with self.events(g.SUMMARY_STATE) as events:
+            return await events.wait_for(lambda r: r.data.summaryState == int(state), timeout)

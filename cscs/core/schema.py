@@ -8,13 +8,14 @@ closed too, so a CSC cannot publish a field the interface does not declare.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cscs.core.states import State
+from cscs.core.topics import CscAddress, Kind
 
 __all__ = [
     "ANY_WORKING_STATE",
@@ -25,6 +26,8 @@ __all__ = [
     "NoParams",
     "Payload",
     "TelemetrySpec",
+    "first_problem",
+    "parse_payload",
 ]
 
 
@@ -42,6 +45,26 @@ class NoParams(Payload):
 
 
 P = TypeVar("P", bound=Payload, covariant=True)
+M = TypeVar("M", bound=Payload)
+
+
+def first_problem(exc: ValidationError, whole: str = "payload") -> str:
+    """The first thing wrong, as ``field.subfield: message`` (``whole`` if no field)."""
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or whole
+    return f"{where}: {error['msg']}"
+
+
+def parse_payload(model: type[M], data: Mapping[str, Any]) -> M:
+    """A received event or telemetry payload as ``model``; ValueError naming the first
+    bad field otherwise. Fields the model lacks (``seq``, ``sent_tai``, and whatever a
+    publisher adds, as the ICD allows) are ignored; declared ones are checked strictly."""
+    known = {k: v for k, v in data.items() if k in model.model_fields}
+    try:
+        return model.model_validate(known)
+    except ValidationError as exc:
+        raise ValueError(f"{model.__name__}: {first_problem(exc)}") from None
+
 
 ENABLED_ONLY: frozenset[State] = frozenset({State.ENABLED})
 ANY_WORKING_STATE: frozenset[State] = frozenset(
@@ -73,6 +96,10 @@ class EventSpec(Generic[P]):
     doc: str
     retained: bool = False
     qos: int = 1
+    kind: Kind = field(default=Kind.EVENT, init=False)
+
+    def topic(self, address: CscAddress) -> str:
+        return address.event(self.name)
 
 
 @dataclass(frozen=True)
@@ -84,6 +111,10 @@ class TelemetrySpec(Generic[P]):
     doc: str
     qos: int = field(default=0, init=False)
     retained: bool = field(default=False, init=False)
+    kind: Kind = field(default=Kind.TELEMETRY, init=False)
+
+    def topic(self, address: CscAddress) -> str:
+        return address.telemetry(self.name)
 
 
 @dataclass(frozen=True)

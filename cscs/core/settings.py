@@ -1,6 +1,7 @@
-"""Process settings from the environment, read in one place.
+"""Process settings from the environment, read in one place (:func:`settings_from_env`).
 
-Every error names the variable, so a typo in a shell profile is found at once.
+Every error names the variable, so a typo in a shell profile is found at once. Nothing
+else in the project reads the environment; a CSC gets these as a :class:`Settings`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from pathlib import Path
 from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress
 from cscs.core.topics import DEFAULT_PREFIX
 
-__all__ = ["Settings", "default_identity", "default_state_dir", "settings_from_env"]
+__all__ = [
+    "DEFAULT_DAQ_BIND",
+    "Settings",
+    "default_identity",
+    "default_state_dir",
+    "settings_from_env",
+]
 
 
 def default_state_dir() -> Path:
@@ -33,22 +40,38 @@ def default_identity() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+DEFAULT_DAQ_BIND = "tcp://127.0.0.1:*"
+
+
 @dataclass(frozen=True)
 class Settings:
+    """What a process takes from its environment; the defaults when a variable is unset."""
+
     broker_url: str = DEFAULT_BROKER_URL
+    """``CSCS_BROKER``: the MQTT broker."""
     prefix: str = DEFAULT_PREFIX
+    """``CSCS_PREFIX``: the first level of every topic."""
     config_dir: Path | None = None
+    """``CSCS_CONFIG_DIR``: configuration directories by CSC name, instead of the shipped."""
     site: str | None = None
+    """``CSCS_SITE``: the site layer of configuration (``_{site}.yaml``)."""
     state_dir: Path | None = None
+    """``CSCS_STATE_DIR``: what must survive a restart (default ``~/.local/state/cscs``)."""
+    daq_bind: str = DEFAULT_DAQ_BIND
+    """``CSCS_DAQ_BIND``: where a (simulated) camera's DAQ server listens."""
 
     @property
     def broker(self) -> BrokerAddress:
         return BrokerAddress.from_url(self.broker_url)
 
+    @property
+    def state_directory(self) -> Path:
+        return self.state_dir or default_state_dir()
+
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """``CSCS_BROKER``, ``CSCS_PREFIX``, ``CSCS_CONFIG_DIR``, ``CSCS_SITE``,
-    ``CSCS_STATE_DIR``."""
+    ``CSCS_STATE_DIR``, ``CSCS_DAQ_BIND``; ValueError naming the variable that is wrong."""
     env = os.environ if env is None else env
     broker_url = env.get("CSCS_BROKER", DEFAULT_BROKER_URL)
     try:
@@ -61,10 +84,16 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     config_dir = env.get("CSCS_CONFIG_DIR")
     if config_dir is not None and not Path(config_dir).is_dir():
         raise ValueError(f"CSCS_CONFIG_DIR={config_dir!r}: no such directory")
+    daq_bind = env.get("CSCS_DAQ_BIND") or DEFAULT_DAQ_BIND
+    if not daq_bind.startswith(("tcp://", "ipc://")):
+        raise ValueError(
+            f"CSCS_DAQ_BIND={daq_bind!r}: must be a ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555"
+        )
     return Settings(
         broker_url=broker_url,
         prefix=prefix,
         config_dir=Path(config_dir) if config_dir else None,
         site=env.get("CSCS_SITE") or None,
         state_dir=Path(env["CSCS_STATE_DIR"]) if env.get("CSCS_STATE_DIR") else None,
+        daq_bind=daq_bind,
     )

@@ -6,7 +6,16 @@ import enum
 import re
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PREFIX", "CscAddress", "Kind", "ParsedTopic", "parse_topic"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "CscAddress",
+    "Kind",
+    "ParsedTopic",
+    "check_filter",
+    "check_topic",
+    "parse_topic",
+    "topic_matches",
+]
 
 DEFAULT_PREFIX = "obs"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -91,3 +100,39 @@ def parse_topic(topic: str) -> ParsedTopic | None:
     except ValueError:
         return None
     return None
+
+
+def check_topic(topic: str) -> str:
+    """``topic`` if one may publish on it (MQTT: not empty, no wildcard); else ValueError."""
+    if not topic or "+" in topic or "#" in topic:
+        raise ValueError(f"cannot publish on {topic!r}: a topic is not empty and has no + or #")
+    return topic
+
+
+def check_filter(topic_filter: str) -> str:
+    """``topic_filter`` if MQTT accepts it: ``+`` a whole level, ``#`` the whole last."""
+    levels = topic_filter.split("/")
+    for position, level in enumerate(levels):
+        misplaced_hash = "#" in level and (level != "#" or position != len(levels) - 1)
+        if misplaced_hash or ("+" in level and level != "+"):
+            raise ValueError(
+                f"topic filter {topic_filter!r}: + must be a whole level and # the whole last one"
+            )
+    if not topic_filter:
+        raise ValueError("a topic filter cannot be empty")
+    return topic_filter
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether ``topic`` matches ``topic_filter`` (MQTT 3.1.1 §4.7: ``+`` one level,
+    ``#`` the rest, including none; wildcards at the first level skip ``$`` topics)."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    wanted = topic_filter.split("/")
+    levels = topic.split("/")
+    for position, level in enumerate(wanted):
+        if level == "#":
+            return True
+        if position >= len(levels) or (level != "+" and level != levels[position]):
+            return False
+    return len(wanted) == len(levels)

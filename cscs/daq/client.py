@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import structlog
 import xxhash
 import zmq
 import zmq.asyncio
 
-from cscs.core.geometry import SEGMENT_COLS, SEGMENT_NAMES, SEGMENT_ROWS
+from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_NAMES, SEGMENT_ROWS
 from cscs.daq.errors import (
     ChecksumMismatchError,
     DaqError,
@@ -35,53 +33,19 @@ from cscs.daq.protocol import (
     encode,
     parse_reply,
 )
+from cscs.daq.reader import ImageInfo, Pixels, SensorPixels
 
-__all__ = ["DaqClient", "ImageInfo", "SensorPixels"]
+__all__ = ["DaqClient"]
 
-Pixels = npt.NDArray[np.int32]
 _EXPECTED_DTYPE = np.dtype("<i4")
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    name: str
-    sensors: tuple[str, ...]
-    missing_sensors: tuple[str, ...]
-    complete: bool
-    byte_size: int
-    metadata: dict[str, Any]
-
-    @classmethod
-    def from_wire(cls, body: dict[str, Any]) -> ImageInfo:
-        return cls(
-            name=str(body["name"]),
-            sensors=tuple(body["sensors"]),
-            missing_sensors=tuple(body.get("missingSensors", ())),
-            complete=bool(body["complete"]),
-            byte_size=int(body["byteSize"]),
-            metadata=dict(body.get("metadata", {})),
-        )
-
-
-@dataclass(frozen=True)
-class SensorPixels:
-    """One detector's raw segments, verified, in file order."""
-
-    image: str
-    sensor: str
-    segments: tuple[Pixels, ...]
-    checksums: tuple[str, ...]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(s.nbytes for s in self.segments)
 
 
 _Reply = list[zmq.Frame]
 
 
 class DaqClient:
-    """A connection to one DAQ server; many reads may run at once over it.
+    """A connection to one DAQ server; many reads may run at once over it. A
+    :class:`~cscs.daq.reader.DaqReader`.
 
     ``timeout``: how long to wait for a first answer (longer means the DAQ is down).
     ``stall_timeout``: how long a stream may go without a segment before it is

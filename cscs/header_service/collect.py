@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cscs.camera.events import EndOfImageTelemetry, EndReadout, StartIntegration
 from cscs.core.topics import CscAddress
 
 __all__ = ["Exposure", "KeywordRule", "Missing", "SourceCache", "SourceKey", "Value"]
@@ -126,7 +127,10 @@ class SourceCache:
             return Missing(f"{key} is stale: last value {age:.1f} s old (limit {rule.age_limit:g})")
         if rule.field not in sample.data:
             return Missing(f"{key} has no field {rule.field!r}")
-        return Value(rule.convert(sample.data[rule.field]), rule.unit, rule.comment)
+        value = sample.data[rule.field]
+        if value is not None and not isinstance(value, bool | int | float | str):
+            return Missing(f"{key} field {rule.field!r} is a {type(value).__name__}, not a value")
+        return Value(rule.convert(value), rule.unit, rule.comment)
 
 
 @dataclass
@@ -152,11 +156,15 @@ class _Monitor:
 class Exposure:
     """One image's collection, from ``startIntegration`` until every moment has come."""
 
-    def __init__(self, image: str, rules: list[KeywordRule], camera_index: int) -> None:
-        self.image = image
+    def __init__(
+        self, start: StartIntegration, rules: list[KeywordRule], camera_index: int
+    ) -> None:
+        self.image = start.imageName
+        self.start = start
+        self.end: EndOfImageTelemetry | None = None
+        self.readout: EndReadout | None = None
         self.camera_index = camera_index
         self.values: dict[str, Value | Missing] = {}
-        self.events: dict[str, dict[str, Any]] = {}  # camera events of this image, by name
         self._rules = rules
         # Parsed once here, not on every source message (mount telemetry is 10 Hz).
         self._keys = {r.keyword: r.key(camera_index) for r in rules}

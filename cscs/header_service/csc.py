@@ -17,31 +17,43 @@ did not, and headers went missing silently).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import field_validator
 
-from cscs import __version__
-from cscs.core import files
+from cscs.camera import files
+from cscs.camera.events import (
+    END_OF_IMAGE_TELEMETRY,
+    END_READOUT,
+    LATEST_IMAGE,
+    START_INTEGRATION,
+    START_READOUT,
+    EndOfImageTelemetry,
+    EndReadout,
+    LatestImage,
+    StartIntegration,
+    StartReadout,
+)
+from cscs.camera.geometry import Camera, camera_for_index
+from cscs.camera.headers import (
+    LARGE_FILE_OBJECT_AVAILABLE,
+    MIME_TYPE,
+    LargeFileObjectAvailable,
+)
+from cscs.camera.observatory import pointing
 from cscs.core import generic as g
-from cscs.core.camera_events import CAMERA_EVENTS, LATEST_IMAGE, LatestImage, parse_event
-from cscs.core.commands import CommandBinding
 from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
-from cscs.core.geometry import Camera, camera_for_index
-from cscs.core.observatory import pointing
-from cscs.core.remote import Received
-from cscs.core.schema import EventSpec, Payload
+from cscs.core.remote import Parsed, Received
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
 from cscs.header_service.collect import Exposure, KeywordRule, SourceCache, SourceKey
 from cscs.header_service.derived import DERIVED_KEYWORDS, derived_keywords
-from cscs.header_service.document import MIME_TYPE, HeaderDocument, render
+from cscs.header_service.document import RenderedHeader, render
 
 __all__ = ["HeaderServiceConfig", "HeaderServiceCsc"]
 
@@ -55,25 +67,6 @@ class HeaderWriteError(Exception):
 
 
 DERIVED = frozenset(DERIVED_KEYWORDS)
-
-
-class LargeFileObjectAvailable(Payload):
-    id: str
-    """the image name"""
-    url: str
-    byteSize: int
-    checkSum: str
-    """MD5 of the document, hex"""
-    mimeType: str
-    generator: str
-    version: str
-    missingKeywords: str
-    """comma-separated keywords that could not be collected (empty: header complete)"""
-
-
-LARGE_FILE_OBJECT_AVAILABLE = EventSpec(
-    "largeFileObjectAvailable", LargeFileObjectAvailable, "A header document is ready."
-)
 
 
 class HeaderServiceConfig(ConfigSchema):
@@ -98,12 +91,12 @@ class HeaderServiceConfig(ConfigSchema):
         return rules
 
 
-class HeaderServiceCsc(BaseCsc):
+class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
     interface = g.GENERIC.extended(
         "HeaderService",
         "Collects each exposure's header metadata from the bus and publishes the header "
-        "document for the archiver (index = camera). The document format and the keyword "
-        "map are described in `cscs/header_service/document.py` and `collect.py`; "
+        "document for the archiver (index = camera). The document format is declared in "
+        "`cscs/camera/headers.py`, the keyword map in `docs/header-service.md`; "
         "`largeFileObjectAvailable.missingKeywords` is an addition to ICD §6.",
         events=(LARGE_FILE_OBJECT_AVAILABLE, LATEST_IMAGE),
     )
@@ -114,7 +107,6 @@ class HeaderServiceCsc(BaseCsc):
         self.camera: Camera = camera_for_index(index)
         super().__init__(index, **kwargs)
         self.camera_address = CscAddress("Camera", index, self.address.prefix)
-        self.header_config = HeaderServiceConfig()
         self._default_output_dir = self.state_dir / "headers" / f"HeaderService-{index}"
         self.output_dir = self._default_output_dir
         self.cache = SourceCache()
@@ -122,19 +114,13 @@ class HeaderServiceCsc(BaseCsc):
         self._finished: dict[str, asyncio.Event] = {}
         self._exposure_tasks: dict[str, asyncio.Task[None]] = {}
 
-    def component_commands(self) -> Sequence[CommandBinding[Any]]:
-        return ()
-
     # ---- configuration and subscriptions ----------------------------------------------
 
-    async def configure(self, config: ConfigSchema) -> None:
-        assert isinstance(config, HeaderServiceConfig)
+    async def configure(self, config: HeaderServiceConfig) -> None:
         try:
             keys = {rule.key(self.address.index) for rule in config.keywords}
         except ValueError as exc:
             raise ExpectedError(f"keyword map: {exc}") from None
-        self.header_config = config
-        self.config = config
         self.output_dir = config.output_path() or self._default_output_dir
         await asyncio.to_thread(pointing, 0.0, -30.0, current_tai())  # load astropy now
         await self._listen(keys)
@@ -142,10 +128,13 @@ class HeaderServiceCsc(BaseCsc):
     async def _listen(self, keys: set[SourceKey]) -> None:
         await self.unfollow()
         prefix = self.address.prefix
-        topics = {f"{prefix}/{k.name}/{k.index}/{k.kind}/{k.topic}" for k in keys}
-        topics.add(f"{self.camera_address.root}/evt/+")
-        for topic in sorted(topics):
-            await self.follow(topic, self._receive)
+        for topic in sorted({f"{prefix}/{k.name}/{k.index}/{k.kind}/{k.topic}" for k in keys}):
+            await self.follow_topic(topic, self._source)
+        camera = self.camera_address
+        await self.follow(camera, START_INTEGRATION, self._on_start_integration)
+        await self.follow(camera, START_READOUT, self._on_start_readout)
+        await self.follow(camera, END_READOUT, self._on_end_readout)
+        await self.follow(camera, END_OF_IMAGE_TELEMETRY, self._on_end_of_image_telemetry)
 
     async def close(self) -> None:
         await self._abandon_all("closing")
@@ -165,50 +154,55 @@ class HeaderServiceCsc(BaseCsc):
 
     # ---- messages ----------------------------------------------------------------------
 
-    def _receive(self, message: Received) -> None:
-        address, kind, topic = message.address, message.kind.value, message.name
-        now = current_tai()
-        if (address.name, address.index, kind) == ("Camera", self.address.index, "evt"):
-            if topic in CAMERA_EVENTS:
-                self._camera_event(topic, message.data, now)
-            return
-        key = SourceKey(address.name, address.index, kind, topic)
-        self.cache.update(key, message.data, now)
+    def _source(self, message: Received) -> None:
+        """A message from a source of the keyword map: cached, and fed to the exposures'
+        monitors."""
+        address = message.address
+        key = SourceKey(address.name, address.index, message.kind.value, message.name)
+        self.cache.update(key, message.data, current_tai())
         for exposure in self.exposures.values():
             exposure.observe(key, message.data)
 
-    def _camera_event(self, event: str, received: dict[str, Any], now: float) -> None:
-        try:
-            data = parse_event(CAMERA_EVENTS[event].payload, received).model_dump()
-        except ValueError as exc:
-            self.log.warning("ignored a malformed camera event", camera_event=event, error=str(exc))
+    def _on_start_integration(self, event: Parsed[StartIntegration]) -> None:
+        if self.state is not State.ENABLED:
             return
-        image = data["imageName"]
-        if event == "startIntegration":
-            if self.state is State.ENABLED:
-                self._begin(image, data, now)
-            return
-        exposure = self.exposures.get(image)
-        if exposure is None:
-            return
-        exposure.events[event] = data
-        exposure.reach("end" if event == "endOfImageTelemetry" else event, self.cache, now)
-        if exposure.complete:
-            self._finished[image].set()
-
-    def _begin(self, image: str, data: dict[str, Any], now: float) -> None:
+        start = event.data
+        image = start.imageName
         if image in self.exposures:
             self.log.warning("startIntegration repeated; ignored", image=image)
             return
-        exposure = Exposure(image, self.header_config.keywords, self.address.index)
-        exposure.events["startIntegration"] = data
-        exposure.reach("start", self.cache, now)
+        exposure = Exposure(start, self.config.keywords, self.address.index)
+        exposure.reach("start", self.cache, current_tai())
         self.exposures[image] = exposure
         self._finished[image] = asyncio.Event()
-        wait = float(data["timeout"]) if data["timeout"] > 0 else 60.0
+        wait = start.timeout if start.timeout > 0 else 60.0
         self._exposure_tasks[image] = asyncio.create_task(
             self._complete(exposure, wait), name=f"{self.address}-{image}"
         )
+
+    def _on_start_readout(self, event: Parsed[StartReadout]) -> None:
+        self._moment(event.data.imageName, START_READOUT.name)
+
+    def _on_end_readout(self, event: Parsed[EndReadout]) -> None:
+        exposure = self.exposures.get(event.data.imageName)
+        if exposure is not None:
+            exposure.readout = event.data
+        self._moment(event.data.imageName, END_READOUT.name)
+
+    def _on_end_of_image_telemetry(self, event: Parsed[EndOfImageTelemetry]) -> None:
+        exposure = self.exposures.get(event.data.imageName)
+        if exposure is not None:
+            exposure.end = event.data
+        self._moment(event.data.imageName, "end")
+
+    def _moment(self, image: str, moment: str) -> None:
+        """A moment of ``image``'s exposure has come: take its values."""
+        exposure = self.exposures.get(image)
+        if exposure is None:
+            return
+        exposure.reach(moment, self.cache, current_tai())
+        if exposure.complete:
+            self._finished[image].set()
 
     # ---- finishing an exposure ---------------------------------------------------------
 
@@ -232,29 +226,29 @@ class HeaderServiceCsc(BaseCsc):
             self._finished.pop(image, None)
             self._exposure_tasks.pop(image, None)
 
-    def _write_header(self, exposure: Exposure) -> tuple[HeaderDocument, Path]:
+    def _write_header(self, exposure: Exposure) -> tuple[RenderedHeader, Path]:
         """Derive, render and write one header (in a worker thread: astropy and the
         file system take milliseconds the event loop should not wait for)."""
-        start = exposure.events["startIntegration"]
+        start = exposure.start
         primary = (
             derived_keywords(
                 self.camera,
                 start,
-                exposure.events.get("endOfImageTelemetry"),
+                exposure.end,
                 exposure.values.get("RA"),
                 exposure.values.get("DEC"),
             )
             + exposure.ordered()
         )
-        readout = exposure.events.get("endReadout")
+        readout = exposure.readout
         sensors = (
-            readout["sensors"].split(",")
-            if readout and readout.get("sensors")
+            readout.sensor_names
+            if readout and readout.sensor_names
             else [d.name for d in self.camera.detectors]
         )
         image = exposure.image
-        document = render(image, str(self.address), __version__, self.camera, sensors, primary)
-        path = self.output_dir / str(start["imageDate"]) / f"{image}.yaml"
+        document = render(image, str(self.address), self.version, self.camera, sensors, primary)
+        path = self.output_dir / start.imageDate / f"{image}.yaml"
         try:
             files.write_atomically(path, document.data)
         except OSError as exc:
@@ -282,7 +276,7 @@ class HeaderServiceCsc(BaseCsc):
                 checkSum=document.md5,
                 mimeType=MIME_TYPE,
                 generator=str(self.address),
-                version=__version__,
+                version=self.version,
                 missingKeywords=",".join(document.missing),
             ),
         )

@@ -8,12 +8,11 @@ exposure. Anything that cannot be computed is :class:`Missing`, with the reason.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from cscs.core.geometry import Camera
-from cscs.core.observatory import astropy_time, pointings
+from cscs.camera.events import EndOfImageTelemetry, StartIntegration
+from cscs.camera.geometry import Camera
+from cscs.camera.observatory import astropy_time, pointings
 from cscs.header_service.collect import Missing, Value
 
 __all__ = ["DERIVED_KEYWORDS", "derived_keywords"]
@@ -42,8 +41,8 @@ def _time_keywords(begin: float, finish: float) -> Keywords:
 
 def derived_keywords(
     camera: Camera,
-    start: dict[str, Any],
-    end: dict[str, Any] | None,
+    start: StartIntegration,
+    end: EndOfImageTelemetry | None,
     ra: Value | Missing | None,
     dec: Value | Missing | None,
 ) -> Keywords:
@@ -51,13 +50,13 @@ def derived_keywords(
     keywords: Keywords = [
         ("TELESCOP", Value(camera.telescope, "", "telescope")),
         ("INSTRUME", Value(camera.instrument, "", "instrument")),
-        ("CAMCODE", Value(start.get("imageSource", camera.code), "", "camera code")),
-        ("CONTRLLR", Value(start.get("imageController", "O"), "", "image controller")),
-        ("DAYOBS", Value(start["imageDate"], "", "day of observation (TAI, noon to noon)")),
-        ("SEQNUM", Value(int(start["imageNumber"]), "", "sequence number within the day")),
-        ("OBSID", Value(start["imageName"], "", "image name")),
-        ("IMGTYPE", Value(start["imageType"], "", "image type")),
-        ("GROUPID", Value(start.get("groupId", ""), "", "group of images")),
+        ("CAMCODE", Value(start.imageSource, "", "camera code")),
+        ("CONTRLLR", Value(start.imageController, "", "image controller")),
+        ("DAYOBS", Value(start.imageDate, "", "day of observation (TAI, noon to noon)")),
+        ("SEQNUM", Value(start.imageNumber, "", "sequence number within the day")),
+        ("OBSID", Value(start.imageName, "", "image name")),
+        ("IMGTYPE", Value(start.imageType, "", "image type")),
+        ("GROUPID", Value(start.groupId, "", "group of images")),
         ("TIMESYS", Value("TAI", "", "time scale of every time here")),
     ]
     if end is None:
@@ -66,11 +65,11 @@ def derived_keywords(
                      "MJD-BEG", "DATE-END", "MJD-END"):  # fmt: skip
             keywords.append((name, reason))
         return keywords + _pointing_keywords(None, None, ra, dec)
-    begin, finish = float(end["timestampDateObs"]), float(end["timestampDateEnd"])
+    begin, finish = end.timestampDateObs, end.timestampDateEnd
     keywords += [
-        ("EXPTIME", Value(float(end["exposureTime"]), "s", "requested exposure time")),
-        ("DARKTIME", Value(float(end["darkTime"]), "s", "dark time")),
-        ("SHUTTIME", Value(float(end["measuredShutterOpenTime"]), "s", "shutter open time")),
+        ("EXPTIME", Value(end.exposureTime, "s", "requested exposure time")),
+        ("DARKTIME", Value(end.darkTime, "s", "dark time")),
+        ("SHUTTIME", Value(end.measuredShutterOpenTime, "s", "shutter open time")),
         *_time_keywords(begin, finish),
     ]
     return keywords + _pointing_keywords(begin, finish, ra, dec)

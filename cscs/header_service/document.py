@@ -1,22 +1,7 @@
-"""The header document: every keyword for one image, in a file the archiver fetches.
+"""Rendering an exposure's collected and derived keywords as its header document.
 
-YAML (``mimeType`` ``application/yaml``), so that a person can read it too::
-
-    imageName: AT_O_20261121_000042
-    generator: HeaderService:1
-    version: 0.1.0
-    primary:                      # primary-HDU keywords, in header order
-      - {keyword: RA, value: 150.1, unit: deg, comment: ...}
-      - {keyword: AIRTEMP, value: null, comment: ...}     # could not be collected
-    detectors:                    # per-detector keywords, by RXX_SXX
-      R00_S00: [{keyword: RAFTBAY, value: R00}, ...]
-    segments:                     # per-extension geometry, by EXTNAME
-      Segment10: [{keyword: EXTNAME, value: Segment10}, {keyword: DATASEC, ...}, ...]
-    missing:                      # every keyword left undefined, and why
-      - {keyword: AIRTEMP, reason: nothing received from Weather:0 tel/weather}
-
-A missing keyword keeps its place with ``value: null`` (the FITS undefined value) and
-is listed under ``missing`` — never invented.
+The document's format is declared in :mod:`cscs.camera.headers` (the archiver reads it
+with the same declaration); this module only fills it in.
 """
 
 from __future__ import annotations
@@ -26,18 +11,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from cscs.core.geometry import SEGMENTS, Camera, detector_keywords
+from cscs.camera.geometry import SEGMENTS, Camera, detector_keywords
+from cscs.camera.headers import HeaderCard, HeaderDocument, MissingKeyword, dump_header_document
 from cscs.header_service.collect import Missing, Value
 
-__all__ = ["MIME_TYPE", "HeaderDocument", "render"]
-
-MIME_TYPE = "application/yaml"
+__all__ = ["RenderedHeader", "render"]
 
 
 @dataclass(frozen=True)
-class HeaderDocument:
+class RenderedHeader:
+    """A header document as written: its bytes, their MD5, the keywords it lacks."""
+
     data: bytes
     md5: str
     missing: tuple[str, ...]
@@ -52,15 +36,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _card(keyword: str, entry: Value | Missing) -> dict[str, Any]:
+def _card(keyword: str, entry: Value | Missing) -> HeaderCard:
     if isinstance(entry, Missing):
-        return {"keyword": keyword, "value": None, "comment": "not collected: " + entry.reason}
-    card: dict[str, Any] = {"keyword": keyword, "value": _plain(entry.value)}
-    if entry.unit:
-        card["unit"] = entry.unit
-    if entry.comment:
-        card["comment"] = entry.comment
-    return card
+        return HeaderCard(keyword=keyword, value=None, comment="not collected: " + entry.reason)
+    return HeaderCard(
+        keyword=keyword, value=_plain(entry.value), unit=entry.unit, comment=entry.comment
+    )
+
+
+def _plain_cards(keywords: dict[str, Any]) -> list[HeaderCard]:
+    return [HeaderCard(keyword=k, value=v) for k, v in keywords.items()]
 
 
 def render(
@@ -70,27 +55,18 @@ def render(
     camera: Camera,
     sensors: list[str],
     primary: list[tuple[str, Value | Missing]],
-) -> HeaderDocument:
+) -> RenderedHeader:
     missing = [(k, e.reason) for k, e in primary if isinstance(e, Missing)]
-    document = {
-        "imageName": image,
-        "generator": generator,
-        "version": version,
-        "primary": [_card(k, e) for k, e in primary],
-        "detectors": {
-            name: [
-                {"keyword": k, "value": v}
-                for k, v in detector_keywords(camera.detector(name)).items()
-            ]
-            for name in sensors
+    document = HeaderDocument(
+        imageName=image,
+        generator=generator,
+        version=version,
+        primary=[_card(k, e) for k, e in primary],
+        detectors={
+            name: _plain_cards(detector_keywords(camera.detector(name))) for name in sensors
         },
-        "segments": {
-            s.name: [{"keyword": k, "value": v} for k, v in s.keywords().items()] for s in SEGMENTS
-        },
-        "missing": [{"keyword": k, "reason": r} for k, r in missing],
-    }
-    data = yaml.dump(document, Dumper=_DUMPER, sort_keys=False, allow_unicode=True).encode()
-    return HeaderDocument(data, hashlib.md5(data).hexdigest(), tuple(k for k, _ in missing))
-
-
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+        segments={s.name: _plain_cards(s.keywords()) for s in SEGMENTS},
+        missing=[MissingKeyword(keyword=k, reason=r) for k, r in missing],
+    )
+    data = dump_header_document(document)
+    return RenderedHeader(data, hashlib.md5(data).hexdigest(), tuple(k for k, _ in missing))

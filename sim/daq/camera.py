@@ -14,17 +14,13 @@ retained ``daqAvailable`` event.
 from __future__ import annotations
 
 import asyncio
-import os
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
-
-from cscs.core import generic as g
-from cscs.core.camera_events import (
+from cscs.camera.events import (
     END_OF_IMAGE_TELEMETRY,
     END_READOUT,
     LATEST_IMAGE,
@@ -36,175 +32,55 @@ from cscs.core.camera_events import (
     StartIntegration,
     StartReadout,
 )
+from cscs.camera.geometry import Camera, camera_for_index
 from cscs.core.commands import CommandBinding, CommandContext, bind
-from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
-from cscs.core.geometry import Camera, camera_for_index
-from cscs.core.schema import (
-    ANY_WORKING_STATE,
-    CommandSpec,
-    EventSpec,
-    NoParams,
-    Payload,
-    TelemetrySpec,
-)
+from cscs.core.schema import NoParams
 from cscs.core.tai import current_tai
+from sim.daq.exposure import CameraConfig, check_exposure, parse_key_value_map
 from sim.daq.faults import READOUT_FAULTS, FaultPlan, FaultRule
-from sim.daq.pixels import IMAGE_TYPES, ElectronicsModel, Scene, SkyModel, synthesize_sensor
+from sim.daq.interface import (
+    CLEAR_FAULTS,
+    DAQ_AVAILABLE,
+    DAQ_STORE,
+    INJECT_FAULT,
+    INTERFACE,
+    TAKE_IMAGES,
+    DaqAvailable,
+    DaqStoreStatus,
+    TakeImagesParams,
+)
+from sim.daq.pixels import Scene, synthesize_sensor
 from sim.daq.sequence import ImageSequencer
 from sim.daq.server import DaqServer
 from sim.daq.store import DaqStore, SensorData
 
 __all__ = ["CameraConfig", "CameraCsc"]
 
-DEFAULT_DAQ_BIND = "tcp://127.0.0.1:*"
 _END_EVENT_MARGIN = 30.0  # s consumers keep waiting past the expected end of an image
 _STORE_TELEMETRY_INTERVAL = 5.0
 
-# ---- interface ---------------------------------------------------------------------------
 
-
-class TakeImagesParams(Payload):
-    numImages: int = Field(ge=1, le=10_000)
-    expTime: float = Field(ge=0.0, le=3600.0)
-    """Exposure time, s (0 for BIAS)."""
-    shutter: bool
-    """Open the shutter (FLAT, OBJECT) or keep it closed (BIAS, DARK)."""
-    imageType: str
-    """BIAS, DARK, FLAT, OBJECT or ENGTEST."""
-    groupId: str = ""
-    keyValueMap: str = ""
-    """`key:value` pairs, comma-separated; passed to consumers in `additionalKeys/Values`."""
-
-
-class DaqAvailable(Payload):
-    url: str
-    """The DAQ server's ZeroMQ endpoints, comma-separated (docs/daq-protocol.md)."""
-    capacityBytes: int
-
-
-class DaqStoreStatus(Payload):
-    images: int
-    usedBytes: int
-    capacityBytes: int
-    oldestImage: str
-    newestImage: str
-
-
-TAKE_IMAGES = CommandSpec(
-    "takeImages",
-    TakeImagesParams,
-    "Take `numImages` exposures; INPROGRESS until the last image is read out.",
-)
-INJECT_FAULT = CommandSpec(
-    "injectFault",
-    FaultRule,
-    "Test aid: make the DAQ fail reads (drop, corrupt, slow, evict) or readouts "
-    "(missing) of matching images and sensors.",
-    allowed_states=ANY_WORKING_STATE,
-)
-CLEAR_FAULTS = CommandSpec(
-    "clearFaults", NoParams, "Remove every injected fault.", allowed_states=ANY_WORKING_STATE
-)
-DAQ_AVAILABLE = EventSpec(
-    "daqAvailable", DaqAvailable, "Where to read pixels from (retained).", retained=True
-)
-DAQ_STORE = TelemetrySpec("daqStore", DaqStoreStatus, "The DAQ buffer's fill, every 5 s.")
-
-INTERFACE = g.GENERIC.extended(
-    "Camera",
-    "The simulated camera and its DAQ (`sim/daq`; index 1 LATISS, 2 ComCam, 3 LSSTCam).\n\n"
-    "Beyond ICD §5: `endReadout` is published only when every sensor's pixels are in the "
-    "DAQ buffer; the retained `daqAvailable` says where to read them (ZeroMQ, "
-    "`docs/daq-protocol.md`) and `daqStore` how full the buffer is. `takeImages` refuses "
-    "a BIAS with `expTime` > 0, a DARK with the shutter open, a FLAT or OBJECT with it "
-    "closed, and a second sequence while one runs. Image numbers are recorded in "
-    "`$CSCS_STATE_DIR/Camera-{index}-sequence.json` (default `~/.local/state/cscs`) "
-    "before each name is announced, so a restart never reuses a name. The DAQ binds "
-    "`$CSCS_DAQ_BIND` (default `tcp://127.0.0.1:*`, a free port). `injectFault` and "
-    "`clearFaults` are test aids; faults can also be listed in the configuration.",
-    commands=(TAKE_IMAGES, INJECT_FAULT, CLEAR_FAULTS),
-    events=(
-        START_INTEGRATION,
-        START_READOUT,
-        END_READOUT,
-        END_OF_IMAGE_TELEMETRY,
-        DAQ_AVAILABLE,
-        LATEST_IMAGE,
-    ),
-    telemetry=(DAQ_STORE,),
-)
-
-# ---- configuration -----------------------------------------------------------------------
-
-
-class CameraConfig(ConfigSchema):
-    readout_time: float = Field(default=2.0, ge=0.0)
-    store_bytes: int = Field(default=4 * 2**30, gt=0)
-    """Size of the DAQ buffer; the oldest images are evicted beyond it."""
-    sensors: list[str] = []
-    """Sensors to read out; empty for every sensor of the camera."""
-    seed: int = 1
-    electronics: ElectronicsModel = ElectronicsModel()
-    sky: SkyModel = SkyModel()
-    faults: list[FaultRule] = []
-    synthesis_threads: int = Field(default=2, ge=1, le=64)
-
-
-def parse_key_value_map(text: str) -> tuple[str, str]:
-    """``"a:1,b:2"`` → ``("a:b", "1:2")`` (ICD §5), or an error naming the bad item."""
-    if not text.strip():
-        return "", ""
-    keys, values = [], []
-    for item in text.split(","):
-        key, sep, value = item.strip().partition(":")
-        if not sep or not key or ":" in value:
-            raise ExpectedError(
-                f"keyValueMap item {item.strip()!r} must be key:value (no ':' or ',' inside)"
-            )
-        keys.append(key.strip())
-        values.append(value.strip())
-    return ":".join(keys), ":".join(values)
-
-
-_TYPES_NEED_SHUTTER = {"FLAT": True, "OBJECT": True, "BIAS": False, "DARK": False}
-
-
-def check_exposure(params: TakeImagesParams) -> None:
-    """Refuse exposures a real camera would refuse, saying what to change."""
-    if params.imageType not in IMAGE_TYPES:
-        raise ExpectedError(
-            f"imageType {params.imageType!r} is not one of {', '.join(IMAGE_TYPES)}"
-        )
-    if params.imageType == "BIAS" and params.expTime != 0:
-        raise ExpectedError(f"a BIAS has expTime 0, not {params.expTime:g}")
-    wanted = _TYPES_NEED_SHUTTER.get(params.imageType)
-    if wanted is not None and params.shutter != wanted:
-        state = "open" if wanted else "closed"
-        raise ExpectedError(f"a {params.imageType} needs the shutter {state} (shutter={wanted})")
-
-
-class CameraCsc(BaseCsc):
+class CameraCsc(BaseCsc[CameraConfig]):
     """A camera with its DAQ buffer and pixel server."""
 
     interface = INTERFACE
     config_schema = CameraConfig
     default_config_dir: ClassVar[Path | None] = Path(__file__).parent / "config"
 
-    def __init__(self, index: int = 1, *, daq_bind: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, index: int = 1, **kwargs: Any) -> None:
         self.camera: Camera = camera_for_index(index)
         super().__init__(index, **kwargs)
-        self.camera_config = CameraConfig()
-        self.daq_bind = daq_bind or os.environ.get("CSCS_DAQ_BIND") or DEFAULT_DAQ_BIND
         self.faults = FaultPlan()
-        self.store = DaqStore(self.camera_config.store_bytes, self._evicted)
+        self.store = DaqStore(self.config.store_bytes, self._evicted)
         self.sequencer = ImageSequencer(
             self.state_dir / f"Camera-{index}-sequence.json", self.camera.code
         )
         self.sensors = [d.name for d in self.camera.detectors]
         self.server: DaqServer | None = None
-        self._executor = ThreadPoolExecutor(self.camera_config.synthesis_threads, "synthesis")
+        self._synthesis_threads = self.config.synthesis_threads
+        self._executor = ThreadPoolExecutor(self._synthesis_threads, "synthesis")
         self._exposing = asyncio.Lock()
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
@@ -217,7 +93,7 @@ class CameraCsc(BaseCsc):
     # ---- life ------------------------------------------------------------------------
 
     async def __aenter__(self) -> CameraCsc:
-        self.server = DaqServer(self.store, [self.daq_bind], self.faults)
+        self.server = DaqServer(self.store, [self.settings.daq_bind], self.faults)
         await self.server.__aenter__()
         try:
             await super().__aenter__()
@@ -243,8 +119,7 @@ class CameraCsc(BaseCsc):
             self.server = None
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def configure(self, config: ConfigSchema) -> None:
-        assert isinstance(config, CameraConfig)
+    async def configure(self, config: CameraConfig) -> None:
         try:
             sensors = [self.camera.detector(name).name for name in config.sensors]
         except ValueError as exc:
@@ -262,11 +137,10 @@ class CameraCsc(BaseCsc):
         self.faults.clear()
         for rule in config.faults:
             self.faults.add(rule)
-        if config.synthesis_threads != self.camera_config.synthesis_threads:
+        if config.synthesis_threads != self._synthesis_threads:
             self._executor.shutdown(wait=False)
             self._executor = ThreadPoolExecutor(config.synthesis_threads, "synthesis")
-        self.camera_config = config
-        self.config = config
+            self._synthesis_threads = config.synthesis_threads
 
     def _evicted(self, image: str, reason: str) -> None:
         self.log.warning("DAQ buffer evicted an image", image=image, reason=reason)
@@ -304,7 +178,7 @@ class CameraCsc(BaseCsc):
         if self._exposing.locked():
             raise ExpectedError("the camera is busy with another takeImages; try again after it")
         async with self._exposing:
-            per_image = params.expTime + self.camera_config.readout_time
+            per_image = params.expTime + self.config.readout_time
             await context.in_progress(
                 params.numImages * (per_image + 5.0) + 10.0,
                 f"taking {params.numImages} x {params.expTime:g} s {params.imageType}",
@@ -335,7 +209,7 @@ class CameraCsc(BaseCsc):
                 imageType=params.imageType,
                 exposureTime=params.expTime,
                 timestampAcquisitionStart=start,
-                timeout=params.expTime + self.camera_config.readout_time + _END_EVENT_MARGIN,
+                timeout=params.expTime + self.config.readout_time + _END_EVENT_MARGIN,
                 additionalKeys=keys,
                 additionalValues=values,
             ),
@@ -364,13 +238,11 @@ class CameraCsc(BaseCsc):
             image_type=params.imageType,
             exposure_time=params.expTime if params.shutter else 0.0,
             dark_time=dark_time,
-            seed=zlib.crc32(f"{self.camera_config.seed}/{image}".encode()),
+            seed=zlib.crc32(f"{self.config.seed}/{image}".encode()),
             pixel_scale=self.camera.pixel_scale,
-            sky=self.camera_config.sky,
+            sky=self.config.sky,
         )
-        await asyncio.gather(
-            asyncio.sleep(self.camera_config.readout_time), self._read_out(image, scene)
-        )
+        await asyncio.gather(asyncio.sleep(self.config.readout_time), self._read_out(image, scene))
         self.store.end_image(image)
         await self.publish_event(
             END_READOUT,
@@ -402,7 +274,7 @@ class CameraCsc(BaseCsc):
         """Synthesise every sensor into the DAQ buffer (worker threads: numpy releases
         the GIL, so the bus stays responsive)."""
         loop = asyncio.get_running_loop()
-        electronics = self.camera_config.electronics
+        electronics = self.config.electronics
 
         def synthesize(sensor: str) -> SensorData:
             detector = self.camera.detector(sensor)

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from cscs.core.geometry import (
+from cscs.camera.geometry import (
     CCD_COLS,
     CCD_ROWS,
     IMAGING_COLS,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cscs.core import files
+from cscs.camera import files
+from cscs.camera.naming import ImageName, day_obs
 from cscs.core.errors import ExpectedError
-from cscs.core.naming import ImageName, day_obs
 
 __all__ = ["ImageSequencer"]
 

@@ -23,7 +23,7 @@ import structlog
 import zmq
 import zmq.asyncio
 
-from cscs.core.geometry import SEGMENT_COLS, SEGMENT_ROWS, SEGMENTS
+from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_ROWS, SEGMENTS
 from cscs.daq.errors import DaqError
 from cscs.daq.protocol import (
     MAGIC,

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from cscs.core.geometry import SEGMENT_BYTES, SEGMENTS
+from cscs.camera.geometry import SEGMENT_BYTES, SEGMENTS
 from cscs.daq.errors import (
     DaqError,
     ImageEvictedError,

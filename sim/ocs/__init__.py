@@ -1,1 +1,2 @@
-"""The OCS side: the operators' command line, status and watch tools."""
+"""The OCS side, simulated: the telescope and the weather station, and the demo night
+(``cscs demo``, plugged into the ``cscs`` command through an entry point)."""

@@ -18,12 +18,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from cscs.camera.observatory import pointing
 from cscs.core import generic as g
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
-from cscs.core.observatory import pointing
 from cscs.core.schema import CommandSpec, EventSpec, Payload, TelemetrySpec
 from cscs.core.states import State
 from cscs.core.tai import current_tai
@@ -105,7 +105,7 @@ class TelescopeConfig(ConfigSchema):
     """Hz"""
 
 
-class TelescopeCsc(BaseCsc):
+class TelescopeCsc(BaseCsc[TelescopeConfig]):
     interface = g.GENERIC.extended(
         "Telescope",
         "Simulated telescope (`sim/ocs`): mount, rotator, dome and filter. Index as the "
@@ -121,7 +121,6 @@ class TelescopeCsc(BaseCsc):
 
     def __init__(self, index: int = 1, **kwargs: Any) -> None:
         super().__init__(index, **kwargs)
-        self.telescope_config = TelescopeConfig()
         # Until the first slew, a circumpolar field: from Cerro Pachón (latitude -30)
         # dec -85 never sets, so Alt/Az and airmass exist whatever the time of day.
         self.target = Target(object="", program="", ra=0.0, dec=-85.0, rotatorAngle=0.0)
@@ -130,11 +129,6 @@ class TelescopeCsc(BaseCsc):
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return [bind(SLEW, self.do_slew), bind(SET_FILTER, self.do_set_filter)]
-
-    async def configure(self, config: ConfigSchema) -> None:
-        assert isinstance(config, TelescopeConfig)
-        self.telescope_config = config
-        self.config = config
 
     async def __aenter__(self) -> TelescopeCsc:
         await super().__aenter__()
@@ -148,7 +142,7 @@ class TelescopeCsc(BaseCsc):
         beat = 0
         while True:
             if self.state is not State.ENABLED:  # a disabled mount reports nothing
-                await asyncio.sleep(1.0 / self.telescope_config.mount_rate)
+                await asyncio.sleep(1.0 / self.config.mount_rate)
                 continue
             now = current_tai()
             target = self.target
@@ -158,7 +152,7 @@ class TelescopeCsc(BaseCsc):
                 Mount(ra=target.ra, dec=target.dec, rotatorAngle=target.rotatorAngle,
                       alt=where.alt, az=where.az, tracking=where.alt > 0),
             )  # fmt: skip
-            rate = self.telescope_config.mount_rate
+            rate = self.config.mount_rate
             if beat % max(1, round(rate)) == 0:
                 await self.publish_telemetry(DOME, Dome(azimuth=where.az))
             beat += 1
@@ -172,7 +166,7 @@ class TelescopeCsc(BaseCsc):
                 (params.ra - self.target.ra) * math.cos(math.radians(params.dec)),
                 params.dec - self.target.dec,
             )
-            duration = min(distance / self.telescope_config.slew_speed, 10.0)
+            duration = min(distance / self.config.slew_speed, 10.0)
             await self.publish_event(IN_POSITION, InPosition(inPosition=False))
             await context.in_progress(duration + 5.0, f"slewing {distance:.1f} deg")
             await asyncio.sleep(duration)
@@ -182,7 +176,7 @@ class TelescopeCsc(BaseCsc):
         return f"tracking {params.object or 'target'} at RA {params.ra:.4f} Dec {params.dec:.4f}"
 
     async def do_set_filter(self, params: FilterParams, context: CommandContext) -> str:
-        config = self.telescope_config
+        config = self.config
         if params.filter not in config.filters:
             raise ExpectedError(f"no filter {params.filter!r}; have {', '.join(config.filters)}")
         if params.disperser and params.disperser not in config.dispersers:

@@ -54,7 +54,7 @@ class WeatherConfig(ConfigSchema):
     """Hz"""
 
 
-class WeatherCsc(BaseCsc):
+class WeatherCsc(BaseCsc[WeatherConfig]):
     interface = g.GENERIC.extended(
         "Weather",
         "Simulated site weather station (`sim/ocs`); telemetry flows while ENABLED.",
@@ -66,17 +66,13 @@ class WeatherCsc(BaseCsc):
 
     def __init__(self, index: int = 0, **kwargs: Any) -> None:
         super().__init__(index, **kwargs)
-        self.weather_config = WeatherConfig()
-        self.base = self.weather_config.base
+        self.base = self.config.base
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return [bind(SET_WEATHER, self.do_set_weather)]
 
-    async def configure(self, config: ConfigSchema) -> None:
-        assert isinstance(config, WeatherConfig)
-        self.weather_config = config
+    async def configure(self, config: WeatherConfig) -> None:
         self.base = config.base
-        self.config = config
 
     async def __aenter__(self) -> WeatherCsc:
         await super().__aenter__()
@@ -85,7 +81,7 @@ class WeatherCsc(BaseCsc):
 
     def now(self, tai: float) -> WeatherValues:
         """The weather at ``tai``: the base values, wandering slowly if configured."""
-        wander = self.weather_config.variation * math.sin(2 * math.pi * tai / 1800.0)
+        wander = self.config.variation * math.sin(2 * math.pi * tai / 1800.0)
         base = self.base
         return WeatherValues(
             temperature=base.temperature * (1 + wander),
@@ -99,7 +95,7 @@ class WeatherCsc(BaseCsc):
         while True:
             if self.state is State.ENABLED:  # a disabled station is silent
                 await self.publish_telemetry(WEATHER, self.now(current_tai()))
-            await asyncio.sleep(1.0 / self.weather_config.rate)
+            await asyncio.sleep(1.0 / self.config.rate)
 
     async def do_set_weather(self, params: WeatherValues, context: CommandContext) -> None:
         self.base = params

@@ -4,7 +4,7 @@ The camera simulator cuts its synthetic detector images into raw segments with t
 numbers, the header service writes them into headers, and the archiver writes them into
 each extension, so all three agree by construction.
 
-Conventions (``../shared/DOMAIN.md``): a CCD is read through 16 amplifiers in 2 rows of
+Conventions (``docs/domain.md``): a CCD is read through 16 amplifiers in 2 rows of
 8. A raw segment is 576 columns x 2048 rows: 3 columns of serial prescan, 509 imaging
 columns, 64 of serial overscan; 2000 imaging rows, then 48 of parallel overscan.
 Segments ``Segment10`` … ``Segment17`` read the lower half of the CCD (detector rows
@@ -139,7 +139,7 @@ class Segment:
         return rows, cols
 
 
-# File order: Segment10 … Segment17, then Segment07 … Segment00 (DOMAIN.md).
+# File order: Segment10 … Segment17, then Segment07 … Segment00 (docs/domain.md).
 SEGMENTS: tuple[Segment, ...] = tuple(Segment(f"Segment1{s}", 1, s) for s in range(8)) + tuple(
     Segment(f"Segment0{s}", 0, s) for s in reversed(range(8))
 )

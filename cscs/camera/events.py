@@ -1,13 +1,9 @@
 """The camera's events (ICD §5): one declaration for the camera that publishes them and
 for every CSC that consumes them (header service, archiver), which validate what they
-receive against these models before acting on it.
+receive against these models before acting on it (``BaseCsc.follow``).
 """
 
 from __future__ import annotations
-
-from typing import Any, TypeVar
-
-from pydantic import ValidationError
 
 from cscs.core.schema import EventSpec, Payload
 
@@ -23,7 +19,6 @@ __all__ = [
     "LatestImage",
     "StartIntegration",
     "StartReadout",
-    "parse_event",
 ]
 
 
@@ -59,6 +54,10 @@ class EndReadout(Payload):
     sensors: str
     """Comma-separated RXX_SXX: every sensor read out for this image."""
 
+    @property
+    def sensor_names(self) -> list[str]:
+        return [s for s in self.sensors.split(",") if s]
+
 
 class EndOfImageTelemetry(Payload):
     imageName: str
@@ -79,20 +78,6 @@ CAMERA_EVENTS: dict[str, EventSpec[Payload]] = {
     spec.name: spec
     for spec in (START_INTEGRATION, START_READOUT, END_READOUT, END_OF_IMAGE_TELEMETRY)
 }
-P = TypeVar("P", bound=Payload)
-
-
-def parse_event(model: type[P], data: dict[str, Any]) -> P:
-    """``data`` (a received event, with ``seq``/``sent_tai``) as ``model``; ValueError
-    naming the first bad field otherwise. Unknown extra fields are tolerated (the ICD
-    lets publishers add fields)."""
-    known = {k: v for k, v in data.items() if k in model.model_fields}
-    try:
-        return model.model_validate(known)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "payload"
-        raise ValueError(f"{model.__name__}: {where}: {error['msg']}") from None
 
 
 class LatestImage(Payload):

@@ -3,12 +3,12 @@
 Layout (ICD §6): a header-only primary HDU with the observation's keywords, then one
 ``IMAGE`` extension per amplifier segment, each with ``CHECKSUM`` and ``DATASUM``.
 
-Why not hand it all to a library: the measured cost (``../shared/PERFORMANCE.md``)
-is in copies, byte order and cfitsio's second pass over the data for checksums. Here
+Why not hand it all to a library: the measured cost (``docs/performance.md``) is in
+copies, byte order and cfitsio's second pass over the data for checksums. Here
 each segment is byte-swapped to big-endian once, its ``DATASUM`` is the ones'-complement
 sum of the native words (the same 32-bit values, so no second swap), the file is laid
 out whole in a reused page-aligned buffer and written from it with direct I/O
-(:func:`~cscs.core.files.write_buffer_atomically`), and its MD5 is taken from that
+(:func:`~cscs.camera.files.write_buffer_atomically`), and its MD5 is taken from that
 buffer while the disk writes it. Cards are formatted by astropy (``Header``), whose
 reader verifies the result in the tests. Tile compression (``RICE_1``) goes through
 ``fitsio`` (cfitsio), which does it well; that path lets cfitsio write the checksums.
@@ -34,9 +34,9 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
-from cscs.core.files import direct_length, write_buffer_atomically
+from cscs.camera.files import direct_length, write_buffer_atomically
 
-__all__ = ["Card", "WrittenFile", "datasum", "encode_checksum", "write_raw_fits"]
+__all__ = ["BLOCK", "Card", "WrittenFile", "datasum", "encode_checksum", "write_raw_fits"]
 
 BLOCK = 2880
 Card = tuple[str, Any, str]  # keyword, value (None: undefined), comment

@@ -29,52 +29,43 @@ string that is only ``"{name}"`` takes the variable's own type. ``{hour_angle: h
 a value is the right ascension ``h`` hours west of the meridian when the step runs, so
 a script's targets are up whenever it is run.
 
-Parsing and expansion are pure (tested without a broker); :func:`run_script` is the
-only part that talks to the bus. A failing step raises :class:`ScriptStepError`,
-whose message names the step, its line in the file, the command and what came back.
+Parsing and expansion are pure (tested without a broker); running is
+:func:`cscs.ocs.runner.run_script`, the only part that talks to the bus. A failing step
+raises :class:`ScriptStepError`, whose message names the step, its line in the file, the
+command and what came back.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
 import re
-import sys
-import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-import structlog
 import yaml
 
-from cscs.core.bus import Bus, Subscription
 from cscs.core.protocol import AckCode
-from cscs.core.remote import CommandTimeoutError, Received, Remote
 from cscs.core.states import State
-from cscs.core.tasks import cancel_and_wait
-from cscs.core.topics import CscAddress, Kind
+from cscs.core.topics import CscAddress
 
 __all__ = [
-    "NIGHT_SCRIPT",
+    "BoundStep",
     "Command",
-    "Progress",
+    "Loop",
     "Say",
     "Script",
     "ScriptError",
     "ScriptStepError",
     "Wait",
+    "expand",
     "load_script",
     "parse_script",
-    "run_script",
+    "resolve_hour_angles",
+    "substitute",
 ]
 
-_log = structlog.get_logger("script")
-NIGHT_SCRIPT = Path(__file__).parent / "scripts" / "night.yaml"
 DEFAULT_TIMEOUT = 30.0
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -400,204 +391,3 @@ def resolve_hour_angles(value: Any, lst_deg: float) -> Any:
     if isinstance(value, list):
         return [resolve_hour_angles(v, lst_deg) for v in value]
     return value
-
-
-# ---- running ----------------------------------------------------------------------------
-
-
-class Progress:
-    """A one-line progress bar on a terminal; plain lines otherwise (logs, CI)."""
-
-    WIDTH = 24
-
-    def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
-        self.live = out.isatty()
-        self._bar = ""
-
-    def say(self, text: str) -> None:
-        """A line above the bar (or just a line)."""
-        if self.live and self._bar:
-            self.out.write("\r\033[K")
-        self.out.write(text + "\n")
-        if self.live and self._bar:
-            self.out.write(self._bar)
-        self.out.flush()
-
-    def step(self, number: int, total: int, label: str) -> None:
-        filled = round(self.WIDTH * (number - 1) / max(total, 1))
-        bar = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {number}/{total} {label}"
-        if self.live:
-            self._bar = bar[:200]
-            self.out.write("\r\033[K" + self._bar)
-            self.out.flush()
-
-    def done(self) -> None:
-        if self.live and self._bar:
-            self.out.write("\r\033[K")
-            self.out.flush()
-            self._bar = ""
-
-
-class _Recorder:
-    """Everything one CSC publishes, from before the script's first step, so a wait
-    sees what the step before it caused."""
-
-    HISTORY = 256  # per topic: telemetry at 10 Hz is only ever looked at recently
-
-    def __init__(self, subscriptions: list[Subscription]) -> None:
-        self.latest: dict[tuple[Kind, str], Received] = {}
-        self.history: dict[tuple[Kind, str], deque[tuple[float, Received]]] = {}
-        self.changed = asyncio.Condition()
-        self._subscriptions = subscriptions
-        self._readers = [asyncio.create_task(self._read(s)) for s in subscriptions]
-
-    @classmethod
-    async def start(cls, bus: Bus, address: CscAddress) -> _Recorder:
-        filters = (f"{address.root}/evt/#", f"{address.root}/tel/#")
-        return cls([await bus.subscribe(f) for f in filters])
-
-    async def _read(self, subscription: Subscription) -> None:
-        async for message in subscription:
-            received = Received.from_message(message)
-            if received is None:
-                continue
-            key = (received.kind, received.name)
-            self.latest[key] = received
-            history = self.history.setdefault(key, deque(maxlen=self.HISTORY))
-            history.append((time.monotonic(), received))
-            async with self.changed:
-                self.changed.notify_all()
-
-    def find(
-        self, key: tuple[Kind, str], since: float, matches: Callable[[Received], bool]
-    ) -> bool:
-        """Events (states included) describe how things are: the latest counts, of any
-        age. Telemetry is a stream: only samples since ``since`` count. Either way a
-        match since ``since`` counts, even if something newer has come."""
-        latest = self.latest.get(key)
-        if key[0] is Kind.EVENT and latest is not None and matches(latest):
-            return True
-        return any(t >= since and matches(r) for t, r in self.history.get(key, ()))
-
-    async def close(self, bus: Bus) -> None:
-        await cancel_and_wait(self._readers, _log, "stopping a script's listeners")
-        for subscription in self._subscriptions:
-            bus.unsubscribe(subscription)
-
-
-async def run_script(
-    bus: Bus,
-    script: Script,
-    *,
-    prefix: str = "obs",
-    overrides: Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
-    lst_deg: Callable[[], float] | None = None,
-) -> int:
-    """Run every step in order; the number of steps run. Raises ScriptStepError.
-
-    A wait is met by a matching message that came after the step before it began (so
-    it sees what that step caused) or, for an event or a state, by the latest one."""
-    steps = expand(script, overrides)
-    progress = progress or Progress(io.StringIO())
-    addresses = {CscAddress.parse(b.step.csc, prefix) for b in steps if not isinstance(b.step, Say)}
-    async with contextlib.AsyncExitStack() as stack:
-        stack.callback(progress.done)
-        remotes: dict[CscAddress, Remote] = {}
-        recorders: dict[CscAddress, _Recorder] = {}
-        for address in sorted(addresses):
-            remotes[address] = await stack.enter_async_context(Remote(bus, address))
-            recorders[address] = recorder = await _Recorder.start(bus, address)
-            stack.push_async_callback(recorder.close, bus)
-        previous_began = time.monotonic()
-        for bound in steps:
-            step = bound.step
-            if isinstance(step, Say):
-                progress.say(step.text)
-                continue
-            progress.step(bound.number, len(steps), step.describe())
-            address = CscAddress.parse(step.csc, prefix)  # checked by expand()
-            began = time.monotonic()
-            if isinstance(step, Command):
-                await _command(remotes[address], script, bound, step, lst_deg)
-            else:
-                await _wait(recorders[address], script, bound, step, previous_began)
-            previous_began = began
-    return len(steps)
-
-
-def _failure(script: Script, bound: BoundStep, what: str) -> ScriptStepError:
-    step = bound.step
-    assert not isinstance(step, Say)
-    return ScriptStepError(
-        f"{script.source}: step {bound.number} (line {step.line}), {step.describe()}: {what}"
-    )
-
-
-async def _command(
-    remote: Remote,
-    script: Script,
-    bound: BoundStep,
-    step: Command,
-    lst_deg: Callable[[], float] | None,
-) -> None:
-    params = dict(step.params)
-    if lst_deg is not None:
-        params = resolve_hour_angles(params, lst_deg())
-    try:
-        ack = await remote.command(step.name, params, timeout=step.timeout, check=False)
-    except CommandTimeoutError as exc:
-        raise _failure(script, bound, f"no answer: {exc}") from None
-    if ack.code is not step.expect:
-        raise _failure(
-            script, bound,
-            f"expected {step.expect.name}, came back {ack.code.name} {int(ack.code)}: "
-            f"{ack.result or '(no result text)'}",
-        )  # fmt: skip
-    if step.result and step.result not in ack.result:
-        raise _failure(
-            script, bound,
-            f"came back {ack.code.name} as expected, but its result {ack.result!r} "
-            f"does not contain {step.result!r}",
-        )  # fmt: skip
-
-
-async def _wait(
-    recorder: _Recorder, script: Script, bound: BoundStep, step: Wait, since: float
-) -> None:
-    if step.state is not None:
-        state = int(step.state)
-        key = (Kind.EVENT, "summaryState")
-
-        def matches(received: Received) -> bool:
-            return received.data.get("summaryState") == state
-    else:
-        key = (Kind.TELEMETRY, step.telemetry) if step.telemetry else (Kind.EVENT, step.event)
-
-        def matches(received: Received) -> bool:
-            return all(received.data.get(k) == v for k, v in step.where.items())
-
-    try:
-        async with asyncio.timeout(step.timeout), recorder.changed:
-            await recorder.changed.wait_for(lambda: recorder.find(key, since, matches))
-    except TimeoutError:
-        last = recorder.latest.get(key)
-        if last is None:
-            seen = f"no {key[1]} message at all"
-        elif step.state is not None:
-            seen = f"its state is {_state_name(last.data.get('summaryState'))}"
-        else:
-            seen = f"the last {key[1]} was {_brief(last.data)}"
-        raise _failure(script, bound, f"not within {step.timeout:g} s; {seen}") from None
-
-
-def _state_name(code: Any) -> str:
-    try:
-        return State(code).name
-    except ValueError:
-        return repr(code)
-
-
-def _brief(data: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in data.items() if k not in ("seq", "sent_tai"))

@@ -1,0 +1,176 @@
+"""Where the archiver gets each image's header, and how it checks one.
+
+Headers come announced (``largeFileObjectAvailable``): each announcement is kept, its
+document fetched once, checked against the announced MD5 and size, parsed with the
+shared declaration (:mod:`cscs.camera.headers`) and kept. An image whose announcement
+was never heard (the archiver was down) may still have its header where the header
+service writes it: ``header_url_template`` says where to look. Every cache is bounded
+(a night's worth), and no failure here stops an image: a header that cannot be had is
+``None``, and the file is archived without it (completed later if it comes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from structlog.typing import FilteringBoundLogger
+
+from cscs.camera.fits import Card
+from cscs.camera.headers import HeaderCard, LargeFileObjectAvailable, parse_header_document
+from cscs.camera.naming import ImageName
+
+__all__ = ["Header", "HeaderSource", "fetch_header"]
+
+REMEMBERED = 10_000  # images per cache: more than a night's
+_COMMENT_LENGTH = 47  # what fits on a FITS card beside a short value
+
+
+@dataclass(frozen=True)
+class Header:
+    """A header document, fetched and checked, as FITS cards."""
+
+    url: str
+    md5: str
+    primary: list[Card]
+    detectors: dict[str, list[Card]]
+    segments: dict[str, list[Card]]
+    missing: str  # comma-separated keywords the header service could not collect
+
+    def exposure_start(self) -> float | None:
+        """TAI (Unix seconds) of the exposure's start, from ``MJD-OBS``."""
+        for keyword, value, _ in self.primary:
+            if keyword == "MJD-OBS" and isinstance(value, float):
+                return (value - 40587.0) * 86400.0
+        return None
+
+
+def _cards(entries: list[HeaderCard]) -> list[Card]:
+    return [(c.keyword, c.value, c.comment[:_COMMENT_LENGTH]) for c in entries]
+
+
+def fetch_header(url: str, image: str, announced: LargeFileObjectAvailable | None) -> Header:
+    """Fetch and check one header document (blocking: run it in a thread). ValueError or
+    OSError naming what is wrong; FileNotFoundError when there is none at ``url``."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        raise ValueError(f"header URL {url}: only file:// is supported")
+    data = Path(parsed.path).read_bytes()
+    md5 = hashlib.md5(data).hexdigest()
+    if announced is not None and (md5, len(data)) != (announced.checkSum, announced.byteSize):
+        raise ValueError(
+            f"header {url} does not match its announcement: MD5 {md5} and {len(data)} bytes, "
+            f"announced {announced.checkSum} and {announced.byteSize}"
+        )
+    try:
+        document = parse_header_document(data)
+    except ValueError as exc:
+        raise ValueError(f"header {url} is not a header document: {exc}") from None
+    if document.imageName != image:
+        raise ValueError(f"header {url} is for {document.imageName}, not {image}")
+    return Header(
+        url=url,
+        md5=md5,
+        primary=_cards(document.primary),
+        detectors={name: _cards(cards) for name, cards in document.detectors.items()},
+        segments={name: _cards(cards) for name, cards in document.segments.items()},
+        missing=",".join(m.keyword for m in document.missing),
+    )
+
+
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > REMEMBERED:
+        cache.popitem(last=False)
+
+
+class HeaderSource:
+    """The headers of the images being archived: announced, fetched, checked, kept."""
+
+    def __init__(self, log: FilteringBoundLogger, template: str = "") -> None:
+        self.template = template
+        self._log = log
+        self._announced: OrderedDict[str, LargeFileObjectAvailable] = OrderedDict()
+        self._headers: OrderedDict[str, Header] = OrderedDict()  # fetched and checked
+        self._gave_up: OrderedDict[str, bool] = OrderedDict()  # waited for in vain
+        self._arrived: dict[str, asyncio.Event] = {}
+
+    def announce(self, announcement: LargeFileObjectAvailable) -> None:
+        """A header was announced (again, perhaps: the newest announcement wins)."""
+        image = announcement.id
+        _remember(self._announced, image, announcement)
+        self._headers.pop(image, None)
+        self._gave_up.pop(image, None)
+        arrived = self._arrived.get(image)
+        if arrived is not None:
+            arrived.set()
+
+    def is_announced(self, image: str) -> bool:
+        return image in self._announced
+
+    async def get(self, image: str, *, wait: float) -> Header | None:
+        """The image's header, checked, or None (archive without it).
+
+        ``wait``: seconds to wait for an announcement not heard yet; 0 for images long
+        past (catch-up), whose header completes their files whenever it comes. The
+        other sensors of an image whose header was waited for in vain do not wait again.
+        """
+        if image in self._headers:
+            return self._headers[image]
+        announcement = self._announced.get(image)
+        if announcement is None:
+            found = await self._unannounced(image)
+            if found is not None or image in self._gave_up or wait <= 0:
+                return found
+            announcement = await self._wait_for_announcement(image, wait)
+            if announcement is None:
+                return None
+        try:
+            header = await asyncio.to_thread(fetch_header, announcement.url, image, announcement)
+        except (OSError, ValueError) as exc:
+            self._log.error("header unusable; archiving without it", image=image, error=str(exc))
+            return None
+        _remember(self._headers, image, header)
+        return header
+
+    async def _wait_for_announcement(
+        self, image: str, wait: float
+    ) -> LargeFileObjectAvailable | None:
+        arrived = self._arrived.setdefault(image, asyncio.Event())
+        try:
+            async with asyncio.timeout(wait):
+                await arrived.wait()
+        except TimeoutError:
+            self._log.warning("no header in time; archiving without it", image=image)
+            _remember(self._gave_up, image, True)
+            return None
+        finally:
+            self._arrived.pop(image, None)
+        return self._announced.get(image)
+
+    async def _unannounced(self, image: str) -> Header | None:
+        """A header announced before this archiver listened, where the template says."""
+        if not self.template:
+            return None
+        try:
+            url = self.template.format(day_obs=ImageName.parse(image).day_obs, image=image)
+        except ValueError as exc:
+            self._log.warning("no header URL for this image", image=image, error=str(exc))
+            return None
+        try:
+            header = await asyncio.to_thread(fetch_header, url, image, None)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            self._log.warning("header at the template URL unusable", image=image, error=str(exc))
+            return None
+        self._log.info("found a header announced before this archiver listened",
+                       image=image, url=url)  # fmt: skip
+        _remember(self._headers, image, header)
+        return header

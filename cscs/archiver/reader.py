@@ -1,0 +1,88 @@
+"""Reading one sensor from the DAQ the way the archiver needs it: retried when the
+failure may pass, given up on at once when it cannot, and the DAQ's absence timed.
+
+A stall, a corrupt frame or no answer at all may pass, so the read is tried again, up
+to ``attempts`` times, with jittered back-off; an image the DAQ no longer holds, or a
+sensor that was never read out, will not come back, so the first such answer is final.
+When the DAQ has not answered at all for longer than ``fault_after`` seconds,
+``on_unreachable`` is told (the archiver goes to FAULT): one silent image is a blip,
+a minute of silence is an outage the night staff must see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from structlog.typing import FilteringBoundLogger
+
+from cscs.core.backoff import Backoff
+from cscs.daq.errors import DaqError, DaqUnavailableError
+from cscs.daq.reader import DaqReader, SensorPixels
+
+__all__ = ["DaqReads", "ReadFailedError"]
+
+
+class ReadFailedError(Exception):
+    """No pixels for this sensor now; the message says why (for imageRetrievalFailed)."""
+
+
+class DaqReads:
+    """Reads through whichever :class:`DaqReader` is current (``daq``)."""
+
+    def __init__(
+        self,
+        log: FilteringBoundLogger,
+        on_unreachable: Callable[[str], None],
+        *,
+        attempts: int = 3,
+        fault_after: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.daq: DaqReader | None = None
+        self.attempts = attempts
+        self.fault_after = fault_after
+        self._log = log
+        self._on_unreachable = on_unreachable
+        self._sleep = sleep
+        self._clock = clock
+        self._down_since: float | None = None
+
+    async def read(self, image: str, sensor: str) -> SensorPixels:
+        """The sensor's pixels, verified; ReadFailedError after the last attempt."""
+        backoff = Backoff(initial=0.2, maximum=5.0)
+        failure = ""
+        for attempt in range(1, self.attempts + 1):
+            if self.daq is None:
+                failure = "no DAQ known yet (no daqAvailable from the camera, no daq_url)"
+            else:
+                try:
+                    pixels = await self.daq.read_sensor(image, sensor)
+                except DaqUnavailableError as exc:
+                    failure = str(exc)
+                    self._unreachable(failure)
+                except DaqError as exc:
+                    self._down_since = None
+                    failure = str(exc)
+                    if not exc.retriable:
+                        break
+                else:
+                    self._down_since = None
+                    return pixels
+            retrying = attempt < self.attempts
+            what = "DAQ read failed; retrying" if retrying else "DAQ read failed"
+            self._log.warning(what, image=image, sensor=sensor, attempt=attempt, error=failure)
+            if retrying:
+                await self._sleep(backoff.next_delay())
+        raise ReadFailedError(failure)
+
+    def _unreachable(self, why: str) -> None:
+        now = self._clock()
+        if self._down_since is None:
+            self._down_since = now
+        elif now - self._down_since > self.fault_after:
+            self._on_unreachable(
+                f"the DAQ has been unreachable for {now - self._down_since:.1f} s: {why}"
+            )

@@ -1,0 +1,187 @@
+"""The archive on disk and its catalog: where each file goes, how it is written, what is
+recorded about it.
+
+Layout (ICD §6): ``{root}/{instrument}/{dayObs}/{image}/{image}_{RXX}_{SXX}.fits``. A
+file is written whole under a temporary name and renamed (:mod:`cscs.camera.fits`), and
+only then recorded in the catalog, so the catalog never lists a file that is not whole.
+Before each write the free space is checked against ``min_free_bytes``: a full archive
+is refused with the figures, not discovered half-way through a file.
+
+Every method blocks (disk, database): the archiver calls them in worker threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from cscs.archiver.headers import Header
+from cscs.camera.fits import BLOCK, Card, write_raw_fits
+from cscs.camera.geometry import SEGMENT_BYTES, SEGMENTS, Camera, detector_keywords
+from cscs.camera.naming import ImageName
+from cscs.catalog import ArchivedFile, Catalog, sqlite_url
+from cscs.core.tai import current_tai
+from cscs.daq.reader import SensorPixels
+
+__all__ = ["ArchiveStore", "ArchiveUnwritableError", "Provenance"]
+
+# The most one file can take: the segments, their padding, and generous headers.
+_FILE_BYTES = len(SEGMENTS) * (SEGMENT_BYTES + 2 * BLOCK) + 20 * BLOCK
+
+
+class ArchiveUnwritableError(Exception):
+    """The archive cannot take the file: no space, or the file system refused."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a file's pixels came from and what wrote it (recorded in the catalog)."""
+
+    daq: str  # the DAQ endpoint
+    software_version: str
+
+
+class ArchiveStore:
+    """One camera's archive: a directory tree of raw files and the catalog of them."""
+
+    def __init__(
+        self,
+        root: Path,
+        catalog: Catalog,
+        camera: Camera,
+        *,
+        compression: str = "",
+        min_free_bytes: int = 0,
+    ) -> None:
+        self.root = root
+        self.catalog = catalog
+        self.camera = camera
+        self.compression = compression
+        self.min_free_bytes = min_free_bytes
+
+    @classmethod
+    def open(
+        cls,
+        root: Path,
+        camera: Camera,
+        *,
+        catalog_url: str = "",
+        compression: str = "",
+        min_free_bytes: int = 0,
+    ) -> tuple[ArchiveStore, int]:
+        """Open (creating) the archive at ``root``; also how many temporaries a crash
+        left behind were removed. OSError or CatalogError naming the cause."""
+        root = root.resolve()  # every path recorded and announced is absolute
+        root.mkdir(parents=True, exist_ok=True)
+        stale = remove_partial_files(root)
+        catalog = Catalog(catalog_url or sqlite_url(root / "catalog.sqlite"))
+        store = cls(root, catalog, camera, compression=compression, min_free_bytes=min_free_bytes)
+        return store, stale
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    # ---- where and what ------------------------------------------------------------
+
+    def path(self, image: str, sensor: str) -> Path:
+        """Where the file of ``image``'s ``sensor`` goes; ValueError for a name that is
+        not an image of this camera's (so no name from the bus can lead elsewhere)."""
+        day_obs = ImageName.parse(image).day_obs
+        detector = self.camera.detector(sensor)
+        name = f"{image}_{detector.raft}_{detector.slot}.fits"
+        return self.root / self.camera.instrument / day_obs / image / name
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def is_archived(self, image: str, sensor: str) -> bool:
+        return self.catalog.lookup(image, sensor) is not None
+
+    def archived_sensors(self, images: list[str]) -> dict[str, set[str]]:
+        """For each image, the sensors the catalog has."""
+        return {image: {row.sensor for row in self.catalog.files_of(image)} for image in images}
+
+    def files_of(self, image: str) -> list[ArchivedFile]:
+        return self.catalog.files_of(image)
+
+    def without_header(self) -> list[ArchivedFile]:
+        return self.catalog.without_header()
+
+    # ---- writing ---------------------------------------------------------------------
+
+    def write(
+        self, pixels: SensorPixels, header: Header | None, provenance: Provenance
+    ) -> ArchivedFile:
+        """Write one detector's file, whole, and record it (replacing an earlier row: a
+        file completed with its header later). ArchiveUnwritableError if the archive
+        cannot take it; CatalogError if the catalog fails."""
+        image, sensor = pixels.image, pixels.sensor
+        path = self.path(image, sensor)
+        free = self.free_bytes()
+        if free - _FILE_BYTES < self.min_free_bytes:
+            raise ArchiveUnwritableError(
+                f"archive {self.root} is full: {free / 1e9:.2f} GB free, min_free_bytes is "
+                f"{self.min_free_bytes / 1e9:.2f} GB; {image} {sensor} not written"
+            )
+        extensions = [
+            (header.segments.get(s.name) if header else None)
+            or [(k, v, "") for k, v in s.keywords().items()]
+            for s in SEGMENTS
+        ]
+        try:
+            written = write_raw_fits(
+                path,
+                self._primary_cards(image, sensor, header),
+                list(zip(extensions, pixels.segments, strict=True)),
+                compression=self.compression,
+            )
+        except OSError as exc:
+            why = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
+            raise ArchiveUnwritableError(
+                f"cannot write {path}: {why} (no partial file left)"
+            ) from exc
+        start = header.exposure_start() if header else None
+        row = ArchivedFile(
+            image_name=image, sensor=sensor, instrument=self.camera.instrument,
+            day_obs=ImageName.parse(image).day_obs, path=str(path),
+            byte_size=written.byte_size, md5=written.md5,
+            header_complete=header is not None and not header.missing,
+            missing_keywords=header.missing if header else "header not received",
+            daq_image=f"{provenance.daq} {image}", header_url=header.url if header else "",
+            header_md5=header.md5 if header else "",
+            software_version=provenance.software_version,
+            exposure_start_tai=start if start is not None else current_tai(),
+            archived_tai=current_tai(),
+        )  # fmt: skip
+        self.catalog.record(row)
+        return row
+
+    def _primary_cards(self, image: str, sensor: str, header: Header | None) -> list[Card]:
+        if header is None:
+            detector = self.camera.detector(sensor)
+            return [
+                ("OBSID", image, "image name"),
+                ("INSTRUME", self.camera.instrument, "instrument"),
+                *[(k, v, "") for k, v in detector_keywords(detector).items()],
+                ("HDRSTAT", "MISSING", "header service document not received"),
+            ]
+        return header.primary + header.detectors.get(sensor, [])
+
+    def read_back(self, row: ArchivedFile) -> SensorPixels:
+        """The pixels of a file archived here (to rewrite it with its header)."""
+        from astropy.io import fits
+
+        with fits.open(row.path, checksum=True) as hdus:
+            segments = tuple(hdus[s.name].data.astype("=i4") for s in SEGMENTS)
+        return SensorPixels(row.image_name, row.sensor, segments, ())
+
+
+def remove_partial_files(root: Path) -> int:
+    """Delete temporaries a crash left behind (never under a final name); how many."""
+    count = 0
+    for path in root.rglob(".*.partial"):
+        path.unlink(missing_ok=True)
+        count += 1
+    return count

@@ -1,0 +1,191 @@
+"""``cscs ocs status``: the state of every CSC on the bus, once or followed live.
+
+:class:`StatusBoard` is pure data: fed with decoded events and the time they came, it
+gives rows, a plain table (for pipes, logs and tests) and a ``rich`` table (for a
+terminal, states in colour). :func:`show_status` is the I/O around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from cscs.core.remote import Received
+from cscs.core.states import State
+from cscs.core.topics import CscAddress, Kind
+from cscs.core.transport import Subscription, Transport
+
+__all__ = ["HEARTBEAT_LOST_AFTER", "CscStatus", "StatusBoard", "show_status"]
+
+# ICD §3: a monitor treats 3 s without a heartbeat as lost.
+HEARTBEAT_LOST_AFTER = 3.0
+
+# The events that say a CSC has done its part for an image, and the field naming it.
+_IMAGE_EVENTS = {
+    "latestImage": "imageName",  # retained: what a board that starts now sees first
+    "endReadout": "imageName",  # Camera: read out
+    "largeFileObjectAvailable": "id",  # HeaderService: header written
+    "imageArchived": "imageName",  # Archiver: a file archived
+}
+
+
+@dataclass
+class CscStatus:
+    address: CscAddress
+    state: str = "?"
+    lost: bool = False
+    last_heartbeat: float | None = None
+    last_error: str = ""
+    latest_image: str = ""  # taken (camera), described (header service) or archived
+
+    def heartbeat_age(self, now: float) -> float | None:
+        return None if self.last_heartbeat is None else now - self.last_heartbeat
+
+    def condition(self, now: float) -> str:
+        if self.lost:
+            return "LOST (last will)"
+        if self.state == "OFFLINE":
+            return "exited"
+        age = self.heartbeat_age(now)
+        if age is None:
+            return "no heartbeat yet"
+        return "alive" if age <= HEARTBEAT_LOST_AFTER else "LOST (no heartbeat)"
+
+
+@dataclass
+class StatusBoard:
+    cscs: dict[CscAddress, CscStatus] = field(default_factory=dict)
+
+    def update(self, received: Received, now: float) -> None:
+        if received.kind is not Kind.EVENT:
+            return
+        status = self.cscs.setdefault(received.address, CscStatus(received.address))
+        data = received.data
+        if received.name == "summaryState":
+            code = data.get("summaryState")
+            try:
+                status.state = State(int(code)).name  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                status.state = str(code)
+            status.lost = bool(data.get("lost", False))
+            if status.lost:
+                status.last_heartbeat = None
+        elif received.name == "heartbeat":
+            status.last_heartbeat = now
+            status.lost = False
+        elif received.name == "errorCode":
+            status.last_error = f"{data.get('errorCode')}: {data.get('errorReport', '')}"
+        elif received.name in _IMAGE_EVENTS:
+            image = data.get(_IMAGE_EVENTS[received.name])
+            if isinstance(image, str) and image:
+                status.latest_image = image
+
+    def rows(self, now: float) -> list[tuple[str, ...]]:
+        rows: list[tuple[str, ...]] = []
+        for address in sorted(self.cscs):
+            status = self.cscs[address]
+            age = status.heartbeat_age(now)
+            rows.append(
+                (
+                    str(address),
+                    status.state,
+                    "-" if age is None else f"{age:.1f} s",
+                    status.condition(now),
+                    status.latest_image or "-",
+                    status.last_error or "-",
+                )
+            )
+        return rows
+
+    def render(self, now: float) -> str:
+        """Plain columns: what a pipe, a log or a test reads."""
+        rows = self.rows(now)
+        if not rows:
+            return "no CSC seen on the bus"
+        widths = [max(len(r[i]) for r in [_HEADER, *rows]) for i in range(len(_HEADER))]
+        return "\n".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in [_HEADER, *rows]
+        )
+
+    def table(self, now: float, title: str = "") -> Table:
+        """The same rows for a terminal: states and conditions in colour."""
+        table = Table(title=title or None, title_justify="left", header_style="bold")
+        for column in _HEADER:
+            table.add_column(column, no_wrap=column != "LAST ERROR")
+        for row in self.rows(now):
+            name, state, age, condition, image, error = row
+            table.add_row(
+                name, Text(state, style=_STATE_STYLES.get(state, "")), age,
+                Text(condition, style="bold red" if "LOST" in condition else ""),
+                image, Text(error, style="red" if error != "-" else "dim"),
+            )  # fmt: skip
+        if not self.cscs:
+            table.caption = "no CSC seen on the bus"
+        return table
+
+
+_HEADER = ("CSC", "STATE", "HEARTBEAT", "CONDITION", "LATEST IMAGE", "LAST ERROR")
+_STATE_STYLES = {
+    "ENABLED": "green",
+    "DISABLED": "yellow",
+    "STANDBY": "cyan",
+    "FAULT": "bold red",
+    "OFFLINE": "dim",
+}
+
+
+async def _listen(messages: Subscription, board: StatusBoard, seconds: float) -> None:
+    """Feed the board with what comes for ``seconds``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (remaining := end - loop.time()) > 0:
+        try:
+            message = await messages.get(remaining)
+        except TimeoutError:
+            return
+        received = Received.from_message(message)
+        if received is not None:
+            board.update(received, time.monotonic())
+
+
+async def show_status(
+    bus: Transport,
+    prefix: str,
+    *,
+    out: TextIO,
+    listen: float = 2.0,
+    follow: bool = False,
+    interval: float = 1.0,
+) -> int:
+    """One row per CSC seen. Once: listen for ``listen`` seconds (retained states come
+    at once, heartbeats each second), then print. ``follow``: keep listening and redraw
+    every ``interval`` seconds until interrupted: in place on a terminal, as successive
+    plain tables otherwise."""
+    board = StatusBoard()
+    console = Console(file=out)
+    async with bus.subscription(f"{prefix}/+/+/evt/#", maxsize=100_000) as messages:
+        await _listen(messages, board, listen)
+        if not follow:
+            if console.is_terminal:
+                console.print(board.table(time.monotonic()))
+            else:
+                print(board.render(time.monotonic()), file=out, flush=True)
+            return 0
+        if not console.is_terminal:
+            while True:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                print(f"{stamp}\n{board.render(time.monotonic())}\n", file=out, flush=True)
+                await _listen(messages, board, interval)
+        with Live(console=console, auto_refresh=False, transient=False) as live:
+            while True:
+                title = time.strftime("%Y-%m-%d %H:%M:%S") + f"  ({prefix}/…, Ctrl-C to stop)"
+                live.update(board.table(time.monotonic(), title), refresh=True)
+                await _listen(messages, board, interval)

@@ -1,0 +1,145 @@
+"""What the demo checks while the night runs: every file re-read and verified as it is
+announced, every header document fetched and checked, the latencies noted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from cscs.archiver.interface import IMAGE_ARCHIVED, IMAGE_RETRIEVAL_FAILED, ImageArchived
+from cscs.camera.events import EndReadout
+from cscs.camera.headers import LargeFileObjectAvailable
+from cscs.camera.verify import verify_raw_file
+from cscs.core.remote import EventStream, Parsed, ParsedStream
+from cscs.ocs.progress import Progress
+
+__all__ = [
+    "NightLog",
+    "NightStoppedError",
+    "check_headers",
+    "note_ends",
+    "verify_archive",
+    "verify_archived_file",
+]
+
+
+@dataclass
+class NightLog:
+    """What the night has shown so far, for the checks to add to and the summary to tell."""
+
+    taken: int = 0
+    sensors_per_image: int = 1
+    files: int = 0  # archived and verified
+    files_with_header: int = 0
+    headers: int = 0
+    headers_complete: int = 0
+    bytes_archived: int = 0
+    archive: set[str] = field(default_factory=set)  # directories written
+    ended: dict[str, float] = field(default_factory=dict)  # image -> endReadout seen
+    archived: dict[str, int] = field(default_factory=dict)  # image -> files so far
+    latencies: list[float] = field(default_factory=list)  # endReadout -> last file
+    problems: list[str] = field(default_factory=list)
+    # QoS 1 is at-least-once, and overlapping subscriptions on one connection can
+    # bring a message twice: each file and header is counted once
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def note(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    def settled(self) -> bool:
+        """Every file of every image taken is checked, and every header has come."""
+        expected = self.taken * self.sensors_per_image
+        return self.files + len(self.problems) >= expected and self.headers >= self.taken
+
+
+class NightStoppedError(Exception):
+    """The night could not go on; why is in the log's problems."""
+
+
+async def note_ends(ends: ParsedStream[EndReadout], log: NightLog) -> None:
+    """When each image's endReadout came (for the latencies)."""
+    while True:
+        end = await ends.next(None)
+        log.ended[end.data.imageName] = time.perf_counter()
+
+
+def verify_archived_file(event: ImageArchived) -> list[str]:
+    """Re-read an archived file as announced: what is wrong with it (empty: nothing)."""
+    path = Path(urlparse(event.url).path)
+    return verify_raw_file(path, event.byteSize, event.checkSum)
+
+
+async def verify_archive(events: EventStream, log: NightLog, progress: Progress) -> None:
+    """Each imageArchived: re-read the file and check it; each imageRetrievalFailed: a
+    problem of the night."""
+    async for received in events:
+        try:
+            if received.name == IMAGE_RETRIEVAL_FAILED.name:
+                failed = received.parse(IMAGE_RETRIEVAL_FAILED).data
+                if _first(log, received.name, f"{failed.imageName} {failed.sensor}"):
+                    log.problems.append(f"{failed.imageName} {failed.sensor}: {failed.description}")
+                    await log.note()
+            elif received.name == IMAGE_ARCHIVED.name:
+                archived = received.parse(IMAGE_ARCHIVED).data
+                if _first(log, received.name, f"{archived.imageName} {archived.sensor}"):
+                    await _check_file(archived, log, progress)
+        except ValueError as exc:
+            log.problems.append(f"the archiver published a malformed {received.name}: {exc}")
+            await log.note()
+
+
+def _first(log: NightLog, kind: str, what: str) -> bool:
+    """Whether this is the first time ``what`` is heard of (QoS 1 may bring it twice)."""
+    if (kind, what) in log.seen:
+        return False
+    log.seen.add((kind, what))
+    return True
+
+
+async def _check_file(event: ImageArchived, log: NightLog, progress: Progress) -> None:
+    problems = await asyncio.to_thread(verify_archived_file, event)
+    if problems:
+        log.problems += problems
+        await log.note()
+        return
+    image = event.imageName
+    log.files += 1
+    log.files_with_header += event.headerComplete
+    log.bytes_archived += event.byteSize
+    log.archive.add(str(Path(urlparse(event.url).path).parents[3]))
+    log.archived[image] = log.archived.get(image, 0) + 1
+    if log.archived[image] == log.sensors_per_image:
+        latency = time.perf_counter() - log.ended.get(image, time.perf_counter())
+        log.latencies.append(latency)
+        progress.say(
+            f"  {image}: {log.sensors_per_image} file(s) archived, re-read and verified "
+            f"{latency * 1e3:.0f} ms after endReadout"
+        )
+    await log.note()
+
+
+async def check_headers(
+    headers: ParsedStream[LargeFileObjectAvailable], log: NightLog, progress: Progress
+) -> None:
+    """Fetch each announced header document and check its size and MD5."""
+    while True:
+        announced: Parsed[LargeFileObjectAvailable] = await headers.next(None)
+        header = announced.data
+        if not _first(log, announced.name, header.id):
+            continue
+        body = await asyncio.to_thread(Path(urlparse(header.url).path).read_bytes)
+        if (len(body), hashlib.md5(body).hexdigest()) != (header.byteSize, header.checkSum):
+            log.problems.append(f"header of {header.id} does not match its announcement")
+            await log.note()
+            continue
+        log.headers += 1
+        log.headers_complete += not header.missingKeywords
+        if header.missingKeywords:
+            progress.say(f"  {header.id}: header lacks {header.missingKeywords}")
+        await log.note()

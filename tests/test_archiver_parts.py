@@ -1,0 +1,355 @@
+"""The archiver's parts, each on its own and offline: the header source, DAQ reads with
+their retries, the archive store, the catch-up planner. (The whole archiver on real
+brokers is ``test_archiver.py``.)"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import structlog
+
+from cscs.archiver.headers import HeaderSource
+from cscs.archiver.plan import plan_catch_up
+from cscs.archiver.reader import DaqReads, ReadFailedError
+from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError, Provenance
+from cscs.camera.events import EndOfImageTelemetry, StartIntegration
+from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_ROWS, SEGMENTS, Camera
+from cscs.camera.headers import LargeFileObjectAvailable
+from cscs.camera.verify import verify_raw_file
+from cscs.daq.errors import (
+    ChecksumMismatchError,
+    DaqError,
+    DaqUnavailableError,
+    ImageEvictedError,
+)
+from cscs.daq.reader import ImageInfo, SensorPixels
+from cscs.header_service.collect import Value
+from cscs.header_service.derived import derived_keywords
+from cscs.header_service.document import render
+
+IMAGE = "AT_O_20261121_000007"
+LOG = structlog.get_logger("test")
+
+
+def pixels(image: str = IMAGE, sensor: str = "R00_S00", seed: int = 0) -> SensorPixels:
+    rng = np.random.default_rng(seed)
+    segments = tuple(
+        rng.integers(0, 2**18, (SEGMENT_ROWS, SEGMENT_COLS), dtype=np.int32) for _ in SEGMENTS
+    )
+    return SensorPixels(image, sensor, segments, ())
+
+
+def header_document(tmp_path: Path, image: str = IMAGE) -> LargeFileObjectAvailable:
+    """A header written by the header service's own code, and its announcement."""
+    start = StartIntegration(
+        imageName=image, imageIndex=1, imagesInSequence=1, imageSource="AT",
+        imageController="O", imageDate="20261121", imageNumber=7, groupId="g",
+        imageType="BIAS", exposureTime=0.0, timestampAcquisitionStart=1.795e9, timeout=30.0,
+        additionalKeys="", additionalValues="",
+    )  # fmt: skip
+    end = EndOfImageTelemetry(
+        imageName=image, timestampDateObs=1.795e9, timestampDateEnd=1.795e9,
+        exposureTime=0.0, darkTime=0.1, measuredShutterOpenTime=0.0,
+    )  # fmt: skip
+    primary = derived_keywords(Camera.LATISS, start, end, Value(10.0), Value(-85.0))
+    rendered = render(image, "HeaderService:1", "test", Camera.LATISS, ["R00_S00"], primary)
+    path = tmp_path / f"{image}.yaml"
+    path.write_bytes(rendered.data)
+    return LargeFileObjectAvailable(
+        id=image, url=path.as_uri(), byteSize=len(rendered.data), checkSum=rendered.md5,
+        mimeType="application/yaml", generator="HeaderService:1", version="test",
+        missingKeywords="",
+    )  # fmt: skip
+
+
+# ---- the header source ---------------------------------------------------------------------
+
+
+async def test_an_announced_header_is_fetched_checked_and_kept(tmp_path: Path) -> None:
+    source = HeaderSource(LOG)
+    announcement = header_document(tmp_path)
+    source.announce(announcement)
+    header = await source.get(IMAGE, wait=0)
+    assert header is not None
+    assert header.missing == ""
+    assert header.md5 == announcement.checkSum
+    assert ("OBSID", IMAGE, "image name") in header.primary
+    assert [k for k, _, _ in header.segments["Segment10"]][:2] == ["EXTNAME", "DATASEC"]
+    await asyncio.to_thread(Path(announcement.url.removeprefix("file://")).unlink)
+    assert await source.get(IMAGE, wait=0) is header  # fetched once
+
+
+async def test_a_header_announced_later_is_waited_for(tmp_path: Path) -> None:
+    source = HeaderSource(LOG)
+    waiting = asyncio.create_task(source.get(IMAGE, wait=10))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    source.announce(header_document(tmp_path))
+    assert await waiting is not None
+
+
+async def test_a_header_that_never_comes_is_waited_for_once_per_image() -> None:
+    source = HeaderSource(LOG)
+    assert await source.get(IMAGE, wait=0.01) is None
+    again = asyncio.create_task(source.get(IMAGE, wait=10))  # another sensor of the image
+    await asyncio.sleep(0)
+    assert again.done()
+    assert again.result() is None
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda data: data.replace(b"OBSID", b"OBSIX"), "does not match its announcement"),
+        (lambda data: b"just a string\n", "does not match its announcement"),
+    ],
+)
+async def test_a_header_unlike_its_announcement_is_not_used(
+    tmp_path: Path, damage: object, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    announcement = header_document(tmp_path)
+    path = Path(announcement.url.removeprefix("file://"))
+    assert callable(damage)
+    data = await asyncio.to_thread(path.read_bytes)
+    await asyncio.to_thread(path.write_bytes, damage(data))
+    source = HeaderSource(LOG)
+    source.announce(announcement)
+    assert await source.get(IMAGE, wait=0) is None
+    assert why in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("document", "why"),
+    [
+        (b"just a string\n", "a header document is a mapping, not str"),
+        (b"imageName: x\n", "generator: Field required"),
+        (b"[unclosed\n", "not valid YAML"),
+    ],
+)
+async def test_a_document_that_is_no_header_is_refused_naming_why(
+    tmp_path: Path, document: bytes, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With its MD5 right (the announcer is wrong, not the transfer): never a crash."""
+    path = tmp_path / "h.yaml"
+    path.write_bytes(document)
+    source = HeaderSource(LOG)
+    source.announce(
+        LargeFileObjectAvailable(
+            id=IMAGE, url=path.as_uri(), byteSize=len(document),
+            checkSum=hashlib.md5(document).hexdigest(), mimeType="application/yaml",
+            generator="x", version="x", missingKeywords="",
+        )
+    )  # fmt: skip
+    assert await source.get(IMAGE, wait=0) is None
+    assert why in capsys.readouterr().out
+
+
+async def test_an_unannounced_header_is_found_where_the_template_says(tmp_path: Path) -> None:
+    header_document(tmp_path)  # written, never announced
+    source = HeaderSource(LOG, template=tmp_path.as_uri() + "/{image}.yaml")
+    header = await source.get(IMAGE, wait=0)
+    assert header is not None
+    assert await HeaderSource(LOG, template=tmp_path.as_uri() + "/x/{image}.yaml").get(
+        IMAGE, wait=0
+    ) is None  # fmt: skip
+
+
+# ---- DAQ reads -------------------------------------------------------------------------------
+
+
+class FakeDaq:
+    """A DAQ reader that fails as told, then reads."""
+
+    endpoint = "fake://daq"
+
+    def __init__(self, failures: Sequence[DaqError]) -> None:
+        self.failures = list(failures)
+        self.reads = 0
+
+    async def list_images(self) -> list[ImageInfo]:
+        return []
+
+    async def read_sensor(self, image: str, sensor: str) -> SensorPixels:
+        self.reads += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return pixels(image, sensor)
+
+    async def close(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_failure_that_may_pass_is_retried_with_back_off() -> None:
+    clock = Clock()
+    reads = DaqReads(LOG, pytest.fail, attempts=3, sleep=clock.sleep, clock=clock)
+    reads.daq = daq = FakeDaq([ChecksumMismatchError(IMAGE, "R00_S00", "segment 3 is corrupt")])
+    got = await reads.read(IMAGE, "R00_S00")
+    assert got.sensor == "R00_S00"
+    assert daq.reads == 2
+    assert len(clock.slept) == 1
+    assert 0.1 <= clock.slept[0] <= 0.2
+
+
+async def test_a_failure_that_cannot_pass_is_final_at_once() -> None:
+    clock = Clock()
+    reads = DaqReads(LOG, pytest.fail, attempts=5, sleep=clock.sleep, clock=clock)
+    reads.daq = daq = FakeDaq([ImageEvictedError(IMAGE, "R00_S00", "evicted")])
+    with pytest.raises(ReadFailedError, match="evicted"):
+        await reads.read(IMAGE, "R00_S00")
+    assert (daq.reads, clock.slept) == (1, [])
+
+
+async def test_after_the_last_attempt_the_cause_is_reported() -> None:
+    clock = Clock()
+    reads = DaqReads(LOG, pytest.fail, attempts=2, sleep=clock.sleep, clock=clock)
+    errors = [ChecksumMismatchError(IMAGE, "R00_S00", f"corrupt {n}") for n in range(2)]
+    reads.daq = FakeDaq(list(errors))
+    with pytest.raises(ReadFailedError, match="corrupt 1"):
+        await reads.read(IMAGE, "R00_S00")
+
+
+async def test_a_daq_silent_for_longer_than_allowed_is_reported_unreachable() -> None:
+    clock = Clock()
+    reports: list[str] = []
+    reads = DaqReads(LOG, reports.append, attempts=10, fault_after=3.0, sleep=clock.sleep,
+                     clock=clock)  # fmt: skip
+    silence = [DaqUnavailableError(IMAGE, "R00_S00", "no answer") for _ in range(10)]
+    reads.daq = FakeDaq(silence)
+    with pytest.raises(ReadFailedError, match="no answer"):
+        await reads.read(IMAGE, "R00_S00")
+    assert reports
+    assert reports[0].startswith("the DAQ has been unreachable for ")
+    assert clock.now > 3.0
+
+
+async def test_no_daq_known_is_a_read_failure_naming_it() -> None:
+    clock = Clock()
+    reads = DaqReads(LOG, pytest.fail, attempts=2, sleep=clock.sleep, clock=clock)
+    with pytest.raises(ReadFailedError, match="no DAQ known yet"):
+        await reads.read(IMAGE, "R00_S00")
+
+
+# ---- the archive store ----------------------------------------------------------------------
+
+
+def test_a_file_is_written_whole_verified_and_recorded(tmp_path: Path) -> None:
+    store, stale = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
+    try:
+        assert stale == 0
+        row = store.write(pixels(), None, Provenance("tcp://daq", "test"))
+        path = Path(row.path)
+        assert path == tmp_path / "archive/LATISS/20261121" / IMAGE / f"{IMAGE}_R00_S00.fits"
+        assert verify_raw_file(path, row.byte_size, row.md5) == []
+        assert (row.header_complete, row.missing_keywords) == (False, "header not received")
+        assert store.is_archived(IMAGE, "R00_S00")
+        assert store.without_header() == [row]
+        back = store.read_back(row)
+        assert all(
+            np.array_equal(a, b) for a, b in zip(back.segments, pixels().segments, strict=True)
+        )
+    finally:
+        store.close()
+
+
+def test_a_file_completed_with_its_header_replaces_its_row(tmp_path: Path) -> None:
+    store, _ = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
+    try:
+        store.write(pixels(), None, Provenance("tcp://daq", "test"))
+        announcement = header_document(tmp_path)
+        from cscs.archiver.headers import fetch_header
+
+        header = fetch_header(announcement.url, IMAGE, announcement)
+        row = store.write(pixels(), header, Provenance("tcp://daq", "test"))
+        assert row.header_complete
+        assert store.files_of(IMAGE) == [row]
+        assert store.without_header() == []
+        assert verify_raw_file(Path(row.path), row.byte_size, row.md5) == []
+    finally:
+        store.close()
+
+
+def test_a_full_archive_is_refused_before_writing_with_the_figures(tmp_path: Path) -> None:
+    store, _ = ArchiveStore.open(tmp_path / "archive", Camera.LATISS, min_free_bytes=2**62)
+    try:
+        with pytest.raises(ArchiveUnwritableError, match=r"is full: .* GB free, min_free_bytes"):
+            store.write(pixels(), None, Provenance("tcp://daq", "test"))
+        assert list((tmp_path / "archive").rglob("*.fits*")) == []
+        assert not store.is_archived(IMAGE, "R00_S00")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("image", "sensor"),
+    [
+        ("../../etc/passwd", "R00_S00"),
+        (IMAGE, "../../x"),
+        (IMAGE, "R22_S11"),  # a ComCam sensor, not LATISS's
+        ("AT_O_2026112_000001", "R00_S00"),
+    ],
+)
+def test_no_name_leads_outside_the_archive(tmp_path: Path, image: str, sensor: str) -> None:
+    store, _ = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
+    try:
+        with pytest.raises(ValueError, match=r"not|no detector"):
+            store.path(image, sensor)
+    finally:
+        store.close()
+
+
+def test_temporaries_a_crash_left_are_removed_at_open(tmp_path: Path) -> None:
+    crashed = tmp_path / "archive/LATISS/20261121" / IMAGE / f".{IMAGE}_R00_S00.fits.1.ab.partial"
+    crashed.parent.mkdir(parents=True)
+    crashed.write_bytes(b"half a file")
+    store, stale = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
+    store.close()
+    assert stale == 1
+    assert not crashed.exists()
+
+
+# ---- the catch-up planner -------------------------------------------------------------------
+
+
+def info(name: str, sensors: tuple[str, ...], *, missing: tuple[str, ...] = (),
+         complete: bool = True) -> ImageInfo:  # fmt: skip
+    return ImageInfo(name, sensors, missing, complete, 0, {})
+
+
+def test_catch_up_takes_what_the_catalog_lacks_oldest_first() -> None:
+    raft = ("R22_S00", "R22_S01", "R22_S02")
+    images = [
+        info("CC_O_20261121_000001", raft),
+        info("CC_O_20261121_000002", raft, missing=("R22_S01",)),  # never read out
+        info("CC_O_20261121_000003", raft, complete=False),  # still being read out
+        info("CC_O_20261121_000004", raft),
+    ]
+    archived = {"CC_O_20261121_000001": {"R22_S00", "R22_S02"}, "CC_O_20261121_000004": set(raft)}
+    assert plan_catch_up(images, archived) == [
+        ("CC_O_20261121_000001", "R22_S01"),
+        ("CC_O_20261121_000002", "R22_S00"),
+        ("CC_O_20261121_000002", "R22_S02"),
+    ]
+
+
+def test_nothing_to_catch_up_is_an_empty_plan() -> None:
+    assert plan_catch_up([], {}) == []
+    done = info("AT_O_20261121_000001", ("R00_S00",))
+    assert plan_catch_up([done], {"AT_O_20261121_000001": {"R00_S00"}}) == []

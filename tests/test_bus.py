@@ -1,0 +1,192 @@
+"""The bus semantics the CSCs rely on, checked on every transport: the in-memory bus must
+behave as the real brokers do (embedded amqtt, Mosquitto), or its tests would prove
+nothing. Then the faults only the in-memory broker can stage: a client crashing, the
+broker going away and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cscs.core.testing import MemoryBroker
+from cscs.core.topics import check_filter, topic_matches
+from cscs.core.transport import (
+    BrokerUnavailableError,
+    ConnectionState,
+    Connector,
+    Subscription,
+    Will,
+)
+
+
+async def test_retained_messages_are_replayed_and_cleared(broker: Connector, index: int) -> None:
+    """A new subscription gets the latest retained message, flagged retained; live ones
+    are not; an empty retained payload clears it (amqtt, against MQTT 3.1.1 §3.3.1.3,
+    keeps and replays the empty payload itself: consumers skip empty payloads)."""
+    topic = f"bus{index}/state"
+    async with broker.transport() as publisher, broker.transport() as listener:
+        await publisher.publish(topic, b"old", retain=True)
+        await publisher.publish(topic, b"new", retain=True)
+        async with listener.subscription(topic) as messages:
+            first = await messages.get(10)
+            await publisher.publish(topic, b"live")
+            live = await messages.get(10)
+        assert (first.payload, first.retain) == (b"new", True)
+        assert (live.payload, live.retain) == (b"live", False)
+        await publisher.publish(topic, b"", retain=True)
+        async with listener.subscription(f"bus{index}/#") as messages:
+            await publisher.publish(f"bus{index}/marker", b"after")
+            before = []
+            while (message := await messages.get(10)).topic != f"bus{index}/marker":
+                before.append(message.payload)
+        assert set(before) <= {b""}  # no value survives the clearing
+
+
+async def test_wildcards_match_levels(broker: Connector, index: int) -> None:
+    """``+`` is one level, ``#`` the rest (the parent level included). Where one client's
+    filters overlap, a message may come once per filter (amqtt and the in-memory bus) or
+    once (Mosquitto 2.0): consumers must take a repeat as a repeat."""
+    root = f"bus{index}"
+    async with (
+        broker.transport() as bus,
+        bus.subscription(f"{root}/+/evt/#") as matched,
+        bus.subscription(f"{root}/#") as everything,
+    ):
+        topics = [f"{root}/A/evt", f"{root}/A/evt/x/y", f"{root}/A/B/evt/x", f"{root}/A/tel/x"]
+        for topic in topics:
+            await bus.publish(topic, topic.encode())
+        end = f"{root}/Z/evt/end"
+        await bus.publish(end, b"end")
+
+        async def until_end(subscription: Subscription) -> list[str]:
+            got = []
+            while (message := await subscription.get(10)).topic != end:
+                got.append(message.topic)
+            return list(dict.fromkeys(got))  # repeats are repeats
+
+        assert await until_end(everything) == topics
+        assert await until_end(matched) == topics[:2]
+
+
+async def test_each_subscriber_gets_every_qos1_message_in_order(
+    broker: Connector, index: int
+) -> None:
+    topic = f"bus{index}/seq"
+    async with (
+        broker.transport() as publisher,
+        broker.transport() as listener,
+        listener.subscription(topic) as messages,
+    ):
+        for n in range(50):
+            await publisher.publish(topic, str(n).encode(), qos=1)
+        got = [int((await messages.get(10)).payload) for _ in range(50)]
+    assert got == list(range(50))
+
+
+async def test_a_clean_close_sends_no_last_will(broker: Connector, index: int) -> None:
+    will = Will(f"bus{index}/will", b"gone")
+    async with broker.transport() as watcher, watcher.subscription(f"bus{index}/#") as seen:
+        async with broker.transport(will=will):
+            pass
+        async with broker.transport() as other:
+            await other.publish(f"bus{index}/marker", b"after")
+        assert (await seen.get(10)).topic == f"bus{index}/marker"
+
+
+def test_topic_filters_are_checked() -> None:
+    for good in ["a/b", "a/+/c", "a/#", "#", "+", "+/+"]:
+        assert check_filter(good) == good
+    for bad in ["a/b#", "a/#/c", "a+/b", "", "a/++"]:
+        with pytest.raises(ValueError, match="filter"):
+            check_filter(bad)
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "topic", "expected"),
+    [
+        ("obs/A/1/evt/x", "obs/A/1/evt/x", True),
+        ("obs/+/1/evt/x", "obs/A/1/evt/x", True),
+        ("obs/+/1/evt/x", "obs/A/2/evt/x", False),
+        ("obs/#", "obs", True),
+        ("obs/#", "obs/A/1/evt/x", True),
+        ("obs/+", "obs/A/1", False),
+        ("#", "$SYS/broker", False),
+        ("+/broker", "$SYS/broker", False),
+        ("$SYS/#", "$SYS/broker", True),
+        ("obs/+/+", "obs/A", False),
+    ],
+)
+def test_topic_matching(topic_filter: str, topic: str, expected: bool) -> None:
+    assert topic_matches(topic_filter, topic) is expected
+
+
+_LEVEL = st.text(alphabet="abAB01_", min_size=0, max_size=3)
+
+
+@given(st.lists(_LEVEL, min_size=1, max_size=5))
+def test_a_topic_matches_itself_and_the_catch_alls(levels: list[str]) -> None:
+    topic = "/".join(levels)
+    assert topic_matches(topic, topic)
+    assert topic_matches("#", topic)
+    assert topic_matches("/".join("+" for _ in levels), topic)
+    assert not topic_matches("/".join("+" for _ in levels) + "/+", topic)
+
+
+# ---- faults the in-memory broker stages --------------------------------------------------
+
+
+async def test_a_dropped_client_leaves_its_last_will_retained() -> None:
+    broker = MemoryBroker()
+    will = Will("t/state", b"lost", retain=True)
+    async with broker.transport() as watcher, watcher.subscription("t/#") as seen:
+        doomed = broker.transport(client_id="doomed", will=will)
+        await doomed.__aenter__()
+        broker.drop("doomed")
+        message = await seen.get(1)
+        assert (message.topic, message.payload) == ("t/state", b"lost")
+        assert doomed.state is ConnectionState.CLOSED
+        assert not await doomed.publish("t/x", b"", wait=1.0)  # a crashed client stays gone
+        await doomed.close()
+    async with broker.transport() as late, late.subscription("t/state") as state:
+        assert (await state.get(1)).retain  # a monitor that starts later sees it too
+
+
+async def test_a_broker_outage_is_ridden_out() -> None:
+    """Stopped: QoS 0 is dropped, QoS 1 waits; started: clients reconnect, resubscribe
+    and run their on-connect hook again; retained messages did not survive."""
+    broker = MemoryBroker()
+    hooks = asyncio.Queue[str]()
+
+    async def hook() -> None:
+        hooks.put_nowait("connected")
+
+    async with broker.transport(on_connect=hook) as bus, bus.subscription("o/#") as seen:
+        await bus.publish("o/retained", b"r", retain=True)
+        assert await hooks.get() == "connected"
+        assert (await seen.get(1)).topic == "o/retained"
+        broker.stop()
+        assert not bus.connected
+        assert not await bus.publish("o/telemetry", b"t", qos=0)
+        waiting = asyncio.create_task(bus.publish("o/event", b"e", qos=1, wait=10))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        broker.start()
+        assert await waiting
+        assert await hooks.get() == "connected"
+        assert bus.connections == 2
+        message = await seen.get(1)
+        assert (message.topic, message.retain) == ("o/event", False)
+        async with broker.transport() as fresh, fresh.subscription("o/retained") as retained:
+            await fresh.publish("o/retained-marker", b"")
+            assert retained.get_nowait() is None  # the broker persists nothing
+
+
+async def test_a_stopped_broker_refuses_new_clients_after_the_timeout() -> None:
+    broker = MemoryBroker()
+    broker.stop()
+    with pytest.raises(BrokerUnavailableError, match="stayed stopped"):
+        async with broker.transport(connect_timeout=0.05):
+            pass
