@@ -124,7 +124,7 @@ async def _run_script(bus: Bus, args: argparse.Namespace, settings: Settings) ->
 
 
 def interface_doc(args: argparse.Namespace) -> int:
-    text = render(cls.interface for cls in components.all_classes())
+    text = render(cls.interface for cls in components.all_classes(components.PROJECT))
     if args.check:
         current = Path(args.check).read_text() if Path(args.check).exists() else ""
         if current != text:
@@ -216,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     doc.set_defaults(func=None)
 
     for plugin in components.command_plugins():
-        plugin.load()(sub)
+        try:
+            plugin.load()(sub)
+        except Exception as exc:  # another package's bug must not take `cscs` down with it
+            why = f"{type(exc).__name__}: {exc}"
+            print(f"cscs: warning: subcommand plugin {plugin.name} ({plugin.value}) failed "
+                  f"to load and is left out: {why}", file=sys.stderr)  # fmt: skip
     return parser
 
 

@@ -19,19 +19,34 @@ from typing import Any
 
 from cscs.core.csc import BaseCsc
 
-__all__ = ["COMMANDS_GROUP", "COMPONENTS_GROUP", "command_plugins", "find", "names"]
+__all__ = [
+    "COMMANDS_GROUP",
+    "COMPONENTS_GROUP",
+    "PROJECT",
+    "all_classes",
+    "command_plugins",
+    "find",
+    "names",
+]
 
 COMPONENTS_GROUP = "cscs.components"
 COMMANDS_GROUP = "cscs.commands"
 
 
-def _components() -> dict[str, EntryPoint]:
-    return {entry.name: entry for entry in entry_points(group=COMPONENTS_GROUP)}
+PROJECT = "cscs"  # the distribution of this project's own components
 
 
-def names() -> list[str]:
-    """The names of every CSC installed, sorted."""
-    return sorted(_components(), key=str.lower)
+def _components(distribution: str | None = None) -> dict[str, EntryPoint]:
+    return {
+        entry.name: entry
+        for entry in entry_points(group=COMPONENTS_GROUP)
+        if distribution is None or (entry.dist is not None and entry.dist.name == distribution)
+    }
+
+
+def names(distribution: str | None = None) -> list[str]:
+    """The names of every CSC installed (of one distribution, if given), sorted."""
+    return sorted(_components(distribution), key=str.lower)
 
 
 def find(name: str) -> type[BaseCsc[Any]]:
@@ -49,9 +64,9 @@ def find(name: str) -> type[BaseCsc[Any]]:
     return cls
 
 
-def all_classes() -> list[type[BaseCsc[Any]]]:
-    """Every installed CSC class (imports them all: for the interface document)."""
-    return [find(name) for name in names()]
+def all_classes(distribution: str | None = None) -> list[type[BaseCsc[Any]]]:
+    """Every installed CSC class, or one distribution's (imports them all)."""
+    return [find(name) for name in names(distribution)]
 
 
 def command_plugins() -> list[EntryPoint]:

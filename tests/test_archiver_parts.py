@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import structlog
 
+from cscs.archiver.csc import ArchiverCsc
 from cscs.archiver.headers import HeaderSource
 from cscs.archiver.plan import plan_catch_up
 from cscs.archiver.reader import DaqReads, ReadFailedError
@@ -21,6 +22,11 @@ from cscs.camera.events import EndOfImageTelemetry, StartIntegration
 from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_ROWS, SEGMENTS, Camera
 from cscs.camera.headers import LargeFileObjectAvailable
 from cscs.camera.verify import verify_raw_file
+from cscs.core import generic as g
+from cscs.core.protocol import encode
+from cscs.core.settings import Settings
+from cscs.core.testing import MemoryBroker, make_csc
+from cscs.core.topics import CscAddress
 from cscs.daq.errors import (
     ChecksumMismatchError,
     DaqError,
@@ -250,6 +256,17 @@ async def test_no_daq_known_is_a_read_failure_naming_it() -> None:
 # ---- the archive store ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("image", ["AT_H_20261121_000001", "AT_O_20261121_000000"])
+def test_every_name_the_icd_allows_is_archived(tmp_path: Path, image: str) -> None:
+    """ICD §5 names: any capital controller letter, any six digits."""
+    store, _ = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
+    try:
+        row = store.write(pixels(image), None, Provenance("tcp://daq", "test"))
+        assert Path(row.path).name == f"{image}_R00_S00.fits"
+    finally:
+        store.close()
+
+
 def test_a_file_is_written_whole_verified_and_recorded(tmp_path: Path) -> None:
     store, stale = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
     try:
@@ -298,18 +315,22 @@ def test_a_full_archive_is_refused_before_writing_with_the_figures(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    ("image", "sensor"),
+    ("image", "sensor", "why"),
     [
-        ("../../etc/passwd", "R00_S00"),
-        (IMAGE, "../../x"),
-        (IMAGE, "R22_S11"),  # a ComCam sensor, not LATISS's
-        ("AT_O_2026112_000001", "R00_S00"),
+        ("../../etc/passwd", "R00_S00", "not an image name"),
+        (f"{IMAGE}\n", "R00_S00", "not an image name"),
+        ("AT_O_2026112_000001", "R00_S00", "not an image name"),
+        ("CC_O_20261121_000001", "R00_S00", "is not a LATISS image"),
+        (IMAGE, "../../x", "not a detector name"),
+        (IMAGE, "R22_S11", "LATISS has no detector R22_S11"),
     ],
 )
-def test_no_name_leads_outside_the_archive(tmp_path: Path, image: str, sensor: str) -> None:
+def test_no_name_leads_outside_the_archive(
+    tmp_path: Path, image: str, sensor: str, why: str
+) -> None:
     store, _ = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
     try:
-        with pytest.raises(ValueError, match=r"not|no detector"):
+        with pytest.raises(ValueError, match=why):
             store.path(image, sensor)
     finally:
         store.close()
@@ -353,3 +374,74 @@ def test_nothing_to_catch_up_is_an_empty_plan() -> None:
     assert plan_catch_up([], {}) == []
     done = info("AT_O_20261121_000001", ("R00_S00",))
     assert plan_catch_up([done], {"AT_O_20261121_000001": {"R00_S00"}}) == []
+
+
+# ---- the CSC around them --------------------------------------------------------------------
+
+
+async def test_a_job_that_fails_unexpectedly_is_logged_with_its_traceback(tmp_path: Path) -> None:
+    """A bug in an archive job must show: a logMessage at ERROR with the traceback,
+    never an exception nobody retrieves."""
+    settings = Settings(state_dir=tmp_path)
+    async with (
+        make_csc(ArchiverCsc, MemoryBroker(), index=1, settings=settings) as h,
+        h.remote.events(g.LOG_MESSAGE) as logs,
+    ):
+        archiver = h.csc
+        assert isinstance(archiver, ArchiverCsc)
+
+        async def broken() -> None:
+            raise RuntimeError("a deliberate bug")
+
+        archiver.jobs.spawn(broken(), "broken")
+        record = await logs.wait_for(lambda r: "failed unexpectedly" in r.data.message)
+    assert record.data.level == 40
+    assert "RuntimeError: a deliberate bug" in record.data.traceback
+
+
+async def test_the_archiver_wired_offline_archives_an_image_with_its_header(
+    tmp_path: Path,
+) -> None:
+    """The whole CSC on the in-memory bus with a fake DAQ: the camera's DAQ followed from
+    daqAvailable, an endReadout naming another camera's image dropped with a log, and an
+    image announced as the ICD writes it (no missingKeywords) archived whole, with its
+    header, and recorded."""
+    broker = MemoryBroker()
+    daq = FakeDaq([])
+    opened: list[str] = []
+
+    async def open_fake(url: str, timeout: float, stall_timeout: float) -> FakeDaq:
+        opened.append(url)
+        return daq
+
+    camera = CscAddress("Camera", 1)
+    header_service = CscAddress("HeaderService", 1)
+    announcement = header_document(tmp_path).model_dump(exclude={"missingKeywords"})
+    end = {"imageName": IMAGE, "imageIndex": 1, "imagesInSequence": 1,
+           "requestedExposureTime": 0.0, "timestampEndOfReadout": 1.795e9,
+           "sensors": "R00_S00"}  # fmt: skip
+    settings = Settings(state_dir=tmp_path)
+    async with (
+        make_csc(ArchiverCsc, broker, index=1, settings=settings, open_daq=open_fake) as h,
+        broker.transport() as bus,
+        h.remote.stream() as events,
+    ):
+        daq_available = encode({"url": "fake://daq,other", "capacityBytes": 1})
+        await bus.publish(camera.event("daqAvailable"), daq_available, retain=True)
+        await h.remote.command("start")
+        await h.remote.command("enable")
+        await bus.publish(header_service.event("largeFileObjectAvailable"), encode(announcement))
+        other = end | {"imageName": "CC_O_20261121_000007"}  # ComCam's, not LATISS's
+        await bus.publish(camera.event("endReadout"), encode(other))
+        await bus.publish(camera.event("endReadout"), encode(end))
+        dropped = await events.wait_for(
+            lambda r: r.name == "logMessage" and "ignored an endReadout" in r.data["message"]
+        )
+        archived = (await events.wait_for(lambda r: r.name == "imageArchived")).data
+    assert opened == ["fake://daq"]
+    assert "is not a LATISS image" in dropped.data["message"]
+    assert (archived["imageName"], archived["headerComplete"]) == (IMAGE, True)
+    path = Path(archived["url"].removeprefix("file://"))
+    assert verify_raw_file(path, archived["byteSize"], archived["checkSum"]) == []
+    assert path.is_relative_to(tmp_path / "archive" / "LATISS")
+    assert daq.reads == 1

@@ -15,6 +15,7 @@ from cscs.core.schema import NoParams
 from cscs.core.states import State
 from cscs.core.testing import (
     CscHarness,
+    TestConfig,
     TestCsc,
     check_bad_commands,
     check_standard_state_transitions,
@@ -49,7 +50,7 @@ async def test_bad_commands_are_refused(broker: Connector, index: int) -> None:
 
 async def test_generic_events_on_startup(broker: Connector, index: int) -> None:
     """A fresh subscriber sees the retained generic events of ICD §3."""
-    async with make_csc(TestCsc, broker, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index, heartbeat_interval=0.1) as h:
         await h.remote.next_event("logLevel")  # the last of them: all are published now
         versions = await h.remote.next_event("softwareVersions")
         assert versions.data["xmlVersion"] == "1.0"
@@ -66,7 +67,7 @@ async def test_generic_events_on_startup(broker: Connector, index: int) -> None:
 
 async def test_hostile_payloads_leave_the_csc_alive(broker: Connector, index: int) -> None:
     """Garbage, a 2 MB payload and a flood of junk: the heartbeat goes on, commands work."""
-    async with make_csc(TestCsc, broker, index=index) as h:
+    async with make_csc(TestCsc, broker, index=index, heartbeat_interval=0.1) as h:
         big = {"seq": 99, "origin": h.bus.client_id, "identity": "x@y", "params": {}}
         big["padding"] = "x" * (2 * 1024 * 1024)
         async with h.bus.subscription(h.remote.address.ack) as acks:
@@ -202,11 +203,47 @@ async def test_configuration_override(broker: Connector, index: int) -> None:
         missing = await h.remote.command("start", {"configurationOverride": "nope"}, check=False)
         assert "available: broken.yaml, french.yaml" in missing.result
         assert h.csc.state is State.STANDBY
+        assert h.csc.config == TestConfig()  # the schema's defaults until start
         await h.remote.command("start", {"configurationOverride": "french"})
         applied = await h.remote.next_event("configurationApplied")
         assert applied.data["configurations"] == "_init.yaml,french.yaml"
-        assert h.csc.config is not None
-        assert h.csc.config.model_dump()["greeting"] == "bonjour"
+        csc = h.csc
+        assert isinstance(csc, TestCsc)
+        assert csc.config.greeting == "bonjour"
+
+
+class PickyCsc(TestCsc):
+    """Refuses a French configuration in configure(), after looking at self.config."""
+
+    seen: list[str]
+
+    async def configure(self, config: TestConfig) -> None:
+        self.seen.append(self.config.greeting)  # the new one is already in place
+        if config.greeting == "bonjour":
+            raise ExpectedError("no French here")
+
+
+async def test_a_configuration_refused_by_configure_is_not_kept(
+    broker: Connector, index: int
+) -> None:
+    """configure() sees the new configuration as self.config; if it refuses it, start is
+    FAILED with its reason and the previous configuration is back."""
+
+    def factory(i: int, **kwargs: Any) -> PickyCsc:
+        csc = PickyCsc(i, **kwargs)
+        csc.seen = []
+        return csc
+
+    async with make_csc(factory, broker, index=index) as h:
+        csc = h.csc
+        assert isinstance(csc, PickyCsc)
+        refused = await h.remote.command("start", {"configurationOverride": "french"}, check=False)
+        assert (refused.code, refused.result) == (AckCode.FAILED, "no French here")
+        assert csc.seen == ["bonjour"]
+        assert csc.config == TestConfig()
+        assert csc.state is State.STANDBY
+        await h.remote.command("start")
+        assert (csc.seen, csc.config.greeting) == (["bonjour", "hello"], "hello")
 
 
 class HookedCsc(TestCsc):

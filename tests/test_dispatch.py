@@ -46,7 +46,8 @@ def test_a_good_command_in_its_state_is_run() -> None:
 def test_a_retained_command_is_dropped_never_run() -> None:
     decision = decide("ping", body(), retain=True)
     assert isinstance(decision, Dropped)
-    assert "retained" in decision.reason
+    assert "retained" in decision.what
+    assert decision.reason == "ping"
 
 
 def test_an_unreadable_payload_is_dropped_naming_why() -> None:

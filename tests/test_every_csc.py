@@ -37,10 +37,10 @@ INDEX = {"Weather": 0}
 
 def test_every_registered_csc_is_checked_here() -> None:
     """A CSC registered but missing from this table would escape the checks below."""
-    assert sorted(ENABLED_COMMANDS) == components.names()
+    assert sorted(ENABLED_COMMANDS) == components.names(components.PROJECT)
 
 
-@pytest.fixture(params=components.names())
+@pytest.fixture(params=components.names(components.PROJECT))
 def name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cscs.archiver.catchup import CatchUp
 from cscs.archiver.headers import Header, HeaderSource
 from cscs.archiver.interface import (
     ARCHIVER_STATUS,
@@ -42,24 +43,29 @@ from cscs.archiver.interface import (
     ImageArchived,
     ImageRetrievalFailed,
 )
-from cscs.archiver.plan import plan_catch_up
-from cscs.archiver.reader import DaqReads, ReadFailedError
-from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError, Provenance
-from cscs.camera.events import END_READOUT, LATEST_IMAGE, EndReadout, LatestImage
+from cscs.archiver.reader import DaqOpener, DaqReads, ReadFailedError, open_daq_client
+from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError, Provenance, check_names
+from cscs.camera.events import (
+    DAQ_AVAILABLE,
+    END_READOUT,
+    LATEST_IMAGE,
+    DaqAvailable,
+    EndReadout,
+    LatestImage,
+)
 from cscs.camera.geometry import Camera, camera_for_index
 from cscs.camera.headers import LARGE_FILE_OBJECT_AVAILABLE, LargeFileObjectAvailable
 from cscs.catalog import CatalogError
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
-from cscs.core.remote import Parsed, Received
+from cscs.core.follow import on
+from cscs.core.remote import Parsed
 from cscs.core.schema import NoParams
 from cscs.core.states import State
-from cscs.core.tasks import cancel_and_wait
+from cscs.core.tasks import Jobs
 from cscs.core.topics import CscAddress
-from cscs.daq.client import DaqClient
-from cscs.daq.errors import DaqError
-from cscs.daq.reader import SensorPixels
+from cscs.daq.reader import DaqReader, SensorPixels
 
 __all__ = ["ArchiverConfig", "ArchiverCsc"]
 
@@ -71,7 +77,9 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
     config_schema = ArchiverConfig
     default_config_dir: ClassVar[Path | None] = Path(__file__).parent / "config"
 
-    def __init__(self, index: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self, index: int = 1, *, open_daq: DaqOpener = open_daq_client, **kwargs: Any
+    ) -> None:
         self.camera: Camera = camera_for_index(index)
         super().__init__(index, **kwargs)
         self.camera_address = CscAddress("Camera", index, self.address.prefix)
@@ -79,8 +87,12 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         self.store: ArchiveStore | None = None
         self.headers = HeaderSource(self.log)
         self.reads = DaqReads(self.log, self._daq_unreachable)
+        self.catch_up = CatchUp(
+            self.camera, self.headers, self._catch_up_one, self._complete_headers, self.log
+        )
+        self._open_daq = open_daq
         self._in_flight: set[tuple[str, str]] = set()
-        self._jobs: set[asyncio.Task[None]] = set()
+        self.jobs = Jobs(self.log, str(self.address))
         self._slots = asyncio.Semaphore(self.config.sensors_in_flight)
         self._fatal_task: asyncio.Task[None] | None = None
         self._reconfigured = asyncio.Event()
@@ -93,6 +105,8 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
     # ---- life ------------------------------------------------------------------------
 
     async def configure(self, config: ArchiverConfig) -> None:
+        """Open what the configuration names first, then switch to it: a refusal (an
+        unwritable archive, a catalog or DAQ that cannot be opened) changes nothing."""
         try:
             store, stale = await asyncio.to_thread(
                 ArchiveStore.open, config.root(self.state_dir / "archive"), self.camera,
@@ -101,22 +115,32 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             )  # fmt: skip
         except (OSError, CatalogError) as exc:
             raise ExpectedError(str(exc)) from None
+        daq: DaqReader | None = None
+        if config.daq_url and config.daq_url != self._daq_endpoint():
+            try:
+                daq = await self._open_daq(config.daq_url, config.daq_timeout, config.stall_timeout)
+            except Exception as exc:
+                store.close()
+                raise ExpectedError(f"cannot read from the DAQ at {config.daq_url}: {exc}") from exc
         if stale:
             self.log.warning("removed files left half-written by a crash", count=stale)
         if self.store is not None:
             self.store.close()
         self.store = store
+        if daq is not None:
+            await self._switch_daq(daq)
         self.headers.template = config.header_url_template
         self.reads.attempts = config.read_attempts
         self.reads.fault_after = config.daq_unreachable_fault_after
         self._slots = asyncio.Semaphore(config.sensors_in_flight)
         self._reconfigured.set()
         await self.unfollow()
-        await self.follow(self.camera_address, END_READOUT, self._on_end_readout)
-        await self.follow_topic(self.camera_address.event("daqAvailable"), self._on_daq)
+        await self.follow_events(
+            self.camera_address,
+            on(END_READOUT, self._on_end_readout),
+            on(DAQ_AVAILABLE, self._on_daq),
+        )
         await self.follow(self.header_address, LARGE_FILE_OBJECT_AVAILABLE, self._on_header)
-        if config.daq_url:
-            await self._use_daq(config.daq_url, config)
 
     async def __aenter__(self) -> ArchiverCsc:
         await super().__aenter__()
@@ -127,9 +151,10 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         return self
 
     async def close(self) -> None:
+        await self.unfollow()  # first: nothing heard from now on starts a job
         if self._fatal_task is not None:
             await asyncio.wait([self._fatal_task], timeout=10.0)
-        await self._cancel_jobs()
+        await self.jobs.cancel("stopping archive jobs")
         await super().close()
         if self.reads.daq is not None:
             await self.reads.daq.close()
@@ -138,16 +163,11 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             self.store.close()
 
     async def end_enable(self, params: NoParams) -> None:
-        self._spawn_job(self._catch_up_quietly("at enable"), "catch-up at enable")
+        self.jobs.spawn(self._catch_up_quietly("at enable"), "catch-up at enable")
 
     async def state_changed(self, old: State, new: State) -> None:
         if old is State.ENABLED:
-            await self._cancel_jobs()
-
-    async def _cancel_jobs(self) -> None:
-        current = asyncio.current_task()
-        jobs = [job for job in self._jobs if job is not current]
-        await cancel_and_wait(jobs, self.log, "stopping archive jobs")
+            await self.jobs.cancel("stopping archive jobs")
 
     def _fatal(self, code: int, report: str) -> None:
         """Go to FAULT from inside a job: in a task of its own, because going to FAULT
@@ -160,40 +180,49 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
     def _daq_unreachable(self, report: str) -> None:
         self._fatal(ERROR_DAQ_UNREACHABLE, report)
 
-    def _spawn_job(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coroutine, name=f"{self.address}-{name}")
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
+    def _daq_endpoint(self) -> str:
+        return self.reads.daq.endpoint if self.reads.daq is not None else ""
 
-    async def _use_daq(self, url: str, config: ArchiverConfig) -> None:
-        current = self.reads.daq
-        if current is not None and current.endpoint == url:
+    async def _switch_daq(self, daq: DaqReader) -> None:
+        previous, self.reads.daq = self.reads.daq, daq
+        if previous is not None:
+            await previous.close()
+        self.log.info("reading pixels from the DAQ", url=daq.endpoint)
+
+    async def _follow_camera_daq(self, url: str) -> None:
+        try:
+            daq = await self._open_daq(url, self.config.daq_timeout, self.config.stall_timeout)
+        except Exception as exc:
+            self.log.error("cannot read from the DAQ the camera announced", url=url,
+                           error=str(exc))  # fmt: skip
             return
-        if current is not None:
-            await current.close()
-        client = DaqClient(url, timeout=config.daq_timeout, stall_timeout=config.stall_timeout)
-        await client.__aenter__()
-        self.reads.daq = client
-        self.log.info("reading pixels from the DAQ", url=url)
+        await self._switch_daq(daq)
 
     # ---- what we hear ------------------------------------------------------------------
 
-    def _on_daq(self, message: Received) -> None:
-        url = str(message.data.get("url", "")).split(",")[0]
-        if url and not self.config.daq_url:
-            self._spawn_job(self._use_daq(url, self.config), "daq")
+    def _on_daq(self, message: Parsed[DaqAvailable]) -> None:
+        url = message.data.endpoint
+        if url and not self.config.daq_url and url != self._daq_endpoint():
+            self.jobs.spawn(self._follow_camera_daq(url), "daq")
 
     def _on_header(self, message: Parsed[LargeFileObjectAvailable]) -> None:
         self.headers.announce(message.data)
         if self.state is State.ENABLED:  # complete files archived without it
             image = message.data.id
-            self._spawn_job(self._complete_headers(image), f"header-{image}")
+            self.jobs.spawn(self._complete_headers(image), f"header-{image}")
 
     def _on_end_readout(self, message: Parsed[EndReadout]) -> None:
         if self.state is not State.ENABLED or message.retained:
             return
-        image = message.data.imageName
-        self._spawn_job(self._archive_image(image, message.data.sensor_names), f"image-{image}")
+        image, sensors = message.data.imageName, message.data.sensor_names
+        try:
+            for sensor in sensors:
+                check_names(self.camera, image, sensor)
+        except ValueError as exc:  # ICD §5: a name that does not match is dropped, logged
+            self.log.warning("ignored an endReadout naming what this archiver cannot archive",
+                             image=image, error=str(exc))  # fmt: skip
+            return
+        self.jobs.spawn(self._archive_image(image, sensors), f"image-{image}")
 
     # ---- archiving -----------------------------------------------------------------------
 
@@ -209,7 +238,8 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             )
 
     async def _archive_sensor(self, image: str, sensor: str, *, header_wait: float) -> bool:
-        """Archive one sensor unless it is done or under way; True if archived now.
+        """Archive one sensor of this camera's (names checked by the caller) unless it is
+        archived or under way; True if archived now.
 
         The header is awaited before a slot is taken: while the header service is down,
         each image waits out ``header_timeout`` on its own, holding no pixels, and the
@@ -220,7 +250,6 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         self._in_flight.add(key)
         try:
             store = self._store()
-            store.path(image, sensor)  # a name that is no image of this camera's: refused
             if await asyncio.to_thread(store.is_archived, image, sensor):
                 return False  # archived already: a repeated endReadout, or catch-up
             header = await self.headers.get(image, wait=header_wait)
@@ -235,10 +264,6 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
                     return False
                 await self._store_file(store, pixels, header)
                 return True
-        except ValueError as exc:
-            self.log.warning("ignored an image or sensor that is not this camera's",
-                             image=image, sensor=sensor, error=str(exc))  # fmt: skip
-            return False
         except CatalogError as exc:
             self._fatal(ERROR_CATALOG, str(exc))
             return False
@@ -261,8 +286,8 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         *,
         replacing: bool = False,
     ) -> None:
-        daq = self.reads.daq.endpoint if self.reads.daq is not None else ""
-        row = await asyncio.to_thread(store.write, pixels, header, Provenance(daq, self.version))
+        provenance = Provenance(self._daq_endpoint(), self.version)
+        row = await asyncio.to_thread(store.write, pixels, header, provenance)
         self._archived += not replacing
         self._bytes_window += row.byte_size
         await self.publish_event(
@@ -282,9 +307,18 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         archived, failed = await self._catch_up()
         return f"catch-up archived {archived} file(s); {failed} could not be read"
 
+    async def _catch_up(self) -> tuple[int, int]:
+        in_flight = self.config.sensors_in_flight
+        return await self.catch_up.run(self.reads.daq, self._store(), in_flight)
+
+    async def _catch_up_one(self, image: str, sensor: str) -> bool:
+        # Catch-up waits for no header: its images are past, and a header that turns up
+        # later completes their files all the same.
+        return await self._archive_sensor(image, sensor, header_wait=0.0)
+
     async def _catch_up_loop(self) -> None:
         """Catch up every ``catchup_interval`` while ENABLED; a new configuration restarts
-        the wait with its own interval."""
+        the wait with its own interval. Nothing ends the loop but the CSC's end."""
         while True:
             self._reconfigured.clear()
             interval = self.config.catchup_interval
@@ -295,7 +329,10 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
                     await self._reconfigured.wait()
                 continue  # reconfigured: wait again, with the new interval
             if self.state is State.ENABLED and self.reads.daq is not None:
-                await self._catch_up_quietly("periodic")
+                try:
+                    await self._catch_up_quietly("periodic")
+                except Exception as exc:  # a bug: said, and the next pass still comes
+                    self.log.error("a catch-up pass failed unexpectedly", exc_info=exc)
 
     async def _catch_up_quietly(self, why: str) -> None:
         try:
@@ -308,66 +345,26 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             if archived or failed:
                 self.log.info("caught up", when=why, archived=archived, failed=failed)
 
-    async def _catch_up(self) -> tuple[int, int]:
-        """Archive what the DAQ holds and the catalog lacks, oldest first."""
-        daq = self.reads.daq
-        if daq is None:
-            raise ExpectedError("no DAQ known yet: is the camera running? (or set daq_url)")
-        try:
-            images = await daq.list_images()
-        except DaqError as exc:
-            raise ExpectedError(f"cannot list the DAQ's images: {exc}") from None
-        store = self._store()
-        names = [image.name for image in images if image.complete]
-        archived = await asyncio.to_thread(store.archived_sensors, names)
-        todo = plan_catch_up(images, archived)
-        for image in dict.fromkeys(name for name, _ in todo):
-            missing = ",".join(sensor for name, sensor in todo if name == image)
-            self.log.info("catching up", image=image, sensors=missing)
-        results = await self._archive_in_order(todo)
-        for row in await asyncio.to_thread(store.without_header):
-            if self.headers.is_announced(row.image_name):
-                await self._complete_headers(row.image_name)
-        return sum(results), len(todo) - sum(results)
-
-    async def _archive_in_order(self, todo: list[tuple[str, str]]) -> list[bool]:
-        """Archive each (image, sensor) of ``todo``, started in order (oldest first: the
-        DAQ evicts those first) with ``sensors_in_flight`` under way at once, so that
-        the DAQ, the cores and the disk stay busy even for a one-sensor camera."""
-        starts = asyncio.Semaphore(self.config.sensors_in_flight)
-
-        async def archive(image: str, sensor: str) -> bool:
-            try:
-                return await self._archive_sensor(image, sensor, header_wait=0.0)
-            finally:
-                starts.release()
-
-        tasks: list[asyncio.Task[bool]] = []
-        try:
-            for image, sensor in todo:
-                await starts.acquire()
-                tasks.append(asyncio.create_task(archive(image, sensor)))
-            return list(await asyncio.gather(*tasks))
-        finally:
-            await cancel_and_wait([t for t in tasks if not t.done()], self.log, "catch-up")
-
     async def _complete_headers(self, image: str) -> None:
         """Rewrite files archived without their header, now that it has come."""
         store = self._store()
         try:
             rows = [r for r in await asyncio.to_thread(store.files_of, image) if not r.header_url]
-            if not rows:
-                return
-            header = await self.headers.get(image, wait=self.config.header_timeout)
-            if header is None:
-                return
-            for row in rows:
+            header = (
+                await self.headers.get(image, wait=self.config.header_timeout) if rows else None
+            )
+            for row in rows if header is not None else []:
                 key = (image, row.sensor)
                 if key in self._in_flight:
                     continue
                 self._in_flight.add(key)
                 try:
                     pixels = await asyncio.to_thread(store.read_back, row)
+                except OSError as exc:  # moved or damaged since: say so, do the others
+                    self.log.error("cannot read back a file to add its header", path=row.path,
+                                   error=str(exc))  # fmt: skip
+                    continue
+                else:
                     self.log.info("completing a file with its header", image=image,
                                   sensor=row.sensor)  # fmt: skip
                     await self._store_file(store, pixels, header, replacing=True)

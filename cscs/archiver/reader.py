@@ -18,10 +18,22 @@ from collections.abc import Awaitable, Callable
 from structlog.typing import FilteringBoundLogger
 
 from cscs.core.backoff import Backoff
+from cscs.daq.client import DaqClient
 from cscs.daq.errors import DaqError, DaqUnavailableError
 from cscs.daq.reader import DaqReader, SensorPixels
 
-__all__ = ["DaqReads", "ReadFailedError"]
+__all__ = ["DaqOpener", "DaqReads", "ReadFailedError", "open_daq_client"]
+
+#: Opens a reader of the DAQ at a URL with the given (answer, stall) timeouts.
+DaqOpener = Callable[[str, float, float], Awaitable[DaqReader]]
+
+
+async def open_daq_client(url: str, timeout: float, stall_timeout: float) -> DaqReader:
+    """The ZeroMQ :class:`~cscs.daq.client.DaqClient`: what a real archiver reads with
+    (a test gives the archiver another opener, and a fake DAQ)."""
+    client = DaqClient(url, timeout=timeout, stall_timeout=stall_timeout)
+    await client.__aenter__()
+    return client
 
 
 class ReadFailedError(Exception):

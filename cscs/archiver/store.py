@@ -25,7 +25,13 @@ from cscs.catalog import ArchivedFile, Catalog, sqlite_url
 from cscs.core.tai import current_tai
 from cscs.daq.reader import SensorPixels
 
-__all__ = ["ArchiveStore", "ArchiveUnwritableError", "Provenance"]
+__all__ = [
+    "ArchiveStore",
+    "ArchiveUnwritableError",
+    "Provenance",
+    "check_image",
+    "check_names",
+]
 
 # The most one file can take: the segments, their padding, and generous headers.
 _FILE_BYTES = len(SEGMENTS) * (SEGMENT_BYTES + 2 * BLOCK) + 20 * BLOCK
@@ -88,7 +94,7 @@ class ArchiveStore:
     def path(self, image: str, sensor: str) -> Path:
         """Where the file of ``image``'s ``sensor`` goes; ValueError for a name that is
         not an image of this camera's (so no name from the bus can lead elsewhere)."""
-        day_obs = ImageName.parse(image).day_obs
+        day_obs = check_names(self.camera, image, sensor)
         detector = self.camera.detector(sensor)
         name = f"{image}_{detector.raft}_{detector.slot}.fits"
         return self.root / self.camera.instrument / day_obs / image / name
@@ -176,6 +182,22 @@ class ArchiveStore:
         with fits.open(row.path, checksum=True) as hdus:
             segments = tuple(hdus[s.name].data.astype("=i4") for s in SEGMENTS)
         return SensorPixels(row.image_name, row.sensor, segments, ())
+
+
+def check_image(camera: Camera, image: str) -> str:
+    """The image's day of observation, if ``image`` is a name of ``camera``'s (ICD §5);
+    otherwise ValueError saying why not."""
+    name = ImageName.parse(image)
+    if name.code != camera.code:
+        raise ValueError(f"{image} is not a {camera.instrument} image ({camera.code}_…)")
+    return name.day_obs
+
+
+def check_names(camera: Camera, image: str, sensor: str) -> str:
+    """:func:`check_image`, and ``sensor`` one of the camera's detectors."""
+    day_obs = check_image(camera, image)
+    camera.detector(sensor)
+    return day_obs
 
 
 def remove_partial_files(root: Path) -> int:

@@ -9,11 +9,13 @@ from cscs.core.schema import EventSpec, Payload
 
 __all__ = [
     "CAMERA_EVENTS",
+    "DAQ_AVAILABLE",
     "END_OF_IMAGE_TELEMETRY",
     "END_READOUT",
     "LATEST_IMAGE",
     "START_INTEGRATION",
     "START_READOUT",
+    "DaqAvailable",
     "EndOfImageTelemetry",
     "EndReadout",
     "LatestImage",
@@ -78,6 +80,25 @@ CAMERA_EVENTS: dict[str, EventSpec[Payload]] = {
     spec.name: spec
     for spec in (START_INTEGRATION, START_READOUT, END_READOUT, END_OF_IMAGE_TELEMETRY)
 }
+
+
+class DaqAvailable(Payload):
+    url: str
+    """The DAQ server's ZeroMQ endpoints, comma-separated (docs/daq-protocol.md)."""
+    capacityBytes: int
+
+    @property
+    def endpoint(self) -> str:
+        """The first endpoint: where a reader connects."""
+        return self.url.split(",")[0].strip()
+
+
+DAQ_AVAILABLE = EventSpec(
+    "daqAvailable",
+    DaqAvailable,
+    "Where to read the camera's pixels from (retained; an addition to the ICD).",
+    retained=True,
+)
 
 
 class LatestImage(Payload):

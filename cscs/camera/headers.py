@@ -24,10 +24,10 @@ listed under ``missing``, never invented.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from cscs.core.schema import EventSpec, Payload, first_problem
 
@@ -38,12 +38,13 @@ __all__ = [
     "HeaderDocument",
     "LargeFileObjectAvailable",
     "MissingKeyword",
+    "check_fits_keyword",
     "dump_header_document",
     "parse_header_document",
 ]
 
 MIME_TYPE = "application/yaml"
-_KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
+_KEYWORD = re.compile(r"[A-Z0-9_-]{1,8}")
 
 
 class LargeFileObjectAvailable(Payload):
@@ -56,8 +57,9 @@ class LargeFileObjectAvailable(Payload):
     mimeType: str
     generator: str
     version: str
-    missingKeywords: str
-    """comma-separated keywords that could not be collected (empty: header complete)"""
+    missingKeywords: str = ""
+    """comma-separated keywords that could not be collected (empty: header complete); an
+    addition to ICD §6, so an announcement without it is still read"""
 
 
 LARGE_FILE_OBJECT_AVAILABLE = EventSpec(
@@ -69,19 +71,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def check_fits_keyword(keyword: str) -> str:
+    """``keyword`` if it can be a FITS keyword (1-8 of A-Z 0-9 - _); else ValueError."""
+    if not _KEYWORD.fullmatch(keyword):
+        raise ValueError(f"{keyword!r} is not a FITS keyword (1-8 of A-Z 0-9 - _)")
+    return keyword
+
+
 class HeaderCard(_Strict):
-    keyword: str
+    keyword: Annotated[str, AfterValidator(check_fits_keyword)]
     value: bool | int | float | str | None
     """None: the FITS undefined value (a keyword that could not be collected)"""
     unit: str = ""
     comment: str = ""
-
-    @field_validator("keyword")
-    @classmethod
-    def _fits_keyword(cls, keyword: str) -> str:
-        if not _KEYWORD.match(keyword):
-            raise ValueError(f"{keyword!r} is not a FITS keyword (1-8 of A-Z 0-9 - _)")
-        return keyword
 
 
 class MissingKeyword(_Strict):

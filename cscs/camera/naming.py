@@ -14,7 +14,8 @@ from dataclasses import dataclass
 __all__ = ["ImageName", "day_obs"]
 
 _DAY_OFFSET = 12 * 3600.0
-_PATTERN = re.compile(r"^(AT|CC|MC)_([OCP])_(\d{8})_(\d{6})$")
+# ICD §5 (1.1): what a consumer accepts. ASCII digits only, and the whole string.
+_PATTERN = re.compile(r"(AT|CC|MC)_([A-Z])_([0-9]{8})_([0-9]{6})")
 
 
 def day_obs(tai: float) -> str:
@@ -30,15 +31,15 @@ class ImageName:
     seq_num: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.seq_num <= 999_999:
-            raise ValueError(f"sequence number {self.seq_num} is outside 1-999999")
+        if not 0 <= self.seq_num <= 999_999:
+            raise ValueError(f"sequence number {self.seq_num} is outside 0-999999")
 
     def __str__(self) -> str:
         return f"{self.code}_{self.controller}_{self.day_obs}_{self.seq_num:06d}"
 
     @classmethod
     def parse(cls, text: str) -> ImageName:
-        match = _PATTERN.match(text)
+        match = _PATTERN.fullmatch(text)
         if match is None:
             raise ValueError(f"not an image name (e.g. AT_O_20261121_000042): {text!r}")
         code, controller, day, seq = match.groups()

@@ -15,6 +15,7 @@ from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ConfigurationError, ExpectedError
+from cscs.core.follow import Listener, on
 from cscs.core.protocol import Ack, AckCode, encode
 from cscs.core.remote import (
     AckError,
@@ -83,6 +84,7 @@ __all__ = [
     "ExpectedError",
     "Interface",
     "Kind",
+    "Listener",
     "Message",
     "NoParams",
     "Parsed",
@@ -102,6 +104,7 @@ __all__ = [
     "encode",
     "find_mosquitto",
     "free_port",
+    "on",
     "parse_payload",
     "settings_from_env",
 ]

@@ -197,6 +197,8 @@ class Bus(BaseTransport):
         while disconnected, or still disconnected after ``wait``).
         """
         check_topic(topic)
+        if qos == 0:
+            wait = 0.0  # QoS 0 is not worth waiting for: dropped while disconnected
         deadline = asyncio.get_running_loop().time() + (wait or 0.0)
         while True:
             client = self._client

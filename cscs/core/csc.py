@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -21,32 +20,31 @@ from cscs.core import generic as g
 from cscs.core.auth import AuthList
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.config import (
-    AppliedConfiguration,
     ConfigSchema,
     ConfigSource,
-    list_overrides,
     load_configuration,
 )
 from cscs.core.dispatch import CommandRunner, Dropped, triage
 from cscs.core.errors import ExpectedError
+from cscs.core.follow import Followers, Listener
 from cscs.core.logs import make_csc_logger
 from cscs.core.protocol import Ack, CommandRequest, encode
 from cscs.core.publisher import Publisher
 from cscs.core.remote import Parsed, Received
+from cscs.core.report import SelfReport
 from cscs.core.schema import EventSpec, Interface, NoParams, Payload, TelemetrySpec
 from cscs.core.settings import Settings, default_identity
 from cscs.core.states import LIFECYCLE_COMMANDS, Lifecycle, State
 from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
-from cscs.core.transport import Connector, Message, Subscription, Transport, Will
-from cscs.core.versions import ICD_VERSION, SOFTWARE_VERSION
+from cscs.core.transport import Connector, Message, Transport, Will
+from cscs.core.versions import SOFTWARE_VERSION
 
 __all__ = ["BaseCsc"]
 
 C = TypeVar("C", bound=ConfigSchema)
 P = TypeVar("P", bound=Payload)
-_LOG_QUEUE_SIZE = 1000
 _ACK_WAIT = 10.0  # how long an ack may wait for a lost broker to come back
 
 
@@ -95,20 +93,25 @@ class BaseCsc(Generic[C]):
         self.connect_timeout = connect_timeout
         self.done = asyncio.Event()
 
-        self._log_queue: asyncio.Queue[g.LogMessage] = asyncio.Queue(_LOG_QUEUE_SIZE)
+        self.report = SelfReport(
+            self, self.publish_event, version=self.version, config_source=self.config_source
+        )
         self.log = make_csc_logger(
-            str(self.address), lambda: self.log_level, self._queue_log, log_stream
+            str(self.address), lambda: self.log_level, self.report.queue_log, log_stream
         )
         self._publisher = Publisher(self.interface, self.address)
-        self._connected_before = False
+        self._initial_published = False
         self._transition_lock = asyncio.Lock()
         self._background: list[asyncio.Task[None]] = []
-        self._followers: list[tuple[Subscription, asyncio.Task[None]]] = []
+        self._followers = Followers(self.log, str(self.address))
         self._bus: Transport | None = None
         bindings: dict[str, CommandBinding[Any]] = {}
         for binding in self._generic_bindings() + list(self.component_commands()):
-            if self.interface.command(binding.spec.name) is None:
-                raise ValueError(f"{self.address.name}: command {binding.spec.name} not declared")
+            if self.interface.command(binding.spec.name) is not binding.spec:
+                raise ValueError(
+                    f"{self.address.name}: command {binding.spec.name} is bound to a "
+                    "declaration its interface does not have"
+                )
             bindings[binding.spec.name] = binding
         missing = {c.name for c in self.interface.commands} - set(bindings)
         if missing:
@@ -118,8 +121,7 @@ class BaseCsc(Generic[C]):
         )
 
     def _default_config(self) -> C:
-        schema = cast("type[C]", getattr(self, "config_schema", ConfigSchema))
-        self._schema = schema
+        schema = self._schema
         try:
             return schema()
         except Exception as exc:  # a schema with a required field: a bug of the component
@@ -127,6 +129,11 @@ class BaseCsc(Generic[C]):
                 f"{type(self).__name__}.config_schema {schema.__name__} must give every "
                 f"field a default (they apply until start): {exc}"
             ) from None
+
+    @property
+    def _schema(self) -> type[C]:
+        # A class that declares no schema of its own takes the empty one.
+        return cast("type[C]", getattr(self, "config_schema", ConfigSchema))
 
     # ---- for subclasses ----------------------------------------------------------------
 
@@ -154,7 +161,7 @@ class BaseCsc(Generic[C]):
         except BaseException:
             self.config = previous
             raise
-        await self._publish_configuration_applied(applied)
+        await self.report.configuration_applied(applied)
 
     async def end_start(self, params: g.StartParams) -> None: ...
     async def begin_enable(self, params: NoParams) -> None: ...
@@ -203,8 +210,10 @@ class BaseCsc(Generic[C]):
             raise
         self._background = [
             asyncio.create_task(self.commands.read(commands), name=f"{self.address}-commands"),
-            asyncio.create_task(self._beat(), name=f"{self.address}-heartbeat"),
-            asyncio.create_task(self._publish_logs(), name=f"{self.address}-logs"),
+            asyncio.create_task(
+                self.report.heartbeats(self.heartbeat_interval), name=f"{self.address}-heartbeat"
+            ),
+            asyncio.create_task(self.report.publish_logs(), name=f"{self.address}-logs"),
         ]
         self.log.info("running", broker=self.broker.url, state=self.state.name)
         return self
@@ -250,44 +259,21 @@ class BaseCsc(Generic[C]):
     ) -> None:
         """Hear ``address``'s ``spec`` messages, each validated against its declaration,
         until :meth:`unfollow`; a malformed one is logged with the reason and skipped."""
+        await self._followers.parsed(self.bus, address, spec, handler)
 
-        def parse(received: Received) -> None:
-            try:
-                parsed = received.parse(spec)
-            except ValueError as exc:
-                self.log.warning(f"ignored a malformed {spec.name}", sender=str(address),
-                                 error=str(exc))  # fmt: skip
-                return
-            handler(parsed)
-
-        await self.follow_topic(spec.topic(address), parse)
+    async def follow_events(self, address: CscAddress, *listeners: Listener[Any]) -> None:
+        """Hear several of ``address``'s events (each paired with its handler by
+        :func:`~cscs.core.follow.on`), validated, in the order they were published."""
+        await self._followers.events(self.bus, address, listeners)
 
     async def follow_topic(self, topic: str, handler: Callable[[Received], None]) -> None:
         """Hear messages on ``topic`` (MQTT wildcards allowed), JSON-decoded but not
         validated, until :meth:`unfollow`; undecodable ones are logged and skipped."""
-        subscription = await self.bus.subscribe(topic, maxsize=100_000)
-        task = asyncio.create_task(
-            self._follow(subscription, handler), name=f"{self.address}-follow-{topic}"
-        )
-        self._followers.append((subscription, task))
+        await self._followers.raw(self.bus, topic, handler)
 
     async def unfollow(self) -> None:
-        """Stop hearing everything :meth:`follow` subscribed to."""
-        followers, self._followers = self._followers, []
-        await cancel_and_wait([task for _, task in followers], self.log, "unfollowing")
-        for subscription, _ in followers:
-            if self._bus is not None:
-                self._bus.unsubscribe(subscription)
-
-    async def _follow(
-        self, subscription: Subscription, handler: Callable[[Received], None]
-    ) -> None:
-        async for message in subscription:
-            received = Received.from_message(message)
-            if received is None:
-                self.log.warning("ignored an unreadable message", topic=message.topic)
-                continue
-            handler(received)
+        """Stop hearing everything :meth:`follow` and :meth:`follow_topic` subscribed to."""
+        await self._followers.close(self._bus)
 
     # ---- publishing --------------------------------------------------------------------
 
@@ -311,76 +297,16 @@ class BaseCsc(Generic[C]):
             self.log.warning("could not deliver ack", command=ack.command, ack=ack.code.name)
 
     async def _on_connect(self) -> None:
-        """First connection: the generic events. Later ones: every retained event again
-        (the broker may have lost them), as first published. Which one it is must not be
-        guessed from what was published: a component may publish a retained event of
-        its own before this hook runs."""
-        if not self._connected_before:
-            self._connected_before = True
-            await self._publish_initial_events()
+        """Until the generic events have all gone out once: those. Then, after each
+        reconnection: every retained event again (the broker may have lost them), as
+        first published. Which it is must not be guessed from what was published: a
+        component may publish a retained event of its own before this hook runs."""
+        if not self._initial_published:
+            await self.report.initial()  # if the connection drops meanwhile: again, next time
+            self._initial_published = True
             return
         for topic, data in self._publisher.retained():
             await self.bus.publish(topic, data, qos=1, retain=True)
-
-    async def _publish_initial_events(self) -> None:
-        await self._publish_summary_state()
-        await self.publish_event(
-            g.SOFTWARE_VERSIONS,
-            g.SoftwareVersions(
-                cscVersion=self.version, xmlVersion=ICD_VERSION,
-                subsystemVersions=f"python={sys.version.split()[0]}",
-            ),
-        )  # fmt: skip
-        source = self.config_source
-        await self.publish_event(
-            g.CONFIGURATIONS_AVAILABLE,
-            g.ConfigurationsAvailable(
-                overrides=",".join(list_overrides(source)) if source else "",
-                version=self.version,
-                url=source.directory.resolve().as_uri() if source else "",
-            ),
-        )
-        await self._publish_auth_list()
-        await self.publish_event(g.LOG_LEVEL, g.LogLevel(level=self.log_level))
-
-    async def _publish_summary_state(self) -> None:
-        state = self.state
-        await self.publish_event(
-            g.SUMMARY_STATE, g.SummaryState(summaryState=int(state), name=state.name)
-        )
-
-    async def _publish_auth_list(self) -> None:
-        await self.publish_event(
-            g.AUTH_LIST,
-            g.AuthListPayload(
-                authorizedUsers=self.auth.authorized_users_text,
-                nonAuthorizedCSCs=self.auth.non_authorized_cscs_text,
-            ),
-        )
-
-    async def _publish_configuration_applied(self, applied: AppliedConfiguration[Any]) -> None:
-        url = self.config_source.directory.resolve().as_uri() if self.config_source else ""
-        await self.publish_event(
-            g.CONFIGURATION_APPLIED,
-            g.ConfigurationApplied(configurations=applied.names, version=applied.version, url=url),
-        )
-
-    # ---- background tasks --------------------------------------------------------------
-
-    async def _beat(self) -> None:
-        while True:
-            await self.publish_event(g.HEARTBEAT, g.Heartbeat(), wait=0.0)
-            await asyncio.sleep(self.heartbeat_interval)
-
-    def _queue_log(self, record: g.LogMessage) -> None:
-        if self._log_queue.full():  # keep the newest: they say what is wrong now
-            self._log_queue.get_nowait()
-        self._log_queue.put_nowait(record)
-
-    async def _publish_logs(self) -> None:
-        while True:
-            record = await self._log_queue.get()
-            await self.publish_event(g.LOG_MESSAGE, record, wait=5.0)
 
     # ---- commands ----------------------------------------------------------------------
 
@@ -437,7 +363,7 @@ class BaseCsc(Generic[C]):
         if old is State.ENABLED:
             self.commands.abort_enabled_only(f"aborted: {self.address} left ENABLED for {new.name}")
         await self.state_changed(old, new)
-        await self._publish_summary_state()
+        await self.report.summary_state()
         if new is State.OFFLINE:
             self.done.set()
 
@@ -463,9 +389,9 @@ class BaseCsc(Generic[C]):
         if not 0 <= params.level <= logging.CRITICAL:
             raise ExpectedError(f"level must be 0-50 (Python logging levels), got {params.level}")
         self.log_level = params.level
-        await self.publish_event(g.LOG_LEVEL, g.LogLevel(level=params.level))
+        await self.report.log_level()
         return f"log level {params.level}"
 
     async def _set_auth_list(self, params: g.SetAuthListParams, _: CommandContext) -> None:
         self.auth = self.auth.edited(params.authorizedUsers, params.nonAuthorizedCSCs)
-        await self._publish_auth_list()
+        await self.report.auth_list()

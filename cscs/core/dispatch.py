@@ -38,6 +38,7 @@ __all__ = ["CommandRunner", "Dropped", "triage"]
 class Dropped:
     """A message that gets no ack: logged, with why."""
 
+    what: str
     reason: str
 
 
@@ -54,10 +55,10 @@ def triage(
     name = message.topic.rsplit("/", 1)[-1]
     if message.retain:
         # A retained command would run again at every reconnect: never obey one.
-        return Dropped(f"ignored a retained command {name}; commands must not be retained")
+        return Dropped("ignored a retained command; commands must not be retained", name)
     parsed = parse_command(name, message.payload, interface)
     if isinstance(parsed, Unreadable):
-        return Dropped(f"dropped an unreadable command: {parsed.reason}")
+        return Dropped("dropped an unreadable command", parsed.reason)
     if isinstance(parsed, Refusal):
         return Ack(parsed.seq, parsed.origin, name, AckCode.FAILED, parsed.reason, error=1)
     if not auth.permits(parsed.identity, own_identity):
@@ -102,7 +103,7 @@ class CommandRunner:
     def receive(self, message: Message) -> None:
         decision = self._decide(message)
         if isinstance(decision, Dropped):
-            self._log.warning(decision.reason)
+            self._log.warning(decision.what, reason=decision.reason)
         elif isinstance(decision, Ack):
             self.spawn(self._send_ack(decision), f"answer-{decision.command}")
         else:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from cscs.camera.events import EndOfImageTelemetry, EndReadout, StartIntegration
+from cscs.camera.headers import check_fits_keyword
 from cscs.core.topics import CscAddress
 
 __all__ = ["Exposure", "KeywordRule", "Missing", "SourceCache", "SourceKey", "Value"]
@@ -28,7 +29,7 @@ class KeywordRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    keyword: str
+    keyword: Annotated[str, AfterValidator(check_fits_keyword)]
     source: str
     """CSC as Name:index; `{camera}` stands for the header service's own index."""
     topic: str
@@ -44,14 +45,6 @@ class KeywordRule(BaseModel):
     offset: float = 0.0
     unit: str = ""
     comment: str = ""
-
-    @field_validator("keyword")
-    @classmethod
-    def _fits_keyword(cls, value: str) -> str:
-        allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-        if not 1 <= len(value) <= 8 or not set(value) <= allowed:
-            raise ValueError(f"{value!r} is not a FITS keyword (1-8 of A-Z 0-9 - _)")
-        return value
 
     @field_validator("topic")
     @classmethod

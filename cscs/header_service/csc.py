@@ -46,6 +46,7 @@ from cscs.core import generic as g
 from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
+from cscs.core.follow import on
 from cscs.core.remote import Parsed, Received
 from cscs.core.states import State
 from cscs.core.tai import current_tai
@@ -130,11 +131,13 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         prefix = self.address.prefix
         for topic in sorted({f"{prefix}/{k.name}/{k.index}/{k.kind}/{k.topic}" for k in keys}):
             await self.follow_topic(topic, self._source)
-        camera = self.camera_address
-        await self.follow(camera, START_INTEGRATION, self._on_start_integration)
-        await self.follow(camera, START_READOUT, self._on_start_readout)
-        await self.follow(camera, END_READOUT, self._on_end_readout)
-        await self.follow(camera, END_OF_IMAGE_TELEMETRY, self._on_end_of_image_telemetry)
+        await self.follow_events(  # in the camera's order: an image starts before it ends
+            self.camera_address,
+            on(START_INTEGRATION, self._on_start_integration),
+            on(START_READOUT, self._on_start_readout),
+            on(END_READOUT, self._on_end_readout),
+            on(END_OF_IMAGE_TELEMETRY, self._on_end_of_image_telemetry),
+        )
 
     async def close(self) -> None:
         await self._abandon_all("closing")

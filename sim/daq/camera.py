@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cscs.camera.events import (
+    DAQ_AVAILABLE,
     END_OF_IMAGE_TELEMETRY,
     END_READOUT,
     LATEST_IMAGE,
     START_INTEGRATION,
     START_READOUT,
+    DaqAvailable,
     EndOfImageTelemetry,
     EndReadout,
     LatestImage,
@@ -42,12 +44,10 @@ from sim.daq.exposure import CameraConfig, check_exposure, parse_key_value_map
 from sim.daq.faults import READOUT_FAULTS, FaultPlan, FaultRule
 from sim.daq.interface import (
     CLEAR_FAULTS,
-    DAQ_AVAILABLE,
     DAQ_STORE,
     INJECT_FAULT,
     INTERFACE,
     TAKE_IMAGES,
-    DaqAvailable,
     DaqStoreStatus,
     TakeImagesParams,
 )

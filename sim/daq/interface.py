@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from cscs.camera.events import (
+    DAQ_AVAILABLE,
     END_OF_IMAGE_TELEMETRY,
     END_READOUT,
     LATEST_IMAGE,
@@ -17,7 +18,6 @@ from cscs.core import generic as g
 from cscs.core.schema import (
     ANY_WORKING_STATE,
     CommandSpec,
-    EventSpec,
     NoParams,
     Payload,
     TelemetrySpec,
@@ -26,12 +26,10 @@ from sim.daq.faults import FaultRule
 
 __all__ = [
     "CLEAR_FAULTS",
-    "DAQ_AVAILABLE",
     "DAQ_STORE",
     "INJECT_FAULT",
     "INTERFACE",
     "TAKE_IMAGES",
-    "DaqAvailable",
     "DaqStoreStatus",
     "TakeImagesParams",
 ]
@@ -48,12 +46,6 @@ class TakeImagesParams(Payload):
     groupId: str = ""
     keyValueMap: str = ""
     """`key:value` pairs, comma-separated; passed to consumers in `additionalKeys/Values`."""
-
-
-class DaqAvailable(Payload):
-    url: str
-    """The DAQ server's ZeroMQ endpoints, comma-separated (docs/daq-protocol.md)."""
-    capacityBytes: int
 
 
 class DaqStoreStatus(Payload):
@@ -78,9 +70,6 @@ INJECT_FAULT = CommandSpec(
 )
 CLEAR_FAULTS = CommandSpec(
     "clearFaults", NoParams, "Remove every injected fault.", allowed_states=ANY_WORKING_STATE
-)
-DAQ_AVAILABLE = EventSpec(
-    "daqAvailable", DaqAvailable, "Where to read pixels from (retained).", retained=True
 )
 DAQ_STORE = TelemetrySpec("daqStore", DaqStoreStatus, "The DAQ buffer's fill, every 5 s.")
 

@@ -39,6 +39,8 @@ class Scalars(Payload):
 
 
 class TestConfig(ConfigSchema):
+    __test__ = False  # not a pytest test class
+
     greeting: str = "hello"
     wait_scale: float = 1.0
 

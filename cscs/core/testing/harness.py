@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cscs.core import generic as g
@@ -57,16 +59,21 @@ async def make_csc(
 ) -> AsyncIterator[CscHarness]:
     """Run a CSC and a Remote to it (on its own connection) until the block ends.
 
-    Connections get 30 s: a loaded test machine can keep a broker that long."""
+    Without ``settings``, the CSC keeps its state in a temporary directory removed at the
+    end (never the user's ``~/.local/state/cscs``). Connections get 30 s: a loaded test
+    machine can keep a broker that long."""
     kwargs.setdefault("connect_timeout", _TEST_CONNECT_TIMEOUT)
-    csc = factory(
-        index, broker=broker, settings=settings or Settings(), initial_state=initial_state,
-        **kwargs,
-    )  # fmt: skip
-    bus = broker.transport(connect_timeout=_TEST_CONNECT_TIMEOUT)
-    async with csc, bus, Remote(bus, csc.address, identity=identity) as remote:
-        await remote.wait_for_state(initial_state)
-        yield CscHarness(csc, remote, bus)
+    with contextlib.ExitStack() as temporary:
+        if settings is None:
+            state = temporary.enter_context(tempfile.TemporaryDirectory(prefix="cscs-test-"))
+            settings = Settings(state_dir=Path(state))
+        csc = factory(
+            index, broker=broker, settings=settings, initial_state=initial_state, **kwargs
+        )
+        bus = broker.transport(connect_timeout=_TEST_CONNECT_TIMEOUT)
+        async with csc, bus, Remote(bus, csc.address, identity=identity) as remote:
+            await remote.wait_for_state(initial_state)
+            yield CscHarness(csc, remote, bus)
 
 
 _TO_STATE = {

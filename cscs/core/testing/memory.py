@@ -8,12 +8,15 @@ dropped without closing; ``on_connect`` after every (re)connection. Clean sessio
 as every client of this project uses: a client that is away misses what is published
 meanwhile. Where one client's filters overlap, a message comes once per matching filter,
 as amqtt sends it (Mosquitto 2.0 sends one copy): the harder case for a consumer, so
-code tested here takes a repeat as a repeat. ``tests/test_bus.py`` runs the same checks
-on this bus and on both real brokers.
+code tested here takes a repeat as a repeat. ``tests/test_bus.py`` runs its semantic
+checks (retained messages, filters, order, a clean close) on this bus and on both real
+brokers; the faults staged here (:meth:`drop`, :meth:`stop`) are checked on the real
+brokers by the process tests (a killed CSC's last will, a broker restart).
 
 What it does not model: network latency and reordering between publishers, broker
-limits, authentication. The broker tests (embedded amqtt and Mosquitto) stay the
-system tier; this is for fast, deterministic unit tests.
+limits, authentication, and a client id taken over by a second client that keeps
+reconnecting (here the first client is closed for good). The broker tests (embedded
+amqtt and Mosquitto) stay the system tier; this is for fast, deterministic unit tests.
 
 Faults on demand: :meth:`MemoryBroker.drop` loses one client as a crash would (its last
 will goes out, it never reconnects); :meth:`MemoryBroker.stop` and :meth:`start` take the
@@ -24,7 +27,6 @@ are lost, as with a broker that persists nothing).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from cscs.core.topics import check_topic, topic_matches
 from cscs.core.transport import (
@@ -200,8 +202,12 @@ class MemoryTransport(BaseTransport):
             hook.add_done_callback(self._hooks.discard)
 
     def _disconnected(self) -> None:
+        """The broker went away: as with a real connection, an on-connect hook still
+        running is cancelled (it runs again at the reconnection)."""
         self._connected.clear()
         self.state = ConnectionState.DISCONNECTED
+        for hook in self._hooks:
+            hook.cancel()
 
     def _lost(self, *, publish_will: bool) -> None:
         """The connection is gone for good (a crash, or another client took the id)."""
@@ -248,7 +254,3 @@ class MemoryTransport(BaseTransport):
         if topic_filter not in self._broker_filters:
             self._broker_filters.append(topic_filter)
         self.broker._subscribe(self, topic_filter)
-
-    def _deliver(self, message: Message) -> None:
-        with contextlib.suppress(RuntimeError):  # a reader's loop that has closed
-            super()._deliver(message)

@@ -1,0 +1,100 @@
+"""Catch-up: archive what the DAQ holds and the catalog lacks, oldest first, keeping
+``sensors_in_flight`` under way so the DAQ, the cores and the disk stay busy even for
+a one-sensor camera; then complete the files archived without a header whose header
+has been announced since.
+
+The plan is pure (:mod:`~cscs.archiver.plan`); this module lists, filters out names
+that are not this camera's (the DAQ is trusted to list, not to name), and drives the
+work through the archiver's own ``archive`` and ``complete`` steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+from structlog.typing import FilteringBoundLogger
+
+from cscs.archiver.headers import HeaderSource
+from cscs.archiver.plan import plan_catch_up
+from cscs.archiver.store import ArchiveStore, check_image
+from cscs.camera.geometry import Camera
+from cscs.core.errors import ExpectedError
+from cscs.core.tasks import cancel_and_wait
+from cscs.daq.errors import DaqError
+from cscs.daq.reader import DaqReader
+
+__all__ = ["CatchUp"]
+
+Archive = Callable[[str, str], Awaitable[bool]]  # (image, sensor) -> archived now
+Complete = Callable[[str], Awaitable[None]]  # image -> its files completed with the header
+
+
+class CatchUp:
+    def __init__(
+        self,
+        camera: Camera,
+        headers: HeaderSource,
+        archive: Archive,
+        complete: Complete,
+        log: FilteringBoundLogger,
+    ) -> None:
+        self._camera = camera
+        self._detectors = {d.name for d in camera.detectors}
+        self._headers = headers
+        self._archive = archive
+        self._complete = complete
+        self._log = log
+
+    async def run(
+        self, daq: DaqReader | None, store: ArchiveStore, in_flight: int
+    ) -> tuple[int, int]:
+        """(files archived, files that could not be read); ExpectedError if the DAQ
+        cannot be listed."""
+        if daq is None:
+            raise ExpectedError("no DAQ known yet: is the camera running? (or set daq_url)")
+        try:
+            listed = await daq.list_images()
+        except DaqError as exc:
+            raise ExpectedError(f"cannot list the DAQ's images: {exc}") from None
+        images = []
+        for image in listed:
+            try:
+                check_image(self._camera, image.name)
+            except ValueError as exc:
+                self._log.warning("the DAQ lists an image this archiver cannot archive",
+                                  image=image.name, error=str(exc))  # fmt: skip
+                continue
+            ours = tuple(s for s in image.sensors if s in self._detectors)
+            images.append(dataclasses.replace(image, sensors=ours))
+        names = [image.name for image in images if image.complete]
+        archived = await asyncio.to_thread(store.archived_sensors, names)
+        todo = plan_catch_up(images, archived)
+        for image_name in dict.fromkeys(name for name, _ in todo):
+            missing = ",".join(sensor for name, sensor in todo if name == image_name)
+            self._log.info("catching up", image=image_name, sensors=missing)
+        results = await self._in_order(todo, in_flight)
+        for row in await asyncio.to_thread(store.without_header):
+            if self._headers.is_announced(row.image_name):
+                await self._complete(row.image_name)
+        return sum(results), len(todo) - sum(results)
+
+    async def _in_order(self, todo: list[tuple[str, str]], in_flight: int) -> list[bool]:
+        """Each (image, sensor) started in order, ``in_flight`` under way at once."""
+        starts = asyncio.Semaphore(in_flight)
+
+        async def one(image: str, sensor: str) -> bool:
+            try:
+                return await self._archive(image, sensor)
+            finally:
+                starts.release()
+
+        tasks: list[asyncio.Task[bool]] = []
+        try:
+            for image, sensor in todo:
+                await starts.acquire()
+                tasks.append(asyncio.create_task(one(image, sensor)))
+            return list(await asyncio.gather(*tasks))
+        finally:
+            await cancel_and_wait([t for t in tasks if not t.done()], self._log, "catch-up")
