@@ -22,10 +22,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack
 
 from cscs.core.bus import BrokerAddress, Bus
-from cscs.core.transport import OnConnect, Will
+from cscs.core.transport import TransportOptions
 
 __all__ = ["Backend", "EmbeddedBroker", "find_mosquitto", "free_port"]
 
@@ -84,21 +84,10 @@ class EmbeddedBroker:
     def url(self) -> str:
         return self.address.url
 
-    def transport(
-        self,
-        *,
-        client_id: str | None = None,
-        will: Will | None = None,
-        keepalive: int = 5,
-        connect_timeout: float = 10.0,
-        on_connect: OnConnect | None = None,
-    ) -> Bus:
+    def transport(self, **options: Unpack[TransportOptions]) -> Bus:
         """A client of this broker (an embedded broker is a
         :class:`~cscs.core.transport.Connector` too)."""
-        return self.address.transport(
-            client_id=client_id, will=will, keepalive=keepalive,
-            connect_timeout=connect_timeout, on_connect=on_connect,
-        )  # fmt: skip
+        return self.address.transport(**options)
 
     @property
     def running(self) -> bool:

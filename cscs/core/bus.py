@@ -14,6 +14,7 @@ import math
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import Unpack
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -27,6 +28,7 @@ from cscs.core.transport import (
     Message,
     OnConnect,
     Subscription,
+    TransportOptions,
     Will,
 )
 
@@ -87,25 +89,10 @@ class BrokerAddress:
             return None
         return ssl.create_default_context(cafile=self.ca_file)
 
-    def transport(
-        self,
-        *,
-        client_id: str | None = None,
-        will: Will | None = None,
-        keepalive: int = 5,
-        connect_timeout: float = 10.0,
-        on_connect: OnConnect | None = None,
-    ) -> Bus:
+    def transport(self, **options: Unpack[TransportOptions]) -> Bus:
         """A :class:`Bus` to this broker (the :class:`~cscs.core.transport.Connector`
         of a real MQTT broker)."""
-        return Bus(
-            self,
-            client_id=client_id,
-            will=will,
-            keepalive=keepalive,
-            connect_timeout=connect_timeout,
-            on_connect=on_connect,
-        )
+        return Bus(self, **options)
 
 
 class Bus(BaseTransport):

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol, Self
+from typing import Protocol, Self, TypedDict, Unpack
 
 import structlog
 
@@ -38,6 +38,7 @@ __all__ = [
     "OnConnect",
     "Subscription",
     "Transport",
+    "TransportOptions",
     "Will",
 ]
 
@@ -174,21 +175,26 @@ class Transport(Protocol):
     ) -> AbstractAsyncContextManager[Subscription]: ...
 
 
+class TransportOptions(TypedDict, total=False):
+    """How a client connects; every one optional."""
+
+    client_id: str | None
+    """unique per connection (default: ``cscs-`` and a random suffix)"""
+    will: Will | None
+    keepalive: int
+    """seconds between pings (default 5): how soon a vanished client is noticed"""
+    connect_timeout: float
+    """seconds the first connection may take before BrokerUnavailableError (default 10)"""
+    on_connect: OnConnect | None
+
+
 class Connector(Protocol):
     """Where a bus is, and how to open a connection to it."""
 
     @property
     def url(self) -> str: ...
 
-    def transport(
-        self,
-        *,
-        client_id: str | None = None,
-        will: Will | None = None,
-        keepalive: int = 5,
-        connect_timeout: float = 10.0,
-        on_connect: OnConnect | None = None,
-    ) -> Transport:
+    def transport(self, **options: Unpack[TransportOptions]) -> Transport:
         """A new, not yet connected, client (enter it with ``async with``)."""
         ...
 

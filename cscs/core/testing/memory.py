@@ -27,6 +27,7 @@ are lost, as with a broker that persists nothing).
 from __future__ import annotations
 
 import asyncio
+from typing import Unpack
 
 from cscs.core.topics import check_topic, topic_matches
 from cscs.core.transport import (
@@ -36,6 +37,7 @@ from cscs.core.transport import (
     Message,
     OnConnect,
     Subscription,
+    TransportOptions,
     Will,
 )
 
@@ -59,19 +61,8 @@ class MemoryBroker:
     def running(self) -> bool:
         return self._running.is_set()
 
-    def transport(
-        self,
-        *,
-        client_id: str | None = None,
-        will: Will | None = None,
-        keepalive: int = 5,
-        connect_timeout: float = 10.0,
-        on_connect: OnConnect | None = None,
-    ) -> MemoryTransport:
-        return MemoryTransport(
-            self, client_id=client_id, will=will, connect_timeout=connect_timeout,
-            on_connect=on_connect,
-        )  # fmt: skip
+    def transport(self, **options: Unpack[TransportOptions]) -> MemoryTransport:
+        return MemoryTransport(self, **options)
 
     @property
     def clients(self) -> list[str]:
@@ -149,6 +140,7 @@ class MemoryTransport(BaseTransport):
         *,
         client_id: str | None = None,
         will: Will | None = None,
+        keepalive: int = 5,  # nothing to ping in memory: a dropped client is dropped at once
         connect_timeout: float = 10.0,
         on_connect: OnConnect | None = None,
     ) -> None:
