@@ -9,7 +9,6 @@ with every HDU's ``CHECKSUM``/``DATASUM`` correct, and it holds a primary HDU an
 from __future__ import annotations
 
 import hashlib
-import io
 import warnings
 from pathlib import Path
 
@@ -17,26 +16,35 @@ from astropy.io import fits
 
 from cscs.camera.geometry import SEGMENT_NAMES
 
-__all__ = ["verify_raw_file"]
+__all__ = ["file_md5", "verify_raw_file"]
+
+
+def file_md5(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "md5").hexdigest()
 
 
 def verify_raw_file(path: Path, byte_size: int, md5: str) -> list[str]:
     """What is wrong with the file at ``path`` (empty: nothing), each problem a sentence
-    naming the file. The file is read once (a raw file is ~75 MB)."""
+    naming the file.
+
+    The file is read twice, for the MD5 and by astropy: faster than reading it once and
+    handing astropy the bytes (202 against 364 ms for a 75 MB LATISS file, measured
+    2026-11-21), since the second read comes from the page cache."""
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        digest = file_md5(path)
     except OSError as exc:
         return [f"{path}: cannot read it: {exc.strerror or exc}"]
     problems = []
-    if len(data) != byte_size:
-        problems.append(f"{path}: {len(data)} bytes, {byte_size} announced")
-    digest = hashlib.md5(data).hexdigest()
+    if size != byte_size:
+        problems.append(f"{path}: {size} bytes, {byte_size} announced")
     if digest != md5:
         problems.append(f"{path}: MD5 {digest}, {md5} announced")
-    with warnings.catch_warnings(record=True) as caught:
+    with open(path, "rb") as stream, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with fits.open(io.BytesIO(data), checksum=True) as hdus:
+            with fits.open(stream, checksum=True, memmap=False) as hdus:
                 names = [hdu.header.get("EXTNAME", "") for hdu in hdus[1:]]
         except Exception as exc:  # a damaged file makes astropy raise all sorts of things
             return [*problems, f"{path}: not a readable FITS file: {type(exc).__name__}: {exc}"]
