@@ -12,17 +12,14 @@ service writes it: ``header_url_template`` says where to look. Every cache is bo
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from structlog.typing import FilteringBoundLogger
 
 from cscs.camera.fits import Card
-from cscs.camera.headers import HeaderCard, LargeFileObjectAvailable, parse_header_document
+from cscs.camera.headers import HeaderCard, LargeFileObjectAvailable, read_header_document
 from cscs.camera.naming import ImageName
 
 __all__ = ["Header", "HeaderSource", "fetch_header"]
@@ -55,24 +52,9 @@ def _cards(entries: list[HeaderCard]) -> list[Card]:
 
 
 def fetch_header(url: str, image: str, announced: LargeFileObjectAvailable | None) -> Header:
-    """Fetch and check one header document (blocking: run it in a thread). ValueError or
-    OSError naming what is wrong; FileNotFoundError when there is none at ``url``."""
-    parsed = urlparse(url)
-    if parsed.scheme != "file":
-        raise ValueError(f"header URL {url}: only file:// is supported")
-    data = Path(parsed.path).read_bytes()
-    md5 = hashlib.md5(data).hexdigest()
-    if announced is not None and (md5, len(data)) != (announced.checkSum, announced.byteSize):
-        raise ValueError(
-            f"header {url} does not match its announcement: MD5 {md5} and {len(data)} bytes, "
-            f"announced {announced.checkSum} and {announced.byteSize}"
-        )
-    try:
-        document = parse_header_document(data)
-    except ValueError as exc:
-        raise ValueError(f"header {url} is not a header document: {exc}") from None
-    if document.imageName != image:
-        raise ValueError(f"header {url} is for {document.imageName}, not {image}")
+    """Fetch and check one header document as FITS cards (blocking: run it in a thread);
+    the errors of :func:`~cscs.camera.headers.read_header_document`."""
+    document, md5 = read_header_document(url, image, announced)
     return Header(
         url=url,
         md5=md5,

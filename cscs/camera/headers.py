@@ -23,8 +23,11 @@ listed under ``missing``, never invented.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
@@ -41,6 +44,7 @@ __all__ = [
     "check_fits_keyword",
     "dump_header_document",
     "parse_header_document",
+    "read_header_document",
 ]
 
 MIME_TYPE = "application/yaml"
@@ -109,6 +113,31 @@ def dump_header_document(document: HeaderDocument) -> bytes:
     """The document as YAML (empty units and comments left out)."""
     data = document.model_dump(exclude_defaults=True)
     return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True).encode()
+
+
+def read_header_document(
+    url: str, image: str, announced: LargeFileObjectAvailable | None
+) -> tuple[HeaderDocument, str]:
+    """Fetch ``image``'s header document and its MD5 (blocking: run it in a thread),
+    checked against its announcement when there is one (MD5 and size). ValueError or
+    OSError naming what is wrong; FileNotFoundError when there is none at ``url``."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        raise ValueError(f"header URL {url}: only file:// is supported")
+    data = Path(parsed.path).read_bytes()
+    md5 = hashlib.md5(data).hexdigest()
+    if announced is not None and (md5, len(data)) != (announced.checkSum, announced.byteSize):
+        raise ValueError(
+            f"header {url} does not match its announcement: MD5 {md5} and {len(data)} bytes, "
+            f"announced {announced.checkSum} and {announced.byteSize}"
+        )
+    try:
+        document = parse_header_document(data)
+    except ValueError as exc:
+        raise ValueError(f"header {url} is not a header document: {exc}") from None
+    if document.imageName != image:
+        raise ValueError(f"header {url} is for {document.imageName}, not {image}")
+    return document, md5
 
 
 def parse_header_document(data: bytes) -> HeaderDocument:

@@ -116,9 +116,7 @@ class BaseCsc(Generic[C]):
         missing = {c.name for c in self.interface.commands} - set(bindings)
         if missing:
             raise ValueError(f"{self.address.name}: no handler for {', '.join(sorted(missing))}")
-        self.commands = CommandRunner(
-            self.interface, bindings, self._triage, self._send_ack, self.log
-        )
+        self.commands = CommandRunner(bindings, self._triage, self._send_ack, self.log)
 
     def _default_config(self) -> C:
         schema = self._schema

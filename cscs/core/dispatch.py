@@ -82,13 +82,11 @@ class CommandRunner:
 
     def __init__(
         self,
-        interface: Interface,
         bindings: Mapping[str, CommandBinding[Any]],
         decide: Callable[[Message], Dropped | Ack | CommandRequest],
         send_ack: AckSender,
         log: FilteringBoundLogger,
     ) -> None:
-        self._interface = interface
         self._bindings = bindings
         self._decide = decide
         self._send_ack = send_ack
