@@ -63,7 +63,6 @@ from cscs.core.follow import on
 from cscs.core.remote import Parsed
 from cscs.core.schema import NoParams
 from cscs.core.states import State
-from cscs.core.tasks import Jobs
 from cscs.core.topics import CscAddress
 from cscs.daq.reader import DaqReader, SensorPixels
 
@@ -92,7 +91,6 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         )
         self._open_daq = open_daq
         self._in_flight: set[tuple[str, str]] = set()
-        self.jobs = Jobs(self.log, str(self.address))
         self._slots = asyncio.Semaphore(self.config.sensors_in_flight)
         self._fatal_task: asyncio.Task[None] | None = None
         self._reconfigured = asyncio.Event()

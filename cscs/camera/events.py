@@ -1,10 +1,13 @@
 """The camera's events (ICD §5): one declaration for the camera that publishes them and
 for every CSC that consumes them (header service, archiver), which validate what they
-receive against these models before acting on it (``BaseCsc.follow``).
+receive against these models before acting on it (``BaseCsc.follow``). Names are
+checked there too (:mod:`cscs.camera.naming`): an image name, a day of observation or a
+sensor list that does not match its ICD pattern makes the whole message malformed.
 """
 
 from __future__ import annotations
 
+from cscs.camera.naming import DayObsText, ImageNameText, SensorListText
 from cscs.core.schema import EventSpec, Payload
 
 __all__ = [
@@ -25,12 +28,12 @@ __all__ = [
 
 
 class StartIntegration(Payload):
-    imageName: str
+    imageName: ImageNameText
     imageIndex: int
     imagesInSequence: int
     imageSource: str
     imageController: str
-    imageDate: str
+    imageDate: DayObsText
     imageNumber: int
     groupId: str
     imageType: str
@@ -43,17 +46,17 @@ class StartIntegration(Payload):
 
 
 class StartReadout(Payload):
-    imageName: str
+    imageName: ImageNameText
     timestampStartOfReadout: float
 
 
 class EndReadout(Payload):
-    imageName: str
+    imageName: ImageNameText
     imageIndex: int
     imagesInSequence: int
     requestedExposureTime: float
     timestampEndOfReadout: float
-    sensors: str
+    sensors: SensorListText
     """Comma-separated RXX_SXX: every sensor read out for this image."""
 
     @property
@@ -62,7 +65,7 @@ class EndReadout(Payload):
 
 
 class EndOfImageTelemetry(Payload):
-    imageName: str
+    imageName: ImageNameText
     timestampDateObs: float
     timestampDateEnd: float
     exposureTime: float
@@ -105,7 +108,7 @@ class LatestImage(Payload):
     """The last image this CSC finished its part for: retained, so a status board that
     starts now shows it at once (endReadout and the like are not retained)."""
 
-    imageName: str
+    imageName: ImageNameText
     """e.g. AT_O_20261121_000012"""
     description: str
     """what was done: read out, header written, archived"""

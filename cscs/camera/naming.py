@@ -1,4 +1,9 @@
-"""Image names and the day of observation (ICD §5).
+"""Image names, days of observation and sensor names (ICD §5), and their checks.
+
+Names come off the bus and go into paths and queries, so every consumer checks them
+where it parses a message (ICD 1.1 "Names are checked"): the ``…Text`` types below are
+what the payload models declare, so a message with a name that does not match never
+reaches a handler.
 
 ``{CC}_{C}_{YYYYMMDD}_{NNNNNN}``: camera code, controller, day of observation, and a
 sequence number that restarts at 1 each day. The day of observation is the TAI date 12
@@ -10,12 +15,32 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
-__all__ = ["ImageName", "day_obs"]
+from pydantic import AfterValidator
+
+__all__ = [
+    "MAX_SENSORS",
+    "DayObsText",
+    "ImageName",
+    "ImageNameText",
+    "SensorListText",
+    "SensorText",
+    "check_day_obs",
+    "check_image_name",
+    "check_sensor",
+    "check_sensor_list",
+    "day_obs",
+]
 
 _DAY_OFFSET = 12 * 3600.0
 # ICD §5 (1.1): what a consumer accepts. ASCII digits only, and the whole string.
 _PATTERN = re.compile(r"(AT|CC|MC)_([A-Z])_([0-9]{8})_([0-9]{6})")
+_DAY_OBS = re.compile(r"[0-9]{8}")
+_SENSOR = re.compile(r"R[0-9]{2}_S([0-9]{2}|[GW][0-9])")  # corner guider/wavefront too
+#: The most sensors any camera has (LSSTCam: 189 science, 8 guider, 8 wavefront): a
+#: list longer than this is refused before anything is done per sensor.
+MAX_SENSORS = 205
 
 
 def day_obs(tai: float) -> str:
@@ -41,6 +66,42 @@ class ImageName:
     def parse(cls, text: str) -> ImageName:
         match = _PATTERN.fullmatch(text)
         if match is None:
-            raise ValueError(f"not an image name (e.g. AT_O_20261121_000042): {text!r}")
+            raise ValueError(f"not an image name (e.g. AT_O_20261121_000042): {text[:40]!r}")
         code, controller, day, seq = match.groups()
         return cls(code, controller, day, int(seq))
+
+
+def check_image_name(text: str) -> str:
+    """``text`` if it is an image name (ICD §5); ValueError saying why not."""
+    ImageName.parse(text)
+    return text
+
+
+def check_day_obs(text: str) -> str:
+    if not _DAY_OBS.fullmatch(text):
+        raise ValueError(f"not a day of observation (YYYYMMDD): {text[:40]!r}")
+    return text
+
+
+def check_sensor(text: str) -> str:
+    if not _SENSOR.fullmatch(text):
+        raise ValueError(f"not a sensor name (e.g. R22_S11): {text[:40]!r}")
+    return text
+
+
+def check_sensor_list(text: str) -> str:
+    """A comma-separated list of at most :data:`MAX_SENSORS` sensor names, each once."""
+    names = [s for s in text.split(",", MAX_SENSORS + 1) if s]
+    if len(names) > MAX_SENSORS:
+        raise ValueError(f"more than {MAX_SENSORS} sensors listed")
+    for name in names:
+        check_sensor(name)
+    if len(set(names)) != len(names):
+        raise ValueError("a sensor is listed twice")
+    return text
+
+
+ImageNameText = Annotated[str, AfterValidator(check_image_name)]
+DayObsText = Annotated[str, AfterValidator(check_day_obs)]
+SensorText = Annotated[str, AfterValidator(check_sensor)]
+SensorListText = Annotated[str, AfterValidator(check_sensor_list)]

@@ -32,11 +32,12 @@ from cscs.core.protocol import Ack, CommandRequest, encode
 from cscs.core.publisher import Publisher
 from cscs.core.remote import Parsed, Received
 from cscs.core.report import SelfReport
+from cscs.core.retained import RetainedGuard
 from cscs.core.schema import EventSpec, Interface, NoParams, Payload, TelemetrySpec
 from cscs.core.settings import Settings, default_identity
 from cscs.core.states import LIFECYCLE_COMMANDS, Lifecycle, State
 from cscs.core.tai import current_tai
-from cscs.core.tasks import cancel_and_wait
+from cscs.core.tasks import Jobs, cancel_and_wait, keep_running
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Connector, Message, Transport, Will
 from cscs.core.versions import SOFTWARE_VERSION
@@ -100,9 +101,14 @@ class BaseCsc(Generic[C]):
             str(self.address), lambda: self.log_level, self.report.queue_log, log_stream
         )
         self._publisher = Publisher(self.interface, self.address)
+        retained = {self.address.event(e.name) for e in self.interface.events if e.retained}
+        self._guard = RetainedGuard(retained, self._publisher)
         self._initial_published = False
         self._transition_lock = asyncio.Lock()
         self._background: list[asyncio.Task[None]] = []
+        #: Work started by what the CSC hears; a job's unexpected failure ends in
+        #: :meth:`task_failed` unless the job says how to handle it.
+        self.jobs = Jobs(self.log, str(self.address), self.task_failed)
         self._followers = Followers(self.log, str(self.address))
         self._bus: Transport | None = None
         bindings: dict[str, CommandBinding[Any]] = {}
@@ -200,19 +206,18 @@ class BaseCsc(Generic[C]):
             connect_timeout=self.connect_timeout,
         )
         commands = await bus.subscribe(f"{self.address.root}/cmd/+", maxsize=10_000)
+        own_events = await bus.subscribe(self.address.event("+"), maxsize=1_000)
         self._bus = bus
         try:
             await bus.__aenter__()
         except BaseException:
             self._bus = None
             raise
-        self._background = [
-            asyncio.create_task(self.commands.read(commands), name=f"{self.address}-commands"),
-            asyncio.create_task(
-                self.report.heartbeats(self.heartbeat_interval), name=f"{self.address}-heartbeat"
-            ),
-            asyncio.create_task(self.report.publish_logs(), name=f"{self.address}-logs"),
-        ]
+        self._background = []
+        self.keep_running(lambda: self.commands.read(commands), "commands")
+        self.keep_running(lambda: self.report.heartbeats(self.heartbeat_interval), "heartbeat")
+        self.keep_running(self.report.publish_logs, "logs")
+        self.keep_running(lambda: self._guard.watch(own_events, bus, self.log), "own-events")
         self.log.info("running", broker=self.broker.url, state=self.state.name)
         return self
 
@@ -222,6 +227,7 @@ class BaseCsc(Generic[C]):
     async def close(self) -> None:
         """Stop everything this CSC started; the last will is not sent (clean exit)."""
         await self.unfollow()
+        await self.jobs.cancel("closing")
         await cancel_and_wait(self._background, self.log, "closing")
         await self.commands.close()
         self._background = []
@@ -380,6 +386,38 @@ class BaseCsc(Generic[C]):
 
     async def fault_from_exception(self, code: int, report: str, exc: BaseException) -> None:
         await self.fault(code, f"{report}: {exc}", "".join(traceback.format_exception(exc)))
+
+    # ---- supervision (cscs.core.tasks) -------------------------------------------------
+
+    def keep_running(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run ``loop()`` for as long as the CSC runs: restarted after a back-off if it
+        fails (or returns), each failure reported by :meth:`task_failed`."""
+        task = asyncio.create_task(
+            keep_running(loop, name, self.log, self.task_failed), name=f"{self.address}-{name}"
+        )
+        self._background.append(task)
+
+    def report_failure(self, name: str, exc: BaseException) -> None:
+        """:meth:`task_failed`, from code that cannot await (a callback, a thread's
+        report handed to the event loop)."""
+
+        async def failed() -> None:
+            await self.task_failed(name, exc)
+
+        self.jobs.spawn(failed(), f"{name}-failed")
+
+    async def task_failed(self, name: str, exc: BaseException) -> None:
+        """A part of this CSC failed in a way nobody planned for (a bug, or a broken
+        peer we did not foresee): ``errorCode`` ``ERROR_TASK_FAILED`` with the traceback,
+        then FAULT where the state allows it; in STANDBY or FAULT the ``errorCode`` alone
+        says it."""
+        report = f"{name} failed unexpectedly: {exc!r}"
+        if self.lifecycle.allows("fault"):
+            await self.fault_from_exception(g.ERROR_TASK_FAILED, f"{name} failed unexpectedly", exc)
+            return
+        tb = "".join(traceback.format_exception(exc))
+        error = g.ErrorCode(errorCode=g.ERROR_TASK_FAILED, errorReport=report, traceback=tb)
+        await self.publish_event(g.ERROR_CODE, error)
 
     # ---- generic commands that keep the state ------------------------------------------
 

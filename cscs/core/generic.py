@@ -18,6 +18,7 @@ __all__ = [
     "DISABLE",
     "ENABLE",
     "ERROR_CODE",
+    "ERROR_TASK_FAILED",
     "EXIT_CONTROL",
     "GENERIC",
     "HEARTBEAT",
@@ -42,6 +43,10 @@ __all__ = [
     "StartParams",
     "SummaryState",
 ]
+
+#: ``errorCode`` of any CSC one of whose tasks failed in a way nobody planned for (a
+#: bug): the report names the task, the traceback says where (cscs.core.tasks).
+ERROR_TASK_FAILED = 1001
 
 # ---- command parameters ----------------------------------------------------------------
 

@@ -8,12 +8,16 @@ published again after the broker comes back.
 
 from __future__ import annotations
 
+from collections import deque
+
 from cscs.core.protocol import encode
 from cscs.core.schema import EventSpec, Interface, Payload, TelemetrySpec
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress
 
 __all__ = ["Publisher"]
+
+_RECENT = 16
 
 
 class Publisher:
@@ -23,6 +27,8 @@ class Publisher:
         self._telemetry = {t.name for t in interface.telemetry}
         self._seq: dict[str, int] = {}
         self._retained: dict[str, bytes] = {}
+        # The last few retained payloads of each topic: echoes of these are our own.
+        self._recent: dict[str, deque[bytes]] = {}
 
     def event(self, spec: EventSpec[Payload], payload: Payload) -> tuple[str, bytes]:
         """The topic and wire bytes of an event; remembered if it is retained."""
@@ -32,6 +38,7 @@ class Publisher:
         data = self._stamp(topic, payload)
         if spec.retained:
             self._retained[topic] = data
+            self._recent.setdefault(topic, deque(maxlen=_RECENT)).append(data)
         return topic, data
 
     def telemetry(self, spec: TelemetrySpec[Payload], payload: Payload) -> tuple[str, bytes]:
@@ -43,6 +50,15 @@ class Publisher:
     def retained(self) -> list[tuple[str, bytes]]:
         """The latest retained event of each topic, as first published (same ``seq``)."""
         return list(self._retained.items())
+
+    def latest(self, topic: str) -> bytes | None:
+        """The latest retained event published on ``topic``, if any."""
+        return self._retained.get(topic)
+
+    def published_recently(self, topic: str, data: bytes) -> bool:
+        """Whether ``data`` is one of the last retained events published on ``topic``
+        (an echo of our own, perhaps arriving after a newer one went out)."""
+        return data in self._recent.get(topic, ())
 
     def _stamp(self, topic: str, payload: Payload) -> bytes:
         seq = self._seq.get(topic, 0) + 1

@@ -1,19 +1,38 @@
-"""Background work, started as a CSC goes, and stopped without ever hanging on a task
-that will not stop."""
+"""Supervised work: every task a CSC starts is named, logged with its traceback if it
+fails, and either handled or reported; none ever dies silently, none is left behind.
+
+Two kinds, one mechanism (:class:`FailureHandler`, the CSC's ``task_failed``: an
+``errorCode`` and FAULT):
+
+* long-lived loops (the command reader, the heartbeat, a component's status loop):
+  :func:`keep_running` runs one for as long as the CSC runs; if it raises, or returns
+  when it should not, the failure is reported and the loop started again after a
+  back-off — so a CSC in FAULT still hears ``standby`` and still beats.
+* jobs started by what the CSC hears (an image to archive, a header to complete):
+  :class:`Jobs`. A job that fails unexpectedly is logged, then handled by its own
+  ``on_error`` (e.g. "this image is left to catch-up", published) or, without one,
+  reported as a failure of the CSC.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-__all__ = ["Jobs", "cancel_and_wait"]
+from cscs.core.backoff import Backoff
+
+__all__ = ["FailureHandler", "Jobs", "cancel_and_wait", "keep_running"]
+
+#: What is done with an unexpected failure: ``(task name, exception)``.
+FailureHandler = Callable[[str, BaseException], Awaitable[None]]
+ErrorHandler = Callable[[BaseException], Awaitable[None]]
 
 
 async def cancel_and_wait(
-    tasks: Iterable[asyncio.Task[object]],
+    tasks: Iterable[asyncio.Task[Any]],
     log: FilteringBoundLogger,
     what: str,
     timeout: float = 10.0,
@@ -36,30 +55,99 @@ async def cancel_and_wait(
         log.error(f"{what}: tasks did not stop", tasks=",".join(t.get_name() for t in stuck))
 
 
-class Jobs:
-    """Tasks a CSC starts in reaction to what it hears (an image to archive, a header to
-    complete): each named, all cancelled together when the CSC stops doing that work,
-    and one that ends by an exception nobody expected (a bug) logged with its traceback,
-    never left for "Task exception was never retrieved"."""
+class TaskEndedError(RuntimeError):
+    """A loop that should run for the CSC's whole life returned."""
 
-    def __init__(self, log: FilteringBoundLogger, owner: str) -> None:
+
+async def keep_running(
+    loop: Callable[[], Awaitable[None]],
+    name: str,
+    log: FilteringBoundLogger,
+    on_failure: FailureHandler,
+    backoff: Backoff | None = None,
+) -> None:
+    """Run ``loop()`` until cancelled, reporting and restarting it whenever it fails.
+
+    The back-off (1 s, doubling to a minute) keeps a loop that fails at once from
+    spinning; it starts again from 1 s once a run has lasted a minute."""
+    backoff = backoff or Backoff(initial=1.0, maximum=60.0)
+    clock = asyncio.get_running_loop()
+    while True:
+        started = clock.time()
+        try:
+            await loop()
+            failure: BaseException = TaskEndedError(f"{name} ended by itself")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure = exc
+        if clock.time() - started > 60.0:
+            backoff.reset()
+        delay = backoff.next_delay()
+        log.error(
+            "a long-lived task failed; it will be restarted",
+            task=name, retry_in=round(delay, 1), exc_info=failure,
+        )  # fmt: skip
+        await _handle(on_failure(name, failure), log, name)
+        await asyncio.sleep(delay)
+
+
+async def _handle(handling: Awaitable[None], log: FilteringBoundLogger, name: str) -> None:
+    """Run a failure handler; one that fails itself is logged, never raised."""
+    try:
+        await handling
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("handling a failure failed", task=name, exc_info=exc)
+
+
+class Jobs:
+    """Tasks a CSC starts in reaction to what it hears: each named, all cancelled
+    together when the CSC stops doing that work. One that ends by an exception nobody
+    expected (a bug) is logged with its traceback and handled — by the job's
+    ``on_error``, or else by ``on_failure`` (the CSC's ``task_failed``) — never left for
+    "Task exception was never retrieved"."""
+
+    def __init__(
+        self, log: FilteringBoundLogger, owner: str, on_failure: FailureHandler | None = None
+    ) -> None:
         self._log = log
         self._owner = owner
+        self._on_failure = on_failure
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handling: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    def spawn(
+        self,
+        coroutine: Coroutine[Any, Any, None],
+        name: str,
+        *,
+        on_error: ErrorHandler | None = None,
+    ) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine, name=f"{self._owner}-{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda done: self._done(done, on_error))
         return task
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[None], on_error: ErrorHandler | None) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self._log.error("a job failed unexpectedly", job=task.get_name(), exc_info=exc)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        name = task.get_name()
+        self._log.error("a job failed unexpectedly", job=name, exc_info=exc)
+        if on_error is not None:
+            handling: Awaitable[None] = on_error(exc)
+        elif self._on_failure is not None:
+            handling = self._on_failure(name, exc)
+        else:
+            return
+        handler = asyncio.create_task(_handle(handling, self._log, name), name=f"{name}-failed")
+        self._handling.add(handler)
+        handler.add_done_callback(self._handling.discard)
 
     async def cancel(self, what: str) -> None:
         """Cancel every job but the caller's own, and wait for them (bounded)."""

@@ -1,0 +1,81 @@
+"""A CSC's retained events are its own: what it does when someone else publishes on them.
+
+Anyone on the bus can publish a retained ``summaryState`` FAULT, or an ``errorCode``, on
+another CSC's topics, and every monitor that starts later would believe it. Broker ACLs
+stop that at a site (``docs/security.md``); without them, each CSC watches its own event
+topics and, when a message arrives there live that is not what it last published,
+publishes its own again — or, for a retained topic it has published nothing on, clears
+the retained message (an empty retained payload). Corrections are rate-limited per topic,
+so a flood of forgeries costs the CSC at most one publication per topic per interval.
+
+Retained messages replayed when the CSC subscribes are left alone: they may be its own
+from before a restart, and the CSC's first publications replace the ones that matter.
+No I/O here: :class:`RetainedGuard` decides, the CSC publishes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from structlog.typing import FilteringBoundLogger
+
+from cscs.core.publisher import Publisher
+from cscs.core.transport import Message, Subscription, Transport
+
+__all__ = ["Correction", "RetainedGuard"]
+
+CORRECTION_INTERVAL = 1.0  # s: at most one correction per topic this often
+
+
+@dataclass(frozen=True)
+class Correction:
+    """Publish ``payload`` retained on ``topic`` (empty: clear the retained message)."""
+
+    topic: str
+    payload: bytes
+    foreign: bytes  # what was heard, for the log (truncated)
+
+
+class RetainedGuard:
+    """Decides which messages heard on a CSC's own event topics must be corrected."""
+
+    def __init__(
+        self, retained_topics: set[str], own: Publisher, interval: float = CORRECTION_INTERVAL
+    ) -> None:
+        self._topics = retained_topics
+        self._own = own
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self.corrections = 0
+        self.suppressed = 0
+
+    def check(self, message: Message, now: float) -> Correction | None:
+        """What to publish in answer to ``message`` heard on our own topics, if anything."""
+        if message.retain or message.topic not in self._topics:
+            return None  # replayed from before we listened, or not a retained event
+        if self._own.published_recently(message.topic, message.payload):
+            return None  # our own publication
+        ours = self._own.latest(message.topic)
+        if ours is None and not message.payload:
+            return None  # nothing of ours there, and already cleared
+        last = self._last.get(message.topic)
+        if last is not None and now - last < self._interval:
+            self.suppressed += 1
+            return None
+        self._last[message.topic] = now
+        self.corrections += 1
+        return Correction(message.topic, ours or b"", message.payload[:200])
+
+    async def watch(self, heard: Subscription, bus: Transport, log: FilteringBoundLogger) -> None:
+        """Correct, on ``bus``, what is heard on our own event topics (``heard``)."""
+        async for message in heard:
+            correction = self.check(message, time.monotonic())
+            if correction is None:
+                continue
+            log.warning(
+                "someone else published on this CSC's retained topic; publishing ours again",
+                topic=correction.topic, heard=correction.foreign.decode(errors="replace"),
+                cleared=not correction.payload, suppressed=self.suppressed,
+            )  # fmt: skip
+            await bus.publish(correction.topic, correction.payload, retain=True, wait=5.0)
