@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cscs.camera.geometry import Camera
+from cscs.daq import protocol
 from cscs.daq.client import DaqClient
 from cscs.daq.errors import (
     ChecksumMismatchError,
@@ -30,7 +33,14 @@ from cscs.daq.errors import (
     UnknownImageError,
     UnknownSensorError,
 )
-from cscs.daq.protocol import MAGIC, MAX_READS_PER_CLIENT, Read, RequestError, parse_request
+from cscs.daq.protocol import (
+    MAGIC,
+    MAX_READS_PER_CLIENT,
+    Read,
+    RequestError,
+    parse_reply,
+    parse_request,
+)
 from sim.daq.faults import FaultKind, FaultRule
 from sim.daq.pixels import ElectronicsModel, Scene, synthesize_sensor
 from sim.daq.server import DaqServer
@@ -194,7 +204,10 @@ HOSTILE: list[list[bytes]] = [
     [MAGIC, b'{"op": "read", "id": 2, "image": "AT_O_20261121_000001"}'],
     [MAGIC, b'{"op": "read", "id": 3, "sensor": "R00_S00"}'],
     [MAGIC, b'{"op": "info", "id": 4, "image": 17}'],
-    [MAGIC, b"{" + b" " * 100_000 + b"}"],
+    [MAGIC, b"{" + b" " * 60_000 + b"}"],  # too long, but under the frame limit
+    [MAGIC, b"[" * 4000],  # json would recurse past Python's limit
+    [MAGIC, b'{"op": "list", "id": 1' + b"0" * 3000 + b"}"],
+    [MAGIC, b'{"op": "info", "id": 5, "image": "CC\nO"}'],
 ]
 
 
@@ -287,3 +300,80 @@ async def test_an_endpoint_in_use_is_a_clear_error(server: DaqServer) -> None:
     taken = server.endpoints[0]
     with pytest.raises(OSError, match=f"DAQ server cannot bind {taken}"):
         DaqServer(DaqStore(2 * 10**9), [taken])
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        ([MAGIC, b"[" * 4000], "opens more than"),  # json would raise RecursionError
+        ([MAGIC, b'{"a":' * 500 + b"1" + b"}" * 500], "opens more than"),
+        ([MAGIC, b'{"op": "list", "id": ' + b"7" * 4000 + b"}"], "'id' must be below"),
+        ([MAGIC, b'{"op": "list", "id": 1e999999}'], "'id' must be a non-negative"),
+        ([MAGIC, b"\xc3\x28 not utf-8"], "not UTF-8"),
+        ([MAGIC, b'"just a string"'], "must be a JSON object, got str"),
+        ([MAGIC, b"null"], "must be a JSON object, got NoneType"),
+        ([MAGIC, b"NaN"], "must be a JSON object, got float"),
+        ([MAGIC, b'{"op": "info", "id": 1, "image": "CC\\u0000O"}'], "printable ASCII"),
+        ([MAGIC, b'{"op": "info", "id": 1, "image": "\\ud800"}'], "printable ASCII"),
+        ([MAGIC, b'{"op": "read", "id": 1, "image": "CC", "sensor": "R\\u00e9"}'], "ASCII"),
+        ([MAGIC, b'{"op": "info", "id": 1, "image": "' + b"C" * 129 + b'"}'], "at most 128"),
+        ([MAGIC, b'{"op": {"nested": [1]}, "id": 1}'], "unknown op ?"),
+        ([b"DAQ", b"{}"], "expected 2 frames"),
+    ],
+)
+def test_every_failure_to_decode_is_a_request_error(frames: list[bytes], reason: str) -> None:
+    with pytest.raises(RequestError, match=re.escape(reason)):
+        parse_request(frames)
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    image = "[{" * 30
+    request = parse_request([MAGIC, json.dumps({"op": "info", "id": 1, "image": image}).encode()])
+    assert request.image == image
+
+
+def test_frames_may_be_memoryviews_and_are_not_copied_when_too_long() -> None:
+    big = memoryview(bytearray(10**7))
+    with pytest.raises(RequestError, match="exceeds 4096"):
+        parse_request([memoryview(MAGIC), big])
+    assert parse_request([memoryview(MAGIC), memoryview(b'{"op":"list","id":3}')]).id == 3
+
+
+@pytest.mark.parametrize("error", [MemoryError, RecursionError, OverflowError, KeyError])
+def test_whatever_json_raises_is_a_request_error(
+    monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    def loads(text: str) -> object:
+        raise error
+
+    fake = SimpleNamespace(loads=loads, dumps=json.dumps, JSONDecodeError=json.JSONDecodeError)
+    monkeypatch.setattr(protocol, "json", fake)
+    with pytest.raises(RequestError, match=f"not UTF-8 JSON: {error.__name__}"):
+        parse_request([MAGIC, b'{"op": "list", "id": 1}'])
+
+
+def test_a_garbled_reply_is_a_value_error_for_the_client() -> None:
+    with pytest.raises(ValueError, match="not JSON: RecursionError"):
+        parse_reply([MAGIC, b"[" * 100_000])
+    with pytest.raises(ValueError, match="not a DAQ reply"):
+        parse_reply([b"DAQ2", b"{}"])
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@given(value=JSON, op=st.sampled_from(["list", "info", "read", "cancel"]))
+def test_parse_request_on_arbitrary_json(value: object, op: str) -> None:
+    for body in (value, {"op": op, "id": 1, "image": value, "sensor": value}):
+        message = ""
+        try:
+            parse_request([MAGIC, json.dumps(body).encode()])
+        except RequestError as exc:  # nothing else may come out
+            message = str(exc)
+            assert message

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
+
 import numpy as np
 import pytest
 
@@ -91,3 +95,58 @@ def test_shrinking_the_store_evicts_oldest() -> None:
     assert [i.name for i in store.images()] == ["AT_O_20261121_000003"]
     with pytest.raises(ValueError, match="cannot hold one sensor"):
         store.set_capacity(10)
+
+
+def test_the_store_is_shared_safely_between_threads() -> None:
+    """The camera fills the store on its loop while the DAQ server reads it from its own
+    thread (ADR 0011): readers never see an image half-changed, the byte count stays
+    exact, and ``on_evict`` runs outside the lock (it may use the store)."""
+    evicted: list[str] = []
+
+    def on_evict(name: str, why: str) -> None:
+        evicted.append(name)
+        store.describe()  # would deadlock if called under the lock
+
+    store = DaqStore(3 * SENSOR_BYTES, on_evict)
+    data = sensor(7)
+    sensors = ["R22_S00", "R22_S01"]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for n in range(300):
+                name = f"CC_O_20261121_{n:06d}"
+                store.begin_image(name, sensors, {"n": n})
+                for s in sensors:
+                    store.put_sensor(name, s, data)
+                store.end_image(name)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                for image in store.describe():
+                    assert image["byteSize"] <= 2 * SENSOR_BYTES
+                    with contextlib.suppress(DaqError):  # evicted or not yet read out
+                        assert store.sensor(image["name"], "R22_S00") is data
+                assert store.used_bytes <= store.capacity_bytes
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write), *(threading.Thread(target=read) for _ in range(3))]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: races show up, if there are any
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    assert len(evicted) == 300 - 1
+    assert store.used_bytes == sum(i.nbytes for i in store.images()) == 2 * SENSOR_BYTES

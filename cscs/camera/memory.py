@@ -8,17 +8,23 @@ fresh page costs a fault and a zeroing: on the archiver's ComCam catch-up that w
 sixth of all its CPU time, ``clear_page`` under the kernel's copy of each TCP segment
 into a new buffer. Told to keep them, it reuses the same pages, and the faults stop once
 the first few images have passed.
+
+What a flood leaves behind is the opposite case: :func:`release_freed_memory` (glibc's
+``malloc_trim``) hands the freed memory back once, e.g. after many connections of a
+flood of DAQ clients have gone (ADR 0011).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
+from collections.abc import Callable
 
 import structlog
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "release_freed_memory"]
 
 # mallopt(3) parameters, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -27,6 +33,17 @@ _M_ARENA_MAX = -8
 
 _MMAP_THRESHOLD = 32 * 2**20  # glibc's maximum: blocks up to this come from a heap
 _TRIM_THRESHOLD = 2**30  # free memory kept at the top of the heap before it is returned
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """glibc, where the process runs on it (None elsewhere: musl has no mallopt)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
 
 
 def keep_freed_memory() -> bool:
@@ -38,13 +55,9 @@ def keep_freed_memory() -> bool:
     kept is bounded by the most the process ever held at once: the few detectors in
     flight. A no-op (False) where the C library is not glibc.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False  # musl and others: no mallopt; their allocators differ anyway
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
+        return False  # not glibc: no mallopt; other allocators differ anyway
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     settings = {
@@ -58,3 +71,13 @@ def keep_freed_memory() -> bool:
             "malloc refused a setting; freed memory may be returned"
         )
     return accepted
+
+
+def release_freed_memory() -> bool:
+    """Return the allocator's free memory to the system (about 10 ms, holding its lock);
+    False where that is not glibc. ctypes releases the GIL for the call."""
+    trim: Callable[[int], int] | None = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim(0)
+    return True

@@ -93,7 +93,15 @@ class CameraCsc(BaseCsc[CameraConfig]):
     # ---- life ------------------------------------------------------------------------
 
     async def __aenter__(self) -> CameraCsc:
-        self.server = DaqServer(self.store, [self.settings.daq_bind], self.faults)
+        # On its own thread (ADR 0011): no DAQ client can stall this loop. A failure of
+        # its serving loop is this CSC's (errorCode, FAULT); its lines are this CSC's log.
+        self.server = DaqServer(
+            self.store,
+            [self.settings.daq_bind],
+            self.faults,
+            on_failure=lambda exc: self.report_failure("daq-server", exc),
+            log=self.log,
+        )
         await self.server.__aenter__()
         try:
             await super().__aenter__()
@@ -103,9 +111,7 @@ class CameraCsc(BaseCsc[CameraConfig]):
                     url=",".join(self.server.endpoints), capacityBytes=self.store.capacity_bytes
                 ),
             )
-            self._background.append(
-                asyncio.create_task(self._report_store(), name=f"{self.address}-daq-store")
-            )
+            self.keep_running(self._report_store, "daq-store")
         except BaseException:
             await self.close()
             raise

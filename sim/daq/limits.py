@@ -1,0 +1,258 @@
+"""What the DAQ server lets its clients have in flight, and how it says no, quietly.
+
+Everything the server holds for a client is bounded, so no client behaviour can make it
+grow (``docs/daq-protocol.md``, "Limits"). Work *in flight* is work whose reply has not
+yet left the server's socket: a ``read`` from the request until its ``data`` message is
+gone, a ``list``/``info`` until its reply is gone. ZeroMQ's message trackers say when a
+message has left; the :class:`Ledger` counts what is out, per client and overall, and a
+request that would go past a limit is answered ``busy`` instead of taken.
+
+The ledger is plain bookkeeping, run on the server's thread only, so it is tested
+without sockets. The totals it exposes are single integers, safe to read from another
+thread for monitoring (:meth:`Ledger.load`).
+
+A hostile client can make the server refuse thousands of requests a second; each kind
+of refusal or failure is logged at most once per interval by :class:`RateLimitedLog`,
+with the count of those it kept quiet about.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cscs.daq.protocol import MAX_READS_PER_CLIENT, MAX_REQUEST_BYTES
+
+__all__ = ["Ledger", "Load", "RateLimitedLog", "ServerLimits", "Tracker"]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The bounds of one server (the defaults are documented in the protocol)."""
+
+    reads_per_client: int = MAX_READS_PER_CLIENT
+    """Reads one client may have in flight (the client library never asks for more)."""
+    replies_per_client: int = 16
+    """``list``/``info`` replies one client may have in flight."""
+    clients: int = 16
+    """Clients with any work in flight at once."""
+    reads: int = 64
+    """Reads in flight overall. Each holds references to stored arrays, not copies."""
+    reply_bytes: int = 16 * 2**20
+    """Bytes of ``list``/``info`` replies in flight overall."""
+    send_hwm: int = 64
+    """Messages ZeroMQ queues for one client (``begin``, errors) before it drops them."""
+    receive_hwm: int = 64
+    """Requests ZeroMQ takes from one client before it stops reading its connection."""
+    max_frame_bytes: int = 16 * MAX_REQUEST_BYTES
+    """A bigger inbound frame makes ZeroMQ drop the connection (``ZMQ_MAXMSGSIZE``)."""
+
+
+class Tracker(Protocol):
+    """What the ledger needs of a ``zmq.MessageTracker``."""
+
+    @property
+    def done(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the server has in flight now (for monitoring, tests and the flood benchmark)."""
+
+    clients: int
+    reads_preparing: int
+    reads_queued: int
+    replies_queued: int
+    reply_bytes: int
+
+    @property
+    def idle(self) -> bool:
+        return self.clients == 0
+
+
+@dataclass
+class _Peer:
+    preparing: int = 0  # reads taken whose data is not yet on the socket
+    reads: deque[Tracker] = field(default_factory=deque)  # data messages on the socket
+    replies: deque[tuple[Tracker, int]] = field(default_factory=deque)  # (tracker, bytes)
+
+    @property
+    def reads_in_flight(self) -> int:
+        return self.preparing + len(self.reads)
+
+    @property
+    def idle(self) -> bool:
+        return not (self.preparing or self.reads or self.replies)
+
+
+class Ledger:
+    """Work in flight per client and overall, and whether a new request fits.
+
+    The client's own queues are swept (finished trackers dropped) before each decision;
+    the whole ledger only when an overall limit is reached, and by the server's
+    housekeeping. A sweep looks at the oldest message of each queue and stops at the
+    first still out (a client's messages leave in order), and only clients with work in
+    flight are in the ledger, at most ``limits.clients``: a sweep is cheap and bounded
+    however many clients are connected.
+    """
+
+    def __init__(self, limits: ServerLimits) -> None:
+        self.limits = limits
+        self._peers: dict[bytes, _Peer] = {}
+        self._reads = 0  # preparing + queued, overall
+        self._preparing = 0
+        self._replies = 0
+        self._reply_bytes = 0
+
+    def load(self) -> Load:
+        return Load(
+            clients=len(self._peers),
+            reads_preparing=self._preparing,
+            reads_queued=self._reads - self._preparing,
+            replies_queued=self._replies,
+            reply_bytes=self._reply_bytes,
+        )
+
+    def reads_in_flight(self, peer: bytes) -> int:
+        self._sweep(peer)
+        state = self._peers.get(peer)
+        return state.reads_in_flight if state else 0
+
+    # ---- admission -------------------------------------------------------------------
+
+    def refuse_read(self, peer: bytes) -> str | None:
+        """Why a new read from ``peer`` cannot be taken now, or None if it can."""
+        limits = self.limits
+        if self.reads_in_flight(peer) >= limits.reads_per_client:
+            return f"at most {limits.reads_per_client} reads in flight per client"
+        if self._reads >= limits.reads:
+            self.sweep()
+            if self._reads >= limits.reads:
+                return f"at most {limits.reads} reads in flight on this server"
+        return self._refuse_client(peer)
+
+    def refuse_reply(self, peer: bytes) -> str | None:
+        """Why a ``list``/``info`` from ``peer`` cannot be answered now, or None."""
+        limits = self.limits
+        self._sweep(peer)
+        state = self._peers.get(peer)
+        if state is not None and len(state.replies) >= limits.replies_per_client:
+            return f"at most {limits.replies_per_client} list/info replies in flight per client"
+        if self._reply_bytes >= limits.reply_bytes:
+            self.sweep()
+            if self._reply_bytes >= limits.reply_bytes:
+                return f"at most {limits.reply_bytes} bytes of replies in flight on this server"
+        return self._refuse_client(peer)
+
+    def _refuse_client(self, peer: bytes) -> str | None:
+        if peer in self._peers or len(self._peers) < self.limits.clients:
+            return None
+        self.sweep()
+        if peer in self._peers or len(self._peers) < self.limits.clients:
+            return None
+        return f"at most {self.limits.clients} clients with work in flight"
+
+    # ---- what happens to work taken ----------------------------------------------------
+
+    def read_started(self, peer: bytes) -> None:
+        self._peers.setdefault(peer, _Peer()).preparing += 1
+        self._preparing += 1
+        self._reads += 1
+
+    def read_finished(self, peer: bytes, tracker: Tracker | None) -> None:
+        """The read's data went to the socket (``tracker``), or never will (None)."""
+        state = self._peers[peer]
+        state.preparing -= 1
+        self._preparing -= 1
+        if tracker is not None and not tracker.done:
+            state.reads.append(tracker)
+        else:
+            self._reads -= 1
+            self._forget_if_idle(peer, state)
+
+    def reply_sent(self, peer: bytes, tracker: Tracker, nbytes: int) -> None:
+        if tracker.done:
+            return
+        self._peers.setdefault(peer, _Peer()).replies.append((tracker, nbytes))
+        self._replies += 1
+        self._reply_bytes += nbytes
+
+    # ---- sweeping ----------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Drop every finished message, and every client left with nothing in flight."""
+        for peer in list(self._peers):
+            self._sweep(peer)
+
+    def _sweep(self, peer: bytes) -> None:
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        while state.reads and state.reads[0].done:
+            state.reads.popleft()
+            self._reads -= 1
+        while state.replies and state.replies[0][0].done:
+            _, nbytes = state.replies.popleft()
+            self._replies -= 1
+            self._reply_bytes -= nbytes
+        self._forget_if_idle(peer, state)
+
+    def _forget_if_idle(self, peer: bytes, state: _Peer) -> None:
+        if state.idle:
+            self._peers.pop(peer, None)
+
+
+Emit = Callable[..., None]  # emit(level, event, **fields)
+
+
+@dataclass
+class _Kind:
+    last: float
+    suppressed: int = 0
+
+
+class RateLimitedLog:
+    """At most one line per kind of event per ``interval``; the rest are counted, and
+    the count is said with the next line of that kind or by :meth:`flush`.
+
+    The kinds are a small fixed set chosen by the server (``bad-request``, ``busy``,
+    ``internal``, ``dropped``), so this holds a handful of entries whatever a client
+    sends.
+    """
+
+    def __init__(
+        self, emit: Emit, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._emit = emit
+        self._interval = interval
+        self._clock = clock
+        self._kinds: dict[str, _Kind] = {}
+
+    def __call__(self, level: str, kind: str, event: str, **fields: Any) -> None:
+        now = self._clock()
+        entry = self._kinds.get(kind)
+        if entry is not None and now - entry.last < self._interval:
+            entry.suppressed += 1
+            return
+        if entry is not None and entry.suppressed:
+            fields["suppressed"] = entry.suppressed
+            fields["suppressed_over_s"] = round(now - entry.last, 1)
+        self._kinds[kind] = _Kind(last=now)
+        self._emit(level, event, kind=kind, **fields)
+
+    def flush(self) -> None:
+        """Say what was kept quiet once its interval has passed (housekeeping calls it)."""
+        now = self._clock()
+        for kind, entry in self._kinds.items():
+            if entry.suppressed and now - entry.last >= self._interval:
+                self._emit(
+                    "warning",
+                    f"{entry.suppressed} more {kind} events were not logged",
+                    kind=kind,
+                    suppressed=entry.suppressed,
+                    suppressed_over_s=round(now - entry.last, 1),
+                )
+                self._kinds[kind] = _Kind(last=now)
