@@ -51,6 +51,16 @@ def test_written_files_verify_with_astropy(tmp_path: Path, compression: str) -> 
                 assert hdu.header["CHECKSUM"]
 
 
+def test_a_value_that_contains_a_checksum_card_leaves_the_header_intact(tmp_path: Path) -> None:
+    """A target name that reads like a CHECKSUM or DATASUM card (anyone can publish the
+    target) stays a value: the sums go in their own cards and the file verifies."""
+    primary = [*PRIMARY, ("OBJECT", "CHECKSUM= 'x' DATASUM = '0'", "target")]
+    written = write_raw_fits(tmp_path / "a.fits", primary, EXTENSIONS)
+    assert verify_raw_file(written.path, written.byte_size, written.md5) == []
+    with fits.open(written.path, checksum=True) as hdus:
+        assert hdus[0].header["OBJECT"] == "CHECKSUM= 'x' DATASUM = '0'"
+
+
 def test_the_verifier_passes_a_whole_file_and_names_each_damage(tmp_path: Path) -> None:
     """One flipped bit in a segment's pixels: the data unit checksum and the MD5 both say
     so; a truncated file is not readable; an announcement of the wrong size is caught."""

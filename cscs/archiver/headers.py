@@ -7,6 +7,11 @@ was never heard (the archiver was down) may still have its header where the head
 service writes it: ``header_url_template`` says where to look. Every cache is bounded
 (a night's worth), and no failure here stops an image: a header that cannot be had is
 ``None``, and the file is archived without it (completed later if it comes).
+
+Anyone can announce any URL, so a document is read only as :class:`HeaderTrust` allows:
+from the trusted directories (the archiver's ``header_roots``; by default where the
+header services write, and the directory of ``header_url_template``), only from a
+regular file, never more than ``max_header_bytes`` (:func:`read_header_document`).
 """
 
 from __future__ import annotations
@@ -14,13 +19,20 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
 from cscs.camera.fits import Card
-from cscs.camera.headers import HeaderCard, LargeFileObjectAvailable, read_header_document
+from cscs.camera.headers import (
+    HeaderCard,
+    HeaderTrust,
+    LargeFileObjectAvailable,
+    read_header_document,
+)
 from cscs.camera.naming import ImageName
+from cscs.core.settings import default_state_dir, settings_from_env
 
 __all__ = ["Header", "HeaderSource", "fetch_header"]
 
@@ -51,10 +63,12 @@ def _cards(entries: list[HeaderCard]) -> list[Card]:
     return [(c.keyword, c.value, c.comment[:_COMMENT_LENGTH]) for c in entries]
 
 
-def fetch_header(url: str, image: str, announced: LargeFileObjectAvailable | None) -> Header:
+def fetch_header(
+    url: str, image: str, announced: LargeFileObjectAvailable | None, trust: HeaderTrust
+) -> Header:
     """Fetch and check one header document as FITS cards (blocking: run it in a thread);
     the errors of :func:`~cscs.camera.headers.read_header_document`."""
-    document, md5 = read_header_document(url, image, announced)
+    document, md5 = read_header_document(url, image, announced, trust)
     return Header(
         url=url,
         md5=md5,
@@ -72,11 +86,27 @@ def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
         cache.popitem(last=False)
 
 
-class HeaderSource:
-    """The headers of the images being archived: announced, fetched, checked, kept."""
+def _environment_state_dir() -> Path:
+    try:
+        return settings_from_env().state_directory
+    except ValueError:  # a CSC could not have started with such an environment
+        return default_state_dir()
 
-    def __init__(self, log: FilteringBoundLogger, template: str = "") -> None:
+
+class HeaderSource:
+    """The headers of the images being archived: announced, fetched, checked, kept.
+
+    ``trust``: where documents may be read from and how big; the archiver sets it from
+    its configuration (``ArchiverConfig.header_trust``). Until it does, the default is
+    computed here: ``$CSCS_STATE_DIR/headers`` (from the environment, as ``cscs run``
+    gives the CSC its state directory) and the directory of ``template``.
+    """
+
+    def __init__(
+        self, log: FilteringBoundLogger, template: str = "", *, trust: HeaderTrust | None = None
+    ) -> None:
         self.template = template
+        self.trust = trust
         self._log = log
         self._announced: OrderedDict[str, LargeFileObjectAvailable] = OrderedDict()
         self._headers: OrderedDict[str, Header] = OrderedDict()  # fetched and checked
@@ -113,13 +143,22 @@ class HeaderSource:
             announcement = await self._wait_for_announcement(image, wait)
             if announcement is None:
                 return None
+        url, trust = announcement.url, self._trust()
         try:
-            header = await asyncio.to_thread(fetch_header, announcement.url, image, announcement)
+            header = await asyncio.to_thread(fetch_header, url, image, announcement, trust)
         except (OSError, ValueError) as exc:
             self._log.error("header unusable; archiving without it", image=image, error=str(exc))
             return None
         _remember(self._headers, image, header)
         return header
+
+    def _trust(self) -> HeaderTrust:
+        if self.trust is not None:
+            return self.trust
+        try:
+            return HeaderTrust.of(_environment_state_dir(), self.template)
+        except ValueError:  # a bad template: configuration refuses it; trust none of it
+            return HeaderTrust.of(_environment_state_dir())
 
     async def _wait_for_announcement(
         self, image: str, wait: float
@@ -142,11 +181,11 @@ class HeaderSource:
             return None
         try:
             url = self.template.format(day_obs=ImageName.parse(image).day_obs, image=image)
-        except ValueError as exc:
-            self._log.warning("no header URL for this image", image=image, error=str(exc))
+        except (KeyError, IndexError, ValueError) as exc:
+            self._log.warning("no header URL for this image", image=image, error=repr(exc))
             return None
         try:
-            header = await asyncio.to_thread(fetch_header, url, image, None)
+            header = await asyncio.to_thread(fetch_header, url, image, None, self._trust())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:

@@ -1,7 +1,8 @@
 """The archive on disk and its catalog: where each file goes, how it is written, what is
 recorded about it.
 
-Layout (ICD §6): ``{root}/{instrument}/{dayObs}/{image}/{image}_{RXX}_{SXX}.fits``. A
+Layout (ICD §6): ``{root}/{instrument}/{dayObs}/{image}/{image}_{RXX}_{SXX}.fits``, every
+path built with :func:`~cscs.camera.files.path_under`, so it stays under the root. A
 file is written whole under a temporary name and renamed (:mod:`cscs.camera.fits`), and
 only then recorded in the catalog, so the catalog never lists a file that is not whole.
 Before each write the free space is checked against ``min_free_bytes``: a full archive
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cscs.archiver.headers import Header
+from cscs.camera.files import path_under
 from cscs.camera.fits import BLOCK, Card, write_raw_fits
 from cscs.camera.geometry import SEGMENT_BYTES, SEGMENTS, Camera, detector_keywords
 from cscs.camera.naming import ImageName
@@ -93,11 +95,13 @@ class ArchiveStore:
 
     def path(self, image: str, sensor: str) -> Path:
         """Where the file of ``image``'s ``sensor`` goes; ValueError for a name that is
-        not an image of this camera's (so no name from the bus can lead elsewhere)."""
+        not an image of this camera's, and (a second line of defence, should a check
+        ever let one through) PathEscapeError for a path that would leave the archive
+        root: no name from the bus can lead elsewhere. Blocking (resolves symlinks)."""
         day_obs = check_names(self.camera, image, sensor)
         detector = self.camera.detector(sensor)
         name = f"{image}_{detector.raft}_{detector.slot}.fits"
-        return self.root / self.camera.instrument / day_obs / image / name
+        return path_under(self.root, self.camera.instrument, day_obs, image, name)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

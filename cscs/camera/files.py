@@ -11,6 +11,13 @@ host a fault and a zeroed page, so a buffered ``write`` of a new file runs at ~3
 with a core busy in the kernel, against ~1200 MB/s for the same bytes written directly
 from a buffer that is reused. An archive file is written once and not read back soon, so
 the page cache has nothing to give it; the ``fsync`` that follows still makes it durable.
+
+And the two rules for files whose names or locations come from others (anyone on the
+network can publish anything): a path built from names stays under its directory
+(:func:`path_under`, used by the header service and the archive store alike), and a
+file read where a message says is read only from trusted directories, only if it is a
+regular file, and never more than a limit (:func:`resolve_under`,
+:func:`read_regular_file`).
 """
 
 from __future__ import annotations
@@ -19,14 +26,20 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
     "DIRECT_ALIGNMENT",
+    "PathEscapeError",
+    "RefusedFileError",
     "atomic_file",
     "direct_length",
+    "path_under",
+    "read_regular_file",
+    "resolve_under",
     "write_atomically",
     "write_buffer_atomically",
 ]
@@ -34,6 +47,10 @@ __all__ = [
 DIRECT_ALIGNMENT = 4096  # O_DIRECT: buffer address, file offset and length multiples of this
 _DIRECT_CHUNK = 16 * 2**20  # measured: 8 to 64 MiB per write all reach the disk's rate
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere the page cache is used
+_O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
+_READ_CHUNK = 2**20
+_NOT_IN_A_NAME = frozenset({"/", "\\", "\0", os.sep, os.altsep or "/"})
 
 
 def direct_length(size: int) -> int:
@@ -123,3 +140,89 @@ def _write_all(fd: int, data: memoryview) -> None:
     written = 0
     while written < len(data):
         written += os.write(fd, data[written : written + _DIRECT_CHUNK])
+
+
+# ---- paths built from names, and files read from where others say --------------------------
+
+
+class RefusedFileError(ValueError):
+    """A file someone else named is not one to read or write here (where it is, or what
+    it is): the message says which and why."""
+
+
+class PathEscapeError(RefusedFileError):
+    """A path built from names off the bus, or named by a URL, is not where it must be."""
+
+
+def path_under(root: Path, *names: str) -> Path:
+    """``root / names[0] / names[1] …``, checked to stay under ``root``.
+
+    The names come off the bus (an image name, a day of observation, a sensor). Their
+    messages are checked where they are parsed (ICD §5, :mod:`cscs.camera.naming`); this
+    is the second line of defence, where the path is made: each name must be a single
+    plain component (not empty, not ``.`` or ``..``, no separator, no NUL), and the path,
+    once symlinks are resolved, must still be under ``root`` resolved, so nothing is
+    ever written outside the directory a CSC owns. PathEscapeError says which name and
+    why. Returns the path as built (not resolved), so recorded paths keep their form.
+    """
+    for name in names:
+        if not name or name in (".", "..") or any(c in name for c in _NOT_IN_A_NAME):
+            raise PathEscapeError(
+                f"{name[:80]!r} is not a plain file name: a path built from it would not "
+                f"stay under {root}"
+            )
+    path = root.joinpath(*names)
+    resolve_under(path, (root,))
+    return path
+
+
+def resolve_under(path: Path, roots: Sequence[Path]) -> Path:
+    """``path`` with every symlink resolved, if that is under one of ``roots`` (each
+    resolved too); PathEscapeError otherwise. Blocking (it reads the file system)."""
+    if "\0" in str(path):
+        raise PathEscapeError(f"{str(path)[:200]!r} holds a NUL character")
+    real = path.resolve()
+    for root in roots:
+        if real.is_relative_to(root.resolve()):
+            return real
+    where = ", ".join(str(r) for r in roots) or "nowhere"
+    raise PathEscapeError(f"{path} is not under a trusted directory ({where})")
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file at ``path``, if it holds at most ``max_bytes``.
+
+    For a file someone else named: it is opened without following a final symlink and
+    without blocking (a FIFO would wait for a writer for ever), checked to be a regular
+    file (not a device: ``/dev/zero`` never ends) and to be no larger than the limit,
+    then read with a bounded read, so a file that grows meanwhile is refused too and the
+    memory taken is never more than ``max_bytes``. FileNotFoundError if there is none;
+    RefusedFileError (a ValueError) naming what it is instead; other OSErrors as raised.
+    """
+    flags = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW and the last component is a symlink
+            raise RefusedFileError(f"{path} is a symbolic link") from None
+        raise
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise RefusedFileError(f"{path} is not a regular file")
+        if status.st_size > max_bytes:
+            raise RefusedFileError(f"{path} holds {status.st_size} bytes, more than {max_bytes}")
+        chunks: list[bytes] = []
+        left = max_bytes + 1  # one byte more than allowed: enough to see it grew
+        while left > 0:
+            chunk = os.read(fd, min(left, _READ_CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > max_bytes:
+        raise RefusedFileError(f"{path} grew beyond {max_bytes} bytes while being read")
+    return data

@@ -105,8 +105,17 @@ def _template(cards: tuple[Card, ...]) -> tuple[bytes, int, int]:
     header["CHECKSUM"] = ("0" * 16, "HDU checksum")
     header["DATASUM"] = ("0", "data unit checksum")
     text = header.tostring(padding=True).encode("ascii")
-    checksum_at, datasum_at = (text.index(f"{k:<8}=".encode()) for k in ("CHECKSUM", "DATASUM"))
-    return text, checksum_at, datasum_at
+    return text, _card_offset(text, "CHECKSUM"), _card_offset(text, "DATASUM")
+
+
+def _card_offset(text: bytes, keyword: str) -> int:
+    """Where ``keyword``'s card starts: searched card by card (every 80 bytes), never in
+    the text at large, where a value such as a target name could contain it."""
+    key = f"{keyword:<8}=".encode()
+    for offset in range(0, len(text), 80):
+        if text[offset : offset + 9] == key:
+            return offset
+    raise ValueError(f"no {keyword} card in the header")
 
 
 def _card(keyword: str, value: str, comment: str) -> bytes:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from cscs.camera.events import EndOfImageTelemetry, EndReadout, StartIntegration
-from cscs.camera.headers import check_fits_keyword
+from cscs.camera.headers import PrintableName, PrintableText, check_header_keyword
 from cscs.core.topics import CscAddress
 
 __all__ = ["Exposure", "KeywordRule", "Missing", "SourceCache", "SourceKey", "Value"]
@@ -29,7 +29,7 @@ class KeywordRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    keyword: Annotated[str, AfterValidator(check_fits_keyword)]
+    keyword: Annotated[str, AfterValidator(check_header_keyword)]
     source: str
     """CSC as Name:index; `{camera}` stands for the header service's own index."""
     topic: str
@@ -43,8 +43,9 @@ class KeywordRule(BaseModel):
     """Seconds a telemetry value stays valid (default 5); events do not age."""
     scale: float = 1.0
     offset: float = 0.0
-    unit: str = ""
-    comment: str = ""
+    unit: PrintableName = ""
+    comment: PrintableText = ""
+    """Unit and comment go into the FITS header: printable ASCII, bounded."""
 
     @field_validator("topic")
     @classmethod

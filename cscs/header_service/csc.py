@@ -7,11 +7,17 @@ event the map names) it takes the rest. When every moment has come it derives th
 computed keywords, writes the header document (atomically) and publishes
 ``largeFileObjectAvailable`` with its URL, size and MD5 (ICD §6).
 
-Exposures are independent: any number may overlap. Each waits for its end no longer
-than its ``startIntegration.timeout``; then it is abandoned, logged, and nothing of it
-is left running. If a header cannot be written or announced, the CSC goes to FAULT
-with an ``errorCode`` saying which image and why (the observatory's own header service
-did not, and headers went missing silently).
+Exposures are independent: any number may overlap, up to ``max_open_exposures`` (a
+forged flood of ``startIntegration`` must not take the memory; the excess is dropped
+with a warning). Each waits for its end no longer than its ``startIntegration.timeout``
+(at most an hour); then it is abandoned, logged, and nothing of it is left running. If
+a header cannot be written or announced, the CSC goes to FAULT with an ``errorCode``
+saying which image and why (the observatory's own header service did not, and headers
+went missing silently).
+
+Names come off the bus: the camera's events are checked where they are parsed, an
+image or sensor not of this service's camera is ignored, and the document's path is
+built with :func:`~cscs.camera.files.path_under`, so it never leaves ``output_dir``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from cscs.camera import files
 from cscs.camera.events import (
@@ -40,13 +46,16 @@ from cscs.camera.headers import (
     LARGE_FILE_OBJECT_AVAILABLE,
     MIME_TYPE,
     LargeFileObjectAvailable,
+    header_directory,
 )
+from cscs.camera.naming import ImageName
 from cscs.camera.observatory import pointing
 from cscs.core import generic as g
 from cscs.core.config import ConfigSchema
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
 from cscs.core.follow import on
+from cscs.core.logs import Throttle
 from cscs.core.remote import Parsed, Received
 from cscs.core.states import State
 from cscs.core.tai import current_tai
@@ -61,6 +70,8 @@ __all__ = ["HeaderServiceConfig", "HeaderServiceCsc"]
 ERROR_CANNOT_WRITE = 5001
 ERROR_CANNOT_PUBLISH = 5002
 ERROR_INTERNAL = 5003
+_LONGEST_WAIT = 3600.0  # s: a startIntegration.timeout beyond this (or infinite) is cut
+_DROP_WARNING_INTERVAL = 60.0  # s between warnings about exposures dropped
 
 
 class HeaderWriteError(Exception):
@@ -75,6 +86,9 @@ class HeaderServiceConfig(ConfigSchema):
     """Where header documents go (`{output_dir}/{dayObs}/{image}.yaml`); empty for
     `$CSCS_STATE_DIR/headers/HeaderService-{index}`."""
     keywords: list[KeywordRule] = []
+    max_open_exposures: int = Field(default=1000, ge=1, le=100_000)
+    """Exposures collected at once; a startIntegration beyond them is dropped, with a
+    warning (the camera has a few open at most: more is a flood)."""
 
     def output_path(self) -> Path | None:
         return Path(self.output_dir).expanduser() if self.output_dir else None
@@ -108,12 +122,15 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         self.camera: Camera = camera_for_index(index)
         super().__init__(index, **kwargs)
         self.camera_address = CscAddress("Camera", index, self.address.prefix)
-        self._default_output_dir = self.state_dir / "headers" / f"HeaderService-{index}"
+        self._default_output_dir = header_directory(self.state_dir) / f"HeaderService-{index}"
         self.output_dir = self._default_output_dir
         self.cache = SourceCache()
         self.exposures: dict[str, Exposure] = {}
         self._finished: dict[str, asyncio.Event] = {}
         self._exposure_tasks: dict[str, asyncio.Task[None]] = {}
+        self._detectors = frozenset(d.name for d in self.camera.detectors)
+        self.exposures_dropped = 0  # startIntegration dropped: too many open
+        self._drops = Throttle(_DROP_WARNING_INTERVAL)
 
     # ---- configuration and subscriptions ----------------------------------------------
 
@@ -174,23 +191,59 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         if image in self.exposures:
             self.log.warning("startIntegration repeated; ignored", image=image)
             return
+        if ImageName.parse(image).code != self.camera.code:
+            self.log.warning("ignored a startIntegration for another camera's image",
+                             image=image, camera=self.camera.instrument)  # fmt: skip
+            return
+        if len(self.exposures) >= self.config.max_open_exposures:
+            self._drop(image)
+            return
         exposure = Exposure(start, self.config.keywords, self.address.index)
         exposure.reach("start", self.cache, current_tai())
         self.exposures[image] = exposure
         self._finished[image] = asyncio.Event()
-        wait = start.timeout if start.timeout > 0 else 60.0
-        self._exposure_tasks[image] = asyncio.create_task(
-            self._complete(exposure, wait), name=f"{self.address}-{image}"
-        )
+        wait = min(start.timeout, _LONGEST_WAIT) if start.timeout > 0 else 60.0
+        self._exposure_tasks[image] = self.jobs.spawn(
+            self._complete(exposure, wait), f"exposure-{image}",
+            on_error=lambda exc: self._exposure_failed(image, exc),
+        )  # fmt: skip
+
+    def _drop(self, image: str) -> None:
+        """Drop a startIntegration beyond ``max_open_exposures``: a warning at most every
+        minute, saying how many went since the last (a flood must not flood the log)."""
+        self.exposures_dropped += 1
+        self._drops.warning(self.log, "too many exposures open; startIntegration dropped",
+                            image=image, open=len(self.exposures))  # fmt: skip
+
+    async def _exposure_failed(self, image: str, exc: BaseException) -> None:
+        """An exposure's task failed in a way nobody planned for (a bug): its traceback
+        is logged already (:class:`~cscs.core.tasks.Jobs`); this says the header of
+        ``image`` is lost, and the service carries on.
+
+        Why not FAULT (``task_failed``): an exposure is made of what others publish, and
+        anyone on the network can publish anything. If odd input could reach a bug here,
+        a FAULT would hand whoever sent it the power to stop every header after it; an
+        abandoned exposure costs one header, which the archiver notices (it archives the
+        image without it, ``headerComplete`` false) and this ERROR names. Failures whose
+        cause is the service itself (a document it cannot write or announce) still FAULT
+        (5001, 5002, 5003), as they would fail for every image."""
+        self.log.error("exposure abandoned after an unexpected error", image=image,
+                       error=repr(exc))  # fmt: skip
 
     def _on_start_readout(self, event: Parsed[StartReadout]) -> None:
         self._moment(event.data.imageName, START_READOUT.name)
 
     def _on_end_readout(self, event: Parsed[EndReadout]) -> None:
         exposure = self.exposures.get(event.data.imageName)
-        if exposure is not None:
-            exposure.readout = event.data
-        self._moment(event.data.imageName, END_READOUT.name)
+        if exposure is None:
+            return
+        others = [s for s in event.data.sensor_names if s not in self._detectors]
+        if others:  # the document lists the sensors: only this camera's
+            self.log.warning("ignored an endReadout naming another camera's sensors",
+                             image=exposure.image, sensors=",".join(others[:5]))  # fmt: skip
+            return
+        exposure.readout = event.data
+        self._moment(exposure.image, END_READOUT.name)
 
     def _on_end_of_image_telemetry(self, event: Parsed[EndOfImageTelemetry]) -> None:
         exposure = self.exposures.get(event.data.imageName)
@@ -251,7 +304,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         )
         image = exposure.image
         document = render(image, str(self.address), self.version, self.camera, sensors, primary)
-        path = self.output_dir / start.imageDate / f"{image}.yaml"
+        path = files.path_under(self.output_dir, start.imageDate, f"{image}.yaml")
         try:
             files.write_atomically(path, document.data)
         except OSError as exc:
@@ -264,6 +317,10 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
             document, path = await asyncio.to_thread(self._write_header, exposure)
         except HeaderWriteError as exc:
             await self.fault(ERROR_CANNOT_WRITE, str(exc))
+            return
+        except files.PathEscapeError as exc:  # a name that got past the event's checks
+            self.log.error("header refused: its path would leave the output directory",
+                           image=image, error=str(exc))  # fmt: skip
             return
         except Exception as exc:
             await self.fault_from_exception(

@@ -1,18 +1,27 @@
 """Rendering an exposure's collected and derived keywords as its header document.
 
 The document's format is declared in :mod:`cscs.camera.headers` (the archiver reads it
-with the same declaration); this module only fills it in.
+with the same declaration); this module only fills it in. What it is filled with comes
+off the bus (a target's name, a group id), so a value a FITS header cannot hold (too
+long, not printable ASCII, not finite, beyond 64 bits) becomes a missing keyword with
+its reason, never a document that cannot be written or a header service in FAULT.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from cscs.camera.geometry import SEGMENTS, Camera, detector_keywords
-from cscs.camera.headers import HeaderCard, HeaderDocument, MissingKeyword, dump_header_document
+from cscs.camera.headers import (
+    MAX_TEXT_LENGTH,
+    HeaderCard,
+    HeaderDocument,
+    MissingKeyword,
+    check_header_value,
+    dump_header_document,
+)
 from cscs.header_service.collect import Missing, Value
 
 __all__ = ["RenderedHeader", "render"]
@@ -27,21 +36,29 @@ class RenderedHeader:
     missing: tuple[str, ...]
 
 
-def _plain(value: Any) -> Any:
-    """YAML-safe scalars only (numpy and NaN never reach the file)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _printable(text: str) -> str:
+    """``text`` as a header comment can hold it (a reason may quote what came in)."""
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text)[:MAX_TEXT_LENGTH]
+
+
+def _usable(entry: Value | Missing) -> Value | Missing:
+    """``entry`` with a plain value (numpy scalars made Python ones) a FITS header can
+    hold, or missing with the reason why not."""
+    if isinstance(entry, Missing):
+        return entry
+    value = entry.value.item() if hasattr(entry.value, "item") else entry.value
+    try:
+        check_header_value(value)
+    except ValueError as exc:
+        return Missing(f"value unusable in a FITS header: {exc}")
+    return Value(value, entry.unit, entry.comment)
 
 
 def _card(keyword: str, entry: Value | Missing) -> HeaderCard:
     if isinstance(entry, Missing):
-        return HeaderCard(keyword=keyword, value=None, comment="not collected: " + entry.reason)
-    return HeaderCard(
-        keyword=keyword, value=_plain(entry.value), unit=entry.unit, comment=entry.comment
-    )
+        comment = _printable("not collected: " + entry.reason)
+        return HeaderCard(keyword=keyword, value=None, comment=comment)
+    return HeaderCard(keyword=keyword, value=entry.value, unit=entry.unit, comment=entry.comment)
 
 
 def _plain_cards(keywords: dict[str, Any]) -> list[HeaderCard]:
@@ -56,7 +73,8 @@ def render(
     sensors: list[str],
     primary: list[tuple[str, Value | Missing]],
 ) -> RenderedHeader:
-    missing = [(k, e.reason) for k, e in primary if isinstance(e, Missing)]
+    primary = [(k, _usable(e)) for k, e in primary]
+    missing = [(k, _printable(e.reason)) for k, e in primary if isinstance(e, Missing)]
     document = HeaderDocument(
         imageName=image,
         generator=generator,
