@@ -6,26 +6,68 @@ from typing import Any
 
 from cscs.core.remote import Received
 from cscs.core.topics import CscAddress, Kind
+from cscs.core.transport import Message
 from cscs.ocs.status import StatusBoard
 from cscs.ocs.watch import describe
 
 A = CscAddress("Archiver", 1)
 
 
-def event(topic_name: str, **data: Any) -> Received:
-    return Received(A, Kind.EVENT, topic_name, data | {"seq": 1, "sent_tai": 0.0})
+def event(topic_name: str, sent_tai: float = 0.0, **data: Any) -> Received:
+    return Received(A, Kind.EVENT, topic_name, data | {"seq": 1, "sent_tai": sent_tai})
 
 
 def test_board_tracks_state_heartbeat_and_error() -> None:
     """State, heartbeat age, condition and last error per CSC."""
     board = StatusBoard()
-    board.update(event("summaryState", summaryState=2, name="ENABLED"), now=100.0)
+    board.update(event("summaryState", 10.0, summaryState=2, name="ENABLED"), 100.0, tai=10.0)
     board.update(event("heartbeat"), now=101.0)
-    board.update(event("errorCode", errorCode=7, errorReport="disk full"), now=101.0)
+    board.update(event("errorCode", 11.0, errorCode=7, errorReport="disk full"), 101.0, tai=11.0)
     assert board.rows(now=102.0) == [
         ("Archiver:1", "ENABLED", "1.0 s", "alive", "-", "7: disk full")
     ]
     assert board.rows(now=105.0)[0][3] == "LOST (no heartbeat)"
+
+
+def test_an_error_older_than_the_last_state_change_is_not_shown() -> None:
+    """A CSC that went FAULT, then STANDBY and back to ENABLED no longer shows the
+    error; one in FAULT shows it however old; a forged sent_tai from the future counts
+    as the moment it arrived, so a real state change afterwards still hides it."""
+    board = StatusBoard()
+    board.update(event("heartbeat"), now=1.0)
+    board.update(event("errorCode", 5.0, errorCode=6002, errorReport="disk"), 1.0, tai=5.0)
+    board.update(event("summaryState", 6.0, summaryState=3, name="FAULT"), 1.0, tai=6.0)
+    assert board.rows(now=1.0)[0][5] == "6002: disk"
+    board.update(event("summaryState", 7.0, summaryState=5, name="STANDBY"), 1.0, tai=7.0)
+    assert board.rows(now=1.0)[0][5] == "-"
+    forged = event("errorCode", 1e12, errorCode=1, errorReport="forged")
+    board.update(forged, 2.0, tai=8.0)
+    assert board.rows(now=2.0)[0][5] == "1: forged"  # newer than the state, for now
+    board.update(event("summaryState", 9.0, summaryState=1, name="DISABLED"), 2.0, tai=9.0)
+    assert board.rows(now=2.0)[0][5] == "-"
+
+
+def test_retained_state_without_a_heartbeat_is_not_trusted() -> None:
+    """A retained state nobody's heartbeat confirms (a forgery for a CSC that does not
+    exist, or one that died without a will) is shown in parentheses, flagged."""
+    board = StatusBoard()
+    ghost = CscAddress("Ghost", 7)
+    state = {"summaryState": 2, "name": "ENABLED", "seq": 1, "sent_tai": 1.0}
+    board.update(Received(ghost, Kind.EVENT, "summaryState", state, retained=True), 1.0)
+    row = board.rows(now=3.0)[0]
+    assert row[:4] == ("Ghost:7", "(ENABLED)", "-", "NO HEARTBEAT (state unconfirmed)")
+    board.update(Received(ghost, Kind.EVENT, "heartbeat", {"seq": 1, "sent_tai": 2.0}), 3.0)
+    assert board.rows(now=3.0)[0][1:4] == ("ENABLED", "0.0 s", "alive")
+
+
+def test_an_empty_retained_error_clears_it() -> None:
+    """A CSC clears a forged retained errorCode with an empty payload: gone from the board."""
+    board = StatusBoard()
+    board.update(event("summaryState", 1.0, summaryState=2, name="ENABLED"), 1.0, tai=1.0)
+    board.update(event("errorCode", 2.0, errorCode=9, errorReport="forged"), 1.0, tai=2.0)
+    assert board.rows(now=1.0)[0][5] == "9: forged"
+    board.cleared(Message(A.event("errorCode"), b"", retain=True))
+    assert board.rows(now=1.0)[0][5] == "-"
 
 
 def test_last_will_shows_lost() -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "AppliedConfiguration",
     "ConfigSchema",
     "ConfigSource",
+    "default_config",
     "list_overrides",
     "load_configuration",
 ]
@@ -63,6 +64,17 @@ class AppliedConfiguration(Generic[C]):
     @property
     def names(self) -> str:
         return ",".join(f.name for f in self.files)
+
+
+def default_config(schema: type[C], owner: str) -> C:
+    """The configuration in force until ``start``: the schema's defaults."""
+    try:
+        return schema()
+    except Exception as exc:  # a schema with a required field: a bug of the component
+        raise TypeError(
+            f"{owner}.config_schema {schema.__name__} must give every field a default "
+            f"(they apply until start): {exc}"
+        ) from None
 
 
 def list_overrides(source: ConfigSource) -> list[str]:

@@ -19,11 +19,7 @@ from typing import Any, ClassVar, Generic, TextIO, TypeVar, cast
 from cscs.core import generic as g
 from cscs.core.auth import AuthList
 from cscs.core.commands import CommandBinding, CommandContext, bind
-from cscs.core.config import (
-    ConfigSchema,
-    ConfigSource,
-    load_configuration,
-)
+from cscs.core.config import ConfigSchema, ConfigSource, default_config, load_configuration
 from cscs.core.dispatch import CommandRunner, Dropped, triage
 from cscs.core.errors import ExpectedError
 from cscs.core.follow import Followers, Listener
@@ -83,7 +79,7 @@ class BaseCsc(Generic[C]):
         self.lifecycle = Lifecycle(initial_state)
         self.auth = AuthList()
         self.log_level = logging.INFO
-        self.config: C = self._default_config()
+        self.config: C = default_config(self._schema, type(self).__name__)
         config_dir = self.settings.config_dir
         directory = config_dir / self.address.name if config_dir else self.default_config_dir
         self.config_source = ConfigSource(directory, self.settings.site) if directory else None
@@ -123,16 +119,6 @@ class BaseCsc(Generic[C]):
         if missing:
             raise ValueError(f"{self.address.name}: no handler for {', '.join(sorted(missing))}")
         self.commands = CommandRunner(bindings, self._triage, self._send_ack, self.log)
-
-    def _default_config(self) -> C:
-        schema = self._schema
-        try:
-            return schema()
-        except Exception as exc:  # a schema with a required field: a bug of the component
-            raise TypeError(
-                f"{type(self).__name__}.config_schema {schema.__name__} must give every "
-                f"field a default (they apply until start): {exc}"
-            ) from None
 
     @property
     def _schema(self) -> type[C]:
@@ -372,52 +358,37 @@ class BaseCsc(Generic[C]):
             self.done.set()
 
     async def fault(self, code: int, report: str, tb: str = "") -> None:
-        """Go to FAULT by itself: publish ``errorCode``, then ``summaryState`` (ICD §3)."""
-        if not self.lifecycle.allows("fault"):
-            self.log.warning("fault while it cannot fault", state=self.state.name, report=report)
-            return
-        self.log.error("going to FAULT", errorCode=code, report=report)
-        await self.publish_event(
-            g.ERROR_CODE, g.ErrorCode(errorCode=code, errorReport=report, traceback=tb)
-        )
-        old = self.state
-        self.lifecycle.fault()
-        await self._state_changed(old, State.FAULT)
+        """Go to FAULT by itself: publish ``errorCode``, then ``summaryState`` (ICD §3).
+        Where FAULT cannot be entered (STANDBY, FAULT already), the ``errorCode`` alone
+        says what went wrong."""
+        self.log.error("going to FAULT", errorCode=code, report=report, state=self.state.name)
+        error = g.ErrorCode(errorCode=code, errorReport=report, traceback=tb)
+        await self.publish_event(g.ERROR_CODE, error)
+        if self.lifecycle.allows("fault"):
+            old = self.state
+            self.lifecycle.fault()
+            await self._state_changed(old, State.FAULT)
 
     async def fault_from_exception(self, code: int, report: str, exc: BaseException) -> None:
-        await self.fault(code, f"{report}: {exc}", "".join(traceback.format_exception(exc)))
+        await self.fault(code, f"{report}: {exc!r}", "".join(traceback.format_exception(exc)))
 
     # ---- supervision (cscs.core.tasks) -------------------------------------------------
 
     def keep_running(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
         """Run ``loop()`` for as long as the CSC runs: restarted after a back-off if it
         fails (or returns), each failure reported by :meth:`task_failed`."""
-        task = asyncio.create_task(
-            keep_running(loop, name, self.log, self.task_failed), name=f"{self.address}-{name}"
-        )
-        self._background.append(task)
+        task = keep_running(loop, name, self.log, self.task_failed)
+        self._background.append(asyncio.create_task(task, name=f"{self.address}-{name}"))
 
     def report_failure(self, name: str, exc: BaseException) -> None:
-        """:meth:`task_failed`, from code that cannot await (a callback, a thread's
+        """:meth:`task_failed`, from code that cannot await (a callback, or a thread's
         report handed to the event loop)."""
-
-        async def failed() -> None:
-            await self.task_failed(name, exc)
-
-        self.jobs.spawn(failed(), f"{name}-failed")
+        self.jobs.spawn(self.task_failed(name, exc), f"{name}-failed")
 
     async def task_failed(self, name: str, exc: BaseException) -> None:
-        """A part of this CSC failed in a way nobody planned for (a bug, or a broken
-        peer we did not foresee): ``errorCode`` ``ERROR_TASK_FAILED`` with the traceback,
-        then FAULT where the state allows it; in STANDBY or FAULT the ``errorCode`` alone
-        says it."""
-        report = f"{name} failed unexpectedly: {exc!r}"
-        if self.lifecycle.allows("fault"):
-            await self.fault_from_exception(g.ERROR_TASK_FAILED, f"{name} failed unexpectedly", exc)
-            return
-        tb = "".join(traceback.format_exception(exc))
-        error = g.ErrorCode(errorCode=g.ERROR_TASK_FAILED, errorReport=report, traceback=tb)
-        await self.publish_event(g.ERROR_CODE, error)
+        """A part of this CSC failed in a way nobody planned for (a bug, or a broken peer
+        nobody foresaw): ``errorCode`` 1001 with the traceback, and FAULT."""
+        await self.fault_from_exception(g.ERROR_TASK_FAILED, f"{name} failed unexpectedly", exc)
 
     # ---- generic commands that keep the state ------------------------------------------
 

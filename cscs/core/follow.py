@@ -4,7 +4,9 @@ running when the CSC stops listening.
 
 Anyone on the bus can publish anything on any topic, so a message that is not JSON, or
 not what its declaration says, is logged with the reason and skipped; it never reaches
-the handler and never ends the listening.
+the handler and never ends the listening. A handler that fails on a message (a bug, or
+an input nobody foresaw) has that message dropped, logged with the traceback; the
+messages after it are still handled.
 """
 
 from __future__ import annotations
@@ -113,6 +115,10 @@ class Followers:
         async for message in subscription:
             received = Received.from_message(message)
             if received is None:
-                self._log.warning("ignored an unreadable message", topic=message.topic)
+                self._log.warning("ignored an unreadable message", topic=message.topic[:200])
                 continue
-            handler(received)
+            try:
+                handler(received)
+            except Exception as exc:
+                self._log.error("a message could not be handled; dropped",
+                                topic=message.topic, exc_info=exc)  # fmt: skip

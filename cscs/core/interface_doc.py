@@ -53,6 +53,25 @@ the project adds to it and every topic each CSC declares.
   back-off (50 ms doubling to 2 s) and republishes its retained events with their
   original `seq`. Telemetry and heartbeats are dropped while disconnected; events and
   acks wait up to 30 s and 10 s for the broker.
+* **A command heard twice** (the same `origin` and `seq`: a QoS 1 redelivery after a
+  reconnect, a replay) runs once: while the first is running, a repeat gets nothing; once
+  it has finished, a repeat gets the same final ack again, and nothing is run. Commands
+  are remembered for an hour, the last 10 000 of them. A repeat naming another command
+  (a `seq` reused) is logged and dropped.
+* **Failures nobody planned for**: when a part of a CSC fails unexpectedly (a bug, or an
+  input nobody foresaw) it publishes `errorCode` 1001 ("… failed unexpectedly") with
+  the traceback and goes to `FAULT` (the `errorCode` alone where it cannot: in
+  `STANDBY`); the failed part is started again, so the CSC still answers `standby` and
+  still beats. A failure tied to one image or one message is handled instead (that
+  message dropped, that image left to catch-up), and logged with its traceback.
+* **Retained events belong to their CSC**: a CSC that hears, live, on one of its own
+  retained event topics a message it did not publish, publishes its own again (or, if
+  it has published nothing there, clears the retained message with an empty payload):
+  at most once a second per topic, logged. Monitors must treat an empty retained
+  payload as "no value".
+* **Names are checked** where messages are parsed (ICD 1.1 §5): an event whose image
+  name, day of observation or sensor list does not match its pattern (or lists more than
+  205 sensors, or one twice) is malformed: logged and dropped as a whole.
 * **Configuration**: `start`'s `configurationOverride` names a file listed in
   `configurationsAvailable.overrides` (with or without `.yaml`); the layers applied are
   `_init.yaml`, `_{{CSCS_SITE}}.yaml`, then the override. `configurationApplied.version`

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
@@ -19,7 +20,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from cscs.core.generic import LogMessage
 
-__all__ = ["LevelFilter", "PublishLogRecord", "level_number", "make_csc_logger"]
+__all__ = ["LevelFilter", "PublishLogRecord", "Throttle", "level_number", "make_csc_logger"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -122,3 +123,25 @@ def _drop_callsite(
     for key in ("pathname", "func_name", "lineno"):
         event_dict.pop(key, None)
     return event_dict
+
+
+class Throttle:
+    """At most one log line per ``interval`` seconds for a condition that may recur at
+    a hostile peer's rate (a flood of forged messages), each saying how many were
+    suppressed since the last: a flood is visible, but never becomes a flood of logs."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self.suppressed = 0
+        self._last: float | None = None
+
+    def warning(self, log: FilteringBoundLogger, event: str, **fields: Any) -> bool:
+        """Log ``event`` unless one was logged within ``interval``; True if logged."""
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.interval:
+            self.suppressed += 1
+            return False
+        self._last = now
+        log.warning(event, suppressed=self.suppressed, **fields)
+        self.suppressed = 0
+        return True

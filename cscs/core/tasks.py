@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
 from cscs.core.backoff import Backoff
 
-__all__ = ["FailureHandler", "Jobs", "cancel_and_wait", "keep_running"]
+__all__ = ["ErrorLog", "FailureHandler", "Jobs", "cancel_and_wait", "keep_running"]
 
 #: What is done with an unexpected failure: ``(task name, exception)``.
 FailureHandler = Callable[[str, BaseException], Awaitable[None]]
@@ -55,6 +55,13 @@ async def cancel_and_wait(
         log.error(f"{what}: tasks did not stop", tasks=",".join(t.get_name() for t in stuck))
 
 
+class ErrorLog(Protocol):
+    """Where :func:`keep_running` says a failure: a structlog logger, or a shim that hands
+    the line to another thread's logger (the DAQ server's)."""
+
+    def error(self, event: str, **fields: Any) -> Any: ...
+
+
 class TaskEndedError(RuntimeError):
     """A loop that should run for the CSC's whole life returned."""
 
@@ -62,7 +69,7 @@ class TaskEndedError(RuntimeError):
 async def keep_running(
     loop: Callable[[], Awaitable[None]],
     name: str,
-    log: FilteringBoundLogger,
+    log: ErrorLog,
     on_failure: FailureHandler,
     backoff: Backoff | None = None,
 ) -> None:
@@ -92,7 +99,7 @@ async def keep_running(
         await asyncio.sleep(delay)
 
 
-async def _handle(handling: Awaitable[None], log: FilteringBoundLogger, name: str) -> None:
+async def _handle(handling: Awaitable[None], log: ErrorLog, name: str) -> None:
     """Run a failure handler; one that fails itself is logged, never raised."""
     try:
         await handling

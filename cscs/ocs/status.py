@@ -3,6 +3,13 @@
 :class:`StatusBoard` is pure data: fed with decoded events and the time they came, it
 gives rows, a plain table (for pipes, logs and tests) and a ``rich`` table (for a
 terminal, states in colour). :func:`show_status` is the I/O around it.
+
+What it believes (``docs/security.md``): a retained state is only a claim until the
+CSC's heartbeat confirms it — a CSC that has state but no heartbeat is shown as such,
+with its state in parentheses (someone may have published it for a CSC that does not
+exist); an ``errorCode`` is shown while the CSC is in FAULT, or when it is newer than the
+CSC's last state change (a stale or forged one, older than a real disable/enable, is
+not), and no message is taken to be newer than the moment it arrived.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from rich.text import Text
 
 from cscs.core.remote import Received
 from cscs.core.states import State
-from cscs.core.topics import CscAddress, Kind
-from cscs.core.transport import Subscription, Transport
+from cscs.core.tai import current_tai
+from cscs.core.topics import CscAddress, Kind, parse_topic
+from cscs.core.transport import Message, Subscription, Transport
 
 __all__ = ["HEARTBEAT_LOST_AFTER", "CscStatus", "StatusBoard", "show_status"]
 
@@ -44,6 +52,15 @@ class CscStatus:
     last_heartbeat: float | None = None
     last_error: str = ""
     latest_image: str = ""  # taken (camera), described (header service) or archived
+    state_tai: float = 0.0  # when the state was sent (never later than it arrived)
+    error_tai: float = 0.0  # when the error was sent (idem)
+
+    @property
+    def error_shown(self) -> str:
+        """The last error, if it still says something about this CSC."""
+        if self.state == "FAULT" or self.error_tai > self.state_tai:
+            return self.last_error
+        return ""
 
     def heartbeat_age(self, now: float) -> float | None:
         return None if self.last_heartbeat is None else now - self.last_heartbeat
@@ -55,20 +72,30 @@ class CscStatus:
             return "exited"
         age = self.heartbeat_age(now)
         if age is None:
-            return "no heartbeat yet"
+            return "NO HEARTBEAT (state unconfirmed)"
         return "alive" if age <= HEARTBEAT_LOST_AFTER else "LOST (no heartbeat)"
+
+    @property
+    def state_shown(self) -> str:
+        """The state; in parentheses while no heartbeat has confirmed the CSC exists."""
+        unconfirmed = self.last_heartbeat is None and not self.lost and self.state != "OFFLINE"
+        return f"({self.state})" if unconfirmed else self.state
 
 
 @dataclass
 class StatusBoard:
     cscs: dict[CscAddress, CscStatus] = field(default_factory=dict)
 
-    def update(self, received: Received, now: float) -> None:
+    def update(self, received: Received, now: float, tai: float | None = None) -> None:
+        """One decoded event, heard at ``now`` (monotonic) = ``tai`` (TAI, the clock of
+        ``sent_tai``; default the current time)."""
         if received.kind is not Kind.EVENT:
             return
         status = self.cscs.setdefault(received.address, CscStatus(received.address))
         data = received.data
+        sent = min(received.sent_tai, current_tai() if tai is None else tai)
         if received.name == "summaryState":
+            status.state_tai = sent
             code = data.get("summaryState")
             try:
                 status.state = State(int(code)).name  # type: ignore[arg-type]
@@ -82,10 +109,18 @@ class StatusBoard:
             status.lost = False
         elif received.name == "errorCode":
             status.last_error = f"{data.get('errorCode')}: {data.get('errorReport', '')}"
+            status.error_tai = sent
         elif received.name in _IMAGE_EVENTS:
             image = data.get(_IMAGE_EVENTS[received.name])
             if isinstance(image, str) and image:
                 status.latest_image = image
+
+    def cleared(self, message: Message) -> None:
+        """An empty retained payload: the retained ``errorCode`` removed (by its CSC,
+        correcting a forgery); other topics keep what they showed."""
+        parsed = parse_topic(message.topic)
+        if parsed is not None and parsed.name == "errorCode" and parsed.address in self.cscs:
+            self.cscs[parsed.address].last_error = ""
 
     def rows(self, now: float) -> list[tuple[str, ...]]:
         rows: list[tuple[str, ...]] = []
@@ -95,11 +130,11 @@ class StatusBoard:
             rows.append(
                 (
                     str(address),
-                    status.state,
+                    status.state_shown,
                     "-" if age is None else f"{age:.1f} s",
                     status.condition(now),
                     status.latest_image or "-",
-                    status.last_error or "-",
+                    status.error_shown or "-",
                 )
             )
         return rows
@@ -123,8 +158,8 @@ class StatusBoard:
         for row in self.rows(now):
             name, state, age, condition, image, error = row
             table.add_row(
-                name, Text(state, style=_STATE_STYLES.get(state, "")), age,
-                Text(condition, style="bold red" if "LOST" in condition else ""),
+                name, Text(state, style=_STATE_STYLES.get(state, "dim")), age,
+                Text(condition, style="bold red" if condition[:4] in ("LOST", "NO H") else ""),
                 image, Text(error, style="red" if error != "-" else "dim"),
             )  # fmt: skip
         if not self.cscs:
@@ -151,6 +186,9 @@ async def _listen(messages: Subscription, board: StatusBoard, seconds: float) ->
             message = await messages.get(remaining)
         except TimeoutError:
             return
+        if not message.payload:
+            board.cleared(message)
+            continue
         received = Received.from_message(message)
         if received is not None:
             board.update(received, time.monotonic())

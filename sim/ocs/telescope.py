@@ -135,7 +135,7 @@ class TelescopeCsc(BaseCsc[TelescopeConfig]):
         await self.publish_event(TARGET, self.target)
         await self.publish_event(FILTER, self.filter)
         await self.publish_event(IN_POSITION, InPosition(inPosition=True))
-        self._background.append(asyncio.create_task(self._track(), name=f"{self.address}-mount"))
+        self.keep_running(self._track, "mount")
         return self
 
     async def _track(self) -> None:

@@ -76,7 +76,7 @@ class WeatherCsc(BaseCsc[WeatherConfig]):
 
     async def __aenter__(self) -> WeatherCsc:
         await super().__aenter__()
-        self._background.append(asyncio.create_task(self._report(), name=f"{self.address}-wx"))
+        self.keep_running(self._report, "weather")
         return self
 
     def now(self, tai: float) -> WeatherValues:
