@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from cscs.core.broker import Backend, EmbeddedBroker, find_mosquitto
 from cscs.core.testing import MemoryBroker
 from cscs.core.transport import Connector
+from sim.process_site import ProcessSite, process_site
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -76,6 +77,26 @@ async def real_broker(
 ) -> EmbeddedBroker:
     """A real broker (embedded amqtt, Mosquitto), shared by the session."""
     return await _started(str(request.param), _embedded)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def process_site_on_mosquitto(
+    _embedded: dict[str, EmbeddedBroker], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ProcessSite]:
+    """Weather:0, HeaderService:1, Archiver:1 and Camera:1, each in its own process on
+    Mosquitto, shared by a module's tests (each leaves the site as it found it)."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto); .ci/run installs it")
+    broker = await _started("mosquitto", _embedded)
+    async with process_site(broker, tmp_path_factory.mktemp("site") / "state") as site:
+        yield site
+
+
+@pytest_asyncio.fixture
+async def process_site_now(process_site_on_mosquitto: ProcessSite) -> AsyncIterator[ProcessSite]:
+    """The module's site, with a connection of this test's own."""
+    async with process_site_on_mosquitto.connected() as site:
+        yield site
 
 
 @pytest.fixture(params=REAL_BROKERS)

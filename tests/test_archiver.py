@@ -336,7 +336,8 @@ async def test_a_late_header_completes_the_file(
         )
         document = render(first["imageName"], "HeaderService:1", "test", Camera.LATISS,
                           ["R00_S00"], primary)  # fmt: skip
-        path = tmp_path / "late-header.yaml"
+        path = tmp_path / "state1" / "headers" / "HeaderService-1" / "late-header.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)  # a trusted directory (docs/security.md)
         path.write_bytes(document.data)
         late = {"id": first["imageName"], "url": path.as_uri(), "byteSize": len(document.data),
                 "checkSum": document.md5, "mimeType": "application/yaml",

@@ -5,6 +5,7 @@ brokers is ``test_archiver.py``.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import structlog
 
+from cscs.archiver.catchup import catch_up_periodically
 from cscs.archiver.csc import ArchiverCsc
 from cscs.archiver.headers import HeaderSource
 from cscs.archiver.plan import plan_catch_up
@@ -20,7 +22,7 @@ from cscs.archiver.reader import DaqReads, ReadFailedError
 from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError, Provenance
 from cscs.camera.events import EndOfImageTelemetry, StartIntegration
 from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_ROWS, SEGMENTS, Camera
-from cscs.camera.headers import LargeFileObjectAvailable
+from cscs.camera.headers import HeaderTrust, LargeFileObjectAvailable
 from cscs.camera.verify import verify_raw_file
 from cscs.core import generic as g
 from cscs.core.protocol import encode
@@ -37,6 +39,7 @@ from cscs.daq.reader import ImageInfo, SensorPixels
 from cscs.header_service.collect import Value
 from cscs.header_service.derived import derived_keywords
 from cscs.header_service.document import render
+from sim.testing import config_dir
 
 IMAGE = "AT_O_20261121_000007"
 LOG = structlog.get_logger("test")
@@ -50,8 +53,9 @@ def pixels(image: str = IMAGE, sensor: str = "R00_S00", seed: int = 0) -> Sensor
     return SensorPixels(image, sensor, segments, ())
 
 
-def header_document(tmp_path: Path, image: str = IMAGE) -> LargeFileObjectAvailable:
-    """A header written by the header service's own code, and its announcement."""
+def header_document(directory: Path, image: str = IMAGE) -> LargeFileObjectAvailable:
+    """A header written by the header service's own code into ``directory`` (as
+    ``{directory}/{image}.yaml``), and its announcement."""
     start = StartIntegration(
         imageName=image, imageIndex=1, imagesInSequence=1, imageSource="AT",
         imageController="O", imageDate="20261121", imageNumber=7, groupId="g",
@@ -64,7 +68,8 @@ def header_document(tmp_path: Path, image: str = IMAGE) -> LargeFileObjectAvaila
     )  # fmt: skip
     primary = derived_keywords(Camera.LATISS, start, end, Value(10.0), Value(-85.0))
     rendered = render(image, "HeaderService:1", "test", Camera.LATISS, ["R00_S00"], primary)
-    path = tmp_path / f"{image}.yaml"
+    path = directory / f"{image}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(rendered.data)
     return LargeFileObjectAvailable(
         id=image, url=path.as_uri(), byteSize=len(rendered.data), checkSum=rendered.md5,
@@ -73,11 +78,16 @@ def header_document(tmp_path: Path, image: str = IMAGE) -> LargeFileObjectAvaila
     )  # fmt: skip
 
 
+def trusting(directory: Path) -> HeaderTrust:
+    """Header documents may be read from ``directory`` (and under it) only."""
+    return HeaderTrust((directory,))
+
+
 # ---- the header source ---------------------------------------------------------------------
 
 
 async def test_an_announced_header_is_fetched_checked_and_kept(tmp_path: Path) -> None:
-    source = HeaderSource(LOG)
+    source = HeaderSource(LOG, trust=trusting(tmp_path))
     announcement = header_document(tmp_path)
     source.announce(announcement)
     header = await source.get(IMAGE, wait=0)
@@ -91,7 +101,7 @@ async def test_an_announced_header_is_fetched_checked_and_kept(tmp_path: Path) -
 
 
 async def test_a_header_announced_later_is_waited_for(tmp_path: Path) -> None:
-    source = HeaderSource(LOG)
+    source = HeaderSource(LOG, trust=trusting(tmp_path))
     waiting = asyncio.create_task(source.get(IMAGE, wait=10))
     await asyncio.sleep(0)
     assert not waiting.done()
@@ -99,8 +109,8 @@ async def test_a_header_announced_later_is_waited_for(tmp_path: Path) -> None:
     assert await waiting is not None
 
 
-async def test_a_header_that_never_comes_is_waited_for_once_per_image() -> None:
-    source = HeaderSource(LOG)
+async def test_a_header_that_never_comes_is_waited_for_once_per_image(tmp_path: Path) -> None:
+    source = HeaderSource(LOG, trust=trusting(tmp_path))
     assert await source.get(IMAGE, wait=0.01) is None
     again = asyncio.create_task(source.get(IMAGE, wait=10))  # another sensor of the image
     await asyncio.sleep(0)
@@ -123,7 +133,7 @@ async def test_a_header_unlike_its_announcement_is_not_used(
     assert callable(damage)
     data = await asyncio.to_thread(path.read_bytes)
     await asyncio.to_thread(path.write_bytes, damage(data))
-    source = HeaderSource(LOG)
+    source = HeaderSource(LOG, trust=trusting(tmp_path))
     source.announce(announcement)
     assert await source.get(IMAGE, wait=0) is None
     assert why in capsys.readouterr().out
@@ -133,7 +143,8 @@ async def test_a_header_unlike_its_announcement_is_not_used(
     ("document", "why"),
     [
         (b"just a string\n", "a header document is a mapping, not str"),
-        (b"imageName: x\n", "generator: Field required"),
+        (b"imageName: x\n", "imageName: Value error, not an image name"),
+        (f"imageName: {IMAGE}\n".encode(), "generator: Field required"),
         (b"[unclosed\n", "not valid YAML"),
     ],
 )
@@ -143,7 +154,7 @@ async def test_a_document_that_is_no_header_is_refused_naming_why(
     """With its MD5 right (the announcer is wrong, not the transfer): never a crash."""
     path = tmp_path / "h.yaml"
     path.write_bytes(document)
-    source = HeaderSource(LOG)
+    source = HeaderSource(LOG, trust=trusting(tmp_path))
     source.announce(
         LargeFileObjectAvailable(
             id=IMAGE, url=path.as_uri(), byteSize=len(document),
@@ -157,12 +168,12 @@ async def test_a_document_that_is_no_header_is_refused_naming_why(
 
 async def test_an_unannounced_header_is_found_where_the_template_says(tmp_path: Path) -> None:
     header_document(tmp_path)  # written, never announced
-    source = HeaderSource(LOG, template=tmp_path.as_uri() + "/{image}.yaml")
+    source = HeaderSource(LOG, template=tmp_path.as_uri() + "/{image}.yaml",
+                          trust=trusting(tmp_path))  # fmt: skip
     header = await source.get(IMAGE, wait=0)
     assert header is not None
-    assert await HeaderSource(LOG, template=tmp_path.as_uri() + "/x/{image}.yaml").get(
-        IMAGE, wait=0
-    ) is None  # fmt: skip
+    assert await HeaderSource(LOG, template=tmp_path.as_uri() + "/x/{image}.yaml",
+                              trust=trusting(tmp_path)).get(IMAGE, wait=0) is None  # fmt: skip
 
 
 # ---- DAQ reads -------------------------------------------------------------------------------
@@ -293,7 +304,7 @@ def test_a_file_completed_with_its_header_replaces_its_row(tmp_path: Path) -> No
         announcement = header_document(tmp_path)
         from cscs.archiver.headers import fetch_header
 
-        header = fetch_header(announcement.url, IMAGE, announcement)
+        header = fetch_header(announcement.url, IMAGE, announcement, trusting(tmp_path))
         row = store.write(pixels(), header, Provenance("tcp://daq", "test"))
         assert row.header_complete
         assert store.files_of(IMAGE) == [row]
@@ -376,6 +387,42 @@ def test_nothing_to_catch_up_is_an_empty_plan() -> None:
     assert plan_catch_up([done], {"AT_O_20261121_000001": {"R00_S00"}}) == []
 
 
+async def test_periodic_catch_up_waits_anew_when_reconfigured_and_outlives_a_bug() -> None:
+    """A pass not due is skipped; a new configuration restarts the wait with its own
+    interval; a pass that fails unexpectedly is logged and the next one still comes."""
+    reconfigured = asyncio.Event()
+    interval, due, passes, second = 0.01, False, 0, asyncio.Event()
+
+    async def catch_up() -> None:
+        nonlocal passes
+        passes += 1
+        if passes == 1:
+            raise RuntimeError("a deliberate bug")
+        second.set()
+
+    with structlog.testing.capture_logs() as logs:
+        loop = asyncio.create_task(
+            catch_up_periodically(lambda: interval, reconfigured, lambda: due, catch_up, LOG)
+        )
+        try:
+            await asyncio.sleep(0.1)  # ten intervals, none due
+            interval = 3600.0
+            reconfigured.set()
+            await asyncio.sleep(0.05)  # now waiting out the hour
+            due = True
+            await asyncio.sleep(0.05)
+            assert passes == 0
+            interval = 0.01
+            reconfigured.set()
+            await asyncio.wait_for(second.wait(), 10.0)
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+    errors = [entry["event"] for entry in logs if entry["log_level"] == "error"]
+    assert errors == ["a catch-up pass failed unexpectedly"]
+
+
 # ---- the CSC around them --------------------------------------------------------------------
 
 
@@ -416,11 +463,13 @@ async def test_the_archiver_wired_offline_archives_an_image_with_its_header(
 
     camera = CscAddress("Camera", 1)
     header_service = CscAddress("HeaderService", 1)
-    announcement = header_document(tmp_path).model_dump(exclude={"missingKeywords"})
+    # Where the header service writes, as the archiver is configured to find it.
+    headers = tmp_path / "headers" / "HeaderService-1"
+    announcement = header_document(headers / "20261121").model_dump(exclude={"missingKeywords"})
     end = {"imageName": IMAGE, "imageIndex": 1, "imagesInSequence": 1,
            "requestedExposureTime": 0.0, "timestampEndOfReadout": 1.795e9,
            "sensors": "R00_S00"}  # fmt: skip
-    settings = Settings(state_dir=tmp_path)
+    settings = Settings(state_dir=tmp_path, config_dir=config_dir(tmp_path, {}, headers))
     async with (
         make_csc(ArchiverCsc, broker, index=1, settings=settings, open_daq=open_fake) as h,
         broker.transport() as bus,
@@ -428,7 +477,7 @@ async def test_the_archiver_wired_offline_archives_an_image_with_its_header(
     ):
         daq_available = encode({"url": "fake://daq,other", "capacityBytes": 1})
         await bus.publish(camera.event("daqAvailable"), daq_available, retain=True)
-        await h.remote.command("start")
+        await h.remote.command("start", {"configurationOverride": "test"})
         await h.remote.command("enable")
         await bus.publish(header_service.event("largeFileObjectAvailable"), encode(announcement))
         other = end | {"imageName": "CC_O_20261121_000007"}  # ComCam's, not LATISS's

@@ -6,11 +6,13 @@ has been announced since.
 The plan is pure (:mod:`~cscs.archiver.plan`); this module lists, filters out names
 that are not this camera's (the DAQ is trusted to list, not to name), and drives the
 work through the archiver's own ``archive`` and ``complete`` steps.
+:func:`catch_up_periodically` runs a pass every ``catchup_interval``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 
@@ -25,7 +27,7 @@ from cscs.core.tasks import cancel_and_wait
 from cscs.daq.errors import DaqError
 from cscs.daq.reader import DaqReader
 
-__all__ = ["CatchUp"]
+__all__ = ["CatchUp", "catch_up_periodically"]
 
 Archive = Callable[[str, str], Awaitable[bool]]  # (image, sensor) -> archived now
 Complete = Callable[[str], Awaitable[None]]  # image -> its files completed with the header
@@ -98,3 +100,30 @@ class CatchUp:
             return list(await asyncio.gather(*tasks))
         finally:
             await cancel_and_wait([t for t in tasks if not t.done()], self._log, "catch-up")
+
+
+async def catch_up_periodically(
+    interval: Callable[[], float],
+    reconfigured: asyncio.Event,
+    due: Callable[[], bool],
+    catch_up: Callable[[], Awaitable[None]],
+    log: FilteringBoundLogger,
+) -> None:
+    """Run ``catch_up()`` every ``interval()`` seconds (0: never) if it is ``due()`` then;
+    ``reconfigured`` being set restarts the wait with the interval then configured.
+    Nothing ends the loop but its cancellation (the CSC's end): a pass that fails
+    unexpectedly (a bug) is logged, and the next one still comes."""
+    while True:
+        reconfigured.clear()
+        seconds = interval()
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+        # that races with the wait ending, and this loop would then never stop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds or None):
+                await reconfigured.wait()
+            continue  # reconfigured: wait again, with the new interval
+        if due():
+            try:
+                await catch_up()
+            except Exception as exc:  # a bug: said, and the next pass still comes
+                log.error("a catch-up pass failed unexpectedly", exc_info=exc)

@@ -8,11 +8,12 @@ checked), one FITS file per detector written and recorded
 (:mod:`~cscs.archiver.store`), then ``imageArchived`` — or ``imageRetrievalFailed``,
 leaving the sensor to catch-up.
 
-Catch-up (:mod:`~cscs.archiver.plan`) archives what the DAQ holds and the catalog
-lacks, oldest first: on ``catchUp``, on ``enable`` and every ``catchup_interval`` while
-ENABLED. A file archived without its header is rewritten with it when the header turns
-up. Nothing is archived twice: the catalog and the sensors in flight are checked before
-any work starts.
+Catch-up (:mod:`~cscs.archiver.catchup`, :mod:`~cscs.archiver.plan`) archives what the
+DAQ holds and the catalog lacks, oldest first: on ``catchUp``, on ``enable`` and every
+``catchup_interval`` while ENABLED. A file archived without its header is rewritten with
+it when the header turns up (:mod:`~cscs.archiver.completion`). Nothing is archived
+twice: the catalog and the sensors in flight are checked before any work starts.
+``archiverStatus`` is counted and sent by :mod:`~cscs.archiver.status`.
 
 FAULT, with an ``errorCode`` naming the cause: the DAQ unreachable for longer than
 ``daq_unreachable_fault_after`` (6001), the archive unwritable or full (6002), the
@@ -22,12 +23,13 @@ catalog failing (6003).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cscs.archiver.catchup import CatchUp
+from cscs.archiver.catchup import CatchUp, catch_up_periodically
+from cscs.archiver.completion import HeaderCompletion
 from cscs.archiver.headers import Header, HeaderSource
 from cscs.archiver.interface import (
     ARCHIVER_STATUS,
@@ -39,11 +41,12 @@ from cscs.archiver.interface import (
     IMAGE_RETRIEVAL_FAILED,
     INTERFACE,
     ArchiverConfig,
-    ArchiverStatus,
     ImageArchived,
     ImageRetrievalFailed,
+    retrieval_failed,
 )
 from cscs.archiver.reader import DaqOpener, DaqReads, ReadFailedError, open_daq_client
+from cscs.archiver.status import StatusReport
 from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError, Provenance, check_names
 from cscs.camera.events import (
     DAQ_AVAILABLE,
@@ -60,6 +63,7 @@ from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
 from cscs.core.follow import on
+from cscs.core.logs import Throttle
 from cscs.core.remote import Parsed
 from cscs.core.schema import NoParams
 from cscs.core.states import State
@@ -68,7 +72,11 @@ from cscs.daq.reader import DaqReader, SensorPixels
 
 __all__ = ["ArchiverConfig", "ArchiverCsc"]
 
-_STATUS_INTERVAL = 5.0
+#: Images being archived at once (each waiting for its header, then its sensors): more
+#: than any camera produces while the header service is down for ``header_timeout``; a
+#: flood of forged ``endReadout`` events beyond it is dropped (catch-up archives any
+#: real image among them later).
+MAX_IMAGES_IN_FLIGHT = 64
 
 
 class ArchiverCsc(BaseCsc[ArchiverConfig]):
@@ -86,16 +94,27 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         self.store: ArchiveStore | None = None
         self.headers = HeaderSource(self.log)
         self.reads = DaqReads(self.log, self._daq_unreachable)
+        self._in_flight: set[tuple[str, str]] = set()
+        self.status_report = StatusReport(
+            lambda status: self.publish_telemetry(ARCHIVER_STATUS, status),
+            lambda: self.store, self._in_flight,
+        )  # fmt: skip
+        self.completion = HeaderCompletion(
+            store=self._store, headers=self.headers, in_flight=self._in_flight,
+            rewrite=functools.partial(self._store_file, replacing=True),
+            header_wait=lambda: self.config.header_timeout, jobs=self.jobs, log=self.log,
+            fatal=self._fatal, failed=self._left_to_catch_up,
+        )  # fmt: skip
         self.catch_up = CatchUp(
-            self.camera, self.headers, self._catch_up_one, self._complete_headers, self.log
+            self.camera, self.headers, self._catch_up_one, self.completion.complete, self.log
         )
         self._open_daq = open_daq
-        self._in_flight: set[tuple[str, str]] = set()
+        self._images_in_flight: set[str] = set()
+        self._catch_up_failures: dict[str, dict[str, str]] = {}
+        self._too_many = Throttle()
         self._slots = asyncio.Semaphore(self.config.sensors_in_flight)
         self._fatal_task: asyncio.Task[None] | None = None
         self._reconfigured = asyncio.Event()
-        self._archived = 0
-        self._bytes_window = 0
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return [bind(CATCH_UP, self.do_catch_up)]
@@ -128,6 +147,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         if daq is not None:
             await self._switch_daq(daq)
         self.headers.template = config.header_url_template
+        self.headers.trust = config.header_trust(self.state_dir)
         self.reads.attempts = config.read_attempts
         self.reads.fault_after = config.daq_unreachable_fault_after
         self._slots = asyncio.Semaphore(config.sensors_in_flight)
@@ -142,10 +162,8 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
 
     async def __aenter__(self) -> ArchiverCsc:
         await super().__aenter__()
-        self._background.append(asyncio.create_task(self._report(), name=f"{self.address}-status"))
-        self._background.append(
-            asyncio.create_task(self._catch_up_loop(), name=f"{self.address}-catchup")
-        )
+        self.keep_running(self.status_report.run, "status")
+        self.keep_running(self._catch_up_loop, "catch-up")
         return self
 
     async def close(self) -> None:
@@ -206,8 +224,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
     def _on_header(self, message: Parsed[LargeFileObjectAvailable]) -> None:
         self.headers.announce(message.data)
         if self.state is State.ENABLED:  # complete files archived without it
-            image = message.data.id
-            self.jobs.spawn(self._complete_headers(image), f"header-{image}")
+            self.completion.soon(message.data.id)
 
     def _on_end_readout(self, message: Parsed[EndReadout]) -> None:
         if self.state is not State.ENABLED or message.retained:
@@ -220,24 +237,44 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             self.log.warning("ignored an endReadout naming what this archiver cannot archive",
                              image=image, error=str(exc))  # fmt: skip
             return
-        self.jobs.spawn(self._archive_image(image, sensors), f"image-{image}")
+        if image in self._images_in_flight:
+            self.log.info("endReadout repeated for an image under way; ignored", image=image)
+            return
+        if len(self._images_in_flight) >= MAX_IMAGES_IN_FLIGHT:
+            self._too_many.warning(
+                self.log, "too many images under way: this one is left to catch-up", image=image
+            )
+            return
+        self.jobs.spawn(
+            self._archive_image(image, sensors), f"image-{image}",
+            on_error=lambda exc: self._left_to_catch_up(image, exc),
+        )  # fmt: skip
 
     # ---- archiving -----------------------------------------------------------------------
 
     async def _archive_image(self, image: str, sensors: list[str]) -> None:
-        done = await asyncio.gather(
-            *(self._archive_sensor(image, s, header_wait=self.config.header_timeout)
-              for s in sensors)
-        )  # fmt: skip
+        failures: dict[str, str] = {}
+        self._images_in_flight.add(image)
+        try:
+            done = await asyncio.gather(
+                *(self._archive_sensor(image, s, failures, header_wait=self.config.header_timeout)
+                  for s in sensors)
+            )  # fmt: skip
+        finally:
+            self._images_in_flight.discard(image)
+            await self._report_failures(image, failures)
         if any(done):
             description = f"archived {sum(done)} of {len(sensors)} files"
             await self.publish_event(
                 LATEST_IMAGE, LatestImage(imageName=image, description=description)
             )
 
-    async def _archive_sensor(self, image: str, sensor: str, *, header_wait: float) -> bool:
+    async def _archive_sensor(
+        self, image: str, sensor: str, failures: dict[str, str], *, header_wait: float
+    ) -> bool:
         """Archive one sensor of this camera's (names checked by the caller) unless it is
-        archived or under way; True if archived now.
+        archived or under way; True if archived now, and a sensor that could not be read
+        noted in ``failures`` with the reason (the caller reports them, one event per image).
 
         The header is awaited before a slot is taken: while the header service is down,
         each image waits out ``header_timeout`` on its own, holding no pixels, and the
@@ -255,12 +292,11 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
                 try:
                     pixels = await self.reads.read(image, sensor)
                 except ReadFailedError as exc:
-                    await self.publish_event(
-                        IMAGE_RETRIEVAL_FAILED,
-                        ImageRetrievalFailed(imageName=image, sensor=sensor, description=str(exc)),
-                    )
+                    failures[sensor] = str(exc)
                     return False
                 await self._store_file(store, pixels, header)
+                if header is None and self.headers.is_announced(image):
+                    self.completion.soon(image)  # announced while this file was written
                 return True
         except CatalogError as exc:
             self._fatal(ERROR_CATALOG, str(exc))
@@ -270,6 +306,22 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             return False
         finally:
             self._in_flight.discard(key)
+
+    async def _report_failures(self, image: str, failures: dict[str, str]) -> None:
+        """One ``imageRetrievalFailed`` for all of an image's sensors that could not be
+        read this time (each left to catch-up): however many sensors a message names,
+        one event per image and attempt."""
+        if failures:
+            await self.publish_event(IMAGE_RETRIEVAL_FAILED, retrieval_failed(image, failures))
+
+    async def _left_to_catch_up(self, image: str, exc: BaseException) -> None:
+        """What an unexpected failure (a bug) of an image's job comes to: said on the
+        bus, and the image left to catch-up."""
+        why = f"archiving failed unexpectedly (left to catch-up): {exc!r}"
+        await self.publish_event(
+            IMAGE_RETRIEVAL_FAILED,
+            ImageRetrievalFailed(imageName=image, sensor="", description=why),
+        )
 
     def _store(self) -> ArchiveStore:
         if self.store is None:
@@ -286,8 +338,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
     ) -> None:
         provenance = Provenance(self._daq_endpoint(), self.version)
         row = await asyncio.to_thread(store.write, pixels, header, provenance)
-        self._archived += not replacing
-        self._bytes_window += row.byte_size
+        self.status_report.written(row.byte_size, replacing=replacing)
         await self.publish_event(
             IMAGE_ARCHIVED,
             ImageArchived(
@@ -298,7 +349,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             ),
         )  # fmt: skip
 
-    # ---- catch-up and late headers ---------------------------------------------------
+    # ---- catch-up --------------------------------------------------------------------
 
     async def do_catch_up(self, params: NoParams, context: CommandContext) -> str:
         await context.in_progress(600.0, "catching up")
@@ -307,30 +358,27 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
 
     async def _catch_up(self) -> tuple[int, int]:
         in_flight = self.config.sensors_in_flight
-        return await self.catch_up.run(self.reads.daq, self._store(), in_flight)
+        try:
+            return await self.catch_up.run(self.reads.daq, self._store(), in_flight)
+        finally:
+            failed, self._catch_up_failures = self._catch_up_failures, {}
+            for image, failures in failed.items():
+                await self._report_failures(image, failures)
 
     async def _catch_up_one(self, image: str, sensor: str) -> bool:
         # Catch-up waits for no header: its images are past, and a header that turns up
         # later completes their files all the same.
-        return await self._archive_sensor(image, sensor, header_wait=0.0)
+        failures = self._catch_up_failures.setdefault(image, {})
+        return await self._archive_sensor(image, sensor, failures, header_wait=0.0)
 
     async def _catch_up_loop(self) -> None:
-        """Catch up every ``catchup_interval`` while ENABLED; a new configuration restarts
-        the wait with its own interval. Nothing ends the loop but the CSC's end."""
-        while True:
-            self._reconfigured.clear()
-            interval = self.config.catchup_interval
-            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
-            # that races with the wait ending, and this loop would then never stop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval or None):
-                    await self._reconfigured.wait()
-                continue  # reconfigured: wait again, with the new interval
-            if self.state is State.ENABLED and self.reads.daq is not None:
-                try:
-                    await self._catch_up_quietly("periodic")
-                except Exception as exc:  # a bug: said, and the next pass still comes
-                    self.log.error("a catch-up pass failed unexpectedly", exc_info=exc)
+        """Catch up every ``catchup_interval`` while ENABLED with a DAQ to list; a new
+        configuration restarts the wait with its own interval."""
+        await catch_up_periodically(
+            lambda: self.config.catchup_interval, self._reconfigured,
+            lambda: self.state is State.ENABLED and self.reads.daq is not None,
+            lambda: self._catch_up_quietly("periodic"), self.log,
+        )  # fmt: skip
 
     async def _catch_up_quietly(self, why: str) -> None:
         try:
@@ -342,49 +390,3 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         else:
             if archived or failed:
                 self.log.info("caught up", when=why, archived=archived, failed=failed)
-
-    async def _complete_headers(self, image: str) -> None:
-        """Rewrite files archived without their header, now that it has come."""
-        store = self._store()
-        try:
-            rows = [r for r in await asyncio.to_thread(store.files_of, image) if not r.header_url]
-            header = (
-                await self.headers.get(image, wait=self.config.header_timeout) if rows else None
-            )
-            for row in rows if header is not None else []:
-                key = (image, row.sensor)
-                if key in self._in_flight:
-                    continue
-                self._in_flight.add(key)
-                try:
-                    pixels = await asyncio.to_thread(store.read_back, row)
-                except OSError as exc:  # moved or damaged since: say so, do the others
-                    self.log.error("cannot read back a file to add its header", path=row.path,
-                                   error=str(exc))  # fmt: skip
-                    continue
-                else:
-                    self.log.info("completing a file with its header", image=image,
-                                  sensor=row.sensor)  # fmt: skip
-                    await self._store_file(store, pixels, header, replacing=True)
-                finally:
-                    self._in_flight.discard(key)
-        except CatalogError as exc:
-            self._fatal(ERROR_CATALOG, str(exc))
-        except ArchiveUnwritableError as exc:
-            self._fatal(ERROR_ARCHIVE_UNWRITABLE, str(exc))
-
-    # ---- status ------------------------------------------------------------------------
-
-    async def _report(self) -> None:
-        while True:
-            await asyncio.sleep(_STATUS_INTERVAL)
-            rate, self._bytes_window = self._bytes_window / _STATUS_INTERVAL, 0
-            free = 0
-            if self.store is not None:
-                with contextlib.suppress(OSError):
-                    free = await asyncio.to_thread(self.store.free_bytes)
-            await self.publish_telemetry(
-                ARCHIVER_STATUS,
-                ArchiverStatus(queueDepth=len(self._in_flight), bytesPerSecond=rate,
-                               freeBytes=free, imagesArchived=self._archived),
-            )  # fmt: skip

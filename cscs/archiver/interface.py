@@ -3,12 +3,19 @@ error codes: declared once, used by the CSC and by anyone reading its events."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cscs.camera.events import LATEST_IMAGE
+from cscs.camera.headers import (
+    DEFAULT_MAX_HEADER_BYTES,
+    MAX_HEADER_DOCUMENT_BYTES,
+    HeaderTrust,
+    template_directory,
+)
 from cscs.core import generic as g
 from cscs.core.config import ConfigSchema
 from cscs.core.schema import CommandSpec, EventSpec, NoParams, Payload, TelemetrySpec
@@ -26,6 +33,7 @@ __all__ = [
     "ArchiverStatus",
     "ImageArchived",
     "ImageRetrievalFailed",
+    "retrieval_failed",
 ]
 
 ERROR_DAQ_UNREACHABLE = 6001
@@ -49,6 +57,23 @@ class ImageRetrievalFailed(Payload):
     imageName: str
     sensor: str
     description: str
+
+
+_REASONS_LISTED = 10  # per imageRetrievalFailed: the rest are counted
+
+
+def retrieval_failed(image: str, failures: Mapping[str, str]) -> ImageRetrievalFailed:
+    """One ``imageRetrievalFailed`` for all of ``image``'s sensors that could not be read
+    (``failures``: sensor → reason, not empty): every sensor named, in order, but only
+    the first few reasons given and the rest counted, so that the event stays small
+    however many sensors failed at once (a DAQ gone mid-image fails them all)."""
+    sensors = sorted(failures)
+    reasons = [f"{sensor}: {failures[sensor]}" for sensor in sensors[:_REASONS_LISTED]]
+    if len(sensors) > _REASONS_LISTED:
+        reasons.append(f"and {len(sensors) - _REASONS_LISTED} more")
+    return ImageRetrievalFailed(
+        imageName=image, sensor=",".join(sensors), description="; ".join(reasons)
+    )
 
 
 class ArchiverStatus(Payload):
@@ -99,10 +124,42 @@ class ArchiverConfig(ConfigSchema):
     """Seconds between catch-up passes while ENABLED; 0 for none."""
     header_url_template: str = ""
     """Where headers not heard announced (during an outage) can be fetched, e.g.
-    `file:///data/headers/{day_obs}/{image}.yaml`; empty: only announced headers."""
+    `file:///data/headers/{day_obs}/{image}.yaml`; empty: only announced headers. Its
+    fixed directory (`/data/headers`) is trusted: see `header_roots`."""
+    header_roots: list[str] = []
+    """The only directories (and what is under them, symlinks resolved) header documents
+    are read from, whatever an announcement's URL says; empty: `$CSCS_STATE_DIR/headers`,
+    where header services write by default. The directory of `header_url_template` is
+    trusted as well."""
+    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=1,
+                                  le=MAX_HEADER_DOCUMENT_BYTES)  # fmt: skip
+    """A header document larger than this is refused (not read): a LSSTCam header is
+    ~35 kB."""
     compression: Literal["", "RICE_1"] = ""
     min_free_bytes: int = Field(default=2**30, ge=0)
     """Refuse to write (FAULT) when the archive would have less free space than this."""
 
     def root(self, default: Path) -> Path:
         return Path(self.archive_root).expanduser() if self.archive_root else default
+
+    def header_trust(self, state_dir: Path) -> HeaderTrust:
+        """Where header documents may be read from, and how big one may be, for an
+        archiver whose state directory is ``state_dir``."""
+        return HeaderTrust.of(state_dir, self.header_url_template, self.header_roots,
+                              max_bytes=self.max_header_bytes)  # fmt: skip
+
+    @field_validator("header_url_template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        template_directory(template)  # a file:// URL, {day_obs} and {image} only, not /
+        return template
+
+    @field_validator("header_roots")
+    @classmethod
+    def _roots(cls, roots: list[str]) -> list[str]:
+        """Absolute directories, none the whole file system (that would trust anything)."""
+        for root in roots:
+            path = Path(root).expanduser()
+            if not path.is_absolute() or path == Path(path.anchor):
+                raise ValueError(f"{root!r}: a header root is an absolute directory, not /")
+        return roots

@@ -1,0 +1,109 @@
+"""Files archived without their header, completed once it comes.
+
+An image whose header had not come within ``header_timeout`` is archived without it
+(``statusCode`` 1), so the pixels are safe while the header service is down. When the
+header is announced later — heard on the bus, or found by catch-up — each such file is
+read back and rewritten with it, replacing its catalog row. One completion per image at
+a time, however many of its sensors ask; a sensor being archived or completed already
+is left alone (the in-flight set is the CSC's, shared with archiving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from structlog.typing import FilteringBoundLogger
+
+from cscs.archiver.headers import Header, HeaderSource
+from cscs.archiver.interface import ERROR_ARCHIVE_UNWRITABLE, ERROR_CATALOG
+from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError
+from cscs.catalog import CatalogError
+from cscs.core.tasks import Jobs
+from cscs.daq.reader import SensorPixels
+
+__all__ = ["HeaderCompletion"]
+
+#: Write a file again, now with its header, and say so (``imageArchived``).
+Rewrite = Callable[[ArchiveStore, SensorPixels, Header], Awaitable[None]]
+#: Go to FAULT with (``errorCode``, report), from inside a job.
+Fatal = Callable[[int, str], None]
+#: What an unexpected failure (a bug) of an image's job comes to: (image, exception).
+Failed = Callable[[str, BaseException], Awaitable[None]]
+
+
+class HeaderCompletion:
+    """Completes an image's files archived without their header, in a job of the CSC's
+    (cancelled with its other archive jobs when it stops archiving)."""
+
+    def __init__(
+        self,
+        *,
+        store: Callable[[], ArchiveStore],
+        headers: HeaderSource,
+        in_flight: set[tuple[str, str]],
+        rewrite: Rewrite,
+        header_wait: Callable[[], float],
+        jobs: Jobs,
+        log: FilteringBoundLogger,
+        fatal: Fatal,
+        failed: Failed,
+    ) -> None:
+        # Getters, not values: the store and the configuration change on each ``start``.
+        self._store = store
+        self._headers = headers
+        self._in_flight = in_flight
+        self._rewrite = rewrite
+        self._header_wait = header_wait
+        self._jobs = jobs
+        self._log = log
+        self._fatal = fatal
+        self._failed = failed
+        self._completing: set[str] = set()
+
+    def soon(self, image: str) -> None:
+        """Complete ``image``'s files with its header in a job of its own (one per image
+        at a time, however many sensors ask)."""
+        if image in self._completing:
+            return
+        self._completing.add(image)
+
+        async def complete() -> None:
+            try:
+                await self.complete(image)
+            finally:
+                self._completing.discard(image)
+
+        self._jobs.spawn(
+            complete(), f"header-{image}", on_error=lambda exc: self._failed(image, exc)
+        )
+
+    async def complete(self, image: str) -> None:
+        """Rewrite files archived without their header, now that it has come."""
+        store = self._store()
+        try:
+            rows = [r for r in await asyncio.to_thread(store.files_of, image) if not r.header_url]
+            header = await self._headers.get(image, wait=self._header_wait()) if rows else None
+            if header is None:  # nothing to complete, or no usable header after all
+                return
+            for row in rows:
+                key = (image, row.sensor)
+                if key in self._in_flight:
+                    continue
+                self._in_flight.add(key)
+                try:
+                    pixels = await asyncio.to_thread(store.read_back, row)
+                except OSError as exc:  # moved or damaged since: say so, do the others
+                    self._log.error("cannot read back a file to add its header", path=row.path,
+                                    error=str(exc))  # fmt: skip
+                    continue
+                else:
+                    self._log.info("completing a file with its header", image=image,
+                                   sensor=row.sensor)  # fmt: skip
+                    await self._rewrite(store, pixels, header)
+                finally:
+                    self._in_flight.discard(key)
+        except CatalogError as exc:
+            self._fatal(ERROR_CATALOG, str(exc))
+        except ArchiveUnwritableError as exc:
+            self._fatal(ERROR_ARCHIVE_UNWRITABLE, str(exc))
