@@ -29,10 +29,8 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-_NO_MOSQUITTO = pytest.mark.skipif(
-    find_mosquitto() is None,
-    reason="mosquitto is not installed (apt-get install mosquitto); .ci/run installs it",
-)
+_MOSQUITTO_MISSING = "mosquitto is not installed (apt-get install mosquitto); .ci/run installs it"
+_NO_MOSQUITTO = pytest.mark.skipif(find_mosquitto() is None, reason=_MOSQUITTO_MISSING)
 REAL_BROKERS = [
     pytest.param("amqtt", marks=pytest.mark.broker),
     pytest.param("mosquitto", marks=[pytest.mark.broker, _NO_MOSQUITTO]),
@@ -86,7 +84,7 @@ async def process_site_on_mosquitto(
     """Weather:0, HeaderService:1, Archiver:1 and Camera:1, each in its own process on
     Mosquitto, shared by a module's tests (each leaves the site as it found it)."""
     if find_mosquitto() is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto); .ci/run installs it")
+        pytest.skip(_MOSQUITTO_MISSING)
     broker = await _started("mosquitto", _embedded)
     async with process_site(broker, tmp_path_factory.mktemp("site") / "state") as site:
         yield site

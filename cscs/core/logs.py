@@ -128,20 +128,41 @@ def _drop_callsite(
 class Throttle:
     """At most one log line per ``interval`` seconds for a condition that may recur at
     a hostile peer's rate (a flood of forged messages), each saying how many were
-    suppressed since the last: a flood is visible, but never becomes a flood of logs."""
+    suppressed since the last: a flood is visible, but never becomes a flood of logs.
 
-    def __init__(self, interval: float = 10.0) -> None:
+    :meth:`admit` is the decision (no I/O), for callers that log their own way (the DAQ
+    server, from its thread); :meth:`warning` logs through a structlog logger."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self.suppressed = 0
+        self._clock = clock
         self._last: float | None = None
+
+    def admit(self) -> tuple[int, float] | None:
+        """None to keep quiet (counted); else, for the line to say now, how many were
+        kept quiet before it and over how many seconds (0 for the first line)."""
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval:
+            self.suppressed += 1
+            return None
+        said = (self.suppressed, now - self._last if self._last is not None else 0.0)
+        self._last, self.suppressed = now, 0
+        return said
+
+    def overdue(self) -> tuple[int, float] | None:
+        """Like :meth:`admit`, for a periodic flush: only when lines were kept quiet and
+        the interval has passed since the last one said."""
+        if not self.suppressed or self._last is None:
+            return None
+        if self._clock() - self._last < self.interval:
+            return None
+        return self.admit()
 
     def warning(self, log: FilteringBoundLogger, event: str, **fields: Any) -> bool:
         """Log ``event`` unless one was logged within ``interval``; True if logged."""
-        now = time.monotonic()
-        if self._last is not None and now - self._last < self.interval:
-            self.suppressed += 1
+        said = self.admit()
+        if said is None:
             return False
-        self._last = now
-        log.warning(event, suppressed=self.suppressed, **fields)
-        self.suppressed = 0
+        log.warning(event, suppressed=said[0], **fields)
         return True

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cscs.core.logs import Throttle
 from cscs.daq.protocol import MAX_READS_PER_CLIENT, MAX_REQUEST_BYTES
 
 __all__ = ["Ledger", "Load", "RateLimitedLog", "ServerLimits", "Tracker"]
@@ -208,15 +209,10 @@ class Ledger:
 Emit = Callable[..., None]  # emit(level, event, **fields)
 
 
-@dataclass
-class _Kind:
-    last: float
-    suppressed: int = 0
-
-
 class RateLimitedLog:
-    """At most one line per kind of event per ``interval``; the rest are counted, and
-    the count is said with the next line of that kind or by :meth:`flush`.
+    """At most one line per kind of event per ``interval`` (a :class:`Throttle` each);
+    the rest are counted, and the count is said with the next line of that kind or by
+    :meth:`flush`.
 
     The kinds are a small fixed set chosen by the server (``bad-request``, ``busy``,
     ``internal``, ``dropped``), so this holds a handful of entries whatever a client
@@ -229,30 +225,29 @@ class RateLimitedLog:
         self._emit = emit
         self._interval = interval
         self._clock = clock
-        self._kinds: dict[str, _Kind] = {}
+        self._kinds: dict[str, Throttle] = {}
 
     def __call__(self, level: str, kind: str, event: str, **fields: Any) -> None:
-        now = self._clock()
-        entry = self._kinds.get(kind)
-        if entry is not None and now - entry.last < self._interval:
-            entry.suppressed += 1
+        throttle = self._kinds.setdefault(kind, Throttle(self._interval, self._clock))
+        said = throttle.admit()
+        if said is None:
             return
-        if entry is not None and entry.suppressed:
-            fields["suppressed"] = entry.suppressed
-            fields["suppressed_over_s"] = round(now - entry.last, 1)
-        self._kinds[kind] = _Kind(last=now)
+        suppressed, seconds = said
+        if suppressed:
+            fields["suppressed"] = suppressed
+            fields["suppressed_over_s"] = round(seconds, 1)
         self._emit(level, event, kind=kind, **fields)
 
     def flush(self) -> None:
         """Say what was kept quiet once its interval has passed (housekeeping calls it)."""
-        now = self._clock()
-        for kind, entry in self._kinds.items():
-            if entry.suppressed and now - entry.last >= self._interval:
+        for kind, throttle in self._kinds.items():
+            said = throttle.overdue()
+            if said is not None:
+                suppressed, seconds = said
                 self._emit(
                     "warning",
-                    f"{entry.suppressed} more {kind} events were not logged",
+                    f"{suppressed} more {kind} events were not logged",
                     kind=kind,
-                    suppressed=entry.suppressed,
-                    suppressed_over_s=round(now - entry.last, 1),
+                    suppressed=suppressed,
+                    suppressed_over_s=round(seconds, 1),
                 )
-                self._kinds[kind] = _Kind(last=now)
