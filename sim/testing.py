@@ -13,15 +13,23 @@ from typing import Any
 import yaml
 
 from cscs.archiver.csc import ArchiverCsc
+from cscs.camera.events import EndOfImageTelemetry, StartIntegration
+from cscs.camera.geometry import Camera
 from cscs.core.settings import Settings
 from cscs.core.testing import CscHarness, make_csc
+from cscs.core.topics import Kind
 from cscs.core.transport import Connector
+from cscs.header_service.collect import Missing, Value
 from cscs.header_service.csc import HeaderServiceCsc
+from cscs.header_service.derived import derived_keywords
+from cscs.header_service.detectors import detector_entries, mid_exposure_pointing
+from cscs.header_service.document import RenderedHeader, render
 from sim.daq.camera import CameraCsc
+from sim.daq.hardware import focal_plane_hardware
 from sim.ocs.telescope import DOME, TelescopeCsc
 from sim.ocs.weather import WeatherCsc
 
-__all__ = ["ARCHIVER_TEST_CONFIG", "Observatory", "observatory"]
+__all__ = ["ARCHIVER_TEST_CONFIG", "Observatory", "observatory", "rendered_header"]
 
 ARCHIVER_TEST_CONFIG = {
     "catchup_interval": 0.0, "stall_timeout": 1.0, "daq_timeout": 2.0, "read_attempts": 2,
@@ -37,6 +45,17 @@ class Observatory:
     archiver: CscHarness
     archive: Path
     config_dir: Path  # CSCS_CONFIG_DIR of the archiver (holds Archiver/test.yaml)
+
+    async def point(self, ra: float, dec: float, rotation: float = 0.0) -> None:
+        """Slew, and wait until the mount reports the new position (as a night's script
+        waits for the telescope to be in position before it exposes)."""
+        remote = self.telescope.remote
+        async with remote.stream("mount", kind=Kind.TELEMETRY) as mount:
+            await remote.command(
+                "slew", {"ra": ra, "dec": dec, "rotatorAngle": rotation, "object": "field",
+                         "program": "TEST"}, timeout=30,
+            )  # fmt: skip
+            await mount.wait_for(lambda r: (r.data["ra"], r.data["dec"]) == (ra, dec), 30)
 
     def archiver_override(self, name: str, **settings: Any) -> str:
         """Write another archiver override (this observatory's `test` override changed
@@ -62,6 +81,18 @@ def config_dir(tmp_path: Path, archiver: dict[str, Any], headers: Path) -> Path:
     return root
 
 
+def camera_config_dir(tmp_path: Path, settings: dict[str, Any]) -> Path:
+    """A camera configuration directory: the shipped one, and a `test` override that is
+    `fast` changed by ``settings``."""
+    root = tmp_path / "camera-config"
+    shipped = CameraCsc.default_config_dir
+    assert shipped is not None
+    shutil.copytree(shipped, root / "Camera", dirs_exist_ok=True)
+    fast = yaml.safe_load((shipped / "fast.yaml").read_text())
+    (root / "Camera" / "test.yaml").write_text(yaml.safe_dump(fast | settings))
+    return root
+
+
 @contextlib.asynccontextmanager
 async def observatory(
     broker: Connector,
@@ -72,18 +103,22 @@ async def observatory(
     archiver: dict[str, Any] | None = None,
     weather: bool = True,
     enable_archiver: bool = True,
+    camera: dict[str, Any] | None = None,
 ) -> AsyncIterator[Observatory]:
     """Weather:0, and for camera ``index``: Telescope, HeaderService, Camera, Archiver,
-    all ENABLED (camera and telescope with their `fast` override)."""
+    all ENABLED (camera and telescope with their `fast` override; ``camera``: more
+    settings for the camera's, e.g. ``sensors``)."""
     state = tmp_path / f"state{index}"
     headers = state / "headers" / f"HeaderService-{index}"
     configs = config_dir(tmp_path / f"cam{index}", archiver or {}, headers)
     async with contextlib.AsyncExitStack() as stack:
         settings = Settings(prefix=prefix, state_dir=state)
 
-        async def run(factory: Any, csc_index: int, override: str = "") -> CscHarness:
+        async def run(
+            factory: Any, csc_index: int, override: str = "", own: Settings | None = None
+        ) -> CscHarness:
             harness = await stack.enter_async_context(
-                make_csc(factory, broker, index=csc_index, settings=settings)
+                make_csc(factory, broker, index=csc_index, settings=own or settings)
             )
             await harness.remote.command("start", {"configurationOverride": override})
             await harness.remote.command("enable")
@@ -93,7 +128,12 @@ async def observatory(
             await run(WeatherCsc, 0)
         telescope = await run(TelescopeCsc, index, "fast")
         header = await run(HeaderServiceCsc, index)
-        camera = await run(CameraCsc, index, "fast")
+        if camera:
+            camera_configs = camera_config_dir(tmp_path / f"cam{index}", camera)
+            own = Settings(prefix=prefix, state_dir=state, config_dir=camera_configs)
+            camera_csc = await run(CameraCsc, index, "test", own)
+        else:
+            camera_csc = await run(CameraCsc, index, "fast")
         archiver_settings = Settings(prefix=prefix, state_dir=state, config_dir=configs)
         archiver_csc = await stack.enter_async_context(
             make_csc(ArchiverCsc, broker, index=index, settings=archiver_settings)
@@ -105,4 +145,35 @@ async def observatory(
             await dome.next(10)
             await dome.next(10)
         archive = tmp_path / f"cam{index}" / "archive"
-        yield Observatory(camera, telescope, header, archiver_csc, archive, configs)
+        yield Observatory(camera_csc, telescope, header, archiver_csc, archive, configs)
+
+
+def rendered_header(
+    camera: Camera,
+    start: StartIntegration,
+    end: EndOfImageTelemetry,
+    sensors: list[str],
+    *,
+    telescope: str = "",
+) -> RenderedHeader:
+    """A complete header document, made with the header service's own code, for tests
+    that deliver a header by hand: pointing at a circumpolar field (so every pointing
+    keyword exists at any time), the simulator's CCDs, a reason. ``telescope``: another
+    ``TELESCOP`` (a forgery, say)."""
+    if "reason" not in start.additionalKeys.split(":"):
+        start = start.model_copy(update={"additionalKeys": "reason", "additionalValues": "test"})
+    collected: dict[str, Value | Missing] = {
+        "RA": Value(10.0, "deg"), "DEC": Value(-85.0, "deg"), "ROTPA": Value(0.0, "deg"),
+    }  # fmt: skip
+    primary = derived_keywords(camera, start, end, collected) + list(collected.items())
+    if telescope:
+        primary = [
+            (k, Value(telescope, "", "telescope") if k == "TELESCOP" else v) for k, v in primary
+        ]
+    hardware = focal_plane_hardware(camera).by_detector()
+    pointing = mid_exposure_pointing(collected)
+    detectors = {
+        name: detector_entries(camera, name, hardware, pointing, f"Camera:{camera.value}")
+        for name in sensors
+    }
+    return render(start.imageName, f"HeaderService:{camera.value}", "test", primary, detectors)

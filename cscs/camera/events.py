@@ -7,7 +7,12 @@ sensor list that does not match its ICD pattern makes the whole message malforme
 
 from __future__ import annotations
 
-from cscs.camera.naming import DayObsText, ImageNameText, SensorListText
+import re
+from dataclasses import dataclass
+
+from pydantic import Field, model_validator
+
+from cscs.camera.naming import MAX_SENSORS, DayObsText, ImageNameText, SensorListText
 from cscs.core.schema import EventSpec, Payload
 
 __all__ = [
@@ -15,12 +20,15 @@ __all__ = [
     "DAQ_AVAILABLE",
     "END_OF_IMAGE_TELEMETRY",
     "END_READOUT",
+    "FOCAL_PLANE_SUMMARY_INFO",
     "LATEST_IMAGE",
     "START_INTEGRATION",
     "START_READOUT",
+    "CcdHardware",
     "DaqAvailable",
     "EndOfImageTelemetry",
     "EndReadout",
+    "FocalPlaneSummaryInfo",
     "LatestImage",
     "StartIntegration",
     "StartReadout",
@@ -118,5 +126,69 @@ LATEST_IMAGE = EventSpec(
     "latestImage",
     LatestImage,
     "The last image this CSC finished its part for (retained; an addition to the ICD).",
+    retained=True,
+)
+
+
+# ---- the detectors' hardware ------------------------------------------------------------
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_LIST_LENGTH = MAX_SENSORS * 33
+
+
+@dataclass(frozen=True)
+class CcdHardware:
+    """One CCD as the header's ``CCD_MANU``, ``CCD_TYPE``, ``LSST_NUM``, ``CCD_SERN``."""
+
+    manufacturer: str
+    type: str
+    lsst_name: str
+    serial: str
+
+
+class FocalPlaneSummaryInfo(Payload):
+    """Which CCD sits in each slot: comma-separated lists, one item per ``ccdLocation``,
+    in the same order (as the real camera's event of this name, whose arrays these are)."""
+
+    ccdLocation: SensorListText
+    """RXX_SXX of every CCD"""
+    ccdManufacturer: str = Field(max_length=_LIST_LENGTH)
+    """e.g. ITL"""
+    ccdType: str = Field(max_length=_LIST_LENGTH)
+    """e.g. 3800C"""
+    ccdLSSTName: str = Field(max_length=_LIST_LENGTH)
+    """the project's name of the CCD, e.g. ITL-3800C-068"""
+    ccdManSerNum: str = Field(max_length=_LIST_LENGTH)
+    """the manufacturer's serial number"""
+
+    @model_validator(mode="after")
+    def _one_item_per_ccd(self) -> FocalPlaneSummaryInfo:
+        count = len(self.ccdLocation.split(","))
+        for name in ("ccdManufacturer", "ccdType", "ccdLSSTName", "ccdManSerNum"):
+            items = getattr(self, name).split(",")
+            if len(items) != count:
+                raise ValueError(f"{name} has {len(items)} items for {count} ccdLocation")
+            bad = next((item for item in items if not _TOKEN.fullmatch(item)), None)
+            if bad is not None:
+                raise ValueError(f"{name}: {bad[:40]!a} is not 1-32 of A-Z a-z 0-9 _ . -")
+        return self
+
+    def by_detector(self) -> dict[str, CcdHardware]:
+        columns = zip(
+            self.ccdLocation.split(","),
+            self.ccdManufacturer.split(","),
+            self.ccdType.split(","),
+            self.ccdLSSTName.split(","),
+            self.ccdManSerNum.split(","),
+            strict=True,
+        )
+        return {where: CcdHardware(*hardware) for where, *hardware in columns}
+
+
+FOCAL_PLANE_SUMMARY_INFO = EventSpec(
+    "focalPlaneSummaryInfo",
+    FocalPlaneSummaryInfo,
+    "Which CCD (manufacturer, type, names) is in each slot (retained; from the real "
+    "camera's event of this name).",
     retained=True,
 )

@@ -90,7 +90,7 @@ def encode_checksum(value: int) -> str:
     return bytes(characters[15:] + characters[:15]).decode("ascii")
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=4096)  # LSSTCam: 189 detectors x 16 segments
 def _template(cards: tuple[Card, ...]) -> tuple[bytes, int, int]:
     """Header bytes with zeroed CHECKSUM and DATASUM, and the offsets of those two cards.
 

@@ -103,16 +103,22 @@ class Segment:
         return _section(x1, x2, y1, y2)
 
     def keywords(self) -> dict[str, Any]:
-        """The per-extension geometry keywords, in the order the files carry them."""
+        """The extension's identity, sections and detector transform, in the order the
+        real raws carry them (the pixel frames follow: :mod:`cscs.camera.focal_plane`)."""
         return {
+            "CHANNEL": SEGMENTS.index(self) + 1,
             "EXTNAME": self.name,
+            "CCDSUM": "1 1",
             "DATASEC": self.datasec,
             "DETSEC": self.detsec,
+            "DETSIZE": DETSIZE,
             "BIASSEC": self.biassec,
             "DTV1": self.dtv1,
             "DTV2": self.dtv2,
             "DTM1_1": float(self.dtm1_1),
             "DTM2_2": float(self.dtm2_2),
+            "DTM1_2": 0.0,
+            "DTM2_1": 0.0,
         }
 
     # numpy slices (0-based, [row, column]) for code that moves pixels
@@ -199,12 +205,20 @@ class Camera(enum.Enum):
 
     @property
     def instrument(self) -> str:
-        """The INSTRUME value and the archive's instrument directory."""
+        """The instrument's name in DM (the butler's): the archive's instrument directory
+        and the catalog's ``instrument``."""
         return {1: "LATISS", 2: "LSSTComCam", 3: "LSSTCam"}[self.value]
 
     @property
+    def header_instrument(self) -> str:
+        """``INSTRUME`` as the camera writes it in the real raws, which is how the
+        pipelines' metadata translators recognise a file's camera."""
+        return {1: "LATISS", 2: "ComCam", 3: "lsstCam"}[self.value]
+
+    @property
     def telescope(self) -> str:
-        return "Rubin Auxiliary Telescope" if self is Camera.LATISS else "Simonyi Survey Telescope"
+        """``TELESCOP`` as in the real raws."""
+        return "LSST AuxTelescope" if self is Camera.LATISS else "Simonyi Survey Telescope"
 
     @property
     def pixel_scale(self) -> float:
@@ -247,5 +261,6 @@ def camera_for_index(index: int) -> Camera:
 
 
 def detector_keywords(detector: Detector) -> dict[str, Any]:
-    """Per-detector primary-header keywords that follow from the geometry alone."""
-    return {"RAFTBAY": detector.raft, "CCDSLOT": detector.slot, "DETSIZE": DETSIZE}
+    """Per-detector primary-header keywords that follow from the geometry alone (the
+    detector's size, ``DETSIZE``, is in each extension, as in the real raws)."""
+    return {"RAFTBAY": detector.raft, "CCDSLOT": detector.slot}

@@ -10,10 +10,10 @@ other. The document is YAML, so that a person can read it too::
     primary:                      # primary-HDU keywords, in header order
       - {keyword: RA, value: 150.1, unit: deg, comment: ...}
       - {keyword: AIRTEMP, value: null, comment: ...}     # could not be collected
-    detectors:                    # per-detector keywords, by RXX_SXX
+    detectors:                    # per-detector keywords (CCD, sky WCS), by RXX_SXX
       R00_S00: [{keyword: RAFTBAY, value: R00}, ...]
-    segments:                     # per-extension geometry, by EXTNAME
-      Segment10: [{keyword: EXTNAME, value: Segment10}, {keyword: DATASEC, ...}, ...]
+    segments: {}                  # per-extension extras, by EXTNAME; the geometry is
+                                  # the archiver's own (cscs/camera/focal_plane.py)
     missing:                      # every keyword left undefined, and why
       - {keyword: AIRTEMP, reason: nothing received from Weather:0 tel/weather}
 

@@ -45,22 +45,28 @@ class Pointing:
     airmass: float  # sec z (astropy's), or NaN below the horizon
 
 
-def pointings(ra: float, dec: float, tais: Sequence[float]) -> list[Pointing]:
+def pointings(
+    ra: float | Sequence[float], dec: float | Sequence[float], tais: Sequence[float]
+) -> list[Pointing]:
     """Where (``ra``, ``dec``) in degrees (ICRS) is at each TAI time: one vectorised
-    astropy transform for all of them (a header needs three)."""
+    astropy transform for all of them (a header needs three). ``ra`` and ``dec`` are
+    one position for every time, or one per time (a mount that moved)."""
     when = astropy_time(np.asarray(tais, dtype=float))
+    ras = np.broadcast_to(np.asarray(ra, dtype=float), when.shape)
+    decs = np.broadcast_to(np.asarray(dec, dtype=float), when.shape)
     frame = AltAz(obstime=when, location=OBSERVATORY)
-    horizontal = SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs").transform_to(frame)
+    horizontal = SkyCoord(ra=ras * u.deg, dec=decs * u.deg, frame="icrs").transform_to(frame)
     lst = when.sidereal_time("apparent", longitude=OBSERVATORY.lon).hour
     result = []
-    for alt, az, secz, sidereal in zip(
+    for alt, az, secz, sidereal, right_ascension in zip(
         np.atleast_1d(horizontal.alt.deg),
         np.atleast_1d(horizontal.az.deg),
         np.atleast_1d(horizontal.secz),
         np.atleast_1d(lst),
+        np.atleast_1d(ras),
         strict=True,
     ):
-        hour_angle = float((sidereal - ra / 15.0 + 12.0) % 24.0 - 12.0)
+        hour_angle = float((sidereal - right_ascension / 15.0 + 12.0) % 24.0 - 12.0)
         airmass = float(secz) if alt > 0 else float("nan")
         result.append(Pointing(float(alt), float(az), hour_angle, airmass))
     return result

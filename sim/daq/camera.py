@@ -8,12 +8,18 @@ reader that starts on it never waits.
 
 The DAQ server starts with the process, whatever the CSC's state: images already in
 the buffer stay readable for catch-up while the camera is disabled. Its address is the
-retained ``daqAvailable`` event.
+retained ``daqAvailable`` event; which CCD is in each slot, the retained
+``focalPlaneSummaryInfo`` (:mod:`sim.daq.hardware`).
+
+The camera sees the sky where its telescope (``Telescope:{index}``) points: it follows
+the retained ``target`` event and synthesises each image's stars at the pointing in
+force when the exposure starts (the telescope's first target until it hears one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +30,7 @@ from cscs.camera.events import (
     DAQ_AVAILABLE,
     END_OF_IMAGE_TELEMETRY,
     END_READOUT,
+    FOCAL_PLANE_SUMMARY_INFO,
     LATEST_IMAGE,
     START_INTEGRATION,
     START_READOUT,
@@ -35,13 +42,17 @@ from cscs.camera.events import (
     StartReadout,
 )
 from cscs.camera.geometry import Camera, camera_for_index
+from cscs.camera.sky import Pointing
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
+from cscs.core.remote import Parsed
 from cscs.core.schema import NoParams
 from cscs.core.tai import current_tai
+from cscs.core.topics import CscAddress
 from sim.daq.exposure import CameraConfig, check_exposure, parse_key_value_map
 from sim.daq.faults import READOUT_FAULTS, FaultPlan, FaultRule
+from sim.daq.hardware import focal_plane_hardware
 from sim.daq.interface import (
     CLEAR_FAULTS,
     DAQ_STORE,
@@ -51,10 +62,11 @@ from sim.daq.interface import (
     DaqStoreStatus,
     TakeImagesParams,
 )
-from sim.daq.pixels import Scene, synthesize_sensor
+from sim.daq.pixels import DEFAULT_POINTING, Scene, synthesize_sensor
 from sim.daq.sequence import ImageSequencer
 from sim.daq.server import DaqServer
 from sim.daq.store import DaqStore, SensorData
+from sim.ocs.telescope import TARGET, Target
 
 __all__ = ["CameraConfig", "CameraCsc"]
 
@@ -82,6 +94,8 @@ class CameraCsc(BaseCsc[CameraConfig]):
         self._synthesis_threads = self.config.synthesis_threads
         self._executor = ThreadPoolExecutor(self._synthesis_threads, "synthesis")
         self._exposing = asyncio.Lock()
+        self.telescope_address = CscAddress("Telescope", index, self.address.prefix)
+        self.pointing = DEFAULT_POINTING  # for the next exposure to start
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return [
@@ -111,6 +125,8 @@ class CameraCsc(BaseCsc[CameraConfig]):
                     url=",".join(self.server.endpoints), capacityBytes=self.store.capacity_bytes
                 ),
             )
+            await self.publish_event(FOCAL_PLANE_SUMMARY_INFO, focal_plane_hardware(self.camera))
+            await self.follow(self.telescope_address, TARGET, self._on_target)
             self.keep_running(self._report_store, "daq-store")
         except BaseException:
             await self.close()
@@ -147,6 +163,21 @@ class CameraCsc(BaseCsc[CameraConfig]):
             self._executor.shutdown(wait=False)
             self._executor = ThreadPoolExecutor(config.synthesis_threads, "synthesis")
             self._synthesis_threads = config.synthesis_threads
+
+    def _on_target(self, event: Parsed[Target]) -> None:
+        """The telescope's new target: where the next exposures look. Its schema holds
+        any float, so a place that is not on the sky is refused here."""
+        target = event.data
+        ra, dec, rotation = target.ra, target.dec, target.rotatorAngle
+        if not (all(map(math.isfinite, (ra, rotation))) and -90.0 <= dec <= 90.0):
+            self.log.warning("ignored a target not on the sky", sender=str(event.address),
+                             ra=ra, dec=dec, rotation=rotation)  # fmt: skip
+            return
+        pointing = Pointing(ra % 360.0, dec, rotation)
+        if pointing != self.pointing:
+            self.pointing = pointing
+            self.log.info("pointing for the next exposures", ra=pointing.ra, dec=pointing.dec,
+                          rotation=pointing.rotation, object=target.object)  # fmt: skip
 
     def _evicted(self, image: str, reason: str) -> None:
         self.log.warning("DAQ buffer evicted an image", image=image, reason=reason)
@@ -199,6 +230,7 @@ class CameraCsc(BaseCsc[CameraConfig]):
         self, params: TakeImagesParams, number: int, keys: str, values: str
     ) -> str:
         start = current_tai()
+        pointing = self.pointing
         name = self.sequencer.next(start)
         image = str(name)
         await self.publish_event(
@@ -245,7 +277,8 @@ class CameraCsc(BaseCsc[CameraConfig]):
             exposure_time=params.expTime if params.shutter else 0.0,
             dark_time=dark_time,
             seed=zlib.crc32(f"{self.config.seed}/{image}".encode()),
-            pixel_scale=self.camera.pixel_scale,
+            camera=self.camera,
+            pointing=pointing,
             sky=self.config.sky,
         )
         await asyncio.gather(asyncio.sleep(self.config.readout_time), self._read_out(image, scene))

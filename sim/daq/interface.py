@@ -10,6 +10,7 @@ from cscs.camera.events import (
     DAQ_AVAILABLE,
     END_OF_IMAGE_TELEMETRY,
     END_READOUT,
+    FOCAL_PLANE_SUMMARY_INFO,
     LATEST_IMAGE,
     START_INTEGRATION,
     START_READOUT,
@@ -78,7 +79,10 @@ INTERFACE = g.GENERIC.extended(
     "The simulated camera and its DAQ (`sim/daq`; index 1 LATISS, 2 ComCam, 3 LSSTCam).\n\n"
     "Beyond ICD §5: `endReadout` is published only when every sensor's pixels are in the "
     "DAQ buffer; the retained `daqAvailable` says where to read them (ZeroMQ, "
-    "`docs/daq-protocol.md`) and `daqStore` how full the buffer is. `takeImages` refuses "
+    "`docs/daq-protocol.md`), `daqStore` how full the buffer is, and the retained "
+    "`focalPlaneSummaryInfo` which (made-up, fixed) CCD is in each slot. The stars of "
+    "`OBJECT` and `ENGTEST` images are a fixed catalog's, seen at the pointing of the "
+    "retained `target` of `Telescope:{index}` when the exposure starts. `takeImages` refuses "
     "a BIAS with `expTime` > 0, a DARK with the shutter open, a FLAT or OBJECT with it "
     "closed, and a second sequence while one runs. Image numbers are recorded in "
     "`$CSCS_STATE_DIR/Camera-{index}-sequence.json` (default `~/.local/state/cscs`) "
@@ -92,6 +96,7 @@ INTERFACE = g.GENERIC.extended(
         END_READOUT,
         END_OF_IMAGE_TELEMETRY,
         DAQ_AVAILABLE,
+        FOCAL_PLANE_SUMMARY_INFO,
         LATEST_IMAGE,
     ),
     telemetry=(DAQ_STORE,),

@@ -6,6 +6,10 @@ whose width follows the seeing, cosmic-ray tracks), then cut it into the 16 raw
 segments with the shared geometry, adding per-amplifier bias, gain, read noise, photon
 noise, a deferred-charge trail into the serial overscan, and 18-bit saturation.
 
+The stars are the sky's (:mod:`sim.daq.sky_catalog`), put on each detector through the
+same celestial WCS the header service writes (:func:`cscs.camera.sky.detector_wcs`), so
+a test can find them in the pixels and check the headers against the truth.
+
 Speed: Gaussian noise is drawn from one process-wide pool of standard normals at a
 random offset per segment, instead of ~19 M fresh draws per CCD. Each segment's noise
 is still Gaussian with the configured width; only distant segments may share a run of
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cscs.camera.geometry import (
     CCD_COLS,
@@ -34,17 +38,23 @@ from cscs.camera.geometry import (
     SEGMENT_COLS,
     SEGMENT_ROWS,
     SEGMENTS,
+    Camera,
     Detector,
     Segment,
 )
+from cscs.camera.sky import Pointing, detector_wcs
+from sim.daq.sky_catalog import StarCounts, stars_near
 
 __all__ = [
+    "DEFAULT_POINTING",
     "IMAGE_TYPES",
     "Amplifier",
+    "DetectorStars",
     "ElectronicsModel",
     "Scene",
     "SkyModel",
     "amplifier",
+    "detector_stars",
     "synthesize_sensor",
 ]
 
@@ -79,8 +89,28 @@ class SkyModel(BaseModel):
     seeing_fwhm: float = 0.8  # arcsec
     sky_rate: float = 20.0  # electrons / pixel / s
     flat_level: float = 30000.0  # electrons / pixel at the centre
-    stars_per_ccd: int = 400
+    # ~400 stars on a 0.05 deg² ComCam/LSSTCam CCD, ~100 on LATISS's (0.1"/pixel).
+    star_density: float = Field(default=8000.0, ge=0.0, le=100_000.0)  # per deg², to faint
+    bright_magnitude: float = 14.0  # the brightest saturate in a 30 s ComCam exposure
+    faint_magnitude: float = 19.75
+    zero_point: float = 28.0  # the magnitude that gives 1 electron / s
+    catalog_seed: int = Field(default=0, ge=0)  # selects the stars: the sky never changes
     cosmic_rays_per_second: float = 1.0  # per CCD
+
+    @model_validator(mode="after")
+    def _magnitudes_in_order(self) -> SkyModel:
+        if not self.bright_magnitude < self.faint_magnitude:
+            raise ValueError("bright_magnitude must be less (brighter) than faint_magnitude")
+        return self
+
+    @property
+    def star_counts(self) -> StarCounts:
+        return StarCounts(self.star_density, self.bright_magnitude, self.faint_magnitude)
+
+
+# Where a camera looks until it hears from its telescope: the simulated telescope's
+# first target (Dec -85 never sets at Cerro Pachón).
+DEFAULT_POINTING = Pointing(ra=0.0, dec=-85.0, rotation=0.0)
 
 
 @dataclass(frozen=True)
@@ -91,7 +121,8 @@ class Scene:
     exposure_time: float  # s
     dark_time: float  # s
     seed: int
-    pixel_scale: float = 0.2  # arcsec / pixel
+    camera: Camera = Camera.COMCAM  # the pixel scale and where each detector looks
+    pointing: Pointing = DEFAULT_POINTING  # at the start of the exposure
     sky: SkyModel = field(default_factory=SkyModel)
 
 
@@ -134,7 +165,7 @@ def _noise(rng: np.random.Generator, size: int) -> npt.NDArray[np.float32]:
 
 
 def _illumination(
-    model: ElectronicsModel, scene: Scene, rng: np.random.Generator
+    model: ElectronicsModel, scene: Scene, detector: Detector, rng: np.random.Generator
 ) -> npt.NDArray[np.float32] | None:
     """Expected electrons per imaging pixel, detector orientation; None for none."""
     kind = scene.image_type
@@ -154,26 +185,83 @@ def _illumination(
         level += scene.sky.sky_rate * scene.exposure_time
     electrons.fill(level)
     if kind in ("OBJECT", "ENGTEST") and scene.exposure_time > 0:
-        _add_stars(electrons, scene, rng)
+        _add_stars(electrons, scene, detector)
     _add_cosmic_rays(electrons, scene.dark_time * scene.sky.cosmic_rays_per_second, rng)
     return electrons
 
 
-def _add_stars(electrons: npt.NDArray[np.float32], scene: Scene, rng: np.random.Generator) -> None:
-    sigma = max(scene.sky.seeing_fwhm / 2.3548 / scene.pixel_scale, 0.5)
-    radius = math.ceil(4 * sigma)
-    offsets = np.arange(-radius, radius + 1, dtype=np.float32)
-    count = int(rng.poisson(scene.sky.stars_per_ccd))
-    # Brightness follows a power law: many faint stars, a few bright enough to saturate.
-    fluxes = 2e3 * (1.0 - rng.random(count)) ** -1.5 * scene.exposure_time
-    xs = rng.uniform(0, CCD_COLS, count)
-    ys = rng.uniform(0, CCD_ROWS, count)
-    for x, y, flux in zip(xs, ys, fluxes, strict=True):
-        cx, cy = int(x), int(y)
+def _psf_sigma(scene: Scene) -> float:
+    """The Gaussian PSF's width in pixels (at least half a pixel: stars stay round)."""
+    return max(scene.sky.seeing_fwhm / 2.3548 / scene.camera.pixel_scale, 0.5)
+
+
+def _psf_radius(sigma: float) -> int:
+    return math.ceil(4 * sigma)
+
+
+@dataclass(frozen=True)
+class DetectorStars:
+    """The catalog's stars whose light can reach one detector: 0-based pixel
+    coordinates (``electrons[row, col]`` has its centre at ``(col, row)``), which is
+    the FITS position less one, and magnitudes."""
+
+    col: npt.NDArray[np.float64]
+    row: npt.NDArray[np.float64]
+    magnitude: npt.NDArray[np.float64]
+
+
+@functools.lru_cache(maxsize=512)  # every detector of LSSTCam at two pointings
+def detector_stars(
+    camera: Camera,
+    detector: Detector,
+    pointing: Pointing,
+    counts: StarCounts,
+    catalog_seed: int,
+    margin: int,
+) -> DetectorStars:
+    """Every star of the catalog whose centre is on ``detector`` or within ``margin``
+    pixels of it (its light spills on), as ``camera`` sees it at ``pointing``."""
+    wcs = detector_wcs(camera, detector, pointing)
+    centre_ra, centre_dec = wcs.pixel_to_sky(
+        np.array([(CCD_COLS + 1) / 2]), np.array([(CCD_ROWS + 1) / 2])
+    )
+    # The gnomonic projection only shrinks distances off its axis, so the corners are
+    # no farther on the sky than their distance in pixels at the nominal scale.
+    half_diagonal = math.hypot(CCD_COLS / 2 + margin + 1, CCD_ROWS / 2 + margin + 1)
+    radius = half_diagonal * camera.pixel_scale / 3600.0
+    stars = stars_near(float(centre_ra[0]), float(centre_dec[0]), radius, counts, catalog_seed)
+    x, y = wcs.sky_to_pixel(stars.ra, stars.dec)
+    col, row = x - 1.0, y - 1.0  # FITS pixel centres are at integers from 1
+    with np.errstate(invalid="ignore"):
+        near = (
+            (col >= -0.5 - margin)
+            & (col <= CCD_COLS - 0.5 + margin)
+            & (row >= -0.5 - margin)
+            & (row <= CCD_ROWS - 0.5 + margin)
+        )
+    return DetectorStars(*(_readonly(a[near]) for a in (col, row, stars.magnitude)))
+
+
+def _readonly(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    values.flags.writeable = False  # shared by every image of the field (cached)
+    return values
+
+
+def _add_stars(electrons: npt.NDArray[np.float32], scene: Scene, detector: Detector) -> None:
+    sigma = _psf_sigma(scene)
+    radius = _psf_radius(sigma)
+    sky = scene.sky
+    stars = detector_stars(
+        scene.camera, detector, scene.pointing, sky.star_counts, sky.catalog_seed, radius
+    )
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    fluxes = scene.exposure_time * 10.0 ** (-0.4 * (stars.magnitude - sky.zero_point))
+    for x, y, flux in zip(stars.col, stars.row, fluxes, strict=True):
+        cx, cy = math.floor(x + 0.5), math.floor(y + 0.5)  # the pixel the centre falls in
         gx = np.exp(-0.5 * ((offsets + (cx - x)) / sigma) ** 2)
         gy = np.exp(-0.5 * ((offsets + (cy - y)) / sigma) ** 2)
         stamp = np.outer(gy, gx)
-        stamp *= flux / stamp.sum()
+        stamp *= flux / stamp.sum()  # what falls off the detector is lost, as it would be
         x0, y0 = cx - radius, cy - radius
         sx0, sy0 = max(0, -x0), max(0, -y0)
         x1, y1 = min(CCD_COLS, x0 + stamp.shape[1]), min(CCD_ROWS, y0 + stamp.shape[0])
@@ -230,7 +318,7 @@ def synthesize_sensor(model: ElectronicsModel, scene: Scene, detector: Detector)
     if scene.image_type not in IMAGE_TYPES:
         raise ValueError(f"unknown image type {scene.image_type!r}; one of {IMAGE_TYPES}")
     rng = np.random.default_rng(_stable_seed(scene.seed, detector.name))
-    electrons = _illumination(model, scene, rng)
+    electrons = _illumination(model, scene, detector, rng)
     if electrons is not None:
         np.maximum(electrons, 0, out=electrons)
     return [

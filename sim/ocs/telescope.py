@@ -1,11 +1,18 @@
-"""The telescope, simulated: pointing, dome and filter for the header service.
+"""The telescope, simulated: pointing, focus, dome and filter for the header service.
 
 ``Telescope:{index}`` (index as the camera's: 1 the Auxiliary Telescope with LATISS,
 2 and 3 the Simonyi telescope with ComCam or LSSTCam) slews to a target, tracks it
-sidereally and changes filters. While ENABLED, its ``mount`` telemetry (10 Hz) carries RA/Dec, the
-rotator angle and Alt/Az computed with astropy for Cerro Pachón at the moment of
-publication; ``dome`` (1 Hz) follows the mount's azimuth. ``target``, ``filter`` and
-``inPosition`` are retained events published on change.
+sidereally and changes filters. While ENABLED, its ``mount`` telemetry (10 Hz) carries
+RA/Dec, the rotator angle, Alt/Az computed with astropy for Cerro Pachón at the moment
+of publication, and the camera hexapod's focus position; ``dome`` (1 Hz) follows the
+mount's azimuth. ``target``, ``filter`` and ``inPosition`` are retained events
+published on change.
+
+Each camera's filter wheel is configured (``filter_wheels``, by index) with the real
+instruments' filter names and bands, so that headers carry ``FILTER`` as the
+observatory's pipelines know it (``SDSSr_65mm``, ``r_03``, ``r_57``); a wheel always
+has a filter in the beam (its first slot at start). ``setFilter`` takes a filter's name
+or its band. LATISS also has a grating wheel (``gratings``; ``empty_1`` is no grating).
 """
 
 from __future__ import annotations
@@ -50,8 +57,9 @@ class SlewParams(Payload):
 
 class FilterParams(Payload):
     filter: str
-    disperser: str = ""
-    """LATISS only (empty: none)"""
+    """a filter's name (e.g. r_03) or its band (r)"""
+    grating: str = ""
+    """LATISS only: a grating's name (empty: keep the one in the beam)"""
 
 
 class Mount(Payload):
@@ -63,6 +71,8 @@ class Mount(Payload):
     az: float
     """deg, north through east"""
     tracking: bool
+    focusZ: float
+    """mm, the camera hexapod's focus position"""
 
 
 class Dome(Payload):
@@ -75,11 +85,30 @@ class Target(Payload):
     ra: float
     dec: float
     rotatorAngle: float
+    trackingSystem: str = "RADEC"
+    """what the mount tracks (TRACKSYS)"""
+    rotatorFrame: str = "sky"
+    """what rotatorAngle is measured in (ROTCOORD)"""
 
 
 class FilterState(Payload):
     filter: str
-    disperser: str
+    """the physical filter's name (FILTER)"""
+    band: str
+    """its band (FILTBAND)"""
+    slot: int
+    """its place in the wheel (FILTSLOT)"""
+    grating: str
+    """LATISS only: the grating's name (GRATING); empty elsewhere"""
+    gratingSlot: int
+    """its place in the grating wheel (GRATSLOT); -1 without one"""
+
+
+class FilterSpec(Payload):
+    """One filter (or grating) of a wheel: its name as the pipelines know it, its band."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    band: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,16}$")
 
 
 class InPosition(Payload):
@@ -96,8 +125,12 @@ IN_POSITION = EventSpec("inPosition", InPosition, "Slewing done (retained).", re
 
 
 class TelescopeConfig(ConfigSchema):
-    filters: list[str] = ["u", "g", "r", "i", "z", "y"]
-    dispersers: list[str] = []
+    filter_wheels: dict[int, list[FilterSpec]] = {}
+    """By index (1 LATISS, 2 ComCam, 3 LSSTCam); slot = place in the list."""
+    gratings: list[FilterSpec] = []
+    """LATISS's grating wheel (index 1 only); the first is in the beam at start."""
+    focus_z: float = 0.0
+    """mm, the camera hexapod's focus position"""
     slew_speed: float = Field(default=3.0, gt=0.0)
     """deg/s on the sky"""
     filter_change_time: float = Field(default=1.0, ge=0.0)
@@ -109,8 +142,9 @@ class TelescopeCsc(BaseCsc[TelescopeConfig]):
     interface = g.GENERIC.extended(
         "Telescope",
         "Simulated telescope (`sim/ocs`): mount, rotator, dome and filter. Index as the "
-        "camera's: 1 the Auxiliary Telescope (LATISS; `auxtel` override for its filters "
-        "and dispersers), 2 and 3 the Simonyi telescope. Telemetry flows while ENABLED; "
+        "camera's: 1 the Auxiliary Telescope (LATISS, with its grating wheel), 2 and 3 "
+        "the Simonyi telescope; each camera's filter wheel by the real filter names "
+        "(`filter_wheels`). Telemetry flows while ENABLED; "
         "Alt/Az are computed with astropy for Cerro Pachón at each sample's `sent_tai`.",
         commands=(SLEW, SET_FILTER),
         events=(TARGET, FILTER, IN_POSITION),
@@ -124,7 +158,7 @@ class TelescopeCsc(BaseCsc[TelescopeConfig]):
         # Until the first slew, a circumpolar field: from Cerro Pachón (latitude -30)
         # dec -85 never sets, so Alt/Az and airmass exist whatever the time of day.
         self.target = Target(object="", program="", ra=0.0, dec=-85.0, rotatorAngle=0.0)
-        self.filter = FilterState(filter="", disperser="")
+        self.filter = self._initial_filter()
         self._lock = asyncio.Lock()
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
@@ -150,7 +184,8 @@ class TelescopeCsc(BaseCsc[TelescopeConfig]):
             await self.publish_telemetry(
                 MOUNT,
                 Mount(ra=target.ra, dec=target.dec, rotatorAngle=target.rotatorAngle,
-                      alt=where.alt, az=where.az, tracking=where.alt > 0),
+                      alt=where.alt, az=where.az, tracking=where.alt > 0,
+                      focusZ=self.config.focus_z),
             )  # fmt: skip
             rate = self.config.mount_rate
             if beat % max(1, round(rate)) == 0:
@@ -175,20 +210,63 @@ class TelescopeCsc(BaseCsc[TelescopeConfig]):
             await self.publish_event(IN_POSITION, InPosition(inPosition=True))
         return f"tracking {params.object or 'target'} at RA {params.ra:.4f} Dec {params.dec:.4f}"
 
+    def _wheel(self) -> list[FilterSpec]:
+        return self.config.filter_wheels.get(self.address.index, [])
+
+    def _gratings(self) -> list[FilterSpec]:
+        return self.config.gratings if self.address.index == 1 else []
+
+    def _initial_filter(self) -> FilterState:
+        wheel, gratings = self._wheel(), self._gratings()
+        first = wheel[0] if wheel else FilterSpec(name="none")
+        return FilterState(
+            filter=first.name, band=first.band, slot=0 if wheel else -1,
+            grating=gratings[0].name if gratings else "", gratingSlot=0 if gratings else -1,
+        )  # fmt: skip
+
+    async def configure(self, config: TelescopeConfig) -> None:
+        """A wheel keeps its filter across a restart unless the configuration changed it."""
+        wheel = self._wheel()
+        slot = self.filter.slot
+        if not 0 <= slot < len(wheel) or wheel[slot].name != self.filter.filter:
+            self.filter = self._initial_filter()
+            await self.publish_event(FILTER, self.filter)
+
     async def do_set_filter(self, params: FilterParams, context: CommandContext) -> str:
-        config = self.config
-        if params.filter not in config.filters:
-            raise ExpectedError(f"no filter {params.filter!r}; have {', '.join(config.filters)}")
-        if params.disperser and params.disperser not in config.dispersers:
-            have = ", ".join(config.dispersers) or "none"
-            raise ExpectedError(f"no disperser {params.disperser!r}; have {have}")
+        wheel, gratings = self._wheel(), self._gratings()
+        slot = _find(wheel, params.filter)
+        if slot is None:
+            have = ", ".join(f"{f.name} ({f.band})" for f in wheel) or "none"
+            raise ExpectedError(f"no filter {params.filter!r}; the wheel has {have}")
+        grating_slot = self.filter.gratingSlot
+        if params.grating:
+            found = _find(gratings, params.grating)
+            if found is None:
+                have = ", ".join(g.name for g in gratings) or "none"
+                raise ExpectedError(f"no grating {params.grating!r}; have {have}")
+            grating_slot = found
         if self._lock.locked():
             raise ExpectedError("the telescope is busy slewing or changing filter")
         async with self._lock:
-            await context.in_progress(config.filter_change_time + 5.0, "changing filter")
-            await asyncio.sleep(config.filter_change_time)
-            self.filter = FilterState(filter=params.filter, disperser=params.disperser)
+            await context.in_progress(self.config.filter_change_time + 5.0, "changing filter")
+            await asyncio.sleep(self.config.filter_change_time)
+            chosen = wheel[slot]
+            self.filter = FilterState(
+                filter=chosen.name, band=chosen.band, slot=slot,
+                grating=gratings[grating_slot].name if grating_slot >= 0 else "",
+                gratingSlot=grating_slot,
+            )  # fmt: skip
             await self.publish_event(FILTER, self.filter)
-        return f"filter {params.filter}" + (
-            f", disperser {params.disperser}" if params.disperser else ""
-        )
+        grating = f", grating {self.filter.grating}" if self.filter.grating else ""
+        return f"filter {chosen.name} ({chosen.band}){grating}"
+
+
+def _find(wheel: list[FilterSpec], wanted: str) -> int | None:
+    """The slot of the filter named ``wanted``, or else of the first in band ``wanted``."""
+    for slot, spec in enumerate(wheel):
+        if spec.name == wanted:
+            return slot
+    for slot, spec in enumerate(wheel):
+        if spec.band == wanted:
+            return slot
+    return None

@@ -36,6 +36,8 @@ class WeatherValues(Payload):
     """m/s"""
     windDirection: float
     """deg, from north through east"""
+    seeing: float = 0.8
+    """arcsec FWHM at zenith, as the site's seeing monitor (DIMM) would report it"""
 
 
 SET_WEATHER = CommandSpec(
@@ -46,7 +48,12 @@ WEATHER = TelemetrySpec("weather", WeatherValues, "Site weather, 1 Hz.")
 
 class WeatherConfig(ConfigSchema):
     base: WeatherValues = WeatherValues(
-        temperature=12.0, pressure=743.0, humidity=25.0, windSpeed=4.0, windDirection=300.0
+        temperature=12.0,
+        pressure=743.0,
+        humidity=25.0,
+        windSpeed=4.0,
+        windDirection=300.0,
+        seeing=0.8,
     )
     variation: float = Field(default=0.0, ge=0.0)
     """fraction of slow sinusoidal wander (0 keeps the values fixed)"""
@@ -89,6 +96,7 @@ class WeatherCsc(BaseCsc[WeatherConfig]):
             humidity=min(100.0, base.humidity * (1 + wander)),
             windSpeed=base.windSpeed * (1 + wander),
             windDirection=base.windDirection,
+            seeing=base.seeing,
         )
 
     async def _report(self) -> None:
