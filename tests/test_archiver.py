@@ -33,10 +33,7 @@ from cscs.core.remote import EventStream
 from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.testing import make_csc
-from cscs.header_service.collect import Value
-from cscs.header_service.derived import derived_keywords
-from cscs.header_service.document import render
-from sim.testing import Observatory, observatory
+from sim.testing import Observatory, observatory, rendered_header
 
 BIAS = {"expTime": 0.0, "shutter": False, "imageType": "BIAS"}
 OBJECT = {"expTime": 0.2, "shutter": True, "imageType": "OBJECT"}
@@ -327,15 +324,7 @@ async def test_a_late_header_completes_the_file(
                 end = event.parse(END_OF_IMAGE_TELEMETRY).data
         assert start is not None
         # The header turns up later (made here with the header service's own code).
-        primary = derived_keywords(
-            Camera.LATISS,
-            start,
-            end,
-            Value(10.0),
-            Value(-85.0),  # circumpolar: AIRMASS always
-        )
-        document = render(first["imageName"], "HeaderService:1", "test", Camera.LATISS,
-                          ["R00_S00"], primary)  # fmt: skip
+        document = rendered_header(Camera.LATISS, start, end, ["R00_S00"])
         path = tmp_path / "state1" / "headers" / "HeaderService-1" / "late-header.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)  # a trusted directory (docs/security.md)
         path.write_bytes(document.data)

@@ -36,10 +36,7 @@ from cscs.daq.errors import (
     ImageEvictedError,
 )
 from cscs.daq.reader import ImageInfo, SensorPixels
-from cscs.header_service.collect import Value
-from cscs.header_service.derived import derived_keywords
-from cscs.header_service.document import render
-from sim.testing import config_dir
+from sim.testing import config_dir, rendered_header
 
 IMAGE = "AT_O_20261121_000007"
 LOG = structlog.get_logger("test")
@@ -66,8 +63,7 @@ def header_document(directory: Path, image: str = IMAGE) -> LargeFileObjectAvail
         imageName=image, timestampDateObs=1.795e9, timestampDateEnd=1.795e9,
         exposureTime=0.0, darkTime=0.1, measuredShutterOpenTime=0.0,
     )  # fmt: skip
-    primary = derived_keywords(Camera.LATISS, start, end, Value(10.0), Value(-85.0))
-    rendered = render(image, "HeaderService:1", "test", Camera.LATISS, ["R00_S00"], primary)
+    rendered = rendered_header(Camera.LATISS, start, end, ["R00_S00"])
     path = directory / f"{image}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(rendered.data)
@@ -95,7 +91,7 @@ async def test_an_announced_header_is_fetched_checked_and_kept(tmp_path: Path) -
     assert header.missing == ""
     assert header.md5 == announcement.checkSum
     assert ("OBSID", IMAGE, "image name") in header.primary
-    assert [k for k, _, _ in header.segments["Segment10"]][:2] == ["EXTNAME", "DATASEC"]
+    assert header.segments == {}  # the geometry's: the archiver writes it itself
     await asyncio.to_thread(Path(announcement.url.removeprefix("file://")).unlink)
     assert await source.get(IMAGE, wait=0) is header  # fetched once
 

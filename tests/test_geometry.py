@@ -104,5 +104,4 @@ def test_detector_keywords() -> None:
     assert detector_keywords(Detector.parse("R22_S11")) == {
         "RAFTBAY": "R22",
         "CCDSLOT": "S11",
-        "DETSIZE": DETSIZE,
     }

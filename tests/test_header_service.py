@@ -22,7 +22,6 @@ import yaml
 from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
 
-from cscs.camera.geometry import SEGMENTS
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.protocol import AckCode, encode
 from cscs.core.remote import Remote
@@ -43,7 +42,7 @@ PACKAGE_CONFIG = Path(__file__).parents[1] / "cscs" / "header_service" / "config
 # Independent of cscs.camera.observatory: Cerro Pachón, from the observatory's site page.
 SITE = EarthLocation.from_geodetic(-70.749417 * u.deg, -30.244639 * u.deg, 2663 * u.m)
 WEATHER = {"temperature": 9.5, "pressure": 744.2, "humidity": 31.0, "windSpeed": 6.5,
-           "windDirection": 275.0}  # fmt: skip
+           "windDirection": 275.0, "seeing": 0.7}  # fmt: skip
 
 
 def config_dir(tmp_path: Path, **changes: Any) -> Path:
@@ -67,14 +66,23 @@ class ScriptedCamera:
         body = data | {"seq": self.seq, "sent_tai": current_tai()}
         await self.bus.publish(self.address.event(name), encode(body), qos=1)
 
+    async def hardware(self) -> None:
+        """The CCD in each slot, as the camera announces it when it starts."""
+        await self.event(
+            "focalPlaneSummaryInfo", ccdLocation="R00_S00", ccdManufacturer="ITL",
+            ccdType="3800C", ccdLSSTName="ITL-3800C-068", ccdManSerNum="20862",
+        )  # fmt: skip
+
     async def start(self, image: str, begin: float, timeout: float = 30.0) -> None:
         day, number = image.split("_")[2], int(image.split("_")[3])
+        if self.seq == 0:  # the camera's events come in order: this before the first image
+            await self.hardware()
         await self.event(
             "startIntegration", imageName=image, imageIndex=1, imagesInSequence=1,
             imageSource="AT", imageController="O", imageDate=day, imageNumber=number,
             groupId="grp", imageType="OBJECT", exposureTime=15.0,
-            timestampAcquisitionStart=begin, timeout=timeout, additionalKeys="",
-            additionalValues="",
+            timestampAcquisitionStart=begin, timeout=timeout, additionalKeys="reason",
+            additionalValues="science",
         )  # fmt: skip
 
     async def end(self, image: str, begin: float, finish: float) -> None:
@@ -192,25 +200,39 @@ async def test_every_value_matches_an_independent_computation(
     assert keywords["MJD-END"] == pytest.approx(end_time.mjd, abs=1e-9)
     assert keywords["TIMESYS"] == "TAI"
     expected = {
-        "RA": ra, "DEC": dec, "ROTPA": 12.5, "OBJECT": "NGC 300", "PROGRAM": "BLOCK-7",
-        "FILTER": "r", "AIRTEMP": 9.5, "PRESSURE": 744.2, "HUMIDITY": 31.0, "WINDSPD": 6.5,
-        "WINDDIR": 275.0, "OBSID": "AT_O_20261121_000042", "DAYOBS": "20261121",
-        "SEQNUM": 42, "IMGTYPE": "OBJECT", "GROUPID": "grp", "EXPTIME": 15.0,
-        "DARKTIME": 15.3, "SHUTTIME": 15.0, "CAMCODE": "AT", "CONTRLLR": "O",
-        "INSTRUME": "LATISS",
+        "RA": ra, "DEC": dec, "RASTART": ra, "DECSTART": dec, "RAEND": ra, "DECEND": dec,
+        "ROTPA": 12.5, "ROTCOORD": "sky", "TRACKSYS": "RADEC", "RADESYS": "ICRS",
+        "OBJECT": "NGC 300", "PROGRAM": "BLOCK-7", "REASON": "science", "CURINDEX": 1,
+        "MAXINDEX": 1, "FILTER": "SDSSr_65mm", "FILTBAND": "r", "FILTSLOT": 0,
+        "GRATING": "empty_1", "GRATSLOT": 0, "FOCUSZ": 0.0, "AIRTEMP": 9.5,
+        "PRESSURE": pytest.approx(74420.0), "HUMIDITY": 31.0, "WINDSPD": 6.5,
+        "WINDDIR": 275.0, "SEEING": 0.7, "OBSID": "AT_O_20261121_000042",
+        "DAYOBS": "20261121", "SEQNUM": 42, "IMGTYPE": "OBJECT", "GROUPID": "grp",
+        "EXPTIME": 15.0, "DARKTIME": 15.3, "SHUTTIME": 15.0, "CAMCODE": "AT",
+        "CONTRLLR": "O", "INSTRUME": "LATISS", "TELESCOP": "LSST AuxTelescope",
+        "BUNIT": "adu", "OBS-ELEV": 2663.0,
     }  # fmt: skip
     assert {k: keywords[k] for k in expected} == expected
+    assert keywords["AMSTART"] == pytest.approx(float(at_start.secz), rel=1e-6)
+    assert keywords["AMEND"] == pytest.approx(float(at_end.secz), rel=1e-6)
+    geocentric = SITE.geocentric
+    assert [keywords[f"OBSGEO-{c}"] for c in "XYZ"] == pytest.approx(
+        [g.to_value(u.m) for g in geocentric], abs=0.01
+    )
     # The dome follows the mount: its azimuth at the start is the target's azimuth then.
     assert keywords["DOMEAZ"] == pytest.approx(at_start.az.deg, abs=0.5)
-    assert document["detectors"] == {
-        "R00_S00": [{"keyword": "RAFTBAY", "value": "R00"}, {"keyword": "CCDSLOT", "value": "S00"},
-                    {"keyword": "DETSIZE", "value": "[1:4072,1:4000]"}]
+    detector = {c["keyword"]: c["value"] for c in document["detectors"]["R00_S00"]}
+    assert list(document["detectors"]) == ["R00_S00"]
+    assert {k: detector[k] for k in ("RAFTBAY", "CCDSLOT", "CCD_MANU", "CCD_TYPE",
+                                     "LSST_NUM", "CCD_SERN", "CTYPE1", "CTYPE2")} == {
+        "RAFTBAY": "R00", "CCDSLOT": "S00", "CCD_MANU": "ITL",
+        "CCD_TYPE": "3800C", "LSST_NUM": "ITL-3800C-068", "CCD_SERN": "20862",
+        "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN",
     }  # fmt: skip
-    assert list(document["segments"]) == [s.name for s in SEGMENTS]
-    assert document["segments"]["Segment10"][1:3] == [
-        {"keyword": "DATASEC", "value": "[4:512,1:2000]"},
-        {"keyword": "DETSEC", "value": "[509:1,1:2000]"},
-    ]
+    # LATISS's one CCD is on the optical axis: the WCS's reference is the pointing.
+    assert (detector["CRVAL1"], detector["CRVAL2"]) == pytest.approx((ra % 360, dec))
+    assert (detector["CRPIX1"], detector["CRPIX2"]) == (2036.5, 2000.5)
+    assert document["segments"] == {}  # the archiver writes them, from the geometry
 
 
 async def test_an_absent_source_is_listed_missing_never_invented(
@@ -224,7 +246,7 @@ async def test_an_absent_source_is_listed_missing_never_invented(
         await camera.start("AT_O_20261121_000001", begin)
         await camera.end("AT_O_20261121_000001", begin, begin + 15)
         announced = (await announcements.next(30)).data
-    weather = ["AIRTEMP", "PRESSURE", "HUMIDITY", "WINDSPD", "WINDDIR"]
+    weather = ["AIRTEMP", "PRESSURE", "HUMIDITY", "WINDSPD", "WINDDIR", "SEEING"]
     assert announced["missingKeywords"].split(",") == weather
     document = load(announced)
     keywords = primary(document)
@@ -262,7 +284,7 @@ async def test_telemetry_that_stops_mid_exposure_is_stale_not_used(
             announced = (await announcements.next(30)).data
     document = load(announced)
     reasons = {m["keyword"]: m["reason"] for m in document["missing"]}
-    assert set(reasons) == {"AIRTEMP", "PRESSURE", "HUMIDITY", "WINDDIR"}
+    assert set(reasons) == {"AIRTEMP", "PRESSURE", "HUMIDITY", "WINDDIR", "SEEING"}
     assert "Weather:0 tel/weather is stale" in reasons["AIRTEMP"]
     assert primary(document)["WINDSPD"] == 6.5  # the max over what did arrive
 

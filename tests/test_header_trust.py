@@ -57,11 +57,9 @@ from cscs.core.testing import CscHarness, MemoryBroker, make_csc
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Transport
 from cscs.daq.reader import ImageInfo, SensorPixels
-from cscs.header_service.collect import Exposure, Value
+from cscs.header_service.collect import Exposure
 from cscs.header_service.csc import HeaderServiceCsc
-from cscs.header_service.derived import derived_keywords
-from cscs.header_service.document import render
-from sim.testing import config_dir
+from sim.testing import config_dir, rendered_header
 
 IMAGE = "AT_O_20261121_000007"
 DAY = "20261121"
@@ -82,12 +80,7 @@ def document(image: str = IMAGE, telescope: str = "") -> bytes:
         imageName=image, timestampDateObs=1.795e9, timestampDateEnd=1.795e9,
         exposureTime=0.0, darkTime=0.1, measuredShutterOpenTime=0.0,
     )  # fmt: skip
-    primary = derived_keywords(Camera.LATISS, start, end, Value(10.0), Value(-85.0))
-    if telescope:
-        primary = [
-            (k, Value(telescope, "", "telescope") if k == "TELESCOP" else v) for k, v in primary
-        ]
-    return render(image, "HeaderService:1", "test", Camera.LATISS, ["R00_S00"], primary).data
+    return rendered_header(Camera.LATISS, start, end, ["R00_S00"], telescope=telescope).data
 
 
 def announcement(url: str, data: bytes, image: str = IMAGE, **changes: Any) -> dict[str, Any]:
@@ -228,7 +221,14 @@ def _cards(document: dict[str, Any], where: str) -> list[dict[str, Any]]:
             "set by the FITS writer",
         ),
         (
-            lambda d: _cards(d, "segments.Segment10").append({"keyword": "NAXIS1", "value": 7}),
+            lambda d: d["segments"].update(
+                {
+                    "Segment10": [
+                        {"keyword": "EXTNAME", "value": "Segment10"},
+                        {"keyword": "NAXIS1", "value": 7},
+                    ]
+                }
+            ),
             "set by the FITS writer",
         ),
         (
@@ -241,7 +241,9 @@ def _cards(document: dict[str, Any], where: str) -> list[dict[str, Any]]:
         ),
         (lambda d: _cards(d, "primary").append(dict(_cards(d, "primary")[0])), "appears twice"),
         (
-            lambda d: _cards(d, "segments.Segment10")[0].update(value="Segment00"),
+            lambda d: d["segments"].update(
+                {"Segment10": [{"keyword": "EXTNAME", "value": "Segment00"}]}
+            ),
             "EXTNAME must be Segment10",
         ),
         (lambda d: d.update(generator="x" * 200), "at most 128 characters"),
@@ -455,7 +457,7 @@ def _outside(a: Archiver, tmp: Path) -> dict[str, Any]:
 def _forged(a: Archiver, tmp: Path) -> dict[str, Any]:
     """Announced with the genuine document's MD5 and size, a forged one in its place
     (not where ``header_url_template`` looks: found there, nothing would contradict it)."""
-    genuine, forged = document(), document(telescope="Rubin Auxiliary Telescopf")
+    genuine, forged = document(), document(telescope="LSST AuxTelescopf")
     assert len(genuine) == len(forged)  # the size alone would not tell
     (a.headers / "forged.yaml").write_bytes(forged)
     return announcement((a.headers / "forged.yaml").as_uri(), genuine)

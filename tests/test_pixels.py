@@ -24,7 +24,7 @@ IMAGING = (slice(0, 2000), slice(3, 512))
 
 
 def synthesize(kind: str, exposure: float = 0.0, dark: float = 0.0, seed: int = 7) -> list[Pixels]:
-    scene = Scene(kind, exposure, dark, seed=seed, pixel_scale=0.2, sky=SkyModel())
+    scene = Scene(kind, exposure, dark, seed=seed, camera=Camera.COMCAM, sky=SkyModel())
     return synthesize_sensor(MODEL, scene, DETECTOR)
 
 

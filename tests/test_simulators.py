@@ -18,7 +18,7 @@ from sim.ocs.weather import WeatherCsc
 SITE = EarthLocation.from_geodetic(-70.749417 * u.deg, -30.244639 * u.deg, 2663 * u.m)
 SLEW = {"ra": 10.0, "dec": -40.0, "rotatorAngle": 5.0, "object": "X", "program": "P"}
 WEATHER = {"temperature": 1.0, "pressure": 700.0, "humidity": 50.0, "windSpeed": 3.0,
-           "windDirection": 90.0}  # fmt: skip
+           "windDirection": 90.0, "seeing": 0.8}  # fmt: skip
 
 
 async def test_telescope_life_cycle_and_commands(broker: Connector, index: int) -> None:
@@ -30,9 +30,16 @@ async def test_telescope_life_cycle_and_commands(broker: Connector, index: int) 
         await h.remote.command("enable")
         ack = await h.remote.command("setFilter", {"filter": "Halpha"}, check=False)
         assert ack.code is AckCode.FAILED
-        assert "no filter 'Halpha'; have u, g, r, i, z, y" in ack.result
-        ack = await h.remote.command("setFilter", {"filter": "r", "disperser": "x"}, check=False)
-        assert "no disperser 'x'; have none" in ack.result
+        assert "no filter 'Halpha'; the wheel has SDSSr_65mm (r), SDSSg_65mm (g)" in ack.result
+        ack = await h.remote.command("setFilter", {"filter": "r", "grating": "x"}, check=False)
+        assert "no grating 'x'; have empty_1, holo4_003" in ack.result
+        async with h.remote.stream("filter") as filters:
+            ack = await h.remote.command("setFilter", {"filter": "i", "grating": "holo4_003"})
+            state = await filters.wait_for(lambda r: r.data["filter"] == "SDSSi_65mm")
+        assert ack.result == "filter SDSSi_65mm (i), grating holo4_003"
+        wheel = {k: state.data[k] for k in ("filter", "band", "slot", "grating", "gratingSlot")}
+        assert wheel == {"filter": "SDSSi_65mm", "band": "i", "slot": 2,
+                         "grating": "holo4_003", "gratingSlot": 1}  # fmt: skip
         async with h.remote.stream("target") as targets:
             await h.remote.command("slew", SLEW, timeout=30)
             target = await targets.wait_for(lambda r: r.data["object"] == "X")

@@ -21,8 +21,17 @@ from pathlib import Path
 from cscs.archiver.headers import Header
 from cscs.camera.files import path_under
 from cscs.camera.fits import BLOCK, Card, write_raw_fits
-from cscs.camera.geometry import SEGMENT_BYTES, SEGMENTS, Camera, detector_keywords
+from cscs.camera.focal_plane import segment_keywords
+from cscs.camera.geometry import (
+    SEGMENT_BYTES,
+    SEGMENTS,
+    Camera,
+    Detector,
+    Segment,
+    detector_keywords,
+)
 from cscs.camera.naming import ImageName
+from cscs.camera.observatory import astropy_time
 from cscs.catalog import ArchivedFile, Catalog, sqlite_url
 from cscs.core.tai import current_tai
 from cscs.daq.reader import SensorPixels
@@ -36,7 +45,7 @@ __all__ = [
 ]
 
 # The most one file can take: the segments, their padding, and generous headers.
-_FILE_BYTES = len(SEGMENTS) * (SEGMENT_BYTES + 2 * BLOCK) + 20 * BLOCK
+_FILE_BYTES = len(SEGMENTS) * (SEGMENT_BYTES + 4 * BLOCK) + 20 * BLOCK
 
 
 class ArchiveUnwritableError(Exception):
@@ -135,15 +144,12 @@ class ArchiveStore:
                 f"archive {self.root} is full: {free / 1e9:.2f} GB free, min_free_bytes is "
                 f"{self.min_free_bytes / 1e9:.2f} GB; {image} {sensor} not written"
             )
-        extensions = [
-            (header.segments.get(s.name) if header else None)
-            or [(k, v, "") for k, v in s.keywords().items()]
-            for s in SEGMENTS
-        ]
+        detector = self.camera.detector(sensor)
+        extensions = [_extension_cards(detector, s, header) for s in SEGMENTS]
         try:
             written = write_raw_fits(
                 path,
-                self._primary_cards(image, sensor, header),
+                _file_cards(path) + self._primary_cards(image, sensor, header),
                 list(zip(extensions, pixels.segments, strict=True)),
                 compression=self.compression,
             )
@@ -186,6 +192,25 @@ class ArchiveStore:
         with fits.open(row.path, checksum=True) as hdus:
             segments = tuple(hdus[s.name].data.astype("=i4") for s in SEGMENTS)
         return SensorPixels(row.image_name, row.sensor, segments, ())
+
+
+def _file_cards(path: Path) -> list[Card]:
+    """What only the writer knows: the file's name and when it was made (``DATE`` and
+    ``MJD``, TAI as every time in these headers: ``TIMESYS = 'TAI'``)."""
+    now = astropy_time(current_tai())
+    return [
+        ("FILENAME", path.name, "original file name"),
+        ("DATE", str(now.isot), "file creation time (TAI)"),
+        ("MJD", float(now.mjd), "file creation time (TAI), MJD"),
+    ]
+
+
+def _extension_cards(detector: Detector, segment: Segment, header: Header | None) -> list[Card]:
+    """An amplifier extension's keywords: the geometry's, always (a header document
+    cannot move pixels), then whatever else the document gives for the segment."""
+    geometry = segment_keywords(detector, segment)
+    extra = header.segments.get(segment.name, []) if header else []
+    return [(k, v, "") for k, v in geometry.items()] + [c for c in extra if c[0] not in geometry]
 
 
 def check_image(camera: Camera, image: str) -> str:

@@ -19,7 +19,7 @@ from cscs.camera.events import EndOfImageTelemetry, EndReadout, StartIntegration
 from cscs.camera.headers import PrintableName, PrintableText, check_header_keyword
 from cscs.core.topics import CscAddress
 
-__all__ = ["Exposure", "KeywordRule", "Missing", "SourceCache", "SourceKey", "Value"]
+__all__ = ["Exposure", "KeywordRule", "Missing", "SourceCache", "SourceKey", "Value", "number_of"]
 
 DEFAULT_TELEMETRY_MAX_AGE = 5.0  # s
 
@@ -46,6 +46,11 @@ class KeywordRule(BaseModel):
     unit: PrintableName = ""
     comment: PrintableText = ""
     """Unit and comment go into the FITS header: printable ASCII, bounded."""
+    cameras: list[Literal["LATISS", "LSSTComCam", "LSSTCam"]] = []
+    """Only for these cameras (e.g. LATISS's grating); empty: for every camera."""
+
+    def applies_to(self, instrument: str) -> bool:
+        return not self.cameras or instrument in self.cameras
 
     @field_validator("topic")
     @classmethod
@@ -95,6 +100,18 @@ class Value:
 @dataclass(frozen=True)
 class Missing:
     reason: str
+
+
+def number_of(entry: Value | Missing | None, keyword: str) -> float | str:
+    """A collected keyword's value as a finite number, or the reason it is not one."""
+    if entry is None:
+        return f"{keyword} is not in the keyword map"
+    if isinstance(entry, Missing):
+        return f"{keyword}: {entry.reason}"
+    value = entry.value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"{keyword} is not a number"
+    return float(value)
 
 
 @dataclass

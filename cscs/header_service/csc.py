@@ -32,11 +32,14 @@ from cscs.camera import files
 from cscs.camera.events import (
     END_OF_IMAGE_TELEMETRY,
     END_READOUT,
+    FOCAL_PLANE_SUMMARY_INFO,
     LATEST_IMAGE,
     START_INTEGRATION,
     START_READOUT,
+    CcdHardware,
     EndOfImageTelemetry,
     EndReadout,
+    FocalPlaneSummaryInfo,
     LatestImage,
     StartIntegration,
     StartReadout,
@@ -63,6 +66,7 @@ from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
 from cscs.header_service.collect import Exposure, KeywordRule, SourceCache, SourceKey
 from cscs.header_service.derived import DERIVED_KEYWORDS, derived_keywords
+from cscs.header_service.detectors import HARDWARE_KEYWORDS, detector_entries, mid_exposure_pointing
 from cscs.header_service.document import RenderedHeader, render
 
 __all__ = ["HeaderServiceConfig", "HeaderServiceCsc"]
@@ -78,7 +82,7 @@ class HeaderWriteError(Exception):
     """The header document could not be written (disk full, permissions, …)."""
 
 
-DERIVED = frozenset(DERIVED_KEYWORDS)
+DERIVED = frozenset(DERIVED_KEYWORDS) | frozenset(HARDWARE_KEYWORDS)
 
 
 class HeaderServiceConfig(ConfigSchema):
@@ -131,14 +135,18 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         self._detectors = frozenset(d.name for d in self.camera.detectors)
         self.exposures_dropped = 0  # startIntegration dropped: too many open
         self._drops = Throttle(_DROP_WARNING_INTERVAL)
+        self.hardware: dict[str, CcdHardware] | None = None  # by detector, when announced
+        self.rules: list[KeywordRule] = []  # the keyword map's rules for this camera
 
     # ---- configuration and subscriptions ----------------------------------------------
 
     async def configure(self, config: HeaderServiceConfig) -> None:
         try:
-            keys = {rule.key(self.address.index) for rule in config.keywords}
+            rules = [r for r in config.keywords if r.applies_to(self.camera.instrument)]
+            keys = {rule.key(self.address.index) for rule in rules}
         except ValueError as exc:
             raise ExpectedError(f"keyword map: {exc}") from None
+        self.rules = rules
         self.output_dir = config.output_path() or self._default_output_dir
         await asyncio.to_thread(pointing, 0.0, -30.0, current_tai())  # load astropy now
         await self._listen(keys)
@@ -154,6 +162,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
             on(START_READOUT, self._on_start_readout),
             on(END_READOUT, self._on_end_readout),
             on(END_OF_IMAGE_TELEMETRY, self._on_end_of_image_telemetry),
+            on(FOCAL_PLANE_SUMMARY_INFO, self._on_focal_plane),
         )
 
     async def close(self) -> None:
@@ -198,7 +207,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         if len(self.exposures) >= self.config.max_open_exposures:
             self._drop(image)
             return
-        exposure = Exposure(start, self.config.keywords, self.address.index)
+        exposure = Exposure(start, self.rules, self.address.index)
         exposure.reach("start", self.cache, current_tai())
         self.exposures[image] = exposure
         self._finished[image] = asyncio.Event()
@@ -229,6 +238,12 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         (5001, 5002, 5003), as they would fail for every image."""
         self.log.error("exposure abandoned after an unexpected error", image=image,
                        error=repr(exc))  # fmt: skip
+
+    def _on_focal_plane(self, event: Parsed[FocalPlaneSummaryInfo]) -> None:
+        """Which CCD is in which slot (``CCD_MANU``, ``LSST_NUM`` …): kept for every
+        header from now on; only this camera's detectors."""
+        hardware = event.data.by_detector()
+        self.hardware = {k: v for k, v in hardware.items() if k in self._detectors}
 
     def _on_start_readout(self, event: Parsed[StartReadout]) -> None:
         self._moment(event.data.imageName, START_READOUT.name)
@@ -286,24 +301,22 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         """Derive, render and write one header (in a worker thread: astropy and the
         file system take milliseconds the event loop should not wait for)."""
         start = exposure.start
-        primary = (
-            derived_keywords(
-                self.camera,
-                start,
-                exposure.end,
-                exposure.values.get("RA"),
-                exposure.values.get("DEC"),
-            )
-            + exposure.ordered()
-        )
+        primary = derived_keywords(self.camera, start, exposure.end, exposure.values)
+        primary += exposure.ordered()
         readout = exposure.readout
         sensors = (
             readout.sensor_names
             if readout and readout.sensor_names
             else [d.name for d in self.camera.detectors]
         )
+        pointing = mid_exposure_pointing(exposure.values)
+        source = str(self.camera_address)
+        detectors = {
+            name: detector_entries(self.camera, name, self.hardware, pointing, source)
+            for name in sensors
+        }
         image = exposure.image
-        document = render(image, str(self.address), self.version, self.camera, sensors, primary)
+        document = render(image, str(self.address), self.version, primary, detectors)
         path = files.path_under(self.output_dir, start.imageDate, f"{image}.yaml")
         try:
             files.write_atomically(path, document.data)

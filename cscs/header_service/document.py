@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
-from cscs.camera.geometry import SEGMENTS, Camera, detector_keywords
 from cscs.camera.headers import (
     MAX_TEXT_LENGTH,
     HeaderCard,
@@ -61,30 +59,31 @@ def _card(keyword: str, entry: Value | Missing) -> HeaderCard:
     return HeaderCard(keyword=keyword, value=entry.value, unit=entry.unit, comment=entry.comment)
 
 
-def _plain_cards(keywords: dict[str, Any]) -> list[HeaderCard]:
-    return [HeaderCard(keyword=k, value=v) for k, v in keywords.items()]
-
-
 def render(
     image: str,
     generator: str,
     version: str,
-    camera: Camera,
-    sensors: list[str],
     primary: list[tuple[str, Value | Missing]],
+    detectors: dict[str, list[tuple[str, Value | Missing]]],
 ) -> RenderedHeader:
+    """The document of ``image``: ``primary`` for every file of the image, ``detectors``
+    each detector's own. The extensions' keywords are not in it: they follow from the
+    camera's geometry alone, and the archiver writes them from there."""
     primary = [(k, _usable(e)) for k, e in primary]
-    missing = [(k, _printable(e.reason)) for k, e in primary if isinstance(e, Missing)]
+    own = {name: [(k, _usable(e)) for k, e in entries] for name, entries in detectors.items()}
+    missing: dict[str, str] = {}  # a detector keyword missing for several: listed once
+    for entries in [primary, *own.values()]:
+        for keyword, entry in entries:
+            if isinstance(entry, Missing):
+                missing.setdefault(keyword, _printable(entry.reason))
     document = HeaderDocument(
         imageName=image,
         generator=generator,
         version=version,
         primary=[_card(k, e) for k, e in primary],
-        detectors={
-            name: _plain_cards(detector_keywords(camera.detector(name))) for name in sensors
-        },
-        segments={s.name: _plain_cards(s.keywords()) for s in SEGMENTS},
-        missing=[MissingKeyword(keyword=k, reason=r) for k, r in missing],
+        detectors={name: [_card(k, e) for k, e in entries] for name, entries in own.items()},
+        segments={},
+        missing=[MissingKeyword(keyword=k, reason=r) for k, r in missing.items()],
     )
     data = dump_header_document(document)
-    return RenderedHeader(data, hashlib.md5(data).hexdigest(), tuple(k for k, _ in missing))
+    return RenderedHeader(data, hashlib.md5(data).hexdigest(), tuple(missing))
