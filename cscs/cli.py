@@ -57,6 +57,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         settings=settings,
         broker=_broker(args, settings),
         initial_state=State[args.state.upper()],
+        connect_timeout=args.connect_timeout,
     )
     loop = asyncio.get_running_loop()
     stopping: set[asyncio.Task[None]] = set()
@@ -199,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="initial summary state (default standby)",
     )
     add_broker_options(run)
+    run.add_argument(
+        "--connect-timeout", type=float, default=30.0,
+        help="seconds to wait for the broker at start-up (a service started with its "
+        "broker, on a busy machine, may have to wait)",
+    )  # fmt: skip
     run.set_defaults(func=_run)
 
     broker = sub.add_parser("broker", help="run the embedded MQTT broker in the foreground")

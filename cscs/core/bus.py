@@ -243,8 +243,9 @@ class Bus(BaseTransport):
     async def _keep_connected(self) -> None:
         while self.state is not ConnectionState.CLOSED:
             self.state = ConnectionState.CONNECTING
+            client = self._make_client()
             try:
-                async with self._make_client() as client:
+                async with client:
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
                 if self._first_attempt is not None and not self._first_attempt.done():
@@ -259,6 +260,7 @@ class Bus(BaseTransport):
             finally:
                 self._client = None
                 self._connected.clear()
+                await _stop_housekeeping(client)
             if self.state is ConnectionState.CLOSED:
                 return
             self.state = ConnectionState.DISCONNECTED
@@ -287,3 +289,18 @@ class Bus(BaseTransport):
         finally:
             if hook is not None and not hook.done():
                 hook.cancel()
+
+
+async def _stop_housekeeping(client: aiomqtt.Client) -> None:
+    """Stop aiomqtt's once-a-second housekeeping task of a closed client.
+
+    aiomqtt 2.5 starts that task with ``call_soon_threadsafe`` when the socket opens and
+    cancels it when the socket closes; a connection closed before the start callback
+    ran (a CSC stopped just as it connected) gets the task afterwards, and one that is
+    abandoned mid-disconnect never has it cancelled. Either way it would outlive the
+    connection. The callback gets its turn first, then the task is cancelled.
+    """
+    await asyncio.sleep(0)
+    task = getattr(client, "_misc_task", None)  # private, hence looked up defensively
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.cancel()

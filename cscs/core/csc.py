@@ -230,7 +230,11 @@ class BaseCsc(Generic[C]):
 
     async def stop(self, reason: str) -> None:
         """Leave at once (SIGTERM, Ctrl-C): tell monitors OFFLINE, then let :meth:`run`
-        return. Unlike a crash, this is not ``lost``."""
+        return. Unlike a crash, this is not ``lost``. A second signal while stopping (a
+        terminal sends SIGINT, a supervisor then SIGTERM) changes nothing."""
+        if self.done.is_set() or self._bus is None:
+            self.done.set()
+            return
         self.log.warning("stopping", reason=reason, state=self.state.name)
         await self.publish_event(
             g.SUMMARY_STATE,
