@@ -32,7 +32,7 @@ from cscs.camera.geometry import (
 )
 from cscs.camera.naming import ImageName
 from cscs.camera.observatory import astropy_time
-from cscs.catalog import ArchivedFile, Catalog, sqlite_url
+from cscs.catalog import ArchivedFile, Catalog, Observation, sqlite_url
 from cscs.core.tai import current_tai
 from cscs.daq.reader import SensorPixels
 
@@ -42,6 +42,7 @@ __all__ = [
     "Provenance",
     "check_image",
     "check_names",
+    "observation_of",
 ]
 
 # The most one file can take: the segments, their padding, and generous headers.
@@ -172,6 +173,8 @@ class ArchiveStore:
             archived_tai=current_tai(),
         )  # fmt: skip
         self.catalog.record(row)
+        if header is not None:
+            self.catalog.record_observation(observation_of(image, header))
         return row
 
     def _primary_cards(self, image: str, sensor: str, header: Header | None) -> list[Card]:
@@ -192,6 +195,26 @@ class ArchiveStore:
         with fits.open(row.path, checksum=True) as hdus:
             segments = tuple(hdus[s.name].data.astype("=i4") for s in SEGMENTS)
         return SensorPixels(row.image_name, row.sensor, segments, ())
+
+
+def observation_of(image: str, header: Header) -> Observation:
+    """What a data query selects on, from the header's primary cards ("" where the
+    header service could not collect a value: the image is then not selected by it)."""
+    values = {keyword: value for keyword, value, _ in header.primary}
+
+    def text(keyword: str) -> str:
+        value = values.get(keyword)
+        return value if isinstance(value, str) else ""
+
+    exposure = values.get("EXPTIME")
+    return Observation(
+        image_name=image,
+        image_type=text("IMGTYPE")[:16],
+        group_id=text("GROUPID")[:64],
+        filter=text("FILTER")[:64],
+        band=text("FILTBAND")[:16],
+        exposure_time=float(exposure) if isinstance(exposure, int | float) else -1.0,
+    )
 
 
 def _file_cards(path: Path) -> list[Card]:

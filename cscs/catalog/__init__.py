@@ -4,6 +4,20 @@ A package of its own because more than the archiver uses it: OCS Batch queries i
 the images a job processes and records its jobs in the same database.
 """
 
-from cscs.catalog.catalog import ArchivedFile, Catalog, CatalogError, sqlite_url
+from cscs.catalog.batch import BatchRecords, CalibrationRecord, JobRecord
+from cscs.catalog.catalog import ArchivedFile, Catalog, CatalogError, Observation, sqlite_url
+from cscs.catalog.query import DataQuery, QueryError, parse_query
 
-__all__ = ["ArchivedFile", "Catalog", "CatalogError", "sqlite_url"]
+__all__ = [
+    "ArchivedFile",
+    "BatchRecords",
+    "CalibrationRecord",
+    "Catalog",
+    "CatalogError",
+    "DataQuery",
+    "JobRecord",
+    "Observation",
+    "QueryError",
+    "parse_query",
+    "sqlite_url",
+]

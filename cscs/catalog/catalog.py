@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["ArchivedFile", "Catalog", "sqlite_url"]
+from cscs.catalog.query import Condition, DataQuery
 
-_METADATA = sa.MetaData()
+__all__ = ["ArchivedFile", "Catalog", "CatalogError", "Observation", "sqlite_url"]
+
+METADATA = sa.MetaData()
 FILES = sa.Table(
     "archived_files",
-    _METADATA,
+    METADATA,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("image_name", sa.String(64), nullable=False, index=True),
     sa.Column("sensor", sa.String(16), nullable=False),
@@ -38,6 +41,18 @@ FILES = sa.Table(
     sa.Column("exposure_start_tai", sa.Float, nullable=False),
     sa.Column("archived_tai", sa.Float, nullable=False),
     sa.UniqueConstraint("image_name", "sensor", name="one_file_per_sensor"),
+)
+# What a data query selects on besides the file's own columns: one row per image,
+# from its header (so an image archived without a header has none yet).
+OBSERVATIONS = sa.Table(
+    "observations",
+    METADATA,
+    sa.Column("image_name", sa.String(64), primary_key=True),
+    sa.Column("image_type", sa.String(16), nullable=False),
+    sa.Column("group_id", sa.String(64), nullable=False),
+    sa.Column("filter", sa.String(64), nullable=False),
+    sa.Column("band", sa.String(16), nullable=False),
+    sa.Column("exposure_time", sa.Float, nullable=False),
 )
 
 
@@ -63,6 +78,21 @@ class ArchivedFile:
 _COLUMNS = [f.name for f in fields(ArchivedFile)]
 
 
+@dataclass(frozen=True)
+class Observation:
+    """An image's header values that a data query selects on."""
+
+    image_name: str
+    image_type: str
+    group_id: str
+    filter: str
+    band: str
+    exposure_time: float
+
+
+_OBSERVATION_COLUMNS = [f.name for f in fields(Observation)]
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
@@ -74,7 +104,7 @@ class Catalog:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
             if self.engine.dialect.name == "sqlite":
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            _METADATA.create_all(self.engine)
+            METADATA.create_all(self.engine)
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"cannot open the archive catalog at {_safe(url)}: {exc}") from exc
 
@@ -92,6 +122,47 @@ class Catalog:
                     connection.execute(sa.insert(FILES).values(values))
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"cannot record {row.image_name} {row.sensor}: {exc}") from exc
+
+    def record_observation(self, observation: Observation) -> None:
+        """Insert or replace the image's query values (every file of it shares them)."""
+        values = {name: getattr(observation, name) for name in _OBSERVATION_COLUMNS}
+        where = OBSERVATIONS.c.image_name == observation.image_name
+        try:
+            with self.engine.begin() as connection:
+                updated = connection.execute(sa.update(OBSERVATIONS).where(where).values(values))
+                if updated.rowcount == 0:
+                    connection.execute(sa.insert(OBSERVATIONS).values(values))
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"cannot record {observation.image_name}: {exc}") from exc
+
+    def select(self, query: DataQuery, limit: int) -> list[ArchivedFile]:
+        """The files a data query names, oldest exposure first; CatalogError if there
+        are more than ``limit`` (a job of a whole year is a mistake, not a job)."""
+        where = sa.and_(*(_condition(c) for c in query.conditions))
+        selected = (
+            sa.select(*[FILES.c[n] for n in _COLUMNS])
+            .select_from(
+                FILES.outerjoin(OBSERVATIONS, OBSERVATIONS.c.image_name == FILES.c.image_name)
+            )
+            .where(where)
+            .order_by(FILES.c.exposure_start_tai, FILES.c.image_name, FILES.c.sensor)
+            .limit(limit + 1)
+        )
+        rows = self._select(selected)
+        if len(rows) > limit:
+            raise CatalogError(f"the query selects more than {limit} files; narrow it")
+        return rows
+
+    def observation(self, image: str) -> Observation | None:
+        query = sa.select(*[OBSERVATIONS.c[n] for n in _OBSERVATION_COLUMNS]).where(
+            OBSERVATIONS.c.image_name == image
+        )
+        try:
+            with self.engine.connect() as connection:
+                row = connection.execute(query).first()
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"cannot read the archive catalog: {exc}") from exc
+        return Observation(**row._asdict()) if row is not None else None
 
     def lookup(self, image: str, sensor: str) -> ArchivedFile | None:
         where = (FILES.c.image_name == image) & (FILES.c.sensor == sensor)
@@ -118,6 +189,27 @@ class Catalog:
                 return [ArchivedFile(**row._asdict()) for row in connection.execute(query)]
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"cannot read the archive catalog: {exc}") from exc
+
+
+_QUERY_COLUMNS: dict[str, list[sa.Column[Any]]] = {
+    "instrument": [FILES.c.instrument],
+    "dayObs": [FILES.c.day_obs],
+    "image": [FILES.c.image_name],
+    "sensor": [FILES.c.sensor],
+    "imageType": [OBSERVATIONS.c.image_type],
+    "groupId": [OBSERVATIONS.c.group_id],
+    "filter": [OBSERVATIONS.c.filter, OBSERVATIONS.c.band],  # a name or its band
+}
+
+
+def _condition(condition: Condition) -> sa.ColumnElement[bool]:
+    """One condition as SQL; every value a bound parameter, never text of the query."""
+    alternatives: list[sa.ColumnElement[bool]] = []
+    for column in _QUERY_COLUMNS[condition.field]:
+        if condition.values:
+            alternatives.append(column.in_(condition.values))
+        alternatives.extend(column.between(low, high) for low, high in condition.ranges)
+    return sa.or_(*alternatives)
 
 
 class CatalogError(Exception):
