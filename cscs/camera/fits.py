@@ -36,7 +36,15 @@ from astropy.io import fits
 
 from cscs.camera.files import direct_length, write_buffer_atomically
 
-__all__ = ["BLOCK", "Card", "WrittenFile", "datasum", "encode_checksum", "write_raw_fits"]
+__all__ = [
+    "BLOCK",
+    "Card",
+    "WrittenFile",
+    "datasum",
+    "encode_checksum",
+    "write_raw_fits",
+    "write_with_fitsio",
+]
 
 BLOCK = 2880
 Card = tuple[str, Any, str]  # keyword, value (None: undefined), comment
@@ -157,7 +165,7 @@ def write_raw_fits(
 ) -> WrittenFile:
     """Write a raw file atomically: it appears at ``path`` only when complete."""
     if compression:
-        return _write_compressed(path, primary, extensions, compression)
+        return write_with_fitsio(path, primary, extensions, compression=compression)
     parts: list[tuple[bytes, npt.NDArray[np.int32] | None]] = [
         (
             _header_bytes(
@@ -250,12 +258,17 @@ _STAGING = _StagingBuffers()
 _HASHERS = ThreadPoolExecutor(8, thread_name_prefix="fits-md5")
 
 
-def _write_compressed(
+def write_with_fitsio(
     path: Path,
     primary: Sequence[Card],
-    extensions: Sequence[tuple[Sequence[Card], npt.NDArray[np.int32]]],
-    compression: str,
+    extensions: Sequence[tuple[Sequence[Card], npt.NDArray[Any]]],
+    *,
+    compression: str = "",
 ) -> WrittenFile:
+    """Write any FITS file (tile-compressed raws, calibration products of any pixel
+    type) atomically, through cfitsio: ``CHECKSUM``/``DATASUM`` in every HDU, the file
+    under ``path`` only once whole and synced. Slower than :func:`write_raw_fits` for
+    raws; for everything else, the one way."""
     import fitsio  # only this path needs cfitsio
 
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
@@ -267,7 +280,7 @@ def _write_compressed(
             for cards, pixels in extensions:
                 name = next((v for k, v, _ in cards if k == "EXTNAME"), None)
                 header = [_fitsio_card(c) for c in cards if c[0] != "EXTNAME"]
-                out.write(pixels, header=header, extname=name, compress=compression)
+                out.write(pixels, header=header, extname=name, compress=compression or None)
                 out[-1].write_checksum()
         with open(temporary, "rb") as stream:
             md5 = hashlib.file_digest(stream, "md5").hexdigest()

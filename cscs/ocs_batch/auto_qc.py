@@ -1,0 +1,99 @@
+"""``auto_qc``: image-qc on every image the archivers announce, without an operator.
+
+The archivers publish one ``imageArchived`` per detector. Those of an image are
+gathered until none has come for :data:`SETTLE` seconds (a ComCam image's nine arrive
+within a second or two), then one ``image-qc`` job measures them, through the same path
+as a commanded job (``origin`` ``auto_qc``). An announcement is validated where it is
+parsed (a forged one names no file this CSC will read: the job reads what the catalog
+holds), and at most :data:`MAX_PENDING` images wait at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from cscs.camera.naming import ImageNameText, SensorText
+from cscs.core.remote import Received
+from cscs.core.schema import Payload, parse_payload
+from cscs.core.states import State
+from cscs.core.topics import CscAddress
+from cscs.ocs_batch.interface import Execute, OcsBatchConfig
+
+if TYPE_CHECKING:
+    from cscs.ocs_batch.csc import OcsBatchCsc
+
+__all__ = ["MAX_PENDING", "SETTLE", "AutoQc"]
+
+SETTLE = 2.0  # s after an image's last imageArchived before it is measured
+MAX_PENDING = 64  # images gathering at once
+
+
+class _Archived(Payload):
+    """What auto_qc needs of an archiver's ``imageArchived`` (ICD §6)."""
+
+    imageName: ImageNameText
+    sensor: SensorText
+
+
+class AutoQc:
+    def __init__(self, csc: OcsBatchCsc) -> None:
+        self.csc = csc
+        self.pending: dict[str, set[str]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.sensors: frozenset[str] = frozenset()
+
+    async def configure(self, config: OcsBatchConfig) -> None:
+        self._forget_all()
+        self.sensors = frozenset(config.auto_qc_sensors)
+        if not config.auto_qc:
+            return
+        prefix = self.csc.address.prefix
+        for index in config.auto_qc_cameras:
+            topic = CscAddress("Archiver", index, prefix).event("imageArchived")
+            await self.csc.follow_topic(topic, self._heard)
+
+    def _heard(self, message: Received) -> None:
+        if self.csc.state is not State.ENABLED or message.retained:
+            return
+        try:
+            archived = parse_payload(_Archived, message.data)
+        except ValueError as exc:
+            self.csc.log.warning(
+                "ignored a malformed imageArchived", source=str(message.address), error=str(exc)
+            )
+            return
+        if self.sensors and archived.sensor not in self.sensors:
+            return
+        image = archived.imageName
+        if image not in self.pending and len(self.pending) >= MAX_PENDING:
+            self.csc.log.warning("too many images waiting for auto QC; one skipped", image=image)
+            return
+        self.pending.setdefault(image, set()).add(archived.sensor)
+        timer = self._timers.pop(image, None)
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[image] = loop.call_later(SETTLE, self._settled, image)
+
+    def _settled(self, image: str) -> None:
+        self._timers.pop(image, None)
+        sensors = self.pending.pop(image, set())
+        if sensors and self.csc.state is State.ENABLED:
+            self.csc.jobs.spawn(self._measure(image, sensors), f"auto-qc-{image}")
+
+    async def _measure(self, image: str, sensors: set[str]) -> None:
+        query = f"image = {image} and sensor in ({', '.join(sorted(sensors))})"
+        params = Execute(pipeline="image-qc", dataQuery=query)
+        try:
+            job, plan, previous = await self.csc._prepare(params, "auto_qc", 0)
+        except Exception as exc:  # e.g. the catalog lost: say so, measure the next one
+            self.csc.log.warning("auto QC could not start", image=image, error=str(exc))
+            return
+        await self.csc.submit(job, plan, previous)
+
+    def _forget_all(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self.pending.clear()

@@ -1,0 +1,161 @@
+"""What OCSBatch says and hears on the bus (ICD 1.1 §6 "OCSBatch"), its configuration
+and error codes: declared once, used by the CSC, the operators' tools and the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from cscs.camera.naming import check_sensor
+from cscs.core import generic as g
+from cscs.core.config import ConfigSchema
+from cscs.core.schema import CommandSpec, EventSpec, Payload, TelemetrySpec
+
+__all__ = [
+    "ABORT_JOB",
+    "BATCH_STATUS",
+    "ERROR_CATALOG",
+    "ERROR_ENGINE",
+    "EXECUTE",
+    "INTERFACE",
+    "JOB_ID",
+    "JOB_RESULT",
+    "JOB_STATUS",
+    "PIPELINES",
+    "AbortJob",
+    "BatchStatus",
+    "Execute",
+    "JobIdEvent",
+    "JobResult",
+    "JobStatus",
+    "OcsBatchConfig",
+    "parse_config",
+]
+
+ERROR_ENGINE = 7001
+ERROR_CATALOG = 7002
+PIPELINES = ("image-qc", "master-bias", "master-dark", "master-flat")
+_MAX_CONFIG = 10_000  # characters of a job's config JSON
+_JOB_ID = r"[A-Za-z0-9_-]{1,40}"
+
+
+class Execute(Payload):
+    pipeline: str = Field(max_length=64)
+    version: str = Field(default="", max_length=64)
+    dataQuery: str = Field(max_length=4000)
+    config: str = Field(default="", max_length=_MAX_CONFIG)
+    prereqJobs: str = Field(default="", max_length=2000)
+
+    def prerequisites(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.prereqJobs.split(",") if p.strip())
+
+
+class AbortJob(Payload):
+    jobId: str = Field(max_length=64)
+
+
+class JobIdEvent(Payload):
+    jobId: str
+    commandOrigin: str
+    commandSeq: int
+
+
+class JobStatus(Payload):
+    jobId: str
+    status: str
+    """queued, waiting, running, succeeded, failed, aborted"""
+    tasksDone: int
+    tasksTotal: int
+    message: str
+
+
+class JobResult(Payload):
+    jobId: str
+    exitCode: int
+    """0 succeeded, 1 failed, 255 aborted"""
+    result: str
+    """JSON: outputs, metrics summary, dashboard, log"""
+
+
+class BatchStatus(Payload):
+    jobsQueued: int
+    jobsRunning: int
+    workers: int
+    workersBusy: int
+
+
+EXECUTE = CommandSpec(
+    "execute", Execute,
+    "Run `pipeline` on the archived images `dataQuery` selects; `jobId` at once, INPROGRESS "
+    "with the id, the final ack when the job ends.",
+)  # fmt: skip
+ABORT_JOB = CommandSpec("abortJob", AbortJob, "Abort a queued or running job.")
+JOB_ID = EventSpec("jobId", JobIdEvent, "A job exists; the execute command that made it.")
+JOB_STATUS = EventSpec("jobStatus", JobStatus, "A job's state or progress changed.")
+JOB_RESULT = EventSpec("jobResult", JobResult, "A job ended.")
+BATCH_STATUS = TelemetrySpec("batchStatus", BatchStatus, "Every 5 s.")
+
+INTERFACE = g.GENERIC.extended(
+    "OCSBatch",
+    "OCS-commanded processing of archived images on Dask (LDM-148 OCS Driven Batch). "
+    f"Pipelines: {', '.join(PIPELINES)}. `dataQuery` syntax: docs/ocs-batch.md. Metrics "
+    "also go to `{dm}/qc/{instrument}/{imageName}[/{sensor}]` (ICD 1.1 DM-internal).",
+    commands=(EXECUTE, ABORT_JOB),
+    events=(JOB_ID, JOB_STATUS, JOB_RESULT),
+    telemetry=(BATCH_STATUS,),
+)
+
+
+def parse_config(text: str) -> dict[str, Any]:
+    """A job's ``config``: empty, or a JSON object; ValueError saying what is wrong."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config is not JSON: {exc.msg} at character {exc.pos + 1}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"config must be a JSON object ({{...}}), not {type(value).__name__}")
+    return value
+
+
+class OcsBatchConfig(ConfigSchema):
+    archive_root: str = ""
+    """The archive the archivers write (a shared file system); empty:
+    `$CSCS_STATE_DIR/archive`. Calibration products go under it."""
+    catalog_url: str = ""
+    """SQLAlchemy URL of the archive catalog; empty: `{archive_root}/catalog.sqlite`."""
+    scheduler: str = Field(default="local", max_length=200)
+    """`local`: a Dask LocalCluster of `workers` processes, started by the CSC; or the
+    address of a running scheduler, e.g. `tcp://batch.example.org:8786`."""
+    workers: int = Field(default=2, ge=1, le=64)
+    threads_per_worker: int = Field(default=1, ge=1, le=16)
+    max_running_jobs: int = Field(default=2, ge=1, le=100)
+    max_files_per_job: int = Field(default=10_000, ge=1, le=1_000_000)
+    auto_qc: bool = False
+    """Run image-qc on every image the archivers of `auto_qc_cameras` announce."""
+    auto_qc_cameras: list[int] = [1, 2, 3]
+    auto_qc_sensors: list[str] = []
+    """Measure only these detectors of each image (empty: all)."""
+    dm_prefix: str = Field(default="dm", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    """Root of the DM-internal QC topics."""
+
+    def root(self, default: Path) -> Path:
+        return Path(self.archive_root).expanduser() if self.archive_root else default
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value: str) -> str:
+        if value != "local" and not value.startswith(("tcp://", "tls://", "inproc://")):
+            raise ValueError("scheduler is `local` or an address like tcp://host:8786")
+        return value
+
+    @field_validator("auto_qc_sensors")
+    @classmethod
+    def _sensors(cls, sensors: list[str]) -> list[str]:
+        for sensor in sensors:
+            check_sensor(sensor)
+        return sensors

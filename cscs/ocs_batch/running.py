@@ -1,0 +1,233 @@
+"""Running one job on the engine and telling the world: the job's records, its events
+(``jobId``, ``jobStatus``, ``jobResult``), its QC metrics on the DM-internal topics, its
+calibration products published, and its log file.
+
+A job's tasks are submitted at once; each result is handled as it comes (in any
+order). The first task that fails fails the job and cancels the rest; an abort cancels
+them all. Calibration products are written staged by the tasks and given their final
+names only when every task succeeded, so a failed or aborted job leaves none behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cscs.catalog import CalibrationRecord, CatalogError, JobRecord
+from cscs.core.protocol import encode
+from cscs.core.tai import current_tai
+from cscs.ocs_batch.interface import (
+    JOB_ID,
+    JOB_RESULT,
+    JOB_STATUS,
+    JobIdEvent,
+    JobResult,
+    JobStatus,
+)
+from cscs.ocs_batch.jobs import Job, JobState, exit_code
+from cscs.ocs_batch.plan import JobPlan
+from cscs.ocs_batch.qc import image_summary
+from cscs.ocs_batch.tasks import publish_staged, staged_path
+
+if TYPE_CHECKING:
+    from cscs.ocs_batch.csc import OcsBatchCsc
+
+__all__ = ["JobRunner"]
+
+_IMAGES_IN_RESULT = 100  # image summaries in one jobResult; the rest are counted
+
+
+class _TaskFailedError(Exception):
+    pass
+
+
+class JobRunner:
+    def __init__(self, csc: OcsBatchCsc) -> None:
+        self.csc = csc
+        self.plans: dict[str, JobPlan] = {}
+
+    @staticmethod
+    def new_id() -> str:
+        """``YYYYMMDD-xxxxxxxx``: sortable by day, unique without a counter to keep."""
+        return f"{time.strftime('%Y%m%d', time.gmtime())}-{secrets.token_hex(4)}"
+
+    def log_path(self, job_id: str) -> Path:
+        return self.csc.state_dir / "ocs_batch" / "jobs" / f"{job_id}.log"
+
+    # ---- announcing ------------------------------------------------------------------
+
+    async def announce_new(self, job: Job) -> None:
+        await self._record(job)
+        await self.csc.publish_event(
+            JOB_ID, JobIdEvent(jobId=job.job_id, commandOrigin=job.origin, commandSeq=job.seq)
+        )
+        await self._status(job)
+        self._log(job.job_id, f"{job.pipeline} on {job.query!r}: {job.tasks_total} tasks")
+
+    async def announce_end(self, job: Job) -> None:
+        job.ended_tai = current_tai()
+        self.plans.pop(job.job_id, None)
+        job.result.setdefault("message", job.message)
+        job.result.setdefault("log", self.log_path(job.job_id).as_uri())
+        if self.csc.engine is not None:
+            job.result.setdefault("dashboard", self.csc.engine.dashboard)
+        await self._record(job)
+        await self._status(job)
+        result = json.dumps(job.result, sort_keys=True, default=str)
+        await self.csc.publish_event(
+            JOB_RESULT, JobResult(jobId=job.job_id, exitCode=exit_code(job.state), result=result)
+        )
+        self._log(job.job_id, f"{job.state.value}: {job.message}")
+        self.csc.log.info("job ended", job=job.job_id, state=job.state.value, message=job.message)
+
+    async def announce_end_of_record(self, record: JobRecord) -> None:
+        """A job the records had under way when the service stopped: failed, said so."""
+        status = JobStatus(jobId=record.job_id, status=record.state, tasksDone=record.tasks_done,
+                           tasksTotal=record.tasks_total, message=record.message)  # fmt: skip
+        await self.csc.publish_event(JOB_STATUS, status)
+        result = json.dumps({"message": record.message})
+        await self.csc.publish_event(
+            JOB_RESULT, JobResult(jobId=record.job_id, exitCode=1, result=result)
+        )
+
+    async def _status(self, job: Job) -> None:
+        await self.csc.publish_event(
+            JOB_STATUS,
+            JobStatus(jobId=job.job_id, status=job.state.value, tasksDone=job.tasks_done,
+                      tasksTotal=job.tasks_total, message=job.message),
+        )  # fmt: skip
+
+    async def _record(self, job: Job) -> None:
+        records = self.csc.records
+        if records is None:
+            return
+        record = JobRecord(
+            job_id=job.job_id, pipeline=job.pipeline, version=job.version, query=job.query,
+            config=json.dumps(job.config), prereqs=",".join(job.prereqs), origin=job.origin,
+            seq=job.seq, state=job.state.value, tasks_done=job.tasks_done,
+            tasks_total=job.tasks_total, message=job.message, submitted_tai=job.submitted_tai,
+            started_tai=job.started_tai, ended_tai=job.ended_tai,
+            result=json.dumps(job.result, default=str),
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(records.record_job, record)
+        except CatalogError as exc:
+            self.csc.log.error("cannot record the job", job=job.job_id, error=str(exc))
+
+    def _log(self, job_id: str, line: str) -> None:
+        path = self.log_path(job_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as stream:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+                stream.write(f"{stamp} {line}\n")
+        except OSError as exc:
+            self.csc.log.warning("cannot write the job's log", job=job_id, error=str(exc))
+
+    # ---- running ---------------------------------------------------------------------
+
+    async def run(self, job: Job) -> None:
+        """Run a job the book has marked running, to its end (or its cancellation)."""
+        plan = self.plans.pop(job.job_id, None)
+        engine = self.csc.engine
+        book = self.csc.book
+        if plan is None or engine is None:
+            await self.csc.ended(book.finish(job.job_id, JobState.FAILED, "no engine to run on"))
+            return
+        job.started_tai = current_tai()
+        await self._record(job)
+        await self._status(job)
+        futures = engine.submit(plan.function, plan.tasks,
+                                [f"{job.job_id}-{i}" for i in range(len(plan.tasks))])  # fmt: skip
+        measured: dict[str, set[str]] = defaultdict(set)
+        succeeded = False
+        try:
+            async for outcome in engine.outcomes(futures):
+                label = plan.labels[outcome.index]
+                if outcome.error:
+                    raise _TaskFailedError(f"{label}: {outcome.error}")
+                self._log(job.job_id, f"{label} done on worker {outcome.result.get('worker')} "
+                                      f"in {outcome.result.get('seconds')} s")  # fmt: skip
+                if plan.outputs:
+                    job.result.setdefault("products", []).append(outcome.result)
+                else:
+                    await self._measured(job, plan, outcome.result, measured)
+                book.progress(job.job_id, job.tasks_done + 1, len(futures))
+                await self._status(job)
+            message = await self._finish(job, plan, measured)
+            succeeded = True
+            changed = book.finish(job.job_id, JobState.SUCCEEDED, message)
+        except _TaskFailedError as exc:
+            changed = book.finish(job.job_id, JobState.FAILED, str(exc))
+        except (CatalogError, OSError) as exc:
+            changed = book.finish(job.job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            if not succeeded:
+                await engine.cancel(futures)
+                _remove_staged(plan.outputs)
+        await self.csc.ended(changed)
+
+    async def _measured(
+        self, job: Job, plan: JobPlan, metrics: dict[str, Any], measured: dict[str, set[str]]
+    ) -> None:
+        """One detector measured: recorded, on its DM-internal topic, and the image's
+        summary once every detector of it this job measures is done."""
+        image, sensor = str(metrics["imageName"]), str(metrics["sensor"])
+        records = self.csc.records
+        if records is not None:
+            await asyncio.to_thread(records.record_qc, job.job_id, metrics, current_tai())
+        prefix = f"{self.csc.config.dm_prefix}/qc/{plan.instrument}/{image}"
+        await self._publish_dm(f"{prefix}/{sensor}", metrics | {"jobId": job.job_id})
+        measured[image].add(sensor)
+        expected = sum(1 for label in plan.labels if label.startswith(f"{image} "))
+        if len(measured[image]) == expected and records is not None:
+            every = await asyncio.to_thread(records.qc_of, image)
+            summary = image_summary(image, plan.instrument, list(every.values()))
+            await self._publish_dm(prefix, summary | {"jobId": job.job_id})
+            images = job.result.setdefault("images", {})
+            if len(images) < _IMAGES_IN_RESULT:
+                images[image] = summary
+
+    async def _publish_dm(self, topic: str, payload: dict[str, Any]) -> None:
+        data = encode(payload | {"sent_tai": current_tai()})
+        if not await self.csc.bus.publish(topic, data, qos=1):
+            self.csc.log.warning("could not publish QC metrics", topic=topic)
+
+    async def _finish(self, job: Job, plan: JobPlan, measured: dict[str, set[str]]) -> str:
+        if not plan.outputs:
+            job.result["imagesMeasured"] = len(measured)
+            return f"{job.tasks_done} detectors of {len(measured)} images measured"
+        await asyncio.to_thread(publish_staged, plan.outputs)
+        records = self.csc.records
+        products = job.result.get("products", [])
+        for product in products:
+            product["url"] = Path(product["output"]).as_uri()
+            if records is not None:
+                await asyncio.to_thread(
+                    records.record_calibration,
+                    CalibrationRecord(
+                        path=product["output"],
+                        kind=job.pipeline.removeprefix("master-"),
+                        instrument=plan.instrument,
+                        sensor=product["sensor"],
+                        job_id=job.job_id,
+                        inputs=json.dumps(product.get("inputs", 0)),
+                        software_version=job.version,
+                        config=json.dumps(job.config),
+                        byte_size=product["byteSize"],
+                        md5=product["md5"],
+                        created_tai=current_tai(),
+                    ),
+                )
+        job.result["outputs"] = [p["url"] for p in products]
+        return f"{len(products)} {job.pipeline} products written"
+
+
+def _remove_staged(outputs: list[str]) -> None:
+    for output in outputs:
+        staged_path(Path(output)).unlink(missing_ok=True)

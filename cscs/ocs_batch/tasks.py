@@ -1,0 +1,150 @@
+"""What runs on a Dask worker: one task per detector (or per detector's stack, for a
+calibration product). A task reads the archived files itself (the archive is a shared
+file system), so no pixels pass through the scheduler or the CSC; it returns only a
+small dict of results.
+
+Every function here is importable by name and takes plain values, so that Dask sends a
+reference, not code, and a task killed with its worker runs again elsewhere the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from cscs.camera.fits import Card, write_with_fitsio
+from cscs.camera.geometry import SEGMENTS
+from cscs.ocs_batch.combine import CalibrationInput, combine_detector
+from cscs.ocs_batch.qc import measure_detector
+
+__all__ = ["CalibrationTask", "QcTask", "combine_task", "publish_staged", "qc_task", "read_raw"]
+
+_STAGED = ".staged"
+
+
+def read_raw(path: str) -> tuple[dict[str, Any], list[npt.NDArray[np.int32]]]:
+    """An archived raw file's primary header (keyword → value) and its 16 segments in
+    file order; OSError or ValueError naming the file if it is not one."""
+    import fitsio
+
+    with fitsio.FITS(path) as hdus:
+        header = {record["name"]: record["value"] for record in hdus[0].read_header().records()}
+        names = {hdu.get_extname(): hdu for hdu in hdus[1:]}
+        missing = [s.name for s in SEGMENTS if s.name not in names]
+        if missing:
+            raise ValueError(f"{path}: not a raw file: no {', '.join(missing[:3])} extension")
+        segments = [np.asarray(names[s.name].read(), dtype=np.int32) for s in SEGMENTS]
+    return header, segments
+
+
+@dataclass(frozen=True)
+class QcTask:
+    image: str
+    sensor: str
+    path: str
+    pixel_scale: float  # arcsec / pixel
+
+
+def qc_task(task: QcTask) -> dict[str, Any]:
+    """``image-qc`` of one archived file: the metrics as the DM-internal payload."""
+    started = time.perf_counter()
+    header, segments = read_raw(task.path)
+    metrics = measure_detector(task.sensor, segments, task.pixel_scale).as_json()
+    metrics.update(
+        imageName=task.image,
+        imageType=str(header.get("IMGTYPE", "")),
+        exposureTime=header.get("EXPTIME"),
+        worker=os.getpid(),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return metrics
+
+
+@dataclass(frozen=True)
+class CalibrationTask:
+    kind: str  # bias, dark, flat
+    sensor: str
+    inputs: tuple[str, ...]  # archived raw files of this detector
+    checksums: tuple[str, ...]  # as the catalog has them: provenance
+    output: str  # the product's final path
+    job_id: str
+    software_version: str
+    config: str  # the job's configuration, JSON
+    bias: str = ""  # a master bias to subtract first (dark, flat); empty: none
+    nsigma: float = 4.0  # outlier rejection of the combination
+
+
+def combine_task(task: CalibrationTask) -> dict[str, Any]:
+    """Combine one detector's inputs and write the product *staged* beside its final
+    name (``.{name}.staged``, whole and checksummed): only the CSC publishes it, once
+    the whole job succeeded, so an aborted or failed job leaves no product behind."""
+    started = time.perf_counter()
+
+    def exposures() -> Any:
+        for path in task.inputs:
+            header, segments = read_raw(path)
+            dark_time = header.get("DARKTIME", header.get("EXPTIME", 0.0))
+            yield CalibrationInput(segments, float(dark_time or 0.0))
+
+    bias = None
+    if task.bias:
+        import fitsio
+
+        bias = np.asarray(fitsio.read(task.bias, ext=1), dtype=np.float32)
+    product = combine_detector(task.kind, exposures(), bias, task.nsigma)
+    final = Path(task.output)
+    written = write_with_fitsio(
+        staged_path(final), _provenance(task, final), [(_image_cards(task), product)]
+    )
+    return {
+        "sensor": task.sensor,
+        "output": str(final),
+        "byteSize": written.byte_size,
+        "md5": written.md5,
+        "inputs": [[Path(p).name, c] for p, c in zip(task.inputs, task.checksums, strict=True)],
+        "worker": os.getpid(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def staged_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}{_STAGED}")
+
+
+def publish_staged(outputs: Sequence[str]) -> None:
+    """Give each staged product its final name (a rename each: all or, after a crash
+    half-way, the rest on a rerun). FileNotFoundError if one is not staged."""
+    for output in outputs:
+        final = Path(output)
+        os.replace(staged_path(final), final)
+
+
+def _provenance(task: CalibrationTask, final: Path) -> list[Card]:
+    cards: list[Card] = [
+        ("OBSTYPE", task.kind.upper(), "calibration product"),
+        ("FILENAME", final.name, ""),
+        ("CALIBJOB", task.job_id, "OCSBatch job that made it"),
+        ("SOFTVER", task.software_version, "cscs version"),
+        ("NCOMBINE", len(task.inputs), "inputs combined"),
+        ("BIASFILE", Path(task.bias).name if task.bias else "", "master bias subtracted"),
+    ]
+    for number, (path, checksum) in enumerate(zip(task.inputs, task.checksums, strict=True)):
+        cards.append((f"INPUT{number:03d}", Path(path).name[:68], ""))
+        cards.append((f"INSUM{number:03d}", checksum, "input file checksum"))
+    config = json.dumps(json.loads(task.config or "{}"), sort_keys=True)
+    for number, start in enumerate(range(0, min(len(config), 680), 68)):
+        cards.append((f"CONFIG{number:02d}", config[start : start + 68], "job configuration"))
+    return cards
+
+
+def _image_cards(task: CalibrationTask) -> list[Card]:
+    units = {"bias": "adu", "dark": "adu/s", "flat": ""}[task.kind]
+    return [("EXTNAME", task.kind.upper(), ""), ("BUNIT", units, ""), ("DETNAME", task.sensor, "")]

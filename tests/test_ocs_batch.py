@@ -1,0 +1,277 @@
+"""OCSBatch:0 on a real broker (embedded amqtt and Mosquitto) with a real Dask cluster of
+local worker processes, over an archive of simulated raws."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cscs.camera.geometry import Camera
+from cscs.catalog import BatchRecords, Catalog, JobRecord, sqlite_url
+from cscs.core.broker import EmbeddedBroker
+from cscs.core.protocol import Ack, AckCode, decode_json_object, encode
+from cscs.core.remote import EventStream
+from cscs.core.settings import Settings
+from cscs.core.testing import CscHarness, make_csc
+from cscs.core.transport import Subscription
+from cscs.ocs_batch.csc import OcsBatchCsc
+from sim.daq.archive import SimulatedExposure, simulated_archive
+
+pytestmark = pytest.mark.timeout(240)
+
+OBJECTS = [
+    SimulatedExposure("OBJECT", 15.0, seeing=1.1),
+    SimulatedExposure("OBJECT", 15.0, seeing=0.7),
+]
+BIASES = [SimulatedExposure("BIAS")] * 3
+
+
+@contextlib.asynccontextmanager
+async def batch(
+    broker: EmbeddedBroker, index: int, tmp_path: Path, **config: Any
+) -> AsyncIterator[CscHarness]:
+    """OCSBatch:0 ENABLED on this test's prefix, its archive at ``tmp_path/archive``."""
+    configs = tmp_path / "config" / "OCSBatch"
+    configs.mkdir(parents=True, exist_ok=True)
+    values = {"archive_root": str(tmp_path / "archive"), "dm_prefix": f"dm{index}"} | config
+    (configs / "test.yaml").write_text(yaml.safe_dump(values))
+    settings = Settings(prefix=f"b{index}", state_dir=tmp_path / "state",
+                        config_dir=tmp_path / "config")  # fmt: skip
+    async with make_csc(OcsBatchCsc, broker, index=0, settings=settings) as harness:
+        await harness.remote.command("start", {"configurationOverride": "test"}, timeout=60)
+        await harness.remote.command("enable")
+        yield harness
+
+
+async def execute(harness: CscHarness, acks: list[Ack] | None = None, **params: Any) -> Ack:
+    return await harness.remote.command(
+        "execute", {"pipeline": "image-qc", "dataQuery": "", **params}, timeout=120,
+        on_ack=(acks.append if acks is not None else None), check=False,
+    )  # fmt: skip
+
+
+async def job_events(events: EventStream, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The job's events up to and including its jobResult."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    while not seen or seen[-1][0] != "jobResult":
+        event = await events.next(60)
+        if event.data.get("jobId") == job_id:
+            seen.append((event.name, event.data))
+    return seen
+
+
+async def dm_messages(subscription: Subscription, count: int) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    while len(found) < count:
+        message = await subscription.get(60)
+        found[message.topic] = decode_json_object(message.payload)
+    return found
+
+
+async def test_image_qc_runs_on_dask_and_reports_every_step(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"])
+    async with (
+        batch(real_broker, index, tmp_path) as harness,
+        harness.remote.stream() as events,
+        harness.bus.subscription(f"dm{index}/qc/#") as dm,
+    ):
+        acks: list[Ack] = []
+        final = await execute(
+            harness, acks, dataQuery="instrument = LSSTComCam and imageType = OBJECT"
+        )
+        assert [a.code for a in acks] == [AckCode.INPROGRESS, AckCode.COMPLETE], final.result
+        job_id = acks[0].result
+        seen = await job_events(events, job_id)
+        first = seen[0]
+        assert first == ("jobId", first[1])
+        assert first[1]["commandSeq"] == final.seq
+        statuses = [
+            (d["status"], d["tasksDone"], d["tasksTotal"]) for n, d in seen if n == "jobStatus"
+        ]
+        assert statuses == [("queued", 0, 4), *[("running", n, 4) for n in range(5)],
+                            ("succeeded", 4, 4)]  # fmt: skip
+        result = seen[-1][1]
+        assert result["exitCode"] == 0
+        summary = json.loads(result["result"])
+        assert summary["dashboard"].startswith("http://")
+        assert summary["log"].startswith("file://")
+        first_image, second_image = rows[0].image_name, rows[2].image_name
+        assert summary["images"][first_image]["psfFwhm"] == pytest.approx(1.1, rel=0.1)
+        assert summary["images"][second_image]["psfFwhm"] == pytest.approx(0.7, rel=0.1)
+        published = await dm_messages(dm, 6)  # 4 detectors, 2 image summaries
+        prefix = f"dm{index}/qc/LSSTComCam"
+        assert published[f"{prefix}/{first_image}/R22_S11"]["psfFwhm"] == pytest.approx(
+            1.1, rel=0.1
+        )
+        assert published[f"{prefix}/{first_image}"]["nSensors"] == 2
+        assert len(published[f"{prefix}/{first_image}/R22_S00"]["amplifiers"]) == 16
+    catalog = Catalog(sqlite_url(tmp_path / "archive" / "catalog.sqlite"))
+    try:
+        records = BatchRecords(catalog)
+        assert records.job(job_id).state == "succeeded"  # type: ignore[union-attr]
+        assert set(records.qc_of(second_image)) == {"R22_S00", "R22_S11"}
+    finally:
+        catalog.close()
+
+
+async def test_what_cannot_run_fails_before_a_job_exists_with_the_reason(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    simulated_archive(tmp_path / "archive", Camera.LATISS, BIASES[:1], ["R00_S00"])
+    async with batch(real_broker, index, tmp_path, workers=1) as harness:
+        cases = [
+            ({"pipeline": "sky", "dataQuery": "instrument = LATISS"}, "unknown pipeline 'sky'"),
+            ({"dataQuery": "imageType = BIAS and"}, "expected a field"),
+            ({"dataQuery": "dayObs = 2026"}, "(at character 10)"),
+            ({"dataQuery": "dayObs = 20250101"}, "selects no archived file"),
+            ({"dataQuery": "instrument = LATISS", "config": "{nsigma: 3"}, "config is not JSON"),
+            ({"dataQuery": "instrument = LATISS", "config": "[1]"}, "must be a JSON object"),
+            ({"dataQuery": "instrument = LATISS", "config": '{"x": 1}'}, "no config key x"),
+            ({"dataQuery": "instrument = LATISS", "version": "9.9"}, "'9.9' is not installed"),
+            ({"dataQuery": "instrument = LATISS", "prereqJobs": "nope"}, "'nope' is not known"),
+        ]  # fmt: skip
+        for params, reason in cases:
+            ack = await harness.remote.command(
+                "execute", {"pipeline": "image-qc", **params}, timeout=60, check=False
+            )
+            assert ack.code is AckCode.FAILED, (params, ack.result)
+            assert reason in ack.result, (params, ack.result)
+        ack = await harness.remote.command("abortJob", {"jobId": "20261121-none"}, check=False)
+        assert ack.code is AckCode.FAILED
+        assert "no job '20261121-none'" in ack.result
+    catalog = Catalog(sqlite_url(tmp_path / "archive" / "catalog.sqlite"))
+    try:
+        assert BatchRecords(catalog).jobs() == []  # not one job was made
+    finally:
+        catalog.close()
+
+
+async def test_master_bias_abort_and_prerequisites(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    sensors = ["R22_S00", "R22_S01", "R22_S02", "R22_S10"]
+    simulated_archive(tmp_path / "archive", Camera.COMCAM, BIASES, sensors)
+    bias_query = "instrument = LSSTComCam and imageType = BIAS"
+    async with (
+        batch(real_broker, index, tmp_path, workers=1, max_running_jobs=1) as harness,
+        harness.remote.stream() as events,
+    ):
+        one = await execute(
+            harness, pipeline="master-bias", dataQuery=f"{bias_query} and sensor = R22_S00"
+        )
+        assert one.code is AckCode.COMPLETE, one.result
+        product = tmp_path / "archive" / "LSSTComCam" / "calib" / "bias"
+        made = sorted(product.rglob("*.fits"))
+        assert [p.name for p in made] == ["bias_R22_S00.fits"]
+        # A job of four detectors on one worker, and one waiting on it; abort the first.
+        acks: list[Ack] = []
+        first = asyncio.create_task(
+            execute(harness, acks, pipeline="master-bias", dataQuery=bias_query)
+        )
+        done_id = one.result.split()[0]
+        running = await events.wait_for(
+            lambda e: e.name == "jobStatus" and e.data["status"] == "running"
+            and e.data["jobId"] != done_id, 60,
+        )  # fmt: skip
+        job_id = running.data["jobId"]
+        second = await asyncio.wait_for(_execute_waiting(harness, events, job_id), 60)
+        ack = await harness.remote.command("abortJob", {"jobId": job_id})
+        assert ack.code is AckCode.COMPLETE
+        assert (await first).code is AckCode.ABORTED
+        waiting = await second
+        assert waiting.code is AckCode.FAILED
+        assert f"prerequisite job {job_id} aborted" in waiting.result
+        assert sorted(product.rglob("*.fits")) == made  # nothing of the aborted job
+
+
+async def _execute_waiting(
+    harness: CscHarness, events: EventStream, prereq: str
+) -> asyncio.Task[Ack]:
+    """Submit a job on ``prereq`` and return (as a task) its command once it is waiting."""
+    query = "instrument = LSSTComCam"
+    task = asyncio.create_task(execute(harness, dataQuery=query, prereqJobs=prereq))
+    await events.wait_for(lambda e: e.name == "jobStatus" and e.data["status"] == "waiting", 60)
+    return task
+
+
+async def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"])
+    async with (
+        batch(real_broker, index, tmp_path) as harness,
+        harness.remote.stream("jobStatus") as status,
+    ):
+        csc = harness.csc
+        assert isinstance(csc, OcsBatchCsc)
+        assert csc.engine is not None
+        pids: dict[str, int] = await csc.engine.client.run(os.getpid)
+        command = asyncio.create_task(execute(harness, dataQuery="instrument = LSSTComCam"))
+        await status.wait_for(lambda e: e.data["status"] == "running", 60)
+        victim = next(iter(pids.values()))  # the scheduler has given it work already
+        os.kill(victim, signal.SIGKILL)
+        ack = await command
+        assert ack.code is AckCode.COMPLETE, ack.result
+        assert "4 detectors of 2 images measured" in ack.result
+
+
+async def test_a_job_under_way_when_the_service_died_is_reported_failed(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    catalog = Catalog(sqlite_url(archive / "catalog.sqlite"))
+    BatchRecords(catalog).record_job(JobRecord(
+        job_id="20261120-deadbeef", pipeline="image-qc", version="0.1.0", query="x = y",
+        config="{}", prereqs="", origin="ocs", seq=7, state="running", tasks_done=3,
+        tasks_total=9, message="", submitted_tai=1.0, started_tai=2.0, ended_tai=None,
+        result="{}",
+    ))  # as a CSC killed mid-job leaves it  # fmt: skip
+    catalog.close()
+    configs = tmp_path / "config" / "OCSBatch"
+    configs.mkdir(parents=True)
+    (configs / "test.yaml").write_text(yaml.safe_dump({"archive_root": str(archive), "workers": 1}))
+    settings = Settings(
+        prefix=f"b{index}", state_dir=tmp_path / "state", config_dir=tmp_path / "config"
+    )
+    async with (
+        make_csc(OcsBatchCsc, real_broker, index=0, settings=settings) as harness,
+        harness.remote.stream() as events,
+    ):
+        await harness.remote.command("start", {"configurationOverride": "test"}, timeout=60)
+        seen = await job_events(events, "20261120-deadbeef")
+    assert [n for n, _ in seen] == ["jobStatus", "jobResult"]
+    assert seen[0][1]["status"] == "failed"
+    assert "restarted" in seen[0][1]["message"]
+    assert seen[1][1]["exitCode"] == 1
+
+
+async def test_auto_qc_measures_each_archived_image_without_a_command(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
+    async with (
+        batch(
+            real_broker, index, tmp_path, auto_qc=True, auto_qc_cameras=[2], workers=1
+        ) as harness,
+        harness.bus.subscription(f"dm{index}/qc/#") as dm,
+    ):
+        topic = f"b{index}/Archiver/2/evt/imageArchived"
+        announced = {"imageName": rows[0].image_name, "sensor": "R22_S11", "url": "", "seq": 1}
+        await harness.bus.publish(f"b{index}/Archiver/2/evt/imageArchived", b"{not json")
+        await harness.bus.publish(topic, encode(announced | {"imageName": "../../etc"}))
+        await harness.bus.publish(topic, encode(announced))
+        published = await dm_messages(dm, 2)
+        summary = published[f"dm{index}/qc/LSSTComCam/{rows[0].image_name}"]
+        assert summary["psfFwhm"] == pytest.approx(1.1, rel=0.1)

@@ -1,0 +1,116 @@
+"""The batch pipelines' numbers against the simulator's known inputs: what the camera was
+told to make is what image-qc and the calibration products must measure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cscs.camera.geometry import SEGMENTS, Camera
+from cscs.camera.sky import Pointing
+from cscs.ocs_batch.combine import CalibrationInput, combine_detector
+from cscs.ocs_batch.qc import image_summary, measure_detector
+from cscs.ocs_batch.tasks import CalibrationTask, QcTask, combine_task, publish_staged, qc_task
+from sim.daq.archive import SimulatedExposure, simulated_archive
+from sim.daq.pixels import ElectronicsModel, Scene, SkyModel, amplifier, synthesize_sensor
+
+MODEL = ElectronicsModel()
+FIELD = Pointing(ra=10.0, dec=-30.0, rotation=0.0)
+
+
+def exposure(camera: Camera, sensor: str, kind: str, seconds: float, seed: int,
+             seeing: float = 0.8) -> list[np.ndarray]:  # fmt: skip
+    scene = Scene(kind, seconds, seconds, seed, camera=camera, pointing=FIELD,
+                  sky=SkyModel(seeing_fwhm=seeing))  # fmt: skip
+    return synthesize_sensor(MODEL, scene, camera.detector(sensor))
+
+
+@pytest.mark.parametrize(
+    ("camera", "sensor", "seeing"),
+    [(Camera.COMCAM, "R22_S11", 0.6), (Camera.COMCAM, "R22_S00", 1.0),
+     (Camera.COMCAM, "R22_S02", 1.5), (Camera.LATISS, "R00_S00", 0.9)],
+)  # fmt: skip
+def test_image_qc_measures_what_the_simulator_was_told(
+    camera: Camera, sensor: str, seeing: float
+) -> None:
+    detector = camera.detector(sensor)
+    qc = measure_detector(sensor, exposure(camera, sensor, "OBJECT", 30.0, 7, seeing),
+                          camera.pixel_scale)  # fmt: skip
+    amps = [amplifier(MODEL, detector, segment) for segment in SEGMENTS]
+    for measured, truth in zip(qc.amplifiers, amps, strict=True):
+        assert measured.biasLevel == pytest.approx(truth.bias, rel=0.02)
+        assert measured.readNoise == pytest.approx(truth.read_noise_adu, rel=0.02)
+    # Sky: sky rate and dark current times 30 s, in each amplifier's ADU (its gain).
+    electrons = (SkyModel().sky_rate + MODEL.dark_current) * 30.0
+    assert qc.skyMean == pytest.approx(np.mean([electrons / a.gain for a in amps]), rel=0.02)
+    assert qc.psfFwhm == pytest.approx(seeing, rel=0.10)
+    assert abs(qc.psfE1 or 1) < 0.02
+    assert abs(qc.psfE2 or 1) < 0.02
+    assert qc.nPsfStars >= 20
+    assert qc.nSources >= qc.nPsfStars
+
+
+def test_a_bias_has_a_bias_level_and_no_seeing() -> None:
+    qc = measure_detector("R22_S11", exposure(Camera.COMCAM, "R22_S11", "BIAS", 0.0, 3), 0.2)
+    assert qc.psfFwhm is None
+    assert qc.nPsfStars == 0
+    assert qc.ellipticity is None
+    assert qc.skyMean == pytest.approx(0.0, abs=0.1)
+    summary = image_summary("CC_O_20261121_000001", "LSSTComCam", [qc.as_json()])
+    assert summary["psfFwhm"] is None
+    assert summary["nSensors"] == 1
+
+
+def test_master_bias_noise_falls_as_one_over_root_n() -> None:
+    inputs = [CalibrationInput(exposure(Camera.COMCAM, "R22_S11", "BIAS", 0.0, s), 0.0)
+              for s in range(8)]  # fmt: skip
+    noise = {}
+    for n in (2, 8):
+        master = combine_detector("bias", inputs[:n])
+        noise[n] = float(master[200:1800, 100:4000].std())
+    single = float(np.mean([amplifier(MODEL, Camera.COMCAM.detector("R22_S11"), s).read_noise_adu
+                            for s in SEGMENTS]))  # fmt: skip
+    assert noise[2] == pytest.approx(single / np.sqrt(2), rel=0.05)
+    assert noise[8] / noise[2] == pytest.approx(0.5, rel=0.05)
+
+
+def test_master_flat_is_normalised_and_master_dark_is_per_second() -> None:
+    flats = [CalibrationInput(exposure(Camera.COMCAM, "R22_S11", "FLAT", 5.0, s), 5.0)
+             for s in (1, 2, 3)]  # fmt: skip
+    flat = combine_detector("flat", flats)
+    assert float(np.median(flat)) == pytest.approx(1.0, abs=1e-6)
+    # The simulated vignetting: 8 % from the centre to the corners.
+    assert float(flat[1990:2010, 2026:2046].mean()) / float(flat[:20, :20].mean()) > 1.06
+    darks = [CalibrationInput(exposure(Camera.COMCAM, "R22_S11", "DARK", 300.0, s), 300.0)
+             for s in (1, 2, 3)]  # fmt: skip
+    dark = combine_detector("dark", darks)
+    gains = [amplifier(MODEL, Camera.COMCAM.detector("R22_S11"), s).gain for s in SEGMENTS]
+    assert float(np.median(dark)) == pytest.approx(MODEL.dark_current / np.mean(gains), rel=0.1)
+    with pytest.raises(ValueError, match="no dark time"):
+        combine_detector("dark", [CalibrationInput(darks[0].segments, 0.0)])
+
+
+def test_the_tasks_read_archived_files_and_write_products_with_provenance(tmp_path: Path) -> None:
+    exposures = [SimulatedExposure("BIAS")] * 2 + [SimulatedExposure("OBJECT", 15.0, seeing=1.2)]
+    rows = simulated_archive(tmp_path, Camera.COMCAM, exposures, ["R22_S11"])
+    metrics = qc_task(QcTask(rows[2].image_name, "R22_S11", rows[2].path, 0.2))
+    assert metrics["psfFwhm"] == pytest.approx(1.2, rel=0.1)
+    assert metrics["imageType"] == "OBJECT"
+    assert metrics["exposureTime"] == 15.0
+    output = tmp_path / "calib" / "bias_R22_S11.fits"
+    task = CalibrationTask("bias", "R22_S11", (rows[0].path, rows[1].path),
+                           (rows[0].md5, rows[1].md5), str(output), "job-1", "0.1.0",
+                           '{"nsigma": 4}')  # fmt: skip
+    result = combine_task(task)
+    assert not output.exists()  # staged until the whole job succeeds
+    publish_staged([result["output"]])
+    import fitsio
+
+    header = fitsio.read_header(str(output), ext=0)
+    assert header["NCOMBINE"] == 2
+    assert header["CALIBJOB"] == "job-1"
+    assert header["INSUM000"] == rows[0].md5
+    assert header["INPUT001"] == Path(rows[1].path).name
+    assert fitsio.read(str(output), ext=1).shape == (4000, 4072)
