@@ -28,6 +28,7 @@ from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress
 from cscs.core.transport import BrokerUnavailableError
 from cscs.ocs.command import parse_params, send_command
+from cscs.ocs.jobs import follow_job, show_jobs
 from cscs.ocs.progress import Progress
 from cscs.ocs.runner import run_script
 from cscs.ocs.script import ScriptStepError, load_script
@@ -94,6 +95,10 @@ async def _ocs(args: argparse.Namespace, settings: Settings) -> int:
             )  # fmt: skip
         if args.ocs_command == "run-script":
             return await _run_script(bus, args, settings)
+        if args.ocs_command == "jobs":
+            if args.follow:
+                return await follow_job(bus, settings.prefix, args.follow, sys.stdout)
+            return await show_jobs(bus, settings.prefix, sys.stdout)
         if args.ocs_command == "status":
             return await show_status(
                 bus, settings.prefix, out=sys.stdout, listen=args.listen, follow=args.follow,
@@ -180,7 +185,9 @@ def _add_ocs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     watcher.add_argument("--count", type=int, help="stop after this many messages")
     watcher.add_argument("--telemetry", action="store_true", help="show telemetry too")
     watcher.add_argument("--heartbeats", action="store_true", help="show heartbeats too")
-    for p in (command, script, status, watcher):
+    jobs = ocs_sub.add_parser("jobs", help="OCS Batch's jobs, or one followed to its end")
+    jobs.add_argument("--follow", "-f", metavar="JOBID", help="draw this job's progress")
+    for p in (command, script, status, watcher, jobs):
         add_broker_options(p)
         p.add_argument("--connect-timeout", type=float, default=5.0)
     ocs.set_defaults(func=_ocs)

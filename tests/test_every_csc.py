@@ -24,6 +24,10 @@ ENABLED_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
         "takeImages": {"numImages": 1, "expTime": 0.0, "shutter": False, "imageType": "BIAS"}
     },
     "HeaderService": {},
+    "OCSBatch": {
+        "execute": {"pipeline": "image-qc", "dataQuery": "instrument = LATISS"},
+        "abortJob": {"jobId": "20261121-00000000"},
+    },
     "Telescope": {"slew": {"ra": 10.0, "dec": -30.0}, "setFilter": {"filter": "r"}},
     "Test": {"ping": {}, "wait": {"duration": 1}, "fail": {}, "bug": {}, "slow": {}},
     "Weather": {
@@ -32,7 +36,7 @@ ENABLED_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }  # fmt: skip
 # Each CSC's index: the cameras' components take the camera's (1 LATISS).
-INDEX = {"Weather": 0}
+INDEX = {"Weather": 0, "OCSBatch": 0}
 
 
 def test_every_registered_csc_is_checked_here() -> None:

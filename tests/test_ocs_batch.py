@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from distributed import LocalCluster
 
 from cscs.camera.geometry import Camera
 from cscs.catalog import BatchRecords, Catalog, JobRecord, sqlite_url
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.protocol import Ack, AckCode, decode_json_object, encode
-from cscs.core.remote import EventStream
+from cscs.core.remote import EventStream, Remote
 from cscs.core.settings import Settings
+from cscs.core.states import State
 from cscs.core.testing import CscHarness, make_csc
+from cscs.core.topics import CscAddress
 from cscs.core.transport import Subscription
+from cscs.ocs.jobs import show_jobs
 from cscs.ocs_batch.csc import OcsBatchCsc
 from sim.daq.archive import SimulatedExposure, simulated_archive
 
@@ -116,6 +122,11 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
         )
         assert published[f"{prefix}/{first_image}"]["nSensors"] == 2
         assert len(published[f"{prefix}/{first_image}/R22_S00"]["amplifiers"]) == 16
+        # The operator's table, from the retained `jobs` event.
+        out = io.StringIO()
+        assert await show_jobs(harness.bus, f"b{index}", out) == 0
+        line = next(row for row in out.getvalue().splitlines() if row.startswith(job_id))
+        assert line.split()[1:4] == ["image-qc", "succeeded", "4/4"]
     catalog = Catalog(sqlite_url(tmp_path / "archive" / "catalog.sqlite"))
     try:
         records = BatchRecords(catalog)
@@ -275,3 +286,89 @@ async def test_auto_qc_measures_each_archived_image_without_a_command(
         published = await dm_messages(dm, 2)
         summary = published[f"dm{index}/qc/LSSTComCam/{rows[0].image_name}"]
         assert summary["psfFwhm"] == pytest.approx(1.1, rel=0.1)
+
+
+async def test_a_csc_process_killed_mid_job_has_its_job_failed_at_the_next_start(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    """`cscs run OCSBatch` SIGKILLed while a job runs; a new OCSBatch on the same
+    records reports that job failed when it starts."""
+    simulated_archive(tmp_path / "archive", Camera.COMCAM, BIASES, ["R22_S00", "R22_S01"])
+    configs = tmp_path / "config" / "OCSBatch"
+    configs.mkdir(parents=True)
+    (configs / "test.yaml").write_text(
+        yaml.safe_dump({"archive_root": str(tmp_path / "archive"), "workers": 1})
+    )
+    env = {**os.environ, "CSCS_STATE_DIR": str(tmp_path / "state"), "CSCS_PREFIX": f"b{index}",
+           "CSCS_CONFIG_DIR": str(tmp_path / "config")}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cscs", "run", "OCSBatch", "--broker", real_broker.url, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with (
+            real_broker.transport() as bus,
+            Remote(bus, CscAddress("OCSBatch", 0, f"b{index}")) as batch,
+            batch.stream() as events,
+        ):
+            await batch.wait_for_state(State.STANDBY, 60)
+            await batch.command("start", {"configurationOverride": "test"}, timeout=60)
+            await batch.command("enable")
+            command = asyncio.create_task(batch.command(
+                "execute", {"pipeline": "master-bias", "dataQuery": "imageType = BIAS"},
+                timeout=120, check=False,
+            ))  # fmt: skip
+            running = await events.wait_for(
+                lambda e: e.name == "jobStatus" and e.data["status"] == "running", 60
+            )
+            process.kill()  # mid-job: no clean close, no record of the end
+            await process.wait()
+            command.cancel()
+            job_id = running.data["jobId"]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    settings = Settings(prefix=f"b{index}", state_dir=tmp_path / "state",
+                        config_dir=tmp_path / "config")  # fmt: skip
+    async with (
+        make_csc(OcsBatchCsc, real_broker, index=0, settings=settings) as harness,
+        harness.remote.stream() as events,
+    ):
+        await harness.remote.command("start", {"configurationOverride": "test"}, timeout=60)
+        seen = await job_events(events, job_id)
+    assert seen[0][1]["status"] == "failed"
+    assert "restarted" in seen[0][1]["message"]
+    assert not list((tmp_path / "archive").rglob("bias_*.fits"))  # no product of it
+
+
+async def test_a_sites_scheduler_given_by_address_runs_the_jobs(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
+    async with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, asynchronous=True,
+        host="127.0.0.1", dashboard_address=":0",
+    ) as site:  # fmt: skip
+        address = site.scheduler_address
+        async with batch(real_broker, index, tmp_path, scheduler=address) as harness:
+            ack = await execute(harness, dataQuery="image = CC_O_20261121_000001")
+            assert ack.code is AckCode.COMPLETE, ack.result
+            csc = harness.csc
+            assert isinstance(csc, OcsBatchCsc)
+            assert csc.engine is not None
+            assert csc.engine.cluster is None  # the site's, not one of its own
+        assert len(site.workers) == 1  # the site's cluster outlives the CSC
+    gone = tmp_path / "gone"
+    (gone / "OCSBatch").mkdir(parents=True)
+    (gone / "OCSBatch" / "test.yaml").write_text(
+        yaml.safe_dump({"scheduler": "tcp://127.0.0.1:1", "scheduler_timeout": 2.0})
+    )
+    settings = Settings(prefix=f"b{index}", state_dir=tmp_path / "state", config_dir=gone)
+    async with make_csc(OcsBatchCsc, real_broker, index=0, settings=settings) as harness:
+        ack = await harness.remote.command(
+            "start", {"configurationOverride": "test"}, timeout=60, check=False
+        )
+        assert ack.code is AckCode.FAILED
+        assert "cannot start or reach the Dask scheduler tcp://127.0.0.1:1" in ack.result
+        assert harness.csc.state is State.STANDBY

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -181,7 +182,15 @@ async def test_demo_night_reads_back_every_image(tmp_path: Path) -> None:
     catalog = tmp_path / "archive" / "catalog.sqlite"
     assert f"archive and catalog: {tmp_path / 'archive'}" in text
     assert catalog.exists()
-    assert len(list((tmp_path / "archive" / "LATISS").rglob("*.fits"))) == 10
+    assert len(list((tmp_path / "archive" / "LATISS").glob("20*/*/*.fits"))) == 10
+    # The day after: a master bias from the 3 biases, QC of the 3 science images, the
+    # seeing measured as the simulated sky had it (0.7" then 1.2").
+    assert "1 master-bias product written" in text
+    assert len(list((tmp_path / "archive" / "LATISS" / "calib" / "bias").rglob("*.fits"))) == 1
+    assert "3 detectors of 3 images measured" in text
+    seeing = re.findall(r'seeing ([0-9.]+)" \(the simulated sky: ([0-9.]+)"\)', text)
+    assert sorted(truth for _, truth in seeing) == ["0.70", "0.70", "1.20"]
+    assert all(abs(float(m) / float(t) - 1) < 0.1 for m, t in seeing), seeing
 
 
 def _session_members(session: int) -> list[int]:
@@ -229,7 +238,7 @@ async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) ->
     `cscs run` on Mosquitto (the broker the observatory runs; the demo test above is the
     night on amqtt): every image, every sensor archived and verified."""
     env = {**os.environ, "CSCS_STATE_DIR": str(tmp_path)}
-    names = ["Weather:0", "Telescope:1", "HeaderService:1", "Archiver:1", "Camera:1"]
+    names = ["Weather:0", "Telescope:1", "HeaderService:1", "Archiver:1", "OCSBatch:0", "Camera:1"]
     expected = images_commanded(load_script(NIGHT_SCRIPT), {"index": 1})
     async with EmbeddedBroker("mosquitto") as broker:
         processes = [

@@ -85,13 +85,17 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         jobs a previous run left under way are reported failed."""
         root = config.root(self.state_dir / "archive").resolve()
         try:
+            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
             catalog = await asyncio.to_thread(
                 Catalog, config.catalog_url or sqlite_url(root / "catalog.sqlite")
             )
-        except CatalogError as exc:
-            raise ExpectedError(str(exc)) from None
+        except (OSError, CatalogError) as exc:
+            raise ExpectedError(f"archive {root}: {exc}") from None
         try:
-            engine = await Engine.start(config.scheduler, config.workers, config.threads_per_worker)
+            engine = await Engine.start(
+                config.scheduler, config.workers, config.threads_per_worker,
+                config.scheduler_timeout,
+            )  # fmt: skip
         except EngineError as exc:
             catalog.close()
             raise ExpectedError(str(exc)) from None

@@ -22,8 +22,6 @@ from distributed import Client, Future, LocalCluster, as_completed
 
 __all__ = ["Engine", "EngineError", "TaskOutcome"]
 
-_CONNECT_TIMEOUT = 20.0  # s: a scheduler that does not answer in this is not there
-
 
 class EngineError(Exception):
     """The batch engine cannot be started or reached; the message says which and why."""
@@ -45,7 +43,9 @@ class Engine:
         self.scheduler = scheduler
 
     @classmethod
-    async def start(cls, scheduler: str, workers: int, threads_per_worker: int) -> Engine:
+    async def start(
+        cls, scheduler: str, workers: int, threads_per_worker: int, timeout: float = 20.0
+    ) -> Engine:
         """Start a local cluster (``scheduler == "local"``) or connect to one;
         EngineError naming the address if it cannot."""
         cluster: LocalCluster | None = None
@@ -60,9 +60,9 @@ class Engine:
                     dashboard_address="127.0.0.1:0",
                     silence_logs=40,
                 )
-                client = await Client(cluster, asynchronous=True, timeout=_CONNECT_TIMEOUT)
+                client = await Client(cluster, asynchronous=True, timeout=timeout)
             else:
-                client = await Client(scheduler, asynchronous=True, timeout=_CONNECT_TIMEOUT)
+                client = await Client(scheduler, asynchronous=True, timeout=timeout)
         except (OSError, TimeoutError, RuntimeError, ValueError) as exc:
             if cluster is not None:
                 with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ __all__ = [
     "ERROR_ENGINE",
     "EXECUTE",
     "INTERFACE",
+    "JOBS",
     "JOB_ID",
     "JOB_RESULT",
     "JOB_STATUS",
@@ -31,6 +32,7 @@ __all__ = [
     "JobIdEvent",
     "JobResult",
     "JobStatus",
+    "JobsNow",
     "OcsBatchConfig",
     "parse_config",
 ]
@@ -80,6 +82,13 @@ class JobResult(Payload):
     """JSON: outputs, metrics summary, dashboard, log"""
 
 
+class JobsNow(Payload):
+    jobs: str
+    """JSON list, oldest first: every job queued, waiting or running, and the last 20
+    ended; each `jobId`, `pipeline`, `status`, `tasksDone`, `tasksTotal`,
+    `submitted_tai`, `message`"""
+
+
 class BatchStatus(Payload):
     jobsQueued: int
     jobsRunning: int
@@ -96,6 +105,11 @@ ABORT_JOB = CommandSpec("abortJob", AbortJob, "Abort a queued or running job.")
 JOB_ID = EventSpec("jobId", JobIdEvent, "A job exists; the execute command that made it.")
 JOB_STATUS = EventSpec("jobStatus", JobStatus, "A job's state or progress changed.")
 JOB_RESULT = EventSpec("jobResult", JobResult, "A job ended.")
+JOBS = EventSpec(
+    "jobs", JobsNow,
+    "The jobs now (retained, an addition to the ICD): what a monitor that starts late "
+    "needs to show them, as `cscs ocs jobs` does.", retained=True,
+)  # fmt: skip
 BATCH_STATUS = TelemetrySpec("batchStatus", BatchStatus, "Every 5 s.")
 
 INTERFACE = g.GENERIC.extended(
@@ -104,7 +118,7 @@ INTERFACE = g.GENERIC.extended(
     f"Pipelines: {', '.join(PIPELINES)}. `dataQuery` syntax: docs/ocs-batch.md. Metrics "
     "also go to `{dm}/qc/{instrument}/{imageName}[/{sensor}]` (ICD 1.1 DM-internal).",
     commands=(EXECUTE, ABORT_JOB),
-    events=(JOB_ID, JOB_STATUS, JOB_RESULT),
+    events=(JOB_ID, JOB_STATUS, JOB_RESULT, JOBS),
     telemetry=(BATCH_STATUS,),
 )
 
@@ -131,6 +145,8 @@ class OcsBatchConfig(ConfigSchema):
     scheduler: str = Field(default="local", max_length=200)
     """`local`: a Dask LocalCluster of `workers` processes, started by the CSC; or the
     address of a running scheduler, e.g. `tcp://batch.example.org:8786`."""
+    scheduler_timeout: float = Field(default=20.0, gt=0.0, le=600.0)
+    """Seconds to reach the scheduler (or start the local cluster) at `start`."""
     workers: int = Field(default=2, ge=1, le=64)
     threads_per_worker: int = Field(default=1, ge=1, le=16)
     max_running_jobs: int = Field(default=2, ge=1, le=100)

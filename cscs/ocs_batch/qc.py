@@ -146,7 +146,9 @@ def measure_detector(
     skies: list[tuple[float, float]] = []
     for segment, (level, noise) in zip(SEGMENTS, overscan, strict=True):
         region = segment.detector_slice()
-        sky, rms = clipped_stats(image[region], nsigma=3.0)
+        # Every other pixel of every other row: 250 000 samples measure a sky to far
+        # better than any use of it needs, in a quarter of the time.
+        sky, rms = clipped_stats(image[region][::2, ::2], nsigma=3.0)
         image[region] -= np.float32(sky)  # each amplifier flattened to zero sky
         skies.append((sky, rms))
         amplifiers.append(AmplifierQc(segment.name, level, noise, sky))

@@ -25,8 +25,10 @@ from cscs.ocs_batch.interface import (
     JOB_ID,
     JOB_RESULT,
     JOB_STATUS,
+    JOBS,
     JobIdEvent,
     JobResult,
+    JobsNow,
     JobStatus,
 )
 from cscs.ocs_batch.jobs import Job, JobState, exit_code
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["JobRunner"]
 
 _IMAGES_IN_RESULT = 100  # image summaries in one jobResult; the rest are counted
+_ENDED_SHOWN = 20  # ended jobs in the retained `jobs` event
 
 
 class _TaskFailedError(Exception):
@@ -101,6 +104,21 @@ class JobRunner:
             JobStatus(jobId=job.job_id, status=job.state.value, tasksDone=job.tasks_done,
                       tasksTotal=job.tasks_total, message=job.message),
         )  # fmt: skip
+        if job.tasks_done in (0, job.tasks_total) or job.finished:  # not at every task
+            await self.publish_jobs()
+
+    async def publish_jobs(self) -> None:
+        """The retained ``jobs`` event: every unfinished job and the last ended ones."""
+        jobs = list(self.csc.book)
+        ended = [j for j in jobs if j.finished][-_ENDED_SHOWN:]
+        shown = [j for j in jobs if not j.finished or j in ended]
+        listing = [
+            {"jobId": j.job_id, "pipeline": j.pipeline, "status": j.state.value,
+             "tasksDone": j.tasks_done, "tasksTotal": j.tasks_total,
+             "submitted_tai": j.submitted_tai, "message": j.message[:200]}
+            for j in shown
+        ]  # fmt: skip
+        await self.csc.publish_event(JOBS, JobsNow(jobs=json.dumps(listing)))
 
     async def _record(self, job: Job) -> None:
         records = self.csc.records
@@ -201,7 +219,8 @@ class JobRunner:
     async def _finish(self, job: Job, plan: JobPlan, measured: dict[str, set[str]]) -> str:
         if not plan.outputs:
             job.result["imagesMeasured"] = len(measured)
-            return f"{job.tasks_done} detectors of {len(measured)} images measured"
+            detectors, images = _count(job.tasks_done, "detector"), _count(len(measured), "image")
+            return f"{detectors} of {images} measured"
         await asyncio.to_thread(publish_staged, plan.outputs)
         records = self.csc.records
         products = job.result.get("products", [])
@@ -225,9 +244,13 @@ class JobRunner:
                     ),
                 )
         job.result["outputs"] = [p["url"] for p in products]
-        return f"{len(products)} {job.pipeline} products written"
+        return f"{_count(len(products), job.pipeline + ' product')} written"
 
 
 def _remove_staged(outputs: list[str]) -> None:
     for output in outputs:
         staged_path(Path(output)).unlink(missing_ok=True)
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'' if number == 1 else 's'}"

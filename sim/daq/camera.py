@@ -67,6 +67,7 @@ from sim.daq.sequence import ImageSequencer
 from sim.daq.server import DaqServer
 from sim.daq.store import DaqStore, SensorData
 from sim.ocs.telescope import TARGET, Target
+from sim.ocs.weather import WEATHER, WeatherValues
 
 __all__ = ["CameraConfig", "CameraCsc"]
 
@@ -96,6 +97,8 @@ class CameraCsc(BaseCsc[CameraConfig]):
         self._exposing = asyncio.Lock()
         self.telescope_address = CscAddress("Telescope", index, self.address.prefix)
         self.pointing = DEFAULT_POINTING  # for the next exposure to start
+        self.weather_address = CscAddress("Weather", 0, self.address.prefix)
+        self.seeing: float | None = None  # the site's, once heard; else the configured
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return [
@@ -127,6 +130,7 @@ class CameraCsc(BaseCsc[CameraConfig]):
             )
             await self.publish_event(FOCAL_PLANE_SUMMARY_INFO, focal_plane_hardware(self.camera))
             await self.follow(self.telescope_address, TARGET, self._on_target)
+            await self.follow(self.weather_address, WEATHER, self._on_weather)
             self.keep_running(self._report_store, "daq-store")
         except BaseException:
             await self.close()
@@ -163,6 +167,15 @@ class CameraCsc(BaseCsc[CameraConfig]):
             self._executor.shutdown(wait=False)
             self._executor = ThreadPoolExecutor(config.synthesis_threads, "synthesis")
             self._synthesis_threads = config.synthesis_threads
+
+    def _on_weather(self, event: Parsed[WeatherValues]) -> None:
+        """The site's seeing makes the stars' width (so QC has something to measure
+        through the night); a value no sky has is refused."""
+        seeing = event.data.seeing
+        if not (math.isfinite(seeing) and 0.2 <= seeing <= 10.0):
+            self.log.warning("ignored a seeing no sky has", seeing=seeing)
+            return
+        self.seeing = seeing
 
     def _on_target(self, event: Parsed[Target]) -> None:
         """The telescope's new target: where the next exposures look. Its schema holds
@@ -279,7 +292,11 @@ class CameraCsc(BaseCsc[CameraConfig]):
             seed=zlib.crc32(f"{self.config.seed}/{image}".encode()),
             camera=self.camera,
             pointing=pointing,
-            sky=self.config.sky,
+            sky=(
+                self.config.sky
+                if self.seeing is None
+                else self.config.sky.model_copy(update={"seeing_fwhm": self.seeing})
+            ),
         )
         await asyncio.gather(asyncio.sleep(self.config.readout_time), self._read_out(image, scene))
         self.store.end_image(image)

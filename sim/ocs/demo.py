@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,12 +33,20 @@ from cscs.core.remote import CommandTimeoutError, Remote
 from cscs.core.settings import default_state_dir
 from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
-from cscs.core.topics import CscAddress
+from cscs.core.topics import CscAddress, Kind
 from cscs.ocs.progress import Progress
 from cscs.ocs.runner import run_script
 from cscs.ocs.script import Command, Script, ScriptStepError, expand, load_script
 from cscs.ocs.status import show_status
-from sim.ocs.night import NightLog, NightStoppedError, check_headers, note_ends, verify_archive
+from sim.ocs.daytime import daytime
+from sim.ocs.night import (
+    NightLog,
+    NightStoppedError,
+    check_headers,
+    note_ends,
+    note_seeing,
+    verify_archive,
+)
 from sim.ocs.processes import log_path, log_tail, spawn, stop
 
 __all__ = ["NIGHT_SCRIPT", "images_commanded", "run_demo"]
@@ -74,10 +83,12 @@ async def run_demo(
         CscAddress("Telescope", index),
         CscAddress("HeaderService", index),
         CscAddress("Archiver", index),
+        CscAddress("OCSBatch", 0),
         CscAddress("Camera", index),
     ]
     script = load_script(script_path)
-    overrides = {"index": index, "config": "fast" if fast else ""}
+    night = f"demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    overrides = {"index": index, "config": "fast" if fast else "", "night": night}
     env = {"CSCS_STATE_DIR": str(state_dir)} if state_dir else {}
     progress = Progress(out)
     log = NightLog(sensors_per_image=len(camera.detectors))
@@ -96,6 +107,7 @@ async def run_demo(
                 gone: set[CscAddress] = set()
                 try:
                     await _night(bus, script, overrides, camera, log, progress)
+                    await daytime(bus, night, log, progress)
                 except ScriptStepError as exc:
                     log.problems.append(f"the night stopped: {exc}")
                     gone = _report_exited(addresses, processes, logs, log)
@@ -135,11 +147,14 @@ async def _night(
         Remote(bus, CscAddress(ARCHIVER.name, index)) as archiver,
         Remote(bus, CscAddress("HeaderService", index)) as header,
         cam.events(END_READOUT) as ends,
+        Remote(bus, CscAddress("Weather", 0)) as weather,
+        weather.stream("weather", kind=Kind.TELEMETRY) as seeing,
         archiver.stream() as archived,
         header.events(LARGE_FILE_OBJECT_AVAILABLE) as headers,
     ):
         checkers = [
             asyncio.create_task(note_ends(ends, log)),
+            asyncio.create_task(note_seeing(seeing, log)),
             asyncio.create_task(verify_archive(archived, log, progress)),
             asyncio.create_task(check_headers(headers, log, progress)),
         ]

@@ -21,6 +21,7 @@ __all__ = [
     "NightStoppedError",
     "check_headers",
     "note_ends",
+    "note_seeing",
     "verify_archive",
     "verify_archived_file",
 ]
@@ -41,6 +42,8 @@ class NightLog:
     ended: dict[str, float] = field(default_factory=dict)  # image -> endReadout seen
     archived: dict[str, int] = field(default_factory=dict)  # image -> files so far
     latencies: list[float] = field(default_factory=list)  # endReadout -> last file
+    latest_seeing: float | None = None  # the site's, as the weather station last said
+    seeing: dict[str, float] = field(default_factory=dict)  # image -> seeing as it was read
     problems: list[str] = field(default_factory=list)
     # QoS 1 is at-least-once, and overlapping subscriptions on one connection can
     # bring a message twice: each file and header is counted once
@@ -66,6 +69,16 @@ async def note_ends(ends: ParsedStream[EndReadout], log: NightLog) -> None:
     while True:
         end = await ends.next(None)
         log.ended[end.data.imageName] = time.perf_counter()
+        if log.latest_seeing is not None:
+            log.seeing[end.data.imageName] = log.latest_seeing
+
+
+async def note_seeing(weather: EventStream, log: NightLog) -> None:
+    """The site's seeing as it changes (the simulated camera's stars follow it)."""
+    async for received in weather:
+        seeing = received.data.get("seeing")
+        if isinstance(seeing, int | float):
+            log.latest_seeing = float(seeing)
 
 
 def verify_archived_file(event: ImageArchived) -> list[str]:

@@ -96,7 +96,7 @@ class WeatherCsc(BaseCsc[WeatherConfig]):
             humidity=min(100.0, base.humidity * (1 + wander)),
             windSpeed=base.windSpeed * (1 + wander),
             windDirection=base.windDirection,
-            seeing=base.seeing,
+            seeing=base.seeing * (1 + wander),
         )
 
     async def _report(self) -> None:

@@ -1,0 +1,57 @@
+"""The demo's day after the night: OCS Batch makes a master bias from the night's biases
+and measures every science image, as the OCS would command it; the measured seeing is
+printed next to the seeing the simulated sky had."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cscs.core.bus import Bus
+from cscs.core.protocol import Ack, AckCode
+from cscs.core.remote import Remote
+from cscs.core.topics import CscAddress
+from cscs.ocs.progress import Progress
+from cscs.ocs_batch.interface import JOB_RESULT
+from sim.ocs.night import NightLog
+
+__all__ = ["daytime"]
+
+_JOB_TIMEOUT = 600.0  # s: a slow machine, a cold cluster
+
+
+async def daytime(bus: Bus, night: str, log: NightLog, progress: Progress) -> None:
+    """``master-bias`` over ``{night}-bias`` and ``image-qc`` over ``{night}-science``;
+    a job that does not succeed is a problem of the night."""
+    async with Remote(bus, CscAddress("OCSBatch", 0)) as batch, batch.events(JOB_RESULT) as results:
+        progress.say("daytime: a master bias from the night's biases (OCSBatch:0, on Dask)")
+        await _job(batch, "master-bias", f"groupId = {night}-bias", log, progress)
+        progress.say("daytime: image QC of the night's science images")
+        job_id = await _job(batch, "image-qc", f"groupId = {night}-science", log, progress)
+        if job_id is None:
+            return
+        while (result := await results.next(30)).data.jobId != job_id:
+            pass
+        images: dict[str, dict[str, Any]] = json.loads(result.data.result).get("images", {})
+        for image, summary in sorted(images.items()):
+            measured = summary.get("psfFwhm")
+            truth = log.seeing.get(image)
+            shown = f'{measured:.2f}"' if measured is not None else "not measured"
+            sky = f' (the simulated sky: {truth:.2f}")' if truth is not None else ""
+            progress.say(f"  {image}: seeing {shown}{sky}, {summary.get('nSources')} sources")
+
+
+async def _job(
+    batch: Remote, pipeline: str, query: str, log: NightLog, progress: Progress
+) -> str | None:
+    acks: list[Ack] = []
+    final = await batch.command(
+        "execute", {"pipeline": pipeline, "dataQuery": query}, timeout=_JOB_TIMEOUT,
+        on_ack=acks.append, check=False,
+    )  # fmt: skip
+    if final.code is not AckCode.COMPLETE:
+        log.problems.append(f"{pipeline} on {query!r}: {final.code.name}: {final.result}")
+        return None
+    progress.say(f"  {final.result}")
+    started = [a for a in acks if a.code is AckCode.INPROGRESS]
+    return started[0].result if started else None
