@@ -81,3 +81,28 @@ def test_the_book_is_bounded_and_forgets_finished_jobs_first() -> None:
     book.finish("a", JobState.SUCCEEDED, "done")
     book.add(job("e"))
     assert [j.job_id for j in book] == ["b", "c", "d", "e"]  # unfinished jobs are kept
+
+
+@pytest.mark.parametrize("end", [JobState.FAILED, JobState.ABORTED])
+def test_a_job_on_a_prerequisite_that_has_ended_badly_fails_at_once(end: JobState) -> None:
+    book = JobBook(limit=1)
+    book.add(job("a"))
+    book.ready()
+    book.finish("a", end, "no")
+    book.add(job("b", "a"))
+    assert book.get("b").state is JobState.FAILED  # type: ignore[union-attr]
+    assert book.get("b").message == f"prerequisite job a {end.value}"  # type: ignore[union-attr]
+
+
+def test_a_finished_prerequisite_is_not_forgotten_while_a_job_waits_on_it() -> None:
+    book = JobBook(limit=1, remembered=2)
+    book.add(job("p"))
+    book.add(job("q"))
+    book.ready()  # p runs; q waits its turn
+    book.add(job("w", "p"))  # waits on p
+    book.finish("p", JobState.SUCCEEDED, "done")
+    book.add(job("x"))
+    assert "p" in book
+    assert [j.job_id for j in book.ready()] == ["q"]
+    book.finish("q", JobState.SUCCEEDED, "done")
+    assert [j.job_id for j in book.ready()] == ["w"]

@@ -151,6 +151,13 @@ async def test_what_cannot_run_fails_before_a_job_exists_with_the_reason(
             ({"dataQuery": "instrument = LATISS", "config": '{"x": 1}'}, "no config key x"),
             ({"dataQuery": "instrument = LATISS", "version": "9.9"}, "'9.9' is not installed"),
             ({"dataQuery": "instrument = LATISS", "prereqJobs": "nope"}, "'nope' is not known"),
+            ({"dataQuery": "instrument = LATISS", "prereqJobs": "a;b"}, "not a job id"),
+            ({"dataQuery": "instrument = LATISS", "config": '{"a":' + "[" * 5000},
+             "nested too deeply"),
+            ({"pipeline": "master-dark", "dataQuery": "instrument = LATISS",
+              "config": '{"biasJob": "../x"}'}, "not a job id"),
+            ({"pipeline": "master-dark", "dataQuery": "instrument = LATISS",
+              "config": '{"biasJob": "20261121-00000000"}'}, "biasJob '20261121-00000000' is not"),
         ]  # fmt: skip
         for params, reason in cases:
             ack = await harness.remote.command(
@@ -372,3 +379,29 @@ async def test_a_sites_scheduler_given_by_address_runs_the_jobs(
         assert ack.code is AckCode.FAILED
         assert "cannot start or reach the Dask scheduler tcp://127.0.0.1:1" in ack.result
         assert harness.csc.state is State.STANDBY
+
+
+async def test_a_master_dark_waits_for_its_master_bias_and_subtracts_it(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    exposures = BIASES + [SimulatedExposure("DARK", 30.0)] * 2
+    simulated_archive(tmp_path / "archive", Camera.COMCAM, exposures, ["R22_S11"])
+    async with (
+        batch(real_broker, index, tmp_path, workers=1) as harness,
+        harness.remote.stream("jobId") as ids,
+    ):
+        bias = asyncio.create_task(
+            execute(harness, pipeline="master-bias", dataQuery="imageType = BIAS")
+        )
+        bias_id = (await ids.next(60)).data["jobId"]
+        config = json.dumps({"biasJob": bias_id})
+        dark = await execute(harness, pipeline="master-dark", dataQuery="imageType = DARK",
+                             prereqJobs=bias_id, config=config)  # fmt: skip
+        assert (await bias).code is AckCode.COMPLETE
+        assert dark.code is AckCode.COMPLETE, dark.result
+    import fitsio
+
+    (product,) = (tmp_path / "archive" / "LSSTComCam" / "calib" / "dark").rglob("*.fits")
+    header = fitsio.read_header(str(product), ext=0)
+    assert header["BIASFILE"] == "bias_R22_S11.fits"
+    assert header["NCOMBINE"] == 2

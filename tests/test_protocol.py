@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,6 +66,14 @@ def test_refusals_name_the_cause() -> None:
     assert "identity" in refusal("enable", payload(identity=None))
     big = payload(params={"level": 10}, padding="x" * (2 * 1024 * 1024))
     assert f"exceeds the limit of {MAX_COMMAND_BYTES} bytes" in refusal("setLogLevel", big)
+
+
+@pytest.mark.parametrize("seq", [-1, 2**63, 10**40])
+def test_a_seq_no_database_can_hold_is_refused(seq: int) -> None:
+    parsed = parse_command("enable", json.dumps({"seq": seq, "origin": "x", "identity": "a",
+                                                 "params": {}}).encode(), INTERFACE)  # fmt: skip
+    assert isinstance(parsed, Refusal)
+    assert "outside 0 to 2**63 - 1" in parsed.reason
 
 
 def test_unreadable_payloads_are_dropped_with_a_reason() -> None:

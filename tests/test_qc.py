@@ -10,7 +10,7 @@ import pytest
 
 from cscs.camera.geometry import SEGMENTS, Camera
 from cscs.camera.sky import Pointing
-from cscs.ocs_batch.combine import CalibrationInput, combine_detector
+from cscs.ocs_batch.combine import CalibrationInput, clipped_mean, combine_detector
 from cscs.ocs_batch.qc import image_summary, measure_detector
 from cscs.ocs_batch.tasks import CalibrationTask, QcTask, combine_task, publish_staged, qc_task
 from sim.daq.archive import SimulatedExposure, simulated_archive
@@ -64,32 +64,33 @@ def test_a_bias_has_a_bias_level_and_no_seeing() -> None:
 
 
 def test_master_bias_noise_falls_as_one_over_root_n() -> None:
-    inputs = [CalibrationInput(exposure(Camera.COMCAM, "R22_S11", "BIAS", 0.0, s), 0.0)
+    inputs = [CalibrationInput.of(exposure(Camera.COMCAM, "R22_S11", "BIAS", 0.0, s), 0.0)
               for s in range(8)]  # fmt: skip
     noise = {}
-    for n in (2, 8):
+    for n in (2, 3, 8):
         master = combine_detector("bias", inputs[:n])
         noise[n] = float(master[200:1800, 100:4000].std())
     single = float(np.mean([amplifier(MODEL, Camera.COMCAM.detector("R22_S11"), s).read_noise_adu
                             for s in SEGMENTS]))  # fmt: skip
     assert noise[2] == pytest.approx(single / np.sqrt(2), rel=0.05)
+    assert noise[3] == pytest.approx(single / np.sqrt(3), rel=0.05)  # clipping takes no clean value
     assert noise[8] / noise[2] == pytest.approx(0.5, rel=0.05)
 
 
 def test_master_flat_is_normalised_and_master_dark_is_per_second() -> None:
-    flats = [CalibrationInput(exposure(Camera.COMCAM, "R22_S11", "FLAT", 5.0, s), 5.0)
+    flats = [CalibrationInput.of(exposure(Camera.COMCAM, "R22_S11", "FLAT", 5.0, s), 5.0)
              for s in (1, 2, 3)]  # fmt: skip
     flat = combine_detector("flat", flats)
     assert float(np.median(flat)) == pytest.approx(1.0, abs=1e-6)
     # The simulated vignetting: 8 % from the centre to the corners.
     assert float(flat[1990:2010, 2026:2046].mean()) / float(flat[:20, :20].mean()) > 1.06
-    darks = [CalibrationInput(exposure(Camera.COMCAM, "R22_S11", "DARK", 300.0, s), 300.0)
+    darks = [CalibrationInput.of(exposure(Camera.COMCAM, "R22_S11", "DARK", 300.0, s), 300.0)
              for s in (1, 2, 3)]  # fmt: skip
     dark = combine_detector("dark", darks)
     gains = [amplifier(MODEL, Camera.COMCAM.detector("R22_S11"), s).gain for s in SEGMENTS]
     assert float(np.median(dark)) == pytest.approx(MODEL.dark_current / np.mean(gains), rel=0.1)
     with pytest.raises(ValueError, match="no dark time"):
-        combine_detector("dark", [CalibrationInput(darks[0].segments, 0.0)])
+        combine_detector("dark", [CalibrationInput(darks[0].read, 0.0)])
 
 
 def test_the_tasks_read_archived_files_and_write_products_with_provenance(tmp_path: Path) -> None:
@@ -114,3 +115,13 @@ def test_the_tasks_read_archived_files_and_write_products_with_provenance(tmp_pa
     assert header["INSUM000"] == rows[0].md5
     assert header["INPUT001"] == Path(rows[1].path).name
     assert fitsio.read(str(output), ext=1).shape == (4000, 4072)
+
+
+@pytest.mark.parametrize("count", [3, 4, 6])
+def test_the_clipped_mean_drops_cosmic_rays_and_keeps_clean_noise(count: int) -> None:
+    rng = np.random.default_rng(count)
+    stack = rng.standard_normal((count, 400, 400)).astype(np.float32)
+    stack[0, 10, 10] = 500.0  # a cosmic ray
+    combined = clipped_mean(stack)
+    assert abs(float(combined[10, 10])) < 3.0
+    assert float(combined.std()) == pytest.approx(1 / np.sqrt(count), rel=0.03)

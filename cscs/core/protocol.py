@@ -148,6 +148,9 @@ def decode_json_object(payload: bytes) -> dict[str, Any]:
     return data
 
 
+_MAX_SEQ = 2**63 - 1  # what any recorder of commands can store
+
+
 def _field(data: dict[str, Any], name: str, kind: type) -> Any:
     value = data[name]
     # bool is an int in Python but never a valid seq.
@@ -193,6 +196,8 @@ def parse_command(
     def refuse(reason: str) -> Refusal:
         return Refusal(command, seq, origin, reason)
 
+    if not 0 <= seq <= _MAX_SEQ:
+        return refuse(f"seq {seq} is outside 0 to 2**63 - 1 (a database's BIGINT)")
     if len(payload) > MAX_COMMAND_BYTES:
         return refuse(
             f"payload of {len(payload)} bytes exceeds the limit of {MAX_COMMAND_BYTES} bytes"

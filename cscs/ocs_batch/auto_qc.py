@@ -5,7 +5,9 @@ gathered until none has come for :data:`SETTLE` seconds (a ComCam image's nine a
 within a second or two), then one ``image-qc`` job measures them, through the same path
 as a commanded job (``origin`` ``auto_qc``). An announcement is validated where it is
 parsed (a forged one names no file this CSC will read: the job reads what the catalog
-holds), and at most :data:`MAX_PENDING` images wait at once.
+holds, and an image it does not have is logged and skipped). At most
+:data:`MAX_PENDING` images gather at once (one more and the oldest is measured at
+once), none for longer than :data:`MAX_WAIT`, however often it is announced.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from cscs.camera.naming import ImageNameText, SensorText
+from cscs.camera.naming import MAX_SENSORS, ImageNameText, SensorText
+from cscs.core.errors import ExpectedError
 from cscs.core.remote import Received
 from cscs.core.schema import Payload, parse_payload
 from cscs.core.states import State
@@ -26,7 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PENDING", "SETTLE", "AutoQc"]
 
 SETTLE = 2.0  # s after an image's last imageArchived before it is measured
-MAX_PENDING = 64  # images gathering at once
+MAX_WAIT = 30.0  # s after its first, at the latest
+MAX_PENDING = 64  # images gathering at once; one more: the oldest is measured now
 
 
 class _Archived(Payload):
@@ -41,6 +45,7 @@ class AutoQc:
         self.csc = csc
         self.pending: dict[str, set[str]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._first: dict[str, float] = {}  # loop time of each pending image's first file
         self.sensors: frozenset[str] = frozenset()
 
     async def configure(self, config: OcsBatchConfig) -> None:
@@ -66,18 +71,28 @@ class AutoQc:
         if self.sensors and archived.sensor not in self.sensors:
             return
         image = archived.imageName
-        if image not in self.pending and len(self.pending) >= MAX_PENDING:
-            self.csc.log.warning("too many images waiting for auto QC; one skipped", image=image)
+        loop = asyncio.get_running_loop()
+        if image not in self.pending:
+            if len(self.pending) >= MAX_PENDING:  # measure the oldest now, make room
+                self._settled(next(iter(self.pending)))
+            self._first[image] = loop.time()
+        sensors = self.pending.setdefault(image, set())
+        if len(sensors) >= MAX_SENSORS:
             return
-        self.pending.setdefault(image, set()).add(archived.sensor)
+        sensors.add(archived.sensor)
         timer = self._timers.pop(image, None)
         if timer is not None:
             timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timers[image] = loop.call_later(SETTLE, self._settled, image)
+        # Settled when quiet for SETTLE s, or MAX_WAIT s after its first file at the
+        # latest: announcements repeated for ever cannot hold an image back.
+        delay = min(SETTLE, max(0.0, self._first[image] + MAX_WAIT - loop.time()))
+        self._timers[image] = loop.call_later(delay, self._settled, image)
 
     def _settled(self, image: str) -> None:
-        self._timers.pop(image, None)
+        timer = self._timers.pop(image, None)
+        if timer is not None:
+            timer.cancel()
+        self._first.pop(image, None)
         sensors = self.pending.pop(image, set())
         if sensors and self.csc.state is State.ENABLED:
             self.csc.jobs.spawn(self._measure(image, sensors), f"auto-qc-{image}")
@@ -87,13 +102,13 @@ class AutoQc:
         params = Execute(pipeline="image-qc", dataQuery=query)
         try:
             job, plan, previous = await self.csc._prepare(params, "auto_qc", 0)
-        except Exception as exc:  # e.g. the catalog lost: say so, measure the next one
+            await self.csc.submit(job, plan, previous)
+        except ExpectedError as exc:  # not archived here, the queue full, not ENABLED…
             self.csc.log.warning("auto QC could not start", image=image, error=str(exc))
-            return
-        await self.csc.submit(job, plan, previous)
 
     def _forget_all(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._first.clear()
         self.pending.clear()

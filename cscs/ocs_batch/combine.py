@@ -7,14 +7,16 @@ dozens of inputs in little memory). Each input segment is overscan-corrected (it
 bias level, :func:`cscs.ocs_batch.qc.overscan_stats`, subtracted), optionally less a
 master bias, then scaled per kind: a dark divided by its dark time (ADU/s), a flat by
 its own median (so inputs of different brightness combine). The stack is combined per
-pixel by a clipped mean: values farther than ``nsigma`` robust sigmas from the pixel's
-median (cosmic rays) are left out, the rest averaged, so with N clean inputs the
-noise of the product falls as 1/√N. A flat is finally normalised to a median of 1.
+pixel by a clipped mean: values farther than ``nsigma`` robust sigmas of one input's
+noise from the pixel's median (cosmic rays) are left out, the rest averaged, so with N
+clean inputs the noise of the product falls as 1/√N. A flat is finally normalised to a
+median of 1. Inputs are read a segment at a time (:class:`CalibrationInput` holds a
+reader), so a worker holds one amplifier's stack, never whole exposures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,10 +33,16 @@ KINDS = ("bias", "dark", "flat")
 
 @dataclass(frozen=True)
 class CalibrationInput:
-    """One exposure's raw segments (file order) and its dark time (s)."""
+    """One exposure: a reader of its raw segments (by index in file order) and its dark
+    time (s)."""
 
-    segments: Sequence[npt.NDArray[np.int32]]
+    read: Callable[[int], npt.NDArray[np.int32]]
     dark_time: float
+
+    @classmethod
+    def of(cls, segments: Sequence[npt.NDArray[np.int32]], dark_time: float) -> CalibrationInput:
+        """An exposure already in memory."""
+        return cls(segments.__getitem__, dark_time)
 
 
 def corrected_segment(segment: Segment, raw: npt.NDArray[np.int32]) -> Image:
@@ -58,12 +66,15 @@ def clipped_mean(stack: npt.NDArray[np.float32], nsigma: float = 4.0) -> Image:
     deviation) from the pixel's median. One or two inputs: the plain mean."""
     if stack.shape[0] < 3:
         return np.asarray(stack.mean(axis=0), dtype=np.float32)
+    count = stack.shape[0]
+    # The noise of one input, from the deviations about each pixel's mean (variance
+    # (N - 1)/N of one input's), their median absolute value robust to the outliers.
+    spread = np.abs(stack - stack.mean(axis=0))
+    sigma = 1.4826 * float(np.median(spread)) * float(np.sqrt(count / (count - 1)))
     median = np.median(stack, axis=0)
-    deviation = stack - median
-    sigma = 1.4826 * float(np.median(np.abs(deviation)))
     if sigma == 0.0:
         return np.asarray(median, dtype=np.float32)
-    kept = np.abs(deviation) <= nsigma * sigma
+    kept = np.abs(stack - median) <= nsigma * sigma
     total = np.where(kept, stack, 0.0).sum(axis=0)
     count = kept.sum(axis=0)
     return np.asarray(np.where(count > 0, total / np.maximum(count, 1), median), dtype=np.float32)
@@ -96,7 +107,7 @@ def combine_detector(
         region = _region(segment)
         layers = []
         for exposure, scale in zip(exposures, scales, strict=True):
-            layer = corrected_segment(segment, exposure.segments[index])
+            layer = corrected_segment(segment, exposure.read(index))
             if bias is not None:
                 layer -= bias[region]
             layer *= np.float32(scale)
@@ -125,7 +136,7 @@ def _flat_level(exposure: CalibrationInput, bias: Image | None) -> float:
     """The exposure's median signal (ADU), from every amplifier."""
     samples = []
     for index, segment in enumerate(SEGMENTS):
-        layer = corrected_segment(segment, exposure.segments[index])
+        layer = corrected_segment(segment, exposure.read(index))
         if bias is not None:
             layer -= bias[_region(segment)]
         samples.append(layer[::4, ::4].ravel())

@@ -44,11 +44,13 @@ from cscs.ocs_batch.interface import (
     BatchStatus,
     Execute,
     OcsBatchConfig,
+    check_job_id,
     parse_config,
 )
 from cscs.ocs_batch.jobs import Job, JobBook, JobState
 from cscs.ocs_batch.plan import CONFIG_KEYS, JobPlan, PlanError, plan_job
 from cscs.ocs_batch.running import JobRunner
+from cscs.ocs_batch.tasks import remove_stale_staged
 
 __all__ = ["OcsBatchCsc"]
 
@@ -104,6 +106,10 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         self.archive_root = root
         self.book.limit = config.max_running_jobs
         self.log.info("batch engine ready", scheduler=config.scheduler, dashboard=engine.dashboard)
+        if not any(not job.finished for job in self.book):
+            stale = await asyncio.to_thread(remove_stale_staged, root)
+            if stale:
+                self.log.warning("removed products of aborted jobs left staged", count=stale)
         await self._report_interrupted()
         await self.auto_qc.configure(config)
 
@@ -176,16 +182,27 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
                 f"{params.pipeline} version {params.version[:64]!r} is not installed "
                 f"(only {self.version})"
             )
+        queued, _ = self.book.counts()
+        if queued >= self.config.max_queued_jobs:
+            raise ExpectedError(
+                f"{queued} jobs are waiting already (max_queued_jobs); try again later"
+            )
         try:
             config = parse_config(params.config)
             query = parse_query(params.dataQuery)
+            prereqs = params.prerequisites()
+            bias_job = check_job_id(config["biasJob"]) if "biasJob" in config else None
         except (ValueError, QueryError) as exc:
             raise ExpectedError(str(exc)) from None
         unknown = sorted(set(config) - CONFIG_KEYS[params.pipeline])
         if unknown:
             raise ExpectedError(f"{params.pipeline} has no config key {', '.join(unknown)}")
-        prereqs = params.prerequisites()
         previous = await self._prerequisite_states(prereqs)
+        if bias_job is not None and bias_job not in prereqs:
+            try:
+                await self._prerequisite_states((bias_job,))  # known, at least
+            except ExpectedError:
+                raise ExpectedError(f"biasJob {bias_job!r} is not known") from None
         job = Job(
             job_id=self.runner.new_id(), pipeline=params.pipeline, version=self.version,
             query=params.dataQuery, config=config, prereqs=prereqs, origin=origin, seq=seq,
@@ -193,9 +210,8 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         )  # fmt: skip
         try:
             files = await asyncio.to_thread(catalog.select, query, self.config.max_files_per_job)
-            bias = await self._bias_products(config)
             plan = plan_job(
-                job.job_id, job.pipeline, config, files, self.archive_root, self.version, bias
+                job.job_id, job.pipeline, config, files, self.archive_root, self.version
             )
         except (CatalogError, PlanError, ValueError) as exc:
             raise ExpectedError(str(exc)) from None
@@ -216,13 +232,21 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
             states[prereq] = JobState(record.state)
         return states
 
-    async def _bias_products(self, config: dict[str, Any]) -> dict[str, str]:
-        job_id = config.get("biasJob")
-        if job_id is None:
-            return {}
+    async def bias_products(self, bias_job: str, instrument: str) -> dict[str, str]:
+        """Sensor → master bias of ``bias_job``, which must have succeeded for
+        ``instrument``; ExpectedError saying why not. Looked up when a job starts, so that
+        the bias job can be one of its prerequisites."""
         assert self.records is not None
-        products = await asyncio.to_thread(self.records.calibrations_of, str(job_id))
-        return {p.sensor: p.path for p in products if p.kind == "bias"}
+        records = self.records
+        held = self.book.get(bias_job)
+        record = None if held is not None else await asyncio.to_thread(records.job, bias_job)
+        state = held.state.value if held is not None else record.state if record else "unknown"
+        if state != JobState.SUCCEEDED.value:
+            raise ExpectedError(f"biasJob {bias_job} has not succeeded ({state})")
+        products = await asyncio.to_thread(records.calibrations_of, bias_job)
+        return {
+            p.sensor: p.path for p in products if p.kind == "bias" and p.instrument == instrument
+        }
 
     async def submit(
         self, job: Job, plan: JobPlan, previous: dict[str, JobState] | None = None
@@ -230,9 +254,14 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         """Record and announce a new job, queue it, and start what can start; the future
         is the job once it has ended. ``previous``: the states of prerequisites that
         ended before this run (from the records)."""
+        if self.state is not State.ENABLED:
+            raise ExpectedError(f"execute not allowed in state {self.state.name}")
         self._recorded.update(previous or {})
-        while len(self._recorded) > _RECORDED:
-            del self._recorded[next(iter(self._recorded))]
+        needed = {p for j in self.book if not j.finished for p in j.prereqs}
+        for old in [k for k in self._recorded if k not in needed][
+            : len(self._recorded) - _RECORDED
+        ]:
+            del self._recorded[old]
         self.book.add(job, previous)
         job.tasks_total = len(plan.tasks)
         future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
@@ -267,14 +296,23 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
             raise ExpectedError(f"no job {params.jobId[:64]!r} is queued or running here")
         if job.finished:
             raise ExpectedError(f"job {job.job_id} has ended already ({job.state.value})")
+        if job.finishing:
+            raise ExpectedError(
+                f"job {job.job_id} has done its work and is publishing its products: too "
+                "late to abort"
+            )
         await self._abort(job, f"aborted by {context.request.origin}")
         return f"{job.job_id} aborted"
 
     async def _abort(self, job: Job, reason: str) -> None:
-        task = self._tasks.pop(job.job_id, None)
+        """Cancel a job's tasks and end it ABORTED; one that is publishing its products
+        is let finish (an abort then would leave some published and some not)."""
+        task = self._tasks.get(job.job_id)
         if task is not None and not task.done():
-            task.cancel(reason)
+            if not job.finishing:
+                task.cancel(reason)
             await asyncio.wait([task])
+        self._tasks.pop(job.job_id, None)
         if not job.finished:
             await self.ended(self.book.finish(job.job_id, JobState.ABORTED, reason))
 

@@ -4,6 +4,7 @@ and error codes: declared once, used by the CSC, the operators' tools and the te
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "JobStatus",
     "JobsNow",
     "OcsBatchConfig",
+    "check_job_id",
     "parse_config",
 ]
 
@@ -41,7 +43,15 @@ ERROR_ENGINE = 7001
 ERROR_CATALOG = 7002
 PIPELINES = ("image-qc", "master-bias", "master-dark", "master-flat")
 _MAX_CONFIG = 10_000  # characters of a job's config JSON
-_JOB_ID = r"[A-Za-z0-9_-]{1,40}"
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_MAX_PREREQS = 20
+
+
+def check_job_id(value: object) -> str:
+    """``value`` if it can be a job id; ValueError otherwise."""
+    if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
+        raise ValueError(f"not a job id (e.g. 20261121-3fa2c1d9): {str(value)[:64]!r}")
+    return value
 
 
 class Execute(Payload):
@@ -52,7 +62,12 @@ class Execute(Payload):
     prereqJobs: str = Field(default="", max_length=2000)
 
     def prerequisites(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.prereqJobs.split(",") if p.strip())
+        """The prerequisite job ids; ValueError for one that cannot be a job id, or too
+        many."""
+        ids = tuple(dict.fromkeys(p.strip() for p in self.prereqJobs.split(",") if p.strip()))
+        if len(ids) > _MAX_PREREQS:
+            raise ValueError(f"more than {_MAX_PREREQS} prerequisite jobs")
+        return tuple(check_job_id(i) for i in ids)
 
 
 class AbortJob(Payload):
@@ -131,6 +146,8 @@ def parse_config(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"config is not JSON: {exc.msg} at character {exc.pos + 1}") from None
+    except RecursionError:
+        raise ValueError("config is nested too deeply to be a job's configuration") from None
     if not isinstance(value, dict):
         raise ValueError(f"config must be a JSON object ({{...}}), not {type(value).__name__}")
     return value
@@ -150,6 +167,8 @@ class OcsBatchConfig(ConfigSchema):
     workers: int = Field(default=2, ge=1, le=64)
     threads_per_worker: int = Field(default=1, ge=1, le=16)
     max_running_jobs: int = Field(default=2, ge=1, le=100)
+    max_queued_jobs: int = Field(default=100, ge=1, le=10_000)
+    """Jobs waiting (queued or on prerequisites) at most; more are refused."""
     max_files_per_job: int = Field(default=10_000, ge=1, le=1_000_000)
     auto_qc: bool = False
     """Run image-qc on every image the archivers of `auto_qc_cameras` announce."""

@@ -60,6 +60,7 @@ class Job:
     started_tai: float | None = None
     ended_tai: float | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    finishing: bool = False  # its tasks are done; its products are being published
 
     @property
     def finished(self) -> bool:
@@ -98,9 +99,13 @@ class JobBook:
         self._forget_old()
         if job.prereqs:
             job.state = JobState.WAITING
-        for prereq, state in known.items():
-            if prereq in job.prereqs and state in FINISHED and state is not JobState.SUCCEEDED:
+        for prereq in job.prereqs:
+            held = self._jobs.get(prereq)
+            state = held.state if held is not None else known.get(prereq)
+            if state in FINISHED and state is not JobState.SUCCEEDED:
+                assert state is not None
                 self._end(job, JobState.FAILED, f"prerequisite job {prereq} {state.value}")
+                break
 
     def counts(self) -> tuple[int, int]:
         """(queued or waiting, running)."""
@@ -167,6 +172,11 @@ class JobBook:
         job.message = message
 
     def _forget_old(self) -> None:
+        """Forget the oldest finished jobs beyond ``remembered`` — never one that an
+        unfinished job still waits on (it would then wait for ever)."""
         excess = len(self._jobs) - self._remembered
-        for job_id in [j.job_id for j in self if j.finished][: max(excess, 0)]:
+        if excess <= 0:
+            return
+        needed = {p for j in self if not j.finished for p in j.prereqs}
+        for job_id in [j.job_id for j in self if j.finished and j.job_id not in needed][:excess]:
             del self._jobs[job_id]

@@ -48,6 +48,7 @@ class JobPlan:
     labels: list[str]  # one per task, for messages and Dask keys: "R22_S00" or "image R22_S00"
     outputs: list[str]  # calibration products' final paths (published when all succeed)
     instrument: str
+    files: list[ArchivedFile]  # what the query selected (to plan again with a master bias)
 
 
 def plan_job(
@@ -60,7 +61,8 @@ def plan_job(
     bias_products: Mapping[str, str] | None = None,
 ) -> JobPlan:
     """The tasks of a job over ``files``; ``bias_products``: sensor → master bias path,
-    from the job named by ``config["biasJob"]``."""
+    from the job named by ``config["biasJob"]`` (None: not known yet, when the job is
+    checked at ``execute``; it is planned again when it starts)."""
     if pipeline not in PIPELINES:
         raise PlanError(f"unknown pipeline {pipeline!r}; one of {', '.join(PIPELINES)}")
     unknown = sorted(set(config) - CONFIG_KEYS[pipeline])
@@ -76,10 +78,10 @@ def plan_job(
     if pipeline == "image-qc":
         tasks = [QcTask(f.image_name, f.sensor, f.path, camera.pixel_scale) for f in files]
         labels = [f"{f.image_name} {f.sensor}" for f in files]
-        return JobPlan(qc_task, list(tasks), labels, [], camera.instrument)
+        return JobPlan(qc_task, list(tasks), labels, [], camera.instrument, files)
     return _calibration_plan(
         job_id, pipeline.removeprefix("master-"), config, files, camera, archive_root,
-        software_version, bias_products or {},
+        software_version, bias_products,
     )  # fmt: skip
 
 
@@ -91,7 +93,7 @@ def _calibration_plan(
     camera: Camera,
     archive_root: Path,
     software_version: str,
-    bias_products: Mapping[str, str],
+    bias_products: Mapping[str, str] | None,
 ) -> JobPlan:
     nsigma = config.get("nsigma", 4.0)
     if isinstance(nsigma, bool) or not isinstance(nsigma, int | float) or not 1.0 <= nsigma <= 100:
@@ -105,7 +107,7 @@ def _calibration_plan(
         if len(inputs) > _MAX_INPUTS:
             raise PlanError(f"{sensor}: {len(inputs)} inputs; at most {_MAX_INPUTS} per product")
         bias = ""
-        if "biasJob" in config:
+        if "biasJob" in config and bias_products is not None:
             bias = bias_products.get(sensor, "")
             if not bias:
                 raise PlanError(f"job {config['biasJob']} made no master bias for {sensor}")
@@ -129,4 +131,4 @@ def _calibration_plan(
             )
         )
         outputs.append(str(output))
-    return JobPlan(combine_task, tasks, sorted(by_sensor), outputs, camera.instrument)
+    return JobPlan(combine_task, tasks, sorted(by_sensor), outputs, camera.instrument, files)

@@ -18,7 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cscs.catalog import CalibrationRecord, CatalogError, JobRecord
+from cscs.catalog import CalibrationRecord, JobRecord
+from cscs.core.errors import ExpectedError
 from cscs.core.protocol import encode
 from cscs.core.tai import current_tai
 from cscs.ocs_batch.interface import (
@@ -32,7 +33,7 @@ from cscs.ocs_batch.interface import (
     JobStatus,
 )
 from cscs.ocs_batch.jobs import Job, JobState, exit_code
-from cscs.ocs_batch.plan import JobPlan
+from cscs.ocs_batch.plan import JobPlan, PlanError, plan_job
 from cscs.ocs_batch.qc import image_summary
 from cscs.ocs_batch.tasks import publish_staged, staged_path
 
@@ -134,7 +135,7 @@ class JobRunner:
         )  # fmt: skip
         try:
             await asyncio.to_thread(records.record_job, record)
-        except CatalogError as exc:
+        except Exception as exc:  # the events still tell; the log says what is missing
             self.csc.log.error("cannot record the job", job=job.job_id, error=str(exc))
 
     def _log(self, job_id: str, line: str) -> None:
@@ -150,45 +151,72 @@ class JobRunner:
     # ---- running ---------------------------------------------------------------------
 
     async def run(self, job: Job) -> None:
-        """Run a job the book has marked running, to its end (or its cancellation)."""
+        """Run a job the book has marked running, to its end (or its cancellation). Any
+        failure, expected or not, ends the job FAILED with the reason: a job is never
+        left running in the book or the records."""
         plan = self.plans.pop(job.job_id, None)
         engine = self.csc.engine
-        book = self.csc.book
         if plan is None or engine is None:
-            await self.csc.ended(book.finish(job.job_id, JobState.FAILED, "no engine to run on"))
+            await self.csc.ended(
+                self.csc.book.finish(job.job_id, JobState.FAILED, "no engine to run on")
+            )
             return
-        job.started_tai = current_tai()
-        await self._record(job)
-        await self._status(job)
-        futures = engine.submit(plan.function, plan.tasks,
-                                [f"{job.job_id}-{i}" for i in range(len(plan.tasks))])  # fmt: skip
-        measured: dict[str, set[str]] = defaultdict(set)
+        futures: list[Any] = []
         succeeded = False
         try:
-            async for outcome in engine.outcomes(futures):
-                label = plan.labels[outcome.index]
-                if outcome.error:
-                    raise _TaskFailedError(f"{label}: {outcome.error}")
-                self._log(job.job_id, f"{label} done on worker {outcome.result.get('worker')} "
-                                      f"in {outcome.result.get('seconds')} s")  # fmt: skip
-                if plan.outputs:
-                    job.result.setdefault("products", []).append(outcome.result)
-                else:
-                    await self._measured(job, plan, outcome.result, measured)
-                book.progress(job.job_id, job.tasks_done + 1, len(futures))
-                await self._status(job)
+            job.started_tai = current_tai()
+            await self._record(job)
+            await self._status(job)
+            plan = await self._with_bias(job, plan)
+            keys = [f"{job.job_id}-{i}" for i in range(len(plan.tasks))]
+            futures = engine.submit(plan.function, plan.tasks, keys)
+            measured = await self._collect(job, plan, engine.outcomes(futures), len(futures))
+            job.finishing = True  # from here an abort waits for the end (csc._abort)
             message = await self._finish(job, plan, measured)
             succeeded = True
-            changed = book.finish(job.job_id, JobState.SUCCEEDED, message)
-        except _TaskFailedError as exc:
-            changed = book.finish(job.job_id, JobState.FAILED, str(exc))
-        except (CatalogError, OSError) as exc:
-            changed = book.finish(job.job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+            changed = self.csc.book.finish(job.job_id, JobState.SUCCEEDED, message)
+        except (_TaskFailedError, PlanError, ExpectedError) as exc:
+            changed = self.csc.book.finish(job.job_id, JobState.FAILED, str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a failing catalog: the job says so, nothing hangs
+            self.csc.log.error("a job failed unexpectedly", job=job.job_id, exc_info=exc)
+            reason = f"{type(exc).__name__}: {exc}"
+            changed = self.csc.book.finish(job.job_id, JobState.FAILED, reason)
         finally:
             if not succeeded:
                 await engine.cancel(futures)
                 _remove_staged(plan.outputs)
         await self.csc.ended(changed)
+
+    async def _with_bias(self, job: Job, plan: JobPlan) -> JobPlan:
+        """The plan again with the master bias of ``config["biasJob"]``, now that the
+        bias job (maybe a prerequisite) has ended."""
+        bias_job = job.config.get("biasJob")
+        if bias_job is None:
+            return plan
+        products = await self.csc.bias_products(str(bias_job), plan.instrument)
+        return plan_job(job.job_id, job.pipeline, job.config, plan.files,
+                        self.csc.archive_root, job.version, products)  # fmt: skip
+
+    async def _collect(
+        self, job: Job, plan: JobPlan, outcomes: Any, total: int
+    ) -> dict[str, set[str]]:
+        """Each task's result as it comes; the detectors measured, by image."""
+        measured: dict[str, set[str]] = defaultdict(set)
+        async for outcome in outcomes:
+            label = plan.labels[outcome.index]
+            if outcome.error:
+                raise _TaskFailedError(f"{label}: {outcome.error}")
+            self._log(job.job_id, f"{label} done on worker {outcome.result.get('worker')} "
+                                  f"in {outcome.result.get('seconds')} s")  # fmt: skip
+            if plan.outputs:
+                job.result.setdefault("products", []).append(outcome.result)
+            else:
+                await self._measured(job, plan, outcome.result, measured)
+            self.csc.book.progress(job.job_id, job.tasks_done + 1, total)
+            await self._status(job)
+        return measured
 
     async def _measured(
         self, job: Job, plan: JobPlan, metrics: dict[str, Any], measured: dict[str, set[str]]

@@ -9,6 +9,7 @@ reference, not code, and a task killed with its worker runs again elsewhere the 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -25,7 +26,16 @@ from cscs.camera.geometry import SEGMENTS
 from cscs.ocs_batch.combine import CalibrationInput, combine_detector
 from cscs.ocs_batch.qc import measure_detector
 
-__all__ = ["CalibrationTask", "QcTask", "combine_task", "publish_staged", "qc_task", "read_raw"]
+__all__ = [
+    "CalibrationTask",
+    "QcTask",
+    "combine_task",
+    "publish_staged",
+    "qc_task",
+    "read_raw",
+    "read_segment",
+    "remove_stale_staged",
+]
 
 _STAGED = ".staged"
 
@@ -36,13 +46,27 @@ def read_raw(path: str) -> tuple[dict[str, Any], list[npt.NDArray[np.int32]]]:
     import fitsio
 
     with fitsio.FITS(path) as hdus:
-        header = {record["name"]: record["value"] for record in hdus[0].read_header().records()}
+        header = {r["name"]: r["value"] for r in hdus[0].read_header().records()}
         names = {hdu.get_extname(): hdu for hdu in hdus[1:]}
         missing = [s.name for s in SEGMENTS if s.name not in names]
         if missing:
             raise ValueError(f"{path}: not a raw file: no {', '.join(missing[:3])} extension")
         segments = [np.asarray(names[s.name].read(), dtype=np.int32) for s in SEGMENTS]
     return header, segments
+
+
+def read_segment(path: str, index: int) -> npt.NDArray[np.int32]:
+    """One segment (``SEGMENTS[index]``) of an archived raw file."""
+    import fitsio
+
+    with fitsio.FITS(path) as hdus:
+        return np.asarray(hdus[SEGMENTS[index].name].read(), dtype=np.int32)
+
+
+def _primary_header(path: str) -> dict[str, Any]:
+    import fitsio
+
+    return {r["name"]: r["value"] for r in fitsio.read_header(path, ext=0).records()}
 
 
 @dataclass(frozen=True)
@@ -90,9 +114,9 @@ def combine_task(task: CalibrationTask) -> dict[str, Any]:
 
     def exposures() -> Any:
         for path in task.inputs:
-            header, segments = read_raw(path)
+            header = _primary_header(path)
             dark_time = header.get("DARKTIME", header.get("EXPTIME", 0.0))
-            yield CalibrationInput(segments, float(dark_time or 0.0))
+            yield CalibrationInput(functools.partial(read_segment, path), float(dark_time or 0.0))
 
     bias = None
     if task.bias:
@@ -125,6 +149,16 @@ def publish_staged(outputs: Sequence[str]) -> None:
     for output in outputs:
         final = Path(output)
         os.replace(staged_path(final), final)
+
+
+def remove_stale_staged(archive_root: Path) -> int:
+    """Delete staged products no job will publish (a task still running when its job was
+    aborted writes one after the end); how many. Only when no job runs (at ``start``)."""
+    count = 0
+    for path in archive_root.glob(f"*/calib/*/*/.*{_STAGED}"):
+        path.unlink(missing_ok=True)
+        count += 1
+    return count
 
 
 def _provenance(task: CalibrationTask, final: Path) -> list[Card]:
