@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from cscs.core.testing import CscHarness, make_csc
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Subscription
 from cscs.ocs.jobs import show_jobs
+from cscs.ocs.runner import run_script
+from cscs.ocs.script import parse_script
 from cscs.ocs_batch.csc import OcsBatchCsc
 from sim.daq.archive import SimulatedExposure, simulated_archive
 
@@ -405,3 +408,22 @@ async def test_a_master_dark_waits_for_its_master_bias_and_subtracts_it(
     header = fitsio.read_header(str(product), ext=0)
     assert header["BIASFILE"] == "bias_R22_S11.fits"
     assert header["NCOMBINE"] == 2
+
+
+async def test_an_observing_script_executes_a_job_and_waits_on_its_result(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    simulated_archive(tmp_path / "archive", Camera.LATISS, BIASES[:2], ["R00_S00"])
+    text = textwrap.dedent("""
+        name: daytime
+        steps:
+          - command: {csc: "OCSBatch:0", name: execute, timeout: 120,
+                      params: {pipeline: master-bias, dataQuery: "imageType = BIAS"},
+                      result: "1 master-bias product written"}
+          - wait: {csc: "OCSBatch:0", event: jobResult, where: {exitCode: 0}}
+          - command: {csc: "OCSBatch:0", name: execute, expect: FAILED,
+                      params: {pipeline: image-qc, dataQuery: "imageType = FLAT"},
+                      result: "selects no archived file"}
+        """)
+    async with batch(real_broker, index, tmp_path, workers=1) as harness:
+        assert await run_script(harness.bus, parse_script(text), prefix=f"b{index}") == 3
