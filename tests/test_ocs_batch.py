@@ -29,7 +29,7 @@ from cscs.core.states import State
 from cscs.core.testing import CscHarness, make_csc
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Subscription
-from cscs.ocs.jobs import show_jobs
+from cscs.ocs.jobs import jobs_table, show_jobs
 from cscs.ocs.runner import run_script
 from cscs.ocs.script import parse_script
 from cscs.ocs_batch.csc import OcsBatchCsc
@@ -427,3 +427,15 @@ async def test_an_observing_script_executes_a_job_and_waits_on_its_result(
         """)
     async with batch(real_broker, index, tmp_path, workers=1) as harness:
         assert await run_script(harness.bus, parse_script(text), prefix=f"b{index}") == 3
+
+
+def test_the_jobs_table_shows_no_forged_control_sequence_or_absurd_number() -> None:
+    forged = [{"jobId": "x\x1b[2J", "pipeline": "image-qc\nFAKE", "status": "running",
+               "tasksDone": 1e30, "tasksTotal": True, "submitted_tai": -1e308,
+               "message": "\x07" + "m" * 500}, "not a job"]  # fmt: skip
+    table = jobs_table(forged, 1.8e9)  # type: ignore[arg-type]
+    assert "\x1b" not in table
+    assert "\x07" not in table
+    (row,) = table.splitlines()[1:]
+    assert row.split()[:5] == ["x?[2J", "image-qc?FAKE", "running", "?/?", "?"]
+    assert len(row) < 200

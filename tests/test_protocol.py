@@ -76,6 +76,13 @@ def test_a_seq_no_database_can_hold_is_refused(seq: int) -> None:
     assert "outside 0 to 2**63 - 1" in parsed.reason
 
 
+def test_an_origin_too_long_to_remember_is_dropped() -> None:
+    data = json.dumps({"seq": 1, "origin": "o" * 257, "identity": "a", "params": {}})
+    parsed = parse_command("enable", data.encode(), INTERFACE)
+    assert isinstance(parsed, Unreadable)
+    assert "origin of 257 characters (at most 256)" in parsed.reason
+
+
 def test_unreadable_payloads_are_dropped_with_a_reason() -> None:
     """No seq/origin: nobody to answer, so the reason is only logged."""
     cases = {

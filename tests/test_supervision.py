@@ -275,6 +275,11 @@ def test_the_guard_ignores_echoes_and_replays_and_limits_its_rate() -> None:
     assert correction.payload == second
     assert guard.check(Message(topic, b"forged again"), 0.5) is None  # rate-limited
     assert guard.suppressed == 1
+    assert guard.next_due() == 1.0  # ... and corrected when the interval ends
+    assert guard.due(0.9) == []
+    (deferred,) = guard.due(1.0)
+    assert (deferred.topic, deferred.payload) == (topic, second)
+    assert guard.next_due() is None
     cleared = guard.check(Message(address.event("errorCode"), b"forged"), 0.5)
     assert cleared is not None
     assert cleared.payload == b""

@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from cscs.core.generic import GENERIC
-from cscs.core.protocol import MAX_COMMAND_BYTES
+from cscs.core.protocol import MAX_COMMAND_BYTES, MAX_ORIGIN_LENGTH
 from cscs.core.schema import Interface, Payload
 from cscs.core.states import State
 from cscs.core.versions import ICD_VERSION
@@ -32,8 +32,11 @@ the project adds to it and every topic each CSC declares.
 * **Commands** are read from `{{root}}/cmd/{{command}}`. Payloads above
   {MAX_COMMAND_BYTES} bytes are refused (`FAILED`, naming the size) when `seq` and
   `origin` are readable; unreadable ones are logged (`logMessage`, WARNING) and dropped.
-  A command replayed from the broker's retained store (delivered with the retain flag)
-  is never obeyed — it would run again at every reconnect — and is logged.
+  `seq` must be 0 to 2**63 - 1 (`FAILED` otherwise: what a database can record) and
+  `origin` at most {MAX_ORIGIN_LENGTH} characters (dropped otherwise: an answer would
+  carry it back). A command replayed from the broker's retained store (delivered with
+  the retain flag) is never obeyed — it would run again at every reconnect — and is
+  logged.
 * **Parameters** are strict: an unknown parameter, a missing required one or a value of
   the wrong JSON type (`"3"` for an integer, `1` for a boolean) is refused. Numbers may
   be given as integers where a float is declared. `params` may be omitted when a command

@@ -18,6 +18,7 @@ from cscs.core.schema import Interface, Payload
 
 __all__ = [
     "MAX_COMMAND_BYTES",
+    "MAX_ORIGIN_LENGTH",
     "Ack",
     "AckCode",
     "CommandRequest",
@@ -149,6 +150,9 @@ def decode_json_object(payload: bytes) -> dict[str, Any]:
 
 
 _MAX_SEQ = 2**63 - 1  # what any recorder of commands can store
+#: A commander's client id: MQTT's are up to 23 characters in 3.1.1; the last 10 000
+#: commands are remembered with theirs (answered once), so each is bounded.
+MAX_ORIGIN_LENGTH = 256
 
 
 def _field(data: dict[str, Any], name: str, kind: type) -> Any:
@@ -192,6 +196,10 @@ def parse_command(
         return Unreadable(f"{command}: payload lacks {exc.args[0]!r}", {"payload": data})
     except TypeError as exc:
         return Unreadable(f"{command}: {exc}")
+
+    if len(origin) > MAX_ORIGIN_LENGTH:  # an answer would carry it back: dropped
+        return Unreadable(f"{command}: origin of {len(origin)} characters (at most "
+                          f"{MAX_ORIGIN_LENGTH})")  # fmt: skip
 
     def refuse(reason: str) -> Refusal:
         return Refusal(command, seq, origin, reason)

@@ -6,7 +6,9 @@ stop that at a site (``docs/security.md``); without them, each CSC watches its o
 topics and, when a message arrives there live that is not what it last published,
 publishes its own again — or, for a retained topic it has published nothing on, clears
 the retained message (an empty retained payload). Corrections are rate-limited per topic,
-so a flood of forgeries costs the CSC at most one publication per topic per interval.
+so a flood of forgeries costs the CSC at most one publication per topic per interval;
+a forgery heard within the interval is corrected when it ends (the last word on a
+topic is always the CSC's own).
 
 Retained messages replayed when the CSC subscribes are left alone: they may be its own
 from before a restart, and the CSC's first publications replace the ones that matter.
@@ -47,6 +49,7 @@ class RetainedGuard:
         self._own = own
         self._interval = interval
         self._last: dict[str, float] = {}
+        self._deferred: dict[str, float] = {}  # topic -> when its correction is due
         self.corrections = 0
         self.suppressed = 0
 
@@ -62,20 +65,50 @@ class RetainedGuard:
         last = self._last.get(message.topic)
         if last is not None and now - last < self._interval:
             self.suppressed += 1
+            self._deferred[message.topic] = last + self._interval
             return None
+        self._deferred.pop(message.topic, None)
         self._last[message.topic] = now
         self.corrections += 1
         return Correction(message.topic, ours or b"", message.payload[:200])
 
+    def next_due(self) -> float | None:
+        """When the earliest deferred correction is due (monotonic time), if any."""
+        return min(self._deferred.values(), default=None)
+
+    def due(self, now: float) -> list[Correction]:
+        """The deferred corrections due by ``now`` (each topic's latest forgery)."""
+        topics = [t for t, when in self._deferred.items() if when <= now]
+        corrections = []
+        for topic in topics:
+            del self._deferred[topic]
+            self._last[topic] = now
+            self.corrections += 1
+            corrections.append(Correction(topic, self._own.latest(topic) or b"", b"(deferred)"))
+        return corrections
+
     async def watch(self, heard: Subscription, bus: Transport, log: FilteringBoundLogger) -> None:
-        """Correct, on ``bus``, what is heard on our own event topics (``heard``)."""
-        async for message in heard:
-            correction = self.check(message, time.monotonic())
-            if correction is None:
+        """Correct, on ``bus``, what is heard on our own event topics (``heard``), and
+        the deferred corrections when they are due."""
+        while True:
+            due = self.next_due()
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            try:
+                message = await heard.get(timeout)
+            except TimeoutError:
+                for correction in self.due(time.monotonic()):
+                    await self._publish(correction, bus, log)
                 continue
-            log.warning(
-                "someone else published on this CSC's retained topic; publishing ours again",
-                topic=correction.topic, heard=correction.foreign.decode(errors="replace"),
-                cleared=not correction.payload, suppressed=self.suppressed,
-            )  # fmt: skip
-            await bus.publish(correction.topic, correction.payload, retain=True, wait=5.0)
+            answer = self.check(message, time.monotonic())
+            if answer is not None:
+                await self._publish(answer, bus, log)
+
+    async def _publish(
+        self, correction: Correction, bus: Transport, log: FilteringBoundLogger
+    ) -> None:
+        log.warning(
+            "someone else published on this CSC's retained topic; publishing ours again",
+            topic=correction.topic, heard=correction.foreign.decode(errors="replace"),
+            cleared=not correction.payload, suppressed=self.suppressed,
+        )  # fmt: skip
+        await bus.publish(correction.topic, correction.payload, retain=True, wait=5.0)

@@ -25,14 +25,15 @@ def jobs_table(listing: list[dict[str, Any]], now: float) -> str:
     header = ("JOB", "PIPELINE", "STATE", "PROGRESS", "AGE", "MESSAGE")
     rows = [header] + [
         (
-            str(job.get("jobId", "?")),
-            str(job.get("pipeline", "?")),
-            str(job.get("status", "?")),
-            f"{job.get('tasksDone', 0)}/{job.get('tasksTotal', 0)}",
-            _age(now - float(job.get("submitted_tai", now))),
-            str(job.get("message", ""))[:60],
+            _text(job.get("jobId"), 40),
+            _text(job.get("pipeline"), 20),
+            _text(job.get("status"), 12),
+            f"{_count(job.get('tasksDone'))}/{_count(job.get('tasksTotal'))}",
+            _age(now, job.get("submitted_tai")),
+            _text(job.get("message", ""), 60),
         )
         for job in listing
+        if isinstance(job, dict)
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(
@@ -41,7 +42,22 @@ def jobs_table(listing: list[dict[str, Any]], now: float) -> str:
     )
 
 
-def _age(seconds: float) -> str:
+def _text(value: object, limit: int) -> str:
+    """A cell: anyone can publish the retained event, so nothing of it reaches the
+    terminal as a control sequence, and no cell is longer than ``limit``."""
+    return "".join(c if c.isprintable() else "?" for c in str(value)[:limit])
+
+
+def _count(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9:
+        return str(value)
+    return "?"
+
+
+def _age(now: float, submitted: object) -> str:
+    if not isinstance(submitted, int | float) or not 0 <= now - submitted < 10 * 365 * 86400:
+        return "?"
+    seconds = now - float(submitted)
     if seconds < 120:
         return f"{max(seconds, 0):.0f} s"
     if seconds < 7200:
@@ -57,7 +73,13 @@ async def show_jobs(bus: Transport, prefix: str, out: TextIO, timeout: float = 5
         except TimeoutError:
             print(f"no jobs event from OCSBatch:0 within {timeout:g} s: is it running?", file=out)
             return 1
-    listing = json.loads(jobs.data.jobs)
+    try:
+        listing = json.loads(jobs.data.jobs)
+    except ValueError:
+        listing = None
+    if not isinstance(listing, list):
+        print("OCSBatch:0's jobs event is not a list of jobs (forged?)", file=out)
+        return 1
     print(jobs_table(listing, current_tai()) if listing else "no jobs yet", file=out)
     return 0
 

@@ -49,7 +49,7 @@ from cscs.ocs_batch.interface import (
 )
 from cscs.ocs_batch.jobs import Job, JobBook, JobState
 from cscs.ocs_batch.plan import CONFIG_KEYS, JobPlan, PlanError, plan_job
-from cscs.ocs_batch.running import JobRunner
+from cscs.ocs_batch.running import JobRunner, printable
 from cscs.ocs_batch.tasks import remove_stale_staged
 
 __all__ = ["OcsBatchCsc"]
@@ -76,6 +76,7 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         self._finished: dict[str, asyncio.Future[Job]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._recorded: dict[str, JobState] = {}  # prerequisites known from the records
+        self._preparing = 0  # execute commands being checked: they count as queued
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return [bind(EXECUTE, self.do_execute), bind(ABORT_JOB, self.do_abort_job)]
@@ -120,6 +121,7 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         for record in failed:
             self.log.warning("a job was under way when the service stopped", job=record.job_id)
             await self.runner.announce_end_of_record(record)
+        await self.runner.publish_jobs(failed)  # the retained list must not say "running"
 
     async def __aenter__(self) -> OcsBatchCsc:
         await super().__aenter__()
@@ -157,8 +159,11 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
     async def do_execute(self, params: Execute, context: CommandContext) -> str:
         request = context.request
         job, plan, previous = await self._prepare(params, request.origin, request.seq)
-        future = await self.submit(job, plan, previous)
-        await context.in_progress(timeout=0.0, result=job.job_id)
+        # From here the job exists: it is announced (and, if the CSC has left ENABLED
+        # meanwhile, aborted) even if this command is cancelled half-way.
+        future = await asyncio.shield(self.submit(job, plan, previous))
+        # A guess for the commander's patience: a minute, and ten seconds per task.
+        await context.in_progress(timeout=60.0 + 10.0 * len(plan.tasks), result=job.job_id)
         ended = await future
         if ended.state is JobState.SUCCEEDED:
             return f"{job.job_id} succeeded: {ended.message}"
@@ -170,8 +175,8 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         self, params: Execute, origin: str, seq: int
     ) -> tuple[Job, JobPlan, dict[str, JobState]]:
         """Everything checked before a job exists; ExpectedError with the reason."""
-        records, catalog = self.records, self.catalog
-        if records is None or catalog is None or self.engine is None:
+        catalog = self.catalog
+        if self.records is None or catalog is None or self.engine is None:
             raise ExpectedError("OCSBatch has no catalog or engine open; start it first")
         if params.pipeline not in PIPELINES:
             raise ExpectedError(
@@ -183,10 +188,21 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
                 f"(only {self.version})"
             )
         queued, _ = self.book.counts()
-        if queued >= self.config.max_queued_jobs:
+        if queued + self._preparing >= self.config.max_queued_jobs:
             raise ExpectedError(
-                f"{queued} jobs are waiting already (max_queued_jobs); try again later"
+                f"{queued + self._preparing} jobs are waiting already (max_queued_jobs); "
+                "try again later"
             )
+        self._preparing += 1  # until submit() has it in the book, or it is refused
+        try:
+            return await self._checked(params, origin, seq, catalog)
+        except BaseException:
+            self._preparing -= 1
+            raise
+
+    async def _checked(
+        self, params: Execute, origin: str, seq: int, catalog: Catalog
+    ) -> tuple[Job, JobPlan, dict[str, JobState]]:
         try:
             config = parse_config(params.config)
             query = parse_query(params.dataQuery)
@@ -254,26 +270,35 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         """Record and announce a new job, queue it, and start what can start; the future
         is the job once it has ended. ``previous``: the states of prerequisites that
         ended before this run (from the records)."""
-        if self.state is not State.ENABLED:
-            raise ExpectedError(f"execute not allowed in state {self.state.name}")
+        try:
+            if self.state is not State.ENABLED:
+                raise ExpectedError(f"execute not allowed in state {self.state.name}")
+            self.book.add(job, previous)
+        finally:
+            self._preparing -= 1  # prepared: now in the book (counted there) or refused
         self._recorded.update(previous or {})
-        needed = {p for j in self.book if not j.finished for p in j.prereqs}
-        for old in [k for k in self._recorded if k not in needed][
-            : len(self._recorded) - _RECORDED
-        ]:
+        needed = {p for j in self.book if not j.finished for p in j.prereqs} | set(job.prereqs)
+        excess = len(self._recorded) - _RECORDED
+        for old in [k for k in self._recorded if k not in needed][: max(excess, 0)]:
             del self._recorded[old]
-        self.book.add(job, previous)
         job.tasks_total = len(plan.tasks)
         future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self._finished[job.job_id] = future
         self.runner.plans[job.job_id] = plan
         await self.runner.announce_new(job)
-        if job.finished:  # a prerequisite had failed already
+        if self.state is not State.ENABLED and not job.finished:  # left while announcing
+            reason = f"OCSBatch left ENABLED ({self.state.name})"
+            await self.ended(self.book.finish(job.job_id, JobState.ABORTED, reason))
+        if job.finished and job.job_id in self._finished:  # a prerequisite had failed
             await self.ended([job])
         await self.schedule()
         return future
 
     async def schedule(self) -> None:
+        """Start what can start — only while ENABLED (leaving it aborts every job, and
+        ending one there must not start the next)."""
+        if self.state is not State.ENABLED:
+            return
         succeeded = frozenset(j for j, s in self._recorded.items() if s is JobState.SUCCEEDED)
         for job in self.book.ready(succeeded):
             self._tasks[job.job_id] = self.jobs.spawn(self.runner.run(job), f"job-{job.job_id}")
@@ -301,7 +326,7 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
                 f"job {job.job_id} has done its work and is publishing its products: too "
                 "late to abort"
             )
-        await self._abort(job, f"aborted by {context.request.origin}")
+        await self._abort(job, f"aborted by {printable(context.request.origin)}")
         return f"{job.job_id} aborted"
 
     async def _abort(self, job: Job, reason: str) -> None:

@@ -148,6 +148,8 @@ def parse_config(text: str) -> dict[str, Any]:
         raise ValueError(f"config is not JSON: {exc.msg} at character {exc.pos + 1}") from None
     except RecursionError:
         raise ValueError("config is nested too deeply to be a job's configuration") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise ValueError(f"config cannot be read: {str(exc)[:120]}") from None
     if not isinstance(value, dict):
         raise ValueError(f"config must be a JSON object ({{...}}), not {type(value).__name__}")
     return value

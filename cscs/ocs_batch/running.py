@@ -15,6 +15,7 @@ import json
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ from cscs.ocs_batch.tasks import publish_staged, staged_path
 if TYPE_CHECKING:
     from cscs.ocs_batch.csc import OcsBatchCsc
 
-__all__ = ["JobRunner"]
+__all__ = ["JobRunner", "printable"]
 
 _IMAGES_IN_RESULT = 100  # image summaries in one jobResult; the rest are counted
 _ENDED_SHOWN = 20  # ended jobs in the retained `jobs` event
@@ -108,12 +109,18 @@ class JobRunner:
         if job.tasks_done in (0, job.tasks_total) or job.finished:  # not at every task
             await self.publish_jobs()
 
-    async def publish_jobs(self) -> None:
-        """The retained ``jobs`` event: every unfinished job and the last ended ones."""
+    async def publish_jobs(self, interrupted: Sequence[JobRecord] = ()) -> None:
+        """The retained ``jobs`` event: every unfinished job and the last ended ones
+        (with, after a restart, the jobs the restart failed)."""
         jobs = list(self.csc.book)
         ended = [j for j in jobs if j.finished][-_ENDED_SHOWN:]
         shown = [j for j in jobs if not j.finished or j in ended]
         listing = [
+            {"jobId": r.job_id, "pipeline": r.pipeline, "status": r.state,
+             "tasksDone": r.tasks_done, "tasksTotal": r.tasks_total,
+             "submitted_tai": r.submitted_tai, "message": r.message[:200]}
+            for r in interrupted[-_ENDED_SHOWN:]
+        ] + [
             {"jobId": j.job_id, "pipeline": j.pipeline, "status": j.state.value,
              "tasksDone": j.tasks_done, "tasksTotal": j.tasks_total,
              "submitted_tai": j.submitted_tai, "message": j.message[:200]}
@@ -139,6 +146,7 @@ class JobRunner:
             self.csc.log.error("cannot record the job", job=job.job_id, error=str(exc))
 
     def _log(self, job_id: str, line: str) -> None:
+        line = printable(line)  # one line per entry, whatever a commander put in it
         path = self.log_path(job_id)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,3 +290,9 @@ def _remove_staged(outputs: list[str]) -> None:
 
 def _count(number: int, thing: str) -> str:
     return f"{number} {thing}{'' if number == 1 else 's'}"
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` safe for a log line or a terminal: control characters (newlines,
+    escape sequences) shown as ``?``, at most ``limit`` characters."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])

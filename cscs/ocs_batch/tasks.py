@@ -155,9 +155,10 @@ def remove_stale_staged(archive_root: Path) -> int:
     """Delete staged products no job will publish (a task still running when its job was
     aborted writes one after the end); how many. Only when no job runs (at ``start``)."""
     count = 0
-    for path in archive_root.glob(f"*/calib/*/*/.*{_STAGED}"):
-        path.unlink(missing_ok=True)
-        count += 1
+    for pattern in (f".*{_STAGED}", ".*.partial"):  # staged; or a writer killed mid-file
+        for path in archive_root.glob(f"*/calib/*/*/{pattern}"):
+            path.unlink(missing_ok=True)
+            count += 1
     return count
 
 
