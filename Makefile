@@ -37,13 +37,15 @@ test-fast: $(BIN)/.installed
 # Both tiers: the offline one, then CSCs on real brokers (amqtt, Mosquitto) and as processes.
 test: lint typecheck $(BIN)/.installed
 	$(BIN)/cscs interface-doc --check docs/interface.md
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/command_latency.py
 	$(BIN)/python benchmarks/daq_throughput.py
 	$(BIN)/python benchmarks/header_latency.py
 	$(BIN)/python benchmarks/archive_throughput.py
+	$(BIN)/python benchmarks/qc_throughput.py
+	$(BIN)/python benchmarks/gateway_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

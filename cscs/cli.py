@@ -27,6 +27,7 @@ from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress
 from cscs.core.transport import BrokerUnavailableError
+from cscs.ocs.alarms import follow_alarms, show_alarms
 from cscs.ocs.command import parse_params, send_command
 from cscs.ocs.jobs import follow_job, show_jobs
 from cscs.ocs.progress import Progress
@@ -99,6 +100,10 @@ async def _ocs(args: argparse.Namespace, settings: Settings) -> int:
             if args.follow:
                 return await follow_job(bus, settings.prefix, args.follow, sys.stdout)
             return await show_jobs(bus, settings.prefix, sys.stdout)
+        if args.ocs_command == "alarms":
+            if args.follow:
+                return await follow_alarms(bus, settings.prefix, sys.stdout)
+            return await show_alarms(bus, settings.prefix, sys.stdout)
         if args.ocs_command == "status":
             return await show_status(
                 bus, settings.prefix, out=sys.stdout, listen=args.listen, follow=args.follow,
@@ -187,7 +192,9 @@ def _add_ocs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     watcher.add_argument("--heartbeats", action="store_true", help="show heartbeats too")
     jobs = ocs_sub.add_parser("jobs", help="OCS Batch's jobs, or one followed to its end")
     jobs.add_argument("--follow", "-f", metavar="JOBID", help="draw this job's progress")
-    for p in (command, script, status, watcher, jobs):
+    alarms = ocs_sub.add_parser("alarms", help="the Telemetry Gateway's alarms, or followed")
+    alarms.add_argument("--follow", "-f", action="store_true", help="a line per change")
+    for p in (command, script, status, watcher, jobs, alarms):
         add_broker_options(p)
         p.add_argument("--connect-timeout", type=float, default=5.0)
     ocs.set_defaults(func=_ocs)

@@ -51,6 +51,7 @@ class ProcessSite:
     state: Path
     index: int
     pids: dict[CscAddress, int] = field(default_factory=dict)
+    processes: dict[CscAddress, asyncio.subprocess.Process] = field(default_factory=dict)
     _bus: Bus | None = None
 
     @property
@@ -80,6 +81,39 @@ class ProcessSite:
 
     def pid(self, name: str, index: int | None = None) -> int:
         return self.pids[self.address(name, index)]
+
+    async def start(self, address: CscAddress) -> None:
+        """``cscs run`` it (its log appended to), and bring it to ENABLED."""
+        await self.spawn(address)
+        await self.bring_up(address)
+
+    async def spawn(self, address: CscAddress) -> None:
+        process = await spawn(address, self.broker.url, self._csc_env, self.state / "logs")
+        self.processes[address], self.pids[address] = process, process.pid
+
+    async def bring_up(self, address: CscAddress) -> None:
+        """From STANDBY (once it is up) to ENABLED."""
+        logs = self.state / "logs"
+        async with Remote(self.bus, address) as remote:
+            try:
+                await remote.wait_for_state(State.STANDBY, timeout=60)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"{address} did not come up:\n{log_tail(log_path(logs, address))}"
+                ) from None
+            override = _OVERRIDES.get(address.name, "")
+            await remote.command("start", {"configurationOverride": override}, timeout=60)
+            await remote.command("enable", timeout=60)
+
+    async def kill(self, name: str, index: int | None = None) -> None:
+        """SIGKILL: no clean close, no last words (the broker sends its last will)."""
+        process = self.processes[self.address(name, index)]
+        process.kill()
+        await process.wait()
+
+    @property
+    def _csc_env(self) -> dict[str, str]:
+        return {"CSCS_PREFIX": self.prefix, "CSCS_STATE_DIR": str(self.state)}
 
     async def daq_url(self) -> str:
         async with Remote(self.bus, self.address("Camera")) as camera:
@@ -176,25 +210,14 @@ async def process_site(
     addresses = [CscAddress("Weather", 0, prefix)] + [
         CscAddress(name, index, prefix) for name in ("HeaderService", "Archiver", "Camera")
     ]
-    env = {"CSCS_PREFIX": prefix, "CSCS_STATE_DIR": str(state)}
-    logs = state / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    processes = [await spawn(a, broker.url, env, logs) for a in addresses]
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    site = ProcessSite(broker, prefix, state, index)
     try:
-        site = ProcessSite(broker, prefix, state, index)
+        for address in addresses:  # all starting at once: the imports overlap
+            await site.spawn(address)
         async with site.connected():
-            for address, process in zip(addresses, processes, strict=True):
-                site.pids[address] = process.pid
-                async with Remote(site.bus, address) as remote:
-                    try:
-                        await remote.wait_for_state(State.STANDBY, timeout=60)
-                    except TimeoutError:
-                        raise RuntimeError(
-                            f"{address} did not come up:\n{log_tail(log_path(logs, address))}"
-                        ) from None
-                    override = _OVERRIDES.get(address.name, "")
-                    await remote.command("start", {"configurationOverride": override}, timeout=60)
-                    await remote.command("enable", timeout=60)
+            for address in addresses:
+                await site.bring_up(address)
         yield site
     finally:
-        await stop(processes)
+        await stop(list(site.processes.values()))

@@ -107,7 +107,8 @@ async def observatory(
 ) -> AsyncIterator[Observatory]:
     """Weather:0, and for camera ``index``: Telescope, HeaderService, Camera, Archiver,
     all ENABLED (camera and telescope with their `fast` override; ``camera``: more
-    settings for the camera's, e.g. ``sensors``)."""
+    settings for the camera's, e.g. ``sensors``); the weather pinned at its base values,
+    the filter r."""
     state = tmp_path / f"state{index}"
     headers = state / "headers" / f"HeaderService-{index}"
     configs = config_dir(tmp_path / f"cam{index}", archiver or {}, headers)
@@ -125,8 +126,14 @@ async def observatory(
             return harness
 
         if weather:
-            await run(WeatherCsc, 0)
+            station = await run(WeatherCsc, 0)
+            # The seeing would wander: pinned, so that the stars are as wide as tests assume.
+            base = WeatherCsc.config_schema().base
+            await station.remote.command("setWeather", base.model_dump())
         telescope = await run(TelescopeCsc, index, "fast")
+        # The camera starts after, and hears this retained filter first: r, whatever
+        # the wheel's first slot (ComCam's is u, where a 5 s exposure shows few stars).
+        await telescope.remote.command("setFilter", {"filter": "r"})
         header = await run(HeaderServiceCsc, index)
         if camera:
             camera_configs = camera_config_dir(tmp_path / f"cam{index}", camera)

@@ -45,6 +45,39 @@ async def archived(events: EventStream, count: int, timeout: float = 60) -> list
             for _ in range(count)]  # fmt: skip
 
 
+async def exposure_of(camera_events: EventStream) -> tuple[StartIntegration, EndOfImageTelemetry]:
+    """The next image's startIntegration and endOfImageTelemetry, as the camera said them."""
+    start: StartIntegration | None = None
+    end: EndOfImageTelemetry | None = None
+    while start is None or end is None:
+        event = await camera_events.next(30)
+        if event.name == START_INTEGRATION.name:
+            start = event.parse(START_INTEGRATION).data
+        elif event.name == END_OF_IMAGE_TELEMETRY.name:
+            end = event.parse(END_OF_IMAGE_TELEMETRY).data
+    return start, end
+
+
+async def announce_late_header(
+    obs: Observatory, tmp_path: Path, start: StartIntegration, end: EndOfImageTelemetry
+) -> Path:
+    """The image's header turning up late: made with the header service's own code,
+    written in a directory the archiver trusts (docs/security.md), announced as the
+    header service would. Its path."""
+    document = rendered_header(Camera.LATISS, start, end, ["R00_S00"])
+    path = tmp_path / "state1" / "headers" / "HeaderService-1" / "late-header.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(document.data)
+    late = {"id": start.imageName, "url": path.as_uri(), "byteSize": len(document.data),
+            "checkSum": document.md5, "mimeType": "application/yaml",
+            "generator": "HeaderService:1", "version": "test", "missingKeywords": "",
+            "seq": 1, "sent_tai": 0.0}  # fmt: skip
+    await obs.header.bus.publish(
+        obs.header.remote.address.event("largeFileObjectAvailable"), encode(late), qos=1
+    )
+    return path
+
+
 async def outcomes(
     events: EventStream, *, archived: int, failed: int, timeout: float = 60
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -58,12 +91,19 @@ async def outcomes(
 
 
 def verify(event: dict[str, Any], catalog: Catalog, *, header: bool = True) -> None:
-    """The file is whole: FITS checksums, keywords, geometry, MD5 = event = catalog."""
+    """The file is whole: FITS checksums, keywords, geometry, file checksum (and its
+    algorithm) = event = catalog."""
     path = Path(urlparse(event["url"]).path)
-    assert verify_raw_file(path, event["byteSize"], event["checkSum"]) == []
+    assert verify_raw_file(path, event["byteSize"], event["checkSum"],
+                           event["checkSumAlgorithm"]) == []  # fmt: skip
     row = catalog.lookup(event["imageName"], event["sensor"])
     assert row is not None
-    assert (row.md5, row.byte_size, row.path) == (event["checkSum"], event["byteSize"], str(path))
+    assert (row.checksum, row.checksum_algorithm, row.byte_size, row.path) == (
+        event["checkSum"],
+        event["checkSumAlgorithm"],
+        event["byteSize"],
+        str(path),
+    )
     assert row.header_complete is header
     raft, slot = event["sensor"].split("_")
     assert path.name == f"{event['imageName']}_{raft}_{slot}.fits"
@@ -295,7 +335,8 @@ async def test_a_restart_mid_image_leaves_nothing_half_written(
                     row = catalog.lookup(image, path.stem.removeprefix(f"{image}_"))
                     assert row is not None
                     verify({"url": path.as_uri(), "byteSize": row.byte_size,
-                            "checkSum": row.md5, "imageName": image,
+                            "checkSum": row.checksum,
+                            "checkSumAlgorithm": row.checksum_algorithm, "imageName": image,
                             "sensor": row.sensor}, catalog)  # fmt: skip
     assert len(list(obs.archive.rglob("*.fits"))) == 18
     assert no_partial_files(obs.archive)
@@ -314,27 +355,9 @@ async def test_a_late_header_completes_the_file(
         first = (await archived(events, 1))[0]
         assert first["headerComplete"] is False
         assert first["statusCode"] == 1
-        start: StartIntegration | None = None
-        end: EndOfImageTelemetry | None = None
-        while end is None:
-            event = await camera_events.next(30)
-            if event.name == START_INTEGRATION.name:
-                start = event.parse(START_INTEGRATION).data
-            elif event.name == END_OF_IMAGE_TELEMETRY.name:
-                end = event.parse(END_OF_IMAGE_TELEMETRY).data
-        assert start is not None
-        # The header turns up later (made here with the header service's own code).
-        document = rendered_header(Camera.LATISS, start, end, ["R00_S00"])
-        path = tmp_path / "state1" / "headers" / "HeaderService-1" / "late-header.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)  # a trusted directory (docs/security.md)
-        path.write_bytes(document.data)
-        late = {"id": first["imageName"], "url": path.as_uri(), "byteSize": len(document.data),
-                "checkSum": document.md5, "mimeType": "application/yaml",
-                "generator": "HeaderService:1", "version": "test", "missingKeywords": "",
-                "seq": 1, "sent_tai": 0.0}  # fmt: skip
-        await obs.header.bus.publish(
-            obs.header.remote.address.event("largeFileObjectAvailable"), encode(late), qos=1
-        )
+        start, end = await exposure_of(camera_events)
+        assert start.imageName == first["imageName"]
+        path = await announce_late_header(obs, tmp_path, start, end)  # the header turns up
         completed = (await archived(events, 1))[0]
     assert completed["headerComplete"] is True
     assert completed["statusCode"] == 0
@@ -344,6 +367,32 @@ async def test_a_late_header_completes_the_file(
         row = catalog.lookup(completed["imageName"], completed["sensor"])
     assert row is not None
     assert row.header_url == path.as_uri()
+
+
+async def test_an_image_caught_up_just_after_its_readout_is_written_once_with_its_header(
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    """Catch-up finds an image the moment it is read out, before its header has come
+    (the race of a catch-up pass and an endReadout): it waits for the header as the
+    live path would, and the file is written once, with it, not headerless and then
+    again."""
+    async with (
+        observatory(real_broker, f"a{index}", tmp_path, enable_archiver=False,
+                    archiver={"header_timeout": 60.0}) as obs,
+        obs.archiver.remote.stream() as events,
+        obs.camera.remote.stream() as camera_events,
+    ):  # fmt: skip
+        await obs.header.remote.command("disable")  # its header will come late, by hand
+        await obs.camera.remote.command("takeImages", {"numImages": 1, **OBJECT}, timeout=60)
+        start, end = await exposure_of(camera_events)
+        await obs.archiver.remote.command("enable")  # its catch-up finds the image
+        await events.wait_for(lambda e: e.name == "logMessage" and "catching up" in e.data.get(
+            "message", ""), timeout=30)  # fmt: skip
+        await announce_late_header(obs, tmp_path, start, end)
+        first = (await archived(events, 1))[0]
+    assert (first["imageName"], first["headerComplete"], first["statusCode"]) == (
+        start.imageName, True, 0,
+    )  # fmt: skip
 
 
 async def test_an_image_whose_header_is_late_does_not_hold_up_the_next(

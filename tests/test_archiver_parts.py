@@ -17,7 +17,7 @@ import structlog
 from cscs.archiver.catchup import catch_up_periodically
 from cscs.archiver.csc import ArchiverCsc
 from cscs.archiver.headers import HeaderSource
-from cscs.archiver.plan import plan_catch_up
+from cscs.archiver.plan import header_wait, plan_catch_up
 from cscs.archiver.reader import DaqReads, ReadFailedError
 from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError, Provenance
 from cscs.camera.events import EndOfImageTelemetry, StartIntegration
@@ -281,7 +281,7 @@ def test_a_file_is_written_whole_verified_and_recorded(tmp_path: Path) -> None:
         row = store.write(pixels(), None, Provenance("tcp://daq", "test"))
         path = Path(row.path)
         assert path == tmp_path / "archive/LATISS/20261121" / IMAGE / f"{IMAGE}_R00_S00.fits"
-        assert verify_raw_file(path, row.byte_size, row.md5) == []
+        assert verify_raw_file(path, row.byte_size, row.checksum, "adler32") == []
         assert (row.header_complete, row.missing_keywords) == (False, "header not received")
         assert store.is_archived(IMAGE, "R00_S00")
         assert store.without_header() == [row]
@@ -305,7 +305,7 @@ def test_a_file_completed_with_its_header_replaces_its_row(tmp_path: Path) -> No
         assert row.header_complete
         assert store.files_of(IMAGE) == [row]
         assert store.without_header() == []
-        assert verify_raw_file(Path(row.path), row.byte_size, row.md5) == []
+        assert verify_raw_file(Path(row.path), row.byte_size, row.checksum, "adler32") == []
     finally:
         store.close()
 
@@ -381,6 +381,16 @@ def test_nothing_to_catch_up_is_an_empty_plan() -> None:
     assert plan_catch_up([], {}) == []
     done = info("AT_O_20261121_000001", ("R00_S00",))
     assert plan_catch_up([done], {"AT_O_20261121_000001": {"R00_S00"}}) == []
+
+
+def test_catch_up_waits_for_the_header_of_an_image_just_read_out_as_its_endreadout_would() -> None:
+    def closed(at: object) -> ImageInfo:
+        return ImageInfo("AT_O_20261121_000001", ("R00_S00",), (), True, 0, {"dateEnd": at})
+
+    assert header_wait(closed(1000.0), now_tai=1005.0, header_timeout=30.0) == 30.0
+    assert header_wait(closed(1000.0), now_tai=1030.0, header_timeout=30.0) == 0.0  # past
+    for absurd in (None, "soon", True, float("nan"), 2000.0):  # missing, junk, future
+        assert header_wait(closed(absurd), now_tai=1005.0, header_timeout=30.0) == 0.0
 
 
 async def test_periodic_catch_up_waits_anew_when_reconfigured_and_outlives_a_bug() -> None:
@@ -487,6 +497,7 @@ async def test_the_archiver_wired_offline_archives_an_image_with_its_header(
     assert "is not a LATISS image" in dropped.data["message"]
     assert (archived["imageName"], archived["headerComplete"]) == (IMAGE, True)
     path = Path(archived["url"].removeprefix("file://"))
-    assert verify_raw_file(path, archived["byteSize"], archived["checkSum"]) == []
+    assert verify_raw_file(path, archived["byteSize"], archived["checkSum"],
+                           archived["checkSumAlgorithm"]) == []  # fmt: skip
     assert path.is_relative_to(tmp_path / "archive" / "LATISS")
     assert daq.reads == 1

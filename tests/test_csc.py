@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cscs.core.errors import ExpectedError
 from cscs.core.protocol import Ack, AckCode
-from cscs.core.remote import AckError
+from cscs.core.remote import AckError, Remote
 from cscs.core.schema import NoParams
+from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.testing import (
     CscHarness,
+    MemoryBroker,
     TestConfig,
     TestCsc,
     check_bad_commands,
@@ -244,6 +247,37 @@ async def test_a_configuration_refused_by_configure_is_not_kept(
         assert csc.state is State.STANDBY
         await h.remote.command("start")
         assert (csc.seen, csc.config.greeting) == (["bonjour", "hello"], "hello")
+
+
+async def test_a_csc_started_past_standby_is_configured_as_a_start_would(
+    index: int, tmp_path: Path
+) -> None:
+    """`cscs run NAME --state enabled` (how a supervisor restarts a CSC that must carry
+    on): the configuration a `start` without override applies is applied, through the
+    component's configure(); one that cannot be is not run on the defaults, it stops
+    the CSC with the reason."""
+
+    def factory(i: int, **kwargs: Any) -> PickyCsc:
+        csc = PickyCsc(i, **kwargs)
+        csc.seen = []
+        return csc
+
+    configs = tmp_path / "config" / "Test"
+    configs.mkdir(parents=True)
+    (configs / "_init.yaml").write_text("schema_version: 1\ngreeting: hola\n")
+    settings = Settings(state_dir=tmp_path / "state", config_dir=tmp_path / "config")
+    broker = MemoryBroker()
+    async with make_csc(factory, broker, index=index, settings=settings,
+                        initial_state=State.ENABLED) as h:  # fmt: skip
+        assert isinstance(h.csc, PickyCsc)
+        assert (h.csc.seen, h.csc.config.greeting) == (["hola"], "hola")
+    (configs / "_init.yaml").write_text("schema_version: 1\ngreeting: bonjour\n")
+    with pytest.raises(ExpectedError, match="no French here"):
+        async with make_csc(factory, broker, index=index, settings=settings,
+                            initial_state=State.ENABLED):  # fmt: skip
+            pass
+    async with broker.transport() as bus, Remote(bus, CscAddress("Test", index)) as remote:
+        assert await remote.state() is State.OFFLINE  # not a retained ENABLED left behind
 
 
 class HookedCsc(TestCsc):

@@ -28,6 +28,11 @@ ENABLED_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
         "execute": {"pipeline": "image-qc", "dataQuery": "instrument = LATISS"},
         "abortJob": {"jobId": "20261121-00000000"},
     },
+    "TelemetryGateway": {
+        "acknowledge": {"name": "qc.*", "severity": 4, "acknowledgedBy": "staff"},
+        "mute": {"name": "qc.*", "duration": 60.0, "severity": 4, "mutedBy": "staff"},
+        "unmute": {"name": "qc.*"},
+    },
     "Telescope": {"slew": {"ra": 10.0, "dec": -30.0}, "setFilter": {"filter": "r"}},
     "Test": {"ping": {}, "wait": {"duration": 1}, "fail": {}, "bug": {}, "slow": {}},
     "Weather": {
@@ -36,7 +41,7 @@ ENABLED_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }  # fmt: skip
 # Each CSC's index: the cameras' components take the camera's (1 LATISS).
-INDEX = {"Weather": 0, "OCSBatch": 0}
+INDEX = {"Weather": 0, "OCSBatch": 0, "TelemetryGateway": 0}
 
 
 def test_every_registered_csc_is_checked_here() -> None:

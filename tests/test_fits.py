@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from astropy.io import fits
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cscs.camera.checksum import Algorithm
 from cscs.camera.files import atomic_file
 from cscs.camera.fits import datasum, encode_checksum, write_raw_fits
 from cscs.camera.geometry import SEGMENTS
@@ -31,11 +33,19 @@ PRIMARY = [("OBSID", "AT_O_20261121_000001", "image name"), ("AIRTEMP", None, "n
 
 
 @pytest.mark.parametrize("compression", ["", "RICE_1"])
-def test_written_files_verify_with_astropy(tmp_path: Path, compression: str) -> None:
-    written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS, compression=compression)
+@pytest.mark.parametrize("checksum", ["adler32", "md5"])
+def test_written_files_verify_with_astropy(
+    tmp_path: Path, compression: str, checksum: Algorithm
+) -> None:
+    written = write_raw_fits(
+        tmp_path / "a.fits", PRIMARY, EXTENSIONS, compression=compression, checksum=checksum
+    )
     data = written.path.read_bytes()
     assert written.byte_size == len(data)
-    assert written.md5 == hashlib.md5(data).hexdigest()
+    expected = (
+        f"{zlib.adler32(data):08x}" if checksum == "adler32" else hashlib.md5(data).hexdigest()
+    )
+    assert (written.checksum, written.checksum_algorithm) == (expected, checksum)
     if not compression:
         assert len(data) % 2880 == 0
     with fits.open(written.path, checksum=True) as hdus:  # mismatches warn: errors here
@@ -56,28 +66,30 @@ def test_a_value_that_contains_a_checksum_card_leaves_the_header_intact(tmp_path
     target) stays a value: the sums go in their own cards and the file verifies."""
     primary = [*PRIMARY, ("OBJECT", "CHECKSUM= 'x' DATASUM = '0'", "target")]
     written = write_raw_fits(tmp_path / "a.fits", primary, EXTENSIONS)
-    assert verify_raw_file(written.path, written.byte_size, written.md5) == []
+    assert verify_raw_file(written.path, written.byte_size, written.checksum, "adler32") == []
     with fits.open(written.path, checksum=True) as hdus:
         assert hdus[0].header["OBJECT"] == "CHECKSUM= 'x' DATASUM = '0'"
 
 
 def test_the_verifier_passes_a_whole_file_and_names_each_damage(tmp_path: Path) -> None:
-    """One flipped bit in a segment's pixels: the data unit checksum and the MD5 both say
-    so; a truncated file is not readable; an announcement of the wrong size is caught."""
+    """One flipped bit in a segment's pixels: the data unit checksum and the Adler-32 both
+    say so; a truncated file is not readable; an announcement of the wrong size is caught."""
     written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS)
-    path, size, md5 = written.path, written.byte_size, written.md5
-    assert verify_raw_file(path, size, md5) == []
-    assert verify_raw_file(path, size + 1, md5) == [f"{path}: {size} bytes, {size + 1} announced"]
+    path, size, md5 = written.path, written.byte_size, written.checksum
+    assert verify_raw_file(path, size, md5, "adler32") == []
+    assert verify_raw_file(path, size + 1, md5, "adler32") == [
+        f"{path}: {size} bytes, {size + 1} announced"
+    ]
     data = bytearray(path.read_bytes())
     data[size // 2] ^= 0x10
     path.write_bytes(data)
-    problems = verify_raw_file(path, size, md5)
-    assert any("MD5" in p for p in problems), problems
-    assert any("checksum" in p.lower() and "MD5" not in p for p in problems), problems
+    problems = verify_raw_file(path, size, md5, "adler32")
+    assert any("Adler-32" in p for p in problems), problems
+    assert any("checksum" in p.lower() and "Adler-32" not in p for p in problems), problems
     path.write_bytes(data[: size // 3])
     assert any("not a readable FITS file" in p or "extensions" in p
-               for p in verify_raw_file(path, size, md5))  # fmt: skip
-    gone = verify_raw_file(tmp_path / "gone.fits", size, md5)
+               for p in verify_raw_file(path, size, md5, "adler32"))  # fmt: skip
+    gone = verify_raw_file(tmp_path / "gone.fits", size, md5, "adler32")
     assert gone == [f"{tmp_path / 'gone.fits'}: cannot read it: No such file or directory"]
 
 
@@ -117,10 +129,12 @@ def test_bad_pixels_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "b.fits").exists()
 
 
-def verify(path: Path, extensions: list[tuple[list[Any], np.ndarray[Any, Any]]], md5: str) -> None:
-    """What a reader of the archive relies on: the MD5 announced, every HDU's checksums,
-    and the pixels as they came from the DAQ."""
-    assert hashlib.md5(path.read_bytes()).hexdigest() == md5
+def verify(
+    path: Path, extensions: list[tuple[list[Any], np.ndarray[Any, Any]]], checksum: str
+) -> None:
+    """What a reader of the archive relies on: the checksum announced (Adler-32), every
+    HDU's checksums, and the pixels as they came from the DAQ."""
+    assert f"{zlib.adler32(path.read_bytes()):08x}" == checksum
     with fits.open(path, checksum=True) as hdus:  # a mismatch warns: an error here
         assert len(hdus) == len(extensions) + 1
         for hdu, (_, pixels) in zip(hdus[1:], extensions, strict=True):
@@ -136,8 +150,8 @@ def test_a_buffer_reused_for_a_smaller_file_leaves_no_trace_of_the_bigger(
         for i in range(3)
     ]
     small = write_raw_fits(tmp_path / "small.fits", PRIMARY, odd)
-    verify(small.path, odd, small.md5)  # padding zeroed, not the big file's pixels
-    verify(big.path, EXTENSIONS, big.md5)
+    verify(small.path, odd, small.checksum)  # padding zeroed, not the big file's pixels
+    verify(big.path, EXTENSIONS, big.checksum)
 
 
 @given(
@@ -156,7 +170,7 @@ def test_any_segment_shapes_and_values_are_written_whole_and_verify(
         written = write_raw_fits(Path(directory) / "h.fits", PRIMARY, extensions)
         assert written.byte_size == written.path.stat().st_size
         assert written.byte_size % 2880 == 0
-        verify(written.path, extensions, written.md5)
+        verify(written.path, extensions, written.checksum)
 
 
 @pytest.mark.parametrize("refused_at", ["open", "write"])
@@ -187,7 +201,7 @@ def test_a_file_system_without_direct_io_gets_the_same_file(
     monkeypatch.setattr(os, "write", write)
     written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS)
     monkeypatch.undo()
-    verify(written.path, EXTENSIONS, written.md5)
+    verify(written.path, EXTENSIONS, written.checksum)
     assert [p.name for p in tmp_path.iterdir()] == ["a.fits"]
 
 
@@ -211,4 +225,4 @@ def test_a_disk_filling_mid_file_leaves_nothing_and_the_next_file_is_whole(
     assert calls > 1  # it did fail part-way through, not before the first byte
     assert list((tmp_path / "night").iterdir()) == []  # no file, no temporary
     written = write_raw_fits(tmp_path / "night" / "a.fits", PRIMARY, EXTENSIONS)
-    verify(written.path, EXTENSIONS, written.md5)
+    verify(written.path, EXTENSIONS, written.checksum)

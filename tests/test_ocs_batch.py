@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import math
 import os
 import signal
 import sys
@@ -20,13 +21,14 @@ import yaml
 from distributed import LocalCluster
 
 from cscs.camera.geometry import Camera
+from cscs.camera.sky import Pointing
 from cscs.catalog import BatchRecords, Catalog, JobRecord, sqlite_url
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.protocol import Ack, AckCode, decode_json_object, encode
 from cscs.core.remote import EventStream, Remote
 from cscs.core.settings import Settings
 from cscs.core.states import State
-from cscs.core.testing import CscHarness, make_csc
+from cscs.core.testing import CscHarness, enabled_csc, make_csc
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Subscription
 from cscs.ocs.jobs import jobs_table, show_jobs
@@ -34,12 +36,14 @@ from cscs.ocs.runner import run_script
 from cscs.ocs.script import parse_script
 from cscs.ocs_batch.csc import OcsBatchCsc
 from sim.daq.archive import SimulatedExposure, simulated_archive
+from sim.daq.pixels import ElectronicsModel, SkyModel
 
 pytestmark = pytest.mark.timeout(240)
 
+FIELD = Pointing(ra=10.0, dec=-30.0, rotation=0.0)
 OBJECTS = [
-    SimulatedExposure("OBJECT", 15.0, seeing=1.1),
-    SimulatedExposure("OBJECT", 15.0, seeing=0.7),
+    SimulatedExposure("OBJECT", 15.0, seeing=1.1, band="g", pointing=FIELD, airmass=1.2),
+    SimulatedExposure("OBJECT", 15.0, seeing=0.7, band="g", pointing=FIELD, airmass=1.2),
 ]
 BIASES = [SimulatedExposure("BIAS")] * 3
 
@@ -49,15 +53,8 @@ async def batch(
     broker: EmbeddedBroker, index: int, tmp_path: Path, **config: Any
 ) -> AsyncIterator[CscHarness]:
     """OCSBatch:0 ENABLED on this test's prefix, its archive at ``tmp_path/archive``."""
-    configs = tmp_path / "config" / "OCSBatch"
-    configs.mkdir(parents=True, exist_ok=True)
     values = {"archive_root": str(tmp_path / "archive"), "dm_prefix": f"dm{index}"} | config
-    (configs / "test.yaml").write_text(yaml.safe_dump(values))
-    settings = Settings(prefix=f"b{index}", state_dir=tmp_path / "state",
-                        config_dir=tmp_path / "config")  # fmt: skip
-    async with make_csc(OcsBatchCsc, broker, index=0, settings=settings) as harness:
-        await harness.remote.command("start", {"configurationOverride": "test"}, timeout=60)
-        await harness.remote.command("enable")
+    async with enabled_csc(OcsBatchCsc, broker, tmp_path, f"b{index}", values) as harness:
         yield harness
 
 
@@ -89,11 +86,14 @@ async def dm_messages(subscription: Subscription, count: int) -> dict[str, dict[
 async def test_image_qc_runs_on_dask_and_reports_every_step(
     real_broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
-    rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"])
+    refcat, one_gain = tmp_path / "refcat", ElectronicsModel(gain_spread=0.0)
+    rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"],
+                             electronics=one_gain, reference_catalog=refcat)  # fmt: skip
     async with (
-        batch(real_broker, index, tmp_path) as harness,
+        batch(real_broker, index, tmp_path, reference_catalog=str(refcat)) as harness,
         harness.remote.stream() as events,
         harness.bus.subscription(f"dm{index}/qc/#") as dm,
+        harness.bus.subscription(f"dm{index}/status/#") as stages,
     ):
         acks: list[Ack] = []
         final = await execute(
@@ -118,13 +118,26 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
         first_image, second_image = rows[0].image_name, rows[2].image_name
         assert summary["images"][first_image]["psfFwhm"] == pytest.approx(1.1, rel=0.1)
         assert summary["images"][second_image]["psfFwhm"] == pytest.approx(0.7, rel=0.1)
+        # The sky's zero point in g through airmass 1.2, per ADU at the camera's gain.
+        zero_point = SkyModel().zero_point("g", 1.2) - 2.5 * math.log10(one_gain.gain)
+        assert summary["images"][first_image]["zeroPoint"] == pytest.approx(zero_point, abs=0.05)
         published = await dm_messages(dm, 6)  # 4 detectors, 2 image summaries
         prefix = f"dm{index}/qc/LSSTComCam"
         assert published[f"{prefix}/{first_image}/R22_S11"]["psfFwhm"] == pytest.approx(
             1.1, rel=0.1
         )
         assert published[f"{prefix}/{first_image}"]["nSensors"] == 2
+        assert published[f"{prefix}/{second_image}/R22_S00"]["zeroPoint"] == pytest.approx(
+            zero_point, abs=0.05
+        )
         assert len(published[f"{prefix}/{first_image}/R22_S00"]["amplifiers"]) == 16
+        # Each image's stage, for the Telemetry Gateway's processingStatus.
+        status = [decode_json_object((await stages.get(60)).payload) for _ in range(2)]
+        assert {(s["imageName"], s["stage"], s["status"]) for s in status} == {
+            (first_image, "image-qc", "measured"), (second_image, "image-qc", "measured")
+        }  # fmt: skip
+        assert all('seeing' in s["description"] and "zero point" in s["description"]
+                   for s in status)  # fmt: skip
         # The operator's table, from the retained `jobs` event.
         out = io.StringIO()
         assert await show_jobs(harness.bus, f"b{index}", out) == 0
@@ -135,8 +148,36 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
         records = BatchRecords(catalog)
         assert records.job(job_id).state == "succeeded"  # type: ignore[union-attr]
         assert set(records.qc_of(second_image)) == {"R22_S00", "R22_S11"}
+        assert records.qc_of(second_image)["R22_S11"]["zeroPoint"] == pytest.approx(
+            zero_point, abs=0.05
+        )
     finally:
         catalog.close()
+
+
+async def test_a_corrupt_archived_file_fails_the_job_naming_it(
+    broker: EmbeddedBroker, index: int, tmp_path: Path
+) -> None:
+    rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
+    broken = Path(rows[0].path)
+    os.truncate(broken, 20_000_000)  # the disk lost the end of it (75 MB)
+    async with (
+        batch(broker, index, tmp_path) as harness,
+        harness.remote.stream() as events,
+        harness.bus.subscription(f"dm{index}/status/#") as stages,
+    ):
+        acks: list[Ack] = []
+        final = await execute(harness, acks, dataQuery=f"image = {rows[0].image_name}")
+        assert [a.code for a in acks] == [AckCode.INPROGRESS, AckCode.FAILED], final.result
+        job_id = acks[0].result
+        result = (await job_events(events, job_id))[-1][1]
+        assert result["exitCode"] != 0
+        assert f"{rows[0].image_name} R22_S11" in final.result
+        assert broken.name in final.result  # which file, so that it can be looked at
+        status = decode_json_object((await stages.get(60)).payload)
+        assert (status["imageName"], status["status"]) == (rows[0].image_name, "failed")
+        assert broken.name in status["description"]
+        assert harness.csc.state is State.ENABLED  # one broken file is a job's problem
 
 
 async def test_what_cannot_run_fails_before_a_job_exists_with_the_reason(

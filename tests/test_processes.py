@@ -171,8 +171,8 @@ async def test_demo_night_reads_back_every_image(tmp_path: Path) -> None:
         out, err = await process.communicate()
     text = out.decode()
     assert process.returncode == 0, text + err.decode()
-    assert "10 of 10 images taken; 10 of 10 files archived and verified" in text
-    assert "10 with their header, 10 of 10 headers complete" in text
+    assert "13 of 13 images taken; 13 of 13 files archived and verified" in text
+    assert "13 with their header, 13 of 13 headers complete" in text
     assert "0 problems; every CSC exited cleanly" in text
     rows = [line.split() for line in text.splitlines() if " alive " in line]
     latest = {row[0]: row[5] for row in rows}  # CSC STATE age s CONDITION LATEST-IMAGE
@@ -182,15 +182,28 @@ async def test_demo_night_reads_back_every_image(tmp_path: Path) -> None:
     catalog = tmp_path / "archive" / "catalog.sqlite"
     assert f"archive and catalog: {tmp_path / 'archive'}" in text
     assert catalog.exists()
-    assert len(list((tmp_path / "archive" / "LATISS").glob("20*/*/*.fits"))) == 10
-    # The day after: a master bias from the 3 biases, QC of the 3 science images, the
-    # seeing measured as the simulated sky had it (0.7" then 1.2").
+    assert len(list((tmp_path / "archive" / "LATISS").glob("20*/*/*.fits"))) == 13
+    # The night's alarm: the seeing degraded to 1.7" (SERIOUS above 1.5"), recovered (the
+    # alarm stale), acknowledged (nominal); QC measured as each image was archived.
+    alarms = re.findall(r"alarm: (qc\.\S+) (\w+) \(max (\w+), ([^)]+)\)", text)
+    assert ("qc.seeing", "SERIOUS", "SERIOUS", "ACTIVE") in alarms, text
+    assert ("qc.seeing", "NONE", "SERIOUS", "stale") in alarms
+    assert alarms[-1] == ("qc.seeing", "NONE", "NONE", "stale")  # acknowledged: nominal
+    assert all(name == "qc.seeing" for name, *_ in alarms), alarms  # no bias judged
+    # The day after: a master bias from the 3 biases, QC of the 6 science images, the
+    # seeing measured as the simulated sky had it (0.7", 1.2", 1.7", 0.7").
     assert "1 master-bias product written" in text
     assert len(list((tmp_path / "archive" / "LATISS" / "calib" / "bias").rglob("*.fits"))) == 1
-    assert "3 detectors of 3 images measured" in text
+    assert "6 detectors of 6 images measured" in text
     seeing = re.findall(r'seeing ([0-9.]+)" \(the simulated sky: ([0-9.]+)"\)', text)
-    assert sorted(truth for _, truth in seeing) == ["0.70", "0.70", "1.20"]
+    assert [truth for _, truth in seeing] == ["0.70", "0.70", "1.20", "1.70", "1.70", "0.70"]
     assert all(abs(float(m) / float(t) - 1) < 0.1 for m, t in seeing), seeing
+    # Zero points against the sky's catalog the camera wrote for both fields: g and r at
+    # 28.1 and 28.0 for 1 electron/s at the zenith, through ~1.2-1.6 airmasses, ~1.6 e/ADU.
+    zero_points = [float(z) for z in re.findall(r"zero point ([0-9.]+) mag for 1 ADU/s", text)]
+    assert len(zero_points) == 6, text
+    assert all(26.8 < z < 27.7 for z in zero_points), zero_points
+    assert len(list((tmp_path / "refcat").glob("*.fits"))) >= 2
 
 
 def _session_members(session: int) -> list[int]:
@@ -238,7 +251,8 @@ async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) ->
     `cscs run` on Mosquitto (the broker the observatory runs; the demo test above is the
     night on amqtt): every image, every sensor archived and verified."""
     env = {**os.environ, "CSCS_STATE_DIR": str(tmp_path)}
-    names = ["Weather:0", "Telescope:1", "HeaderService:1", "Archiver:1", "OCSBatch:0", "Camera:1"]
+    names = ["Weather:0", "Telescope:1", "HeaderService:1", "Archiver:1", "OCSBatch:0",
+             "TelemetryGateway:0", "Camera:1"]  # fmt: skip
     expected = images_commanded(load_script(NIGHT_SCRIPT), {"index": 1})
     async with EmbeddedBroker("mosquitto") as broker:
         processes = [
@@ -284,8 +298,12 @@ async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) ->
             assert [p for f in files.values() for p in verify_archived_file(f)] == []
             assert all(f.headerComplete for f in files.values())
             with sqlite3.connect(tmp_path / "archive" / "catalog.sqlite") as catalog:
-                rows = catalog.execute("SELECT image_name, sensor, md5 FROM archived_files")
-                assert {(i, s): m for i, s, m in rows} == {k: f.checkSum for k, f in files.items()}
+                rows = catalog.execute(
+                    "SELECT image_name, sensor, checksum, checksum_algorithm FROM archived_files"
+                )
+                assert {(i, s): (c, a) for i, s, c, a in rows} == {
+                    k: (f.checkSum, f.checkSumAlgorithm) for k, f in files.items()
+                }
         finally:
             for process in processes:
                 process.terminate()

@@ -42,16 +42,16 @@ def test_shipped_night_covers_calibrations_and_science_for_each_camera() -> None
         commands = [s for s in steps if isinstance(s, Command)]
         assert {c.csc for c in commands if c.name == "enable"} == {
             "Weather:0", f"Telescope:{index}", f"HeaderService:{index}",
-            f"Archiver:{index}", "OCSBatch:0", prefix,
+            f"Archiver:{index}", "OCSBatch:0", "TelemetryGateway:0", prefix,
         }  # fmt: skip
         kinds = [c.params["imageType"] for c in commands if c.name == "takeImages"]
-        assert kinds == ["BIAS", "DARK", "FLAT", "OBJECT", "OBJECT"]
+        assert kinds == ["BIAS", "DARK", "FLAT", "OBJECT", "OBJECT", "OBJECT", "OBJECT"]
         filters = [c.params["filter"] for c in commands if c.name == "setFilter"]
         assert filters == ["r", "g", "r"]
         slews = [c.params for c in commands if c.name == "slew"]
         assert [s["ra"] for s in slews] == [{"hour_angle": -0.7}, {"hour_angle": 1.0}]
         assert all(isinstance(s["dec"], float) for s in slews)  # "{dec}" keeps its type
-        assert images_commanded(night, {"index": index}) == 10
+        assert images_commanded(night, {"index": index}) == 13
 
 
 def test_numbers_and_lines_point_into_the_file() -> None:

@@ -78,3 +78,22 @@ async def test_weather_follows_set_weather_and_is_silent_when_disabled(
             await h.remote.command("disable")
             with pytest.raises(TimeoutError):
                 await samples.wait_for(lambda r: r.sent_tai > sample.sent_tai + 0.5, 2.5)
+
+
+async def test_the_seeing_wanders_through_the_night_until_pinned(broker: Connector) -> None:
+    async with make_csc(WeatherCsc, broker, index=0, settings=Settings(prefix="wander")) as h:
+        station = h.csc
+        assert isinstance(station, WeatherCsc)
+        await h.remote.command("start")
+        night = [station.now(t).seeing for t in range(0, 8 * 3600, 600)]
+        assert min(night) < 0.9 * 0.8 < 1.1 * 0.8 < max(night)  # around the base 0.8"
+        assert max(night) <= 0.8 * 1.25
+        assert min(night) >= 0.8 * 0.75
+        assert abs(station.now(0.0).seeing - station.now(1.0).seeing) < 0.001  # slowly
+        await h.remote.command("enable")
+        await h.remote.command("setWeather", WEATHER)
+        assert {station.now(t).seeing for t in range(0, 8 * 3600, 600)} == {WEATHER["seeing"]}
+        await h.remote.command("disable")
+        await h.remote.command("standby")
+        await h.remote.command("start")  # a new night: wandering again
+        assert len({station.now(t).seeing for t in range(0, 3600, 600)}) > 1

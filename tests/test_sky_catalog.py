@@ -52,7 +52,9 @@ def rows(catalog: StarCatalog) -> set[tuple[float, float, float]]:
 
 
 def subset(catalog: StarCatalog, keep: npt.NDArray[np.bool_]) -> StarCatalog:
-    return StarCatalog(catalog.ra[keep], catalog.dec[keep], catalog.magnitude[keep])
+    return StarCatalog(
+        catalog.ra[keep], catalog.dec[keep], catalog.magnitude[keep], catalog.colour[keep]
+    )
 
 
 # ---- the catalog -----------------------------------------------------------------------
@@ -60,7 +62,7 @@ def subset(catalog: StarCatalog, keep: npt.NDArray[np.bool_]) -> StarCatalog:
 
 def test_the_catalog_is_the_same_every_time_and_differs_by_seed() -> None:
     first = stars_near(150.0, -30.0, 0.4, COUNTS, seed=3)
-    sky_catalog._cell_stars.cache_clear()  # drawn again, not remembered
+    sky_catalog.cell_stars.cache_clear()  # drawn again, not remembered
     again = stars_near(150.0, -30.0, 0.4, COUNTS, seed=3)
     other = stars_near(150.0, -30.0, 0.4, COUNTS, seed=4)
     for a, b in ((first.ra, again.ra), (first.dec, again.dec), (first.magnitude, again.magnitude)):
@@ -266,7 +268,7 @@ def test_stars_in_the_pixels_are_where_the_wcs_puts_the_catalog(
     threshold = 20_000.0  # electrons: above any cosmic ray's pixel (6000 at most)
     found = find_stars(detector_electrons(scene, detector), threshold, half)
     truth = catalog_on_detector(camera, detector, pointing)
-    flux = exposure * 10 ** (-0.4 * (truth[:, 2] - sky.zero_point))
+    flux = exposure * 10 ** (-0.4 * (truth[:, 2] - scene.zero_point))
     assert len(found) >= 15
 
     # Each star found is a catalog star, where the WCS says, well within a pixel.

@@ -1,7 +1,7 @@
 """Catch-up: archive what the DAQ holds and the catalog lacks, oldest first, keeping
 ``sensors_in_flight`` under way so the DAQ, the cores and the disk stay busy even for
 a one-sensor camera; then complete the files archived without a header whose header
-has been announced since.
+has been announced since, or can be found where the header service writes.
 
 The plan is pure (:mod:`~cscs.archiver.plan`); this module lists, filters out names
 that are not this camera's (the DAQ is trusted to list, not to name), and drives the
@@ -19,17 +19,19 @@ from collections.abc import Awaitable, Callable
 from structlog.typing import FilteringBoundLogger
 
 from cscs.archiver.headers import HeaderSource
-from cscs.archiver.plan import plan_catch_up
+from cscs.archiver.plan import header_wait, plan_catch_up
 from cscs.archiver.store import ArchiveStore, check_image
 from cscs.camera.geometry import Camera
 from cscs.core.errors import ExpectedError
+from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
 from cscs.daq.errors import DaqError
 from cscs.daq.reader import DaqReader
 
 __all__ = ["CatchUp", "catch_up_periodically"]
 
-Archive = Callable[[str, str], Awaitable[bool]]  # (image, sensor) -> archived now
+# (image, sensor, seconds to wait for its header) -> archived now
+Archive = Callable[[str, str, float], Awaitable[bool]]
 Complete = Callable[[str], Awaitable[None]]  # image -> its files completed with the header
 
 
@@ -41,6 +43,7 @@ class CatchUp:
         archive: Archive,
         complete: Complete,
         log: FilteringBoundLogger,
+        header_timeout: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._camera = camera
         self._detectors = {d.name for d in camera.detectors}
@@ -48,6 +51,7 @@ class CatchUp:
         self._archive = archive
         self._complete = complete
         self._log = log
+        self._header_timeout = header_timeout
 
     async def run(
         self, daq: DaqReader | None, store: ArchiveStore, in_flight: int
@@ -73,30 +77,36 @@ class CatchUp:
         names = [image.name for image in images if image.complete]
         archived = await asyncio.to_thread(store.archived_sensors, names)
         todo = plan_catch_up(images, archived)
+        now, timeout = current_tai(), self._header_timeout()
+        waits = {image.name: header_wait(image, now, timeout) for image in images}
         for image_name in dict.fromkeys(name for name, _ in todo):
             missing = ",".join(sensor for name, sensor in todo if name == image_name)
-            self._log.info("catching up", image=image_name, sensors=missing)
-        results = await self._in_order(todo, in_flight)
-        for row in await asyncio.to_thread(store.without_header):
-            if self._headers.is_announced(row.image_name):
-                await self._complete(row.image_name)
+            self._log.info("catching up", image=image_name, sensors=missing,
+                           header_wait=waits[image_name])  # fmt: skip
+        results = await self._in_order([(i, s, waits[i]) for i, s in todo], in_flight)
+        headerless = await asyncio.to_thread(store.without_header)
+        for name in dict.fromkeys(row.image_name for row in headerless):
+            # Announced since, or written where the header service writes while this
+            # archiver was not listening (ICD 1.1 "Missed announcements").
+            if self._headers.is_announced(name) or await self._headers.get(name, wait=0):
+                await self._complete(name)
         return sum(results), len(todo) - sum(results)
 
-    async def _in_order(self, todo: list[tuple[str, str]], in_flight: int) -> list[bool]:
+    async def _in_order(self, todo: list[tuple[str, str, float]], in_flight: int) -> list[bool]:
         """Each (image, sensor) started in order, ``in_flight`` under way at once."""
         starts = asyncio.Semaphore(in_flight)
 
-        async def one(image: str, sensor: str) -> bool:
+        async def one(image: str, sensor: str, wait: float) -> bool:
             try:
-                return await self._archive(image, sensor)
+                return await self._archive(image, sensor, wait)
             finally:
                 starts.release()
 
         tasks: list[asyncio.Task[bool]] = []
         try:
-            for image, sensor in todo:
+            for image, sensor, wait in todo:
                 await starts.acquire()
-                tasks.append(asyncio.create_task(one(image, sensor)))
+                tasks.append(asyncio.create_task(one(image, sensor, wait)))
             return list(await asyncio.gather(*tasks))
         finally:
             await cancel_and_wait([t for t in tasks if not t.done()], self._log, "catch-up")

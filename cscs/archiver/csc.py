@@ -48,6 +48,7 @@ from cscs.archiver.interface import (
 from cscs.archiver.reader import DaqOpener, DaqReads, ReadFailedError, open_daq_client
 from cscs.archiver.status import StatusReport
 from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError, Provenance, check_names
+from cscs.camera.checksum import check_algorithm
 from cscs.camera.events import (
     DAQ_AVAILABLE,
     END_READOUT,
@@ -106,8 +107,9 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             fatal=self._fatal, failed=self._left_to_catch_up,
         )  # fmt: skip
         self.catch_up = CatchUp(
-            self.camera, self.headers, self._catch_up_one, self.completion.complete, self.log
-        )
+            self.camera, self.headers, self._catch_up_one, self.completion.complete, self.log,
+            header_timeout=lambda: self.config.header_timeout,
+        )  # fmt: skip
         self._open_daq = open_daq
         self._images_in_flight: set[str] = set()
         self._catch_up_failures: dict[str, dict[str, str]] = {}
@@ -128,7 +130,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             store, stale = await asyncio.to_thread(
                 ArchiveStore.open, config.root(self.state_dir / "archive"), self.camera,
                 catalog_url=config.catalog_url, compression=config.compression,
-                min_free_bytes=config.min_free_bytes,
+                checksum=config.checksum_algorithm, min_free_bytes=config.min_free_bytes,
             )  # fmt: skip
         except (OSError, CatalogError) as exc:
             raise ExpectedError(str(exc)) from None
@@ -146,7 +148,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         self.store = store
         if daq is not None:
             await self._switch_daq(daq)
-        self.headers.template = config.header_url_template
+        self.headers.template = config.header_template(self.state_dir, self.address.index)
         self.headers.trust = config.header_trust(self.state_dir)
         self.reads.attempts = config.read_attempts
         self.reads.fault_after = config.daq_unreachable_fault_after
@@ -343,7 +345,9 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             IMAGE_ARCHIVED,
             ImageArchived(
                 imageName=row.image_name, sensor=row.sensor, url=Path(row.path).as_uri(),
-                byteSize=row.byte_size, checkSum=row.md5, headerComplete=row.header_complete,
+                byteSize=row.byte_size, checkSum=row.checksum,
+                checkSumAlgorithm=check_algorithm(row.checksum_algorithm),
+                headerComplete=row.header_complete,
                 statusCode=0 if header is not None else 1,
                 description="archived" if header else "archived without its header",
             ),
@@ -365,11 +369,11 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             for image, failures in failed.items():
                 await self._report_failures(image, failures)
 
-    async def _catch_up_one(self, image: str, sensor: str) -> bool:
-        # Catch-up waits for no header: its images are past, and a header that turns up
-        # later completes their files all the same.
+    async def _catch_up_one(self, image: str, sensor: str, header_wait: float) -> bool:
+        # An image long past waits for no header (one that turns up later completes its
+        # files all the same); one just read out waits as its endReadout would (plan.py).
         failures = self._catch_up_failures.setdefault(image, {})
-        return await self._archive_sensor(image, sensor, failures, header_wait=0.0)
+        return await self._archive_sensor(image, sensor, failures, header_wait=header_wait)
 
     async def _catch_up_loop(self) -> None:
         """Catch up every ``catchup_interval`` while ENABLED with a DAQ to list; a new

@@ -164,6 +164,8 @@ class HeaderSource:
         self, image: str, wait: float
     ) -> LargeFileObjectAvailable | None:
         arrived = self._arrived.setdefault(image, asyncio.Event())
+        if image in self._announced:  # came while the caller looked elsewhere (a thread
+            arrived.set()  # hop to the template's directory): no wake-up is lost
         try:
             async with asyncio.timeout(wait):
                 await arrived.wait()

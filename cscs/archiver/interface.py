@@ -14,6 +14,7 @@ from cscs.camera.headers import (
     DEFAULT_MAX_HEADER_BYTES,
     MAX_HEADER_DOCUMENT_BYTES,
     HeaderTrust,
+    default_header_template,
     template_directory,
 )
 from cscs.core import generic as g
@@ -47,7 +48,10 @@ class ImageArchived(Payload):
     url: str
     byteSize: int
     checkSum: str
-    """MD5 of the file, hex"""
+    """the file's checksum, lowercase hex (Adler-32: 8 digits)"""
+    checkSumAlgorithm: Literal["adler32", "md5"] = "md5"
+    """`adler32` (what this archiver sends unless configured otherwise) or `md5`; absent
+    (an ICD 1.0 archiver): `md5`"""
     headerComplete: bool
     statusCode: int
     description: str
@@ -124,8 +128,10 @@ class ArchiverConfig(ConfigSchema):
     """Seconds between catch-up passes while ENABLED; 0 for none."""
     header_url_template: str = ""
     """Where headers not heard announced (during an outage) can be fetched, e.g.
-    `file:///data/headers/{day_obs}/{image}.yaml`; empty: only announced headers. Its
-    fixed directory (`/data/headers`) is trusted: see `header_roots`."""
+    `file:///data/headers/{day_obs}/{image}.yaml`; empty: where the header service of
+    the same index writes by default under the same state directory
+    (`$CSCS_STATE_DIR/headers/HeaderService-{index}/{day_obs}/{image}.yaml`). Its fixed
+    directory is trusted: see `header_roots`."""
     header_roots: list[str] = []
     """The only directories (and what is under them, symlinks resolved) header documents
     are read from, whatever an announcement's URL says; empty: `$CSCS_STATE_DIR/headers`,
@@ -136,11 +142,19 @@ class ArchiverConfig(ConfigSchema):
     """A header document larger than this is refused (not read): a LSSTCam header is
     ~35 kB."""
     compression: Literal["", "RICE_1"] = ""
+    checksum_algorithm: Literal["adler32", "md5"] = "adler32"
+    """The file checksum announced and catalogued (ICD 1.1): Adler-32, or MD5 where a
+    site's tools need it (at ~0.76 GB/s per core it costs more than the rest of
+    archiving)."""
     min_free_bytes: int = Field(default=2**30, ge=0)
     """Refuse to write (FAULT) when the archive would have less free space than this."""
 
     def root(self, default: Path) -> Path:
         return Path(self.archive_root).expanduser() if self.archive_root else default
+
+    def header_template(self, state_dir: Path, index: int) -> str:
+        """Where this archiver looks for headers it did not hear announced."""
+        return self.header_url_template or default_header_template(state_dir, index)
 
     def header_trust(self, state_dir: Path) -> HeaderTrust:
         """Where header documents may be read from, and how big one may be, for an

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cscs.archiver.headers import Header
+from cscs.camera.checksum import Algorithm
 from cscs.camera.files import path_under
 from cscs.camera.fits import BLOCK, Card, write_raw_fits
 from cscs.camera.focal_plane import segment_keywords
@@ -71,12 +72,14 @@ class ArchiveStore:
         camera: Camera,
         *,
         compression: str = "",
+        checksum: Algorithm = "adler32",
         min_free_bytes: int = 0,
     ) -> None:
         self.root = root
         self.catalog = catalog
         self.camera = camera
         self.compression = compression
+        self.checksum = checksum
         self.min_free_bytes = min_free_bytes
 
     @classmethod
@@ -87,6 +90,7 @@ class ArchiveStore:
         *,
         catalog_url: str = "",
         compression: str = "",
+        checksum: Algorithm = "adler32",
         min_free_bytes: int = 0,
     ) -> tuple[ArchiveStore, int]:
         """Open (creating) the archive at ``root``; also how many temporaries a crash
@@ -95,7 +99,8 @@ class ArchiveStore:
         root.mkdir(parents=True, exist_ok=True)
         stale = remove_partial_files(root)
         catalog = Catalog(catalog_url or sqlite_url(root / "catalog.sqlite"))
-        store = cls(root, catalog, camera, compression=compression, min_free_bytes=min_free_bytes)
+        store = cls(root, catalog, camera, compression=compression, checksum=checksum,
+                    min_free_bytes=min_free_bytes)  # fmt: skip
         return store, stale
 
     def close(self) -> None:
@@ -153,6 +158,7 @@ class ArchiveStore:
                 _file_cards(path) + self._primary_cards(image, sensor, header),
                 list(zip(extensions, pixels.segments, strict=True)),
                 compression=self.compression,
+                checksum=self.checksum,
             )
         except OSError as exc:
             why = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
@@ -163,7 +169,8 @@ class ArchiveStore:
         row = ArchivedFile(
             image_name=image, sensor=sensor, instrument=self.camera.instrument,
             day_obs=ImageName.parse(image).day_obs, path=str(path),
-            byte_size=written.byte_size, md5=written.md5,
+            byte_size=written.byte_size, checksum=written.checksum,
+            checksum_algorithm=written.checksum_algorithm,
             header_complete=header is not None and not header.missing,
             missing_keywords=header.missing if header else "header not received",
             daq_image=f"{provenance.daq} {image}", header_url=header.url if header else "",

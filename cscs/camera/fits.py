@@ -8,7 +8,8 @@ copies, byte order and cfitsio's second pass over the data for checksums. Here
 each segment is byte-swapped to big-endian once, its ``DATASUM`` is the ones'-complement
 sum of the native words (the same 32-bit values, so no second swap), the file is laid
 out whole in a reused page-aligned buffer and written from it with direct I/O
-(:func:`~cscs.camera.files.write_buffer_atomically`), and its MD5 is taken from that
+(:func:`~cscs.camera.files.write_buffer_atomically`), and its checksum (Adler-32 by
+default, :mod:`cscs.camera.checksum`) is taken from that
 buffer while the disk writes it. Cards are formatted by astropy (``Header``), whose
 reader verifies the result in the tests. Tile compression (``RICE_1``) goes through
 ``fitsio`` (cfitsio), which does it well; that path lets cfitsio write the checksums.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import math
 import mmap
 import os
@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
+from cscs.camera.checksum import Algorithm, buffer_checksum, file_checksum
 from cscs.camera.files import direct_length, write_buffer_atomically
 
 __all__ = [
@@ -55,7 +56,8 @@ _EXCLUDE = {*range(0x3A, 0x41), *range(0x5B, 0x61)}
 class WrittenFile:
     path: Path
     byte_size: int
-    md5: str
+    checksum: str  # of the whole file, lowercase hex (cscs.camera.checksum)
+    checksum_algorithm: Algorithm
 
 
 def _fold(total: int) -> int:
@@ -162,10 +164,13 @@ def write_raw_fits(
     extensions: Sequence[tuple[Sequence[Card], npt.NDArray[np.int32]]],
     *,
     compression: str = "",
+    checksum: Algorithm = "adler32",
 ) -> WrittenFile:
     """Write a raw file atomically: it appears at ``path`` only when complete."""
     if compression:
-        return write_with_fitsio(path, primary, extensions, compression=compression)
+        return write_with_fitsio(
+            path, primary, extensions, compression=compression, checksum=checksum
+        )
     parts: list[tuple[bytes, npt.NDArray[np.int32] | None]] = [
         (
             _header_bytes(
@@ -188,13 +193,13 @@ def write_raw_fits(
     with _STAGING.lease(direct_length(size)) as staging:
         _lay_out(staging, parts)
         view = memoryview(staging)
-        md5 = _HASHERS.submit(lambda: hashlib.md5(view[:size]).hexdigest())
+        summing = _HASHERS.submit(buffer_checksum, checksum, view[:size])
         try:
             write_buffer_atomically(path, view, size)
         finally:
-            digest = md5.result()  # the buffer is not handed back while being hashed
+            digest = summing.result()  # the buffer is not handed back while being summed
             view.release()
-    return WrittenFile(path, size, digest)
+    return WrittenFile(path, size, digest, checksum)
 
 
 def _padded(nbytes: int) -> int:
@@ -253,9 +258,9 @@ class _StagingBuffers:
 
 
 _STAGING = _StagingBuffers()
-# MD5 (hashlib releases the GIL) runs beside the write it checks: the disk and a core
-# work at once. A handful of threads: one per file being written.
-_HASHERS = ThreadPoolExecutor(8, thread_name_prefix="fits-md5")
+# The file's checksum (either algorithm releases the GIL) is computed beside the write it
+# checks: the disk and a core work at once. A handful of threads: one per file written.
+_HASHERS = ThreadPoolExecutor(8, thread_name_prefix="fits-checksum")
 
 
 def write_with_fitsio(
@@ -264,6 +269,7 @@ def write_with_fitsio(
     extensions: Sequence[tuple[Sequence[Card], npt.NDArray[Any]]],
     *,
     compression: str = "",
+    checksum: Algorithm = "adler32",
 ) -> WrittenFile:
     """Write any FITS file (tile-compressed raws, calibration products of any pixel
     type) atomically, through cfitsio: ``CHECKSUM``/``DATASUM`` in every HDU, the file
@@ -282,15 +288,15 @@ def write_with_fitsio(
                 header = [_fitsio_card(c) for c in cards if c[0] != "EXTNAME"]
                 out.write(pixels, header=header, extname=name, compress=compression or None)
                 out[-1].write_checksum()
+        digest = file_checksum(checksum, temporary)
         with open(temporary, "rb") as stream:
-            md5 = hashlib.file_digest(stream, "md5").hexdigest()
             size = os.fstat(stream.fileno()).st_size
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return WrittenFile(path, size, md5)
+    return WrittenFile(path, size, digest, checksum)
 
 
 def _fitsio_card(card: Card) -> dict[str, Any]:

@@ -67,6 +67,8 @@ __all__ = [
     "check_header_value",
     "check_md5",
     "check_printable",
+    "default_header_dir",
+    "default_header_template",
     "dump_header_document",
     "header_directory",
     "header_file",
@@ -287,6 +289,18 @@ ANYWHERE = HeaderTrust()
 def header_directory(state_dir: Path) -> Path:
     """Where header services keep their documents by default (one directory each)."""
     return state_dir / "headers"
+
+
+def default_header_dir(state_dir: Path, index: int) -> Path:
+    """Where ``HeaderService:{index}`` writes by default: ``{dayObs}/{image}.yaml`` under
+    it. An archiver with the same state directory looks there for what it did not hear
+    announced (ICD 1.1 "Missed announcements")."""
+    return header_directory(state_dir) / f"HeaderService-{index}"
+
+
+def default_header_template(state_dir: Path, index: int) -> str:
+    """The ``header_url_template`` of :func:`default_header_dir`."""
+    return default_header_dir(state_dir, index).as_uri() + "/{day_obs}/{image}.yaml"
 
 
 def template_directory(template: str) -> Path | None:

@@ -5,8 +5,11 @@ service to derive ``ELSTART``, ``AZSTART``, ``HASTART``, ``AIRMASS`` … from th
 it collected; tests check both against astropy called independently.
 
 IERS tables: astropy is told never to download them (a night at the summit must not
-depend on the internet); the tables bundled with ``astropy-iers-data`` are used, which
-is far more precise than anything a header needs.
+depend on the internet); the tables bundled with ``astropy-iers-data`` are used, however
+old. Their predictions of UT1 and polar motion stay within tens of milliseconds for
+months (far finer than any header's arcseconds), so astropy's refusal of predictions
+older than 30 days is turned off; beyond the table's end it warns and goes on with the
+last values rather than stopping a night (docs/decisions/0019).
 """
 
 from __future__ import annotations
@@ -16,13 +19,23 @@ from dataclasses import dataclass
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.coordinates import AltAz, EarthLocation, SkyCoord, get_body
 from astropy.time import Time
 from astropy.utils import iers
 
-__all__ = ["OBSERVATORY", "Pointing", "astropy_time", "local_sidereal_deg", "pointing", "pointings"]
+__all__ = [
+    "OBSERVATORY",
+    "Pointing",
+    "astropy_time",
+    "local_sidereal_deg",
+    "pointing",
+    "pointings",
+    "sun_altitude",
+]
 
 iers.conf.auto_download = False
+iers.conf.auto_max_age = None
+iers.conf.iers_degraded_accuracy = "warn"
 
 # Cerro Pachón (both the Simonyi Survey Telescope and the Auxiliary Telescope).
 OBSERVATORY = EarthLocation.from_geodetic(
@@ -80,3 +93,11 @@ def pointing(ra: float, dec: float, tai: float) -> Pointing:
 def local_sidereal_deg(tai: float) -> float:
     """Apparent local sidereal time at the observatory, in degrees: the RA on the meridian."""
     return float(astropy_time(tai).sidereal_time("apparent", longitude=OBSERVATORY.lon).deg)
+
+
+def sun_altitude(tai: float) -> float:
+    """The Sun's altitude at the observatory, degrees: below -12 is the night's (nautical
+    twilight over), as the observatory counts it."""
+    when = astropy_time(tai)
+    sun = get_body("sun", when, OBSERVATORY)
+    return float(sun.transform_to(AltAz(obstime=when, location=OBSERVATORY)).alt.deg)

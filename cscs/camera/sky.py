@@ -25,7 +25,7 @@ import numpy.typing as npt
 from cscs.camera.focal_plane import boresight_on_detector
 from cscs.camera.geometry import Camera, Detector
 
-__all__ = ["Pointing", "TanWcs", "detector_wcs", "wcs_keyword_names"]
+__all__ = ["Pointing", "TanWcs", "detector_wcs", "wcs_keyword_names", "within_radius"]
 
 Array = npt.NDArray[np.float64]
 
@@ -111,3 +111,18 @@ def detector_wcs(camera: Camera, detector: Detector, pointing: Pointing) -> TanW
 def wcs_keyword_names() -> tuple[str, ...]:
     """The celestial WCS keywords of a detector's primary header, in order."""
     return tuple(TanWcs((0.0, 0.0), (0.0, 0.0), ((1.0, 0.0), (0.0, 1.0))).keywords())
+
+
+def within_radius(
+    ra: Array, dec: Array, centre_ra: float, centre_dec: float, radius: float
+) -> npt.NDArray[np.bool_]:
+    """Which of the positions (degrees) lie within ``radius`` degrees of the centre:
+    the haversine, exact to well below a milliarcsecond at any separation, across RA
+    0/360 and over the poles alike."""
+    dec0, dec1 = math.radians(centre_dec), np.radians(dec)
+    half_chord = (
+        np.sin((dec1 - dec0) / 2) ** 2
+        + math.cos(dec0) * np.cos(dec1) * np.sin(np.radians(ra - centre_ra) / 2) ** 2
+    )
+    inside: npt.NDArray[np.bool_] = half_chord <= math.sin(math.radians(radius) / 2) ** 2
+    return inside

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cscs.catalog.catalog import METADATA, Catalog, CatalogError
+from cscs.catalog.catalog import METADATA, Catalog, CatalogError, upsert
 
 __all__ = ["BatchRecords", "CalibrationRecord", "JobRecord"]
 
@@ -52,6 +52,7 @@ QC_METRICS = sa.Table(
     sa.Column("sky_rms", sa.Float, nullable=False),
     sa.Column("n_sources", sa.Integer, nullable=False),
     sa.Column("n_psf_stars", sa.Integer, nullable=False),
+    sa.Column("zero_point", sa.Float, nullable=True),  # mag giving 1 ADU / s
     sa.Column("amplifiers", sa.Text, nullable=False),  # JSON: per amplifier
     sa.Column("measured_tai", sa.Float, nullable=False),
     sa.UniqueConstraint("image_name", "sensor", name="one_measurement_per_sensor"),
@@ -68,7 +69,8 @@ CALIBRATIONS = sa.Table(
     sa.Column("software_version", sa.String(32), nullable=False),
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("byte_size", sa.BigInteger, nullable=False),
-    sa.Column("md5", sa.String(32), nullable=False),
+    sa.Column("checksum", sa.String(32), nullable=False),
+    sa.Column("checksum_algorithm", sa.String(16), nullable=False),
     sa.Column("created_tai", sa.Float, nullable=False),
 )
 
@@ -104,7 +106,8 @@ class CalibrationRecord:
     software_version: str
     config: str
     byte_size: int
-    md5: str
+    checksum: str
+    checksum_algorithm: str
     created_tai: float
 
 
@@ -113,7 +116,7 @@ _UNFINISHED = ("queued", "waiting", "running")
 _QC_FIELDS = {
     "psf_fwhm": "psfFwhm", "psf_e1": "psfE1", "psf_e2": "psfE2", "ellipticity": "ellipticity",
     "sky_mean": "skyMean", "sky_rms": "skyRms", "n_sources": "nSources",
-    "n_psf_stars": "nPsfStars",
+    "n_psf_stars": "nPsfStars", "zero_point": "zeroPoint",
 }  # fmt: skip
 
 
@@ -125,7 +128,7 @@ class BatchRecords:
 
     def record_job(self, job: JobRecord) -> None:
         values = {name: getattr(job, name) for name in _JOB_COLUMNS}
-        self._upsert(JOBS, JOBS.c.job_id == job.job_id, values, f"job {job.job_id}")
+        upsert(self.engine, JOBS, JOBS.c.job_id == job.job_id, values, f"job {job.job_id}")
 
     def job(self, job_id: str) -> JobRecord | None:
         rows = self._jobs(JOBS.c.job_id == job_id)
@@ -153,7 +156,7 @@ class BatchRecords:
         values.update(image_name=image, sensor=sensor, job_id=job_id, measured_tai=now,
                       amplifiers=json.dumps(metrics.get("amplifiers", [])))  # fmt: skip
         where = (QC_METRICS.c.image_name == image) & (QC_METRICS.c.sensor == sensor)
-        self._upsert(QC_METRICS, where, values, f"QC of {image} {sensor}")
+        upsert(self.engine, QC_METRICS, where, values, f"QC of {image} {sensor}")
 
     def qc_of(self, image: str) -> dict[str, dict[str, Any]]:
         """The image's measured detectors: sensor → metrics (ICD names)."""
@@ -166,7 +169,7 @@ class BatchRecords:
 
     def record_calibration(self, product: CalibrationRecord) -> None:
         values = {f.name: getattr(product, f.name) for f in fields(CalibrationRecord)}
-        self._upsert(CALIBRATIONS, CALIBRATIONS.c.path == product.path, values, product.path)
+        upsert(self.engine, CALIBRATIONS, CALIBRATIONS.c.path == product.path, values, product.path)
 
     def calibrations_of(self, job_id: str) -> list[CalibrationRecord]:
         query = sa.select(CALIBRATIONS).where(CALIBRATIONS.c.job_id == job_id)
@@ -185,16 +188,6 @@ class BatchRecords:
                 return list(connection.execute(query))
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"cannot read the batch records: {exc}") from exc
-
-    def _upsert(
-        self, table: sa.Table, where: sa.ColumnElement[bool], values: dict[str, Any], what: str
-    ) -> None:
-        try:
-            with self.engine.begin() as connection:
-                if connection.execute(sa.update(table).where(where).values(values)).rowcount == 0:
-                    connection.execute(sa.insert(table).values(values))
-        except sa.exc.SQLAlchemyError as exc:
-            raise CatalogError(f"cannot record {what}: {exc}") from exc
 
 
 def _as_dict(job: JobRecord) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cscs.catalog.query import Condition, DataQuery
+from cscs.catalog.versions import upgrade
 
 __all__ = ["ArchivedFile", "Catalog", "CatalogError", "Observation", "sqlite_url"]
 
@@ -31,7 +32,8 @@ FILES = sa.Table(
     sa.Column("day_obs", sa.String(8), nullable=False),
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("byte_size", sa.BigInteger, nullable=False),
-    sa.Column("md5", sa.String(32), nullable=False),
+    sa.Column("checksum", sa.String(32), nullable=False),
+    sa.Column("checksum_algorithm", sa.String(16), nullable=False),
     sa.Column("header_complete", sa.Boolean, nullable=False),
     sa.Column("missing_keywords", sa.Text, nullable=False),
     sa.Column("daq_image", sa.Text, nullable=False),
@@ -64,7 +66,8 @@ class ArchivedFile:
     day_obs: str
     path: str
     byte_size: int
-    md5: str
+    checksum: str  # of the whole file, lowercase hex
+    checksum_algorithm: str  # "adler32" or "md5" (cscs.camera.checksum)
     header_complete: bool
     missing_keywords: str
     daq_image: str  # provenance: where the pixels came from (DAQ endpoint and image)
@@ -102,10 +105,15 @@ class Catalog:
         self.url = url
         try:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"cannot open the archive catalog at {_safe(url)}: {exc}") from exc
+        try:
             if self.engine.dialect.name == "sqlite":
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            METADATA.create_all(self.engine)
-        except sa.exc.SQLAlchemyError as exc:
+            upgrade(self.engine, METADATA.create_all)
+            _add_new_columns(self.engine)
+        except (sa.exc.SQLAlchemyError, ValueError, OSError) as exc:
+            self.engine.dispose()
             raise CatalogError(f"cannot open the archive catalog at {_safe(url)}: {exc}") from exc
 
     def close(self) -> None:
@@ -115,25 +123,13 @@ class Catalog:
         """Insert the file's row, or replace it (a header completed later)."""
         values = {name: getattr(row, name) for name in _COLUMNS}
         where = (FILES.c.image_name == row.image_name) & (FILES.c.sensor == row.sensor)
-        try:
-            with self.engine.begin() as connection:
-                updated = connection.execute(sa.update(FILES).where(where).values(values))
-                if updated.rowcount == 0:
-                    connection.execute(sa.insert(FILES).values(values))
-        except sa.exc.SQLAlchemyError as exc:
-            raise CatalogError(f"cannot record {row.image_name} {row.sensor}: {exc}") from exc
+        upsert(self.engine, FILES, where, values, f"{row.image_name} {row.sensor}")
 
     def record_observation(self, observation: Observation) -> None:
         """Insert or replace the image's query values (every file of it shares them)."""
         values = {name: getattr(observation, name) for name in _OBSERVATION_COLUMNS}
         where = OBSERVATIONS.c.image_name == observation.image_name
-        try:
-            with self.engine.begin() as connection:
-                updated = connection.execute(sa.update(OBSERVATIONS).where(where).values(values))
-                if updated.rowcount == 0:
-                    connection.execute(sa.insert(OBSERVATIONS).values(values))
-        except sa.exc.SQLAlchemyError as exc:
-            raise CatalogError(f"cannot record {observation.image_name}: {exc}") from exc
+        upsert(self.engine, OBSERVATIONS, where, values, observation.image_name)
 
     def select(self, query: DataQuery, limit: int) -> list[ArchivedFile]:
         """The files a data query names, oldest exposure first; CatalogError if there
@@ -229,3 +225,50 @@ def _safe(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return "<unparsable URL>"
+
+
+def upsert(
+    engine: sa.Engine,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    values: dict[str, Any],
+    what: str,
+) -> None:
+    """Replace the row ``where`` names, or insert it, in one transaction (every table of
+    the catalog is written this way: a record made again replaces the last);
+    CatalogError naming ``what`` if the database refuses."""
+    try:
+        with engine.begin() as connection:
+            if connection.execute(sa.update(table).where(where).values(values)).rowcount == 0:
+                connection.execute(sa.insert(table).values(values))
+    except sa.exc.SQLAlchemyError as exc:
+        raise CatalogError(f"cannot record {what}: {exc}") from exc
+
+
+def _add_new_columns(engine: sa.Engine) -> None:
+    """Bring a catalog an earlier version made up to date: every column added since is
+    nullable, so adding it (NULL for the rows already there: not measured) is the whole
+    migration. A column this version no longer knows is left alone. Two processes may
+    open the catalog at once (an archiver and OCSBatch): the one that finds the column
+    added by the other between looking and adding carries on."""
+    quote = engine.dialect.identifier_preparer.quote
+    for table in METADATA.sorted_tables:
+        for column in table.columns:
+            if column.name in _columns_of(engine, table.name):
+                continue
+            if not column.nullable:
+                raise sa.exc.InvalidRequestError(
+                    f"table {table.name} lacks column {column.name}, which cannot be added"
+                )
+            kind = column.type.compile(dialect=engine.dialect)
+            statement = f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}"
+            try:
+                with engine.begin() as connection:
+                    connection.execute(sa.text(statement))
+            except sa.exc.SQLAlchemyError:
+                if column.name not in _columns_of(engine, table.name):
+                    raise
+
+
+def _columns_of(engine: sa.Engine, table: str) -> set[str]:
+    return {column["name"] for column in sa.inspect(engine).get_columns(table)}

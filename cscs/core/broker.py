@@ -48,7 +48,9 @@ class EmbeddedBroker:
     """A broker in a child process on ``host:port``; an async context manager.
 
     ``stop()`` then ``start()`` again on the same port is how tests restart the broker
-    under running CSCs.
+    under running CSCs. With ``persistence`` (Mosquitto only) the broker keeps its
+    clients' sessions (subscriptions, queued QoS 1 messages) across that restart, as a
+    site's broker would.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         port: int | None = None,
         startup_timeout: float = 20.0,
+        persistence: bool = False,
     ) -> None:
         mosquitto = find_mosquitto()
         if backend == "auto":
@@ -67,7 +70,10 @@ class EmbeddedBroker:
                 "mosquitto is not installed (e.g. `apt-get install mosquitto`); "
                 "use the amqtt backend instead"
             )
+        if persistence and backend != "mosquitto":
+            raise ValueError("only the mosquitto backend keeps sessions across a restart")
         self.backend: Literal["mosquitto", "amqtt"] = backend
+        self.persistence = persistence
         self.host = host
         self.port = port or free_port(host)
         self._mosquitto = mosquitto
@@ -101,8 +107,12 @@ class EmbeddedBroker:
                 f"listener {self.port} {self.host}\n"
                 "allow_anonymous true\n"
                 "set_tcp_nodelay true\n"
-                "persistence false\n"
-                "max_queued_messages 100000\n"
+                + (
+                    f"persistence true\npersistence_location {self._workdir.name}/\n"
+                    if self.persistence
+                    else "persistence false\n"
+                )
+                + "max_queued_messages 100000\n"
                 "log_dest stderr\n"
                 "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             )

@@ -9,6 +9,7 @@ deals in topics and bytes only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import socket
@@ -18,6 +19,7 @@ from typing import Unpack
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from cscs.core.backoff import Backoff
 from cscs.core.topics import check_topic
@@ -114,8 +116,12 @@ class Bus(BaseTransport):
         connect_timeout: float = 10.0,
         backoff: Backoff | None = None,
         on_connect: OnConnect | None = None,
+        persistent_session: bool = False,
+        manual_ack: bool = False,
     ) -> None:
         super().__init__(client_id, on_connect, "bus")
+        self._persistent_session = persistent_session
+        self._manual_ack = manual_ack
         self.address = address
         self._will = (
             aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain)
@@ -127,6 +133,8 @@ class Bus(BaseTransport):
         self._backoff = backoff or Backoff(initial=0.05, maximum=2.0)
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
+        # The last clients made: their housekeeping tasks are swept at close().
+        self._clients_made: collections.deque[aiomqtt.Client] = collections.deque(maxlen=4)
         self._first_attempt: asyncio.Future[None] | None = None
 
     # ---- life cycle ----------------------------------------------------------------
@@ -144,6 +152,9 @@ class Bus(BaseTransport):
                 f"{self._connect_timeout:.0f} s; start one (e.g. `cscs broker`) or pass "
                 "--broker mqtt://HOST:PORT"
             ) from None
+        except BaseException:  # cancelled while connecting: the keeper must not outlive it
+            await self.close()
+            raise
         return self
 
     @property
@@ -166,6 +177,11 @@ class Bus(BaseTransport):
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: the connection is being closed anyway
         self._connected.clear()
+        # A housekeeping task started after its connection's own sweep (the socket's
+        # open callback came late, as it can when a broker goes mid-iteration) is swept
+        # here, once nothing can start another.
+        for client in self._clients_made:
+            await _stop_housekeeping(client)
 
     # ---- publishing and subscribing ------------------------------------------------
 
@@ -225,7 +241,12 @@ class Bus(BaseTransport):
     # ---- the connection keeper -----------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
+        client = self._new_client()
+        self._clients_made.append(client)
+        return client
+
+    def _new_client(self) -> aiomqtt.Client:
+        client = aiomqtt.Client(
             self.address.host,
             self.address.port,
             username=self.address.username,
@@ -233,17 +254,27 @@ class Bus(BaseTransport):
             identifier=self.client_id,
             will=self._will,
             keepalive=self._keepalive,
-            clean_session=True,  # no broker-side queues for absent clients (amqtt grows them)
+            # By default no broker-side queues for absent clients (amqtt grows them).
+            clean_session=not self._persistent_session,
             protocol=aiomqtt.ProtocolVersion.V311,
             tls_context=self.address.tls_context(),
             socket_options=NODELAY,
             timeout=10.0,
         )
+        if self._manual_ack:
+            # aiomqtt has no option for it; paho's own switch, on aiomqtt's paho client.
+            _paho(client).manual_ack_set(True)
+        return client
 
     async def _keep_connected(self) -> None:
         while self.state is not ConnectionState.CLOSED:
             self.state = ConnectionState.CONNECTING
-            client = self._make_client()
+            try:
+                client = self._make_client()
+            except Exception as exc:  # not the broker's doing: say it, do not retry
+                if self._first_attempt is not None and not self._first_attempt.done():
+                    self._first_attempt.set_exception(exc)
+                raise
             try:
                 async with client:
                     await self._serve(client)
@@ -285,10 +316,62 @@ class Bus(BaseTransport):
         try:
             async for raw in client.messages:
                 payload = raw.payload if isinstance(raw.payload, bytes | bytearray) else b""
-                self._deliver(Message(raw.topic.value, bytes(payload), bool(raw.retain)))
+                topic, retain = raw.topic.value, bool(raw.retain)
+                if not self._manual_ack or raw.qos == 0:
+                    self._deliver(Message(topic, bytes(payload), retain))
+                    continue
+                ack = _PendingAck(self, client, raw.mid, raw.qos)
+                matched, taken = self._deliver(Message(topic, bytes(payload), retain, ack=ack))
+                if taken < matched:  # a reader's queue was full
+                    # Never acknowledged: the broker sends it again on the next connection.
+                    ack.withhold()
+                    self._log.warning("a reader fell behind: message left with the broker",
+                                      topic=topic[:200])  # fmt: skip
+                ack.taken_by(taken)
         finally:
             if hook is not None and not hook.done():
                 hook.cancel()
+
+
+class _PendingAck:
+    """One received QoS 1/2 message of a ``manual_ack`` bus: acknowledged to the broker
+    once every subscription that took it has called it (at once if none wanted it), and
+    never if one that wanted it had no room. An ack for a connection that has since been
+    replaced is not sent: the broker sends the message again on the new one."""
+
+    def __init__(self, bus: Bus, client: aiomqtt.Client, mid: int, qos: int) -> None:
+        self._bus, self._client, self._mid, self._qos = bus, client, mid, qos
+        self._owed = 0
+        self._sent = False
+
+    def withhold(self) -> None:
+        """A reader that should have had it did not: it must come again."""
+        self._sent = True
+
+    def taken_by(self, readers: int) -> None:
+        self._owed += readers
+        if self._owed <= 0:
+            self._send()
+
+    def __call__(self) -> None:
+        self._owed -= 1
+        if self._owed <= 0:
+            self._send()
+
+    def _send(self) -> None:
+        if self._sent or self._client is not self._bus._client:
+            return
+        self._sent = True
+        _paho(self._client).ack(self._mid, self._qos)
+
+
+def _paho(client: aiomqtt.Client) -> mqtt.Client:
+    """aiomqtt's paho client (private, hence checked): paho's ``manual_ack`` has no
+    aiomqtt equivalent."""
+    paho = getattr(client, "_client", None)
+    if not isinstance(paho, mqtt.Client):
+        raise RuntimeError("this aiomqtt has no paho client to acknowledge messages with")
+    return paho
 
 
 async def _stop_housekeeping(client: aiomqtt.Client) -> None:
@@ -300,7 +383,8 @@ async def _stop_housekeeping(client: aiomqtt.Client) -> None:
     abandoned mid-disconnect never has it cancelled. Either way it would outlive the
     connection. The callback gets its turn first, then the task is cancelled.
     """
-    await asyncio.sleep(0)
+    for _ in range(3):  # the start callback, and what it schedules, get their turns
+        await asyncio.sleep(0)
     task = getattr(client, "_misc_task", None)  # private, hence looked up defensively
     if isinstance(task, asyncio.Task) and not task.done():
         task.cancel()

@@ -200,10 +200,24 @@ class BaseCsc(Generic[C]):
             self._bus = None
             raise
         self._background = []
-        self.keep_running(lambda: self.commands.read(commands), "commands")
         self.keep_running(lambda: self.report.heartbeats(self.heartbeat_interval), "heartbeat")
         self.keep_running(self.report.publish_logs, "logs")
         self.keep_running(lambda: self._guard.watch(own_events, bus, self.log), "own-events")
+        if self.state in (State.DISABLED, State.ENABLED):
+            # Started past STANDBY (`cscs run --state enabled`): configured as a `start`
+            # without override would, before any command is read (they wait), or not
+            # started at all: OFFLINE said, and the error says why.
+            try:
+                await self.begin_start(g.StartParams(configurationOverride=""))
+            except BaseException as exc:
+                self.log.error("not started: the configuration could not be applied",
+                               error=str(exc))  # fmt: skip
+                # OFFLINE, whichever comes last: this, or the connection's first report.
+                self.lifecycle.restore(State.OFFLINE)
+                await self.report.summary_state()
+                await self.close()
+                raise
+        self.keep_running(lambda: self.commands.read(commands), "commands")
         self.log.info("running", broker=self.broker.url, state=self.state.name)
         return self
 

@@ -15,7 +15,7 @@ from cscs.core.schema import EventSpec, Interface, Payload, TelemetrySpec
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress
 
-__all__ = ["Publisher"]
+__all__ = ["Publisher", "stamp"]
 
 _RECENT = 16
 
@@ -63,4 +63,10 @@ class Publisher:
     def _stamp(self, topic: str, payload: Payload) -> bytes:
         seq = self._seq.get(topic, 0) + 1
         self._seq[topic] = seq
-        return encode(payload.model_dump() | {"seq": seq, "sent_tai": current_tai()})
+        return stamp(payload, seq, current_tai())
+
+
+def stamp(payload: Payload, seq: int, sent_tai: float) -> bytes:
+    """The wire bytes of ``payload`` as the ``seq``-th message of its topic (ICD §1):
+    for a publisher that keeps its own sequence (a durable queue's), the same envelope."""
+    return encode(payload.model_dump() | {"seq": seq, "sent_tai": sent_tai})

@@ -124,6 +124,12 @@ class EventStream:
                 if predicate(received):
                     return received
 
+    def pending(self) -> list[Received]:
+        """What has arrived and not been read, without waiting: a reader cancelled at
+        the end of a run reads its last messages with this rather than lose them."""
+        messages = iter(self._subscription.get_nowait, None)
+        return [r for r in map(Received.from_message, messages) if r is not None]
+
     def __aiter__(self) -> AsyncIterator[Received]:
         return self._iterate()
 

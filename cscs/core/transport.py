@@ -22,7 +22,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Self, TypedDict, Unpack
 
 import structlog
@@ -62,6 +62,9 @@ class Message:
     topic: str
     payload: bytes
     retain: bool = False
+    ack: Callable[[], None] = field(default=lambda: None, compare=False, repr=False)
+    """Tell the broker the message is safe with us (a transport made with
+    ``manual_ack``; otherwise a no-op, the transport has done it on receipt)."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,14 @@ class Subscription:
     def matches(self, topic: str) -> bool:
         return topic_matches(self.filter, topic)
 
-    def offer(self, message: Message) -> None:
+    def offer(self, message: Message) -> bool:
+        """Queue it; False if the queue is full (it is then counted and not kept)."""
         try:
             self._queue.put_nowait(message)
         except asyncio.QueueFull:
             self.dropped += 1
+            return False
+        return True
 
     async def get(self, timeout: float | None = None) -> Message:
         async with asyncio.timeout(timeout):
@@ -186,6 +192,13 @@ class TransportOptions(TypedDict, total=False):
     connect_timeout: float
     """seconds the first connection may take before BrokerUnavailableError (default 10)"""
     on_connect: OnConnect | None
+    persistent_session: bool
+    """the broker keeps this client's subscriptions while it is away and queues the QoS 1
+    messages meant for it (MQTT ``clean_session`` false; give a stable ``client_id``)"""
+    manual_ack: bool
+    """a QoS 1 message is acknowledged to the broker only by ``Message.ack()``, so one
+    received but not yet made safe is sent again on the next connection (with
+    ``persistent_session``: even to the next process)"""
 
 
 class Connector(Protocol):
@@ -236,10 +249,11 @@ class BaseTransport:
         """The distinct filters to (re)subscribe at the broker, in subscription order."""
         return list(dict.fromkeys(s.filter for s in self._subscriptions))
 
-    def _deliver(self, message: Message) -> None:
-        for subscription in self._subscriptions:
-            if subscription.matches(message.topic):
-                subscription.offer(message)
+    def _deliver(self, message: Message) -> tuple[int, int]:
+        """Hand ``message`` to every subscription it matches: how many it matched, and
+        how many took it (the others' queues were full)."""
+        matched = [s for s in self._subscriptions if s.matches(message.topic)]
+        return len(matched), sum(s.offer(message) for s in matched)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop delivering to ``subscription``; the broker-side filter stays (harmless)."""

@@ -49,7 +49,7 @@ from cscs.camera.headers import (
     LARGE_FILE_OBJECT_AVAILABLE,
     MIME_TYPE,
     LargeFileObjectAvailable,
-    header_directory,
+    default_header_dir,
 )
 from cscs.camera.naming import ImageName
 from cscs.camera.observatory import pointing
@@ -126,7 +126,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         self.camera: Camera = camera_for_index(index)
         super().__init__(index, **kwargs)
         self.camera_address = CscAddress("Camera", index, self.address.prefix)
-        self._default_output_dir = header_directory(self.state_dir) / f"HeaderService-{index}"
+        self._default_output_dir = default_header_dir(self.state_dir, index)
         self.output_dir = self._default_output_dir
         self.cache = SourceCache()
         self.exposures: dict[str, Exposure] = {}

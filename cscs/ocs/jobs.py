@@ -7,13 +7,13 @@ until its ``jobResult``. :func:`jobs_table` is pure (tested without a broker).
 
 from __future__ import annotations
 
-import json
 from typing import Any, TextIO
 
 from cscs.core.remote import Remote
-from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Transport
+from cscs.ocs.cells import age_cell, count_cell, table, text_cell
+from cscs.ocs.listing import show_listing
 from cscs.ocs.progress import Progress
 from cscs.ocs_batch.interface import JOB_RESULT, JOB_STATUS, JOBS
 
@@ -22,66 +22,26 @@ __all__ = ["follow_job", "jobs_table", "show_jobs"]
 
 def jobs_table(listing: list[dict[str, Any]], now: float) -> str:
     """The jobs as plain aligned text: id, pipeline, state, progress, age, message."""
-    header = ("JOB", "PIPELINE", "STATE", "PROGRESS", "AGE", "MESSAGE")
-    rows = [header] + [
+    rows = [
         (
-            _text(job.get("jobId"), 40),
-            _text(job.get("pipeline"), 20),
-            _text(job.get("status"), 12),
-            f"{_count(job.get('tasksDone'))}/{_count(job.get('tasksTotal'))}",
-            _age(now, job.get("submitted_tai")),
-            _text(job.get("message", ""), 60),
+            text_cell(job.get("jobId"), 40),
+            text_cell(job.get("pipeline"), 20),
+            text_cell(job.get("status"), 12),
+            f"{count_cell(job.get('tasksDone'))}/{count_cell(job.get('tasksTotal'))}",
+            age_cell(now, job.get("submitted_tai")),
+            text_cell(job.get("message", ""), 60),
         )
         for job in listing
         if isinstance(job, dict)
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
-def _text(value: object, limit: int) -> str:
-    """A cell: anyone can publish the retained event, so nothing of it reaches the
-    terminal as a control sequence, and no cell is longer than ``limit``."""
-    return "".join(c if c.isprintable() else "?" for c in str(value)[:limit])
-
-
-def _count(value: object) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9:
-        return str(value)
-    return "?"
-
-
-def _age(now: float, submitted: object) -> str:
-    if not isinstance(submitted, int | float) or not 0 <= now - submitted < 10 * 365 * 86400:
-        return "?"
-    seconds = now - float(submitted)
-    if seconds < 120:
-        return f"{max(seconds, 0):.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    return table(("JOB", "PIPELINE", "STATE", "PROGRESS", "AGE", "MESSAGE"), rows)
 
 
 async def show_jobs(bus: Transport, prefix: str, out: TextIO, timeout: float = 5.0) -> int:
     """Print the jobs table; 1 if OCSBatch:0 has published none (not running?)."""
-    async with Remote(bus, CscAddress("OCSBatch", 0, prefix)) as batch:
-        try:
-            jobs = await batch.next(JOBS, timeout)
-        except TimeoutError:
-            print(f"no jobs event from OCSBatch:0 within {timeout:g} s: is it running?", file=out)
-            return 1
-    try:
-        listing = json.loads(jobs.data.jobs)
-    except ValueError:
-        listing = None
-    if not isinstance(listing, list):
-        print("OCSBatch:0's jobs event is not a list of jobs (forged?)", file=out)
-        return 1
-    print(jobs_table(listing, current_tai()) if listing else "no jobs yet", file=out)
-    return 0
+    address = CscAddress("OCSBatch", 0, prefix)
+    return await show_listing(bus, address, JOBS, "jobs", jobs_table, out,
+                              empty="no jobs yet", timeout=timeout)  # fmt: skip
 
 
 async def follow_job(bus: Transport, prefix: str, job_id: str, out: TextIO) -> int:

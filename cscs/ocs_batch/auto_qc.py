@@ -7,7 +7,8 @@ as a commanded job (``origin`` ``auto_qc``). An announcement is validated where 
 parsed (a forged one names no file this CSC will read: the job reads what the catalog
 holds, and an image it does not have is logged and skipped). At most
 :data:`MAX_PENDING` images gather at once (one more and the oldest is measured at
-once), none for longer than :data:`MAX_WAIT`, however often it is announced.
+once), none for longer than :data:`MAX_WAIT`, however often it is announced. Only the
+image types of ``auto_qc_image_types`` are measured (by default those that see the sky).
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ class AutoQc:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._first: dict[str, float] = {}  # loop time of each pending image's first file
         self.sensors: frozenset[str] = frozenset()
+        self.image_types: frozenset[str] = frozenset()
 
     async def configure(self, config: OcsBatchConfig) -> None:
         self._forget_all()
         self.sensors = frozenset(config.auto_qc_sensors)
+        self.image_types = frozenset(config.auto_qc_image_types)
         if not config.auto_qc:
             return
         prefix = self.csc.address.prefix
@@ -98,6 +101,14 @@ class AutoQc:
             self.csc.jobs.spawn(self._measure(image, sensors), f"auto-qc-{image}")
 
     async def _measure(self, image: str, sensors: set[str]) -> None:
+        catalog = self.csc.catalog
+        observation = await asyncio.to_thread(catalog.observation, image) if catalog else None
+        if observation is not None and observation.image_type not in self.image_types:
+            # A bias's "seeing" is its cosmic rays: nothing to measure or to judge; the
+            # stage says so, so that nobody waits for its QC.
+            kind = observation.image_type or "no type"
+            await self.csc.runner.publish_stage(image, "skipped", f"a {kind} image: no sky")
+            return
         query = f"image = {image} and sensor in ({', '.join(sorted(sensors))})"
         params = Execute(pipeline="image-qc", dataQuery=query)
         try:

@@ -49,6 +49,7 @@ from cscs.ocs_batch.interface import (
 )
 from cscs.ocs_batch.jobs import Job, JobBook, JobState
 from cscs.ocs_batch.plan import CONFIG_KEYS, JobPlan, PlanError, plan_job
+from cscs.ocs_batch.refcat import list_shards
 from cscs.ocs_batch.running import JobRunner, printable
 from cscs.ocs_batch.tasks import remove_stale_staged
 
@@ -70,6 +71,7 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         self.records: BatchRecords | None = None
         self.engine: Engine | None = None
         self.archive_root = self.state_dir / "archive"
+        self.reference_catalog = ""  # directory of reference shards (zero points)
         self.book = JobBook(self.config.max_running_jobs)
         self.runner = JobRunner(self)
         self.auto_qc = AutoQc(self)
@@ -107,12 +109,34 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         self.archive_root = root
         self.book.limit = config.max_running_jobs
         self.log.info("batch engine ready", scheduler=config.scheduler, dashboard=engine.dashboard)
+        await self._use_reference_catalog(config)
         if not any(not job.finished for job in self.book):
             stale = await asyncio.to_thread(remove_stale_staged, root)
             if stale:
                 self.log.warning("removed products of aborted jobs left staged", count=stale)
         await self._report_interrupted()
         await self.auto_qc.configure(config)
+
+    async def _use_reference_catalog(self, config: OcsBatchConfig) -> None:
+        """Say at ``start`` whether image-qc will measure zero points, and against what.
+        Only the listing: the workers read the shards, and one that cannot be read
+        costs each task its zero point, with the reason in the job's log."""
+        directory = await asyncio.to_thread(
+            lambda: (
+                Path(config.reference_catalog or self.state_dir / "refcat").expanduser().resolve()
+            )
+        )
+        self.reference_catalog = str(directory)
+        try:
+            shards = await asyncio.to_thread(list_shards, directory)
+        except ValueError as exc:
+            self.log.warning("reference catalog unreadable: no zero points", error=str(exc))
+            return
+        if shards:
+            self.log.info("reference catalog for zero points", directory=str(directory),
+                          shards=len(shards))  # fmt: skip
+        else:
+            self.log.warning("no reference catalog: no zero points", directory=str(directory))
 
     async def _report_interrupted(self) -> None:
         assert self.records is not None
@@ -227,8 +251,9 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         try:
             files = await asyncio.to_thread(catalog.select, query, self.config.max_files_per_job)
             plan = plan_job(
-                job.job_id, job.pipeline, config, files, self.archive_root, self.version
-            )
+                job.job_id, job.pipeline, config, files, self.archive_root, self.version,
+                reference_catalog=self.reference_catalog,
+            )  # fmt: skip
         except (CatalogError, PlanError, ValueError) as exc:
             raise ExpectedError(str(exc)) from None
         return job, plan, previous

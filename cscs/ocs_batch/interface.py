@@ -177,8 +177,14 @@ class OcsBatchConfig(ConfigSchema):
     auto_qc_cameras: list[int] = [1, 2, 3]
     auto_qc_sensors: list[str] = []
     """Measure only these detectors of each image (empty: all)."""
+    auto_qc_image_types: list[str] = Field(default=["OBJECT", "ENGTEST"], max_length=10)
+    """Measure only images of these types (IMGTYPE); a bias has no seeing to judge."""
     dm_prefix: str = Field(default="dm", pattern=r"^[A-Za-z0-9_-]{1,32}$")
     """Root of the DM-internal QC topics."""
+    reference_catalog: str = Field(default="", max_length=4096)
+    """Directory of reference-star shards (FITS tables: ra, dec, {band}_mag) that
+    image-qc measures zero points against; empty: `$CSCS_STATE_DIR/refcat`. Without
+    one, zeroPoint is null."""
 
     def root(self, default: Path) -> Path:
         return Path(self.archive_root).expanduser() if self.archive_root else default

@@ -29,7 +29,7 @@ _CAMERAS = {camera.instrument: camera for camera in Camera}
 #: What each pipeline's ``config`` may hold; anything else is refused (a typo would
 #: otherwise be silently ignored).
 CONFIG_KEYS: Mapping[str, frozenset[str]] = {
-    "image-qc": frozenset(),
+    "image-qc": frozenset({"matchRadius"}),
     "master-bias": frozenset({"nsigma"}),
     "master-dark": frozenset({"nsigma", "biasJob"}),
     "master-flat": frozenset({"nsigma", "biasJob"}),
@@ -59,10 +59,12 @@ def plan_job(
     archive_root: Path,
     software_version: str,
     bias_products: Mapping[str, str] | None = None,
+    reference_catalog: str = "",
 ) -> JobPlan:
     """The tasks of a job over ``files``; ``bias_products``: sensor → master bias path,
     from the job named by ``config["biasJob"]`` (None: not known yet, when the job is
-    checked at ``execute``; it is planned again when it starts)."""
+    checked at ``execute``; it is planned again when it starts); ``reference_catalog``:
+    the directory ``image-qc`` measures zero points against (empty: none)."""
     if pipeline not in PIPELINES:
         raise PlanError(f"unknown pipeline {pipeline!r}; one of {', '.join(PIPELINES)}")
     unknown = sorted(set(config) - CONFIG_KEYS[pipeline])
@@ -76,7 +78,14 @@ def plan_job(
     if len(instruments) > 1 or camera is None:
         raise PlanError(f"a job processes one instrument's images, not {', '.join(instruments)}")
     if pipeline == "image-qc":
-        tasks = [QcTask(f.image_name, f.sensor, f.path, camera.pixel_scale) for f in files]
+        match_radius = config.get("matchRadius", 2.0)
+        if not _number_in(match_radius, 0.1, 30.0):
+            raise PlanError(f"matchRadius must be 0.1 to 30 arcsec, not {match_radius!r}")
+        tasks = [
+            QcTask(f.image_name, f.sensor, f.path, camera.pixel_scale, reference_catalog,
+                   float(match_radius))
+            for f in files
+        ]  # fmt: skip
         labels = [f"{f.image_name} {f.sensor}" for f in files]
         return JobPlan(qc_task, list(tasks), labels, [], camera.instrument, files)
     return _calibration_plan(
@@ -96,7 +105,7 @@ def _calibration_plan(
     bias_products: Mapping[str, str] | None,
 ) -> JobPlan:
     nsigma = config.get("nsigma", 4.0)
-    if isinstance(nsigma, bool) or not isinstance(nsigma, int | float) or not 1.0 <= nsigma <= 100:
+    if not _number_in(nsigma, 1.0, 100.0):
         raise PlanError(f"nsigma must be a number from 1 to 100, not {nsigma!r}")
     by_sensor: dict[str, list[ArchivedFile]] = defaultdict(list)
     for file in files:
@@ -121,7 +130,7 @@ def _calibration_plan(
                 kind=kind,
                 sensor=sensor,
                 inputs=tuple(f.path for f in inputs),
-                checksums=tuple(f.md5 for f in inputs),
+                checksums=tuple(f"{f.checksum_algorithm}:{f.checksum}" for f in inputs),
                 output=str(output),
                 job_id=job_id,
                 software_version=software_version,
@@ -132,3 +141,7 @@ def _calibration_plan(
         )
         outputs.append(str(output))
     return JobPlan(combine_task, tasks, sorted(by_sensor), outputs, camera.instrument, files)
+
+
+def _number_in(value: Any, low: float, high: float) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and low <= value <= high

@@ -17,9 +17,12 @@ Definitions (those of the observatory's quick-look displays):
   moments ``Ixx, Iyy, Ixy`` per star (converged, they are the moments of the star
   itself), FWHM = 2.355 sigma with sigma = (Ixx Iyy - Ixy²)^¼ in arcsec at the
   camera's pixel scale, e1 = (Ixx - Iyy)/(Ixx + Iyy), e2 = 2 Ixy/(Ixx + Iyy); the
-  detector's values are the medians over its PSF stars, ellipticity = |(e1, e2)|.
+  detector's values are the medians over its PSF stars, ellipticity = |(e1, e2)|;
+* given the reference stars on the detector (by the header's WCS), the zero point, per
+  amplifier and per detector (:mod:`cscs.ocs_batch.photometry`).
 
-No star, no PSF: those metrics are ``None`` (a bias has a bias level and no seeing).
+No star, no PSF: those metrics are ``None`` (a bias has a bias level and no seeing); no
+reference catalog, no zero point.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from cscs.camera.geometry import (
     SATURATION,
     SEGMENTS,
 )
+from cscs.ocs_batch.photometry import NO_ZERO_POINT, Reference, measure_zero_point
 
 __all__ = [
     "AmplifierQc",
@@ -68,6 +72,7 @@ class AmplifierQc:
     biasLevel: float  # ADU
     readNoise: float  # ADU
     skyLevel: float  # ADU above bias
+    zeroPoint: float | None  # mag giving 1 ADU / s on this amplifier
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class DetectorQc:
     psfE1: float | None
     psfE2: float | None
     ellipticity: float | None
+    zeroPoint: float | None  # mag giving 1 ADU / s, median over the stars
+    nZpStars: int  # stars the zero point is measured on
 
     def as_json(self) -> dict[str, Any]:
         """The DM-internal QC payload (ICD 1.1): names as in ``imageQuality``."""
@@ -135,50 +142,70 @@ def assemble(
 
 
 def measure_detector(
-    sensor: str, segments: Sequence[npt.NDArray[Any]], pixel_scale: float
+    sensor: str,
+    segments: Sequence[npt.NDArray[Any]],
+    pixel_scale: float,
+    reference: Reference | None = None,
 ) -> DetectorQc:
-    """Every ``image-qc`` metric of one detector from its raw segments (file order)."""
+    """Every ``image-qc`` metric of one detector from its raw segments (file order),
+    and its zero point if ``reference`` stars are given."""
     if len(segments) != len(SEGMENTS):
         raise ValueError(f"{sensor}: {len(segments)} segments, expected {len(SEGMENTS)}")
     overscan = [overscan_stats(s) for s in segments]
     image, saturated = assemble(segments, [level for level, _ in overscan])
-    amplifiers: list[AmplifierQc] = []
     skies: list[tuple[float, float]] = []
-    for segment, (level, noise) in zip(SEGMENTS, overscan, strict=True):
+    for segment in SEGMENTS:
         region = segment.detector_slice()
         # Every other pixel of every other row: 250 000 samples measure a sky to far
         # better than any use of it needs, in a quarter of the time.
         sky, rms = clipped_stats(image[region][::2, ::2], nsigma=3.0)
         image[region] -= np.float32(sky)  # each amplifier flattened to zero sky
         skies.append((sky, rms))
-        amplifiers.append(AmplifierQc(segment.name, level, noise, sky))
     sky_rms = float(np.mean([rms for _, rms in skies]))
-    objects = _detect(image, saturated, sky_rms)
+    objects, residual = _detect(image, saturated, sky_rms)
     stars = _psf_stars(image, saturated, objects, sky_rms)
     moments = [m for m in (_adaptive_moments(image, x, y, s) for x, y, s in stars) if m]
     psf = _summarise(moments, pixel_scale)
+    zero_point, fwhm = NO_ZERO_POINT, psf["psfFwhm"]
+    if reference is not None and fwhm is not None:
+        detections = (np.asarray(objects["x"]), np.asarray(objects["y"]))
+        zero_point = measure_zero_point(
+            residual, saturated, detections, sky_rms, fwhm / pixel_scale, reference
+        )
+    amplifiers = tuple(
+        AmplifierQc(segment.name, level, noise, sky, amplifier_zero_point)
+        for segment, (level, noise), (sky, _), amplifier_zero_point in zip(
+            SEGMENTS, overscan, skies, zero_point.amplifiers, strict=True
+        )
+    )
     return DetectorQc(
         sensor=sensor,
-        amplifiers=tuple(amplifiers),
+        amplifiers=amplifiers,
         skyMean=float(np.mean([sky for sky, _ in skies])),
         skyRms=sky_rms,
         nSources=len(objects),
         nPsfStars=len(moments),
         **psf,
+        zeroPoint=zero_point.detector,
+        nZpStars=zero_point.stars,
     )
 
 
-def _detect(image: Image, saturated: npt.NDArray[np.bool_], rms: float) -> npt.NDArray[Any]:
+def _detect(
+    image: Image, saturated: npt.NDArray[np.bool_], rms: float
+) -> tuple[npt.NDArray[Any], Image]:
+    """The sources, and the image less its smooth background (what apertures measure)."""
     if not math.isfinite(rms) or rms <= 0:
-        return np.zeros(0, dtype=[("x", "f8"), ("y", "f8"), ("flux", "f8"), ("flag", "i4")])
+        nothing = np.zeros(0, dtype=[("x", "f8"), ("y", "f8"), ("flux", "f8"), ("flag", "i4")])
+        return nothing, image
     background = sep.Background(image, mask=saturated, bw=128, bh=128)
-    residual = image - background.back()
+    residual: Image = image - background.back()
     sep.set_extract_pixstack(2_000_000)
     sep.set_sub_object_limit(4096)
     objects: npt.NDArray[Any] = sep.extract(
         residual, _DETECTION_SIGMA, err=rms, mask=saturated, minarea=5, deblend_cont=0.005
     )
-    return objects
+    return objects, residual
 
 
 def _psf_stars(
@@ -289,6 +316,6 @@ def image_summary(image: str, instrument: str, detectors: list[dict[str, Any]]) 
         "ellipticity": math.hypot(e1, e2) if e1 is not None and e2 is not None else None,
         "skyMean": median("skyMean"),
         "skyRms": median("skyRms"),
-        "zeroPoint": None,  # needs a reference catalog: not measured yet
+        "zeroPoint": median("zeroPoint"),
         "nSources": int(sum(values("nSources"))),
     }

@@ -205,7 +205,8 @@ class JobRunner:
             return plan
         products = await self.csc.bias_products(str(bias_job), plan.instrument)
         return plan_job(job.job_id, job.pipeline, job.config, plan.files,
-                        self.csc.archive_root, job.version, products)  # fmt: skip
+                        self.csc.archive_root, job.version, products,
+                        self.csc.reference_catalog)  # fmt: skip
 
     async def _collect(
         self, job: Job, plan: JobPlan, outcomes: Any, total: int
@@ -215,9 +216,18 @@ class JobRunner:
         async for outcome in outcomes:
             label = plan.labels[outcome.index]
             if outcome.error:
+                if not plan.outputs:  # image-qc: the image's processing failed
+                    image = label.partition(" ")[0]
+                    await self.publish_stage(image, "failed", f"{label}: {outcome.error}")
                 raise _TaskFailedError(f"{label}: {outcome.error}")
             self._log(job.job_id, f"{label} done on worker {outcome.result.get('worker')} "
                                   f"in {outcome.result.get('seconds')} s")  # fmt: skip
+            warning = outcome.result.pop("warning", None)
+            if warning:
+                self._log(job.job_id, f"{label}: {printable(str(warning), 500)}")
+                if "warning" not in job.result:  # once per job in the CSC's log
+                    job.result["warning"] = printable(str(warning), 500)
+                    self.csc.log.warning("image-qc", job=job.job_id, warning=job.result["warning"])
             if plan.outputs:
                 job.result.setdefault("products", []).append(outcome.result)
             else:
@@ -243,6 +253,7 @@ class JobRunner:
             every = await asyncio.to_thread(records.qc_of, image)
             summary = image_summary(image, plan.instrument, list(every.values()))
             await self._publish_dm(prefix, summary | {"jobId": job.job_id})
+            await self.publish_stage(image, "measured", _described(summary))
             images = job.result.setdefault("images", {})
             if len(images) < _IMAGES_IN_RESULT:
                 images[image] = summary
@@ -251,6 +262,13 @@ class JobRunner:
         data = encode(payload | {"sent_tai": current_tai()})
         if not await self.csc.bus.publish(topic, data, qos=1):
             self.csc.log.warning("could not publish QC metrics", topic=topic)
+
+    async def publish_stage(self, image: str, status: str, description: str) -> None:
+        """The image's ``image-qc`` stage on ``{dm}/status/image-qc`` (ICD 1.1), which
+        the Telemetry Gateway forwards as ``processingStatus``."""
+        payload = {"imageName": image, "stage": "image-qc", "status": status,
+                   "description": printable(description, 256)}  # fmt: skip
+        await self._publish_dm(f"{self.csc.config.dm_prefix}/status/image-qc", payload)
 
     async def _finish(self, job: Job, plan: JobPlan, measured: dict[str, set[str]]) -> str:
         if not plan.outputs:
@@ -275,12 +293,22 @@ class JobRunner:
                         software_version=job.version,
                         config=json.dumps(job.config),
                         byte_size=product["byteSize"],
-                        md5=product["md5"],
+                        checksum=product["checkSum"],
+                        checksum_algorithm=product["checkSumAlgorithm"],
                         created_tai=current_tai(),
                     ),
                 )
         job.result["outputs"] = [p["url"] for p in products]
         return f"{_count(len(products), job.pipeline + ' product')} written"
+
+
+def _described(summary: dict[str, Any]) -> str:
+    """One line of an image's QC, for night staff."""
+    parts = [_count(int(summary.get("nSensors") or 0), "detector")]
+    for name, label, unit in (("psfFwhm", "seeing", '"'), ("zeroPoint", "zero point", " mag")):
+        value = summary.get(name)
+        parts.append(f"{label} {value:.2f}{unit}" if value is not None else f"no {label}")
+    return ", ".join(parts)
 
 
 def _remove_staged(outputs: list[str]) -> None:

@@ -25,6 +25,7 @@ from cscs.camera.fits import Card, write_with_fitsio
 from cscs.camera.geometry import SEGMENTS
 from cscs.ocs_batch.combine import CalibrationInput, combine_detector
 from cscs.ocs_batch.qc import measure_detector
+from cscs.ocs_batch.refcat import detector_reference, load_reference_catalog
 
 __all__ = [
     "CalibrationTask",
@@ -75,13 +76,26 @@ class QcTask:
     sensor: str
     path: str
     pixel_scale: float  # arcsec / pixel
+    reference_catalog: str = ""  # a directory of reference shards; empty: no zero point
+    match_radius: float = 2.0  # arcsec, detection to reference star
 
 
 def qc_task(task: QcTask) -> dict[str, Any]:
     """``image-qc`` of one archived file: the metrics as the DM-internal payload."""
     started = time.perf_counter()
     header, segments = read_raw(task.path)
-    metrics = measure_detector(task.sensor, segments, task.pixel_scale).as_json()
+    reference, warning = None, ""
+    if task.reference_catalog:
+        # A broken reference catalog costs the zero point, not the other metrics.
+        try:
+            catalog = load_reference_catalog(Path(task.reference_catalog))
+        except ValueError as exc:
+            catalog, warning = None, f"no zero point: {exc}"
+        if catalog is not None:
+            reference = detector_reference(header, catalog, task.pixel_scale, task.match_radius)
+    metrics = measure_detector(task.sensor, segments, task.pixel_scale, reference).as_json()
+    if warning:
+        metrics["warning"] = warning[:500]
     metrics.update(
         imageName=task.image,
         imageType=str(header.get("IMGTYPE", "")),
@@ -97,7 +111,7 @@ class CalibrationTask:
     kind: str  # bias, dark, flat
     sensor: str
     inputs: tuple[str, ...]  # archived raw files of this detector
-    checksums: tuple[str, ...]  # as the catalog has them: provenance
+    checksums: tuple[str, ...]  # "algorithm:hex", as the catalog has them: provenance
     output: str  # the product's final path
     job_id: str
     software_version: str
@@ -132,7 +146,8 @@ def combine_task(task: CalibrationTask) -> dict[str, Any]:
         "sensor": task.sensor,
         "output": str(final),
         "byteSize": written.byte_size,
-        "md5": written.md5,
+        "checkSum": written.checksum,
+        "checkSumAlgorithm": written.checksum_algorithm,
         "inputs": [[Path(p).name, c] for p, c in zip(task.inputs, task.checksums, strict=True)],
         "worker": os.getpid(),
         "seconds": round(time.perf_counter() - started, 3),

@@ -4,7 +4,9 @@ camera, the DAQ and the archiver would only cost time.
 
 Files are made by the camera simulator's pixel code and written and recorded by the
 archiver's own store, so they are what a night would have archived, with the header
-values a data query selects on (image type, group, filter, exposure time).
+values a data query selects on (image type, group, filter, exposure time) and those
+``image-qc`` measures with (each detector's celestial WCS, the band, the airmass). The
+sky's catalog for the fields is written as the reference catalog, if asked.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from cscs.archiver.headers import Header
 from cscs.archiver.store import ArchiveStore, Provenance
 from cscs.camera.geometry import Camera
 from cscs.camera.naming import ImageName
+from cscs.camera.sky import Pointing, detector_wcs
 from cscs.catalog import ArchivedFile
 from cscs.daq.reader import SensorPixels
-from sim.daq.pixels import ElectronicsModel, Scene, SkyModel, synthesize_sensor
+from sim.daq.pixels import DEFAULT_POINTING, ElectronicsModel, Scene, SkyModel, synthesize_sensor
+from sim.daq.reference import field_radius, write_field_shards
 
 __all__ = ["SimulatedExposure", "simulated_archive"]
 
@@ -32,6 +36,8 @@ class SimulatedExposure:
     seeing: float = 0.8  # arcsec
     group: str = "group-1"
     band: str = "r"
+    pointing: Pointing = DEFAULT_POINTING
+    airmass: float = 1.0
 
 
 def simulated_archive(
@@ -42,9 +48,11 @@ def simulated_archive(
     *,
     first_number: int = 1,
     electronics: ElectronicsModel | None = None,
+    reference_catalog: Path | None = None,
 ) -> list[ArchivedFile]:
     """Write one file per exposure and sensor into the archive at ``root`` (catalog at
-    ``{root}/catalog.sqlite``) and return their catalog rows, in order."""
+    ``{root}/catalog.sqlite``) and return their catalog rows, in order; with
+    ``reference_catalog``, the sky's catalog of every field there."""
     model = electronics or ElectronicsModel()
     store, _ = ArchiveStore.open(root, camera, min_free_bytes=0)
     rows: list[ArchivedFile] = []
@@ -54,16 +62,27 @@ def simulated_archive(
             scene = Scene(
                 image_type=exposure.image_type, exposure_time=exposure.exposure_time,
                 dark_time=exposure.exposure_time, seed=number, camera=camera,
-                sky=SkyModel(seeing_fwhm=exposure.seeing),
+                sky=SkyModel(seeing_fwhm=exposure.seeing), pointing=exposure.pointing,
+                band=exposure.band, airmass=exposure.airmass,
             )  # fmt: skip
+            if reference_catalog is not None:
+                sky, at = scene.sky, exposure.pointing
+                radius = field_radius(camera)
+                write_field_shards(
+                    reference_catalog, at.ra, at.dec, radius, sky.star_counts, sky.catalog_seed
+                )
             header = Header(
                 url="", md5="", detectors={}, segments={}, missing="",
                 primary=[
                     ("IMGTYPE", exposure.image_type, ""), ("EXPTIME", exposure.exposure_time, ""),
                     ("DARKTIME", exposure.exposure_time, ""), ("GROUPID", exposure.group, ""),
                     ("FILTER", f"{exposure.band}_03", ""), ("FILTBAND", exposure.band, ""),
+                    ("AIRMASS", exposure.airmass, ""),
                 ],
             )  # fmt: skip
+            for sensor in sensors:
+                wcs = detector_wcs(camera, camera.detector(sensor), exposure.pointing)
+                header.detectors[sensor] = [(k, v, "") for k, v in wcs.keywords().items()]
             for sensor in sensors:
                 segments = synthesize_sensor(model, scene, camera.detector(sensor))
                 pixels = SensorPixels(image, sensor, tuple(segments), ())

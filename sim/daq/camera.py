@@ -12,8 +12,11 @@ retained ``daqAvailable`` event; which CCD is in each slot, the retained
 ``focalPlaneSummaryInfo`` (:mod:`sim.daq.hardware`).
 
 The camera sees the sky where its telescope (``Telescope:{index}``) points: it follows
-the retained ``target`` event and synthesises each image's stars at the pointing in
-force when the exposure starts (the telescope's first target until it hears one).
+the retained ``target`` and ``filter`` events and synthesises each image's stars at the
+pointing, in the band and through the airmass in force when the exposure starts (the
+telescope's first target, in r, until it hears otherwise). For each new field it writes
+the sky's catalog, in every band, as the reference catalog ``image-qc`` measures zero
+points against (``reference_catalog``; :mod:`sim.daq.reference`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from cscs.camera.events import (
     StartReadout,
 )
 from cscs.camera.geometry import Camera, camera_for_index
+from cscs.camera.observatory import pointing as sky_position
 from cscs.camera.sky import Pointing
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
@@ -63,10 +67,11 @@ from sim.daq.interface import (
     TakeImagesParams,
 )
 from sim.daq.pixels import DEFAULT_POINTING, Scene, synthesize_sensor
+from sim.daq.reference import field_radius, write_field_shards
 from sim.daq.sequence import ImageSequencer
 from sim.daq.server import DaqServer
 from sim.daq.store import DaqStore, SensorData
-from sim.ocs.telescope import TARGET, Target
+from sim.ocs.telescope import FILTER, TARGET, FilterState, Target
 from sim.ocs.weather import WEATHER, WeatherValues
 
 __all__ = ["CameraConfig", "CameraCsc"]
@@ -99,6 +104,9 @@ class CameraCsc(BaseCsc[CameraConfig]):
         self.pointing = DEFAULT_POINTING  # for the next exposure to start
         self.weather_address = CscAddress("Weather", 0, self.address.prefix)
         self.seeing: float | None = None  # the site's, once heard; else the configured
+        self.band = "r"  # of the filter in the beam
+        self._fields_written: set[Pointing] = set()  # reference shards written for these
+        self._reference_writer = ThreadPoolExecutor(1, "reference-catalog")
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return [
@@ -130,6 +138,7 @@ class CameraCsc(BaseCsc[CameraConfig]):
             )
             await self.publish_event(FOCAL_PLANE_SUMMARY_INFO, focal_plane_hardware(self.camera))
             await self.follow(self.telescope_address, TARGET, self._on_target)
+            await self.follow(self.telescope_address, FILTER, self._on_filter)
             await self.follow(self.weather_address, WEATHER, self._on_weather)
             self.keep_running(self._report_store, "daq-store")
         except BaseException:
@@ -144,6 +153,7 @@ class CameraCsc(BaseCsc[CameraConfig]):
             await self.server.close()
             self.server = None
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._reference_writer.shutdown(wait=True, cancel_futures=True)
 
     async def configure(self, config: CameraConfig) -> None:
         try:
@@ -159,6 +169,7 @@ class CameraCsc(BaseCsc[CameraConfig]):
                 f"({config.store_bytes / 1e9:.1f} GB): raise store_bytes or list fewer sensors"
             )
         self.store.set_capacity(config.store_bytes)
+        self._fields_written.clear()  # the directory or the sky may be another now
         self.sensors = sensors
         self.faults.clear()
         for rule in config.faults:
@@ -176,6 +187,15 @@ class CameraCsc(BaseCsc[CameraConfig]):
             self.log.warning("ignored a seeing no sky has", seeing=seeing)
             return
         self.seeing = seeing
+
+    def _on_filter(self, event: Parsed[FilterState]) -> None:
+        """The band of the filter in the beam sets the stars' brightness; a band the
+        sky does not know (a grating alone) is seen as r."""
+        band = event.data.band
+        if len(band) > 16 or not band.isprintable():
+            self.log.warning("ignored a filter band no filter has", band=band[:32])
+            return
+        self.band = band or "r"
 
     def _on_target(self, event: Parsed[Target]) -> None:
         """The telescope's new target: where the next exposures look. Its schema holds
@@ -243,7 +263,7 @@ class CameraCsc(BaseCsc[CameraConfig]):
         self, params: TakeImagesParams, number: int, keys: str, values: str
     ) -> str:
         start = current_tai()
-        pointing = self.pointing
+        pointing, band = self.pointing, self.band  # as the exposure starts
         name = self.sequencer.next(start)
         image = str(name)
         await self.publish_event(
@@ -265,7 +285,13 @@ class CameraCsc(BaseCsc[CameraConfig]):
                 additionalValues=values,
             ),
         )
-        await asyncio.sleep(params.expTime)
+        if params.imageType in ("OBJECT", "ENGTEST"):  # what sees the sky
+            self._write_reference(pointing)
+        loop = asyncio.get_running_loop()
+        airmass, _ = await asyncio.gather(
+            loop.run_in_executor(self._executor, self._airmass, pointing, start),
+            asyncio.sleep(params.expTime),
+        )
         shutter_closed = current_tai()
         await self.publish_event(
             START_READOUT, StartReadout(imageName=image, timestampStartOfReadout=shutter_closed)
@@ -292,6 +318,8 @@ class CameraCsc(BaseCsc[CameraConfig]):
             seed=zlib.crc32(f"{self.config.seed}/{image}".encode()),
             camera=self.camera,
             pointing=pointing,
+            band=band,
+            airmass=airmass,
             sky=(
                 self.config.sky
                 if self.seeing is None
@@ -325,6 +353,33 @@ class CameraCsc(BaseCsc[CameraConfig]):
         )
         await self._publish_store_status()
         return image
+
+    def _airmass(self, pointing: Pointing, start: float) -> float:
+        """At the exposure's start (the zenith's, 1, below the horizon: the simulator
+        does not refuse a pointing)."""
+        airmass = sky_position(pointing.ra, pointing.dec, start).airmass
+        return airmass if math.isfinite(airmass) else 1.0
+
+    def _write_reference(self, pointing: Pointing) -> None:
+        """The field's cells of the sky catalog as reference shards, in the background
+        (a wide field takes a second or two: no exposure waits for it)."""
+        directory = self.config.reference_catalog
+        if directory == "none" or pointing in self._fields_written:
+            return
+        self._fields_written.add(pointing)
+        root = Path(directory) if directory else self.state_dir / "refcat"
+        sky = self.config.sky
+
+        def write() -> None:
+            try:
+                write_field_shards(root, pointing.ra, pointing.dec, field_radius(self.camera),
+                                   sky.star_counts, sky.catalog_seed)  # fmt: skip
+            except Exception as exc:  # a background writer: logged, never silent
+                self._fields_written.discard(pointing)
+                self.log.warning("reference catalog not written", directory=str(root),
+                                 error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+
+        self._reference_writer.submit(write)
 
     async def _read_out(self, image: str, scene: Scene) -> None:
         """Synthesise every sensor into the DAQ buffer (worker threads: numpy releases

@@ -25,6 +25,10 @@ class CameraConfig(ConfigSchema):
     sky: SkyModel = SkyModel()
     faults: list[FaultRule] = []
     synthesis_threads: int = Field(default=2, ge=1, le=64)
+    reference_catalog: str = Field(default="", max_length=4096)
+    """Where the sky's catalog is written for each field observed (the reference
+    image-qc's zero points are measured against); empty: `$CSCS_STATE_DIR/refcat`;
+    `none`: not written."""
 
 
 def parse_key_value_map(text: str) -> tuple[str, str]:

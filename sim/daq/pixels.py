@@ -43,7 +43,7 @@ from cscs.camera.geometry import (
     Segment,
 )
 from cscs.camera.sky import Pointing, detector_wcs
-from sim.daq.sky_catalog import StarCounts, stars_near
+from sim.daq.sky_catalog import BANDS, StarCounts, band_magnitudes, stars_near
 
 __all__ = [
     "DEFAULT_POINTING",
@@ -93,7 +93,16 @@ class SkyModel(BaseModel):
     star_density: float = Field(default=8000.0, ge=0.0, le=100_000.0)  # per deg², to faint
     bright_magnitude: float = 14.0  # the brightest saturate in a 30 s ComCam exposure
     faint_magnitude: float = 19.75
-    zero_point: float = 28.0  # the magnitude that gives 1 electron / s
+    # The magnitude that gives 1 electron / s at the zenith (airmass 1), per band: the
+    # relative throughputs of the Simonyi telescope's filters. A band not listed (a
+    # LATISS grating alone, "white") takes r's.
+    zero_points: dict[str, float] = {
+        "u": 26.1, "g": 28.1, "r": 28.0, "i": 27.8, "z": 27.4, "y": 26.4
+    }  # fmt: skip
+    # Atmospheric extinction, magnitudes per airmass (Cerro Pachón's, roughly).
+    extinction: dict[str, float] = {
+        "u": 0.47, "g": 0.21, "r": 0.13, "i": 0.10, "z": 0.07, "y": 0.17
+    }  # fmt: skip
     catalog_seed: int = Field(default=0, ge=0)  # selects the stars: the sky never changes
     cosmic_rays_per_second: float = 1.0  # per CCD
 
@@ -103,9 +112,23 @@ class SkyModel(BaseModel):
             raise ValueError("bright_magnitude must be less (brighter) than faint_magnitude")
         return self
 
+    @model_validator(mode="after")
+    def _r_is_known(self) -> SkyModel:
+        for table in ("zero_points", "extinction"):
+            if "r" not in getattr(self, table):
+                raise ValueError(f"{table} needs r: the band every other falls back on")
+        return self
+
     @property
     def star_counts(self) -> StarCounts:
         return StarCounts(self.star_density, self.bright_magnitude, self.faint_magnitude)
+
+    def zero_point(self, band: str, airmass: float) -> float:
+        """The magnitude that gives 1 electron / s in ``band`` through ``airmass``: the
+        truth that ``image-qc``'s zero point (per ADU, so less 2.5 log10 gain) measures."""
+        known = band if band in self.zero_points else "r"
+        extinction = self.extinction.get(known, self.extinction["r"])
+        return self.zero_points[known] - extinction * (airmass - 1.0)
 
 
 # Where a camera looks until it hears from its telescope: the simulated telescope's
@@ -124,6 +147,13 @@ class Scene:
     camera: Camera = Camera.COMCAM  # the pixel scale and where each detector looks
     pointing: Pointing = DEFAULT_POINTING  # at the start of the exposure
     sky: SkyModel = field(default_factory=SkyModel)
+    band: str = "r"  # of the filter in the beam
+    airmass: float = 1.0  # at the start of the exposure
+
+    @property
+    def zero_point(self) -> float:
+        """The magnitude that gives 1 electron / s in this exposure."""
+        return self.sky.zero_point(self.band, self.airmass)
 
 
 @dataclass(frozen=True)
@@ -207,7 +237,12 @@ class DetectorStars:
 
     col: npt.NDArray[np.float64]
     row: npt.NDArray[np.float64]
-    magnitude: npt.NDArray[np.float64]
+    magnitude: npt.NDArray[np.float64]  # r
+    colour: npt.NDArray[np.float64]  # g - r
+
+    def magnitudes(self, band: str) -> npt.NDArray[np.float64]:
+        """In ``band``; a band the catalog does not know is r."""
+        return band_magnitudes(self.magnitude, self.colour, band if band in BANDS else "r")
 
 
 @functools.lru_cache(maxsize=512)  # every detector of LSSTCam at two pointings
@@ -239,7 +274,8 @@ def detector_stars(
             & (row >= -0.5 - margin)
             & (row <= CCD_ROWS - 0.5 + margin)
         )
-    return DetectorStars(*(_readonly(a[near]) for a in (col, row, stars.magnitude)))
+    columns = (col, row, stars.magnitude, stars.colour)
+    return DetectorStars(*(_readonly(a[near]) for a in columns))
 
 
 def _readonly(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -255,7 +291,8 @@ def _add_stars(electrons: npt.NDArray[np.float32], scene: Scene, detector: Detec
         scene.camera, detector, scene.pointing, sky.star_counts, sky.catalog_seed, radius
     )
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    fluxes = scene.exposure_time * 10.0 ** (-0.4 * (stars.magnitude - sky.zero_point))
+    magnitudes = stars.magnitudes(scene.band)
+    fluxes = scene.exposure_time * 10.0 ** (-0.4 * (magnitudes - scene.zero_point))
     for x, y, flux in zip(stars.col, stars.row, fluxes, strict=True):
         cx, cy = math.floor(x + 0.5), math.floor(y + 0.5)  # the pixel the centre falls in
         gx = np.exp(-0.5 * ((offsets + (cx - x)) / sigma) ** 2)

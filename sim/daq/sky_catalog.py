@@ -12,7 +12,11 @@ implies, so the density is right everywhere, poles included.
 
 Magnitudes follow the number counts of a field away from the Galactic plane, roughly:
 ``N(<m) ∝ 10^(0.3 m)`` between the bright and the faint limit (many faint stars, few
-bright ones). The configured density counts every star down to the faint limit.
+bright ones). The configured density counts every star down to the faint limit. That
+magnitude is the star's r; each star also has a colour g - r (main-sequence stars, about
+-0.3 to 1.6) from which its magnitude in every band of the camera (u g r i z y) follows
+by linear colour terms, roughly those of real stars: blue stars are brighter in u and g,
+red ones in i, z and y.
 """
 
 from __future__ import annotations
@@ -24,7 +28,19 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BAND_HEIGHT", "StarCatalog", "StarCounts", "cell_of", "stars_near"]
+from cscs.camera.sky import within_radius
+
+__all__ = [
+    "BANDS",
+    "BAND_HEIGHT",
+    "StarCatalog",
+    "StarCounts",
+    "band_magnitudes",
+    "cell_of",
+    "cell_stars",
+    "cells_near",
+    "stars_near",
+]
 
 Array = npt.NDArray[np.float64]
 BAND_HEIGHT = 0.5  # deg: a cell holds ~2000 stars at 8000 per square degree
@@ -32,6 +48,16 @@ _BANDS = round(180.0 / BAND_HEIGHT)
 _SLOPE = 0.3  # d log10 N(<m) / dm
 _CELLS_CACHED = 256  # ~12 MB at the default density; an LSSTCam field spans ~70 cells
 _SQUARE_DEGREES_PER_STERADIAN = (180.0 / math.pi) ** 2
+# m_band = r + offset + slope * (g - r): the bands of the camera, blue to red.
+_COLOUR_TERMS = {
+    "u": (0.25, 2.2),
+    "g": (0.0, 1.0),
+    "r": (0.0, 0.0),
+    "i": (-0.05, -0.35),
+    "z": (-0.08, -0.5),
+    "y": (-0.1, -0.6),
+}
+BANDS = tuple(_COLOUR_TERMS)
 
 
 @dataclass(frozen=True)
@@ -54,14 +80,28 @@ class StarCounts:
 
 @dataclass(frozen=True)
 class StarCatalog:
-    """Stars as parallel arrays (read-only): RA and Dec in degrees (ICRS), magnitude."""
+    """Stars as parallel arrays (read-only): RA and Dec in degrees (ICRS), magnitude
+    (r) and colour (g - r)."""
 
     ra: Array
     dec: Array
     magnitude: Array
+    colour: Array
 
     def __len__(self) -> int:
         return len(self.ra)
+
+    def magnitudes(self, band: str) -> Array:
+        """Each star's magnitude in ``band`` (one of :data:`BANDS`); ValueError otherwise."""
+        return band_magnitudes(self.magnitude, self.colour, band)
+
+
+def band_magnitudes(r: Array, colour: Array, band: str) -> Array:
+    """Magnitudes in ``band`` of stars of r magnitude ``r`` and colour g - r ``colour``."""
+    if band not in _COLOUR_TERMS:
+        raise ValueError(f"no band {band!r} in the sky catalog; one of {', '.join(BANDS)}")
+    offset, slope = _COLOUR_TERMS[band]
+    return r + offset + slope * colour
 
 
 def _band_edges(band: int) -> tuple[float, float]:
@@ -90,7 +130,7 @@ def _readonly(values: Array) -> Array:
 
 
 @functools.lru_cache(maxsize=_CELLS_CACHED)
-def _cell_stars(seed: int, counts: StarCounts, band: int, cell: int) -> StarCatalog:
+def cell_stars(seed: int, counts: StarCounts, band: int, cell: int) -> StarCatalog:
     """One cell's stars: a function of the seed, the counts and the cell, nothing else."""
     rng = np.random.default_rng((seed, band, cell))
     low, high = _band_edges(band)
@@ -104,10 +144,12 @@ def _cell_stars(seed: int, counts: StarCounts, band: int, cell: int) -> StarCata
     bright = 10.0 ** (_SLOPE * counts.bright_magnitude)
     faint = 10.0 ** (_SLOPE * counts.faint_magnitude)
     magnitude = np.log10(bright + rng.random(count) * (faint - bright)) / _SLOPE
-    return StarCatalog(_readonly(ra), _readonly(dec), _readonly(magnitude))
+    # Drawn after the rest, so that adding colours moved no star.
+    colour = np.clip(rng.normal(0.6, 0.35, count), -0.3, 1.6)
+    return StarCatalog(*(_readonly(a) for a in (ra, dec, magnitude, colour)))
 
 
-def _cells_near(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:
+def cells_near(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:
     """Every cell that may hold a star within ``radius`` of (ra, dec), all degrees: a
     superset, cut exactly afterwards."""
     low, high = dec - radius, dec + radius
@@ -142,17 +184,10 @@ def stars_near(
         raise ValueError(f"radius must be 0-180 degrees, not {radius}")
     if seed < 0:
         raise ValueError(f"catalog seed must be >= 0, not {seed}")
-    parts = [_cell_stars(seed, counts, band, cell) for band, cell in _cells_near(ra, dec, radius)]
+    parts = [cell_stars(seed, counts, band, cell) for band, cell in cells_near(ra, dec, radius)]
     all_ra = np.concatenate([p.ra for p in parts])
     all_dec = np.concatenate([p.dec for p in parts])
     magnitude = np.concatenate([p.magnitude for p in parts])
-    # Haversine: exact to well below a milliarcsecond at any separation.
-    dec0, dec1 = math.radians(dec), np.radians(all_dec)
-    half_chord = (
-        np.sin((dec1 - dec0) / 2) ** 2
-        + math.cos(dec0) * np.cos(dec1) * np.sin(np.radians(all_ra - ra) / 2) ** 2
-    )
-    inside = half_chord <= math.sin(math.radians(radius) / 2) ** 2
-    return StarCatalog(
-        _readonly(all_ra[inside]), _readonly(all_dec[inside]), _readonly(magnitude[inside])
-    )
+    colour = np.concatenate([p.colour for p in parts])
+    inside = within_radius(all_ra, all_dec, ra, dec, radius)
+    return StarCatalog(*(_readonly(a[inside]) for a in (all_ra, all_dec, magnitude, colour)))

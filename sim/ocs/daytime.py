@@ -1,6 +1,7 @@
 """The demo's day after the night: OCS Batch makes a master bias from the night's biases
 and measures every science image, as the OCS would command it; the measured seeing is
-printed next to the seeing the simulated sky had."""
+printed next to the seeing the simulated sky had, with the zero point measured against
+the sky's catalog (which the simulated camera wrote for each field it saw)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,10 @@ async def daytime(bus: Bus, night: str, log: NightLog, progress: Progress) -> No
             truth = log.seeing.get(image)
             shown = f'{measured:.2f}"' if measured is not None else "not measured"
             sky = f' (the simulated sky: {truth:.2f}")' if truth is not None else ""
-            progress.say(f"  {image}: seeing {shown}{sky}, {summary.get('nSources')} sources")
+            zero_point = summary.get("zeroPoint")
+            zp = f"{zero_point:.2f} mag for 1 ADU/s" if zero_point is not None else "not measured"
+            progress.say(f"  {image}: seeing {shown}{sky}, zero point {zp}, "
+                         f"{summary.get('nSources')} sources")  # fmt: skip
 
 
 async def _job(

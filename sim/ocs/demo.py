@@ -43,6 +43,8 @@ from sim.ocs.night import (
     NightLog,
     NightStoppedError,
     check_headers,
+    note_alarm,
+    note_alarms,
     note_ends,
     note_seeing,
     verify_archive,
@@ -84,6 +86,7 @@ async def run_demo(
         CscAddress("HeaderService", index),
         CscAddress("Archiver", index),
         CscAddress("OCSBatch", 0),
+        CscAddress("TelemetryGateway", 0),
         CscAddress("Camera", index),
     ]
     script = load_script(script_path)
@@ -151,12 +154,15 @@ async def _night(
         weather.stream("weather", kind=Kind.TELEMETRY) as seeing,
         archiver.stream() as archived,
         header.events(LARGE_FILE_OBJECT_AVAILABLE) as headers,
+        Remote(bus, CscAddress("TelemetryGateway", 0)) as gateway,
+        gateway.stream("alarm") as alarms,
     ):
         checkers = [
             asyncio.create_task(note_ends(ends, log)),
             asyncio.create_task(note_seeing(seeing, log)),
             asyncio.create_task(verify_archive(archived, log, progress)),
             asyncio.create_task(check_headers(headers, log, progress)),
+            asyncio.create_task(note_alarms(alarms, log, progress)),
         ]
         try:
             await run_script(
@@ -177,6 +183,8 @@ async def _night(
         finally:
             progress.done()
             await cancel_and_wait(checkers, structlog.get_logger("demo"), "stopping the checks")
+            for change in alarms.pending():  # came as the night ended: still the night's
+                note_alarm(change, log, progress)
 
 
 async def _shut_down(
@@ -235,7 +243,7 @@ def _summary(log: NightLog, failures: int, out: TextIO) -> None:
     expected = log.taken * log.sensors_per_image
     print(
         f"summary: {len(log.ended)} of {log.taken} images taken; {log.files} of {expected} "
-        f"files archived and verified (FITS checksums re-read, MD5 matched; "
+        f"files archived and verified (FITS checksums re-read, file checksums matched; "
         f"{log.bytes_archived / 1e9:.2f} GB); {log.files_with_header} with their header, "
         f"{log.headers_complete} of {log.headers} headers complete; endReadout -> archived "
         f"median {median:.0f} ms, worst {worst:.0f} ms; {len(log.problems)} problems; "

@@ -7,19 +7,23 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from cscs.archiver.interface import IMAGE_ARCHIVED, IMAGE_RETRIEVAL_FAILED, ImageArchived
 from cscs.camera.events import EndReadout
 from cscs.camera.headers import LargeFileObjectAvailable, read_header_document
 from cscs.camera.verify import verify_raw_file
-from cscs.core.remote import EventStream, Parsed, ParsedStream
+from cscs.core.remote import EventStream, Parsed, ParsedStream, Received
+from cscs.ocs.alarms import alarm_line
 from cscs.ocs.progress import Progress
 
 __all__ = [
     "NightLog",
     "NightStoppedError",
     "check_headers",
+    "note_alarm",
+    "note_alarms",
     "note_ends",
     "note_seeing",
     "verify_archive",
@@ -45,6 +49,7 @@ class NightLog:
     latest_seeing: float | None = None  # the site's, as the weather station last said
     seeing: dict[str, float] = field(default_factory=dict)  # image -> seeing as it was read
     problems: list[str] = field(default_factory=list)
+    alarms: list[dict[str, Any]] = field(default_factory=list)  # alarm events, in order
     # QoS 1 is at-least-once, and overlapping subscriptions on one connection can
     # bring a message twice: each file and header is counted once
     seen: set[tuple[str, str]] = field(default_factory=set)
@@ -73,6 +78,17 @@ async def note_ends(ends: ParsedStream[EndReadout], log: NightLog) -> None:
             log.seeing[end.data.imageName] = log.latest_seeing
 
 
+async def note_alarms(alarms: EventStream, log: NightLog, progress: Progress) -> None:
+    """The Telemetry Gateway's alarm changes, as the night staff would see them."""
+    async for change in alarms:
+        note_alarm(change, log, progress)
+
+
+def note_alarm(change: Received, log: NightLog, progress: Progress) -> None:
+    log.alarms.append(change.data)
+    progress.say(f"  alarm: {alarm_line(change.data)}")
+
+
 async def note_seeing(weather: EventStream, log: NightLog) -> None:
     """The site's seeing as it changes (the simulated camera's stars follow it)."""
     async for received in weather:
@@ -84,7 +100,7 @@ async def note_seeing(weather: EventStream, log: NightLog) -> None:
 def verify_archived_file(event: ImageArchived) -> list[str]:
     """Re-read an archived file as announced: what is wrong with it (empty: nothing)."""
     path = Path(urlparse(event.url).path)
-    return verify_raw_file(path, event.byteSize, event.checkSum)
+    return verify_raw_file(path, event.byteSize, event.checkSum, event.checkSumAlgorithm)
 
 
 async def verify_archive(events: EventStream, log: NightLog, progress: Progress) -> None:

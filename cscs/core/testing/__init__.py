@@ -13,6 +13,7 @@ from cscs.core.testing.harness import (
     CscHarness,
     check_bad_commands,
     check_standard_state_transitions,
+    enabled_csc,
     make_csc,
     send_raw,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "TestCsc",
     "check_bad_commands",
     "check_standard_state_transitions",
+    "enabled_csc",
     "make_csc",
     "send_raw",
 ]

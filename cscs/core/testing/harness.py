@@ -2,7 +2,8 @@
 
 * :func:`make_csc` — run a CSC and a :class:`Remote` to it on any
   :class:`~cscs.core.transport.Connector`: a :class:`~cscs.core.testing.MemoryBroker`
-  for unit tests, a real broker for system tests.
+  for unit tests, a real broker for system tests; :func:`enabled_csc` — the same,
+  started with a configuration override the test writes, and enabled.
 * :func:`check_standard_state_transitions` and :func:`check_bad_commands` — the life
   cycle and the command protocol as ICD §2-3 write them, for any CSC.
 """
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from cscs.core import generic as g
 from cscs.core.csc import BaseCsc
 from cscs.core.protocol import AckCode
@@ -32,6 +35,7 @@ __all__ = [
     "CscHarness",
     "check_bad_commands",
     "check_standard_state_transitions",
+    "enabled_csc",
     "make_csc",
     "send_raw",
 ]
@@ -74,6 +78,30 @@ async def make_csc(
         async with csc, bus, Remote(bus, csc.address, identity=identity) as remote:
             await remote.wait_for_state(initial_state)
             yield CscHarness(csc, remote, bus)
+
+
+@contextlib.asynccontextmanager
+async def enabled_csc(
+    factory: type[BaseCsc[Any]],
+    broker: Connector,
+    tmp_path: Path,
+    prefix: str,
+    config: Mapping[str, Any],
+    *,
+    index: int = 0,
+) -> AsyncIterator[CscHarness]:
+    """``factory``'s CSC on ``prefix``, started with ``config`` as its ``test``
+    override (written under ``tmp_path/config``) and enabled; its state in
+    ``tmp_path/state``."""
+    configs = tmp_path / "config" / factory.interface.name
+    configs.mkdir(parents=True, exist_ok=True)
+    (configs / "test.yaml").write_text(yaml.safe_dump(dict(config)))
+    settings = Settings(prefix=prefix, state_dir=tmp_path / "state",
+                        config_dir=tmp_path / "config")  # fmt: skip
+    async with make_csc(factory, broker, index=index, settings=settings) as harness:
+        await harness.remote.command("start", {"configurationOverride": "test"}, timeout=60)
+        await harness.remote.command("enable")
+        yield harness
 
 
 _TO_STATE = {

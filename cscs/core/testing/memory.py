@@ -143,6 +143,8 @@ class MemoryTransport(BaseTransport):
         keepalive: int = 5,  # nothing to ping in memory: a dropped client is dropped at once
         connect_timeout: float = 10.0,
         on_connect: OnConnect | None = None,
+        persistent_session: bool = False,  # in memory: nothing is kept for an absent client
+        manual_ack: bool = False,  # in memory: nothing to redeliver, acks are no-ops
     ) -> None:
         super().__init__(client_id, on_connect, "memory-bus")
         self.broker = broker
