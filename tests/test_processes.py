@@ -46,6 +46,48 @@ async def run_cscs(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+def log_tails(directory: Path, lines: int = 15) -> str:
+    """The last lines of every log in ``directory``: what a timed-out night test shows,
+    so that a hang on a CI machine can be read from its output alone."""
+    tails = []
+    for log in sorted(directory.glob("*.log")):
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+        tails.append(f"--- {log.name} (last {len(text)} lines)\n" + "\n".join(text))
+    return "\n".join(tails) or f"(no logs in {directory})"
+
+
+async def run_night(
+    argv: list[str], env: dict[str, str], logs: Path, timeout: float
+) -> tuple[int, str]:
+    """Run a night (``cscs demo`` or ``cscs ocs run-script``) to its end and return its
+    exit code and output. On a hang: kill its whole session, and fail with what it had
+    printed and the CSCs' log tails (the guard is for deadlocks, not for speed: a night
+    takes about a minute here)."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, start_new_session=True,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    printed: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while line := await process.stdout.readline():
+                printed.append(line.decode(errors="replace"))
+            await process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        pytest.fail(
+            f"the night did not end within {timeout:.0f} s; it printed:\n"
+            + "".join(printed)
+            + "\nthe CSCs' logs:\n"
+            + log_tails(logs)
+        )
+    assert process.returncode is not None
+    return process.returncode, "".join(printed)
+
+
 @pytest.fixture
 async def csc_process(
     real_broker: EmbeddedBroker, index: int
@@ -157,20 +199,18 @@ async def test_csc_survives_a_broker_restart(backend: str, index: int) -> None:
         await h.remote.command("disable", timeout=10)
 
 
+@pytest.mark.timeout(420)
 async def test_demo_night_reads_back_every_image(tmp_path: Path) -> None:
     """README command one on the embedded amqtt broker (what a machine without Mosquitto
     gets), shortened readouts: every image verified, exit 0. (The night on Mosquitto is
     the next test: one full night per broker.)"""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cscs", "demo", "--fast", "--backend", "amqtt",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, text = await run_night(
+        [sys.executable, "-m", "cscs", "demo", "--fast", "--backend", "amqtt"],
         env={**os.environ, "CSCS_STATE_DIR": str(tmp_path)},
-    )  # fmt: skip
-    async with asyncio.timeout(110):
-        out, err = await process.communicate()
-    text = out.decode()
-    assert process.returncode == 0, text + err.decode()
+        logs=tmp_path / "logs",
+        timeout=400,
+    )
+    assert code == 0, text + log_tails(tmp_path / "logs")
     assert "13 of 13 images taken; 13 of 13 files archived and verified" in text
     assert "13 with their header, 13 of 13 headers complete" in text
     assert "0 problems; every CSC exited cleanly" in text
@@ -246,6 +286,7 @@ async def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path: Path
 
 
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+@pytest.mark.timeout(420)
 async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) -> None:
     """The demo's script run by `cscs ocs run-script` against CSCs each started with
     `cscs run` on Mosquitto (the broker the observatory runs; the demo test above is the
@@ -254,24 +295,18 @@ async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) ->
     names = ["Weather:0", "Telescope:1", "HeaderService:1", "Archiver:1", "OCSBatch:0",
              "TelemetryGateway:0", "Camera:1"]  # fmt: skip
     expected = images_commanded(load_script(NIGHT_SCRIPT), {"index": 1})
+    logs = tmp_path / "logs"
+    logs.mkdir()
     async with EmbeddedBroker("mosquitto") as broker:
-        processes = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "cscs",
-                "run",
-                name.split(":")[0].lower(),
-                "--index",
-                name.split(":")[1],
-                "--broker",
-                broker.url,
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            for name in names
-        ]
+        processes = []
+        for name in names:
+            component, index = name.split(":")
+            argv = ["-m", "cscs", "run", component.lower(), "--index", index]
+            with (logs / f"{component}-{index}.log").open("wb") as log:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, *argv, "--broker", broker.url, env=env, stdout=log, stderr=log
+                )
+            processes.append(process)
         try:
             async with (
                 broker.transport() as bus,
@@ -280,11 +315,12 @@ async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) ->
                 camera.events(END_READOUT) as ends,
                 archiver.events(IMAGE_ARCHIVED) as archived,
             ):
-                code, out, err = await run_cscs(
-                    "ocs", "run-script", str(NIGHT_SCRIPT), "--set", "config=fast",
-                    "--broker", broker.url, "--connect-timeout", "30", timeout=240,
+                code, out = await run_night(
+                    [sys.executable, "-m", "cscs", "ocs", "run-script", str(NIGHT_SCRIPT),
+                     "--set", "config=fast", "--broker", broker.url, "--connect-timeout", "30"],
+                    env=env, logs=logs, timeout=300,
                 )  # fmt: skip
-                assert code == 0, out + err
+                assert code == 0, out + log_tails(logs)
                 assert "script done" in out
                 sensors = {}
                 for _ in range(expected):
@@ -307,5 +343,17 @@ async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) ->
         finally:
             for process in processes:
                 process.terminate()
-            codes = [await process.wait() for process in processes]
-    assert codes == [0] * len(names)
+            codes = [await _exit_code(process, grace=30) for process in processes]
+    assert codes == [0] * len(names), log_tails(logs)
+
+
+async def _exit_code(process: asyncio.subprocess.Process, grace: float) -> int | None:
+    """The exit code of a terminated process; ``None`` if it needed SIGKILL after
+    ``grace`` seconds (a CSC that does not stop on SIGTERM is a failure to show)."""
+    try:
+        async with asyncio.timeout(grace):
+            return await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return None
