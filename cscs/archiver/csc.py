@@ -144,7 +144,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         if stale:
             self.log.warning("removed files left half-written by a crash", count=stale)
         if self.store is not None:
-            self.store.close()
+            await asyncio.to_thread(self.store.close)
         self.store = store
         if daq is not None:
             await self._switch_daq(daq)
@@ -178,7 +178,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             await self.reads.daq.close()
             self.reads.daq = None
         if self.store is not None:
-            self.store.close()
+            await asyncio.to_thread(self.store.close)  # waits for files still being written
 
     async def end_enable(self, params: NoParams) -> None:
         self.jobs.spawn(self._catch_up_quietly("at enable"), "catch-up at enable")

@@ -6,7 +6,9 @@ path built with :func:`~cscs.camera.files.path_under`, so it stays under the roo
 file is written whole under a temporary name and renamed (:mod:`cscs.camera.fits`), and
 only then recorded in the catalog, so the catalog never lists a file that is not whole.
 Before each write the free space is checked against ``min_free_bytes``: a full archive
-is refused with the figures, not discovered half-way through a file.
+is refused with the figures, not discovered half-way through a file. With tile
+compression, files are compressed in worker processes (:mod:`cscs.camera.compressing`),
+one per core, owned by the store and stopped with it.
 
 Every method blocks (disk, database): the archiver calls them in worker threads.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from cscs.archiver.headers import Header
 from cscs.camera.checksum import Algorithm
+from cscs.camera.compressing import CompressionWorkers
 from cscs.camera.files import path_under
 from cscs.camera.fits import BLOCK, Card, write_raw_fits
 from cscs.camera.focal_plane import segment_keywords
@@ -81,6 +84,7 @@ class ArchiveStore:
         self.compression = compression
         self.checksum = checksum
         self.min_free_bytes = min_free_bytes
+        self._workers = CompressionWorkers() if compression else None
 
     @classmethod
     def open(
@@ -104,6 +108,8 @@ class ArchiveStore:
         return store, stale
 
     def close(self) -> None:
+        if self._workers is not None:
+            self._workers.close()
         self.catalog.close()
 
     # ---- where and what ------------------------------------------------------------
@@ -153,7 +159,8 @@ class ArchiveStore:
         detector = self.camera.detector(sensor)
         extensions = [_extension_cards(detector, s, header) for s in SEGMENTS]
         try:
-            written = write_raw_fits(
+            write = self._workers.write if self._workers is not None else write_raw_fits
+            written = write(
                 path,
                 _file_cards(path) + self._primary_cards(image, sensor, header),
                 list(zip(extensions, pixels.segments, strict=True)),

@@ -41,9 +41,12 @@ __all__ = [
     "BLOCK",
     "Card",
     "WrittenFile",
+    "commit",
     "datasum",
     "encode_checksum",
+    "temporary_name",
     "write_raw_fits",
+    "write_unsynced",
     "write_with_fitsio",
 ]
 
@@ -275,28 +278,58 @@ def write_with_fitsio(
     type) atomically, through cfitsio: ``CHECKSUM``/``DATASUM`` in every HDU, the file
     under ``path`` only once whole and synced. Slower than :func:`write_raw_fits` for
     raws; for everything else, the one way."""
-    import fitsio  # only this path needs cfitsio
-
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    temporary = temporary_name(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with fitsio.FITS(str(temporary), "rw", clobber=True) as out:
-            out.write(None, header=[_fitsio_card(c) for c in primary])
-            out[-1].write_checksum()
-            for cards, pixels in extensions:
-                name = next((v for k, v, _ in cards if k == "EXTNAME"), None)
-                header = [_fitsio_card(c) for c in cards if c[0] != "EXTNAME"]
-                out.write(pixels, header=header, extname=name, compress=compression or None)
-                out[-1].write_checksum()
-        digest = file_checksum(checksum, temporary)
-        with open(temporary, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        size, digest = write_unsynced(
+            temporary, primary, extensions, compression=compression, checksum=checksum
+        )
+        commit(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return WrittenFile(path, size, digest, checksum)
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden name beside ``path`` for the file while it is written (no reader looks
+    for it; the archive store removes those a crash left behind)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+
+
+def write_unsynced(
+    temporary: Path,
+    primary: Sequence[Card],
+    extensions: Sequence[tuple[Sequence[Card], npt.NDArray[Any]]],
+    *,
+    compression: str,
+    checksum: Algorithm,
+) -> tuple[int, str]:
+    """The CPU's part of :func:`write_with_fitsio`: the file written through cfitsio
+    (checksums in every HDU) and its size and checksum, not yet synced or renamed. A
+    compression worker does this much and leaves the waiting for the disk to the
+    caller (:func:`commit`), so that it can start on the next file at once."""
+    import fitsio  # only this path needs cfitsio
+
+    with fitsio.FITS(str(temporary), "rw", clobber=True) as out:
+        out.write(None, header=[_fitsio_card(c) for c in primary])
+        out[-1].write_checksum()
+        for cards, pixels in extensions:
+            name = next((v for k, v, _ in cards if k == "EXTNAME"), None)
+            header = [_fitsio_card(c) for c in cards if c[0] != "EXTNAME"]
+            out.write(pixels, header=header, extname=name, compress=compression or None)
+            out[-1].write_checksum()
+    return temporary.stat().st_size, file_checksum(checksum, temporary)
+
+
+def commit(temporary: Path, path: Path) -> None:
+    """Make a written file durable and give it its name: it appears whole or not at all."""
+    fd = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
 
 
 def _fitsio_card(card: Card) -> dict[str, Any]:
