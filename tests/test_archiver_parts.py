@@ -274,8 +274,11 @@ def test_every_name_the_icd_allows_is_archived(tmp_path: Path, image: str) -> No
         store.close()
 
 
-def test_a_file_is_written_whole_verified_and_recorded(tmp_path: Path) -> None:
-    store, stale = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
+@pytest.mark.parametrize("compression", ["", "RICE_1"])
+def test_a_file_is_written_whole_verified_and_recorded(tmp_path: Path, compression: str) -> None:
+    """Uncompressed (direct I/O from the staging buffer) and RICE_1 (in the store's
+    worker processes, stopped with it) alike."""
+    store, stale = ArchiveStore.open(tmp_path / "archive", Camera.LATISS, compression=compression)
     try:
         assert stale == 0
         row = store.write(pixels(), None, Provenance("tcp://daq", "test"))

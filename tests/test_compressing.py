@@ -57,7 +57,8 @@ def test_a_file_compressed_in_a_worker_is_whole_and_verifies(
         assert hdus[0].header["OBSID"] == "CC_O_20261121_000001"
         assert [h.header["EXTNAME"] for h in hdus[1:]] == [s.name for s in SEGMENTS]
         for hdu, pixels in zip(hdus[1:], PIXELS, strict=True):
-            assert isinstance(hdu, fits.CompImageHDU) and hdu.compression_type == "RICE_1"
+            assert isinstance(hdu, fits.CompImageHDU)
+            assert hdu.compression_type == "RICE_1"
             assert np.array_equal(hdu.data, pixels)
     assert list(tmp_path.iterdir()) == [path]  # no temporary left beside it
 
