@@ -62,6 +62,7 @@ class CompressionWorkers:
         self._lock = threading.Lock()
         self._idle: list[shared_memory.SharedMemory] = []
         self._leased = 0
+        self._closed = False
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -121,6 +122,7 @@ class CompressionWorkers:
         """Stop the workers (after the files under way) and free the shared buffers."""
         with self._lock:
             pool, idle, self._idle = self._pool, self._idle, []
+            self._closed = True  # buffers still leased are freed when handed back
         pool.shutdown(wait=True, cancel_futures=True)
         for buffer in idle:
             _free(buffer)
@@ -149,7 +151,8 @@ class CompressionWorkers:
                 self._leased -= 1
                 self._idle.append(buffer)
                 # keep no more idle buffers than could be leased at once again
-                surplus = len(self._idle) - max(self.workers, self._leased)
+                keep = 0 if self._closed else max(self.workers, self._leased)
+                surplus = len(self._idle) - keep
                 dropped = sorted(self._idle, key=lambda b: b.size)[:surplus] if surplus > 0 else []
                 for old in dropped:
                     self._idle.remove(old)
