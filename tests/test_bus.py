@@ -49,8 +49,9 @@ async def test_retained_messages_are_replayed_and_cleared(broker: Connector, ind
 
 async def test_wildcards_match_levels(broker: Connector, index: int) -> None:
     """``+`` is one level, ``#`` the rest (the parent level included). Where one client's
-    filters overlap, a message may come once per filter (amqtt and the in-memory bus) or
-    once (Mosquitto 2.0): consumers must take a repeat as a repeat."""
+    filters overlap, each reader still gets each message once: amqtt sends a copy per
+    filter (MQTT 3.1.1 allows it), and the bus drops the extra copies (the demo's night
+    staff saw every alarm twice)."""
     root = f"bus{index}"
     async with (
         broker.transport() as bus,
@@ -67,7 +68,7 @@ async def test_wildcards_match_levels(broker: Connector, index: int) -> None:
             got = []
             while (message := await subscription.get(10)).topic != end:
                 got.append(message.topic)
-            return list(dict.fromkeys(got))  # repeats are repeats
+            return got
 
         assert await until_end(everything) == topics
         assert await until_end(matched) == topics[:2]

@@ -230,6 +230,8 @@ async def test_demo_night_reads_back_every_image(tmp_path: Path) -> None:
     assert ("qc.seeing", "NONE", "SERIOUS", "stale") in alarms
     assert alarms[-1] == ("qc.seeing", "NONE", "NONE", "stale")  # acknowledged: nominal
     assert all(name == "qc.seeing" for name, *_ in alarms), alarms  # no bias judged
+    changes = [line for line in text.splitlines() if "alarm: " in line]
+    assert len(changes) == len(set(changes)), changes  # each change said once (amqtt)
     # The day after: a master bias from the 3 biases, QC of the 6 science images, the
     # seeing measured as the simulated sky had it (0.7", 1.2", 1.7", 0.7").
     assert "1 master-bias product written" in text

@@ -22,7 +22,8 @@ import aiomqtt
 import paho.mqtt.client as mqtt
 
 from cscs.core.backoff import Backoff
-from cscs.core.topics import check_topic
+from cscs.core.copies import OverlapCopies
+from cscs.core.topics import check_topic, topic_matches
 from cscs.core.transport import (
     BaseTransport,
     BrokerUnavailableError,
@@ -122,6 +123,7 @@ class Bus(BaseTransport):
         super().__init__(client_id, on_connect, "bus")
         self._persistent_session = persistent_session
         self._manual_ack = manual_ack
+        self._copies = OverlapCopies()
         self.address = address
         self._will = (
             aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain)
@@ -297,9 +299,17 @@ class Bus(BaseTransport):
             self.state = ConnectionState.DISCONNECTED
             await asyncio.sleep(self._backoff.next_delay())
 
+    def _is_copy(self, topic: str, payload: bytes | bytearray, retained: bool) -> bool:
+        """An extra copy the broker sent for overlapping filters (cscs.core.copies)."""
+        filters = sum(topic_matches(f, topic) for f in self._filters()) if not retained else 0
+        return self._copies.is_copy(
+            topic, bytes(payload), retained=retained, matching_filters=filters
+        )
+
     async def _serve(self, client: aiomqtt.Client) -> None:
         for topic_filter in self._filters():
             await client.subscribe(topic_filter, qos=1)
+        self._copies.clear()
         self._client = client
         self.state = ConnectionState.CONNECTED
         self.connections += 1
@@ -317,6 +327,10 @@ class Bus(BaseTransport):
             async for raw in client.messages:
                 payload = raw.payload if isinstance(raw.payload, bytes | bytearray) else b""
                 topic, retain = raw.topic.value, bool(raw.retain)
+                if self._is_copy(topic, payload, retain):
+                    if self._manual_ack and raw.qos > 0:  # acknowledged, never delivered
+                        _PendingAck(self, client, raw.mid, raw.qos).taken_by(0)
+                    continue
                 if not self._manual_ack or raw.qos == 0:
                     self._deliver(Message(topic, bytes(payload), retain))
                     continue
