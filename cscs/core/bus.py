@@ -14,6 +14,7 @@ import contextlib
 import math
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Unpack
 from urllib.parse import unquote, urlsplit
@@ -124,6 +125,7 @@ class Bus(BaseTransport):
         self._persistent_session = persistent_session
         self._manual_ack = manual_ack
         self._copies = OverlapCopies()
+        self._at_broker: set[str] = set()  # filters subscribed on the current connection
         self.address = address
         self._will = (
             aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain)
@@ -238,6 +240,8 @@ class Bus(BaseTransport):
         if client is not None and self._connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.subscribe(topic_filter, qos=qos)
+                if client is self._client:
+                    self._at_broker.add(topic_filter)
         return subscription
 
     # ---- the connection keeper -----------------------------------------------------
@@ -300,15 +304,19 @@ class Bus(BaseTransport):
             await asyncio.sleep(self._backoff.next_delay())
 
     def _is_copy(self, topic: str, payload: bytes | bytearray, retained: bool) -> bool:
-        """An extra copy the broker sent for overlapping filters (cscs.core.copies)."""
-        filters = sum(topic_matches(f, topic) for f in self._filters()) if not retained else 0
+        """An extra copy the broker sent for overlapping filters (cscs.core.copies):
+        counted against the filters at the broker, which outlive a reader's unsubscribe."""
+        filters = sum(topic_matches(f, topic) for f in self._at_broker) if not retained else 0
         return self._copies.is_copy(
-            topic, bytes(payload), retained=retained, matching_filters=filters
-        )
+            topic, bytes(payload), retained=retained, matching_filters=filters,
+            now=time.monotonic(),
+        )  # fmt: skip
 
     async def _serve(self, client: aiomqtt.Client) -> None:
+        self._at_broker = set()
         for topic_filter in self._filters():
             await client.subscribe(topic_filter, qos=1)
+            self._at_broker.add(topic_filter)
         self._copies.clear()
         self._client = client
         self.state = ConnectionState.CONNECTED
