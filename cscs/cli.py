@@ -76,6 +76,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     # of objects) lives as long as the process: out of the cyclic collector's way. Each
     # full collection walked all of it; on the archiver's ComCam catch-up that was ~6%
     # of its CPU (perf: gc_collect_main, visit_decref, visit_reachable).
+    gc.collect()  # what importing left as garbage goes now, not frozen with the rest
     gc.freeze()
     await csc.run()
     return 0

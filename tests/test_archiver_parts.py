@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +297,35 @@ def test_a_file_is_written_whole_verified_and_recorded(tmp_path: Path, compressi
         )
     finally:
         store.close()
+
+
+def test_closing_the_store_waits_for_a_file_under_way(tmp_path: Path) -> None:
+    """The archiver stopping while a file is written (its job cancelled, the thread still
+    writing): the file ends whole and in the catalog, not on disk without a row."""
+    store, _ = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
+    writing, go_on = threading.Event(), threading.Event()
+    free_bytes = store.free_bytes
+
+    def paused_free_bytes() -> int:  # the first step of a write: hold it there
+        writing.set()
+        go_on.wait(30)
+        return free_bytes()
+
+    store.free_bytes = paused_free_bytes  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2) as threads:
+        written = threads.submit(store.write, pixels(), None, Provenance("tcp://daq", "test"))
+        assert writing.wait(30)
+        closed = threads.submit(store.close)
+        with pytest.raises(FuturesTimeoutError):  # still waiting for the write (or broken)
+            closed.result(0.5)
+        go_on.set()
+        row = written.result(30)
+        closed.result(30)
+    reopened, _ = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
+    try:
+        assert reopened.catalog.lookup(IMAGE, "R00_S00") == row
+    finally:
+        reopened.close()
 
 
 def test_a_file_completed_with_its_header_replaces_its_row(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             try:
                 daq = await self._open_daq(config.daq_url, config.daq_timeout, config.stall_timeout)
             except Exception as exc:
-                store.close()
+                await asyncio.to_thread(store.close)
                 raise ExpectedError(f"cannot read from the DAQ at {config.daq_url}: {exc}") from exc
         if stale:
             self.log.warning("removed files left half-written by a crash", count=stale)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,8 @@ class ArchiveStore:
         self.checksum = checksum
         self.min_free_bytes = min_free_bytes
         self._workers = CompressionWorkers() if compression else None
+        self._writes = 0  # under way, in worker threads
+        self._no_writes = threading.Condition()
 
     @classmethod
     def open(
@@ -107,7 +110,12 @@ class ArchiveStore:
                     min_free_bytes=min_free_bytes)  # fmt: skip
         return store, stale
 
-    def close(self) -> None:
+    def close(self, wait: float = 60.0) -> None:
+        """Close once the files under way are written and recorded (up to ``wait``
+        seconds: a write the archiver's job gave up on still ends with its catalog row,
+        or catch-up would find a file the catalog does not list)."""
+        with self._no_writes:
+            self._no_writes.wait_for(lambda: self._writes == 0, timeout=wait)
         if self._workers is not None:
             self._workers.close()
         self.catalog.close()
@@ -148,6 +156,18 @@ class ArchiveStore:
         """Write one detector's file, whole, and record it (replacing an earlier row: a
         file completed with its header later). ArchiveUnwritableError if the archive
         cannot take it; CatalogError if the catalog fails."""
+        with self._no_writes:
+            self._writes += 1
+        try:
+            return self._write(pixels, header, provenance)
+        finally:
+            with self._no_writes:
+                self._writes -= 1
+                self._no_writes.notify_all()
+
+    def _write(
+        self, pixels: SensorPixels, header: Header | None, provenance: Provenance
+    ) -> ArchivedFile:
         image, sensor = pixels.image, pixels.sensor
         path = self.path(image, sensor)
         free = self.free_bytes()

@@ -10,9 +10,10 @@ for the disk.
 Why shared memory: a ComCam detector is 75 MB of pixels. Pickling them to a worker
 would copy them twice and through a pipe; instead the caller copies the segments once
 into a shared buffer leased from a small pool, and the worker reads them in place. A
-buffer is leased for exactly as long as its file is being written, so there are never
-more of them than files written at once (the archiver bounds that by
-``sensors_in_flight``): memory stays bounded as it does without compression.
+buffer is leased for as long as its file is being written, and at most one per worker
+is kept idle after, so there are never more of them than files written at once (the
+archiver bounds that by ``sensors_in_flight``) or workers: memory stays bounded as it
+does without compression.
 
 A worker that dies (killed by the kernel for memory, say) breaks a
 ``ProcessPoolExecutor`` for good: the pool is replaced and the files it held are written
@@ -23,6 +24,7 @@ file whose workers die twice fails with :class:`CompressionWorkerError` naming t
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import multiprocessing
 import os
@@ -58,7 +60,7 @@ class CompressionWorkers:
     """
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or _usable_cores()
         self._lock = threading.Lock()
         self._idle: list[shared_memory.SharedMemory] = []
         self._leased = 0
@@ -119,16 +121,19 @@ class CompressionWorkers:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Stop the workers (after the files under way) and free the shared buffers."""
+        """Stop the workers once the files given to them are written, and free the
+        shared buffers (the store waits for its writes first: nothing is cut short)."""
         with self._lock:
             pool, idle, self._idle = self._pool, self._idle, []
             self._closed = True  # buffers still leased are freed when handed back
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True)
         for buffer in idle:
             _free(buffer)
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
+            if self._closed:
+                raise CompressionWorkerError("the compression workers were stopped")
             if self._pool is not broken:
                 return  # another thread saw the same death first
             self._pool = self._new_pool()
@@ -143,7 +148,7 @@ class CompressionWorkers:
                 self._idle.remove(buffer)
             self._leased += 1
         if buffer is None:
-            buffer = shared_memory.SharedMemory(create=True, size=max(size, 1))
+            buffer = _new_buffer(size)
         try:
             yield buffer
         finally:
@@ -166,6 +171,35 @@ class CompressionWorkers:
             return self._leased + len(self._idle)
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _new_buffer(size: int) -> shared_memory.SharedMemory:
+    """A shared buffer of ``size`` bytes, or OSError(ENOSPC) naming the shortfall.
+
+    Shared memory lives in a tmpfs (``/dev/shm``) whose pages are taken only when first
+    written: a buffer larger than what is left there is created without complaint, and
+    the copy into it then kills the process with SIGBUS, without a word. Containers get
+    a 64 MB ``/dev/shm`` by default, less than one ComCam detector.
+    """
+    shm = Path("/dev/shm")
+    if shm.is_dir():
+        stats = os.statvfs(shm)
+        free = stats.f_bavail * stats.f_frsize
+        if free < size:
+            raise OSError(
+                errno.ENOSPC,
+                f"{shm} has {free / 1e6:.0f} MB free, a file being compressed needs "
+                f"{size / 1e6:.0f} MB there (give the archiver a larger {shm})",
+            )
+    return shared_memory.SharedMemory(create=True, size=max(size, 1))
+
+
 def _copy_in(
     buffer: shared_memory.SharedMemory, segments: Sequence[npt.NDArray[np.int32]]
 ) -> Layout:
@@ -176,7 +210,6 @@ def _copy_in(
             raise ValueError(f"segments must be 2-D int32, got {pixels.dtype} {pixels.shape}")
         target = np.ndarray(pixels.shape, np.int32, buffer.buf, offset)
         np.copyto(target, pixels)
-        del target  # a SharedMemory cannot be closed while a view of it exists
         layout.append((offset, (int(pixels.shape[0]), int(pixels.shape[1]))))
         offset += pixels.nbytes
     return tuple(layout)
@@ -215,6 +248,6 @@ def _write_in_worker(
                 compression=compression, checksum=checksum,
             )  # fmt: skip
         finally:
-            del segments
+            del segments  # before the buffer is closed under them
     finally:
         buffer.close()
