@@ -125,6 +125,28 @@ async def test_what_a_reader_did_not_acknowledge_comes_again_to_its_next_session
     assert [m.payload for m in again] == [b"2", b"3"]
 
 
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+async def test_a_persistent_mosquitto_keeps_sessions_across_a_restart(index: int) -> None:
+    """What the gateway's outage tests stand on: a reader away while the broker restarts
+    gets, on its return, what was published for it before it came back. (Started as
+    root, Mosquitto used to drop to its own user and could not save its sessions.)"""
+    options: TransportOptions = {"client_id": f"keeper-{index}", "persistent_session": True}
+    topic = f"restart{index}/kept"
+    async with EmbeddedBroker("mosquitto", persistence=True) as broker:
+        reader = broker.transport(**options)
+        await reader.subscribe(topic)
+        async with reader:
+            pass
+        await broker.stop()
+        await broker.start()
+        async with broker.transport() as publisher:
+            assert await publisher.publish(topic, b"while away", qos=1)
+        reader = broker.transport(**options)
+        messages = await reader.subscribe(topic)
+        async with reader:
+            assert (await messages.get(10)).payload == b"while away"
+
+
 async def test_what_a_full_reader_could_not_take_is_left_with_the_broker(index: int) -> None:
     """A manual-ack reader whose queue is full is not acknowledged for what it missed:
     the broker sends that again on its next connection (Mosquitto; amqtt keeps nothing

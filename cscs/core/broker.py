@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -107,6 +108,9 @@ class EmbeddedBroker:
                 f"listener {self.port} {self.host}\n"
                 "allow_anonymous true\n"
                 "set_tcp_nodelay true\n"
+                # Started as root, Mosquitto would drop to the `mosquitto` user and could
+                # not write its sessions into our private work directory: stay who we are.
+                f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
                 + (
                     f"persistence true\npersistence_location {self._workdir.name}/\n"
                     if self.persistence
