@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cscs.core.generic import HEARTBEAT
 from cscs.core.remote import Received
 from cscs.core.topics import CscAddress, Kind
 from cscs.core.transport import Message
@@ -109,3 +114,25 @@ def test_describe_is_one_readable_line() -> None:
         A, Kind.ACK, "", {"command": "enable", "seq": 3, "ack": "FAILED", "result": "no"}
     )
     assert describe(ack) == "Archiver:1 ack enable seq=3 FAILED: no"
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.text(max_size=5),
+        st.lists(st.integers(), max_size=2),
+        st.integers().filter(lambda n: not 0 <= n < 2**63),
+        st.just(10**400),
+    ),
+    st.one_of(st.none(), st.text(max_size=5), st.just(10**400), st.just(float("inf"))),
+)
+def test_a_seq_or_time_that_is_not_one_is_a_value_error(seq: Any, sent_tai: Any) -> None:
+    """`parse` promises ValueError for a bad message (the readers of `cscs ocs alarms
+    --follow` and `cscs ocs jobs` skip exactly that); a null, a list or a 400-digit seq
+    must not escape as TypeError or OverflowError and end them."""
+    for data in ({"seq": seq, "sent_tai": 1.0}, {"seq": 1, "sent_tai": sent_tai}):
+        with pytest.raises(ValueError, match=r"seq|sent_tai"):
+            Received(A, Kind.EVENT, "heartbeat", data).parse(HEARTBEAT)
+    with pytest.raises(ValueError, match="sent_tai"):  # `cscs ocs status` skips it
+        StatusBoard().update(Received(A, Kind.EVENT, "heartbeat", {"sent_tai": sent_tai}), 1.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -61,11 +62,25 @@ class Received:
 
     @property
     def seq(self) -> int:
-        return int(self.data.get("seq", 0))
+        """ValueError when the peer's ``seq`` is not a count (null, a list, 10**400)."""
+        seq = self.data.get("seq", 0)
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+            raise ValueError(f"seq is not a count from 0 to 2**63-1: {str(seq)[:40]!r}")
+        return seq
 
     @property
     def sent_tai(self) -> float:
-        return float(self.data.get("sent_tai", 0.0))
+        """ValueError when the peer's ``sent_tai`` is not a finite time in seconds."""
+        sent = self.data.get("sent_tai", 0.0)
+        if isinstance(sent, bool) or not isinstance(sent, int | float):
+            raise ValueError(f"sent_tai is not a number: {str(sent)[:40]!r}")
+        try:
+            seconds = float(sent)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise ValueError(f"sent_tai is not a finite time: {str(sent)[:40]!r}")
+        return seconds
 
     @classmethod
     def from_message(cls, message: Message) -> Received | None:

@@ -15,6 +15,7 @@ not), and no message is taken to be newer than the moment it arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -191,7 +192,8 @@ async def _listen(messages: Subscription, board: StatusBoard, seconds: float) ->
             continue
         received = Received.from_message(message)
         if received is not None:
-            board.update(received, time.monotonic())
+            with contextlib.suppress(ValueError):  # a seq or time that is not one: not shown
+                board.update(received, time.monotonic())
 
 
 async def show_status(
