@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint typecheck docs clean bench
+.PHONY: demo test test-fast lint typecheck docs clean bench screenshot
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -46,6 +46,11 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/archive_throughput.py
 	$(BIN)/python benchmarks/qc_throughput.py
 	$(BIN)/python benchmarks/gateway_throughput.py
+	$(BIN)/python benchmarks/dashboard_latency.py
+
+# The dashboard during the demo night, as dashboard.png (needs Debian's chromium).
+screenshot: $(BIN)/.installed
+	$(BIN)/python tools/screenshot.py dashboard.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -26,6 +26,7 @@ from cscs.core.interface_doc import render
 from cscs.core.settings import Settings, settings_from_env
 from cscs.core.states import State
 from cscs.core.tai import current_tai
+from cscs.core.tasks import until_stop_signal
 from cscs.core.topics import CscAddress
 from cscs.core.transport import BrokerUnavailableError
 from cscs.ocs.alarms import follow_alarms, show_alarms
@@ -85,11 +86,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 async def _broker_cmd(args: argparse.Namespace, settings: Settings) -> int:
     async with EmbeddedBroker(args.backend, host=args.host, port=args.port) as broker:
         print(f"{broker.backend} broker listening at {broker.url} (Ctrl-C stops it)", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stop_signal()
     return 0
 
 
@@ -121,6 +118,12 @@ async def _ocs(args: argparse.Namespace, settings: Settings) -> int:
             bus, settings.prefix, target, out=sys.stdout, count=args.count,
             telemetry=args.telemetry, heartbeats=args.heartbeats,
         )  # fmt: skip
+
+
+async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from cscs.dashboard.run import serve_dashboard  # aiohttp and the page: only when asked
+
+    return await serve_dashboard(_broker(args, settings), settings, args)
 
 
 async def _run_script(bus: Bus, args: argparse.Namespace, settings: Settings) -> int:
@@ -207,6 +210,29 @@ def _add_ocs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ocs.set_defaults(func=_ocs)
 
 
+def _add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dashboard = sub.add_parser("dashboard", help="serve the night staff's web page")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dashboard.add_argument("--port", type=int, default=8080, help="0: any free port")
+    dashboard.add_argument(
+        "--token-file", type=Path,
+        help="file whose first line is the page's token (or $CSCS_DASHBOARD_TOKEN); "
+        "required to listen beyond 127.0.0.1",
+    )  # fmt: skip
+    dashboard.add_argument(
+        "--allow-commands", action="store_true",
+        help="let the page acknowledge and mute the Telemetry Gateway's alarms",
+    )  # fmt: skip
+    dashboard.add_argument(
+        "--archive-root", type=Path,
+        help="the archive whose files are previewed (default $CSCS_STATE_DIR/archive, "
+        "the archiver's default)",
+    )  # fmt: skip
+    add_broker_options(dashboard)
+    dashboard.add_argument("--connect-timeout", type=float, default=5.0)
+    dashboard.set_defaults(func=_dashboard)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cscs", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="subcommand", required=True)
@@ -235,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     broker.set_defaults(func=_broker_cmd)
 
     _add_ocs(sub)
+
+    _add_dashboard(sub)
 
     doc = sub.add_parser("interface-doc", help="write docs/interface.md from the schemas")
     group = doc.add_mutually_exclusive_group()

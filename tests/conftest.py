@@ -77,6 +77,15 @@ async def real_broker(
     return await _started(str(request.param), _embedded)
 
 
+@pytest_asyncio.fixture
+async def mosquitto(_embedded: dict[str, EmbeddedBroker]) -> EmbeddedBroker:
+    """Mosquitto only: for system tests whose subject is not the broker (one broker is
+    enough for them, and it is the one sites run)."""
+    if find_mosquitto() is None:
+        pytest.skip(_MOSQUITTO_MISSING)
+    return await _started("mosquitto", _embedded)
+
+
 @pytest_asyncio.fixture(scope="module")
 async def process_site_on_mosquitto(
     _embedded: dict[str, EmbeddedBroker], tmp_path_factory: pytest.TempPathFactory

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 from amqtt.broker import Broker
+
+from cscs.core.tasks import until_stop_signal
 
 READY = "CSCS-BROKER-READY"
 
@@ -20,11 +21,7 @@ async def serve(host: str, port: int) -> None:
     broker = Broker(config)
     await broker.start()
     print(f"{READY} {host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stop_signal()
     await broker.shutdown()
 
 

@@ -17,6 +17,7 @@ Two kinds, one mechanism (:class:`FailureHandler`, the CSC's ``task_failed``: an
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
@@ -24,7 +25,14 @@ from structlog.typing import FilteringBoundLogger
 
 from cscs.core.backoff import Backoff
 
-__all__ = ["ErrorLog", "FailureHandler", "Jobs", "cancel_and_wait", "keep_running"]
+__all__ = [
+    "ErrorLog",
+    "FailureHandler",
+    "Jobs",
+    "cancel_and_wait",
+    "keep_running",
+    "until_stop_signal",
+]
 
 #: What is done with an unexpected failure: ``(task name, exception)``.
 FailureHandler = Callable[[str, BaseException], Awaitable[None]]
@@ -160,3 +168,17 @@ class Jobs:
         """Cancel every job but the caller's own, and wait for them (bounded)."""
         current = asyncio.current_task()
         await cancel_and_wait([t for t in self._tasks if t is not current], self._log, what)
+
+
+async def until_stop_signal() -> None:
+    """Returns on the first SIGTERM or SIGINT (Ctrl-C): how a long-running command
+    waits for the operator, so that its ``async with`` blocks then close in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -75,10 +76,16 @@ async def run_demo(
     state_dir: Path | None = None,
     out: TextIO = sys.stdout,
     script_path: Path = NIGHT_SCRIPT,
+    dashboard: bool = False,
+    watch_dashboard: Callable[[str], Coroutine[Any, Any, None]] | None = None,
 ) -> int:
     """Run the night; 0 only if every image was read back and verified, every header
     arrived complete and intact, and every CSC exited cleanly. On Ctrl-C every process
-    is stopped (SIGTERM, then SIGKILL after 10 s) before the interruption goes on."""
+    is stopped (SIGTERM, then SIGKILL after 10 s) before the interruption goes on.
+
+    ``dashboard``: serve the night staff's page (``cscs dashboard``) on a free port of
+    127.0.0.1 while the night runs, and after it until Ctrl-C. ``watch_dashboard`` is
+    given the page's address and runs beside the night (``make screenshot``)."""
     index = camera.value
     addresses = [
         CscAddress("Weather", 0),
@@ -105,7 +112,13 @@ async def run_demo(
         progress.say(f"{', '.join(map(str, addresses))}: each in its own process (cscs run)")
         progress.say(f"their logs: {logs}")
         try:
-            async with Bus(broker.address) as bus:
+            async with Bus(broker.address) as bus, contextlib.AsyncExitStack() as page:
+                if dashboard or watch_dashboard:
+                    url = await page.enter_async_context(_dashboard(bus, state_dir))
+                    progress.say(f"dashboard: {url}")
+                    if watch_dashboard is not None:
+                        watcher = asyncio.create_task(watch_dashboard(url), name="watch-page")
+                        page.push_async_callback(_finish, watcher)
                 progress.say(f"running {script.source} ({script.name}): {log.taken} images")
                 gone: set[CscAddress] = set()
                 try:
@@ -120,6 +133,10 @@ async def run_demo(
                     log.problems.append(
                         f"{why}; the end of its log:\n" + log_tail(log_path(logs, address))
                     )
+                if dashboard:
+                    _summary(log, failures, out)
+                    progress.say(f"the dashboard stays up at {url} (Ctrl-C stops it)")
+                    await asyncio.Event().wait()
             for process in processes:
                 async with asyncio.timeout(15):
                     failures += await process.wait() != 0
@@ -133,6 +150,21 @@ async def run_demo(
     ok = log.files == log.files_with_header == log.taken * log.sensors_per_image
     ok = ok and log.headers_complete == log.headers == log.taken
     return 0 if not failures and not log.problems and ok else 1
+
+
+def _dashboard(bus: Bus, state_dir: Path | None) -> contextlib.AbstractAsyncContextManager[str]:
+    from cscs.core.settings import settings_from_env
+    from cscs.dashboard.run import dashboard_options, running_dashboard
+
+    settings = settings_from_env()
+    if state_dir is not None:
+        settings = dataclasses.replace(settings, state_dir=state_dir)
+    return running_dashboard(bus, dashboard_options(settings, allow_commands=True))
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    """The page's watcher has had the night; its failure is the night's problem."""
+    await task
 
 
 async def _night(

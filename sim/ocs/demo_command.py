@@ -23,6 +23,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
         fast=args.fast,
         state_dir=settings.state_dir,
         out=sys.stdout,
+        dashboard=args.dashboard,
     )
 
 
@@ -31,4 +32,8 @@ def add_demo_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     demo.add_argument("--backend", default="auto", choices=["auto", "mosquitto", "amqtt"])
     demo.add_argument("--camera", default="latiss", choices=sorted(_CAMERAS))
     demo.add_argument("--fast", action="store_true", help="0.2 s readouts instead of 2 s")
+    demo.add_argument(
+        "--dashboard", action="store_true",
+        help="serve the night staff's web page during the night, and after it until Ctrl-C",
+    )  # fmt: skip
     demo.set_defaults(func=_demo)

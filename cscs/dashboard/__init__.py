@@ -1,0 +1,1 @@
+"""The night staff's web dashboard (``cscs dashboard``)."""
