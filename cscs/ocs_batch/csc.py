@@ -7,7 +7,7 @@ and a command that fails any of these is ``FAILED`` with the reason and leaves n
 Then the job gets an id, announced as ``jobId`` (and in the ``INPROGRESS`` ack), waits
 its turn (:class:`~cscs.ocs_batch.jobs.JobBook`: in order, ``max_running_jobs`` at once,
 after its prerequisites), runs as Dask tasks (:mod:`cscs.ocs_batch.plan`,
-:mod:`cscs.ocs_batch.engine`) with ``jobStatus`` at every task done, and ends with
+:mod:`cscs.cluster.engine`) with ``jobStatus`` at every task done, and ends with
 ``jobResult`` and the command's final ack: ``COMPLETE``, ``FAILED`` or ``ABORTED``.
 
 Every change of a job is written to the catalog's database first, so a job under way
@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cscs.catalog import BatchRecords, Catalog, CatalogError, QueryError, parse_query, sqlite_url
+from cscs.cluster import Engine, EngineError
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.ocs_batch.auto_qc import AutoQc
-from cscs.ocs_batch.engine import Engine, EngineError
 from cscs.ocs_batch.interface import (
     ABORT_JOB,
     BATCH_STATUS,
