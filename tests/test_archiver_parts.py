@@ -304,14 +304,14 @@ def test_closing_the_store_waits_for_a_file_under_way(tmp_path: Path) -> None:
     writing): the file ends whole and in the catalog, not on disk without a row."""
     store, _ = ArchiveStore.open(tmp_path / "archive", Camera.LATISS)
     writing, go_on = threading.Event(), threading.Event()
-    free_bytes = store.free_bytes
+    free_bytes = store.files.free_bytes
 
     def paused_free_bytes() -> int:  # the first step of a write: hold it there
         writing.set()
         go_on.wait(30)
         return free_bytes()
 
-    store.free_bytes = paused_free_bytes  # type: ignore[method-assign]
+    store.files.free_bytes = paused_free_bytes  # type: ignore[method-assign]
     with ThreadPoolExecutor(2) as threads:
         written = threads.submit(store.write, pixels(), None, Provenance("tcp://daq", "test"))
         assert writing.wait(30)

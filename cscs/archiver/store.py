@@ -15,28 +15,23 @@ Every method blocks (disk, database): the archiver calls them in worker threads.
 
 from __future__ import annotations
 
-import errno
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from cscs.archiver.headers import Header
+from cscs.archiver.writer import (
+    ArchiveFiles,
+    ArchiveUnwritableError,
+    check_image,
+    check_names,
+    remove_partial_files,
+)
 from cscs.camera.checksum import Algorithm
 from cscs.camera.compressing import CompressionWorkers
-from cscs.camera.files import path_under
-from cscs.camera.fits import BLOCK, Card, write_raw_fits
-from cscs.camera.focal_plane import segment_keywords
-from cscs.camera.geometry import (
-    SEGMENT_BYTES,
-    SEGMENTS,
-    Camera,
-    Detector,
-    Segment,
-    detector_keywords,
-)
+from cscs.camera.fits import WrittenFile, write_raw_fits
+from cscs.camera.geometry import SEGMENTS, Camera
 from cscs.camera.naming import ImageName
-from cscs.camera.observatory import astropy_time
 from cscs.catalog import ArchivedFile, Catalog, Observation, sqlite_url
 from cscs.core.tai import current_tai
 from cscs.daq.reader import SensorPixels
@@ -49,13 +44,6 @@ __all__ = [
     "check_names",
     "observation_of",
 ]
-
-# The most one file can take: the segments, their padding, and generous headers.
-_FILE_BYTES = len(SEGMENTS) * (SEGMENT_BYTES + 4 * BLOCK) + 20 * BLOCK
-
-
-class ArchiveUnwritableError(Exception):
-    """The archive cannot take the file: no space, or the file system refused."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +70,10 @@ class ArchiveStore:
         self.root = root
         self.catalog = catalog
         self.camera = camera
-        self.compression = compression
-        self.checksum = checksum
-        self.min_free_bytes = min_free_bytes
+        self.files = ArchiveFiles(
+            root, camera, compression=compression, checksum=checksum,
+            min_free_bytes=min_free_bytes,
+        )  # fmt: skip
         self._workers = CompressionWorkers() if compression else None
         self._writes = 0  # under way, in worker threads
         self._no_writes = threading.Condition()
@@ -123,17 +112,11 @@ class ArchiveStore:
     # ---- where and what ------------------------------------------------------------
 
     def path(self, image: str, sensor: str) -> Path:
-        """Where the file of ``image``'s ``sensor`` goes; ValueError for a name that is
-        not an image of this camera's, and (a second line of defence, should a check
-        ever let one through) PathEscapeError for a path that would leave the archive
-        root: no name from the bus can lead elsewhere. Blocking (resolves symlinks)."""
-        day_obs = check_names(self.camera, image, sensor)
-        detector = self.camera.detector(sensor)
-        name = f"{image}_{detector.raft}_{detector.slot}.fits"
-        return path_under(self.root, self.camera.instrument, day_obs, image, name)
+        """Where the file of ``image``'s ``sensor`` goes (:meth:`ArchiveFiles.path`)."""
+        return self.files.path(image, sensor)
 
     def free_bytes(self) -> int:
-        return shutil.disk_usage(self.root).free
+        return self.files.free_bytes()
 
     def is_archived(self, image: str, sensor: str) -> bool:
         return self.catalog.lookup(image, sensor) is not None
@@ -168,34 +151,24 @@ class ArchiveStore:
     def _write(
         self, pixels: SensorPixels, header: Header | None, provenance: Provenance
     ) -> ArchivedFile:
-        image, sensor = pixels.image, pixels.sensor
-        path = self.path(image, sensor)
-        free = self.free_bytes()
-        if free - _FILE_BYTES < self.min_free_bytes:
-            raise ArchiveUnwritableError(
-                f"archive {self.root} is full: {free / 1e9:.2f} GB free, min_free_bytes is "
-                f"{self.min_free_bytes / 1e9:.2f} GB; {image} {sensor} not written"
-            )
-        detector = self.camera.detector(sensor)
-        extensions = [_extension_cards(detector, s, header) for s in SEGMENTS]
-        try:
-            write = self._workers.write if self._workers is not None else write_raw_fits
-            written = write(
-                path,
-                _file_cards(path) + self._primary_cards(image, sensor, header),
-                list(zip(extensions, pixels.segments, strict=True)),
-                compression=self.compression,
-                checksum=self.checksum,
-            )
-        except OSError as exc:
-            why = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
-            raise ArchiveUnwritableError(
-                f"cannot write {path}: {why} (no partial file left)"
-            ) from exc
+        write = self._workers.write if self._workers is not None else write_raw_fits
+        written = self.files.write(pixels, header, write)
+        return self.record(pixels.image, pixels.sensor, written, header, provenance)
+
+    def record(
+        self,
+        image: str,
+        sensor: str,
+        written: WrittenFile,
+        header: Header | None,
+        provenance: Provenance,
+    ) -> ArchivedFile:
+        """Catalogue a file written whole (here or by a worker elsewhere), replacing an
+        earlier row of the same ``(image, sensor)``; CatalogError if the catalog fails."""
         start = header.exposure_start() if header else None
         row = ArchivedFile(
             image_name=image, sensor=sensor, instrument=self.camera.instrument,
-            day_obs=ImageName.parse(image).day_obs, path=str(path),
+            day_obs=ImageName.parse(image).day_obs, path=str(written.path),
             byte_size=written.byte_size, checksum=written.checksum,
             checksum_algorithm=written.checksum_algorithm,
             header_complete=header is not None and not header.missing,
@@ -210,17 +183,6 @@ class ArchiveStore:
         if header is not None:
             self.catalog.record_observation(observation_of(image, header))
         return row
-
-    def _primary_cards(self, image: str, sensor: str, header: Header | None) -> list[Card]:
-        if header is None:
-            detector = self.camera.detector(sensor)
-            return [
-                ("OBSID", image, "image name"),
-                ("INSTRUME", self.camera.instrument, "instrument"),
-                *[(k, v, "") for k, v in detector_keywords(detector).items()],
-                ("HDRSTAT", "MISSING", "header service document not received"),
-            ]
-        return header.primary + header.detectors.get(sensor, [])
 
     def read_back(self, row: ArchivedFile) -> SensorPixels:
         """The pixels of a file archived here (to rewrite it with its header)."""
@@ -249,47 +211,3 @@ def observation_of(image: str, header: Header) -> Observation:
         band=text("FILTBAND")[:16],
         exposure_time=float(exposure) if isinstance(exposure, int | float) else -1.0,
     )
-
-
-def _file_cards(path: Path) -> list[Card]:
-    """What only the writer knows: the file's name and when it was made (``DATE`` and
-    ``MJD``, TAI as every time in these headers: ``TIMESYS = 'TAI'``)."""
-    now = astropy_time(current_tai())
-    return [
-        ("FILENAME", path.name, "original file name"),
-        ("DATE", str(now.isot), "file creation time (TAI)"),
-        ("MJD", float(now.mjd), "file creation time (TAI), MJD"),
-    ]
-
-
-def _extension_cards(detector: Detector, segment: Segment, header: Header | None) -> list[Card]:
-    """An amplifier extension's keywords: the geometry's, always (a header document
-    cannot move pixels), then whatever else the document gives for the segment."""
-    geometry = segment_keywords(detector, segment)
-    extra = header.segments.get(segment.name, []) if header else []
-    return [(k, v, "") for k, v in geometry.items()] + [c for c in extra if c[0] not in geometry]
-
-
-def check_image(camera: Camera, image: str) -> str:
-    """The image's day of observation, if ``image`` is a name of ``camera``'s (ICD §5);
-    otherwise ValueError saying why not."""
-    name = ImageName.parse(image)
-    if name.code != camera.code:
-        raise ValueError(f"{image} is not a {camera.instrument} image ({camera.code}_…)")
-    return name.day_obs
-
-
-def check_names(camera: Camera, image: str, sensor: str) -> str:
-    """:func:`check_image`, and ``sensor`` one of the camera's detectors."""
-    day_obs = check_image(camera, image)
-    camera.detector(sensor)
-    return day_obs
-
-
-def remove_partial_files(root: Path) -> int:
-    """Delete temporaries a crash left behind (never under a final name); how many."""
-    count = 0
-    for path in root.rglob(".*.partial"):
-        path.unlink(missing_ok=True)
-        count += 1
-    return count
