@@ -221,6 +221,26 @@ async def test_lsstcam_that_does_not_fit_the_buffer_is_refused_at_start(
         await h.remote.command("start", {"configurationOverride": "lsstcam_raft22.yaml"})
 
 
+async def test_lsstcam_reads_the_rafts_it_is_configured_for(
+    broker: Connector, index: int, tmp_path: Path
+) -> None:
+    """The benchmark's three rafts: 27 CCDs, each raft's nine; a raft LSSTCam does not
+    have is refused, naming the ones it has."""
+    async with camera(broker, f"t{index}", tmp_path, index=3) as h:
+        await h.remote.command("start", {"configurationOverride": "lsstcam_3rafts.yaml"})
+        sensors: list[str] = h.csc.sensors  # type: ignore[attr-defined]
+        assert len(sensors) == 27
+        assert {s.split("_")[0] for s in sensors} == {"R21", "R22", "R23"}
+        await h.remote.command("standby")
+        config = tmp_path / "config" / "Camera"
+        shutil.copytree(PACKAGE_CONFIG, config)
+        (config / "bad.yaml").write_text("rafts: [R22, R44]\n")
+    async with camera(broker, f"u{index}", tmp_path, index=3, config_dir=config.parent) as h:
+        ack = await h.remote.command("start", {"configurationOverride": "bad"}, check=False)
+        assert ack.code is AckCode.FAILED
+        assert "LSSTCam has no raft 'R44'" in ack.result
+
+
 async def test_unknown_camera_index_is_refused() -> None:
     with pytest.raises(ValueError, match="camera index must be 1"):
         CameraCsc(4)

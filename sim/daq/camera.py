@@ -160,6 +160,13 @@ class CameraCsc(BaseCsc[CameraConfig]):
             sensors = [self.camera.detector(name).name for name in config.sensors]
         except ValueError as exc:
             raise ExpectedError(f"sensors: {exc}") from None
+        for raft in config.rafts:
+            in_raft = [d.name for d in self.camera.detectors if d.raft == raft]
+            if not in_raft:
+                rafts = sorted({d.raft for d in self.camera.detectors})
+                raise ExpectedError(f"rafts: {self.camera.instrument} has no raft {raft!r} "
+                                    f"(it has {', '.join(rafts[:25])})")  # fmt: skip
+            sensors += [name for name in in_raft if name not in sensors]
         sensors = sensors or [d.name for d in self.camera.detectors]
         image_bytes = DaqStore.size_of_image(len(sensors))
         if image_bytes > config.store_bytes:

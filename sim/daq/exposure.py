@@ -19,7 +19,10 @@ class CameraConfig(ConfigSchema):
     store_bytes: int = Field(default=4 * 2**30, gt=0)
     """Size of the DAQ buffer; the oldest images are evicted beyond it."""
     sensors: list[str] = []
-    """Sensors to read out; empty for every sensor of the camera."""
+    """Sensors to read out; empty (and no `rafts`) for every sensor of the camera."""
+    rafts: list[str] = []
+    """Rafts to read out, every sensor of each (e.g. `[R21, R22, R23]`), besides
+    `sensors`: how a machine smaller than the observatory's reads part of LSSTCam."""
     seed: int = 1
     electronics: ElectronicsModel = ElectronicsModel()
     sky: SkyModel = SkyModel()
