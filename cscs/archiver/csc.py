@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from cscs.archiver.catchup import CatchUp, catch_up_periodically
 from cscs.archiver.completion import HeaderCompletion
+from cscs.archiver.executor import DaskArchiving, ExecutorLostError, sensor_job, watch_scheduler
 from cscs.archiver.headers import Header, HeaderSource
 from cscs.archiver.interface import (
     ARCHIVER_STATUS,
@@ -37,6 +38,7 @@ from cscs.archiver.interface import (
     ERROR_ARCHIVE_UNWRITABLE,
     ERROR_CATALOG,
     ERROR_DAQ_UNREACHABLE,
+    ERROR_EXECUTOR_LOST,
     IMAGE_ARCHIVED,
     IMAGE_RETRIEVAL_FAILED,
     INTERFACE,
@@ -46,6 +48,7 @@ from cscs.archiver.interface import (
     retrieval_failed,
 )
 from cscs.archiver.reader import DaqOpener, DaqReads, ReadFailedError, open_daq_client
+from cscs.archiver.resources import open_configured
 from cscs.archiver.status import StatusReport
 from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError, Provenance, check_names
 from cscs.camera.checksum import check_algorithm
@@ -57,9 +60,10 @@ from cscs.camera.events import (
     EndReadout,
     LatestImage,
 )
+from cscs.camera.fits import WrittenFile
 from cscs.camera.geometry import Camera, camera_for_index
 from cscs.camera.headers import LARGE_FILE_OBJECT_AVAILABLE, LargeFileObjectAvailable
-from cscs.catalog import CatalogError
+from cscs.catalog import ArchivedFile, CatalogError
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
@@ -93,6 +97,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         self.camera_address = CscAddress("Camera", index, self.address.prefix)
         self.header_address = CscAddress("HeaderService", index, self.address.prefix)
         self.store: ArchiveStore | None = None
+        self.dask: DaskArchiving | None = None  # executor: dask-local or a scheduler
         self.headers = HeaderSource(self.log)
         self.reads = DaqReads(self.log, self._daq_unreachable)
         self._in_flight: set[tuple[str, str]] = set()
@@ -126,21 +131,18 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
     async def configure(self, config: ArchiverConfig) -> None:
         """Open what the configuration names first, then switch to it: a refusal (an
         unwritable archive, a catalog or DAQ that cannot be opened) changes nothing."""
-        try:
-            store, stale = await asyncio.to_thread(
-                ArchiveStore.open, config.root(self.state_dir / "archive"), self.camera,
-                catalog_url=config.catalog_url, compression=config.compression,
-                checksum=config.checksum_algorithm, min_free_bytes=config.min_free_bytes,
-            )  # fmt: skip
-        except (OSError, CatalogError) as exc:
-            raise ExpectedError(str(exc)) from None
-        daq: DaqReader | None = None
-        if config.daq_url and config.daq_url != self._daq_endpoint():
-            try:
-                daq = await self._open_daq(config.daq_url, config.daq_timeout, config.stall_timeout)
-            except Exception as exc:
-                await asyncio.to_thread(store.close)
-                raise ExpectedError(f"cannot read from the DAQ at {config.daq_url}: {exc}") from exc
+        opened = await open_configured(
+            config, self.camera, self.state_dir / "archive", self._open_daq,
+            self._daq_endpoint(), self.dask,
+        )  # fmt: skip
+        store, stale, daq = opened.store, opened.stale, opened.daq
+        if opened.dask is not self.dask:
+            previous, self.dask = self.dask, opened.dask
+            if previous is not None:
+                await previous.close()
+            if self.dask is not None:
+                self.log.info("archiving on Dask", executor=config.executor,
+                              dashboard=self.dask.engine.dashboard)  # fmt: skip
         if stale:
             self.log.warning("removed files left half-written by a crash", count=stale)
         if self.store is not None:
@@ -166,6 +168,7 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         await super().__aenter__()
         self.keep_running(self.status_report.run, "status")
         self.keep_running(self._catch_up_loop, "catch-up")
+        self.keep_running(self._watch_scheduler, "scheduler")
         return self
 
     async def close(self) -> None:
@@ -177,6 +180,9 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         if self.reads.daq is not None:
             await self.reads.daq.close()
             self.reads.daq = None
+        if self.dask is not None:
+            await self.dask.close()
+            self.dask = None
         if self.store is not None:
             await asyncio.to_thread(self.store.close)  # waits for files still being written
 
@@ -292,11 +298,14 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             header = await self.headers.get(image, wait=header_wait)
             async with self._slots:
                 try:
-                    pixels = await self.reads.read(image, sensor)
-                except ReadFailedError as exc:
+                    if self.dask is None:
+                        pixels = await self.reads.read(image, sensor)
+                        await self._store_file(store, pixels, header)
+                    else:
+                        await self._archive_on_dask(self.dask, store, image, sensor, header)
+                except (ReadFailedError, ExecutorLostError) as exc:
                     failures[sensor] = str(exc)
                     return False
-                await self._store_file(store, pixels, header)
                 if header is None and self.headers.is_announced(image):
                     self.completion.soon(image)  # announced while this file was written
                 return True
@@ -325,6 +334,36 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             ImageRetrievalFailed(imageName=image, sensor="", description=why),
         )
 
+    async def _archive_on_dask(
+        self, dask: DaskArchiving, store: ArchiveStore, image: str, sensor: str,
+        header: Header | None,
+    ) -> None:  # fmt: skip
+        """One sensor read and written by a Dask worker, then catalogued and announced
+        here; the errors of the local path, and ExecutorLostError."""
+        job = sensor_job(self.config, image, sensor, header, self.address.index,
+                         store.root, self._daq_endpoint())  # fmt: skip
+        written = await dask.write(job, self.reads)
+        await self._record_file(store, image, sensor, written, header)
+
+    async def _record_file(
+        self, store: ArchiveStore, image: str, sensor: str, written: WrittenFile,
+        header: Header | None,
+    ) -> None:  # fmt: skip
+        provenance = Provenance(self._daq_endpoint(), self.version)
+        row = await asyncio.to_thread(store.record, image, sensor, written, header, provenance)
+        await self._announce(row, header, replacing=False)
+
+    async def _watch_scheduler(self) -> None:
+        await watch_scheduler(
+            lambda: self.dask, lambda: self.config.executor_fault_after,
+            lambda why: self.report_error(ERROR_EXECUTOR_LOST, why),
+            lambda why: self._fatal(ERROR_EXECUTOR_LOST, why),
+            self._catch_up_after_scheduler,
+        )  # fmt: skip
+
+    def _catch_up_after_scheduler(self) -> None:
+        self.jobs.spawn(self._catch_up_quietly("the Dask scheduler is back"), "catch-up")
+
     def _store(self) -> ArchiveStore:
         if self.store is None:
             raise CatalogError("the archiver has no archive or catalog: start it first")
@@ -340,6 +379,9 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
     ) -> None:
         provenance = Provenance(self._daq_endpoint(), self.version)
         row = await asyncio.to_thread(store.write, pixels, header, provenance)
+        await self._announce(row, header, replacing=replacing)
+
+    async def _announce(self, row: ArchivedFile, header: Header | None, *, replacing: bool) -> None:
         self.status_report.written(row.byte_size, replacing=replacing)
         await self.publish_event(
             IMAGE_ARCHIVED,

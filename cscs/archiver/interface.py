@@ -27,6 +27,7 @@ __all__ = [
     "ERROR_ARCHIVE_UNWRITABLE",
     "ERROR_CATALOG",
     "ERROR_DAQ_UNREACHABLE",
+    "ERROR_EXECUTOR_LOST",
     "IMAGE_ARCHIVED",
     "IMAGE_RETRIEVAL_FAILED",
     "INTERFACE",
@@ -40,6 +41,7 @@ __all__ = [
 ERROR_DAQ_UNREACHABLE = 6001
 ERROR_ARCHIVE_UNWRITABLE = 6002
 ERROR_CATALOG = 6003
+ERROR_EXECUTOR_LOST = 6004
 
 
 class ImageArchived(Payload):
@@ -148,6 +150,21 @@ class ArchiverConfig(ConfigSchema):
     archiving)."""
     min_free_bytes: int = Field(default=2**30, ge=0)
     """Refuse to write (FAULT) when the archive would have less free space than this."""
+    executor: str = Field(default="local", max_length=200)
+    """Where each sensor's file is read and written: `local` (in this process), or on
+    Dask workers, one task per image and sensor: `dask-local` (a LocalCluster of
+    `dask_workers` processes the CSC starts) or a scheduler's address
+    (`tcp://host:8786`). Workers connect to the DAQ themselves and write into
+    `archive_root`, which they must all see; the CSC keeps the catalog and the events."""
+    dask_workers: int = Field(default=2, ge=1, le=64)
+    """Worker processes of `dask-local`."""
+    dask_threads_per_worker: int = Field(default=2, ge=1, le=16)
+    """Tasks a `dask-local` worker runs at once (one reads while another writes)."""
+    scheduler_timeout: float = Field(default=20.0, gt=0.0, le=600.0)
+    """Seconds to reach the scheduler (or start `dask-local`) at `start`."""
+    executor_fault_after: float = Field(default=60.0, gt=0.0)
+    """Seconds the scheduler may stay lost (errorCode 6004 at once) before FAULT; what
+    it was doing is left to catch-up, which runs when it is back."""
 
     def root(self, default: Path) -> Path:
         return Path(self.archive_root).expanduser() if self.archive_root else default
@@ -161,6 +178,13 @@ class ArchiverConfig(ConfigSchema):
         archiver whose state directory is ``state_dir``."""
         return HeaderTrust.of(state_dir, self.header_url_template, self.header_roots,
                               max_bytes=self.max_header_bytes)  # fmt: skip
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str) -> str:
+        if value not in ("local", "dask-local") and not value.startswith(("tcp://", "tls://")):
+            raise ValueError("executor is `local`, `dask-local` or an address like tcp://host:8786")
+        return value
 
     @field_validator("header_url_template")
     @classmethod

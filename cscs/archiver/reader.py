@@ -37,7 +37,12 @@ async def open_daq_client(url: str, timeout: float, stall_timeout: float) -> Daq
 
 
 class ReadFailedError(Exception):
-    """No pixels for this sensor now; the message says why (for imageRetrievalFailed)."""
+    """No pixels for this sensor now; the message says why (for imageRetrievalFailed).
+    ``unreachable``: the last attempt had no answer from the DAQ at all."""
+
+    def __init__(self, why: str, *, unreachable: bool = False) -> None:
+        super().__init__(why)
+        self.unreachable = unreachable
 
 
 class DaqReads:
@@ -65,32 +70,38 @@ class DaqReads:
     async def read(self, image: str, sensor: str) -> SensorPixels:
         """The sensor's pixels, verified; ReadFailedError after the last attempt."""
         backoff = Backoff(initial=0.2, maximum=5.0)
-        failure = ""
+        failure, unreachable = "", False
         for attempt in range(1, self.attempts + 1):
+            unreachable = False
             if self.daq is None:
                 failure = "no DAQ known yet (no daqAvailable from the camera, no daq_url)"
             else:
                 try:
                     pixels = await self.daq.read_sensor(image, sensor)
                 except DaqUnavailableError as exc:
-                    failure = str(exc)
-                    self._unreachable(failure)
+                    failure, unreachable = str(exc), True
+                    self.unreachable(failure)
                 except DaqError as exc:
-                    self._down_since = None
+                    self.reachable()
                     failure = str(exc)
                     if not exc.retriable:
                         break
                 else:
-                    self._down_since = None
+                    self.reachable()
                     return pixels
             retrying = attempt < self.attempts
             what = "DAQ read failed; retrying" if retrying else "DAQ read failed"
             self._log.warning(what, image=image, sensor=sensor, attempt=attempt, error=failure)
             if retrying:
                 await self._sleep(backoff.next_delay())
-        raise ReadFailedError(failure)
+        raise ReadFailedError(failure, unreachable=unreachable)
 
-    def _unreachable(self, why: str) -> None:
+    def reachable(self) -> None:
+        """The DAQ answered (here, or a Dask worker's read of it)."""
+        self._down_since = None
+
+    def unreachable(self, why: str) -> None:
+        """The DAQ did not answer (here, or a Dask worker's read of it)."""
         now = self._clock()
         if self._down_since is None:
             self._down_since = now

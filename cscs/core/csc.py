@@ -380,12 +380,17 @@ class BaseCsc(Generic[C]):
         Where FAULT cannot be entered (STANDBY, FAULT already), the ``errorCode`` alone
         says what went wrong."""
         self.log.error("going to FAULT", errorCode=code, report=report, state=self.state.name)
-        error = g.ErrorCode(errorCode=code, errorReport=report, traceback=tb)
-        await self.publish_event(g.ERROR_CODE, error)
+        await self.report_error(code, report, tb)
         if self.lifecycle.allows("fault"):
             old = self.state
             self.lifecycle.fault()
             await self._state_changed(old, State.FAULT)
+
+    async def report_error(self, code: int, report: str, tb: str = "") -> None:
+        """Publish ``errorCode`` without leaving the state: a trouble the CSC rides out
+        for now, which the night staff should see (FAULT may follow)."""
+        error = g.ErrorCode(errorCode=code, errorReport=report, traceback=tb)
+        await self.publish_event(g.ERROR_CODE, error)
 
     async def fault_from_exception(self, code: int, report: str, exc: BaseException) -> None:
         await self.fault(code, f"{report}: {exc!r}", "".join(traceback.format_exception(exc)))
