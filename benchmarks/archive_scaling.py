@@ -147,11 +147,34 @@ async def dask_overhead(tasks: int = 189, rounds: int = 200) -> tuple[float, flo
     return one_at_a_time, batched
 
 
+def catalog_rate(url: str, rows: int = 189) -> float:
+    """Rows per second the archiver's catalog records one at a time, as the archiver
+    does (each its own transaction: one LSSTCam image is 189)."""
+    from cscs.camera.geometry import Camera
+    from cscs.catalog import ArchivedFile, Catalog
+
+    catalog = Catalog(url)
+    try:
+        image = f"MC_O_20261122_{os.getpid() % 1000000:06d}"
+        detectors = Camera.LSSTCAM.detectors[:rows]
+        start = time.perf_counter()
+        for detector in detectors:
+            catalog.record(ArchivedFile(
+                image, detector.name, "LSSTCam", "20261122", f"/archive/{detector.name}.fits",
+                75_000_000, "0a0b0c0d", "adler32", True, "", f"tcp://daq {image}",
+                "file:///h.yaml", "0" * 32, "bench", 0.0, 0.0,
+            ))  # fmt: skip
+        return len(detectors) / (time.perf_counter() - start)
+    finally:
+        catalog.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=3, help="3-raft images in the backlog")
     parser.add_argument("--latency-images", type=int, default=3)
     parser.add_argument("--only", choices=list(EXECUTORS), help="one executor only")
+    parser.add_argument("--postgres", default="", help="also time catalog rows on this URL")
     args = parser.parse_args()
     if args.images > 4:
         parser.error("the camera's 8 GiB DAQ buffer holds 4 three-raft images")
@@ -176,6 +199,17 @@ def main() -> None:
             f"p99 {p99:.1f} s; archiver CSC peak RSS {r['rss'] / mb:.0f} MB",
             flush=True,
         )
+    with tempfile.TemporaryDirectory() as directory:
+        from cscs.catalog import sqlite_url
+
+        rates = {
+            "SQLite (WAL, synchronous=FULL)": catalog_rate(sqlite_url(Path(directory) / "c.sqlite"))
+        }
+    if args.postgres:
+        rates["PostgreSQL"] = catalog_rate(args.postgres)
+    for name, rate in rates.items():
+        print(f"catalog rows one at a time, {name}: {rate:.0f}/s "
+              f"({189 / rate:.2f} s per LSSTCam image)")  # fmt: skip
     one, batched = asyncio.run(dask_overhead())
     print(f"Dask per empty task (LocalCluster, 2 workers): {one * 1e3:.2f} ms awaited one at a "
           f"time; {batched * 1e3:.2f} ms each when 189 are submitted at once "
