@@ -23,13 +23,14 @@ from cscs.core.broker import EmbeddedBroker
 from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress, Bus
 from cscs.core.errors import ExpectedError
 from cscs.core.interface_doc import render
-from cscs.core.settings import Settings, settings_from_env
+from cscs.core.settings import Settings, read_password_file, settings_from_env, with_credentials
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.tasks import until_stop_signal
 from cscs.core.topics import CscAddress
 from cscs.core.transport import BrokerUnavailableError
 from cscs.ocs.alarms import follow_alarms, show_alarms
+from cscs.ocs.broker_config import BrokerUsers, write_broker_config
 from cscs.ocs.command import parse_params, send_command
 from cscs.ocs.jobs import follow_job, show_jobs
 from cscs.ocs.progress import Progress
@@ -45,13 +46,25 @@ Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> BrokerAddress:
-    url = args.broker or settings.broker_url
-    address = BrokerAddress.from_url(url, ca_file=args.ca_file)
-    if args.username is not None:
-        address = BrokerAddress(
-            address.host, address.port, args.username, args.password, address.tls, address.ca_file
+    """The broker and credentials: ``--broker`` over ``$CSCS_BROKER``; the password only
+    from a file or the environment (a command line is visible to anyone on the host)."""
+    if args.broker is None:
+        address = settings.broker
+    else:
+        address = BrokerAddress.from_url(args.broker)
+        if address.password is not None:
+            raise ValueError(
+                "--broker holds a password, which `ps` shows to anyone on this host: give "
+                "it in a file (--password-file or $CSCS_BROKER_PASSWORD_FILE) or in "
+                "$CSCS_BROKER_PASSWORD"
+            )
+        address = with_credentials(
+            address, settings.broker_username, settings.broker_password, settings.broker_ca
         )
-    return address
+    password = (
+        read_password_file(args.password_file, "--password-file") if args.password_file else None
+    )
+    return with_credentials(address, args.username, password, args.ca_file)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -85,7 +98,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _broker_cmd(args: argparse.Namespace, settings: Settings) -> int:
     async with EmbeddedBroker(args.backend, host=args.host, port=args.port) as broker:
-        print(f"{broker.backend} broker listening at {broker.url} (Ctrl-C stops it)", flush=True)
+        print(f"{broker.backend} broker listening at {broker.url} (Ctrl-C stops it)\n"
+              "NO AUTHENTICATION: anyone who reaches this port can publish anything, under "
+              "any CSC's name. A site runs Mosquitto with `cscs broker-config`.",
+              flush=True)  # fmt: skip
         await until_stop_signal()
     return 0
 
@@ -168,12 +184,56 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
     """``--broker`` and the login options, for any subcommand that talks to the bus."""
     parser.add_argument(
         "--broker",
-        help=f"broker URL, mqtt://[user:pass@]host:port or mqtts://… "
-        f"(default: $CSCS_BROKER or {DEFAULT_BROKER_URL})",
+        help=f"broker URL, mqtt://host:port or mqtts://… (default: $CSCS_BROKER or "
+        f"{DEFAULT_BROKER_URL}); no password here: see --password-file",
     )
-    parser.add_argument("--username", help="broker user name (overrides the URL's)")
-    parser.add_argument("--password", help="broker password")
-    parser.add_argument("--ca-file", help="certificate authority file for mqtts://")
+    parser.add_argument(
+        "--username", help="broker user name (default: $CSCS_BROKER_USERNAME, or the URL's)"
+    )
+    parser.add_argument(
+        "--password-file",
+        help="file whose first line is the broker password (default: "
+        "$CSCS_BROKER_PASSWORD_FILE or $CSCS_BROKER_PASSWORD; never on the command line)",
+    )
+    parser.add_argument(
+        "--ca-file", help="certificate authority for mqtts:// (default: $CSCS_BROKER_CA)"
+    )
+    parser.add_argument("--password", action=_NoPasswordHere, help=argparse.SUPPRESS)
+
+
+class _NoPasswordHere(argparse.Action):
+    """``--password`` is refused by name (argparse would otherwise take it for an
+    abbreviation of ``--password-file``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parser.error("--password: a password on the command line shows in `ps` to anyone on "
+                     "this host; put it in a file (--password-file, $CSCS_BROKER_PASSWORD_FILE) "
+                     "or in $CSCS_BROKER_PASSWORD")  # fmt: skip
+
+
+def _add_broker_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = sub.add_parser(
+        "broker-config",
+        help="write a site's Mosquitto configuration: users, hashed passwords, ACLs by "
+        "role, TLS (docs/security.md)",
+    )
+    config.add_argument("users", type=Path, help="YAML file: prefix, and users with roles")
+    config.add_argument("--out", type=Path, required=True, help="directory to write into")
+    config.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    config.add_argument("--port", type=int, default=1883)
+    config.add_argument("--tls", nargs=3, type=Path, metavar=("CA", "CERT", "KEY"),
+                        help="serve TLS with this CA, server certificate and key")  # fmt: skip
+    config.set_defaults(func=_broker_config)
+
+
+async def _broker_config(args: argparse.Namespace, settings: Settings) -> int:
+    users = BrokerUsers.load(args.users)
+    conf = write_broker_config(users, args.out, host=args.host, port=args.port,
+                               tls=args.tls or ())  # fmt: skip
+    print(f"wrote {conf}, {args.out / 'passwd'} and {args.out / 'acl'}; each user's "
+          f"password is in {args.out / 'credentials'}/USER (give it to that process as "
+          "CSCS_BROKER_PASSWORD_FILE). Run: mosquitto -c " + str(conf))  # fmt: skip
+    return 0
 
 
 def _add_ocs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -259,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--host", default="127.0.0.1")
     broker.add_argument("--port", type=int, default=1883)
     broker.set_defaults(func=_broker_cmd)
+
+    _add_broker_config(sub)
 
     _add_ocs(sub)
 

@@ -48,6 +48,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """A broker in a child process on ``host:port``; an async context manager.
 
+    Without ``config_file`` it lets anyone in (no authentication, no ACLs): a broker for
+    one machine, a demo and the tests; a site's Mosquitto is configured by
+    ``cscs broker-config``, whose output ``config_file`` runs here too.
+
     ``stop()`` then ``start()`` again on the same port is how tests restart the broker
     under running CSCs. With ``persistence`` (Mosquitto only) the broker keeps its
     clients' sessions (subscriptions, queued QoS 1 messages) across that restart, as a
@@ -62,6 +66,7 @@ class EmbeddedBroker:
         port: int | None = None,
         startup_timeout: float = 20.0,
         persistence: bool = False,
+        config_file: Path | None = None,
     ) -> None:
         mosquitto = find_mosquitto()
         if backend == "auto":
@@ -73,6 +78,9 @@ class EmbeddedBroker:
             )
         if persistence and backend != "mosquitto":
             raise ValueError("only the mosquitto backend keeps sessions across a restart")
+        if config_file is not None and (backend != "mosquitto" or port is None):
+            raise ValueError("a configuration file is Mosquitto's, with the port it names")
+        self.config_file = config_file
         self.backend: Literal["mosquitto", "amqtt"] = backend
         self.persistence = persistence
         self.host = host
@@ -101,6 +109,15 @@ class EmbeddedBroker:
         return self._process is not None and self._process.returncode is None
 
     def _command(self) -> list[str]:
+        if self.backend == "mosquitto" and self.config_file is not None:
+            # A site's configuration (`cscs broker-config`), run as the user we are.
+            assert self._mosquitto is not None
+            config = Path(self._workdir.name) / "mosquitto.conf"
+            config.write_text(
+                self.config_file.read_text(encoding="utf-8")
+                + f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+            )
+            return [self._mosquitto, "-c", str(config)]
         if self.backend == "mosquitto":
             assert self._mosquitto is not None
             config = Path(self._workdir.name) / "mosquitto.conf"

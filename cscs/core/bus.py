@@ -21,12 +21,14 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from aiomqtt.exceptions import MqttConnectError
 
 from cscs.core.backoff import Backoff
 from cscs.core.copies import OverlapCopies
 from cscs.core.topics import check_topic, topic_matches
 from cscs.core.transport import (
     BaseTransport,
+    BrokerRefusedError,
     BrokerUnavailableError,
     ConnectionState,
     Message,
@@ -44,6 +46,23 @@ DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 # Nagle's algorithm would hold each QoS-1 PUBACK/PUBLISH pair for a delayed ACK:
 # ~40 ms per hop (docs/performance.md). Every client of ours sets TCP_NODELAY.
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+def _refusal(exc: aiomqtt.MqttError, address: BrokerAddress) -> BrokerRefusedError | None:
+    """The error to give at once when the broker refused us for good: a login it does
+    not accept (CONNACK 4, 5) or a certificate this client does not trust."""
+    who = f"user {address.username!r}" if address.username else "an anonymous client"
+    if isinstance(exc, MqttConnectError) and exc.rc in (4, 5, 134, 135):
+        return BrokerRefusedError(
+            f"the broker at {address.url} refused {who}: {exc} (check the user name and "
+            "the password file: CSCS_BROKER_USERNAME, CSCS_BROKER_PASSWORD_FILE)"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+        return BrokerRefusedError(
+            f"the broker at {address.url} presented a certificate this client does not "
+            f"trust: {exc} (give its certificate authority: --ca-file or CSCS_BROKER_CA)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -285,6 +304,13 @@ class Bus(BaseTransport):
                 async with client:
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
+                refusal = _refusal(exc, self.address)
+                if refusal is not None and self.state is not ConnectionState.CLOSED:
+                    # Wrong credentials or an untrusted certificate do not pass with time.
+                    if self._first_attempt is not None and not self._first_attempt.done():
+                        self._first_attempt.set_exception(refusal)
+                        return
+                    self._log.error("the broker refuses this client", error=str(refusal))
                 if self._first_attempt is not None and not self._first_attempt.done():
                     # Keep trying until the caller's connect timeout; say why meanwhile.
                     self._log.debug("broker not reachable yet", error=str(exc))

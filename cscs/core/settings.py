@@ -10,7 +10,7 @@ import getpass
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress
@@ -21,7 +21,9 @@ __all__ = [
     "Settings",
     "default_identity",
     "default_state_dir",
+    "read_password_file",
     "settings_from_env",
+    "with_credentials",
 ]
 
 
@@ -59,19 +61,57 @@ class Settings:
     """``CSCS_STATE_DIR``: what must survive a restart (default ``~/.local/state/cscs``)."""
     daq_bind: str = DEFAULT_DAQ_BIND
     """``CSCS_DAQ_BIND``: where a (simulated) camera's DAQ server listens."""
+    broker_username: str | None = None
+    """``CSCS_BROKER_USERNAME``: the broker user (over the URL's)."""
+    broker_password: str | None = field(default=None, repr=False)
+    """``CSCS_BROKER_PASSWORD``, or the first line of ``CSCS_BROKER_PASSWORD_FILE``."""
+    broker_ca: str | None = None
+    """``CSCS_BROKER_CA``: the certificate authority an ``mqtts://`` broker is checked
+    against (default: the system's)."""
 
     @property
     def broker(self) -> BrokerAddress:
-        return BrokerAddress.from_url(self.broker_url)
+        return with_credentials(
+            BrokerAddress.from_url(self.broker_url), self.broker_username,
+            self.broker_password, self.broker_ca,
+        )  # fmt: skip
 
     @property
     def state_directory(self) -> Path:
         return self.state_dir or default_state_dir()
 
 
+def with_credentials(
+    address: BrokerAddress, username: str | None, password: str | None, ca_file: str | None
+) -> BrokerAddress:
+    """``address`` with whichever of these are given in place of its own."""
+    return replace(
+        address,
+        username=username if username is not None else address.username,
+        password=password if password is not None else address.password,
+        ca_file=ca_file if ca_file is not None else address.ca_file,
+    )
+
+
+def read_password_file(path: str, what: str) -> str:
+    """The first line of a password file; ValueError naming ``what`` (the variable or
+    option) when it cannot be read or is empty."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            password = file.readline(4096).rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what}={path!r}: cannot read the password: {exc}") from None
+    if not password:
+        raise ValueError(f"{what}={path!r}: the file's first line is empty")
+    return password
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """``CSCS_BROKER``, ``CSCS_PREFIX``, ``CSCS_CONFIG_DIR``, ``CSCS_SITE``,
-    ``CSCS_STATE_DIR``, ``CSCS_DAQ_BIND``; ValueError naming the variable that is wrong."""
+    ``CSCS_STATE_DIR``, ``CSCS_DAQ_BIND``, and the broker's credentials
+    (``CSCS_BROKER_USERNAME``, ``CSCS_BROKER_PASSWORD`` or ``CSCS_BROKER_PASSWORD_FILE``,
+    ``CSCS_BROKER_CA``: never on a command line, where ``ps`` shows them); ValueError
+    naming the variable that is wrong."""
     env = os.environ if env is None else env
     broker_url = env.get("CSCS_BROKER", DEFAULT_BROKER_URL)
     try:
@@ -89,6 +129,16 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise ValueError(
             f"CSCS_DAQ_BIND={daq_bind!r}: must be a ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555"
         )
+    password = env.get("CSCS_BROKER_PASSWORD")
+    password_file = env.get("CSCS_BROKER_PASSWORD_FILE")
+    if password is not None and password_file:
+        raise ValueError("CSCS_BROKER_PASSWORD and CSCS_BROKER_PASSWORD_FILE are both set: "
+                         "keep one")  # fmt: skip
+    if password_file:
+        password = read_password_file(password_file, "CSCS_BROKER_PASSWORD_FILE")
+    ca = env.get("CSCS_BROKER_CA") or None
+    if ca is not None and not Path(ca).is_file():
+        raise ValueError(f"CSCS_BROKER_CA={ca!r}: no such file")
     return Settings(
         broker_url=broker_url,
         prefix=prefix,
@@ -96,4 +146,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         site=env.get("CSCS_SITE") or None,
         state_dir=Path(env["CSCS_STATE_DIR"]) if env.get("CSCS_STATE_DIR") else None,
         daq_bind=daq_bind,
+        broker_username=env.get("CSCS_BROKER_USERNAME") or None,
+        broker_password=password,
+        broker_ca=ca,
     )

@@ -31,6 +31,7 @@ from cscs.core.topics import check_filter, topic_matches
 
 __all__ = [
     "BaseTransport",
+    "BrokerRefusedError",
     "BrokerUnavailableError",
     "ConnectionState",
     "Connector",
@@ -47,6 +48,11 @@ OnConnect = Callable[[], Awaitable[None]]
 
 class BrokerUnavailableError(ConnectionError):
     """The broker could not be reached (in time)."""
+
+
+class BrokerRefusedError(BrokerUnavailableError):
+    """The broker answered but will not have this client: its login, or its trust in
+    the broker's certificate; retrying would not help."""
 
 
 class ConnectionState(enum.Enum):

@@ -107,7 +107,10 @@ async def run_demo(
     logs = (state_dir or default_state_dir()) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     async with EmbeddedBroker(backend) as broker:
-        progress.say(f"broker: {broker.backend} at {broker.url}")
+        progress.say(
+            f"broker: {broker.backend} at {broker.url}, without authentication "
+            "(anyone on this host can publish; a site uses `cscs broker-config`)"
+        )
         processes = [await spawn(a, broker.url, env, logs) for a in addresses]
         progress.say(f"{', '.join(map(str, addresses))}: each in its own process (cscs run)")
         progress.say(f"their logs: {logs}")
