@@ -37,6 +37,7 @@ from typing import Any
 from benchmarks.archive_throughput import (
     BIAS,
     CCD_BYTES,
+    bring_up,
     disk_rates,
     peak_rss,
     percentile,
@@ -44,9 +45,7 @@ from benchmarks.archive_throughput import (
 )
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.bus import Bus
-from cscs.core.remote import Remote
-from cscs.core.states import State
-from cscs.core.topics import CscAddress, Kind
+from cscs.core.topics import CscAddress
 
 SENSORS = 27
 IMAGE_BYTES = SENSORS * CCD_BYTES
@@ -91,15 +90,7 @@ async def session(
             Bus(broker.address) as bus,
             contextlib.AsyncExitStack() as stack,
         ):
-            remotes = {k: await stack.enter_async_context(Remote(bus, a)) for k, a in names.items()}
-            for key, remote in remotes.items():
-                await remote.wait_for_state(State.STANDBY, timeout=120)
-                await remote.command("start", {"configurationOverride": overrides.get(key, "")},
-                                     timeout=120)  # fmt: skip
-                if key != "archiver":
-                    await remote.command("enable")
-            async with remotes["telescope"].stream("dome", kind=Kind.TELEMETRY) as dome:
-                await dome.next(10)
+            remotes = await bring_up(stack, bus, names, overrides)
             archiver, camera = remotes["archiver"], remotes["camera"]
             await camera.command("takeImages", {"numImages": images, **BIAS}, timeout=900)
             disk = await asyncio.to_thread(disk_rates, state, images * IMAGE_BYTES, 1)

@@ -210,6 +210,28 @@ async def processes(
             await process.wait()
 
 
+async def bring_up(
+    stack: contextlib.AsyncExitStack,
+    bus: Bus,
+    names: dict[str, CscAddress],
+    overrides: dict[str, str],
+    *,
+    start_timeout: float = 120.0,
+) -> dict[str, Remote]:
+    """A Remote to each CSC process, each started (with its override) and all but the
+    archiver enabled; returns once the header service can have heard the dome."""
+    remotes = {k: await stack.enter_async_context(Remote(bus, a)) for k, a in names.items()}
+    for key, remote in remotes.items():
+        await remote.wait_for_state(State.STANDBY, timeout=120)
+        await remote.command("start", {"configurationOverride": overrides.get(key, "")},
+                             timeout=start_timeout)  # fmt: skip
+        if key != "archiver":
+            await remote.command("enable")
+    async with remotes["telescope"].stream("dome", kind=Kind.TELEMETRY) as dome:
+        await dome.next(10)
+    return remotes
+
+
 def peak_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -254,15 +276,7 @@ async def session(
             Bus(broker.address) as bus,
             contextlib.AsyncExitStack() as stack,
         ):
-            remotes = {k: await stack.enter_async_context(Remote(bus, a)) for k, a in names.items()}
-            for key, remote in remotes.items():
-                await remote.wait_for_state(State.STANDBY, timeout=120)
-                override = "bench" if key == "archiver" else ""
-                await remote.command("start", {"configurationOverride": override}, timeout=60)
-                if key != "archiver":
-                    await remote.command("enable")
-            async with remotes["telescope"].stream("dome", kind=Kind.TELEMETRY) as dome:
-                await dome.next(10)
+            remotes = await bring_up(stack, bus, names, {"archiver": "bench"}, start_timeout=60)
             archiver, cam = remotes["archiver"], remotes["camera"]
             if images:
                 async with archiver.stream("imageArchived") as archived:
