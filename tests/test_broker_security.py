@@ -90,9 +90,8 @@ class Site:
         ca = str(self.ca) if self.tls else None
         return BrokerAddress("127.0.0.1", self.broker.port, user, password, self.tls, ca)
 
-    def bus(self, user: str | None, **options: object) -> Bus:
-        return Bus(self.address(user, password=options.pop("password", None)),  # type: ignore[arg-type]
-                   connect_timeout=10.0)  # fmt: skip
+    def bus(self, user: str | None, password: str | None = None) -> Bus:
+        return Bus(self.address(user, password=password), connect_timeout=10.0)
 
 
 @pytest_asyncio.fixture(params=[False, True], ids=["plain", "tls"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -168,18 +168,18 @@ def check_names(camera: Camera, image: str, sensor: str) -> str:
 
 def remove_partial_files(root: Path) -> int:
     """Delete temporaries a crash left behind (never under a final name); how many."""
-    count = 0
-    for path in root.rglob(".*.partial"):
-        path.unlink(missing_ok=True)
-        count += 1
-    return count
+    return _unlink_all(root.rglob(".*.partial"))
 
 
 def remove_partials_of(path: Path) -> int:
     """Delete what earlier attempts at ``path`` left (a worker killed mid-write), once
     the file is whole under its name; how many."""
+    return _unlink_all(path.parent.glob(f".{path.name}.*.partial"))
+
+
+def _unlink_all(paths: Iterable[Path]) -> int:
     count = 0
-    for partial in path.parent.glob(f".{path.name}.*.partial"):
-        partial.unlink(missing_ok=True)
+    for path in paths:
+        path.unlink(missing_ok=True)
         count += 1
     return count
