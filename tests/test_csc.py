@@ -280,6 +280,48 @@ async def test_a_csc_started_past_standby_is_configured_as_a_start_would(
         assert await remote.state() is State.OFFLINE  # not a retained ENABLED left behind
 
 
+class SlowToConfigureCsc(TestCsc):
+    """Its configure() waits for the test: the moment between connecting and listening."""
+
+    configured: asyncio.Event
+
+    async def configure(self, config: TestConfig) -> None:
+        await self.configured.wait()
+
+
+async def test_a_csc_started_past_standby_says_enabled_only_once_configured(
+    index: int,
+) -> None:
+    """A supervisor's restart (`--state enabled`): until configure() is done, the CSC's
+    summaryState is STANDBY, never ENABLED; a header service that said ENABLED before
+    it listened to its camera lost the next image's header in the soak night."""
+    broker = MemoryBroker()
+    release = asyncio.Event()
+
+    def factory(i: int, **kwargs: Any) -> SlowToConfigureCsc:
+        csc = SlowToConfigureCsc(i, **kwargs)
+        csc.configured = release
+        return csc
+
+    async with (
+        broker.transport() as bus,
+        Remote(bus, CscAddress("Test", index)) as remote,
+        remote.stream("summaryState") as states,
+    ):
+        starting = asyncio.create_task(_run_started(factory, broker, index))
+        first = await states.next(10)
+        assert first.data["summaryState"] == State.STANDBY
+        release.set()
+        second = await states.next(10)
+        assert second.data["summaryState"] == State.ENABLED
+        await starting
+
+
+async def _run_started(factory: Any, broker: MemoryBroker, index: int) -> None:
+    async with make_csc(factory, broker, index=index, initial_state=State.ENABLED) as h:
+        assert h.csc.state is State.ENABLED
+
+
 class HookedCsc(TestCsc):
     """Fails the hooks it is told to, to check the life cycle's rollback."""
 

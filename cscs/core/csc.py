@@ -194,6 +194,12 @@ class BaseCsc(Generic[C]):
         commands = await bus.subscribe(f"{self.address.root}/cmd/+", maxsize=10_000)
         own_events = await bus.subscribe(self.address.event("+"), maxsize=1_000)
         self._bus = bus
+        # Started past STANDBY: STANDBY is what the first report says until configured,
+        # so nobody acts on an ENABLED that is not listening yet (a header service
+        # restarted by its supervisor would miss the next image's start).
+        target = self.state
+        if target is not State.STANDBY:
+            self.lifecycle.restore(State.STANDBY)
         try:
             await bus.__aenter__()
         except BaseException:
@@ -203,12 +209,14 @@ class BaseCsc(Generic[C]):
         self.keep_running(lambda: self.report.heartbeats(self.heartbeat_interval), "heartbeat")
         self.keep_running(self.report.publish_logs, "logs")
         self.keep_running(lambda: self._guard.watch(own_events, bus, self.log), "own-events")
-        if self.state in (State.DISABLED, State.ENABLED):
+        if target in (State.DISABLED, State.ENABLED):
             # Started past STANDBY (`cscs run --state enabled`): configured as a `start`
-            # without override would, before any command is read (they wait), or not
-            # started at all: OFFLINE said, and the error says why.
+            # without override would, before any command is read (they wait), then in
+            # that state; or not started at all: OFFLINE said, and the error says why.
             try:
                 await self.begin_start(g.StartParams(configurationOverride=""))
+                self.lifecycle.restore(target)
+                await self.report.summary_state()
             except BaseException as exc:
                 self.log.error("not started: the configuration could not be applied",
                                error=str(exc))  # fmt: skip
