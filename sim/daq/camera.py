@@ -6,6 +6,9 @@ synthesised into the DAQ buffer meanwhile) → ``endReadout`` → ``endOfImageTe
 ``endReadout`` is published only once every sensor's pixels are in the buffer, so a
 reader that starts on it never waits.
 
+Each image taken is recorded in ``Camera-{index}-images.jsonl`` in the state directory
+(:mod:`sim.daq.journal`) before its ``endReadout``.
+
 The DAQ server starts with the process, whatever the CSC's state: images already in
 the buffer stay readable for catch-up while the camera is disabled. Its address is the
 retained ``daqAvailable`` event; which CCD is in each slot, the retained
@@ -66,6 +69,7 @@ from sim.daq.interface import (
     DaqStoreStatus,
     TakeImagesParams,
 )
+from sim.daq.journal import TakenImage, journal_path, record_taken
 from sim.daq.pixels import DEFAULT_POINTING, Scene, synthesize_sensor
 from sim.daq.reference import field_radius, write_field_shards
 from sim.daq.sequence import ImageSequencer
@@ -107,6 +111,8 @@ class CameraCsc(BaseCsc[CameraConfig]):
         self.band = "r"  # of the filter in the beam
         self._fields_written: set[Pointing] = set()  # reference shards written for these
         self._reference_writer = ThreadPoolExecutor(1, "reference-catalog")
+        self.journal = journal_path(self.state_dir, index)  # what it took (sim.daq.journal)
+        self._missing: dict[str, tuple[str, ...]] = {}  # sensors not read out, by image
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return [
@@ -335,6 +341,9 @@ class CameraCsc(BaseCsc[CameraConfig]):
         )
         await asyncio.gather(asyncio.sleep(self.config.readout_time), self._read_out(image, scene))
         self.store.end_image(image)
+        missing = self._missing.pop(image, ())
+        taken = TakenImage(image, params.imageType, tuple(self.sensors), missing, current_tai())
+        await asyncio.to_thread(record_taken, self.journal, taken)
         await self.publish_event(
             END_READOUT,
             EndReadout(
@@ -403,6 +412,7 @@ class CameraCsc(BaseCsc[CameraConfig]):
             if self.faults.take(image, sensor, READOUT_FAULTS) is not None:
                 self.log.warning("injecting fault: sensor not read out", image=image, sensor=sensor)
                 self.store.mark_missing(image, sensor)
+                self._missing[image] = (*self._missing.get(image, ()), sensor)
                 continue
             pending[sensor] = loop.run_in_executor(self._executor, synthesize, sensor)
         for sensor, future in pending.items():
