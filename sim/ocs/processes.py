@@ -16,14 +16,19 @@ __all__ = ["log_path", "log_tail", "spawn", "stop"]
 
 
 async def spawn(
-    address: CscAddress, broker_url: str, env: Mapping[str, str], logs: Path
+    address: CscAddress,
+    broker_url: str,
+    env: Mapping[str, str],
+    logs: Path,
+    state: str = "standby",
 ) -> asyncio.subprocess.Process:
-    """Start ``cscs run`` for one CSC, its log (stdout and stderr) to ``logs``."""
+    """Start ``cscs run`` for one CSC, its log (stdout and stderr) to ``logs``; ``state``
+    ``enabled`` is a supervisor's restart (its site configuration applied at once)."""
     log = await asyncio.to_thread(open, log_path(logs, address), "ab")
     with log:  # the child has its own descriptor once started
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cscs", "run", address.name, "--index", str(address.index),
-            "--broker", broker_url,
+            "--broker", broker_url, "--state", state,
             stdout=log, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env},
         )  # fmt: skip
 
