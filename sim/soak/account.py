@@ -1,0 +1,98 @@
+"""The night's account: the catalog read against the cameras' journals, any file the
+soak did not hear announced verified now, the reconciliation printed (table, each
+shortfall explained, faults, FAULTs, alarms) and returned for the JSON file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, TextIO
+
+from cscs.camera.checksum import check_algorithm
+from cscs.camera.verify import verify_raw_file
+from cscs.catalog import ArchivedFile, Catalog, sqlite_url
+from cscs.catalog.batch import BatchRecords
+from sim.daq.journal import TakenImage, journal_path, read_journal
+from sim.soak.plan import FaultPlan
+from sim.soak.reconcile import FaultWindow, SensorFile, reconcile, table
+from sim.soak.record import NightRecord, Verified
+from sim.soak.site import CAMERAS
+
+__all__ = ["account"]
+
+
+async def account(
+    state: Path, plan: FaultPlan, record: NightRecord, windows: list[FaultWindow], out: TextIO
+) -> dict[str, Any]:
+    taken = {c.instrument: read_journal(journal_path(state, c.value)) for c in CAMERAS}
+    files, measured = await asyncio.to_thread(_from_catalog, state, taken, record)
+    result = reconcile(
+        plan.seed, taken, files,
+        {key: v.checksum for key, v in record.verified.items()},
+        record.announced, measured, record.stages, record.forwarded, windows,
+    )  # fmt: skip
+    print("\n" + table(result), file=out)
+    print("(images, whole; lost and duplicated: files. verified: every file re-read, FITS "
+          "checksums and file checksum matched)", file=out)  # fmt: skip
+    for line in result.lines:
+        print(f"  explained: {line}", file=out)
+    for line in result.unexplained + record.problems:
+        print(f"  PROBLEM: {line}", file=out)
+    print(f"faults injected: {len(windows)}", file=out)
+    for window in windows:
+        print(f"  {window.kind.value:<20} {window.target:<28} "
+              f"{window.end_tai - window.start_tai:6.1f} s  {window.note}", file=out)  # fmt: skip
+    for fault in record.faults_seen:
+        print(f"  FAULT of {fault['csc']}: {fault.get('report', '?')}; recovered after "
+              f"{fault.get('recoveredAfter', 'never')} s", file=out)  # fmt: skip
+    for alarm in record.alarms.values():
+        print(f"  alarm {alarm.name}: raised {alarm.raised} times, worst {alarm.max_severity} "
+              f"({alarm.reason[:80]}), {'cleared' if alarm.cleared else 'NOT cleared'}",
+              file=out)  # fmt: skip
+    return {
+        **result.as_dict(),
+        "ok": result.ok and not record.problems,
+        "faults": [w.as_dict() for w in windows],
+        "faultStates": record.faults_seen,
+        "alarms": [a.as_dict() for a in record.alarms.values()],
+        "problems": record.problems,
+    }
+
+
+def _from_catalog(
+    state: Path, taken: dict[str, list[TakenImage]], record: NightRecord
+) -> tuple[dict[tuple[str, str], SensorFile], set[str]]:
+    """Each taken image's catalogued files (a file not yet verified is verified now),
+    and the images with QC in the catalog."""
+    catalog = Catalog(sqlite_url(state / "archive" / "catalog.sqlite"))
+    try:
+        records = BatchRecords(catalog)
+        files: dict[tuple[str, str], SensorFile] = {}
+        measured = set()
+        for images in taken.values():
+            for image in images:
+                rows = catalog.files_of(image.imageName)
+                for row in rows:
+                    key = (row.image_name, row.sensor)
+                    count = sum(1 for r in rows if r.sensor == row.sensor)
+                    files[key] = SensorFile(row.path, row.checksum, row.header_complete,
+                                            row.missing_keywords, count)  # fmt: skip
+                    known = record.verified.get(key)
+                    if known is None or known.checksum != row.checksum:
+                        _verify_now(row, record)
+                if records.qc_of(image.imageName):
+                    measured.add(image.imageName)
+        return files, measured
+    finally:
+        catalog.close()
+
+
+def _verify_now(row: ArchivedFile, record: NightRecord) -> None:
+    path = Path(row.path)
+    algorithm = check_algorithm(row.checksum_algorithm)
+    problems = verify_raw_file(path, row.byte_size, row.checksum, algorithm)
+    if problems:
+        record.problems += [f"{row.image_name} {row.sensor} (catalogued): {p}" for p in problems]
+    else:
+        key = (row.image_name, row.sensor)
+        record.verified[key] = Verified(path, row.checksum, row.header_complete, 0.0)

@@ -1,0 +1,189 @@
+"""How each planned fault is done to the running site, and when it is over.
+
+A fault starts just before its image is taken (:meth:`Injector.before`); the camera's
+loop then takes the image and calls :meth:`Injector.after`, which waits, where the fault
+needs it, for the image to have gone through (the archiver gave up on the header, went
+to FAULT at the full disk). Kills, the broker's restart and the link's cut run beside
+the night, so that they land in the middle of work. Each fault ends as a
+:class:`~sim.soak.reconcile.FaultWindow`: what it hit, from when until it was back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import time
+
+import structlog
+
+from cscs.camera.naming import ImageName
+from cscs.core.bus import Bus
+from cscs.core.remote import Remote
+from cscs.core.states import State
+from cscs.core.tai import current_tai
+from cscs.core.tasks import cancel_and_wait
+from cscs.core.topics import CscAddress
+from sim.daq.journal import journal_path, read_journal
+from sim.soak.plan import FaultKind, PlannedFault
+from sim.soak.reconcile import FaultWindow
+from sim.soak.record import NightRecord
+from sim.soak.site import GATEWAY, SoakSite
+
+__all__ = ["Injector"]
+
+_log = structlog.get_logger("soak")
+_BACK_WITHIN = 120.0  # s for a restarted CSC (or the broker's clients) to be back
+_KILLED = {
+    FaultKind.KILL_ARCHIVER: "Archiver",
+    FaultKind.KILL_HEADER_SERVICE: "HeaderService",
+    FaultKind.KILL_OCS_BATCH: "OCSBatch",
+    FaultKind.KILL_GATEWAY: "TelemetryGateway",
+}
+
+
+class Injector:
+    def __init__(self, site: SoakSite, bus: Bus, record: NightRecord, min_free_bytes: int):
+        self.site, self.bus, self.record = site, bus, record
+        self.min_free_bytes = min_free_bytes
+        self.windows: list[FaultWindow] = []
+        self._background: list[asyncio.Task[None]] = []
+        self._ballast = site.archive / ".soak-ballast"
+        self._pending: dict[PlannedFault, tuple[float, str]] = {}  # started: when, what
+
+    async def before(self, fault: PlannedFault, sensors: list[str]) -> None:
+        """Do what must be in place before the image is taken; start what runs beside."""
+        rng = random.Random(fault.seed)
+        index = fault.camera.value
+        kind = fault.kind
+        _log.info("injecting", fault=kind.value, camera=fault.camera.name, image=fault.image)
+        if kind in (FaultKind.DAQ_DROP, FaultKind.DAQ_CORRUPT):
+            sensor = rng.choice(sensors)
+            self._pending[fault] = (current_tai(), f"Camera:{index} DAQ stream of {sensor}")
+            taken = await asyncio.to_thread(read_journal, journal_path(self.site.state, index))
+            image = f"*_{ImageName.parse(taken[-1].imageName).seq_num + 1:06d}" if taken else "*"
+            async with Remote(self.bus, CscAddress("Camera", index)) as camera:
+                params = {"kind": kind.value.removeprefix("daq-"), "image": image,
+                          "sensor": sensor, "count": 1}  # fmt: skip
+                await camera.command("injectFault", params, timeout=30)
+        elif kind is FaultKind.HEADER_NEVER:
+            self._pending[fault] = (current_tai(), f"HeaderService:{index}")
+            self.site.freeze(CscAddress("HeaderService", index), True)
+        elif kind is FaultKind.DISK_FULL:
+            self.record.disk_held.set()  # first: the soak stops pruning
+            await asyncio.to_thread(self._fill)
+            self._pending[fault] = (current_tai(), "archive disk")
+        else:
+            self._background.append(asyncio.create_task(self._beside(fault, rng)))
+
+    async def after(self, fault: PlannedFault, image: str, sensors: int) -> None:
+        """Wait for the image to have met the fault, then undo it."""
+        kind, index = fault.kind, fault.camera.value
+        if kind in (FaultKind.DAQ_DROP, FaultKind.DAQ_CORRUPT):
+            ok = await self._archived(image, sensors, 120)
+            self._end(fault, ok, f"{image} archived: {ok}")
+        elif kind is FaultKind.HEADER_NEVER:
+            ok = await self._archived(image, sensors, 120)  # without its header
+            address = CscAddress("HeaderService", index)
+            await self.site.kill(address)  # the hung process, as its supervisor would
+            await self.site.spawn(address)
+            back = await self._back(address, time.monotonic())
+            self._end(fault, ok and back, f"{image} archived: {ok}; restarted: {back}")
+        elif kind is FaultKind.DISK_FULL:
+            faulted = await self.record.wait(
+                lambda: self.record.states.get(f"Archiver:{index}") is State.FAULT,
+                120,
+                f"Archiver:{index} to refuse the full disk",
+            )
+            await asyncio.to_thread(self._ballast.unlink, missing_ok=True)
+            self.record.disk_held.clear()
+            async with self.record.changed:
+                self.record.changed.notify_all()
+            back = await self.record.wait(self._archivers_enabled, 300, "archivers ENABLED")
+            self._end(
+                fault,
+                faulted and back,
+                f"Archiver:{index} went to FAULT: {faulted}; recovered: {back}",
+            )
+
+    async def finish(self) -> None:
+        """Wait for the faults still running beside the night."""
+        try:
+            await asyncio.gather(*self._background)
+        finally:
+            await cancel_and_wait(self._background, _log, "stopping the faults")
+            self._ballast.unlink(missing_ok=True)
+
+    # ---- what each does ----------------------------------------------------------------
+
+    async def _beside(self, fault: PlannedFault, rng: random.Random) -> None:
+        kind, index = fault.kind, fault.camera.value
+        await asyncio.sleep(rng.uniform(0.0, 2.0))  # into the image's exposure or archiving
+        start, down = current_tai(), rng.uniform(1.0, 6.0)
+        if kind in _KILLED:
+            name = _KILLED[kind]
+            address = CscAddress(name, 0 if name in ("OCSBatch", "TelemetryGateway") else index)
+            await self.site.kill(address)
+            await asyncio.sleep(down)
+            await self.site.spawn(address)
+            back = await self._back(address, time.monotonic())
+            self._window(kind, str(address), index, start, back, f"back: {back}")
+        elif kind is FaultKind.BROKER_RESTART:
+            await self.site.broker.stop()
+            await asyncio.sleep(down)
+            await self.site.broker.start()
+            restarted = time.monotonic()
+            beating = [await self._back(a, restarted) for a in self.site.processes]
+            self._window(
+                kind,
+                "broker",
+                index,
+                start,
+                all(beating),
+                f"{sum(beating)} of {len(beating)} CSCs back",
+            )
+        elif kind is FaultKind.OCS_LINK_CUT:
+            await self.site.link.cut()
+            await asyncio.sleep(down + 4.0)
+            await self.site.link.restore()
+            back = await self._back(GATEWAY, time.monotonic())
+            self._window(kind, "TelemetryGateway:0 OCS link", index, start, back, f"back: {back}")
+
+    async def _back(self, address: CscAddress, since: float) -> bool:
+        """Whether the CSC is ENABLED again (its process restarted, or reconnected)."""
+        return await self.record.wait(
+            lambda: self.record.enabled_since(str(address), since),
+            _BACK_WITHIN,
+            f"{address} ENABLED again",
+        )
+
+    async def _archived(self, image: str, sensors: int, timeout: float) -> bool:
+        return await self.record.wait(
+            lambda: self.record.archived.get(image, 0) >= sensors, timeout, f"{image} archived"
+        )
+
+    def _archivers_enabled(self) -> bool:
+        states = self.record.states
+        return all(s is State.ENABLED for a, s in states.items() if a.startswith("Archiver:"))
+
+    def _fill(self) -> None:
+        """A file that leaves the archive's file system below the archivers' reserve."""
+        free = shutil.disk_usage(self.site.archive).free
+        size = max(free - self.min_free_bytes + 2**30, 2**20)
+        with open(self._ballast, "wb") as ballast:
+            os.posix_fallocate(ballast.fileno(), 0, size)
+
+    def _end(self, fault: PlannedFault, ok: bool, note: str) -> None:
+        start, target = self._pending.pop(fault)
+        self._window(fault.kind, target, fault.camera.value, start, ok, note)
+
+    def _window(
+        self, kind: FaultKind, target: str, camera: int, start: float, ok: bool, note: str
+    ) -> None:
+        """The fault is over; one whose target did not come back is a problem of the night."""
+        window = FaultWindow(kind, target, camera, start, current_tai(), note)
+        self.windows.append(window)
+        _log.info("fault over", **window.as_dict())
+        if not ok:
+            self.record.problems.append(f"{kind.value} of {target}: {note}")

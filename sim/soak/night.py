@@ -1,0 +1,250 @@
+"""``cscs soak``: a long night of LATISS and ComCam images with faults injected, and its
+reconciliation from the cameras' own records.
+
+Both cameras take images at once, each in its own loop; before some images a fault of
+the plan (:mod:`sim.soak.plan`) is done to the site (:mod:`sim.soak.faults`). The soak
+listens as any client of the broker would (:mod:`sim.soak.record`): each file is re-read
+and verified as it is announced, then pruned when nothing needs it any more, so a night
+of ~100 GB fits on a disk with much less free. At the end it waits for the archive to
+settle, checks the catalog against the cameras' journals, and prints and writes the
+account (:mod:`sim.soak.reconcile`). Exit status 0 only when nothing was lost or
+duplicated and every shortfall is explained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from cscs.camera.geometry import Camera
+from cscs.camera.observatory import local_sidereal_deg
+from cscs.core.bus import Bus
+from cscs.core.remote import AckError, CommandTimeoutError, Remote
+from cscs.core.states import State
+from cscs.core.tai import current_tai
+from cscs.core.tasks import cancel_and_wait
+from cscs.core.topics import DEFAULT_PREFIX, CscAddress, Kind
+from sim.daq.journal import journal_path, read_journal
+from sim.soak.account import account
+from sim.soak.faults import Injector
+from sim.soak.plan import FaultPlan, plan_faults
+from sim.soak.reconcile import QC_TYPES
+from sim.soak.record import NightRecord, recover
+from sim.soak.site import CAMERAS, SoakSite, addresses, soak_site
+
+__all__ = ["SoakOptions", "run_soak"]
+
+_log = structlog.get_logger("soak")
+#: Images of a camera taken and not yet archived before the next waits: the simulated
+#: DAQ buffer is RAM (6 GiB: ~80 LATISS or ~9 ComCam images), not the hours a real one
+#: holds, so the night is paced by it rather than overrun.
+_BACKLOG = {Camera.LATISS: 12, Camera.COMCAM: 2}
+_SETTLE = 600.0  # s at most for the archive to settle after the last image
+_QUIET = 30.0  # s without a file or a QC stage: nothing more is coming
+
+
+@dataclass(frozen=True)
+class SoakOptions:
+    state_dir: Path
+    latiss: int = 500
+    comcam: int = 100
+    seed: int = 1
+    spacing: int = 10  # images between faults
+    headroom: int = 20 * 2**30  # bytes the archive may use before its reserve is reached
+    json_path: Path | None = None
+    keep_files: bool = False
+
+    def images(self) -> dict[Camera, int]:
+        return {Camera.LATISS: self.latiss, Camera.COMCAM: self.comcam}
+
+
+async def run_soak(options: SoakOptions, out: TextIO = sys.stdout) -> int:
+    state = options.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(state).free
+    need = options.headroom + 2**30
+    if free < need:
+        print(f"soak: needs {need / 1e9:.1f} GB free on the file system of {state} (the "
+              f"archive's working set and the archivers' reserve); it has {free / 1e9:.1f} GB",
+              file=out)  # fmt: skip
+        return 2
+    min_free = free - options.headroom
+    plan = plan_faults(options.seed, options.images(), options.spacing)
+    print(f"soak: seed {options.seed}; {options.latiss} LATISS + {options.comcam} ComCam "
+          f"images; {len(plan.faults)} faults of {len(plan.kinds())} kinds; state {state}; "
+          f"archivers keep {min_free / 1e9:.1f} GB free", file=out, flush=True)  # fmt: skip
+    started = time.monotonic()
+    async with soak_site(state, min_free) as site:
+        result = await _night(site, plan, options, min_free, out)
+    result["durationSeconds"] = round(time.monotonic() - started, 1)
+    path = options.json_path or state / f"soak-{options.seed}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"duration {result['durationSeconds']:.0f} s; written to {path}", file=out)
+    return 0 if result["ok"] else 1
+
+
+async def _night(
+    site: SoakSite, plan: FaultPlan, options: SoakOptions, min_free: int, out: TextIO
+) -> dict[str, Any]:
+    client = f"soak-{uuid.uuid4().hex[:8]}"
+    async with Bus(site.broker.address, client_id=client, persistent_session=True,
+                   connect_timeout=30) as bus:  # fmt: skip
+        record = NightRecord(DEFAULT_PREFIX, prune=not options.keep_files)
+        recoveries: list[asyncio.Task[None]] = []
+
+        def start_recovery(address: CscAddress, fault: dict[str, object]) -> None:
+            recoveries.append(asyncio.create_task(recover(bus, address, record, fault)))
+
+        await record.start(bus, start_recovery)
+        injector = Injector(site, bus, record, min_free)
+        try:
+            everyone = [str(a) for a in addresses()]
+            up = await record.wait(
+                lambda: all(record.states.get(a) is State.ENABLED for a in everyone), 180
+            )
+            if not up:
+                raise RuntimeError(f"not every CSC came up ENABLED: {record.states}; "
+                                   + "; ".join(site.exited()))  # fmt: skip
+            for camera in CAMERAS:
+                await _point(bus, camera)
+            print("every CSC ENABLED, each in its own process; the telescopes on their "
+                  "fields; the night begins", file=out)  # fmt: skip
+            rng = random.Random(plan.seed)
+            loops = [
+                _camera_night(
+                    camera,
+                    count,
+                    plan,
+                    injector,
+                    record,
+                    bus,
+                    site.state,
+                    random.Random(rng.randrange(2**32)),
+                    out,
+                )
+                for camera, count in options.images().items()
+                if count
+            ]
+            await asyncio.gather(*loops)
+            await injector.finish()
+            await _settle(bus, record, site.state, out)
+            result = await account(site.state, plan, record, injector.windows, out)
+            result["exited"] = site.exited()
+            result["ok"] = result["ok"] and not result["exited"]
+            if not options.keep_files:
+                await record.prune_all()
+            result["prunedBytes"] = record.pruned_bytes
+            return result
+        finally:
+            await cancel_and_wait(recoveries, _log, "stopping recoveries")
+            await record.stop()
+
+
+async def _camera_night(
+    camera: Camera,
+    count: int,
+    plan: FaultPlan,
+    injector: Injector,
+    record: NightRecord,
+    bus: Bus,
+    state: Path,
+    rng: random.Random,
+    out: TextIO,
+) -> None:
+    sensors = [d.name for d in camera.detectors]
+    journal = journal_path(state, camera.value)
+    names: list[str] = []
+
+    def behind() -> int:
+        return sum(record.archived.get(name, 0) < len(sensors) for name in names[-50:])
+
+    async with Remote(bus, CscAddress("Camera", camera.value)) as remote:
+        for number in range(1, count + 1):
+            await record.wait(lambda: behind() <= _BACKLOG[camera], 600, f"{camera.name} backlog")
+            fault = plan.at(camera, number)
+            if fault is not None:
+                await injector.before(fault, sensors)
+            science = rng.random() < 0.75
+            params = {"numImages": 1, "expTime": 1.0 if science else 0.0, "shutter": science,
+                      "imageType": "OBJECT" if science else "BIAS"}  # fmt: skip
+            names.append(await _take(remote, journal, params, record))
+            if fault is not None:
+                await injector.after(fault, names[-1], len(sensors))
+            if number % 25 == 0 or number == count:
+                print(f"  {camera.instrument}: {number} of {count} taken "
+                      f"({time.strftime('%H:%M:%S')})", file=out, flush=True)  # fmt: skip
+
+
+async def _point(bus: Bus, camera: Camera) -> None:
+    """The camera's telescope on a field on the meridian, in r, its dome caught up: as
+    a night's script starts (the first headers would lack the pointing otherwise)."""
+    async with (
+        Remote(bus, CscAddress("Telescope", camera.value)) as telescope,
+        telescope.stream("dome", kind=Kind.TELEMETRY) as dome,
+    ):
+        field = {"ra": local_sidereal_deg(current_tai()) % 360.0, "dec": -30.0,
+                 "object": f"soak-{camera.name.lower()}", "program": "SOAK"}  # fmt: skip
+        await telescope.command("slew", field, timeout=120)
+        await telescope.command("setFilter", {"filter": "r"}, timeout=120)
+        await dome.next(60)
+
+
+async def _take(remote: Remote, journal: Path, params: dict[str, Any], record: NightRecord) -> str:
+    """One image; its name from the ack or, when the ack was lost with the broker, from
+    the camera's journal."""
+    before = len(await asyncio.to_thread(read_journal, journal))
+
+    async def journal_grew() -> str | None:
+        for _ in range(120):
+            images = await asyncio.to_thread(read_journal, journal)
+            if len(images) > before:
+                return images[-1].imageName
+            await asyncio.sleep(0.5)
+        return None
+
+    for _ in range(3):
+        try:
+            ack = await remote.command("takeImages", params, timeout=60)
+            return ack.result.split()[-1]
+        except (CommandTimeoutError, AckError) as exc:
+            _log.warning("takeImages unanswered or refused; looking at the journal", error=str(exc))
+            name = await journal_grew()
+            if name is not None:
+                return name
+    raise RuntimeError(f"{remote.address} took no image after 3 takeImages")
+
+
+async def _settle(bus: Bus, record: NightRecord, state: Path, out: TextIO) -> None:
+    """Until every sensor each camera took is verified, every image QC applies to has
+    its QC stage (or nothing has come for ``_QUIET`` s: a stage lost with a fault), and
+    what was measured is forwarded; each within ``_SETTLE`` s."""
+    taken = [image for c in CAMERAS for image in read_journal(journal_path(state, c.value))]
+    expected = {(i.imageName, s) for i in taken for s in i.sensors if s not in i.missing}
+    science = {i.imageName for i in taken if i.imageType in QC_TYPES}
+    print(f"settling: {len(expected)} files expected", file=out, flush=True)
+    for camera in CAMERAS:
+        async with Remote(bus, CscAddress("Archiver", camera.value)) as archiver:
+            await archiver.command("catchUp", timeout=_SETTLE, check=False)
+    await record.wait(lambda: expected <= record.verified.keys(), _SETTLE, "every file")
+
+    def staged() -> bool:
+        quiet = time.monotonic() - max(record.last_stage, record.last_archived) > _QUIET
+        return science <= record.stages.keys() or quiet
+
+    await record.wait(staged, _SETTLE, "QC stages")
+    await record.wait(lambda: _measured_forwarded(record), 60.0, "QC forwarded")
+
+
+def _measured_forwarded(record: NightRecord) -> bool:
+    measured = {image for image, (status, _) in record.stages.items() if status == "measured"}
+    return measured <= record.forwarded
