@@ -215,8 +215,9 @@ class BaseCsc(Generic[C]):
             # that state; or not started at all: OFFLINE said, and the error says why.
             try:
                 await self.begin_start(g.StartParams(configurationOverride=""))
-                self.lifecycle.restore(target)
-                await self.report.summary_state()
+                if not self.done.is_set():  # not stopped (SIGTERM) while configuring
+                    self.lifecycle.restore(target)
+                    await self.report.summary_state()
             except BaseException as exc:
                 self.log.error("not started: the configuration could not be applied",
                                error=str(exc))  # fmt: skip

@@ -22,15 +22,29 @@ __all__ = ["account"]
 
 
 async def account(
-    state: Path, plan: FaultPlan, record: NightRecord, windows: list[FaultWindow], out: TextIO
+    state: Path,
+    plan: FaultPlan,
+    record: NightRecord,
+    windows: list[FaultWindow],
+    commanded: dict[str, int],
+    out: TextIO,
 ) -> dict[str, Any]:
+    """``commanded``: how many images the night's loops took of each camera, which its
+    journal must list."""
     taken = {c.instrument: read_journal(journal_path(state, c.value)) for c in CAMERAS}
+    for camera, count in commanded.items():
+        if len(taken.get(camera, [])) != count:
+            record.problems.append(f"{camera}: {count} images taken, its journal lists "
+                                   f"{len(taken.get(camera, []))}")  # fmt: skip
     files, measured = await asyncio.to_thread(_from_catalog, state, taken, record)
+    stray = await asyncio.to_thread(_stray_files, state / "archive", files)
     result = reconcile(
         plan.seed, taken, files,
         {key: v.checksum for key, v in record.verified.items()},
         record.announced, measured, record.stages, record.forwarded, windows,
     )  # fmt: skip
+    result.duplicated += [f"{path}: a file in no catalog row" for path in stray]
+    result.counts["all"]["duplicated"] += len(stray)
     print("\n" + table(result), file=out)
     print("(images, whole; lost and duplicated: files. verified: every file re-read, FITS "
           "checksums and file checksum matched)", file=out)  # fmt: skip
@@ -85,6 +99,14 @@ def _from_catalog(
         return files, measured
     finally:
         catalog.close()
+
+
+def _stray_files(archive: Path, files: dict[tuple[str, str], SensorFile]) -> list[str]:
+    """Files in the archive that no catalog row of the night names: a second copy of a
+    sensor written elsewhere, or one left half-written (pruned files are gone, so
+    what is left is what the soak never heard of)."""
+    known = {row.path for row in files.values()}
+    return sorted(str(p) for p in archive.rglob("*.fits*") if str(p) not in known)
 
 
 def _verify_now(row: ArchivedFile, record: NightRecord) -> None:

@@ -11,6 +11,7 @@ the night, so that they land in the middle of work. Each fault ends as a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -35,6 +36,10 @@ __all__ = ["Injector"]
 
 _log = structlog.get_logger("soak")
 _BACK_WITHIN = 120.0  # s for a restarted CSC (or the broker's clients) to be back
+#: Faults that run beside the night, ending by themselves.
+_BESIDE = frozenset({FaultKind.KILL_ARCHIVER, FaultKind.KILL_HEADER_SERVICE,
+                     FaultKind.KILL_OCS_BATCH, FaultKind.KILL_GATEWAY,
+                     FaultKind.BROKER_RESTART, FaultKind.OCS_LINK_CUT})  # fmt: skip
 _KILLED = {
     FaultKind.KILL_ARCHIVER: "Archiver",
     FaultKind.KILL_HEADER_SERVICE: "HeaderService",
@@ -51,9 +56,23 @@ class Injector:
         self._background: list[asyncio.Task[None]] = []
         self._ballast = site.archive / ".soak-ballast"
         self._pending: dict[PlannedFault, tuple[float, str]] = {}  # started: when, what
+        self._one_at_a_time = asyncio.Lock()
+        self._frozen: set[CscAddress] = set()
 
     async def before(self, fault: PlannedFault, sensors: list[str]) -> None:
-        """Do what must be in place before the image is taken; start what runs beside."""
+        """Do what must be in place before the image is taken; start what runs beside.
+
+        One fault at a time, whichever camera's image it comes before: the next waits
+        until the last is over (two kills of one CSC, or two full disks, at once would
+        undo each other, and the account could not tell them apart)."""
+        await self._one_at_a_time.acquire()
+        try:
+            await self._before(fault, sensors)
+        except BaseException:
+            self._one_at_a_time.release()
+            raise
+
+    async def _before(self, fault: PlannedFault, sensors: list[str]) -> None:
         rng = random.Random(fault.seed)
         index = fault.camera.value
         kind = fault.kind
@@ -70,15 +89,24 @@ class Injector:
         elif kind is FaultKind.HEADER_NEVER:
             self._pending[fault] = (current_tai(), f"HeaderService:{index}")
             self.site.freeze(CscAddress("HeaderService", index), True)
+            self._frozen.add(CscAddress("HeaderService", index))
         elif kind is FaultKind.DISK_FULL:
             self.record.disk_held.set()  # first: the soak stops pruning
             await asyncio.to_thread(self._fill)
             self._pending[fault] = (current_tai(), "archive disk")
         else:
-            self._background.append(asyncio.create_task(self._beside(fault, rng)))
+            self._background.append(asyncio.create_task(self._beside_then_release(fault, rng)))
 
     async def after(self, fault: PlannedFault, image: str, sensors: int) -> None:
-        """Wait for the image to have met the fault, then undo it."""
+        """Wait for the image to have met the fault, then undo it (a fault running beside
+        the night ends by itself)."""
+        if fault.kind not in _BESIDE:
+            try:
+                await self._after(fault, image, sensors)
+            finally:
+                self._one_at_a_time.release()
+
+    async def _after(self, fault: PlannedFault, image: str, sensors: int) -> None:
         kind, index = fault.kind, fault.camera.value
         if kind in (FaultKind.DAQ_DROP, FaultKind.DAQ_CORRUPT):
             ok = await self._archived(image, sensors, 120)
@@ -87,6 +115,7 @@ class Injector:
             ok = await self._archived(image, sensors, 120)  # without its header
             address = CscAddress("HeaderService", index)
             await self.site.kill(address)  # the hung process, as its supervisor would
+            self._frozen.discard(address)
             await self.site.spawn(address)
             back = await self._back(address, time.monotonic())
             self._end(fault, ok and back, f"{image} archived: {ok}; restarted: {back}")
@@ -109,11 +138,23 @@ class Injector:
 
     async def finish(self) -> None:
         """Wait for the faults still running beside the night."""
+        await asyncio.gather(*self._background)
+
+    async def close(self) -> None:
+        """Whatever happened (an interruption too): nothing of a fault left behind: its
+        tasks stopped, the ballast removed, a frozen process thawed."""
+        await cancel_and_wait(self._background, _log, "stopping the faults")
+        self._ballast.unlink(missing_ok=True)
+        self.record.disk_held.clear()
+        for address in self._frozen:
+            with contextlib.suppress(ProcessLookupError, KeyError):
+                self.site.freeze(address, False)
+
+    async def _beside_then_release(self, fault: PlannedFault, rng: random.Random) -> None:
         try:
-            await asyncio.gather(*self._background)
+            await self._beside(fault, rng)
         finally:
-            await cancel_and_wait(self._background, _log, "stopping the faults")
-            self._ballast.unlink(missing_ok=True)
+            self._one_at_a_time.release()
 
     # ---- what each does ----------------------------------------------------------------
 

@@ -70,9 +70,14 @@ class SoakOptions:
 
 async def run_soak(options: SoakOptions, out: TextIO = sys.stdout) -> int:
     state = options.state_dir
+    if state.exists() and any(state.iterdir()):
+        print(f"soak: {state} is not empty: a night starts from nothing (its journals, "
+              "catalog and configuration would be the last night's); remove it or give "
+              "another --state-dir", file=out)  # fmt: skip
+        return 2
     state.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(state).free
-    need = options.headroom + 2**30
+    need = options.headroom + 4 * 2**30  # a full archive still leaves the machine 3 GiB
     if free < need:
         print(f"soak: needs {need / 1e9:.1f} GB free on the file system of {state} (the "
               f"archive's working set and the archivers' reserve); it has {free / 1e9:.1f} GB",
@@ -120,25 +125,19 @@ async def _night(
             print("every CSC ENABLED, each in its own process; the telescopes on their "
                   "fields; the night begins", file=out)  # fmt: skip
             rng = random.Random(plan.seed)
-            loops = [
-                _camera_night(
-                    camera,
-                    count,
-                    plan,
-                    injector,
-                    record,
-                    bus,
-                    site.state,
-                    random.Random(rng.randrange(2**32)),
-                    out,
-                )
-                for camera, count in options.images().items()
-                if count
-            ]
-            await asyncio.gather(*loops)
+            names: dict[Camera, list[str]] = {}
+            async with asyncio.TaskGroup() as night:  # one camera's failure ends the other's
+                for camera, count in options.images().items():
+                    names[camera] = []
+                    seed = rng.randrange(2**32)
+                    night.create_task(_camera_night(
+                        camera, count, plan, injector, record, bus, site.state,
+                        random.Random(seed), names[camera], out,
+                    ))  # fmt: skip
             await injector.finish()
             await _settle(bus, record, site.state, out)
-            result = await account(site.state, plan, record, injector.windows, out)
+            taken = {camera.instrument: len(n) for camera, n in names.items()}
+            result = await account(site.state, plan, record, injector.windows, taken, out)
             result["exited"] = site.exited()
             result["ok"] = result["ok"] and not result["exited"]
             if not options.keep_files:
@@ -146,6 +145,7 @@ async def _night(
             result["prunedBytes"] = record.pruned_bytes
             return result
         finally:
+            await injector.close()
             await cancel_and_wait(recoveries, _log, "stopping recoveries")
             await record.stop()
 
@@ -159,11 +159,12 @@ async def _camera_night(
     bus: Bus,
     state: Path,
     rng: random.Random,
+    names: list[str],
     out: TextIO,
 ) -> None:
+    """Take ``count`` images, their names added to ``names`` as they are taken."""
     sensors = [d.name for d in camera.detectors]
     journal = journal_path(state, camera.value)
-    names: list[str] = []
 
     def behind() -> int:
         return sum(record.archived.get(name, 0) < len(sensors) for name in names[-50:])

@@ -3,8 +3,8 @@ can be run again exactly as it was.
 
 Pure logic (no I/O): the soak's loops ask :meth:`FaultPlan.at` before each image.
 Every kind of fault comes at least once when there are slots enough; faults are spaced
-so that what one did is over before the next begins, and each can be told apart in the
-reconciliation.
+along each camera's night (the injector runs them one at a time across cameras), so
+that each can be told apart in the reconciliation.
 """
 
 from __future__ import annotations

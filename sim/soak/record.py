@@ -135,6 +135,8 @@ class NightRecord:
                     await result
             except ValueError as exc:
                 self.problems.append(f"{received.address} {received.name}: unreadable ({exc})")
+            except Exception as exc:
+                self.problems.append(f"{received.address} {received.name}: {exc!r}")
             async with self.changed:
                 self.changed.notify_all()
 
