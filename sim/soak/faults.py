@@ -36,16 +36,14 @@ __all__ = ["Injector"]
 
 _log = structlog.get_logger("soak")
 _BACK_WITHIN = 120.0  # s for a restarted CSC (or the broker's clients) to be back
-#: Faults that run beside the night, ending by themselves.
-_BESIDE = frozenset({FaultKind.KILL_ARCHIVER, FaultKind.KILL_HEADER_SERVICE,
-                     FaultKind.KILL_OCS_BATCH, FaultKind.KILL_GATEWAY,
-                     FaultKind.BROKER_RESTART, FaultKind.OCS_LINK_CUT})  # fmt: skip
 _KILLED = {
     FaultKind.KILL_ARCHIVER: "Archiver",
     FaultKind.KILL_HEADER_SERVICE: "HeaderService",
     FaultKind.KILL_OCS_BATCH: "OCSBatch",
     FaultKind.KILL_GATEWAY: "TelemetryGateway",
 }
+#: Faults that run beside the night, ending by themselves.
+_BESIDE = frozenset(_KILLED) | {FaultKind.BROKER_RESTART, FaultKind.OCS_LINK_CUT}
 
 
 class Injector:

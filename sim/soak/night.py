@@ -178,7 +178,7 @@ async def _camera_night(
             science = rng.random() < 0.75
             params = {"numImages": 1, "expTime": 1.0 if science else 0.0, "shutter": science,
                       "imageType": "OBJECT" if science else "BIAS"}  # fmt: skip
-            names.append(await _take(remote, journal, params, record))
+            names.append(await _take(remote, journal, params))
             if fault is not None:
                 await injector.after(fault, names[-1], len(sensors))
             if number % 25 == 0 or number == count:
@@ -200,7 +200,7 @@ async def _point(bus: Bus, camera: Camera) -> None:
         await dome.next(60)
 
 
-async def _take(remote: Remote, journal: Path, params: dict[str, Any], record: NightRecord) -> str:
+async def _take(remote: Remote, journal: Path, params: dict[str, Any]) -> str:
     """One image; its name from the ack or, when the ack was lost with the broker, from
     the camera's journal."""
     before = len(await asyncio.to_thread(read_journal, journal))

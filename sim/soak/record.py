@@ -1,7 +1,7 @@
 """What the soak hears while the night runs, from outside as any MQTT client would:
 each file re-read and checked as it is announced (then pruned, once nothing needs it
-any more), each image's QC stage, what the gateway forwards and alarms, heartbeats,
-and every CSC's state (a CSC in FAULT is recovered, as night staff would, once what
+any more), each image's QC stage, what the gateway forwards and alarms, and every
+CSC's state (a CSC in FAULT is recovered, as night staff would, once what
 held it there is gone)."""
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ class NightRecord:
     recovery_delay: dict[str, float] = field(default_factory=dict)
     faults_seen: list[dict[str, object]] = field(default_factory=list)  # FAULTs, recovered
     archived: dict[str, int] = field(default_factory=dict)  # image -> sensors verified
-    beats: dict[str, float] = field(default_factory=dict)  # CSC -> last heartbeat (monotonic)
     last_stage: float = 0.0  # monotonic
     last_archived: float = 0.0  # monotonic
     problems: list[str] = field(default_factory=list)
@@ -109,7 +108,6 @@ class NightRecord:
             (f"{self.prefix}/Archiver/+/evt/{IMAGE_ARCHIVED.name}", self._archived),
             (f"{self.prefix}/TelemetryGateway/0/evt/{IMAGE_QUALITY.name}", self._forwarded),
             (f"{self.prefix}/TelemetryGateway/0/evt/{ALARM.name}", self._alarm),
-            (f"{self.prefix}/+/+/evt/{g.HEARTBEAT.name}", self._beat),
             (f"{self.prefix}/+/+/evt/{g.SUMMARY_STATE.name}", self._state),
         ]
         self._recover = recover
@@ -179,9 +177,6 @@ class NightRecord:
         alarm = received.parse(ALARM).data
         record = self.alarms.setdefault(alarm.name, AlarmRecord(alarm.name))
         record.heard(alarm.severity, alarm.reason)
-
-    def _beat(self, received: Received) -> None:
-        self.beats[str(received.address)] = time.monotonic()
 
     def _state(self, received: Received) -> None:
         state = State(received.parse(g.SUMMARY_STATE).data.summaryState)
