@@ -1,19 +1,41 @@
 # Two entry points for a fresh machine with only Python 3.11+ and make:
 #   make demo   - set up, then run a simulated night on an embedded broker
-#   make test   - set up, then lint, type-check and run every test (both tiers)
-# and, while working: make test-fast (the offline tier: no broker, under a minute).
+#   make test   - set up, then lint, type-check and run the offline and system tiers
+# and: make test-long (whole nights and the soak; .ci/run runs it after make test),
+# make test-fast (the offline tier: nothing started, under a minute, while working).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Exact versions with hashes, one resolution for Python 3.11-3.13 (ADR 0026): what
+# `make` installs, so a new release of a dependency never changes a fresh install.
+LOCK := requirements/lock.txt
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --extra dev \
+	--custom-compile-command "make lock"
 
-.PHONY: demo test test-fast lint typecheck docs clean bench screenshot
+.PHONY: demo test test-fast test-long lint typecheck docs clean bench screenshot lock check-ranges
 
-$(BIN)/.installed: pyproject.toml
+# Locked versions only (--no-deps: the lock is the whole environment; --require-hashes:
+# each file is the one locked), the project itself without build isolation so that its
+# build backend is the locked setuptools too, then pip's own check that the locked
+# versions satisfy every range pyproject.toml declares.
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@touch $@
+
+# Re-resolve pyproject.toml's ranges to the newest versions they admit; review the diff.
+lock: $(BIN)/.installed
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in $(LOCK_FLAGS) --upgrade -o $(LOCK)
+
+# The ranges still resolve today, for people who install the package into their own
+# environment (a resolution only: nothing is installed, the lock is left as it is).
+check-ranges: $(BIN)/.installed
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in $(LOCK_FLAGS) --no-header \
+		--quiet -o $(VENV)/ranges-today.txt
+	@echo "pyproject.toml's ranges resolve today ($(VENV)/ranges-today.txt)"
 
 demo: $(BIN)/.installed
 	$(BIN)/cscs demo
@@ -30,14 +52,20 @@ typecheck: $(BIN)/.installed
 docs: $(BIN)/.installed
 	$(BIN)/cscs interface-doc --output docs/interface.md
 
-# The offline tier: CSC logic on the in-memory bus, pure code, files, the DAQ over ZeroMQ.
+# The offline tier: CSC logic on the in-memory bus, pure code, files, the DAQ over
+# ZeroMQ in threads. Nothing is started: tests/conftest.py fails a test that tries.
 test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest -m "not broker"
+	$(BIN)/python -m pytest -m "not broker and not long"
 
-# Both tiers: the offline one, then CSCs on real brokers (amqtt, Mosquitto) and as processes.
+# The offline and system tiers: CSCs on real brokers (amqtt, Mosquitto), as processes,
+# on Dask clusters. At most 8 minutes on a 2-core machine (docs/testing.md).
 test: lint typecheck $(BIN)/.installed
 	$(BIN)/cscs interface-doc --check docs/interface.md
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -m "not long" --durations=15
+
+# The long tier: whole simulated nights and the short soak (~10 minutes).
+test-long: $(BIN)/.installed
+	$(BIN)/python -m pytest -m long --durations=10
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/command_latency.py
