@@ -1,18 +1,24 @@
 """Test fixtures: the bus each CSC test runs on, fresh CSC indices, and a guard that fails
 any test leaving asyncio tasks behind.
 
-Two tiers. ``broker`` runs a test on the in-memory bus (the offline tier, ``make
-test-fast``) and on both real brokers, the embedded amqtt and Mosquitto (the system
-tier, marked ``broker``); ``real_broker`` runs it on the real brokers only, for what is
-about the data path through a real broker.
+Three tiers (docs/testing.md). The offline tier (``make test-fast``) starts nothing: no
+process, no broker, no cluster; a guard below fails any unmarked test that tries. The
+system tier (marked ``broker``) has real brokers, CSCs as processes and Dask clusters;
+with the offline tier it is ``make test``. The long tier (marked ``long``: whole nights,
+the soak) is ``make test-long``; ``.ci/run`` runs all three. ``broker`` runs a test on
+the in-memory bus and on both real brokers, the embedded amqtt and Mosquitto;
+``real_broker`` on the real brokers only, for what is about the broker itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing.util
 import os
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -145,3 +151,32 @@ async def _task_guard() -> AsyncIterator[None]:
         await asyncio.wait(paho_housekeeping, timeout=5.0)
         leaked = [t for t in leaked if not t.done()]
     assert not leaked, f"test left tasks running: {[t.get_name() for t in leaked]}"
+
+
+def _refused(what: str) -> Callable[..., object]:
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise AssertionError(
+            f"a test of the offline tier must not {what}: mark it @pytest.mark.broker "
+            "(the system tier), or @pytest.mark.long"
+        )
+
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _offline_tier_starts_nothing(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What keeps ``make test-fast`` fast: an unmarked test that starts a process (any
+    way: subprocess, asyncio, multiprocessing, fork), a broker or a Dask cluster fails,
+    naming the mark it needs, instead of slowly creeping into the offline tier."""
+    node = request.node
+    if node.get_closest_marker("broker") or node.get_closest_marker("long"):
+        return
+    monkeypatch.setattr(subprocess.Popen, "__init__", _refused("start a process"))
+    monkeypatch.setattr(os, "fork", _refused("fork"))
+    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", _refused("start a process"))
+    monkeypatch.setattr(EmbeddedBroker, "__aenter__", _refused("start a broker"))
+    spec = sys.modules.get("distributed.deploy.spec")  # imported by the modules that use it
+    if spec is not None:
+        monkeypatch.setattr(spec.SpecCluster, "__init__", _refused("start a Dask cluster"))
