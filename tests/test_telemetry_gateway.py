@@ -22,8 +22,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cscs.core.broker import EmbeddedBroker, find_mosquitto
 from cscs.core import generic as g
+from cscs.core.broker import EmbeddedBroker, find_mosquitto
 from cscs.core.protocol import AckCode, encode
 from cscs.core.remote import EventStream, Parsed, Remote
 from cscs.core.settings import Settings
