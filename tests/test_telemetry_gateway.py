@@ -159,7 +159,15 @@ async def test_each_dm_message_is_queued_once_acknowledged_and_held_while_disabl
         assert (quality.data["imageName"], quality.data["seq"]) == (IMAGE, 1)
         await harness.remote.command("disable")
         await harness.remote.command("standby")
-        assert csc._reader is None  # the DM broker keeps what comes for the next start
+        # Not read in STANDBY (a real DM broker keeps it for the next start; this one,
+        # in memory, keeps nothing): once enabled again, the next image is the first out.
+        unread, after = "AT_O_20261121_000009", "AT_O_20261121_000010"
+        await publish(harness, f"dm{index}/qc/LATISS/{unread}", summary(unread))
+        await harness.remote.command("start", {"configurationOverride": "test"})
+        await harness.remote.command("enable")
+        await publish(harness, f"dm{index}/qc/LATISS/{after}", summary(after))
+        assert (await qualities.next()).data["imageName"] == after
+        assert csc.counts["forwarded"] == 2
 
 
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
