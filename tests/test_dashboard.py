@@ -404,7 +404,7 @@ VALID: dict[str, dict[str, Any]] = {
     "logMessage": {"name": "cscs.x", "level": 30, "message": "m"},
     "softwareVersions": {"cscVersion": "1.0", "xmlVersion": "1.1"},
 }
-HANDLED = sorted(model_module._HANDLERS.items())
+HANDLED = sorted(NightModel.READS.items())
 CSC_NAMES = ["Camera", "Archiver", "HeaderService", "TelemetryGateway", "OCSBatch", "Test"]
 
 # JSON as a decoder gives it (Python's accepts NaN and Infinity); integers within 64
@@ -422,7 +422,7 @@ json_values = st.recursive(
 
 def test_every_handled_message_has_a_valid_example_here() -> None:
     assert {name for (_, name), _ in HANDLED} == set(VALID)
-    for (csc, name), (spec, _) in HANDLED:
+    for (csc, name), spec in HANDLED:
         message = received(
             CSC_NAMES[0] if csc == "*" else csc, name, VALID[name], index=2, kind=spec.kind
         )
@@ -434,7 +434,7 @@ def test_every_handled_message_has_a_valid_example_here() -> None:
 
 @st.composite
 def hostile_message(draw: st.DrawFn) -> Received:
-    (csc, name), (spec, _) = draw(st.sampled_from(HANDLED))
+    (csc, name), spec = draw(st.sampled_from(HANDLED))
     fields = dict(VALID[name])
     for field in draw(st.lists(st.sampled_from(sorted(fields)), unique=True, max_size=4)):
         choice = draw(st.integers(0, 3))
@@ -471,9 +471,9 @@ def test_hostile_messages_never_raise_nor_make_a_row_for_what_is_not_an_image(
     feed(model, start_integration())  # a row the QC and the archiver can refer to
     for message in messages:
         before = model.malformed
-        spec, _ = (
-            model_module._HANDLERS.get((message.address.name, message.name))
-            or model_module._HANDLERS[("*", message.name)]
+        spec = (
+            NightModel.READS.get((message.address.name, message.name))
+            or NightModel.READS[("*", message.name)]
         )
         try:
             message.parse(spec)

@@ -1,10 +1,24 @@
-"""The Telemetry Gateway's DM health rules, verdict by verdict."""
+"""The Telemetry Gateway's DM health rules, verdict by verdict; and the watch that feeds
+them what the bus says, which follows (and lets go of) its own subscriptions only."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+
+from cscs.core import generic as g
+from cscs.core.protocol import encode
 from cscs.core.states import State
-from cscs.telemetry_gateway.alarms import Severity
+from cscs.core.tasks import cancel_and_wait
+from cscs.core.testing import MemoryBroker
+from cscs.core.topics import CscAddress
+from cscs.telemetry_gateway.alarms import Alarm, Alarms, Severity
 from cscs.telemetry_gateway.health import DmHealth, HealthConfig, Verdict
+from cscs.telemetry_gateway.watching import HealthWatch
+
+LOG = structlog.get_logger("test")
 
 CONFIG = HealthConfig(watched=["Archiver:1", "OCSBatch:0"], heartbeat_timeout=10.0,
                       qc_timeout=600.0)  # fmt: skip
@@ -75,3 +89,37 @@ def test_images_without_qc_for_too_long_are_a_warning_until_qc_is_heard() -> Non
     off = DmHealth(HealthConfig(qc_timeout=0.0), now=0.0)
     off.archived("Archiver:1", "AT_O_20261121_000001", 0.0)
     assert verdict(off, "dm.qc", 1e6).severity is Severity.NONE
+
+
+async def test_the_watch_hears_its_cscs_and_lets_go_of_its_own_subscriptions_only() -> None:
+    """The watch on a bus, as the gateway gives it one: a watched archiver's FAULT is a
+    CRITICAL alarm. Told to watch nothing, then closed, it stops its readers (the test's
+    task guard would see one left) and leaves what else listens on that bus hearing."""
+    archiver = CscAddress("Archiver", 1, "site")
+    announced: asyncio.Queue[Alarm] = asyncio.Queue()
+
+    async def announce(changed: Sequence[Alarm]) -> None:
+        for alarm in changed:
+            announced.put_nowait(alarm)
+
+    watch = HealthWatch(prefix="site", alarms=Alarms(), announce=announce,
+                        enabled=lambda: True, log=LOG, name="TelemetryGateway:0")  # fmt: skip
+    config = HealthConfig(watched=["Archiver:1"], night="always", qc_timeout=0.0)
+    fault = {"summaryState": int(State.FAULT), "name": "FAULT", "seq": 1, "sent_tai": 1.8e9}
+    async with (
+        MemoryBroker().transport() as bus,
+        bus.subscription(archiver.event(g.HEARTBEAT.name)) as beside,
+    ):
+        await watch.configure(config, bus)
+        judging = asyncio.create_task(watch.judge(0.01))
+        try:
+            await bus.publish(archiver.event(g.SUMMARY_STATE.name), encode(fault))
+            while (alarm := await asyncio.wait_for(announced.get(), 10)).name != "dm.Archiver:1":
+                pass
+            assert (alarm.severity, alarm.reason) == (Severity.CRITICAL, "Archiver:1 is in FAULT")
+            await watch.configure(HealthConfig(watched=[]), bus)
+            await watch.close()
+        finally:
+            await cancel_and_wait([judging], LOG, "test over")
+        await bus.publish(archiver.event(g.HEARTBEAT.name), encode({"seq": 2, "sent_tai": 1.8e9}))
+        assert (await beside.get(10)).topic == archiver.event(g.HEARTBEAT.name)

@@ -22,9 +22,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cscs.core import generic as g
 from cscs.core.broker import EmbeddedBroker, find_mosquitto
 from cscs.core.protocol import AckCode, encode
-from cscs.core.remote import EventStream, Remote
+from cscs.core.remote import EventStream, Parsed, Remote
 from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.testing import CscHarness, MemoryBroker, TestCsc, enabled_csc, make_csc
@@ -158,7 +159,15 @@ async def test_each_dm_message_is_queued_once_acknowledged_and_held_while_disabl
         assert (quality.data["imageName"], quality.data["seq"]) == (IMAGE, 1)
         await harness.remote.command("disable")
         await harness.remote.command("standby")
-        assert csc._reader is None  # the DM broker keeps what comes for the next start
+        # Not read in STANDBY (a real DM broker keeps it for the next start; this one,
+        # in memory, keeps nothing): once enabled again, the next image is the first out.
+        unread, after = "AT_O_20261121_000009", "AT_O_20261121_000010"
+        await publish(harness, f"dm{index}/qc/LATISS/{unread}", summary(unread))
+        await harness.remote.command("start", {"configurationOverride": "test"})
+        await harness.remote.command("enable")
+        await publish(harness, f"dm{index}/qc/LATISS/{after}", summary(after))
+        assert (await qualities.next()).data["imageName"] == after
+        assert csc.counts["forwarded"] == 2
 
 
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
@@ -585,6 +594,37 @@ async def _health_transitions(
     silent = harness.csc.alarms.get(f"dm.Archiver:{index}")  # type: ignore[attr-defined]
     assert silent.severity == 3
     assert silent.reason == f"no heartbeat from Archiver:{index} for 3 s"
+
+
+async def test_starting_again_the_health_watch_leaves_the_gateways_other_subscriptions(
+    index: int, tmp_path: Path
+) -> None:
+    """``start`` again (the DM CSCs to watch read anew): the health watch lets go of what
+    it followed, and only that. What else the gateway follows (here a heartbeat, with
+    the CSC's own ``follow``) is still heard, and QC from the DM side still forwarded."""
+    broker = MemoryBroker()
+    settings = Settings(prefix=f"g{index}")
+    health = {"watched": [f"Test:{index}"], "night": "never"}
+    async with (
+        make_csc(
+            TestCsc, broker, index=index, settings=settings, heartbeat_interval=0.1
+        ) as other,  # fmt: skip
+        gateway(broker, index, tmp_path, health=health) as harness,
+        harness.remote.stream("imageQuality") as forwarded,
+    ):
+        heard: asyncio.Queue[Parsed[g.Heartbeat]] = asyncio.Queue()
+        await harness.csc.follow(other.csc.address, g.HEARTBEAT, heard.put_nowait)
+        await asyncio.wait_for(heard.get(), 10)
+        for command in ("disable", "standby"):
+            await harness.remote.command(command)
+        await harness.remote.command("start", {"configurationOverride": "test"})
+        await harness.remote.command("enable")
+        while not heard.empty():  # what came before the restart proves nothing
+            heard.get_nowait()
+        beat = await asyncio.wait_for(heard.get(), 10)
+        assert beat.address == other.csc.address
+        await publish(harness, f"dm{index}/qc/LATISS/{IMAGE}", summary())
+        assert (await forwarded.next()).data["imageName"] == IMAGE
 
 
 async def test_a_full_queue_drops_the_oldest_metrics_says_how_many_then_clears(

@@ -45,7 +45,9 @@ def on(spec: EventSpec[P], handler: Callable[[Parsed[P]], None]) -> Listener[P]:
 
 
 class Followers:
-    """The topics one CSC follows."""
+    """The topics one CSC, or one part of it, follows. :meth:`close` releases what was
+    followed through this one and nothing else, so a part that follows anew (the
+    gateway's health watch, on each ``start``) holds its own."""
 
     def __init__(self, log: FilteringBoundLogger, name: str) -> None:
         self._log = log

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -43,6 +43,9 @@ MAX_LOG_LINES = 2000
 MAX_ALARMS = 500
 MAX_JOBS = 200
 _TEXT = 2000  # characters kept of a log message or a reason
+
+_Spec = EventSpec[Any] | TelemetrySpec[Any]
+_Handler = Callable[["NightModel", Parsed[Any]], None]
 
 #: The imageQuality fields shown, as the observatory's quick-look table has them.
 QC_FIELDS = ("psfFwhm", "psfE1", "psfE2", "ellipticity", "skyMean", "zeroPoint", "nSources")
@@ -141,7 +144,7 @@ class NightModel:
         self.board.update(received, now, tai)
         if received.name in ("summaryState", "heartbeat", "errorCode"):
             self.changed.add("cscs")
-        found = _HANDLERS.get((received.address.name, received.name)) or _HANDLERS.get(
+        found = self._HANDLERS.get((received.address.name, received.name)) or self._HANDLERS.get(
             ("*", received.name)
         )
         if found is None or received.kind is not found[0].kind:
@@ -345,21 +348,25 @@ class NightModel:
         self.versions[str(address)] = text_cell(data.cscVersion, 40)
         self.changed.add("cscs")
 
+    # ---- what is read, and by which handler -------------------------------------------
 
-_Handler = tuple[EventSpec[Any] | TelemetrySpec[Any], Callable[[NightModel, Parsed[Any]], None]]
-_HANDLERS: dict[tuple[str, str], _Handler] = {
-    ("Camera", "startIntegration"): (START_INTEGRATION, NightModel._start_integration),
-    ("Camera", "startReadout"): (START_READOUT, NightModel._start_readout),
-    ("Camera", "endReadout"): (END_READOUT, NightModel._end_readout),
-    ("Archiver", "imageArchived"): (IMAGE_ARCHIVED, NightModel._image_archived),
-    ("Archiver", "imageRetrievalFailed"): (IMAGE_RETRIEVAL_FAILED, NightModel._retrieval_failed),
-    ("Archiver", "archiverStatus"): (ARCHIVER_STATUS, NightModel._archiver_status),
-    ("HeaderService", "largeFileObjectAvailable"): (LARGE_FILE_OBJECT_AVAILABLE,
-                                                    NightModel._header),
-    ("TelemetryGateway", "imageQuality"): (IMAGE_QUALITY, NightModel._image_quality),
-    ("TelemetryGateway", "alarm"): (ALARM, NightModel._alarm),
-    ("TelemetryGateway", "alarms"): (ALARMS, NightModel._alarms),
-    ("OCSBatch", "jobs"): (JOBS, NightModel._jobs),
-    ("*", "logMessage"): (LOG_MESSAGE, NightModel._log),
-    ("*", "softwareVersions"): (SOFTWARE_VERSIONS, NightModel._versions),
-}  # fmt: skip
+    _HANDLERS: ClassVar[dict[tuple[str, str], tuple[_Spec, _Handler]]] = {
+        ("Camera", "startIntegration"): (START_INTEGRATION, _start_integration),
+        ("Camera", "startReadout"): (START_READOUT, _start_readout),
+        ("Camera", "endReadout"): (END_READOUT, _end_readout),
+        ("Archiver", "imageArchived"): (IMAGE_ARCHIVED, _image_archived),
+        ("Archiver", "imageRetrievalFailed"): (IMAGE_RETRIEVAL_FAILED, _retrieval_failed),
+        ("Archiver", "archiverStatus"): (ARCHIVER_STATUS, _archiver_status),
+        ("HeaderService", "largeFileObjectAvailable"): (LARGE_FILE_OBJECT_AVAILABLE, _header),
+        ("TelemetryGateway", "imageQuality"): (IMAGE_QUALITY, _image_quality),
+        ("TelemetryGateway", "alarm"): (ALARM, _alarm),
+        ("TelemetryGateway", "alarms"): (ALARMS, _alarms),
+        ("OCSBatch", "jobs"): (JOBS, _jobs),
+        ("*", "logMessage"): (LOG_MESSAGE, _log),
+        ("*", "softwareVersions"): (SOFTWARE_VERSIONS, _versions),
+    }
+    #: What the page reads: by (the sender's CSC name, or ``*`` for any, the message's
+    #: name), the declaration each such message is checked against before it is used.
+    READS: ClassVar[Mapping[tuple[str, str], _Spec]] = {
+        key: spec for key, (spec, _) in _HANDLERS.items()
+    }

@@ -36,7 +36,7 @@ from cscs.core.logs import Throttle
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait, keep_running
-from cscs.core.transport import Message
+from cscs.core.transport import ConnectionState, Message
 from cscs.telemetry_gateway.alarms import Alarm, AlarmError, Alarms, Severity
 from cscs.telemetry_gateway.inputs import DmInputError, message_key, parse_dm_message
 from cscs.telemetry_gateway.interface import (
@@ -45,6 +45,7 @@ from cscs.telemetry_gateway.interface import (
     ALARMS,
     IMAGE_QUALITY,
     INTERFACE,
+    LINK_STATUS,
     MUTE,
     PROCESSING_STATUS,
     UNMUTE,
@@ -80,8 +81,22 @@ class TelemetryGatewayCsc(BaseCsc[GatewayConfig]):
         self._reader: asyncio.Task[None] | None = None
         self._reading: tuple[str, str] | None = None  # the DM broker and prefix read
         self._subscribed = asyncio.Event()  # the reader's session is made
-        self.link = OcsLink(self)
-        self.watch = HealthWatch(self)
+        self.link = OcsLink(
+            topic=self.address.event,
+            publish=lambda topic, data, wait: self.bus.publish(topic, data, qos=1, wait=wait),
+            bus_connected=lambda: self.bus.state is ConnectionState.CONNECTED,
+            say=lambda status: self.publish_event(LINK_STATUS, status, wait=0.0),
+            overflowed=self.queue_overflowed,
+            log=self.log,
+        )
+        self.watch = HealthWatch(
+            prefix=self.address.prefix,
+            alarms=self.alarms,
+            announce=self.announce,
+            enabled=lambda: self.state is State.ENABLED,
+            log=self.log,
+            name=str(self.address),
+        )
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
         return [
@@ -96,7 +111,7 @@ class TelemetryGatewayCsc(BaseCsc[GatewayConfig]):
         """New rules start from what they see next; alarms stay as they are (an
         operator may still have to acknowledge one whose rule has gone)."""
         self.thresholds = [ThresholdState(rule) for rule in config.rules]
-        await self.watch.configure(config.health)
+        await self.watch.configure(config.health, self.bus)
         outbox = self.state_dir / f"TelemetryGateway-{self.address.index}-outbox.sqlite"
         try:
             await self.link.open(outbox, config.queue_capacity)
@@ -129,6 +144,7 @@ class TelemetryGatewayCsc(BaseCsc[GatewayConfig]):
     async def close(self) -> None:
         try:
             await self._stop_reading()
+            await self.watch.close()
             await super().close()
         finally:
             await self.link.close()

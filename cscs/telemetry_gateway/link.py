@@ -13,20 +13,22 @@ when.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from structlog.typing import FilteringBoundLogger
 
 from cscs.core.publisher import stamp
 from cscs.core.schema import EventSpec, Payload
 from cscs.core.tai import current_tai
-from cscs.core.transport import ConnectionState
-from cscs.telemetry_gateway.interface import LINK_STATUS, LinkStatus
+from cscs.telemetry_gateway.interface import LinkStatus
 from cscs.telemetry_gateway.outbox import Outbox
 
-if TYPE_CHECKING:
-    from cscs.telemetry_gateway.csc import TelemetryGatewayCsc
+__all__ = ["OcsLink", "Publish"]
 
-__all__ = ["OcsLink"]
+#: Publish a queued message to the OCS side at QoS 1: (topic, payload, seconds to ride
+#: out an outage); False if the broker did not have it by then.
+Publish = Callable[[str, bytes, float], Awaitable[bool]]
 
 _BATCH = 200  # messages read from the queue at a time
 _RETRY = 5.0  # s a publish rides out an outage before the sender looks again
@@ -34,8 +36,28 @@ _PAUSE = 0.5  # s after a failed publish: a connection failing fast is not a bus
 
 
 class OcsLink:
-    def __init__(self, csc: TelemetryGatewayCsc) -> None:
-        self.csc = csc
+    """The queue and its sender. What it needs of the CSC it speaks for comes as
+    callables, so it can neither reach nor change anything else of it."""
+
+    def __init__(
+        self,
+        *,
+        topic: Callable[[str], str],
+        publish: Publish,
+        bus_connected: Callable[[], bool],
+        say: Callable[[LinkStatus], Awaitable[bool]],
+        overflowed: Callable[[int | None], Awaitable[None]],
+        log: FilteringBoundLogger,
+    ) -> None:
+        """``topic``: an event's topic, from its name; ``bus_connected``: the OCS side's
+        connection is up now; ``say``: publish ``linkStatus``; ``overflowed``: messages
+        were dropped for room (how many; None: there is room again)."""
+        self._topic = topic
+        self._publish = publish
+        self._bus_connected = bus_connected
+        self._say = say
+        self._overflowed = overflowed
+        self._log = log
         self.outbox: Outbox | None = None
         self.connected = False  # as the sender last found it
         self.dropped = 0  # for room, since the queue was made
@@ -73,7 +95,7 @@ class OcsLink:
         outbox = self.outbox
         if outbox is None:
             raise RuntimeError("the link to the OCS side is not open (the CSC is not started)")
-        topic = self.csc.address.event(spec.name)
+        topic = self._topic(spec.name)
         async with self._queueing:
             queued = await asyncio.to_thread(
                 outbox.put, topic, lambda seq: stamp(payload, seq, current_tai()), droppable,
@@ -82,7 +104,7 @@ class OcsLink:
         if queued is None:
             return False
         if queued[1]:
-            self.csc.log.warning("the queue to the OCS side is full: oldest dropped",
+            self._log.warning("the queue to the OCS side is full: oldest dropped",
                                  dropped=queued[1])  # fmt: skip
         self._wake.set()
         return True
@@ -101,15 +123,14 @@ class OcsLink:
             for message in batch:
                 if not self.sending.is_set():
                     break
-                sent = await self.csc.bus.publish(message.topic, message.payload, qos=1,
-                                                  wait=_RETRY)  # fmt: skip
+                sent = await self._publish(message.topic, message.payload, _RETRY)
                 if sent != self.connected:
                     self.connected = sent
                     if sent:  # say at once what waits, before it drains
-                        self.csc.log.info("the OCS side is reachable: sending what waits")
+                        self._log.info("the OCS side is reachable: sending what waits")
                         await self.report()
                     else:
-                        self.csc.log.warning("the OCS side is unreachable: queueing on disk")
+                        self._log.warning("the OCS side is unreachable: queueing on disk")
                 if not sent:
                     await asyncio.sleep(_PAUSE)  # then look again, from the same message
                     break
@@ -131,14 +152,14 @@ class OcsLink:
         queued, oldest, dropped = await asyncio.to_thread(self.outbox.status)
         if dropped > self.dropped:
             self.dropped, self._overflowing = dropped, True
-            await self.csc.queue_overflowed(dropped)
+            await self._overflowed(dropped)
         elif self._overflowing and queued < self.outbox.capacity:
             self._overflowing = False  # room again: the alarm clears (stale until seen)
-            await self.csc.queue_overflowed(None)
-        up = self.csc.bus.state is ConnectionState.CONNECTED and (self.connected or not queued)
+            await self._overflowed(None)
+        up = self._bus_connected() and (self.connected or not queued)
         if up and (up, queued) != self._said:
             status = LinkStatus(connected=True, queued=queued, oldestQueued_tai=oldest)
-            if await self.csc.publish_event(LINK_STATUS, status, wait=0.0):
+            if await self._say(status):
                 self._said = (True, queued)
         elif not up:
             self._said = (False, queued)

@@ -9,25 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from pydantic import Field
+from structlog.typing import FilteringBoundLogger
 
 from cscs.camera.naming import ImageName, ImageNameText, day_obs
 from cscs.camera.observatory import sun_altitude
 from cscs.core import generic as g
+from cscs.core.follow import Followers
 from cscs.core.remote import Parsed, Received
 from cscs.core.schema import Payload, parse_payload
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress
+from cscs.core.transport import Transport
+from cscs.telemetry_gateway.alarms import Alarm, Alarms
 from cscs.telemetry_gateway.health import DmHealth, HealthConfig
 
-if TYPE_CHECKING:
-    from cscs.telemetry_gateway.csc import TelemetryGatewayCsc
+__all__ = ["Announce", "HealthWatch"]
 
-__all__ = ["HealthWatch"]
+#: Tell the OCS side of alarms that changed (each an ``alarm`` event, then the list).
+Announce = Callable[[Sequence[Alarm]], Awaitable[None]]
 
 E = TypeVar("E", bound=Payload)
 _NIGHT_SUN = -12.0  # deg: nautical twilight over
@@ -44,32 +48,57 @@ class _Failed(Payload):
 
 
 class HealthWatch:
-    def __init__(self, csc: TelemetryGatewayCsc) -> None:
-        self.csc = csc
+    """The rules' ears and voice. It holds its subscriptions itself, so that following
+    other CSCs anew lets go of its own and of nothing else the gateway follows."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        alarms: Alarms,
+        announce: Announce,
+        enabled: Callable[[], bool],
+        log: FilteringBoundLogger,
+        name: str,
+    ) -> None:
         self.health = DmHealth(HealthConfig(), current_tai())
+        self._prefix = prefix  # of the watched CSCs' addresses: the gateway's own
+        self._alarms = alarms
+        self._announce = announce
+        self._enabled = enabled
+        self._log = log
+        self._followed = Followers(log, f"{name}-dm-health")
+        self._bus: Transport | None = None  # what the subscriptions were made on
         self._sun: tuple[float, bool] | None = None  # (when looked, night?)
 
-    async def configure(self, config: HealthConfig) -> None:
-        """Follow what ``config`` watches (and stop following what it no longer does)."""
+    async def configure(self, config: HealthConfig, bus: Transport) -> None:
+        """Follow on ``bus`` what ``config`` watches (and stop following what it no
+        longer does)."""
+        await self.close()
         self.health = DmHealth(config, current_tai())
-        csc = self.csc
-        await csc.unfollow()
+        self._bus = bus
         for text in config.watched:
-            address = CscAddress.parse(text, csc.address.prefix)
+            address = CscAddress.parse(text, self._prefix)
             name = f"{address.name}:{address.index}"
-            await csc.follow(address, g.SUMMARY_STATE, self._on_state(name))
-            await csc.follow(address, g.HEARTBEAT, self._on_heartbeat(name))
+            await self._followed.parsed(bus, address, g.SUMMARY_STATE, self._on_state(name))
+            await self._followed.parsed(bus, address, g.HEARTBEAT, self._on_heartbeat(name))
             if address.name == "Archiver":
-                await csc.follow_topic(address.event("imageArchived"), self._on_archived(name))
-                await csc.follow_topic(address.event("imageRetrievalFailed"),
-                                       self._on_failed(name))  # fmt: skip
+                await self._followed.raw(bus, address.event("imageArchived"),
+                                         self._on_archived(name))  # fmt: skip
+                await self._followed.raw(bus, address.event("imageRetrievalFailed"),
+                                         self._on_failed(name))  # fmt: skip
+
+    async def close(self) -> None:
+        """Stop hearing what :meth:`configure` followed."""
+        bus, self._bus = self._bus, None
+        await self._followed.close(bus)
 
     def _on_state(self, name: str) -> Callable[[Parsed[g.SummaryState]], None]:
         def heard(event: Parsed[g.SummaryState]) -> None:
             try:
                 self.health.state(name, State(event.data.summaryState))
             except ValueError:
-                self.csc.log.warning("ignored a state no CSC has", csc=name)
+                self._log.warning("ignored a state no CSC has", csc=name)
 
         return heard
 
@@ -85,7 +114,7 @@ class HealthWatch:
     def _on_failed(self, name: str) -> Callable[[Received], None]:
         def failed(event: _Failed) -> None:
             if not _plausible(event.imageName):
-                self.csc.log.warning("ignored an imageRetrievalFailed for a day to come",
+                self._log.warning("ignored an imageRetrievalFailed for a day to come",
                                      image=event.imageName)  # fmt: skip
                 return
             self.health.retrieval_failed(name, event.imageName, event.description[:200])
@@ -104,7 +133,7 @@ class HealthWatch:
             try:
                 event = parse_payload(model, message.data)
             except ValueError as exc:
-                self.csc.log.warning(f"ignored a malformed {what}", error=str(exc))
+                self._log.warning(f"ignored a malformed {what}", error=str(exc))
                 return
             act(event)
 
@@ -115,18 +144,18 @@ class HealthWatch:
         watching, and says nothing)."""
         while True:
             await asyncio.sleep(interval)
-            if self.csc.state is not State.ENABLED:
+            if not self._enabled():
                 continue
             night = await self._night()
             now = current_tai()
             changed = [
                 alarm
                 for verdict in self.health.verdicts(now, night)
-                if (alarm := self.csc.alarms.get(verdict.name)).set_severity(
+                if (alarm := self._alarms.get(verdict.name)).set_severity(
                     verdict.severity, verdict.reason, now
                 )
             ]
-            await self.csc.announce(changed)
+            await self._announce(changed)
 
     async def _night(self) -> bool:
         mode = self.health.config.night
