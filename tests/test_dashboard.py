@@ -1153,11 +1153,11 @@ async def test_a_page_whose_stream_is_exactly_full_does_not_stop_the_shutdown(
     dashboard still ends its stream (it used to raise QueueFull before closing)."""
     async with served(tmp_path, token=TOKEN) as s, s.client.get("/events", headers=AUTH) as r:
         await Frames(r).wait_for("snapshot")
-        (queue,) = s.dashboard._clients  # the page's queue: what it has yet to be sent
+        (queue,) = s.dashboard.streams.queues()  # the page's queue: what it has yet to be sent
         while not queue.full():
             queue.put_nowait(b": filler\n\n")
         await s.dashboard.stop()
-        assert not s.dashboard._clients
+        assert not s.dashboard.streams.queues()
         await asyncio.wait_for(r.content.read(), 10)  # the stream ended
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import math
 import time
@@ -34,6 +35,7 @@ from cscs.core.transport import Message, Subscription, Transport
 from cscs.dashboard.access import COOKIE, token_matches
 from cscs.dashboard.checks import ArchivedFile, ImageCheck, check_image, path_in_archive
 from cscs.dashboard.model import NightModel
+from cscs.dashboard.streams import PageStreams
 from cscs.dashboard.thresholds import threshold_rules
 
 __all__ = ["Dashboard", "DashboardOptions"]
@@ -73,7 +75,7 @@ class Dashboard:
         self.log = structlog.get_logger("dashboard")
         self.thresholds = threshold_rules(options.gateway_config)
         self._gateway_applied = ""
-        self._clients: set[asyncio.Queue[bytes | None]] = set()
+        self.streams = PageStreams(_CLIENT_QUEUE)
         self._flush_scheduled = False
         self._previews: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._checks: collections.deque[str] = collections.deque()
@@ -106,9 +108,7 @@ class Dashboard:
             self.bus.unsubscribe(subscription)
         if self._gateway is not None:
             await self._gateway.__aexit__(None, None, None)
-        for queue in list(self._clients):
-            _end_stream(queue)
-        self._clients.clear()
+        self.streams.end_all()
 
     # ---- the bus ---------------------------------------------------------------------
 
@@ -229,15 +229,8 @@ class Dashboard:
         }  # fmt: skip
 
     def _broadcast(self, event: str, data: Any) -> None:
-        if not self._clients:
-            return
-        frame = _sse(event, data)
-        for queue in list(self._clients):
-            if queue.full():  # a page this far behind starts again from a snapshot
-                self._clients.discard(queue)
-                _end_stream(queue)
-            else:
-                queue.put_nowait(frame)
+        if len(self.streams):
+            self.streams.broadcast(_sse(event, data))
 
     # ---- HTTP ------------------------------------------------------------------------
 
@@ -283,16 +276,10 @@ class Dashboard:
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(_CLIENT_QUEUE)
-        queue.put_nowait(_sse("snapshot", self.snapshot()))
-        self._clients.add(queue)
-        try:
-            while (frame := await queue.get()) is not None:
+        queue = self.streams.open(_sse("snapshot", self.snapshot()))
+        with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+            async for frame in self.streams.frames(queue):
                 await response.write(frame)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self._clients.discard(queue)
         return response
 
     async def _preview(self, request: web.Request) -> web.StreamResponse:
@@ -332,13 +319,6 @@ class Dashboard:
 
 async def _secure(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(_SECURITY_HEADERS)
-
-
-def _end_stream(queue: asyncio.Queue[bytes | None]) -> None:
-    """Ends a page's event stream (the page reconnects), making room if it is full."""
-    if queue.full():
-        queue.get_nowait()
-    queue.put_nowait(None)
 
 
 def _sse(event: str, data: Any) -> bytes:

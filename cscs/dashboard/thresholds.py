@@ -15,17 +15,14 @@ from typing import Any
 from cscs.core.config import ConfigSource, load_configuration
 from cscs.core.errors import ConfigurationError
 from cscs.core.settings import Settings
-from cscs.telemetry_gateway.csc import TelemetryGatewayCsc
-from cscs.telemetry_gateway.interface import GatewayConfig
+from cscs.telemetry_gateway.interface import CONFIG_DIR, GatewayConfig
 
 __all__ = ["gateway_config_source", "threshold_rules"]
 
 
 def gateway_config_source(settings: Settings) -> ConfigSource:
     directory = settings.config_dir / "TelemetryGateway" if settings.config_dir else None
-    default = TelemetryGatewayCsc.default_config_dir
-    assert default is not None
-    return ConfigSource(directory or default, settings.site)
+    return ConfigSource(directory or CONFIG_DIR, settings.site)
 
 
 def _override(applied: str) -> str:

@@ -43,6 +43,7 @@ from cscs.telemetry_gateway.interface import (
     ACKNOWLEDGE,
     ALARM,
     ALARMS,
+    CONFIG_DIR,
     IMAGE_QUALITY,
     INTERFACE,
     LINK_STATUS,
@@ -70,7 +71,7 @@ _FOR_EVER = 365 * 86400.0  # s
 class TelemetryGatewayCsc(BaseCsc[GatewayConfig]):
     interface = INTERFACE
     config_schema = GatewayConfig
-    default_config_dir: ClassVar[Path | None] = Path(__file__).parent / "config"
+    default_config_dir: ClassVar[Path | None] = CONFIG_DIR
 
     def __init__(self, index: int = 0, **kwargs: Any) -> None:
         super().__init__(index, **kwargs)

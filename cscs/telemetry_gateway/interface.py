@@ -4,6 +4,8 @@ the tests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from cscs.core import generic as g
@@ -16,6 +18,7 @@ __all__ = [
     "ACKNOWLEDGE",
     "ALARM",
     "ALARMS",
+    "CONFIG_DIR",
     "IMAGE_QUALITY",
     "INTERFACE",
     "LINK_STATUS",
@@ -32,6 +35,9 @@ __all__ = [
     "ProcessingStatus",
     "Unmute",
 ]
+
+CONFIG_DIR = Path(__file__).parent / "config"
+"""The shipped configuration layers; the dashboard colours cells by the same rules."""
 
 _NAME_GLOB = r"^[A-Za-z0-9_.:*?\[\]-]{1,64}$"
 
