@@ -20,7 +20,7 @@ from cscs.core.remote import EventStream
 from cscs.core.states import State
 from cscs.core.tasks import Jobs, keep_running
 from cscs.core.testing import CscHarness, MemoryBroker, TestCsc, make_csc, send_raw
-from cscs.core.transport import Message
+from cscs.core.transport import Message, Transport
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,6 +101,22 @@ async def test_a_job_failure_goes_to_its_handler_or_to_the_csc() -> None:
     assert sorted(handled) == ["csc:Test:1-second:b", "own:a"]
 
 
+def fail_once_publishing_on(bus: Transport, topic: str, failure: Exception) -> None:
+    """The next publication on ``topic`` through ``bus`` raises ``failure``: a bug in
+    whatever publishes there, in the task doing it."""
+    publish = bus.publish
+    fired = False
+
+    async def failing(on: str, payload: bytes, **kwargs: Any) -> bool:
+        nonlocal fired
+        if on == topic and not fired:
+            fired = True
+            raise failure
+        return await publish(on, payload, **kwargs)
+
+    bus.publish = failing  # type: ignore[method-assign,assignment]
+
+
 @pytest.mark.parametrize("which", ["commands", "heartbeat", "logs", "own-events"])
 async def test_each_background_task_of_a_csc_is_supervised(which: str) -> None:
     """Kill the command reader, the heartbeat, the log publisher or the retained-event
@@ -113,24 +129,18 @@ async def test_each_background_task_of_a_csc_is_supervised(which: str) -> None:
             csc.commands.receive = Once(csc.commands.receive, failure)  # type: ignore[method-assign]
             await send_raw(h.bus, csc.address, "ping", b"{}")
         elif which in ("heartbeat", "logs"):
-            spec = g.HEARTBEAT if which == "heartbeat" else g.LOG_MESSAGE
-            real = csc._publisher.event
-
-            def event(s: Any, payload: Any) -> tuple[str, bytes]:
-                if s is spec and not raising.fired:
-                    return raising(s, payload)  # type: ignore[no-any-return]
-                return real(s, payload)
-
-            raising = Once(real, failure)
-            csc._publisher.event = event  # type: ignore[method-assign,assignment]
+            name = "heartbeat" if which == "heartbeat" else "logMessage"
+            fail_once_publishing_on(csc.bus, csc.address.event(name), failure)
             if which == "logs":
                 csc.log.warning("a record to publish")
         else:
-            csc._guard.check = Once(csc._guard.check, failure)  # type: ignore[method-assign]
+            await h.remote.next_event("logLevel")  # published by the CSC: what it has to say
+            # A forgery on it: the guard's correction, the only thing published there now.
+            fail_once_publishing_on(csc.bus, csc.address.event("logLevel"), failure)
             await h.bus.publish(csc.address.event("logLevel"), b"{}", retain=False)
         error = await error_then_fault(h)
         assert error["errorCode"] == g.ERROR_TASK_FAILED
-        assert which in error["errorReport"]
+        assert error["errorReport"].startswith(f"{which} failed unexpectedly")
         assert "killed by the test" in error["errorReport"]
         assert "Traceback" in error["traceback"]
         await h.remote.command("standby", timeout=30)  # the command reader works

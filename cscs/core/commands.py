@@ -38,18 +38,22 @@ class CommandContext:
 
     async def in_progress(self, timeout: float, result: str = "") -> None:
         """Tell the commander it started and may take ``timeout`` more seconds."""
-        await self._send(self._ack(AckCode.INPROGRESS, result, timeout=timeout))
+        await self._send(_answer(self.request, AckCode.INPROGRESS, result, timeout=timeout))
 
-    def _ack(self, code: AckCode, result: str, *, timeout: float = 0.0, error: int = 0) -> Ack:
-        return Ack(
-            seq=self.request.seq,
-            origin=self.request.origin,
-            command=self.request.command,
-            code=code,
-            result=result,
-            timeout=timeout,
-            error=error,
-        )
+
+def _answer(
+    request: CommandRequest, code: AckCode, result: str, *, timeout: float = 0.0, error: int = 0
+) -> Ack:
+    """An ack to ``request``: the command's ``seq``, ``origin`` and name, and ``code``."""
+    return Ack(
+        seq=request.seq,
+        origin=request.origin,
+        command=request.command,
+        code=code,
+        result=result,
+        timeout=timeout,
+        error=error,
+    )
 
 
 Handler = Callable[[P, CommandContext], Awaitable[str | None]]
@@ -87,26 +91,26 @@ async def execute(
         async with asyncio.timeout(timeout) as scope:
             result = await run(request.params, context)
     except ExpectedError as exc:
-        final = context._ack(AckCode.FAILED, str(exc) or f"{name} failed", error=1)
+        final = _answer(request, AckCode.FAILED, str(exc) or f"{name} failed", error=1)
     except TimeoutError as exc:
         if not scope.expired():
-            final = _bug(context, exc, log)
+            final = _bug(request, exc, log)
         else:
-            final = context._ack(AckCode.TIMEOUT, f"{name} took longer than {timeout:g} s")
+            final = _answer(request, AckCode.TIMEOUT, f"{name} took longer than {timeout:g} s")
     except asyncio.CancelledError as exc:
         reason = str(exc.args[0]) if exc.args else f"{name} was cancelled"
         with contextlib.suppress(Exception):
-            await send(context._ack(AckCode.ABORTED, reason))
+            await send(_answer(request, AckCode.ABORTED, reason))
         raise
     except Exception as exc:
-        final = _bug(context, exc, log)
+        final = _bug(request, exc, log)
     else:
-        final = context._ack(AckCode.COMPLETE, result or "Done")
+        final = _answer(request, AckCode.COMPLETE, result or "Done")
     await send(final)
     return final.code
 
 
-def _bug(context: CommandContext, exc: BaseException, log: FilteringBoundLogger) -> Ack:
-    name = context.request.command
+def _bug(request: CommandRequest, exc: BaseException, log: FilteringBoundLogger) -> Ack:
+    name = request.command
     log.error(f"{name} failed with an unexpected error", exc_info=exc)
-    return context._ack(AckCode.FAILED, f"{name} failed: {type(exc).__name__}: {exc}", error=2)
+    return _answer(request, AckCode.FAILED, f"{name} failed: {type(exc).__name__}: {exc}", error=2)

@@ -164,7 +164,8 @@ class BaseCsc(Generic[C]):
     async def end_exitControl(self, params: NoParams) -> None: ...
 
     async def state_changed(self, old: State, new: State) -> None:
-        """Called after every state change (commands and faults), before it is published."""
+        """Called after every state change (commands, the ones a CSC started past STANDBY
+        runs by itself, and faults), before it is published."""
 
     # ---- running -----------------------------------------------------------------------
 
@@ -210,25 +211,36 @@ class BaseCsc(Generic[C]):
         self.keep_running(self.report.publish_logs, "logs")
         self.keep_running(lambda: self._guard.watch(own_events, bus, self.log), "own-events")
         if target in (State.DISABLED, State.ENABLED):
-            # Started past STANDBY (`cscs run --state enabled`): configured as a `start`
-            # without override would, before any command is read (they wait), then in
-            # that state; or not started at all: OFFLINE said, and the error says why.
-            try:
-                await self.begin_start(g.StartParams(configurationOverride=""))
-                if not self.done.is_set():  # not stopped (SIGTERM) while configuring
-                    self.lifecycle.restore(target)
-                    await self.report.summary_state()
-            except BaseException as exc:
-                self.log.error("not started: the configuration could not be applied",
-                               error=str(exc))  # fmt: skip
-                # OFFLINE, whichever comes last: this, or the connection's first report.
-                self.lifecycle.restore(State.OFFLINE)
-                await self.report.summary_state()
-                await self.close()
-                raise
+            await self._start_past_standby(target)
         self.keep_running(lambda: self.commands.read(commands), "commands")
         self.log.info("running", broker=self.broker.url, state=self.state.name)
         return self
+
+    async def _start_past_standby(self, target: State) -> None:
+        """Started past STANDBY (`cscs run --state enabled`, how a supervisor restarts a
+        CSC): the `start` without override and, for ENABLED, the `enable` a commander
+        would send, through the same transitions and hooks, before any command is read
+        (they wait). A hook that fails: OFFLINE said, and its error raised (as for a
+        command, no FAULT: nothing has been left half-done that an operator must clear,
+        and the process ends, for its supervisor to start it again). Stopped meanwhile
+        (SIGTERM): no more transitions, and OFFLINE, said then, is the last word."""
+        try:
+            await self._transition(
+                "start", g.StartParams(configurationOverride=""), self.begin_start, self.end_start
+            )
+            if target is State.ENABLED:
+                await self._transition("enable", NoParams(), self.begin_enable, self.end_enable)
+        except BaseException as exc:
+            if self.done.is_set() and isinstance(exc, ExpectedError):
+                self.log.warning("stopped while starting", state=self.state.name)
+                return
+            self.log.error("not started", wanted=target.name, reached=self.state.name,
+                           error=str(exc))  # fmt: skip
+            # OFFLINE, whichever comes last: this, or the connection's first report.
+            self.lifecycle.restore(State.OFFLINE)
+            await self.report.summary_state()
+            await self.close()
+            raise
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
@@ -362,11 +374,10 @@ class BaseCsc(Generic[C]):
     ) -> None:
         assert command in LIFECYCLE_COMMANDS
         async with self._transition_lock:
-            refusal = self.lifecycle.refusal(command)
-            if refusal:
-                raise ExpectedError(refusal)
+            self._check_allowed(command)
             old = self.state
             await begin(params)  # failing here leaves the state as it was
+            self._check_allowed(command)  # stopped (SIGTERM) meanwhile: the state stays
             new = self.lifecycle.apply(command)
             try:
                 await end(params)
@@ -375,12 +386,20 @@ class BaseCsc(Generic[C]):
                 raise
             await self._state_changed(old, new)
 
+    def _check_allowed(self, command: str) -> None:
+        if self.done.is_set():  # stopped, or exited
+            raise ExpectedError(f"{command} not allowed: {self.address} is stopping")
+        refusal = self.lifecycle.refusal(command)
+        if refusal:
+            raise ExpectedError(refusal)
+
     async def _state_changed(self, old: State, new: State) -> None:
         self.log.info("summary state changed", old=old.name, new=new.name)
         if old is State.ENABLED:
             self.commands.abort_enabled_only(f"aborted: {self.address} left ENABLED for {new.name}")
         await self.state_changed(old, new)
-        await self.report.summary_state()
+        if not self.done.is_set():  # stopped (SIGTERM): OFFLINE, said then, is the last word
+            await self.report.summary_state()
         if new is State.OFFLINE:
             self.done.set()
 
