@@ -23,7 +23,8 @@ import time
 import aiomqtt
 
 from cscs.core.broker import EmbeddedBroker, find_mosquitto
-from cscs.core.bus import NODELAY, BrokerAddress, Bus
+from cscs.core.broker_address import BrokerAddress
+from cscs.core.bus import NODELAY, Bus
 from cscs.core.remote import Remote
 from cscs.core.states import State
 from cscs.core.topics import CscAddress

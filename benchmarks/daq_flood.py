@@ -62,7 +62,7 @@ def _in_flight(server: Any) -> tuple[int, int]:
     if hasattr(server, "load"):
         load = server.load()
         return load.reads_preparing, load.clients
-    return len(server._reads), -1
+    return len(getattr(server, "_reads", ())), -1  # that server's private bookkeeping
 
 
 def _server_process(endpoint: str, sensors: int, control: Connection) -> None:

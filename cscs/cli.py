@@ -20,7 +20,8 @@ from typing import Any
 from cscs import components
 from cscs.camera.memory import keep_freed_memory
 from cscs.core.broker import EmbeddedBroker
-from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress, Bus
+from cscs.core.broker_address import DEFAULT_BROKER_URL, BrokerAddress
+from cscs.core.bus import Bus
 from cscs.core.errors import ExpectedError
 from cscs.core.interface_doc import render
 from cscs.core.settings import Settings, read_password_file, settings_from_env, with_credentials

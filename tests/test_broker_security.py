@@ -24,7 +24,8 @@ from cryptography.x509.oid import NameOID
 
 from cscs.cli import main
 from cscs.core.broker import EmbeddedBroker, find_mosquitto, free_port
-from cscs.core.bus import BrokerAddress, Bus
+from cscs.core.broker_address import BrokerAddress
+from cscs.core.bus import Bus
 from cscs.core.settings import settings_from_env
 from cscs.core.transport import BrokerRefusedError
 from cscs.ocs.broker_config import BrokerUsers, password_hash, write_broker_config

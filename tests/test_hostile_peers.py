@@ -304,11 +304,7 @@ async def test_5_the_same_command_twice_takes_one_exposure_with_one_final_ack(
 
 def drain(stream: EventStream) -> list[dict[str, Any]]:
     """What has arrived on ``stream`` so far."""
-    found = []
-    subscription = stream._subscription
-    while (message := subscription.get_nowait()) is not None:
-        found.append(json.loads(message.payload))
-    return found
+    return [received.data for received in stream.pending()]
 
 
 # ---- 6: forged endReadout events -----------------------------------------------------

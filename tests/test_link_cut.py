@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from cscs.core.broker import EmbeddedBroker, find_mosquitto, free_port
-from cscs.core.bus import BrokerAddress
+from cscs.core.broker_address import BrokerAddress
 from sim.soak.link import LinkCutter
 
 

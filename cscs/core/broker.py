@@ -23,10 +23,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal, Unpack
+from typing import TYPE_CHECKING, Literal, Unpack
 
-from cscs.core.bus import BrokerAddress, Bus
+from cscs.core.broker_address import BrokerAddress
 from cscs.core.transport import TransportOptions
+
+if TYPE_CHECKING:
+    from cscs.core.bus import Bus
 
 __all__ = ["Backend", "EmbeddedBroker", "find_mosquitto", "free_port"]
 

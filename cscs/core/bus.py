@@ -3,7 +3,10 @@
 A thin layer over ``aiomqtt``: it owns the connection (with a last will), reconnects
 with jittered back-off when the broker goes away, re-subscribes, and then calls the
 owner's ``on_connect`` hook so retained state is published again. Everything above it
-deals in topics and bytes only.
+deals in topics and bytes only. Around it, each about one thing: the address
+(``broker_address.py``), which failures are final (``refusal.py``), what is done with a
+received message (``delivery.py``), and where aiomqtt is worked around
+(``aiomqtt_workarounds.py``).
 """
 
 from __future__ import annotations
@@ -11,111 +14,42 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import math
+import functools
 import socket
-import ssl
 import time
-from dataclasses import dataclass, field
-from typing import Unpack
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
-import paho.mqtt.client as mqtt
 from aiomqtt.exceptions import MqttConnectError
 
+from cscs.core import aiomqtt_workarounds as workaround
 from cscs.core.backoff import Backoff
-from cscs.core.copies import OverlapCopies
-from cscs.core.topics import check_topic, topic_matches
+from cscs.core.broker_address import BrokerAddress
+from cscs.core.delivery import Inbox
+from cscs.core.refusal import refusal
+from cscs.core.topics import check_topic
 from cscs.core.transport import (
     BaseTransport,
-    BrokerRefusedError,
     BrokerUnavailableError,
     ConnectionState,
-    Message,
     OnConnect,
     Subscription,
-    TransportOptions,
     Will,
 )
 
-_PUBLISH_TIMEOUT = 10.0  # s for the broker to acknowledge a QoS 1 publish
+__all__ = ["NODELAY", "Bus"]
 
-__all__ = ["DEFAULT_BROKER_URL", "NODELAY", "BrokerAddress", "Bus"]
-
-DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 # Nagle's algorithm would hold each QoS-1 PUBACK/PUBLISH pair for a delayed ACK:
 # ~40 ms per hop (docs/performance.md). Every client of ours sets TCP_NODELAY.
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
-def _refusal(exc: aiomqtt.MqttError, address: BrokerAddress) -> BrokerRefusedError | None:
-    """The error to give at once when the broker refused us for good: a login it does
-    not accept (CONNACK 4, 5) or a certificate this client does not trust."""
-    who = f"user {address.username!r}" if address.username else "an anonymous client"
-    if isinstance(exc, MqttConnectError) and exc.rc in (4, 5, 134, 135):
-        return BrokerRefusedError(
-            f"the broker at {address.url} refused {who}: {exc} (check the user name and "
-            "the password file: CSCS_BROKER_USERNAME, CSCS_BROKER_PASSWORD_FILE)"
-        )
-    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
-        return BrokerRefusedError(
-            f"the broker at {address.url} presented a certificate this client does not "
-            f"trust: {exc} (give its certificate authority: --ca-file or CSCS_BROKER_CA)"
-        )
-    return None
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is and how to log in: ``mqtt://user:pass@host:port``.
-
-    ``mqtts://`` turns on TLS (default port 8883); ``ca_file`` names the certificate
-    authority to trust instead of the system's.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    ca_file: str | None = None
-
-    @classmethod
-    def from_url(cls, url: str, ca_file: str | None = None) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
-            raise ValueError(
-                f"broker URL {url!r} must start with mqtt:// or mqtts://, "
-                "e.g. mqtt://127.0.0.1:1883"
-            )
-        tls = parts.scheme == "mqtts"
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise ValueError(f"broker URL {url!r} has a port that is not a number") from None
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-            ca_file=ca_file,
-        )
-
-    @property
-    def url(self) -> str:
-        user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        if not self.tls:
-            return None
-        return ssl.create_default_context(cafile=self.ca_file)
-
-    def transport(self, **options: Unpack[TransportOptions]) -> Bus:
-        """A :class:`Bus` to this broker (the :class:`~cscs.core.transport.Connector`
-        of a real MQTT broker)."""
-        return Bus(self, **options)
+def _connack_code(exc: aiomqtt.MqttError) -> int | None:
+    """The code the broker refused the connection with, if it answered (aiomqtt gives
+    an int or paho's ``ReasonCode``: MQTT 3.1.1's 4 and 5 then come as 134 and 135)."""
+    if not isinstance(exc, MqttConnectError):
+        return None
+    code = getattr(exc.rc, "value", exc.rc)
+    return code if isinstance(code, int) else None
 
 
 class Bus(BaseTransport):
@@ -143,8 +77,7 @@ class Bus(BaseTransport):
         super().__init__(client_id, on_connect, "bus")
         self._persistent_session = persistent_session
         self._manual_ack = manual_ack
-        self._copies = OverlapCopies()
-        self._at_broker: set[str] = set()  # filters subscribed on the current connection
+        self._inbox = Inbox(self._deliver, manual_ack=manual_ack)
         self.address = address
         self._will = (
             aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain)
@@ -204,7 +137,7 @@ class Bus(BaseTransport):
         # open callback came late, as it can when a broker goes mid-iteration) is swept
         # here, once nothing can start another.
         for client in self._clients_made:
-            await _stop_housekeeping(client)
+            await workaround.stop_housekeeping(client)
 
     # ---- publishing and subscribing ------------------------------------------------
 
@@ -230,13 +163,7 @@ class Bus(BaseTransport):
             client = self._client
             if client is not None and self._connected.is_set():
                 try:
-                    # aiomqtt bounds a publish with asyncio.wait_for, which in Python 3.11
-                    # can swallow a cancellation (and a CSC would then never stop); it
-                    # gets no limit and asyncio.timeout bounds it instead.
-                    async with asyncio.timeout(_PUBLISH_TIMEOUT):
-                        await client.publish(
-                            topic, payload, qos=qos, retain=retain, timeout=math.inf
-                        )
+                    await workaround.publish(client, topic, payload, qos, retain)
                     return True
                 except (aiomqtt.MqttError, TimeoutError) as exc:
                     self._log.debug("publish interrupted", topic=topic, error=repr(exc))
@@ -260,17 +187,12 @@ class Bus(BaseTransport):
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.subscribe(topic_filter, qos=qos)
                 if client is self._client:
-                    self._at_broker.add(topic_filter)
+                    self._inbox.subscribed(topic_filter)
         return subscription
 
     # ---- the connection keeper -----------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
-        client = self._new_client()
-        self._clients_made.append(client)
-        return client
-
-    def _new_client(self) -> aiomqtt.Client:
         client = aiomqtt.Client(
             self.address.host,
             self.address.port,
@@ -287,8 +209,8 @@ class Bus(BaseTransport):
             timeout=10.0,
         )
         if self._manual_ack:
-            # aiomqtt has no option for it; paho's own switch, on aiomqtt's paho client.
-            _paho(client).manual_ack_set(True)
+            workaround.enable_manual_ack(client)
+        self._clients_made.append(client)
         return client
 
     async def _keep_connected(self) -> None:
@@ -304,13 +226,13 @@ class Bus(BaseTransport):
                 async with client:
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
-                refusal = _refusal(exc, self.address)
-                if refusal is not None and self.state is not ConnectionState.CLOSED:
+                refused = refusal(self.address, _connack_code(exc), str(exc))
+                if refused is not None and self.state is not ConnectionState.CLOSED:
                     # Wrong credentials or an untrusted certificate do not pass with time.
                     if self._first_attempt is not None and not self._first_attempt.done():
-                        self._first_attempt.set_exception(refusal)
+                        self._first_attempt.set_exception(refused)
                         return
-                    self._log.error("the broker refuses this client", error=str(refusal))
+                    self._log.error("the broker refuses this client", error=str(refused))
                 if self._first_attempt is not None and not self._first_attempt.done():
                     # Keep trying until the caller's connect timeout; say why meanwhile.
                     self._log.debug("broker not reachable yet", error=str(exc))
@@ -323,27 +245,17 @@ class Bus(BaseTransport):
             finally:
                 self._client = None
                 self._connected.clear()
-                await _stop_housekeeping(client)
+                await workaround.stop_housekeeping(client)
             if self.state is ConnectionState.CLOSED:
                 return
             self.state = ConnectionState.DISCONNECTED
             await asyncio.sleep(self._backoff.next_delay())
 
-    def _is_copy(self, topic: str, payload: bytes | bytearray, retained: bool) -> bool:
-        """An extra copy the broker sent for overlapping filters (cscs.core.copies):
-        counted against the filters at the broker, which outlive a reader's unsubscribe."""
-        filters = sum(topic_matches(f, topic) for f in self._at_broker) if not retained else 0
-        return self._copies.is_copy(
-            topic, bytes(payload), retained=retained, matching_filters=filters,
-            now=time.monotonic(),
-        )  # fmt: skip
-
     async def _serve(self, client: aiomqtt.Client) -> None:
-        self._at_broker = set()
+        self._inbox.connected()
         for topic_filter in self._filters():
             await client.subscribe(topic_filter, qos=1)
-            self._at_broker.add(topic_filter)
-        self._copies.clear()
+            self._inbox.subscribed(topic_filter)
         self._client = client
         self.state = ConnectionState.CONNECTED
         self.connections += 1
@@ -360,79 +272,21 @@ class Bus(BaseTransport):
         try:
             async for raw in client.messages:
                 payload = raw.payload if isinstance(raw.payload, bytes | bytearray) else b""
-                topic, retain = raw.topic.value, bool(raw.retain)
-                if self._is_copy(topic, payload, retain):
-                    if self._manual_ack and raw.qos > 0:  # acknowledged, never delivered
-                        _PendingAck(self, client, raw.mid, raw.qos).taken_by(0)
-                    continue
-                if not self._manual_ack or raw.qos == 0:
-                    self._deliver(Message(topic, bytes(payload), retain))
-                    continue
-                ack = _PendingAck(self, client, raw.mid, raw.qos)
-                matched, taken = self._deliver(Message(topic, bytes(payload), retain, ack=ack))
-                if taken < matched:  # a reader's queue was full
-                    # Never acknowledged: the broker sends it again on the next connection.
-                    ack.withhold()
+                topic = raw.topic.value
+                ack = functools.partial(self._ack, client, raw.mid, raw.qos)
+                withheld = self._inbox.receive(
+                    topic, bytes(payload), retained=bool(raw.retain), qos=raw.qos, ack=ack,
+                    now=time.monotonic(),
+                )  # fmt: skip
+                if withheld:
                     self._log.warning("a reader fell behind: message left with the broker",
                                       topic=topic[:200])  # fmt: skip
-                ack.taken_by(taken)
         finally:
             if hook is not None and not hook.done():
                 hook.cancel()
 
-
-class _PendingAck:
-    """One received QoS 1/2 message of a ``manual_ack`` bus: acknowledged to the broker
-    once every subscription that took it has called it (at once if none wanted it), and
-    never if one that wanted it had no room. An ack for a connection that has since been
-    replaced is not sent: the broker sends the message again on the new one."""
-
-    def __init__(self, bus: Bus, client: aiomqtt.Client, mid: int, qos: int) -> None:
-        self._bus, self._client, self._mid, self._qos = bus, client, mid, qos
-        self._owed = 0
-        self._sent = False
-
-    def withhold(self) -> None:
-        """A reader that should have had it did not: it must come again."""
-        self._sent = True
-
-    def taken_by(self, readers: int) -> None:
-        self._owed += readers
-        if self._owed <= 0:
-            self._send()
-
-    def __call__(self) -> None:
-        self._owed -= 1
-        if self._owed <= 0:
-            self._send()
-
-    def _send(self) -> None:
-        if self._sent or self._client is not self._bus._client:
-            return
-        self._sent = True
-        _paho(self._client).ack(self._mid, self._qos)
-
-
-def _paho(client: aiomqtt.Client) -> mqtt.Client:
-    """aiomqtt's paho client (private, hence checked): paho's ``manual_ack`` has no
-    aiomqtt equivalent."""
-    paho = getattr(client, "_client", None)
-    if not isinstance(paho, mqtt.Client):
-        raise RuntimeError("this aiomqtt has no paho client to acknowledge messages with")
-    return paho
-
-
-async def _stop_housekeeping(client: aiomqtt.Client) -> None:
-    """Stop aiomqtt's once-a-second housekeeping task of a closed client.
-
-    aiomqtt 2.5 starts that task with ``call_soon_threadsafe`` when the socket opens and
-    cancels it when the socket closes; a connection closed before the start callback
-    ran (a CSC stopped just as it connected) gets the task afterwards, and one that is
-    abandoned mid-disconnect never has it cancelled. Either way it would outlive the
-    connection. The callback gets its turn first, then the task is cancelled.
-    """
-    for _ in range(3):  # the start callback, and what it schedules, get their turns
-        await asyncio.sleep(0)
-    task = getattr(client, "_misc_task", None)  # private, hence looked up defensively
-    if isinstance(task, asyncio.Task) and not task.done():
-        task.cancel()
+    def _ack(self, client: aiomqtt.Client, mid: int, qos: int) -> None:
+        """Acknowledge a received message, unless its connection has been replaced
+        since: the broker then sends it again on the new one."""
+        if client is self._client:
+            workaround.ack(client, mid, qos)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cscs.core.bus import DEFAULT_BROKER_URL, BrokerAddress
+from cscs.core.broker_address import DEFAULT_BROKER_URL, BrokerAddress
 from cscs.core.topics import DEFAULT_PREFIX
 
 __all__ = [

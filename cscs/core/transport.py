@@ -1,10 +1,11 @@
 """What a CSC needs from a message bus, and nothing about how a bus provides it.
 
 Two implementations satisfy :class:`Transport`: :class:`cscs.core.bus.Bus`, over MQTT
-(the only module that talks to ``aiomqtt``), and the in-memory transport of
-:mod:`cscs.core.testing`, for tests of CSC logic that need no broker. A
-:class:`Connector` makes transports: :class:`cscs.core.bus.BrokerAddress` for a real
-broker, :class:`cscs.core.testing.MemoryBroker` for the in-memory one.
+(it and :mod:`cscs.core.aiomqtt_workarounds` are the only modules that talk to
+``aiomqtt``), and the in-memory transport of :mod:`cscs.core.testing`, for tests of CSC
+logic that need no broker. A :class:`Connector` makes transports:
+:class:`cscs.core.broker_address.BrokerAddress` for a real broker,
+:class:`cscs.core.testing.MemoryBroker` for the in-memory one.
 
 The semantics both keep (what the CSCs rely on): QoS 1 publishes wait for the bus for a
 bounded time, QoS 0 ones are dropped while disconnected; retained messages are replayed

@@ -12,7 +12,8 @@ from typing import TextIO
 
 from aiohttp import web
 
-from cscs.core.bus import BrokerAddress, Bus
+from cscs.core.broker_address import BrokerAddress
+from cscs.core.bus import Bus
 from cscs.core.settings import Settings, default_identity
 from cscs.core.tasks import until_stop_signal
 from cscs.core.transport import Transport

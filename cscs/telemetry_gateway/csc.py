@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cscs.core.bus import BrokerAddress
+from cscs.core.broker_address import BrokerAddress
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError

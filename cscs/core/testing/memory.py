@@ -69,31 +69,37 @@ class MemoryBroker:
         """Ids of the clients connected now."""
         return sorted(self._clients)
 
-    # ---- what clients do ----------------------------------------------------------------
+    # ---- what its clients call (the wire, in a real broker) ----------------------------
 
-    async def _wait_running(self, timeout: float) -> None:
+    async def wait_running(self, timeout: float) -> None:
+        """Until the broker runs (TimeoutError after ``timeout`` seconds)."""
         async with asyncio.timeout(timeout):
             await self._running.wait()
 
-    def _connect(self, client: MemoryTransport) -> None:
+    def connect(self, client: MemoryTransport) -> None:
+        """``client`` connects (for :class:`MemoryTransport`: use ``async with``)."""
         self._members.add(client)
         previous = self._clients.get(client.client_id)
         if previous is not None and previous is not client:
-            previous._lost(publish_will=False)  # MQTT: a new session takes the id over
+            previous.connection_lost(publish_will=False)  # MQTT: a new session takes the id
         self._clients[client.client_id] = client
 
-    def _disconnect(self, client: MemoryTransport) -> None:
-        """The client is gone for good (closed, or lost)."""
+    def disconnect(self, client: MemoryTransport) -> None:
+        """``client`` is gone for good, closed or lost (for :class:`MemoryTransport`)."""
         self._members.discard(client)
         if self._clients.get(client.client_id) is client:
             del self._clients[client.client_id]
 
-    def _subscribe(self, client: MemoryTransport, topic_filter: str) -> None:
+    def subscribe(self, client: MemoryTransport, topic_filter: str) -> None:
+        """``client`` subscribes: the retained messages its filter matches are sent to it
+        (for :class:`MemoryTransport`)."""
         for message in list(self._retained.values()):
             if topic_matches(topic_filter, message.topic):
-                client._deliver(message)
+                client.receive(message)
 
-    def _route(self, topic: str, payload: bytes, retain: bool) -> None:
+    def route(self, topic: str, payload: bytes, retain: bool) -> None:
+        """A message published: kept if retained, sent to every client subscribed to its
+        topic (for :class:`MemoryTransport`, whose ``publish`` is the way to publish)."""
         if retain:
             if payload:
                 self._retained[topic] = Message(topic, payload, retain=True)
@@ -103,8 +109,8 @@ class MemoryBroker:
         for client in list(self._clients.values()):
             # Once per client however many of its filters match: amqtt sends a copy per
             # filter, and the real bus drops the extra ones (cscs.core.copies).
-            if any(topic_matches(f, topic) for f in client._broker_filters):
-                client._deliver(live)
+            if client.subscribed_to(topic):
+                client.receive(live)
 
     # ---- faults ------------------------------------------------------------------------
 
@@ -113,7 +119,7 @@ class MemoryBroker:
         client = self._clients.get(client_id)
         if client is None:
             raise KeyError(f"no client {client_id!r} is connected; have {self.clients}")
-        client._lost(publish_will=True)
+        client.connection_lost(publish_will=True)
 
     def stop(self) -> None:
         """The broker goes away: every client is disconnected (no wills: the broker that
@@ -122,14 +128,14 @@ class MemoryBroker:
         self._retained.clear()
         self._clients.clear()
         for client in list(self._members):
-            client._disconnected()
+            client.broker_stopped()
 
     def start(self) -> None:
         """The broker is back: every client it had reconnects (and runs ``on_connect``)."""
         self._running.set()
         for client in list(self._members):
             if client.state is ConnectionState.DISCONNECTED:
-                client._reconnect()
+                client.reconnect()
 
 
 class MemoryTransport(BaseTransport):
@@ -163,29 +169,33 @@ class MemoryTransport(BaseTransport):
     async def __aenter__(self) -> MemoryTransport:
         self.state = ConnectionState.CONNECTING
         try:
-            await self.broker._wait_running(self._connect_timeout)
+            await self.broker.wait_running(self._connect_timeout)
         except TimeoutError:
             self.state = ConnectionState.CLOSED
             raise BrokerUnavailableError(
                 f"the in-memory broker stayed stopped for {self._connect_timeout:g} s"
             ) from None
-        self._reconnect()
+        self.reconnect()
         return self
 
     async def close(self) -> None:
         """Leave cleanly: no last will."""
         self.state = ConnectionState.CLOSED
         self._connected.clear()
-        self.broker._disconnect(self)
+        self.broker.disconnect(self)
         hooks = list(self._hooks)
         for hook in hooks:
             hook.cancel()
         if hooks:
             await asyncio.wait(hooks)
 
-    def _reconnect(self) -> None:
+    # ---- what its broker calls ------------------------------------------------------
+    # The wire, in a real client: public for :class:`MemoryBroker`, not for its users.
+
+    def reconnect(self) -> None:
+        """(Re)connect to the broker, re-subscribe, and run ``on_connect``."""
         self._broker_filters = []
-        self.broker._connect(self)
+        self.broker.connect(self)
         self.state = ConnectionState.CONNECTED
         self.connections += 1
         self._connected.set()
@@ -196,7 +206,7 @@ class MemoryTransport(BaseTransport):
             self._hooks.add(hook)
             hook.add_done_callback(self._hooks.discard)
 
-    def _disconnected(self) -> None:
+    def broker_stopped(self) -> None:
         """The broker went away: as with a real connection, an on-connect hook still
         running is cancelled (it runs again at the reconnection)."""
         self._connected.clear()
@@ -204,14 +214,22 @@ class MemoryTransport(BaseTransport):
         for hook in self._hooks:
             hook.cancel()
 
-    def _lost(self, *, publish_will: bool) -> None:
+    def connection_lost(self, *, publish_will: bool) -> None:
         """The connection is gone for good (a crash, or another client took the id)."""
-        self.broker._disconnect(self)
+        self.broker.disconnect(self)
         self._connected.clear()
         self.state = ConnectionState.CLOSED
         if publish_will and self._will is not None:
             will = self._will
-            self.broker._route(will.topic, will.payload, will.retain)
+            self.broker.route(will.topic, will.payload, will.retain)
+
+    def subscribed_to(self, topic: str) -> bool:
+        """Whether one of its filters at the broker matches ``topic``."""
+        return any(topic_matches(f, topic) for f in self._broker_filters)
+
+    def receive(self, message: Message) -> None:
+        """The broker sends it ``message``: handed to every subscription it matches."""
+        self._deliver(message)
 
     # ---- publishing and subscribing ------------------------------------------------
 
@@ -234,7 +252,7 @@ class MemoryTransport(BaseTransport):
                 await self.wait_connected(wait)
             except TimeoutError:
                 return False
-        self.broker._route(topic, bytes(payload), retain)
+        self.broker.route(topic, bytes(payload), retain)
         await asyncio.sleep(0)  # a publish yields, as a real one waits for its PUBACK
         return True
 
@@ -248,4 +266,4 @@ class MemoryTransport(BaseTransport):
         """MQTT: subscribing again to the same filter replaces it (and replays retained)."""
         if topic_filter not in self._broker_filters:
             self._broker_filters.append(topic_filter)
-        self.broker._subscribe(self, topic_filter)
+        self.broker.subscribe(self, topic_filter)
