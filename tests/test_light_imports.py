@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 LIGHT = [
     "cscs.core.topics",
     "cscs.core.states",
@@ -35,6 +37,7 @@ for name in sys.argv[1:]:
 """
 
 
+@pytest.mark.broker  # a fresh interpreter: a process, so the system tier
 def test_light_modules_of_the_framework_load_no_mqtt_library() -> None:
     check = CHECK.format(heavy=set(HEAVY))
     result = subprocess.run(
