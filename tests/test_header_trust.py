@@ -40,13 +40,9 @@ from cscs.camera.files import (
     resolve_under,
 )
 from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_ROWS, SEGMENTS, Camera
-from cscs.camera.headers import (
-    DEFAULT_MAX_HEADER_BYTES,
-    HeaderTrust,
-    LargeFileObjectAvailable,
-    parse_header_document,
-    read_header_document,
-)
+from cscs.camera.headers.announcement import LargeFileObjectAvailable
+from cscs.camera.headers.reading import DEFAULT_MAX_HEADER_BYTES, HeaderTrust, read_header_document
+from cscs.camera.headers.yaml_codec import parse_header_document
 from cscs.core.protocol import encode
 from cscs.core.remote import EventStream, Received
 from cscs.core.schema import parse_payload
