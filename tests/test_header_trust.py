@@ -259,13 +259,47 @@ def test_a_document_outside_its_schema_is_refused_naming_why(
     [
         (b"just a string\n", "a header document is a mapping, not str"),
         (b"- 1\n- 2\n", "a header document is a mapping, not list"),
-        (b"[" * 200_000 + b"]" * 200_000, "nested deeper than 8"),  # crashed the C loader
-        (b"a: &a [1, 2]\nb: [*a, *a]\n", "a YAML alias"),
+        (b"[" * 8 + b"]" * 8, "a header document is a mapping, not list"),  # as deep as may be
     ],
+    ids=["a string", "a list", "a list 8 deep"],
 )
-def test_yaml_that_is_no_document_is_refused_without_building_it(data: bytes, why: str) -> None:
+def test_yaml_that_is_no_mapping_is_refused_naming_what_it_is(data: bytes, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         parse_header_document(data)
+
+
+#: Deep nesting named as the reason, whichever refuses first: our own check ("nested
+#: deeper than 8") or, from 6.0.4 and on enough brackets, PyYAML's ("exceeded maximum
+#: nesting depth"), whose scanner looks ahead through them before any event comes.
+NESTED = "nest(ed|ing) (deeper|depth)"
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"[" * 9 + b"]" * 9, "nested deeper than 8"),  # a document nests 4 deep
+        (b"a:\n" + b"- " * 9 + b"x\n", "nested deeper than 8"),  # in block style too
+        (b"[" * 200_000 + b"]" * 200_000, NESTED),  # crashed the C loader
+        (b"a: &a [1, 2]\nb: [*a, *a]\n", "a YAML alias"),  # a few bytes for a huge structure
+    ],
+    ids=["9 deep", "10 deep, block style", "200000 deep", "an alias"],
+)
+def test_yaml_that_is_no_document_is_refused_without_building_it(
+    data: bytes, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused naming why, and before anything is built from it: the C loader builds
+    nesting by recursion, and crashed the process on 400 kB of brackets."""
+    built: list[bytes] = []
+    load = yaml.load
+
+    def spy(stream: bytes, **kwargs: Any) -> Any:
+        built.append(stream)
+        return load(stream, **kwargs)
+
+    monkeypatch.setattr(yaml, "load", spy)
+    with pytest.raises(ValueError, match=why):
+        parse_header_document(data)
+    assert not built
 
 
 def test_the_header_services_own_document_passes_and_names_its_image(tmp_path: Path) -> None:
