@@ -277,6 +277,15 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
 
     # ---- finishing an exposure ---------------------------------------------------------
 
+    async def exposure_done(self, image: str) -> None:
+        """Return once ``image``'s exposure is over (announced, abandoned or failed) and
+        nothing of it runs any more; at once if it is not in progress. For a caller in
+        this process (a test, a tool embedding the CSC): its announcement is heard just
+        before the exposure is let go, so hearing it is not yet this."""
+        task = self._exposure_tasks.get(image)
+        if task is not None:
+            await asyncio.wait([task])
+
     async def _complete(self, exposure: Exposure, wait: float) -> None:
         image = exposure.image
         try:
