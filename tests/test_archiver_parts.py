@@ -25,7 +25,8 @@ from cscs.archiver.reader import DaqReads, ReadFailedError
 from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError, Provenance
 from cscs.camera.events import EndOfImageTelemetry, StartIntegration
 from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_ROWS, SEGMENTS, Camera
-from cscs.camera.headers import HeaderTrust, LargeFileObjectAvailable
+from cscs.camera.headers.announcement import LargeFileObjectAvailable
+from cscs.camera.headers.reading import HeaderTrust
 from cscs.camera.verify import verify_raw_file
 from cscs.core import generic as g
 from cscs.core.protocol import encode

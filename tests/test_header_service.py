@@ -309,9 +309,8 @@ async def test_overlapping_exposures_are_independent(
         assert (late["SEQNUM"], early["SEQNUM"]) == (11, 10)
         csc = header.csc
         assert isinstance(csc, HeaderServiceCsc)
-        finishing = list(csc._exposure_tasks.values())  # announced; clean-up may still run
-        if finishing:
-            await asyncio.wait(finishing, timeout=10)
+        for image in by_id:  # announced; clean-up may still run
+            await asyncio.wait_for(csc.exposure_done(image), 10)
         assert not csc.exposures
 
 
@@ -326,11 +325,9 @@ async def test_an_exposure_whose_end_never_comes_is_abandoned_cleanly(
             log = await logs.wait_for(lambda r: "abandoned" in r.data["message"], timeout=10)
         assert "AT_O_20261121_000020" in log.data["message"]
         assert log.data["level"] == 30
-        finishing = list(csc._exposure_tasks.values())  # logged; clean-up may still run
-        if finishing:
-            await asyncio.wait(finishing, timeout=10)
+        # Logged; clean-up may still run, and then nothing of the exposure is left.
+        await asyncio.wait_for(csc.exposure_done("AT_O_20261121_000020"), 10)
         assert not csc.exposures
-        assert not csc._exposure_tasks
         # The service carries on with the next exposure.
         async with header.remote.stream("largeFileObjectAvailable") as announcements:
             begin = current_tai()

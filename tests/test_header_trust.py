@@ -31,7 +31,12 @@ from hypothesis import strategies as st
 from cscs.archiver.csc import ArchiverCsc
 from cscs.archiver.headers import HeaderSource
 from cscs.archiver.interface import ArchiverConfig
-from cscs.camera.events import END_OF_IMAGE_TELEMETRY, EndOfImageTelemetry, StartIntegration
+from cscs.camera.events import (
+    END_OF_IMAGE_TELEMETRY,
+    START_INTEGRATION,
+    EndOfImageTelemetry,
+    StartIntegration,
+)
 from cscs.camera.files import (
     PathEscapeError,
     RefusedFileError,
@@ -40,16 +45,12 @@ from cscs.camera.files import (
     resolve_under,
 )
 from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_ROWS, SEGMENTS, Camera
-from cscs.camera.headers import (
-    DEFAULT_MAX_HEADER_BYTES,
-    HeaderTrust,
-    LargeFileObjectAvailable,
-    parse_header_document,
-    read_header_document,
-)
+from cscs.camera.headers.announcement import LARGE_FILE_OBJECT_AVAILABLE, LargeFileObjectAvailable
+from cscs.camera.headers.reading import DEFAULT_MAX_HEADER_BYTES, HeaderTrust, read_header_document
+from cscs.camera.headers.yaml_codec import parse_header_document
 from cscs.core.protocol import encode
-from cscs.core.remote import EventStream, Received
-from cscs.core.schema import parse_payload
+from cscs.core.remote import EventStream, Parsed, Received
+from cscs.core.schema import EventSpec, Payload, parse_payload
 from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.tai import current_tai
@@ -57,7 +58,6 @@ from cscs.core.testing import CscHarness, MemoryBroker, make_csc
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Transport
 from cscs.daq.reader import ImageInfo, SensorPixels
-from cscs.header_service.collect import Exposure
 from cscs.header_service.csc import HeaderServiceCsc
 from sim.testing import config_dir, rendered_header
 
@@ -263,13 +263,47 @@ def test_a_document_outside_its_schema_is_refused_naming_why(
     [
         (b"just a string\n", "a header document is a mapping, not str"),
         (b"- 1\n- 2\n", "a header document is a mapping, not list"),
-        (b"[" * 200_000 + b"]" * 200_000, "nested deeper than 8"),  # crashed the C loader
-        (b"a: &a [1, 2]\nb: [*a, *a]\n", "a YAML alias"),
+        (b"[" * 8 + b"]" * 8, "a header document is a mapping, not list"),  # as deep as may be
     ],
+    ids=["a string", "a list", "a list 8 deep"],
 )
-def test_yaml_that_is_no_document_is_refused_without_building_it(data: bytes, why: str) -> None:
+def test_yaml_that_is_no_mapping_is_refused_naming_what_it_is(data: bytes, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         parse_header_document(data)
+
+
+#: Deep nesting named as the reason, whichever refuses first: our own check ("nested
+#: deeper than 8") or, from 6.0.4 and on enough brackets, PyYAML's ("exceeded maximum
+#: nesting depth"), whose scanner looks ahead through them before any event comes.
+NESTED = "nest(ed|ing) (deeper|depth)"
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"[" * 9 + b"]" * 9, "nested deeper than 8"),  # a document nests 4 deep
+        (b"a:\n" + b"- " * 9 + b"x\n", "nested deeper than 8"),  # in block style too
+        (b"[" * 200_000 + b"]" * 200_000, NESTED),  # crashed the C loader
+        (b"a: &a [1, 2]\nb: [*a, *a]\n", "a YAML alias"),  # a few bytes for a huge structure
+    ],
+    ids=["9 deep", "10 deep, block style", "200000 deep", "an alias"],
+)
+def test_yaml_that_is_no_document_is_refused_without_building_it(
+    data: bytes, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused naming why, and before anything is built from it: the C loader builds
+    nesting by recursion, and crashed the process on 400 kB of brackets."""
+    built: list[bytes] = []
+    load = yaml.load
+
+    def spy(stream: bytes, **kwargs: Any) -> Any:
+        built.append(stream)
+        return load(stream, **kwargs)
+
+    monkeypatch.setattr(yaml, "load", spy)
+    with pytest.raises(ValueError, match=why):
+        parse_header_document(data)
+    assert not built
 
 
 def test_the_header_services_own_document_passes_and_names_its_image(tmp_path: Path) -> None:
@@ -419,6 +453,17 @@ async def heard(
                 if found[i] is None and predicate(event):
                     found[i] = event
     return [event for event in found if event is not None]
+
+
+async def heard_all(
+    events: EventStream, *predicates: Callable[[Received], bool], timeout: float = 30
+) -> list[Received]:
+    """Every event heard until each predicate has matched one."""
+    said: list[Received] = []
+    async with asyncio.timeout(timeout):
+        while not all(any(predicate(r) for r in said) for predicate in predicates):
+            said.append(await events.next(None))
+    return said
 
 
 @contextlib.asynccontextmanager
@@ -667,24 +712,31 @@ async def test_a_start_integration_naming_a_path_is_dropped_and_nothing_written_
 
 
 async def test_a_name_that_got_past_the_checks_still_builds_no_path_outside(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The second line of defence: an exposure whose names were never checked (made
-    here, as a bug in a check would let one through) is refused where its path is
+    """The second line of defence: were a bug in startIntegration's checks to let a
+    path through (made here: its fields go unchecked), the path is refused where it is
     built, logged, and the service carries on."""
-    async with header_service(tmp_path) as (h, _), h.remote.stream() as events:
-        csc = h.csc
-        assert isinstance(csc, HeaderServiceCsc)
-        unchecked = StartIntegration.model_construct(
-            imageName=IMAGE, imageIndex=1, imagesInSequence=1, imageSource="AT",
-            imageController="O", imageDate="../../../x", imageNumber=7, groupId="g",
-            imageType="BIAS", exposureTime=0.0, timestampAcquisitionStart=current_tai(),
-            timeout=30.0, additionalKeys="", additionalValues="",
-        )  # fmt: skip
-        await csc._publish_header(Exposure(unchecked, csc.config.keywords, 1))
+    parse = Received.parse
+
+    def unchecked(received: Received, spec: Any) -> Parsed[Any]:
+        if spec is not START_INTEGRATION:
+            return parse(received, spec)
+        fields = {k: v for k, v in received.data.items() if k in StartIntegration.model_fields}
+        return Parsed(received.address, received.name, StartIntegration.model_construct(**fields))
+
+    monkeypatch.setattr(Received, "parse", unchecked)
+    async with header_service(tmp_path) as (h, bus), h.remote.stream() as events:
+        await start(bus, IMAGE, imageDate="../../../x")
+        await end(bus, IMAGE)
         said = await events.wait_for(lambda r: "header refused" in str(r.data))
+        await start(bus, "AT_O_20261121_000008")
+        await end(bus, "AT_O_20261121_000008")
+        announced = await events.wait_for(lambda r: r.name == "largeFileObjectAvailable")
     assert "is not a plain file name" in said.data["message"]
-    assert written(tmp_path) == []
+    assert announced.data["id"] == "AT_O_20261121_000008"
+    output = Path("state/headers/HeaderService-1")
+    assert written(tmp_path) == [output / DAY / "AT_O_20261121_000008.yaml"]
 
 
 async def test_a_flood_of_exposures_is_bounded_and_said_once(tmp_path: Path) -> None:
@@ -697,20 +749,23 @@ async def test_a_flood_of_exposures_is_bounded_and_said_once(tmp_path: Path) -> 
         images = [f"AT_O_20261121_{n:06d}" for n in range(1, 9)]
         for image in images:
             await start(bus, image)
-        await end(bus, images[0])  # handled after every start: one subscription, in order
-        announced, warned = await heard(
+        # Handled after every start (one subscription, in order), and logs come in the
+        # order they are made: once its warning is heard, every warning of the flood has been.
+        await start(bus, "CC_O_20261121_000001")  # another camera's image: said, ignored
+        await end(bus, images[0])
+        said = await heard_all(
             events,
             lambda r: r.name == "largeFileObjectAvailable",
-            lambda r: "too many exposures open" in str(r.data),
+            lambda r: "another camera's image" in str(r.data),
         )
+        announced = next(r for r in said if r.name == "largeFileObjectAvailable")
         assert announced.data["id"] == images[0]
-        finishing = list(csc._exposure_tasks.values())[:1]  # announced; clean-up may run
-        if finishing and finishing[0].get_name().endswith(images[0]):
-            await asyncio.wait(finishing, timeout=10)
+        await asyncio.wait_for(csc.exposure_done(images[0]), 10)  # clean-up may still run
         assert set(csc.exposures) == set(images[1:3])
         assert csc.exposures_dropped == 5
-        assert "suppressed=0" in warned.data["message"]  # the first said at once, the rest later
-        assert csc._drops.suppressed == 4
+        warned = [r.data["message"] for r in said if "too many exposures open" in str(r.data)]
+        assert len(warned) == 1  # said once: the other four are counted, not logged
+        assert "suppressed=0" in warned[0]  # the first said at once
 
 
 async def test_an_exposure_that_fails_unexpectedly_is_abandoned_said_and_the_service_goes_on(
@@ -719,22 +774,24 @@ async def test_an_exposure_that_fails_unexpectedly_is_abandoned_said_and_the_ser
     async with header_service(tmp_path) as (h, bus), h.remote.stream() as events:
         csc = h.csc
         assert isinstance(csc, HeaderServiceCsc)
-        publish = csc._publish_header
+        publish = csc.publish_event
 
-        async def broken(exposure: Exposure) -> None:
-            raise RuntimeError("a deliberate bug")
+        async def broken(spec: EventSpec[Payload], payload: Payload, **kwargs: Any) -> bool:
+            if spec is LARGE_FILE_OBJECT_AVAILABLE:
+                raise RuntimeError("a deliberate bug")
+            return await publish(spec, payload, **kwargs)
 
-        monkeypatch.setattr(csc, "_publish_header", broken)
-        await start(bus, IMAGE)
-        await end(bus, IMAGE)
-        traceback, said = await heard(
-            events,
-            lambda r: "failed unexpectedly" in str(r.data),
-            lambda r: "exposure abandoned after an unexpected error" in str(r.data),
-        )
-        assert not csc.exposures
-        assert not csc._exposure_tasks
-        monkeypatch.setattr(csc, "_publish_header", publish)
+        with monkeypatch.context() as patched:
+            patched.setattr(csc, "publish_event", broken)
+            await start(bus, IMAGE)
+            await end(bus, IMAGE)
+            traceback, said = await heard(
+                events,
+                lambda r: "failed unexpectedly" in str(r.data),
+                lambda r: "exposure abandoned after an unexpected error" in str(r.data),
+            )
+            await asyncio.wait_for(csc.exposure_done(IMAGE), 10)
+            assert not csc.exposures
         await start(bus, "AT_O_20261121_000008")
         await end(bus, "AT_O_20261121_000008")
         announced = await events.wait_for(lambda r: r.name == "largeFileObjectAvailable")

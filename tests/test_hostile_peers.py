@@ -22,7 +22,8 @@ from astropy.io import fits
 
 from cscs.archiver.interface import IMAGE_ARCHIVED, ImageArchived
 from cscs.camera.events import START_INTEGRATION
-from cscs.camera.headers import HeaderCard, HeaderDocument, dump_header_document
+from cscs.camera.headers.document import HeaderCard, HeaderDocument
+from cscs.camera.headers.yaml_codec import dump_header_document
 from cscs.core.protocol import encode
 from cscs.core.remote import EventStream, Remote
 from cscs.core.schema import parse_payload

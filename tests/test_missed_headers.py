@@ -19,7 +19,7 @@ import pytest
 from cscs.archiver.interface import IMAGE_ARCHIVED
 from cscs.camera.checksum import check_algorithm
 from cscs.camera.events import END_READOUT
-from cscs.camera.headers import default_header_dir
+from cscs.camera.headers.paths import default_header_dir
 from cscs.camera.naming import ImageName
 from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile, Catalog, sqlite_url

@@ -62,7 +62,7 @@ from cscs.camera.events import (
 )
 from cscs.camera.fits import WrittenFile
 from cscs.camera.geometry import Camera, camera_for_index
-from cscs.camera.headers import LARGE_FILE_OBJECT_AVAILABLE, LargeFileObjectAvailable
+from cscs.camera.headers.announcement import LARGE_FILE_OBJECT_AVAILABLE, LargeFileObjectAvailable
 from cscs.catalog import ArchivedFile, CatalogError
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc

@@ -25,12 +25,9 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from cscs.camera.fits import Card
-from cscs.camera.headers import (
-    HeaderCard,
-    HeaderTrust,
-    LargeFileObjectAvailable,
-    read_header_document,
-)
+from cscs.camera.headers.announcement import LargeFileObjectAvailable
+from cscs.camera.headers.document import HeaderCard
+from cscs.camera.headers.reading import HeaderTrust, read_header_document
 from cscs.camera.naming import ImageName
 from cscs.core.settings import default_state_dir, settings_from_env
 

@@ -10,13 +10,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from cscs.camera.events import LATEST_IMAGE
-from cscs.camera.headers import (
-    DEFAULT_MAX_HEADER_BYTES,
-    MAX_HEADER_DOCUMENT_BYTES,
-    HeaderTrust,
-    default_header_template,
-    template_directory,
-)
+from cscs.camera.headers.announcement import MAX_HEADER_DOCUMENT_BYTES
+from cscs.camera.headers.paths import default_header_template, template_directory
+from cscs.camera.headers.reading import DEFAULT_MAX_HEADER_BYTES, HeaderTrust
 from cscs.core import generic as g
 from cscs.core.config import ConfigSchema
 from cscs.core.schema import CommandSpec, EventSpec, NoParams, Payload, TelemetrySpec

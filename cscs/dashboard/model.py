@@ -23,7 +23,7 @@ import structlog
 
 from cscs.archiver.interface import ARCHIVER_STATUS, IMAGE_ARCHIVED, IMAGE_RETRIEVAL_FAILED
 from cscs.camera.events import END_READOUT, START_INTEGRATION, START_READOUT
-from cscs.camera.headers import LARGE_FILE_OBJECT_AVAILABLE
+from cscs.camera.headers.announcement import LARGE_FILE_OBJECT_AVAILABLE
 from cscs.camera.naming import MAX_SENSORS, check_image_name, check_sensor
 from cscs.core.generic import LOG_MESSAGE, SOFTWARE_VERSIONS
 from cscs.core.remote import Parsed, Received

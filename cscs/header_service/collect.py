@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from cscs.camera.events import EndOfImageTelemetry, EndReadout, StartIntegration
-from cscs.camera.headers import PrintableName, PrintableText, check_header_keyword
+from cscs.camera.headers.cards import PrintableName, PrintableText, check_header_keyword
 from cscs.core.topics import CscAddress
 
 __all__ = ["Exposure", "KeywordRule", "Missing", "SourceCache", "SourceKey", "Value", "number_of"]

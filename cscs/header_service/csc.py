@@ -45,12 +45,12 @@ from cscs.camera.events import (
     StartReadout,
 )
 from cscs.camera.geometry import Camera, camera_for_index
-from cscs.camera.headers import (
+from cscs.camera.headers.announcement import (
     LARGE_FILE_OBJECT_AVAILABLE,
     MIME_TYPE,
     LargeFileObjectAvailable,
-    default_header_dir,
 )
+from cscs.camera.headers.paths import default_header_dir
 from cscs.camera.naming import ImageName
 from cscs.camera.observatory import pointing
 from cscs.core import generic as g
@@ -115,7 +115,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         "HeaderService",
         "Collects each exposure's header metadata from the bus and publishes the header "
         "document for the archiver (index = camera). The document format is declared in "
-        "`cscs/camera/headers.py`, the keyword map in `docs/header-service.md`; "
+        "`cscs/camera/headers/`, the keyword map in `docs/header-service.md`; "
         "`largeFileObjectAvailable.missingKeywords` is an addition to ICD §6.",
         events=(LARGE_FILE_OBJECT_AVAILABLE, LATEST_IMAGE),
     )
@@ -276,6 +276,15 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
             self._finished[image].set()
 
     # ---- finishing an exposure ---------------------------------------------------------
+
+    async def exposure_done(self, image: str) -> None:
+        """Return once ``image``'s exposure is over (announced, abandoned or failed) and
+        nothing of it runs any more; at once if it is not in progress. For a caller in
+        this process (a test, a tool embedding the CSC): its announcement is heard just
+        before the exposure is let go, so hearing it is not yet this."""
+        task = self._exposure_tasks.get(image)
+        if task is not None:
+            await asyncio.wait([task])
 
     async def _complete(self, exposure: Exposure, wait: float) -> None:
         image = exposure.image

@@ -12,14 +12,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from cscs.camera.headers import (
-    MAX_TEXT_LENGTH,
-    HeaderCard,
-    HeaderDocument,
-    MissingKeyword,
-    check_header_value,
-    dump_header_document,
-)
+from cscs.camera.headers.cards import MAX_TEXT_LENGTH, check_header_value
+from cscs.camera.headers.document import HeaderCard, HeaderDocument, MissingKeyword
+from cscs.camera.headers.yaml_codec import dump_header_document
 from cscs.header_service.collect import Missing, Value
 
 __all__ = ["RenderedHeader", "render"]

@@ -25,7 +25,7 @@ import structlog
 from cscs.archiver.interface import INTERFACE as ARCHIVER
 from cscs.camera.events import END_READOUT
 from cscs.camera.geometry import Camera
-from cscs.camera.headers import LARGE_FILE_OBJECT_AVAILABLE
+from cscs.camera.headers.announcement import LARGE_FILE_OBJECT_AVAILABLE
 from cscs.camera.observatory import local_sidereal_deg
 from cscs.core.broker import Backend, EmbeddedBroker
 from cscs.core.bus import Bus

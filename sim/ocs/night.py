@@ -12,7 +12,8 @@ from urllib.parse import urlparse
 
 from cscs.archiver.interface import IMAGE_ARCHIVED, IMAGE_RETRIEVAL_FAILED, ImageArchived
 from cscs.camera.events import EndReadout
-from cscs.camera.headers import LargeFileObjectAvailable, read_header_document
+from cscs.camera.headers.announcement import LargeFileObjectAvailable
+from cscs.camera.headers.reading import read_header_document
 from cscs.camera.verify import verify_raw_file
 from cscs.core.remote import EventStream, Parsed, ParsedStream, Received
 from cscs.ocs.alarms import alarm_line
