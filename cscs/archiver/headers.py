@@ -64,7 +64,7 @@ def fetch_header(
     url: str, image: str, announced: LargeFileObjectAvailable | None, trust: HeaderTrust
 ) -> Header:
     """Fetch and check one header document as FITS cards (blocking: run it in a thread);
-    the errors of :func:`~cscs.camera.headers.read_header_document`."""
+    the errors of :func:`~cscs.camera.headers.reading.read_header_document`."""
     document, md5 = read_header_document(url, image, announced, trust)
     return Header(
         url=url,
