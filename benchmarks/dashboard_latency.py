@@ -31,7 +31,7 @@ from cscs.core.bus import Bus
 from cscs.core.settings import Settings
 from cscs.core.tai import current_tai
 from cscs.dashboard.run import dashboard_options, running_dashboard
-from sim.testing import observatory
+from sim.testkit import observatory
 
 _STAMP_ROWS = """() => {
   window.archivedAt = {};

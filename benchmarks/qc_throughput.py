@@ -40,7 +40,7 @@ from cscs.ocs_batch.photometry import Reference
 from cscs.ocs_batch.qc import assemble, measure_detector, overscan_stats
 from cscs.ocs_batch.refcat import detector_reference, load_reference_catalog
 from cscs.ocs_batch.tasks import read_raw
-from sim.daq.archive import SimulatedExposure, simulated_archive
+from sim.testkit import SimulatedExposure, simulated_archive
 
 SENSORS = [d.name for d in Camera.COMCAM.detectors]
 

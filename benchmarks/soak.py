@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sim.soak.night import SoakOptions, run_soak
+from sim.site.soak.night import SoakOptions, run_soak
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, settings
 from cscs.core.broker import Backend, EmbeddedBroker, find_mosquitto
 from cscs.core.testing import MemoryBroker
 from cscs.core.transport import Connector
-from sim.process_site import ProcessSite, process_site
+from tests.support.process_site import ProcessSite, process_site
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]

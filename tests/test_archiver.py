@@ -33,7 +33,8 @@ from cscs.core.remote import EventStream
 from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.testing import make_csc
-from sim.testing import Observatory, observatory, rendered_header
+from sim.testkit import Observatory, observatory
+from tests.support.headers import rendered_header
 
 BIAS = {"expTime": 0.0, "shutter": False, "imageType": "BIAS"}
 OBJECT = {"expTime": 0.2, "shutter": True, "imageType": "OBJECT"}

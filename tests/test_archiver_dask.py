@@ -28,7 +28,7 @@ from cscs.archiver.interface import ERROR_EXECUTOR_LOST
 from cscs.core.broker import EmbeddedBroker, free_port
 from cscs.core.remote import EventStream
 from cscs.core.states import State
-from sim.testing import observatory
+from sim.testkit import observatory
 from tests.test_archiver import BIAS, OBJECT, archived, no_partial_files, outcomes, verify_all
 
 DASK_LOCAL = {"executor": "dask-local", "dask_workers": 2, "dask_threads_per_worker": 1}

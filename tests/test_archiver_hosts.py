@@ -48,8 +48,8 @@ from cscs.core.bus import Bus
 from cscs.core.remote import Remote
 from cscs.core.states import State
 from cscs.core.topics import CscAddress
-from sim.ocs.processes import log_path, log_tail, spawn, stop
-from sim.testing import config_dir
+from sim.site.processes import log_path, log_tail, spawn, stop
+from sim.testkit import config_dir
 from tests.test_archiver import BIAS
 from tests.test_processes import log_tails
 

@@ -40,7 +40,8 @@ from cscs.daq.errors import (
     ImageEvictedError,
 )
 from cscs.daq.reader import ImageInfo, SensorPixels
-from sim.testing import config_dir, rendered_header
+from sim.testkit import config_dir
+from tests.support.headers import rendered_header
 
 IMAGE = "AT_O_20261121_000007"
 LOG = structlog.get_logger("test")

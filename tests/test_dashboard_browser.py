@@ -30,7 +30,7 @@ from cscs.core.testing import enabled_csc
 from cscs.core.topics import CscAddress
 from cscs.dashboard.run import dashboard_options, running_dashboard
 from cscs.telemetry_gateway.csc import TelemetryGatewayCsc
-from sim.testing import observatory
+from sim.testkit import observatory
 
 playwright = pytest.importorskip("playwright.async_api", reason="pip install playwright")
 from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402

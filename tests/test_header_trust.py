@@ -59,7 +59,8 @@ from cscs.core.topics import CscAddress
 from cscs.core.transport import Transport
 from cscs.daq.reader import ImageInfo, SensorPixels
 from cscs.header_service.csc import HeaderServiceCsc
-from sim.testing import config_dir, rendered_header
+from sim.testkit import config_dir
+from tests.support.headers import rendered_header
 
 IMAGE = "AT_O_20261121_000007"
 DAY = "20261121"

@@ -29,8 +29,8 @@ from cscs.core.remote import EventStream, Remote
 from cscs.core.schema import parse_payload
 from cscs.core.states import State
 from cscs.core.tai import current_tai
-from sim.ocs.night import verify_archived_file
-from sim.process_site import Heartbeats, ProcessSite, rss_bytes
+from sim.site.night import verify_archived_file
+from tests.support.process_site import Heartbeats, ProcessSite, rss_bytes
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 LOST = 3.0  # s without a heartbeat: a monitor's "lost" (ICD §3)

@@ -1,4 +1,4 @@
-"""The link cutter (sim.soak.link): a relay that carries bytes both ways, cuts every
+"""The link cutter (sim.site.soak.link): a relay that carries bytes both ways, cuts every
 connection at once and refuses new ones while cut, and relays again once restored, on
 the same port; through it a bus rides out the cut while the others keep their link."""
 
@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from cscs.core.broker import EmbeddedBroker, find_mosquitto, free_port
 from cscs.core.broker_address import BrokerAddress
-from sim.soak.link import LinkCutter
+from sim.site.soak.link import LinkCutter
 
 
 @pytest_asyncio.fixture

@@ -25,7 +25,7 @@ from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile, Catalog, sqlite_url
 from cscs.core.broker import EmbeddedBroker, find_mosquitto
 from cscs.core.remote import Remote
-from sim.process_site import ProcessSite, process_site
+from tests.support.process_site import ProcessSite, process_site
 
 pytestmark = [
     pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),

@@ -35,8 +35,8 @@ from cscs.ocs.jobs import jobs_table, show_jobs
 from cscs.ocs.runner import run_script
 from cscs.ocs.script import parse_script
 from cscs.ocs_batch.csc import OcsBatchCsc
-from sim.daq.archive import SimulatedExposure, simulated_archive
 from sim.daq.pixels import ElectronicsModel, SkyModel
+from sim.testkit import SimulatedExposure, simulated_archive
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -23,8 +23,8 @@ from cscs.core.states import State
 from cscs.core.testing import TestCsc, make_csc
 from cscs.core.topics import CscAddress
 from cscs.ocs.script import load_script
-from sim.ocs.demo import NIGHT_SCRIPT, images_commanded
-from sim.ocs.night import verify_archived_file
+from sim.site.demo import NIGHT_SCRIPT, images_commanded
+from sim.site.night import verify_archived_file
 
 pytestmark = pytest.mark.broker
 KEEPALIVE = 5  # the CSCs' MQTT keepalive (docs/interface.md)

@@ -15,9 +15,9 @@ from cscs.ocs_batch.photometry import Reference
 from cscs.ocs_batch.qc import image_summary, measure_detector
 from cscs.ocs_batch.refcat import detector_reference, load_reference_catalog
 from cscs.ocs_batch.tasks import CalibrationTask, QcTask, combine_task, publish_staged, qc_task
-from sim.daq.archive import SimulatedExposure, simulated_archive
 from sim.daq.pixels import ElectronicsModel, Scene, SkyModel, amplifier, synthesize_sensor
 from sim.daq.reference import field_radius, write_field_shards
+from sim.testkit import SimulatedExposure, simulated_archive
 
 MODEL = ElectronicsModel()
 FIELD = Pointing(ra=10.0, dec=-30.0, rotation=0.0)

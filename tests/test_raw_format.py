@@ -32,7 +32,7 @@ from cscs.camera.geometry import (
     Detector,
 )
 from cscs.core.testing import MemoryBroker
-from sim.testing import observatory
+from sim.testkit import observatory
 
 FIXTURES = Path(__file__).parent / "fixtures" / "raw_keywords"
 DOC = Path(__file__).parents[1] / "docs" / "raw-format.md"

@@ -27,7 +27,7 @@ from cscs.ocs.script import (
     parse_script,
     resolve_hour_angles,
 )
-from sim.ocs.demo import NIGHT_SCRIPT, images_commanded
+from sim.site.demo import NIGHT_SCRIPT, images_commanded
 
 
 def script(text: str) -> str:

@@ -26,7 +26,7 @@ from cscs.camera.geometry import CCD_COLS, CCD_ROWS
 from cscs.core.testing import MemoryBroker
 from sim.daq.pixels import SkyModel
 from sim.daq.sky_catalog import stars_near
-from sim.testing import observatory
+from sim.testkit import observatory
 
 CAMERA_DEFAULTS = Path(__file__).parents[1] / "sim" / "daq" / "config" / "_init.yaml"
 FIELD = {"ra": 61.0, "dec": -75.0, "rotation": 33.0}  # circumpolar: up at any hour

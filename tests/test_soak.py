@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cscs.core.broker import find_mosquitto
-from sim.soak.plan import FaultKind
+from sim.site.soak.plan import FaultKind
 
 pytestmark = [
     pytest.mark.broker,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from cscs.camera.geometry import Camera
 from sim.daq.journal import TakenImage, read_journal, record_taken
-from sim.soak.plan import FaultKind, plan_faults
-from sim.soak.reconcile import FaultWindow, Reconciliation, SensorFile, reconcile
+from sim.site.soak.plan import FaultKind, plan_faults
+from sim.site.soak.reconcile import FaultWindow, Reconciliation, SensorFile, reconcile
 
 NIGHT = {Camera.LATISS: 30, Camera.COMCAM: 10}
 

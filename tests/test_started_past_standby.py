@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sim.ocs.processes import spawn
 
 from cscs.archiver.csc import ArchiverCsc
 from cscs.archiver.interface import IMAGE_ARCHIVED
@@ -28,9 +29,8 @@ from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.testing import MemoryBroker, TestConfig, TestCsc, make_csc
 from cscs.core.topics import CscAddress
-from sim.ocs.night import verify_archived_file
-from sim.ocs.processes import spawn
-from sim.process_site import process_site
+from sim.site.night import verify_archived_file
+from tests.support.process_site import process_site
 
 COMMANDS = {State.DISABLED: ["start"], State.ENABLED: ["start", "enable"]}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from playwright.async_api import async_playwright
 
 from cscs.camera.geometry import Camera
-from sim.ocs.demo import run_demo
+from sim.site.demo import run_demo
 
 QC_ROWS = 3  # science images with their seeing measured
 WAIT_MS = 900_000

@@ -1,2 +1,2 @@
-"""The OCS side, simulated: the telescope and the weather station, and the demo night
-(``cscs demo``, plugged into the ``cscs`` command through an entry point)."""
+"""The telescope and the weather station, simulated: what the OCS side shows the header
+service and the camera (``cscs run Telescope``, ``cscs run Weather``)."""

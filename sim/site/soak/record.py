@@ -27,8 +27,8 @@ from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Subscription
 from cscs.telemetry_gateway.interface import ALARM, IMAGE_QUALITY
-from sim.ocs.night import verify_archived_file
-from sim.soak.reconcile import AlarmRecord
+from sim.site.night import verify_archived_file
+from sim.site.soak.reconcile import AlarmRecord
 
 __all__ = ["NightRecord", "Verified"]
 

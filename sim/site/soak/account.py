@@ -13,10 +13,10 @@ from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile, Catalog, sqlite_url
 from cscs.catalog.batch import BatchRecords
 from sim.daq.journal import TakenImage, journal_path, read_journal
-from sim.soak.plan import FaultPlan
-from sim.soak.reconcile import FaultWindow, SensorFile, reconcile, table
-from sim.soak.record import NightRecord, Verified
-from sim.soak.site import CAMERAS
+from sim.site.soak.plan import FaultPlan
+from sim.site.soak.reconcile import FaultWindow, SensorFile, reconcile, table
+from sim.site.soak.record import NightRecord, Verified
+from sim.site.soak.site import CAMERAS
 
 __all__ = ["account"]
 

@@ -28,8 +28,8 @@ from cscs.core.bus import Bus
 from cscs.core.remote import Received, Remote
 from cscs.core.states import State
 from cscs.core.topics import CscAddress
-from sim.ocs.night import verify_archived_file
-from sim.ocs.processes import log_path, log_tail, spawn, stop
+from sim.site.night import verify_archived_file
+from sim.site.processes import log_path, log_tail, spawn, stop
 
 __all__ = ["Heartbeats", "ProcessSite", "process_site", "rss_bytes"]
 

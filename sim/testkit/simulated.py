@@ -5,8 +5,11 @@ camera, the DAQ and the archiver would only cost time.
 Files are made by the camera simulator's pixel code and written and recorded by the
 archiver's own store, so they are what a night would have archived, with the header
 values a data query selects on (image type, group, filter, exposure time) and those
-``image-qc`` measures with (each detector's celestial WCS, the band, the airmass). The
-sky's catalog for the fields is written as the reference catalog, if asked.
+``image-qc`` measures with (each detector's celestial WCS, the band, the airmass). Each
+image's header goes the way a header service's does: a header document of the shared
+format (:mod:`cscs.camera.headers`) written under ``{root}/headers``, read back and
+checked by the archiver's own reader. The sky's catalog for the fields is written as the
+reference catalog, if asked.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cscs.archiver.headers import Header
+from cscs.archiver.headers import Header, fetch_header
 from cscs.archiver.store import ArchiveStore, Provenance
 from cscs.camera.geometry import Camera
+from cscs.camera.headers import HeaderCard, HeaderDocument, HeaderTrust, dump_header_document
 from cscs.camera.naming import ImageName
 from cscs.camera.sky import Pointing, detector_wcs
 from cscs.catalog import ArchivedFile
@@ -71,18 +75,7 @@ def simulated_archive(
                 write_field_shards(
                     reference_catalog, at.ra, at.dec, radius, sky.star_counts, sky.catalog_seed
                 )
-            header = Header(
-                url="", md5="", detectors={}, segments={}, missing="",
-                primary=[
-                    ("IMGTYPE", exposure.image_type, ""), ("EXPTIME", exposure.exposure_time, ""),
-                    ("DARKTIME", exposure.exposure_time, ""), ("GROUPID", exposure.group, ""),
-                    ("FILTER", f"{exposure.band}_03", ""), ("FILTBAND", exposure.band, ""),
-                    ("AIRMASS", exposure.airmass, ""),
-                ],
-            )  # fmt: skip
-            for sensor in sensors:
-                wcs = detector_wcs(camera, camera.detector(sensor), exposure.pointing)
-                header.detectors[sensor] = [(k, v, "") for k, v in wcs.keywords().items()]
+            header = _header(root / "headers", image, exposure, camera, sensors)
             for sensor in sensors:
                 segments = synthesize_sensor(model, scene, camera.detector(sensor))
                 pixels = SensorPixels(image, sensor, tuple(segments), ())
@@ -90,3 +83,33 @@ def simulated_archive(
     finally:
         store.close()
     return rows
+
+
+def _header(
+    directory: Path, image: str, exposure: SimulatedExposure, camera: Camera, sensors: list[str]
+) -> Header:
+    """The image's header document, written to ``directory`` as a header service would
+    and read back as the archiver does."""
+    primary: list[tuple[str, str | float]] = [
+        ("IMGTYPE", exposure.image_type), ("EXPTIME", exposure.exposure_time),
+        ("DARKTIME", exposure.exposure_time), ("GROUPID", exposure.group),
+        ("FILTER", f"{exposure.band}_03"), ("FILTBAND", exposure.band),
+        ("AIRMASS", exposure.airmass),
+    ]  # fmt: skip
+    detectors = {
+        sensor: detector_wcs(camera, camera.detector(sensor), exposure.pointing).keywords()
+        for sensor in sensors
+    }
+    document = HeaderDocument(
+        imageName=image, generator="simulated", version="test",
+        primary=[HeaderCard(keyword=k, value=v) for k, v in primary],
+        detectors={
+            sensor: [HeaderCard(keyword=k, value=v) for k, v in keywords.items()]
+            for sensor, keywords in detectors.items()
+        },
+        segments={}, missing=[],
+    )  # fmt: skip
+    path = directory / DAY_OBS / f"{image}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(dump_header_document(document))
+    return fetch_header(path.as_uri(), image, None, HeaderTrust((directory,)))

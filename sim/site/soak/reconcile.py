@@ -16,7 +16,7 @@ from typing import Any
 
 from cscs.camera.geometry import Camera
 from sim.daq.journal import TakenImage
-from sim.soak.plan import FaultKind
+from sim.site.soak.plan import FaultKind
 
 __all__ = ["AlarmRecord", "FaultWindow", "Reconciliation", "SensorFile", "reconcile", "table"]
 

@@ -21,8 +21,8 @@ from cscs import components
 from cscs.camera.geometry import Camera
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.topics import CscAddress
-from sim.ocs.processes import log_path, log_tail, spawn, stop
-from sim.soak.link import LinkCutter
+from sim.site.processes import log_path, log_tail, spawn, stop
+from sim.site.soak.link import LinkCutter
 
 __all__ = ["SoakSite", "soak_site"]
 
@@ -72,7 +72,7 @@ def write_configuration(directory: Path, overrides: dict[str, dict[str, Any]]) -
         else:
             target.mkdir(parents=True)
         layer = overrides.get(address.name, {})  # a site has a layer for each, if empty
-        text = "# The soak's site layer (sim/soak/site.py).\n"
+        text = "# The soak's site layer (sim/site/soak/site.py).\n"
         text += yaml.safe_dump(layer, sort_keys=False) if layer else "schema_version: 1\n"
         (target / "_soak.yaml").write_text(text, encoding="utf-8")
 

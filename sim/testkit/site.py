@@ -1,5 +1,11 @@
 """A whole simulated observatory in one process, for integration tests (ours and users'):
-weather, telescope, header service, camera with its DAQ, and archiver on one broker."""
+weather, telescope, header service, camera with its DAQ, and archiver on one broker.
+
+:func:`observatory` runs them, ENABLED, on any :class:`~cscs.core.transport.Connector`:
+the in-memory bus (:class:`~cscs.core.testing.MemoryBroker`, no broker to install) or a
+real broker; the :class:`Observatory` it gives points the telescope, takes images and
+finds them archived and verified (:meth:`Observatory.take_images`).
+"""
 
 from __future__ import annotations
 
@@ -13,23 +19,20 @@ from typing import Any
 import yaml
 
 from cscs.archiver.csc import ArchiverCsc
-from cscs.camera.events import EndOfImageTelemetry, StartIntegration
-from cscs.camera.geometry import Camera
+from cscs.archiver.interface import ImageArchived
 from cscs.core.settings import Settings
 from cscs.core.testing import CscHarness, make_csc
 from cscs.core.topics import Kind
 from cscs.core.transport import Connector
-from cscs.header_service.collect import Missing, Value
 from cscs.header_service.csc import HeaderServiceCsc
-from cscs.header_service.derived import derived_keywords
-from cscs.header_service.detectors import detector_entries, mid_exposure_pointing
-from cscs.header_service.document import RenderedHeader, render
 from sim.daq.camera import CameraCsc
-from sim.daq.hardware import focal_plane_hardware
 from sim.ocs.telescope import DOME, TelescopeCsc
 from sim.ocs.weather import WeatherCsc
+from sim.testkit.archive import ArchiveWatch
 
-__all__ = ["ARCHIVER_TEST_CONFIG", "Observatory", "observatory", "rendered_header"]
+__all__ = [
+    "ARCHIVER_TEST_CONFIG", "Observatory", "camera_config_dir", "config_dir", "observatory",
+]  # fmt: skip
 
 ARCHIVER_TEST_CONFIG = {
     "catchup_interval": 0.0, "stall_timeout": 1.0, "daq_timeout": 2.0, "read_attempts": 2,
@@ -39,12 +42,42 @@ ARCHIVER_TEST_CONFIG = {
 
 @dataclass
 class Observatory:
+    """One camera's site, ENABLED: each CSC with a Remote to it (``camera.remote``...),
+    the archive's directory, and the archiver's configuration directory."""
+
     camera: CscHarness
     telescope: CscHarness
     header: CscHarness
     archiver: CscHarness
     archive: Path
     config_dir: Path  # CSCS_CONFIG_DIR of the archiver (holds Archiver/test.yaml)
+
+    def watch(self) -> ArchiveWatch:
+        """The archive as announced from now on (``async with obs.watch() as archive``):
+        images read out, their files archived and verified (:class:`ArchiveWatch`)."""
+        return ArchiveWatch(self.archive, self.camera.remote, self.archiver.remote)
+
+    async def take_images(
+        self,
+        count: int = 1,
+        image_type: str = "BIAS",
+        exposure_time: float = 0.0,
+        *,
+        timeout: float = 60.0,
+        **params: Any,
+    ) -> dict[str, list[ImageArchived]]:
+        """Take ``count`` images (``takeImages``; the shutter open for FLAT and OBJECT;
+        ``params``: more of its parameters, e.g. ``groupId``) and wait until every file
+        of each is archived and verified: each image's ``imageArchived`` events, by
+        sensor. :class:`~sim.testkit.archive.NotArchivedError` if a file is missing,
+        failed or damaged."""
+        shutter = image_type in ("FLAT", "OBJECT")
+        command = {"numImages": count, "expTime": exposure_time, "shutter": shutter,
+                   "imageType": image_type} | params  # fmt: skip
+        async with self.watch() as archive:
+            await self.camera.remote.command("takeImages", command, timeout=timeout * count)
+            images = await archive.read_out(count, timeout)
+            return {image: await archive.verified(image, timeout) for image in images}
 
     async def point(self, ra: float, dec: float, rotation: float = 0.0) -> None:
         """Slew, and wait until the mount reports the new position (as a night's script
@@ -153,34 +186,3 @@ async def observatory(
             await dome.next(10)
         archive = tmp_path / f"cam{index}" / "archive"
         yield Observatory(camera_csc, telescope, header, archiver_csc, archive, configs)
-
-
-def rendered_header(
-    camera: Camera,
-    start: StartIntegration,
-    end: EndOfImageTelemetry,
-    sensors: list[str],
-    *,
-    telescope: str = "",
-) -> RenderedHeader:
-    """A complete header document, made with the header service's own code, for tests
-    that deliver a header by hand: pointing at a circumpolar field (so every pointing
-    keyword exists at any time), the simulator's CCDs, a reason. ``telescope``: another
-    ``TELESCOP`` (a forgery, say)."""
-    if "reason" not in start.additionalKeys.split(":"):
-        start = start.model_copy(update={"additionalKeys": "reason", "additionalValues": "test"})
-    collected: dict[str, Value | Missing] = {
-        "RA": Value(10.0, "deg"), "DEC": Value(-85.0, "deg"), "ROTPA": Value(0.0, "deg"),
-    }  # fmt: skip
-    primary = derived_keywords(camera, start, end, collected) + list(collected.items())
-    if telescope:
-        primary = [
-            (k, Value(telescope, "", "telescope") if k == "TELESCOP" else v) for k, v in primary
-        ]
-    hardware = focal_plane_hardware(camera).by_detector()
-    pointing = mid_exposure_pointing(collected)
-    detectors = {
-        name: detector_entries(camera, name, hardware, pointing, f"Camera:{camera.value}")
-        for name in sensors
-    }
-    return render(start.imageName, f"HeaderService:{camera.value}", "test", primary, detectors)

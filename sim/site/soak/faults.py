@@ -5,7 +5,7 @@ loop then takes the image and calls :meth:`Injector.after`, which waits, where t
 needs it, for the image to have gone through (the archiver gave up on the header, went
 to FAULT at the full disk). Kills, the broker's restart and the link's cut run beside
 the night, so that they land in the middle of work. Each fault ends as a
-:class:`~sim.soak.reconcile.FaultWindow`: what it hit, from when until it was back.
+:class:`~sim.site.soak.reconcile.FaultWindow`: what it hit, from when until it was back.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
 from sim.daq.journal import journal_path, read_journal
-from sim.soak.plan import FaultKind, PlannedFault
-from sim.soak.reconcile import FaultWindow
-from sim.soak.record import NightRecord
-from sim.soak.site import GATEWAY, SoakSite
+from sim.site.soak.plan import FaultKind, PlannedFault
+from sim.site.soak.reconcile import FaultWindow
+from sim.site.soak.record import NightRecord
+from sim.site.soak.site import GATEWAY, SoakSite
 
 __all__ = ["Injector"]
 

@@ -13,7 +13,7 @@ __all__ = ["add_soak_command"]
 
 
 async def _soak(args: argparse.Namespace, settings: Settings) -> int:
-    from sim.soak.night import SoakOptions, run_soak  # only when asked: it imports a lot
+    from sim.site.soak.night import SoakOptions, run_soak  # only when asked: it imports a lot
 
     state = args.state_dir or (settings.state_dir or default_state_dir()) / f"soak-{args.seed}"
     options = SoakOptions(

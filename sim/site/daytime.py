@@ -14,7 +14,7 @@ from cscs.core.remote import Remote
 from cscs.core.topics import CscAddress
 from cscs.ocs.progress import Progress
 from cscs.ocs_batch.interface import JOB_RESULT
-from sim.ocs.night import NightLog
+from sim.site.night import NightLog
 
 __all__ = ["daytime"]
 

@@ -2,12 +2,12 @@
 reconciliation from the cameras' own records.
 
 Both cameras take images at once, each in its own loop; before some images a fault of
-the plan (:mod:`sim.soak.plan`) is done to the site (:mod:`sim.soak.faults`). The soak
-listens as any client of the broker would (:mod:`sim.soak.record`): each file is re-read
+the plan (:mod:`sim.site.soak.plan`) is done to the site (:mod:`sim.site.soak.faults`). The soak
+listens as any client of the broker would (:mod:`sim.site.soak.record`): each file is re-read
 and verified as it is announced, then pruned when nothing needs it any more, so a night
 of ~100 GB fits on a disk with much less free. At the end it waits for the archive to
 settle, checks the catalog against the cameras' journals, and prints and writes the
-account (:mod:`sim.soak.reconcile`). Exit status 0 only when nothing was lost or
+account (:mod:`sim.site.soak.reconcile`). Exit status 0 only when nothing was lost or
 duplicated and every shortfall is explained.
 """
 
@@ -35,12 +35,12 @@ from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import DEFAULT_PREFIX, CscAddress, Kind
 from sim.daq.journal import journal_path, read_journal
-from sim.soak.account import account
-from sim.soak.faults import Injector
-from sim.soak.plan import FaultPlan, plan_faults
-from sim.soak.reconcile import QC_TYPES
-from sim.soak.record import NightRecord, recover
-from sim.soak.site import CAMERAS, SoakSite, addresses, soak_site
+from sim.site.soak.account import account
+from sim.site.soak.faults import Injector
+from sim.site.soak.plan import FaultPlan, plan_faults
+from sim.site.soak.reconcile import QC_TYPES
+from sim.site.soak.record import NightRecord, recover
+from sim.site.soak.site import CAMERAS, SoakSite, addresses, soak_site
 
 __all__ = ["SoakOptions", "run_soak"]
 

@@ -1,11 +1,11 @@
 """``cscs demo``: start the embedded broker and every CSC of one camera, each in its own
 process (the same ``cscs run`` a user would type), and run the shipped observing
-script (``sim/ocs/scripts/night.yaml``) as the OCS would: biases, darks, flats, then
+script (``sim/site/scripts/night.yaml``) as the OCS would: biases, darks, flats, then
 science exposures on two fields with filter changes.
 
 Every archived file is re-read while the night runs, with its FITS checksums verified
 and its MD5 compared with the archiver's announcement, and every header document is
-fetched and checked (:mod:`sim.ocs.night`). It ends with a status table and a summary;
+fetched and checked (:mod:`sim.site.night`). It ends with a status table and a summary;
 it exits 0 only if every file was archived, verified and complete.
 """
 
@@ -39,8 +39,8 @@ from cscs.ocs.progress import Progress
 from cscs.ocs.runner import run_script
 from cscs.ocs.script import Command, Script, ScriptStepError, expand, load_script
 from cscs.ocs.status import show_status
-from sim.ocs.daytime import daytime
-from sim.ocs.night import (
+from sim.site.daytime import daytime
+from sim.site.night import (
     NightLog,
     NightStoppedError,
     check_headers,
@@ -50,7 +50,7 @@ from sim.ocs.night import (
     note_seeing,
     verify_archive,
 )
-from sim.ocs.processes import log_path, log_tail, spawn, stop
+from sim.site.processes import log_path, log_tail, spawn, stop
 
 __all__ = ["NIGHT_SCRIPT", "images_commanded", "run_demo"]
 

@@ -15,7 +15,7 @@ _CAMERAS = {"latiss": Camera.LATISS, "comcam": Camera.COMCAM}
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from sim.ocs.demo import run_demo  # only when asked: it imports every component
+    from sim.site.demo import run_demo  # only when asked: it imports every component
 
     return await run_demo(
         backend=args.backend,
