@@ -30,7 +30,10 @@ from cscs.core.settings import settings_from_env
 from cscs.core.transport import BrokerRefusedError
 from cscs.ocs.broker_config import BrokerUsers, password_hash, write_broker_config
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),
+]
 
 USERS = {
     "prefix": "sec",

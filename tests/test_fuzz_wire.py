@@ -44,7 +44,10 @@ from cscs.core.states import State
 from cscs.core.testing import CscHarness, make_csc
 from cscs.core.transport import Subscription, Transport
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),
+]
 
 INDEX = {"Weather": 0, "OCSBatch": 0, "TelemetryGateway": 0}
 NAMES = components.names(components.PROJECT)

@@ -18,6 +18,7 @@ from sim.site.soak.plan import FaultKind
 
 pytestmark = [
     pytest.mark.broker,
+    pytest.mark.long,  # about 2.5 minutes: the long tier
     pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),
     pytest.mark.timeout(1200),
 ]
