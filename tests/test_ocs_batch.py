@@ -277,8 +277,8 @@ async def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(
     ):
         csc = harness.csc
         assert isinstance(csc, OcsBatchCsc)
-        assert csc.engine is not None
-        pids: dict[str, int] = await csc.engine.client.run(os.getpid)
+        assert csc.queue.engine is not None
+        pids: dict[str, int] = await csc.queue.engine.client.run(os.getpid)
         command = asyncio.create_task(execute(harness, dataQuery="instrument = LSSTComCam"))
         await status.wait_for(lambda e: e.data["status"] == "running", 60)
         victim = next(iter(pids.values()))  # the scheduler has given it work already
@@ -407,8 +407,8 @@ async def test_a_sites_scheduler_given_by_address_runs_the_jobs(
             assert ack.code is AckCode.COMPLETE, ack.result
             csc = harness.csc
             assert isinstance(csc, OcsBatchCsc)
-            assert csc.engine is not None
-            assert csc.engine.cluster is None  # the site's, not one of its own
+            assert csc.queue.engine is not None
+            assert csc.queue.engine.cluster is None  # the site's, not one of its own
         assert len(site.workers) == 1  # the site's cluster outlives the CSC
     gone = tmp_path / "gone"
     (gone / "OCSBatch").mkdir(parents=True)
