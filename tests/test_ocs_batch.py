@@ -1,5 +1,12 @@
 """OCSBatch:0 on a real broker (embedded amqtt and Mosquitto) with a real Dask cluster of
-local worker processes, over an archive of simulated raws."""
+local worker processes, over an archive of simulated raws.
+
+One cluster serves the module, as a site's scheduler serves OCSBatch (``scheduler:`` its
+address): starting one per test cost more than most tests. Each test must leave it as
+it found it — no Dask task, no client, every worker — and the ``cluster`` fixture fails
+the test that does not. The CSC's own ``scheduler: local`` cluster is what the test of
+``cscs run OCSBatch`` killed mid-job runs on.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +19,16 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import yaml
-from distributed import LocalCluster
+from distributed import LocalCluster, Scheduler
+from distributed.core import Status
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from cscs.camera.geometry import Camera
 from cscs.camera.sky import Pointing
@@ -46,14 +56,128 @@ OBJECTS = [
     SimulatedExposure("OBJECT", 15.0, seeing=0.7, band="g", pointing=FIELD, airmass=1.2),
 ]
 BIASES = [SimulatedExposure("BIAS")] * 3
+WORKERS = 2  # of the module's cluster, as OCSBatch's own by default
+
+
+class _Watch(SchedulerPlugin):  # type: ignore[misc]
+    """On the scheduler's thread, after each change of its tasks, workers or clients:
+    what a test would leave behind ("" nothing), sent to the tests' loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, heard: Callable[[str, bool], None]) -> None:
+        self._loop, self._heard = loop, heard
+        self._scheduler: Scheduler | None = None
+
+    async def start(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+        self.report()
+
+    def transition(self, *args: Any, **kwargs: Any) -> None:
+        self.report()
+
+    def add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        self.report()
+
+    def remove_worker(self, scheduler: Scheduler, worker: str, **kwargs: Any) -> None:
+        self.report()
+
+    def add_client(self, scheduler: Scheduler, client: str) -> None:
+        self.report()
+
+    def remove_client(self, scheduler: Scheduler, client: str) -> None:
+        self.report()
+
+    def report(self, asked: bool = False) -> None:
+        """``asked``: the report a test asked for (after all the scheduler has done)."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        left = []
+        # A task being forgotten is still listed while the plugins hear of it.
+        tasks = sum(1 for task in scheduler.tasks.values() if task.state != "forgotten")
+        if tasks:
+            left.append(f"{tasks} Dask tasks")
+        clients = [c for c in scheduler.clients if c != "fire-and-forget"]
+        if clients:
+            left.append(f"clients {clients}")
+        if len(scheduler.workers) != WORKERS:
+            left.append(f"{len(scheduler.workers)} of {WORKERS} workers")
+        with contextlib.suppress(RuntimeError):  # the tests' loop has closed
+            self._loop.call_soon_threadsafe(self._heard, "; ".join(left), asked)
+
+
+class SharedCluster:
+    """The module's Dask cluster: its scheduler in a thread of its own (with its own
+    event loop, so that none of its asyncio tasks is counted against a test), its
+    workers local processes under nannies."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.watch = _Watch(loop, self._heard)
+        self.left = "not started"
+        self._changed = asyncio.Event()
+        self._answered = asyncio.Event()
+        self.cluster: LocalCluster | None = None
+
+    @property
+    def address(self) -> str:
+        assert self.cluster is not None
+        return str(self.cluster.scheduler_address)
+
+    def _heard(self, left: str, asked: bool) -> None:
+        self.left = left
+        self._changed.set()
+        if asked:
+            self._answered.set()
+
+    async def settled(self, timeout: float = 60.0) -> str:
+        """Wait for the cluster to be clean; what it still holds after ``timeout`` ("":
+        nothing). Asks the scheduler first, so that what the test did just before is
+        seen, not only what was last heard."""
+        assert self.cluster is not None
+        self._answered.clear()
+        self.cluster.loop.add_callback(self.watch.report, True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._answered.wait()
+                while self.left:
+                    self._changed.clear()
+                    await self._changed.wait()
+        return self.left
+
+
+@pytest_asyncio.fixture(scope="module")
+async def _shared_cluster() -> AsyncIterator[SharedCluster]:
+    shared = SharedCluster(asyncio.get_running_loop())
+    # Made in a thread: a LocalCluster that is not asynchronous runs its own loop there.
+    shared.cluster = site = await asyncio.to_thread(
+        LocalCluster, n_workers=WORKERS, threads_per_worker=1, processes=True,
+        host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40,
+        scheduler_kwargs={"plugins": [shared.watch]},
+    )  # fmt: skip
+    try:
+        yield shared
+    finally:
+        await asyncio.to_thread(site.close)
+
+
+@pytest_asyncio.fixture
+async def cluster(_shared_cluster: SharedCluster) -> AsyncIterator[SharedCluster]:
+    """The module's cluster, clean when the test starts; the test fails if it leaves
+    it otherwise (a killed worker must have been replaced by its nanny)."""
+    left = await _shared_cluster.settled()
+    assert not left, f"the shared Dask cluster is not clean: {left}"
+    yield _shared_cluster
+    left = await _shared_cluster.settled()
+    assert not left, f"the test left the shared Dask cluster with {left}"
 
 
 @contextlib.asynccontextmanager
 async def batch(
-    broker: EmbeddedBroker, index: int, tmp_path: Path, **config: Any
+    broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster, **config: Any
 ) -> AsyncIterator[CscHarness]:
-    """OCSBatch:0 ENABLED on this test's prefix, its archive at ``tmp_path/archive``."""
-    values = {"archive_root": str(tmp_path / "archive"), "dm_prefix": f"dm{index}"} | config
+    """OCSBatch:0 ENABLED on this test's prefix, its archive at ``tmp_path/archive``, its
+    jobs on the module's cluster."""
+    values = {"archive_root": str(tmp_path / "archive"), "dm_prefix": f"dm{index}",
+              "scheduler": cluster.address} | config  # fmt: skip
     async with enabled_csc(OcsBatchCsc, broker, tmp_path, f"b{index}", values) as harness:
         yield harness
 
@@ -84,13 +208,13 @@ async def dm_messages(subscription: Subscription, count: int) -> dict[str, dict[
 
 
 async def test_image_qc_runs_on_dask_and_reports_every_step(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     refcat, one_gain = tmp_path / "refcat", ElectronicsModel(gain_spread=0.0)
     rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"],
                              electronics=one_gain, reference_catalog=refcat)  # fmt: skip
     async with (
-        batch(real_broker, index, tmp_path, reference_catalog=str(refcat)) as harness,
+        batch(real_broker, index, tmp_path, cluster, reference_catalog=str(refcat)) as harness,
         harness.remote.stream() as events,
         harness.bus.subscription(f"dm{index}/qc/#") as dm,
         harness.bus.subscription(f"dm{index}/status/#") as stages,
@@ -156,13 +280,13 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
 
 
 async def test_a_corrupt_archived_file_fails_the_job_naming_it(
-    broker: EmbeddedBroker, index: int, tmp_path: Path
+    broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
     broken = Path(rows[0].path)
     os.truncate(broken, 20_000_000)  # the disk lost the end of it (75 MB)
     async with (
-        batch(broker, index, tmp_path) as harness,
+        batch(broker, index, tmp_path, cluster) as harness,
         harness.remote.stream() as events,
         harness.bus.subscription(f"dm{index}/status/#") as stages,
     ):
@@ -181,10 +305,10 @@ async def test_a_corrupt_archived_file_fails_the_job_naming_it(
 
 
 async def test_what_cannot_run_fails_before_a_job_exists_with_the_reason(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     simulated_archive(tmp_path / "archive", Camera.LATISS, BIASES[:1], ["R00_S00"])
-    async with batch(real_broker, index, tmp_path, workers=1) as harness:
+    async with batch(real_broker, index, tmp_path, cluster) as harness:
         cases = [
             ({"pipeline": "sky", "dataQuery": "instrument = LATISS"}, "unknown pipeline 'sky'"),
             ({"dataQuery": "imageType = BIAS and"}, "expected a field"),
@@ -220,13 +344,13 @@ async def test_what_cannot_run_fails_before_a_job_exists_with_the_reason(
 
 
 async def test_master_bias_abort_and_prerequisites(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     sensors = ["R22_S00", "R22_S01", "R22_S02", "R22_S10"]
     simulated_archive(tmp_path / "archive", Camera.COMCAM, BIASES, sensors)
     bias_query = "instrument = LSSTComCam and imageType = BIAS"
     async with (
-        batch(real_broker, index, tmp_path, workers=1, max_running_jobs=1) as harness,
+        batch(real_broker, index, tmp_path, cluster, max_running_jobs=1) as harness,
         harness.remote.stream() as events,
     ):
         one = await execute(
@@ -236,7 +360,8 @@ async def test_master_bias_abort_and_prerequisites(
         product = tmp_path / "archive" / "LSSTComCam" / "calib" / "bias"
         made = sorted(product.rglob("*.fits"))
         assert [p.name for p in made] == ["bias_R22_S00.fits"]
-        # A job of four detectors on one worker, and one waiting on it; abort the first.
+        # A job of four detectors (two rounds of the workers), and one waiting on it;
+        # abort the first.
         acks: list[Ack] = []
         first = asyncio.create_task(
             execute(harness, acks, pipeline="master-bias", dataQuery=bias_query)
@@ -268,17 +393,17 @@ async def _execute_waiting(
 
 
 async def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"])
     async with (
-        batch(real_broker, index, tmp_path) as harness,
+        batch(real_broker, index, tmp_path, cluster) as harness,
         harness.remote.stream("jobStatus") as status,
     ):
         csc = harness.csc
         assert isinstance(csc, OcsBatchCsc)
-        assert csc.engine is not None
-        pids: dict[str, int] = await csc.engine.client.run(os.getpid)
+        assert csc.queue.engine is not None
+        pids: dict[str, int] = await csc.queue.engine.client.run(os.getpid)
         command = asyncio.create_task(execute(harness, dataQuery="instrument = LSSTComCam"))
         await status.wait_for(lambda e: e.data["status"] == "running", 60)
         victim = next(iter(pids.values()))  # the scheduler has given it work already
@@ -289,7 +414,7 @@ async def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(
 
 
 async def test_a_job_under_way_when_the_service_died_is_reported_failed(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     archive = tmp_path / "archive"
     archive.mkdir()
@@ -303,7 +428,9 @@ async def test_a_job_under_way_when_the_service_died_is_reported_failed(
     catalog.close()
     configs = tmp_path / "config" / "OCSBatch"
     configs.mkdir(parents=True)
-    (configs / "test.yaml").write_text(yaml.safe_dump({"archive_root": str(archive), "workers": 1}))
+    (configs / "test.yaml").write_text(
+        yaml.safe_dump({"archive_root": str(archive), "scheduler": cluster.address})
+    )
     settings = Settings(
         prefix=f"b{index}", state_dir=tmp_path / "state", config_dir=tmp_path / "config"
     )
@@ -320,13 +447,11 @@ async def test_a_job_under_way_when_the_service_died_is_reported_failed(
 
 
 async def test_auto_qc_measures_each_archived_image_without_a_command(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
     async with (
-        batch(
-            real_broker, index, tmp_path, auto_qc=True, auto_qc_cameras=[2], workers=1
-        ) as harness,
+        batch(real_broker, index, tmp_path, cluster, auto_qc=True, auto_qc_cameras=[2]) as harness,
         harness.bus.subscription(f"dm{index}/qc/#") as dm,
     ):
         topic = f"b{index}/Archiver/2/evt/imageArchived"
@@ -394,22 +519,20 @@ async def test_a_csc_process_killed_mid_job_has_its_job_failed_at_the_next_start
 
 
 async def test_a_sites_scheduler_given_by_address_runs_the_jobs(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
-    async with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, asynchronous=True,
-        host="127.0.0.1", dashboard_address=":0",
-    ) as site:  # fmt: skip
-        address = site.scheduler_address
-        async with batch(real_broker, index, tmp_path, scheduler=address) as harness:
-            ack = await execute(harness, dataQuery="image = CC_O_20261121_000001")
-            assert ack.code is AckCode.COMPLETE, ack.result
-            csc = harness.csc
-            assert isinstance(csc, OcsBatchCsc)
-            assert csc.engine is not None
-            assert csc.engine.cluster is None  # the site's, not one of its own
-        assert len(site.workers) == 1  # the site's cluster outlives the CSC
+    async with batch(real_broker, index, tmp_path, cluster) as harness:  # the module's, as a site's
+        ack = await execute(harness, dataQuery="image = CC_O_20261121_000001")
+        assert ack.code is AckCode.COMPLETE, ack.result
+        csc = harness.csc
+        assert isinstance(csc, OcsBatchCsc)
+        assert csc.queue.engine is not None
+        assert csc.queue.engine.cluster is None  # the site's, not one of its own
+    site = cluster.cluster
+    assert site is not None
+    assert site.scheduler.status is Status.running  # the site's cluster outlives the CSC
+    assert len(site.scheduler.workers) == WORKERS
     gone = tmp_path / "gone"
     (gone / "OCSBatch").mkdir(parents=True)
     (gone / "OCSBatch" / "test.yaml").write_text(
@@ -426,12 +549,12 @@ async def test_a_sites_scheduler_given_by_address_runs_the_jobs(
 
 
 async def test_a_master_dark_waits_for_its_master_bias_and_subtracts_it(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     exposures = BIASES + [SimulatedExposure("DARK", 30.0)] * 2
     simulated_archive(tmp_path / "archive", Camera.COMCAM, exposures, ["R22_S11"])
     async with (
-        batch(real_broker, index, tmp_path, workers=1) as harness,
+        batch(real_broker, index, tmp_path, cluster) as harness,
         harness.remote.stream("jobId") as ids,
     ):
         bias = asyncio.create_task(
@@ -452,7 +575,7 @@ async def test_a_master_dark_waits_for_its_master_bias_and_subtracts_it(
 
 
 async def test_an_observing_script_executes_a_job_and_waits_on_its_result(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     simulated_archive(tmp_path / "archive", Camera.LATISS, BIASES[:2], ["R00_S00"])
     text = textwrap.dedent("""
@@ -466,7 +589,7 @@ async def test_an_observing_script_executes_a_job_and_waits_on_its_result(
                       params: {pipeline: image-qc, dataQuery: "imageType = FLAT"},
                       result: "selects no archived file"}
         """)
-    async with batch(real_broker, index, tmp_path, workers=1) as harness:
+    async with batch(real_broker, index, tmp_path, cluster) as harness:
         assert await run_script(harness.bus, parse_script(text), prefix=f"b{index}") == 3
 
 

@@ -14,20 +14,20 @@ image types of ``auto_qc_image_types`` are measured (by default those that see t
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from structlog.typing import FilteringBoundLogger
 
 from cscs.camera.naming import MAX_SENSORS, ImageNameText, SensorText
+from cscs.catalog import Observation
 from cscs.core.errors import ExpectedError
 from cscs.core.remote import Received
 from cscs.core.schema import Payload, parse_payload
-from cscs.core.states import State
 from cscs.core.topics import CscAddress
 from cscs.ocs_batch.interface import Execute, OcsBatchConfig
 
-if TYPE_CHECKING:
-    from cscs.ocs_batch.csc import OcsBatchCsc
-
-__all__ = ["MAX_PENDING", "SETTLE", "AutoQc"]
+__all__ = ["MAX_PENDING", "SETTLE", "AutoQc", "Queue"]
 
 SETTLE = 2.0  # s after an image's last imageArchived before it is measured
 MAX_WAIT = 30.0  # s after its first, at the latest
@@ -41,9 +41,37 @@ class _Archived(Payload):
     sensor: SensorText
 
 
+class Queue(Protocol):
+    """What auto_qc needs of the job queue (:class:`~cscs.ocs_batch.job_queue.JobQueue`)."""
+
+    async def execute(self, params: Execute, origin: str, seq: int) -> object:
+        """Check and queue a job; ExpectedError if it cannot run."""
+
+    async def observation(self, image: str) -> Observation | None: ...
+
+    async def publish_stage(self, image: str, status: str, description: str) -> None: ...
+
+
+Follow = Callable[[str, Callable[[Received], None]], Awaitable[None]]  # topic, handler
+
+
 class AutoQc:
-    def __init__(self, csc: OcsBatchCsc) -> None:
-        self.csc = csc
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        follow: Follow,
+        prefix: str,
+        enabled: Callable[[], bool],
+        spawn: Callable[[Coroutine[Any, Any, None], str], object],
+        log: FilteringBoundLogger,
+    ) -> None:
+        self._queue = queue
+        self._follow = follow
+        self._prefix = prefix
+        self._enabled = enabled
+        self._spawn = spawn
+        self._log = log
         self.pending: dict[str, set[str]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._first: dict[str, float] = {}  # loop time of each pending image's first file
@@ -56,18 +84,17 @@ class AutoQc:
         self.image_types = frozenset(config.auto_qc_image_types)
         if not config.auto_qc:
             return
-        prefix = self.csc.address.prefix
         for index in config.auto_qc_cameras:
-            topic = CscAddress("Archiver", index, prefix).event("imageArchived")
-            await self.csc.follow_topic(topic, self._heard)
+            topic = CscAddress("Archiver", index, self._prefix).event("imageArchived")
+            await self._follow(topic, self._heard)
 
     def _heard(self, message: Received) -> None:
-        if self.csc.state is not State.ENABLED or message.retained:
+        if not self._enabled() or message.retained:
             return
         try:
             archived = parse_payload(_Archived, message.data)
         except ValueError as exc:
-            self.csc.log.warning(
+            self._log.warning(
                 "ignored a malformed imageArchived", source=str(message.address), error=str(exc)
             )
             return
@@ -97,25 +124,23 @@ class AutoQc:
             timer.cancel()
         self._first.pop(image, None)
         sensors = self.pending.pop(image, set())
-        if sensors and self.csc.state is State.ENABLED:
-            self.csc.jobs.spawn(self._measure(image, sensors), f"auto-qc-{image}")
+        if sensors and self._enabled():
+            self._spawn(self._measure(image, sensors), f"auto-qc-{image}")
 
     async def _measure(self, image: str, sensors: set[str]) -> None:
-        catalog = self.csc.catalog
-        observation = await asyncio.to_thread(catalog.observation, image) if catalog else None
+        observation = await self._queue.observation(image)
         if observation is not None and observation.image_type not in self.image_types:
             # A bias's "seeing" is its cosmic rays: nothing to measure or to judge; the
             # stage says so, so that nobody waits for its QC.
             kind = observation.image_type or "no type"
-            await self.csc.runner.publish_stage(image, "skipped", f"a {kind} image: no sky")
+            await self._queue.publish_stage(image, "skipped", f"a {kind} image: no sky")
             return
         query = f"image = {image} and sensor in ({', '.join(sorted(sensors))})"
         params = Execute(pipeline="image-qc", dataQuery=query)
         try:
-            job, plan, previous = await self.csc._prepare(params, "auto_qc", 0)
-            await self.csc.submit(job, plan, previous)
+            await self._queue.execute(params, "auto_qc", 0)  # its end is not awaited
         except ExpectedError as exc:  # not archived here, the queue full, not ENABLED…
-            self.csc.log.warning("auto QC could not start", image=image, error=str(exc))
+            self._log.warning("auto QC could not start", image=image, error=str(exc))
 
     def _forget_all(self) -> None:
         for timer in self._timers.values():

@@ -15,13 +15,17 @@ import json
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from cscs.catalog import CalibrationRecord, JobRecord
+from structlog.typing import FilteringBoundLogger
+
+from cscs.catalog import BatchRecords, CalibrationRecord, JobRecord
+from cscs.cluster import Engine
 from cscs.core.errors import ExpectedError
 from cscs.core.protocol import encode
+from cscs.core.schema import EventSpec, Payload
 from cscs.core.tai import current_tai
 from cscs.ocs_batch.interface import (
     JOB_ID,
@@ -33,15 +37,12 @@ from cscs.ocs_batch.interface import (
     JobsNow,
     JobStatus,
 )
-from cscs.ocs_batch.jobs import Job, JobState, exit_code
+from cscs.ocs_batch.jobs import Job, JobBook, JobState, exit_code
 from cscs.ocs_batch.plan import JobPlan, PlanError, plan_job
 from cscs.ocs_batch.qc import image_summary
 from cscs.ocs_batch.tasks import publish_staged, staged_path
 
-if TYPE_CHECKING:
-    from cscs.ocs_batch.csc import OcsBatchCsc
-
-__all__ = ["JobRunner", "printable"]
+__all__ = ["JobRunner", "PublishDm", "PublishEvent", "Queue", "printable"]
 
 _IMAGES_IN_RESULT = 100  # image summaries in one jobResult; the rest are counted
 _ENDED_SHOWN = 20  # ended jobs in the retained `jobs` event
@@ -51,9 +52,44 @@ class _TaskFailedError(Exception):
     pass
 
 
+PublishEvent = Callable[[EventSpec[Any], Payload], Awaitable[object]]  # the CSC's events
+PublishDm = Callable[[str, bytes], Awaitable[bool]]  # topic, payload (QoS 1) -> sent
+
+
+class Queue(Protocol):
+    """What running a job needs of the queue it is in: the jobs, the engine they run on,
+    the records they are written to, and where products and references are. Getters,
+    because each ``start`` may open others."""
+
+    @property
+    def book(self) -> JobBook: ...
+    @property
+    def engine(self) -> Engine | None: ...
+    @property
+    def records(self) -> BatchRecords | None: ...
+    @property
+    def archive_root(self) -> Path: ...
+    @property
+    def reference_catalog(self) -> str: ...
+
+
 class JobRunner:
-    def __init__(self, csc: OcsBatchCsc) -> None:
-        self.csc = csc
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        publish_event: PublishEvent,
+        publish_dm: PublishDm,
+        dm_prefix: Callable[[], str],
+        jobs_dir: Path,
+        log: FilteringBoundLogger,
+    ) -> None:
+        self._queue = queue
+        self._publish_event = publish_event
+        self._publish_dm_topic = publish_dm
+        self._dm_prefix = dm_prefix
+        self._jobs_dir = jobs_dir
+        self._logger = log
         self.plans: dict[str, JobPlan] = {}
 
     @staticmethod
@@ -62,13 +98,13 @@ class JobRunner:
         return f"{time.strftime('%Y%m%d', time.gmtime())}-{secrets.token_hex(4)}"
 
     def log_path(self, job_id: str) -> Path:
-        return self.csc.state_dir / "ocs_batch" / "jobs" / f"{job_id}.log"
+        return self._jobs_dir / f"{job_id}.log"
 
     # ---- announcing ------------------------------------------------------------------
 
     async def announce_new(self, job: Job) -> None:
         await self._record(job)
-        await self.csc.publish_event(
+        await self._publish_event(
             JOB_ID, JobIdEvent(jobId=job.job_id, commandOrigin=job.origin, commandSeq=job.seq)
         )
         await self._status(job)
@@ -79,29 +115,29 @@ class JobRunner:
         self.plans.pop(job.job_id, None)
         job.result.setdefault("message", job.message)
         job.result.setdefault("log", self.log_path(job.job_id).as_uri())
-        if self.csc.engine is not None:
-            job.result.setdefault("dashboard", self.csc.engine.dashboard)
+        if self._queue.engine is not None:
+            job.result.setdefault("dashboard", self._queue.engine.dashboard)
         await self._record(job)
         await self._status(job)
         result = json.dumps(job.result, sort_keys=True, default=str)
-        await self.csc.publish_event(
+        await self._publish_event(
             JOB_RESULT, JobResult(jobId=job.job_id, exitCode=exit_code(job.state), result=result)
         )
         self._log(job.job_id, f"{job.state.value}: {job.message}")
-        self.csc.log.info("job ended", job=job.job_id, state=job.state.value, message=job.message)
+        self._logger.info("job ended", job=job.job_id, state=job.state.value, message=job.message)
 
     async def announce_end_of_record(self, record: JobRecord) -> None:
         """A job the records had under way when the service stopped: failed, said so."""
         status = JobStatus(jobId=record.job_id, status=record.state, tasksDone=record.tasks_done,
                            tasksTotal=record.tasks_total, message=record.message)  # fmt: skip
-        await self.csc.publish_event(JOB_STATUS, status)
+        await self._publish_event(JOB_STATUS, status)
         result = json.dumps({"message": record.message})
-        await self.csc.publish_event(
+        await self._publish_event(
             JOB_RESULT, JobResult(jobId=record.job_id, exitCode=1, result=result)
         )
 
     async def _status(self, job: Job) -> None:
-        await self.csc.publish_event(
+        await self._publish_event(
             JOB_STATUS,
             JobStatus(jobId=job.job_id, status=job.state.value, tasksDone=job.tasks_done,
                       tasksTotal=job.tasks_total, message=job.message),
@@ -112,7 +148,7 @@ class JobRunner:
     async def publish_jobs(self, interrupted: Sequence[JobRecord] = ()) -> None:
         """The retained ``jobs`` event: every unfinished job and the last ended ones
         (with, after a restart, the jobs the restart failed)."""
-        jobs = list(self.csc.book)
+        jobs = list(self._queue.book)
         ended = [j for j in jobs if j.finished][-_ENDED_SHOWN:]
         shown = [j for j in jobs if not j.finished or j in ended]
         listing = [
@@ -126,10 +162,10 @@ class JobRunner:
              "submitted_tai": j.submitted_tai, "message": j.message[:200]}
             for j in shown
         ]  # fmt: skip
-        await self.csc.publish_event(JOBS, JobsNow(jobs=json.dumps(listing)))
+        await self._publish_event(JOBS, JobsNow(jobs=json.dumps(listing)))
 
     async def _record(self, job: Job) -> None:
-        records = self.csc.records
+        records = self._queue.records
         if records is None:
             return
         record = JobRecord(
@@ -143,7 +179,7 @@ class JobRunner:
         try:
             await asyncio.to_thread(records.record_job, record)
         except Exception as exc:  # the events still tell; the log says what is missing
-            self.csc.log.error("cannot record the job", job=job.job_id, error=str(exc))
+            self._logger.error("cannot record the job", job=job.job_id, error=str(exc))
 
     def _log(self, job_id: str, line: str) -> None:
         line = printable(line)  # one line per entry, whatever a commander put in it
@@ -154,21 +190,20 @@ class JobRunner:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
                 stream.write(f"{stamp} {line}\n")
         except OSError as exc:
-            self.csc.log.warning("cannot write the job's log", job=job_id, error=str(exc))
+            self._logger.warning("cannot write the job's log", job=job_id, error=str(exc))
 
     # ---- running ---------------------------------------------------------------------
 
-    async def run(self, job: Job) -> None:
-        """Run a job the book has marked running, to its end (or its cancellation). Any
+    async def run(self, job: Job) -> list[Job]:
+        """Run a job the book has marked running, to its end (or its cancellation); the
+        jobs that ended with it (:meth:`JobBook.finish`), for the queue to announce. Any
         failure, expected or not, ends the job FAILED with the reason: a job is never
         left running in the book or the records."""
+        book = self._queue.book
         plan = self.plans.pop(job.job_id, None)
-        engine = self.csc.engine
+        engine = self._queue.engine
         if plan is None or engine is None:
-            await self.csc.ended(
-                self.csc.book.finish(job.job_id, JobState.FAILED, "no engine to run on")
-            )
-            return
+            return book.finish(job.job_id, JobState.FAILED, "no engine to run on")
         futures: list[Any] = []
         succeeded = False
         try:
@@ -179,23 +214,21 @@ class JobRunner:
             keys = [f"{job.job_id}-{i}" for i in range(len(plan.tasks))]
             futures = engine.submit(plan.function, plan.tasks, keys)
             measured = await self._collect(job, plan, engine.outcomes(futures), len(futures))
-            job.finishing = True  # from here an abort waits for the end (csc._abort)
+            job.finishing = True  # from here an abort waits for the end (JobQueue.abort)
             message = await self._finish(job, plan, measured)
             succeeded = True
-            changed = self.csc.book.finish(job.job_id, JobState.SUCCEEDED, message)
+            return book.finish(job.job_id, JobState.SUCCEEDED, message)
         except (_TaskFailedError, PlanError, ExpectedError) as exc:
-            changed = self.csc.book.finish(job.job_id, JobState.FAILED, str(exc))
+            return book.finish(job.job_id, JobState.FAILED, str(exc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or a failing catalog: the job says so, nothing hangs
-            self.csc.log.error("a job failed unexpectedly", job=job.job_id, exc_info=exc)
-            reason = f"{type(exc).__name__}: {exc}"
-            changed = self.csc.book.finish(job.job_id, JobState.FAILED, reason)
+            self._logger.error("a job failed unexpectedly", job=job.job_id, exc_info=exc)
+            return book.finish(job.job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             if not succeeded:
                 await engine.cancel(futures)
                 _remove_staged(plan.outputs)
-        await self.csc.ended(changed)
 
     async def _with_bias(self, job: Job, plan: JobPlan) -> JobPlan:
         """The plan again with the master bias of ``config["biasJob"]``, now that the
@@ -203,10 +236,27 @@ class JobRunner:
         bias_job = job.config.get("biasJob")
         if bias_job is None:
             return plan
-        products = await self.csc.bias_products(str(bias_job), plan.instrument)
+        products = await self._bias_products(str(bias_job), plan.instrument)
         return plan_job(job.job_id, job.pipeline, job.config, plan.files,
-                        self.csc.archive_root, job.version, products,
-                        self.csc.reference_catalog)  # fmt: skip
+                        self._queue.archive_root, job.version, products,
+                        self._queue.reference_catalog)  # fmt: skip
+
+    async def _bias_products(self, bias_job: str, instrument: str) -> dict[str, str]:
+        """Sensor → master bias of ``bias_job``, which must have succeeded for
+        ``instrument``; ExpectedError saying why not. Looked up when a job starts, so that
+        the bias job can be one of its prerequisites."""
+        records = self._queue.records
+        if records is None:
+            raise ExpectedError("OCSBatch has no catalog open")
+        held = self._queue.book.get(bias_job)
+        record = None if held is not None else await asyncio.to_thread(records.job, bias_job)
+        state = held.state.value if held is not None else record.state if record else "unknown"
+        if state != JobState.SUCCEEDED.value:
+            raise ExpectedError(f"biasJob {bias_job} has not succeeded ({state})")
+        products = await asyncio.to_thread(records.calibrations_of, bias_job)
+        return {
+            p.sensor: p.path for p in products if p.kind == "bias" and p.instrument == instrument
+        }
 
     async def _collect(
         self, job: Job, plan: JobPlan, outcomes: Any, total: int
@@ -227,12 +277,12 @@ class JobRunner:
                 self._log(job.job_id, f"{label}: {printable(str(warning), 500)}")
                 if "warning" not in job.result:  # once per job in the CSC's log
                     job.result["warning"] = printable(str(warning), 500)
-                    self.csc.log.warning("image-qc", job=job.job_id, warning=job.result["warning"])
+                    self._logger.warning("image-qc", job=job.job_id, warning=job.result["warning"])
             if plan.outputs:
                 job.result.setdefault("products", []).append(outcome.result)
             else:
                 await self._measured(job, plan, outcome.result, measured)
-            self.csc.book.progress(job.job_id, job.tasks_done + 1, total)
+            self._queue.book.progress(job.job_id, job.tasks_done + 1, total)
             await self._status(job)
         return measured
 
@@ -242,10 +292,10 @@ class JobRunner:
         """One detector measured: recorded, on its DM-internal topic, and the image's
         summary once every detector of it this job measures is done."""
         image, sensor = str(metrics["imageName"]), str(metrics["sensor"])
-        records = self.csc.records
+        records = self._queue.records
         if records is not None:
             await asyncio.to_thread(records.record_qc, job.job_id, metrics, current_tai())
-        prefix = f"{self.csc.config.dm_prefix}/qc/{plan.instrument}/{image}"
+        prefix = f"{self._dm_prefix()}/qc/{plan.instrument}/{image}"
         await self._publish_dm(f"{prefix}/{sensor}", metrics | {"jobId": job.job_id})
         measured[image].add(sensor)
         expected = sum(1 for label in plan.labels if label.startswith(f"{image} "))
@@ -260,15 +310,15 @@ class JobRunner:
 
     async def _publish_dm(self, topic: str, payload: dict[str, Any]) -> None:
         data = encode(payload | {"sent_tai": current_tai()})
-        if not await self.csc.bus.publish(topic, data, qos=1):
-            self.csc.log.warning("could not publish QC metrics", topic=topic)
+        if not await self._publish_dm_topic(topic, data):
+            self._logger.warning("could not publish QC metrics", topic=topic)
 
     async def publish_stage(self, image: str, status: str, description: str) -> None:
         """The image's ``image-qc`` stage on ``{dm}/status/image-qc`` (ICD 1.1), which
         the Telemetry Gateway forwards as ``processingStatus``."""
         payload = {"imageName": image, "stage": "image-qc", "status": status,
                    "description": printable(description, 256)}  # fmt: skip
-        await self._publish_dm(f"{self.csc.config.dm_prefix}/status/image-qc", payload)
+        await self._publish_dm(f"{self._dm_prefix()}/status/image-qc", payload)
 
     async def _finish(self, job: Job, plan: JobPlan, measured: dict[str, set[str]]) -> str:
         if not plan.outputs:
@@ -276,7 +326,7 @@ class JobRunner:
             detectors, images = _count(job.tasks_done, "detector"), _count(len(measured), "image")
             return f"{detectors} of {images} measured"
         await asyncio.to_thread(publish_staged, plan.outputs)
-        records = self.csc.records
+        records = self._queue.records
         products = job.result.get("products", [])
         for product in products:
             product["url"] = Path(product["output"]).as_uri()
