@@ -69,7 +69,11 @@ Fatal = Callable[[int, str], None]
 
 
 class SensorPipeline:
-    """Archives the sensors of one camera's images, in the CSC's jobs."""
+    """Archives the sensors of one camera's images, in the CSC's jobs. The CSC switches
+    it to each configuration (:meth:`use`) and to the DAQ the camera announces
+    (:meth:`use_daq`), hands it each image read out (:meth:`archive_image`) and each
+    sensor catch-up finds missing (:meth:`archive_sensor`, then :meth:`report_failures`),
+    and closes it last (:meth:`close`)."""
 
     def __init__(
         self,
