@@ -45,11 +45,20 @@ def _reads(unreachable: list[str]) -> DaqReads:
 
 
 async def test_a_file_written_on_a_worker_is_returned_and_the_daq_counted_as_answering() -> None:
+    """A worker that read from the DAQ ends its silence: a later silence is timed
+    towards FAULT from its own start, not from the first one's."""
     written = WrittenFile(Path("/archive/x.fits"), 10, "0a0b0c0d", "adler32")
-    reads = _reads([])
-    reads.unreachable("silence")  # the DAQ was silent; a worker has now read from it
+    faults: list[str] = []
+    now = [0.0]
+    reads = DaqReads(structlog.get_logger(), faults.append, fault_after=5.0, clock=lambda: now[0])
+    reads.unreachable("silence")  # the DAQ silent at 0 s; at 10 s a worker reads from it
+    now[0] = 10.0
     assert await Scripted(SensorOutcome(written)).write(JOB, reads) == written
-    assert reads._down_since is None
+    reads.unreachable("silence again")  # silent since 10 s: not 10 s of silence
+    assert faults == []
+    now[0] = 16.0
+    reads.unreachable("silence still")  # 6 s of it now: more than fault_after
+    assert faults
 
 
 @pytest.mark.parametrize(

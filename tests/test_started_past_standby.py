@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sim.ocs.processes import spawn
 
 from cscs.archiver.csc import ArchiverCsc
 from cscs.archiver.interface import IMAGE_ARCHIVED
@@ -30,6 +29,7 @@ from cscs.core.states import State
 from cscs.core.testing import MemoryBroker, TestConfig, TestCsc, make_csc
 from cscs.core.topics import CscAddress
 from sim.site.night import verify_archived_file
+from sim.site.processes import spawn
 from tests.support.process_site import process_site
 
 COMMANDS = {State.DISABLED: ["start"], State.ENABLED: ["start", "enable"]}

@@ -20,7 +20,9 @@ from pathlib import Path
 from cscs.archiver.headers import Header, fetch_header
 from cscs.archiver.store import ArchiveStore, Provenance
 from cscs.camera.geometry import Camera
-from cscs.camera.headers import HeaderCard, HeaderDocument, HeaderTrust, dump_header_document
+from cscs.camera.headers.document import HeaderCard, HeaderDocument
+from cscs.camera.headers.reading import HeaderTrust
+from cscs.camera.headers.yaml_codec import dump_header_document
 from cscs.camera.naming import ImageName
 from cscs.camera.sky import Pointing, detector_wcs
 from cscs.catalog import ArchivedFile
