@@ -1,9 +1,12 @@
 """Observatory-facing Data Management control components (CSCs).
 
 Packages, lowest layer first (``docs/architecture.md``): ``cscs.core`` the CSC framework;
-``cscs.camera`` the camera and its images; ``cscs.daq`` and ``cscs.catalog`` the DAQ
-client and the archive catalog; the components ``cscs.archiver`` and
-``cscs.header_service``; ``cscs.ocs`` the operators' tools; ``cscs.cli`` on top.
+``cscs.camera`` the camera and its images; ``cscs.daq`` the DAQ client, ``cscs.catalog``
+the archive catalog and ``cscs.cluster`` the Dask engine; the components
+``cscs.archiver``, ``cscs.header_service``, ``cscs.ocs_batch`` and
+``cscs.telemetry_gateway``; ``cscs.ocs`` the operators' tools (with ``cscs.components``,
+the CSCs found by name); ``cscs.dashboard`` the night staff's web page; ``cscs.cli`` on
+top.
 """
 
 __all__ = ["__version__"]

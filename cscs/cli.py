@@ -247,7 +247,7 @@ def _add_ocs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command.add_argument("--timeout", type=float, default=10.0)
     command.add_argument("--identity", help="who commands (default user@host)")
     script = ocs_sub.add_parser("run-script", help="run an observing script (YAML steps)")
-    script.add_argument("file", help="e.g. sim/ocs/scripts/night.yaml")
+    script.add_argument("file", help="e.g. sim/site/scripts/night.yaml")
     script.add_argument(
         "--set", nargs="*", default=[], metavar="NAME=VALUE",
         help="script variables, e.g. index=2 config=fast",

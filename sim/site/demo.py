@@ -3,10 +3,14 @@ process (the same ``cscs run`` a user would type), and run the shipped observing
 script (``sim/site/scripts/night.yaml``) as the OCS would: biases, darks, flats, then
 science exposures on two fields with filter changes.
 
-Every archived file is re-read while the night runs, with its FITS checksums verified
-and its MD5 compared with the archiver's announcement, and every header document is
-fetched and checked (:mod:`sim.site.night`). It ends with a status table and a summary;
-it exits 0 only if every file was archived, verified and complete.
+Every archived file is re-read while the night runs: its size and file checksum compared
+with what the archiver announced in ``imageArchived`` (by the announced algorithm,
+Adler-32 unless the archiver is configured for MD5), its FITS checksums verified; and
+every header document is fetched and checked with the archiver's own check (its size and
+MD5 against the header service's announcement, its schema, its image name)
+(:mod:`sim.site.night`).
+It ends with a status table and a summary; it exits 0 only if every file was archived,
+verified and complete.
 """
 
 from __future__ import annotations
