@@ -153,6 +153,10 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
                            error=str(exc))  # fmt: skip
             return
         await self.pipeline.use_daq(daq)
+        if self.state is State.ENABLED:
+            # Enabled before the camera's DAQ was heard of (a restart past STANDBY can
+            # win that race): the catch-up at enable found no DAQ, so it runs now.
+            await self._catch_up_quietly("the camera's DAQ is known")
 
     async def _watch_scheduler(self) -> None:
         await watch_scheduler(
