@@ -279,7 +279,10 @@ def test_every_name_the_icd_allows_is_archived(tmp_path: Path, image: str) -> No
         store.close()
 
 
-@pytest.mark.parametrize("compression", ["", "RICE_1"])
+@pytest.mark.parametrize(
+    "compression",
+    ["", pytest.param("RICE_1", marks=pytest.mark.broker)],  # worker processes
+)
 def test_a_file_is_written_whole_verified_and_recorded(tmp_path: Path, compression: str) -> None:
     """Uncompressed (direct I/O from the staging buffer) and RICE_1 (in the store's
     worker processes, stopped with it) alike."""

@@ -125,6 +125,7 @@ async def test_what_a_reader_did_not_acknowledge_comes_again_to_its_next_session
     assert [m.payload for m in again] == [b"2", b"3"]
 
 
+@pytest.mark.broker
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 async def test_a_persistent_mosquitto_keeps_sessions_across_a_restart(index: int) -> None:
     """What the gateway's outage tests stand on: a reader away while the broker restarts
@@ -147,6 +148,7 @@ async def test_a_persistent_mosquitto_keeps_sessions_across_a_restart(index: int
             assert (await messages.get(10)).payload == b"while away"
 
 
+@pytest.mark.broker
 async def test_what_a_full_reader_could_not_take_is_left_with_the_broker(index: int) -> None:
     """A manual-ack reader whose queue is full is not acknowledged for what it missed:
     the broker sends that again on its next connection (Mosquitto; amqtt keeps nothing

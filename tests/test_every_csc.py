@@ -49,7 +49,16 @@ def test_every_registered_csc_is_checked_here() -> None:
     assert sorted(ENABLED_COMMANDS) == components.names(components.PROJECT)
 
 
-@pytest.fixture(params=components.names(components.PROJECT))
+# OCS Batch starts a Dask cluster of worker processes when started: the system tier.
+STARTS_PROCESSES = {"OCSBatch"}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.broker) if name in STARTS_PROCESSES else name
+        for name in components.names(components.PROJECT)
+    ]
+)
 def name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

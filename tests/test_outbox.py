@@ -62,6 +62,7 @@ def _queue_and_die(path: str) -> None:
     os._exit(0)  # no close, no clean-up: the process ends as a killed one would
 
 
+@pytest.mark.broker  # a process killed and started again
 def test_a_restart_loses_nothing_and_the_seq_goes_on(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     process = multiprocessing.get_context("spawn").Process(target=_queue_and_die, args=(str(path),))

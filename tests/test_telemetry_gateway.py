@@ -170,6 +170,7 @@ async def test_each_dm_message_is_queued_once_acknowledged_and_held_while_disabl
         assert csc.counts["forwarded"] == 2
 
 
+@pytest.mark.broker
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 async def test_a_queue_that_cannot_be_written_faults_the_gateway_and_loses_nothing(
     index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -376,6 +377,7 @@ async def _until_read(dm: Transport, index: int, seen: Seen, arrived: asyncio.Co
     raise AssertionError("the gateway never forwarded a stage from the DM side")
 
 
+@pytest.mark.broker
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 async def test_an_outage_of_the_ocs_side_loses_nothing_and_reorders_nothing(
     index: int, tmp_path: Path
@@ -438,6 +440,7 @@ def _queued_on_disk(state_dir: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
 
+@pytest.mark.broker
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 async def test_a_gateway_killed_during_an_outage_loses_nothing_either(
     index: int, tmp_path: Path

@@ -93,6 +93,7 @@ async def test_a_users_suite_finds_its_image_archived_and_verified(
     assert str(REPOSITORY) not in report  # its own rootdir, none of our configuration
 
 
+@pytest.mark.broker  # a fresh interpreter
 def test_the_plugin_imports_nothing_of_the_project() -> None:
     """pytest loads the plugin in every run of the environment: it must not import the
     CSCs (seconds of astropy, numpy...) for test suites that never use it."""
