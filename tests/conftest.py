@@ -13,12 +13,13 @@ the in-memory bus and on both real brokers, the embedded amqtt and Mosquitto;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing.util
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import pytest_asyncio
@@ -163,20 +164,33 @@ def _refused(what: str) -> Callable[..., object]:
     return refuse
 
 
-@pytest.fixture(autouse=True)
-def _offline_tier_starts_nothing(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def _offline_tier_starts_nothing(item: pytest.Item) -> Iterator[None]:
     """What keeps ``make test-fast`` fast: an unmarked test that starts a process (any
     way: subprocess, asyncio, multiprocessing, fork), a broker or a Dask cluster fails,
-    naming the mark it needs, instead of slowly creeping into the offline tier."""
-    node = request.node
-    if node.get_closest_marker("broker") or node.get_closest_marker("long"):
+    naming the mark it needs, instead of slowly creeping into the offline tier. Around
+    the test's whole setup too, so a module's fixture that starts one is caught."""
+    if item.get_closest_marker("broker") or item.get_closest_marker("long"):
+        yield
         return
-    monkeypatch.setattr(subprocess.Popen, "__init__", _refused("start a process"))
-    monkeypatch.setattr(os, "fork", _refused("fork"))
-    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", _refused("start a process"))
-    monkeypatch.setattr(EmbeddedBroker, "__aenter__", _refused("start a broker"))
-    spec = sys.modules.get("distributed.deploy.spec")  # imported by the modules that use it
-    if spec is not None:
-        monkeypatch.setattr(spec.SpecCluster, "__init__", _refused("start a Dask cluster"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", _refused("start a process"))
+        patch.setattr(os, "fork", _refused("fork"))
+        patch.setattr(multiprocessing.util, "spawnv_passfds", _refused("start a process"))
+        patch.setattr(EmbeddedBroker, "__aenter__", _refused("start a broker"))
+        spec = sys.modules.get("distributed.deploy.spec")  # imported by the modules using it
+        if spec is not None:
+            patch.setattr(spec.SpecCluster, "__init__", _refused("start a Dask cluster"))
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _offline_tier_starts_nothing(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _offline_tier_starts_nothing(item):
+        return (yield)

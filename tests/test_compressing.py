@@ -30,6 +30,9 @@ EXTENSIONS: list[tuple[list[Card], np.ndarray]] = [
     ([(k, v, "") for k, v in s.keywords().items()], p)
     for s, p in zip(SEGMENTS, PIXELS, strict=True)
 ]
+# Compression workers are processes (and fitsverify one more): the system tier.
+pytestmark = pytest.mark.broker
+
 PRIMARY: list[Card] = [("OBSID", "CC_O_20261121_000001", "image name"), ("EXPTIME", 0.0, "s")]
 
 

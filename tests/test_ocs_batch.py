@@ -279,6 +279,7 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
         catalog.close()
 
 
+@pytest.mark.broker  # on the module's Dask cluster
 async def test_a_corrupt_archived_file_fails_the_job_naming_it(
     broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:

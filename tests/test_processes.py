@@ -199,6 +199,7 @@ async def test_csc_survives_a_broker_restart(backend: str, index: int) -> None:
         await h.remote.command("disable", timeout=10)
 
 
+@pytest.mark.long  # a whole night: the long tier
 @pytest.mark.timeout(420)
 async def test_demo_night_reads_back_every_image(tmp_path: Path) -> None:
     """README command one on the embedded amqtt broker (what a machine without Mosquitto
@@ -287,6 +288,7 @@ async def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path: Path
     assert _session_members(process.pid) == []
 
 
+@pytest.mark.long  # a whole night: the long tier
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 @pytest.mark.timeout(420)
 async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) -> None:
