@@ -53,17 +53,20 @@ docs: $(BIN)/.installed
 	$(BIN)/cscs interface-doc --output docs/interface.md
 
 # The offline tier: CSC logic on the in-memory bus, pure code, files, the DAQ over
-# ZeroMQ in threads. Nothing is started: tests/conftest.py fails a test that tries.
+# ZeroMQ in threads, on both cores. Nothing is started: tests/conftest.py fails a test
+# that tries (docs/testing.md).
+OFFLINE := -m "not broker and not long" -n 2
 test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest -m "not broker and not long"
+	$(BIN)/python -m pytest $(OFFLINE)
 
-# The offline and system tiers: CSCs on real brokers (amqtt, Mosquitto), as processes,
-# on Dask clusters. At most 8 minutes on a 2-core machine (docs/testing.md).
+# The offline tier, then the system tier: CSCs on real brokers (amqtt, Mosquitto), as
+# processes, on Dask clusters, one at a time. At most 8 minutes on two cores.
 test: lint typecheck $(BIN)/.installed
 	$(BIN)/cscs interface-doc --check docs/interface.md
-	$(BIN)/python -m pytest -m "not long" --durations=15
+	$(BIN)/python -m pytest $(OFFLINE) --durations=5
+	$(BIN)/python -m pytest -m "broker and not long" --durations=15
 
-# The long tier: whole simulated nights and the short soak (~10 minutes).
+# The long tier: whole simulated nights and the short soak.
 test-long: $(BIN)/.installed
 	$(BIN)/python -m pytest -m long --durations=10
 

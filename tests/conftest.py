@@ -42,7 +42,11 @@ REAL_BROKERS = [
     pytest.param("amqtt", marks=pytest.mark.broker),
     pytest.param("mosquitto", marks=[pytest.mark.broker, _NO_MOSQUITTO]),
 ]
-BUSES = [pytest.param("memory"), *REAL_BROKERS]
+# Where the broker is not the subject, one real broker is enough: the one sites run, or
+# the embedded amqtt where Mosquitto is not installed (docs/testing.md).
+SITE_BROKER = [pytest.param("mosquitto" if find_mosquitto() else "amqtt", marks=pytest.mark.broker)]
+BUSES = [pytest.param("memory"), *SITE_BROKER]
+EVERY_BUS = [pytest.param("memory"), *REAL_BROKERS]
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -68,11 +72,33 @@ async def _started(backend: str, running: dict[str, EmbeddedBroker]) -> Embedded
     return running[backend]
 
 
+async def _bus(request: pytest.FixtureRequest, running: dict[str, EmbeddedBroker]) -> Connector:
+    if request.param == "memory":
+        return MemoryBroker()  # fresh each test
+    return await _started(str(request.param), running)
+
+
 @pytest_asyncio.fixture(params=BUSES)
 async def broker(request: pytest.FixtureRequest, _embedded: dict[str, EmbeddedBroker]) -> Connector:
-    """The bus a CSC test runs on: in memory (fresh each test), embedded amqtt, Mosquitto."""
-    if request.param == "memory":
-        return MemoryBroker()
+    """The bus a CSC test runs on: in memory, and the site's broker (Mosquitto)."""
+    return await _bus(request, _embedded)
+
+
+@pytest_asyncio.fixture(params=EVERY_BUS)
+async def every_bus(
+    request: pytest.FixtureRequest, _embedded: dict[str, EmbeddedBroker]
+) -> Connector:
+    """Every bus: in memory, embedded amqtt and Mosquitto, for what the brokers' differences
+    could break (the bus's own semantics, every CSC's life cycle and commands)."""
+    return await _bus(request, _embedded)
+
+
+@pytest_asyncio.fixture(params=SITE_BROKER)
+async def site_broker(
+    request: pytest.FixtureRequest, _embedded: dict[str, EmbeddedBroker]
+) -> EmbeddedBroker:
+    """One real broker for system tests whose subject is not the broker: Mosquitto, or
+    the embedded amqtt where it is not installed."""
     return await _started(str(request.param), _embedded)
 
 

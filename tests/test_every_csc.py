@@ -67,10 +67,20 @@ def settings(index: int, tmp_path: Path) -> Settings:
     return Settings(prefix=f"every{index}", state_dir=tmp_path)
 
 
+@pytest.fixture
+def broker(every_bus: Connector) -> Connector:
+    """Every shipped CSC on every bus (in memory, embedded amqtt, Mosquitto): what the
+    brokers' differences could break in a CSC shows here."""
+    return every_bus
+
+
 async def test_life_cycle(broker: Connector, index: int, name: str, tmp_path: Path) -> None:
     """Every transition from every working state; component commands only in ENABLED."""
     async with make_csc(
-        components.find(name), broker, index=INDEX.get(name, 1), settings=settings(index, tmp_path)
+        components.find(name),
+        broker,
+        index=INDEX.get(name, 1),
+        settings=settings(index, tmp_path),
     ) as h:
         await check_standard_state_transitions(h.remote, ENABLED_COMMANDS[name])
 
@@ -79,7 +89,10 @@ async def test_bad_commands(broker: Connector, index: int, name: str, tmp_path: 
     """Unknown commands, ill-typed parameters and unreadable payloads, each refused or
     dropped naming the cause; the CSC answers afterwards."""
     async with make_csc(
-        components.find(name), broker, index=INDEX.get(name, 1), settings=settings(index, tmp_path)
+        components.find(name),
+        broker,
+        index=INDEX.get(name, 1),
+        settings=settings(index, tmp_path),
     ) as h:
         await check_bad_commands(h.remote)
 
@@ -90,7 +103,10 @@ async def test_authorization_and_configuration(
     """Once users are listed, anyone else gets NOPERM and nothing changes; an override
     that does not exist is refused naming those that do; the CSC stays in STANDBY."""
     async with make_csc(
-        components.find(name), broker, index=INDEX.get(name, 1), settings=settings(index, tmp_path)
+        components.find(name),
+        broker,
+        index=INDEX.get(name, 1),
+        settings=settings(index, tmp_path),
     ) as h:
         await h.remote.command("setAuthList", {"authorizedUsers": "night@summit"})
         h.remote.identity = "intruder@elsewhere"

@@ -258,10 +258,10 @@ async def test_an_absent_source_is_listed_missing_never_invented(
 
 
 async def test_telemetry_that_stops_mid_exposure_is_stale_not_used(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
-    """Real telemetry that falls silent, on real brokers (the system tier)."""
-    broker = real_broker
+    """Real telemetry that falls silent, on a real broker (the system tier)."""
+    broker = site_broker
     rules = yaml.safe_load((PACKAGE_CONFIG / "_init.yaml").read_text())["keywords"]
     for rule in rules:
         if rule["source"] == "Weather:0":
@@ -371,10 +371,10 @@ async def test_standard_state_transitions_and_a_bad_keyword_map(
 
 
 async def test_with_the_real_camera(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
-    """The camera simulator's own events, on real brokers (the system tier)."""
-    broker = real_broker
+    """The camera simulator's own events, on a real broker (the system tier)."""
+    broker = site_broker
     prefix = f"h{index}"
     async with (
         running(broker, prefix, tmp_path) as (_, header, _camera),

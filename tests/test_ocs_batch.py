@@ -208,13 +208,13 @@ async def dm_messages(subscription: Subscription, count: int) -> dict[str, dict[
 
 
 async def test_image_qc_runs_on_dask_and_reports_every_step(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     refcat, one_gain = tmp_path / "refcat", ElectronicsModel(gain_spread=0.0)
     rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"],
                              electronics=one_gain, reference_catalog=refcat)  # fmt: skip
     async with (
-        batch(real_broker, index, tmp_path, cluster, reference_catalog=str(refcat)) as harness,
+        batch(site_broker, index, tmp_path, cluster, reference_catalog=str(refcat)) as harness,
         harness.remote.stream() as events,
         harness.bus.subscription(f"dm{index}/qc/#") as dm,
         harness.bus.subscription(f"dm{index}/status/#") as stages,
@@ -306,10 +306,10 @@ async def test_a_corrupt_archived_file_fails_the_job_naming_it(
 
 
 async def test_what_cannot_run_fails_before_a_job_exists_with_the_reason(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     simulated_archive(tmp_path / "archive", Camera.LATISS, BIASES[:1], ["R00_S00"])
-    async with batch(real_broker, index, tmp_path, cluster) as harness:
+    async with batch(site_broker, index, tmp_path, cluster) as harness:
         cases = [
             ({"pipeline": "sky", "dataQuery": "instrument = LATISS"}, "unknown pipeline 'sky'"),
             ({"dataQuery": "imageType = BIAS and"}, "expected a field"),
@@ -345,13 +345,13 @@ async def test_what_cannot_run_fails_before_a_job_exists_with_the_reason(
 
 
 async def test_master_bias_abort_and_prerequisites(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     sensors = ["R22_S00", "R22_S01", "R22_S02", "R22_S10"]
     simulated_archive(tmp_path / "archive", Camera.COMCAM, BIASES, sensors)
     bias_query = "instrument = LSSTComCam and imageType = BIAS"
     async with (
-        batch(real_broker, index, tmp_path, cluster, max_running_jobs=1) as harness,
+        batch(site_broker, index, tmp_path, cluster, max_running_jobs=1) as harness,
         harness.remote.stream() as events,
     ):
         one = await execute(
@@ -394,11 +394,11 @@ async def _execute_waiting(
 
 
 async def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"])
     async with (
-        batch(real_broker, index, tmp_path, cluster) as harness,
+        batch(site_broker, index, tmp_path, cluster) as harness,
         harness.remote.stream("jobStatus") as status,
     ):
         csc = harness.csc
@@ -415,7 +415,7 @@ async def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(
 
 
 async def test_a_job_under_way_when_the_service_died_is_reported_failed(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     archive = tmp_path / "archive"
     archive.mkdir()
@@ -436,7 +436,7 @@ async def test_a_job_under_way_when_the_service_died_is_reported_failed(
         prefix=f"b{index}", state_dir=tmp_path / "state", config_dir=tmp_path / "config"
     )
     async with (
-        make_csc(OcsBatchCsc, real_broker, index=0, settings=settings) as harness,
+        make_csc(OcsBatchCsc, site_broker, index=0, settings=settings) as harness,
         harness.remote.stream() as events,
     ):
         await harness.remote.command("start", {"configurationOverride": "test"}, timeout=60)
@@ -448,11 +448,11 @@ async def test_a_job_under_way_when_the_service_died_is_reported_failed(
 
 
 async def test_auto_qc_measures_each_archived_image_without_a_command(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
     async with (
-        batch(real_broker, index, tmp_path, cluster, auto_qc=True, auto_qc_cameras=[2]) as harness,
+        batch(site_broker, index, tmp_path, cluster, auto_qc=True, auto_qc_cameras=[2]) as harness,
         harness.bus.subscription(f"dm{index}/qc/#") as dm,
     ):
         topic = f"b{index}/Archiver/2/evt/imageArchived"
@@ -466,7 +466,7 @@ async def test_auto_qc_measures_each_archived_image_without_a_command(
 
 
 async def test_a_csc_process_killed_mid_job_has_its_job_failed_at_the_next_start(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
     """`cscs run OCSBatch` SIGKILLed while a job runs; a new OCSBatch on the same
     records reports that job failed when it starts."""
@@ -479,12 +479,12 @@ async def test_a_csc_process_killed_mid_job_has_its_job_failed_at_the_next_start
     env = {**os.environ, "CSCS_STATE_DIR": str(tmp_path / "state"), "CSCS_PREFIX": f"b{index}",
            "CSCS_CONFIG_DIR": str(tmp_path / "config")}  # fmt: skip
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cscs", "run", "OCSBatch", "--broker", real_broker.url, env=env,
+        sys.executable, "-m", "cscs", "run", "OCSBatch", "--broker", site_broker.url, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
         async with (
-            real_broker.transport() as bus,
+            site_broker.transport() as bus,
             Remote(bus, CscAddress("OCSBatch", 0, f"b{index}")) as batch,
             batch.stream() as events,
         ):
@@ -509,7 +509,7 @@ async def test_a_csc_process_killed_mid_job_has_its_job_failed_at_the_next_start
     settings = Settings(prefix=f"b{index}", state_dir=tmp_path / "state",
                         config_dir=tmp_path / "config")  # fmt: skip
     async with (
-        make_csc(OcsBatchCsc, real_broker, index=0, settings=settings) as harness,
+        make_csc(OcsBatchCsc, site_broker, index=0, settings=settings) as harness,
         harness.remote.stream() as events,
     ):
         await harness.remote.command("start", {"configurationOverride": "test"}, timeout=60)
@@ -520,10 +520,10 @@ async def test_a_csc_process_killed_mid_job_has_its_job_failed_at_the_next_start
 
 
 async def test_a_sites_scheduler_given_by_address_runs_the_jobs(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
-    async with batch(real_broker, index, tmp_path, cluster) as harness:  # the module's, as a site's
+    async with batch(site_broker, index, tmp_path, cluster) as harness:  # the module's, as a site's
         ack = await execute(harness, dataQuery="image = CC_O_20261121_000001")
         assert ack.code is AckCode.COMPLETE, ack.result
         csc = harness.csc
@@ -540,7 +540,7 @@ async def test_a_sites_scheduler_given_by_address_runs_the_jobs(
         yaml.safe_dump({"scheduler": "tcp://127.0.0.1:1", "scheduler_timeout": 2.0})
     )
     settings = Settings(prefix=f"b{index}", state_dir=tmp_path / "state", config_dir=gone)
-    async with make_csc(OcsBatchCsc, real_broker, index=0, settings=settings) as harness:
+    async with make_csc(OcsBatchCsc, site_broker, index=0, settings=settings) as harness:
         ack = await harness.remote.command(
             "start", {"configurationOverride": "test"}, timeout=60, check=False
         )
@@ -550,12 +550,12 @@ async def test_a_sites_scheduler_given_by_address_runs_the_jobs(
 
 
 async def test_a_master_dark_waits_for_its_master_bias_and_subtracts_it(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     exposures = BIASES + [SimulatedExposure("DARK", 30.0)] * 2
     simulated_archive(tmp_path / "archive", Camera.COMCAM, exposures, ["R22_S11"])
     async with (
-        batch(real_broker, index, tmp_path, cluster) as harness,
+        batch(site_broker, index, tmp_path, cluster) as harness,
         harness.remote.stream("jobId") as ids,
     ):
         bias = asyncio.create_task(
@@ -576,7 +576,7 @@ async def test_a_master_dark_waits_for_its_master_bias_and_subtracts_it(
 
 
 async def test_an_observing_script_executes_a_job_and_waits_on_its_result(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     simulated_archive(tmp_path / "archive", Camera.LATISS, BIASES[:2], ["R00_S00"])
     text = textwrap.dedent("""
@@ -590,7 +590,7 @@ async def test_an_observing_script_executes_a_job_and_waits_on_its_result(
                       params: {pipeline: image-qc, dataQuery: "imageType = FLAT"},
                       result: "selects no archived file"}
         """)
-    async with batch(real_broker, index, tmp_path, cluster) as harness:
+    async with batch(site_broker, index, tmp_path, cluster) as harness:
         assert await run_script(harness.bus, parse_script(text), prefix=f"b{index}") == 3
 
 

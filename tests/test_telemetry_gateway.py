@@ -68,11 +68,11 @@ async def publish(harness: CscHarness, topic: str, payload: dict[str, Any] | byt
 
 
 async def test_qc_and_stages_are_forwarded_once_and_alarms_follow_the_seeing(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
     dm = f"dm{index}"
     async with (
-        gateway(real_broker, index, tmp_path) as harness,
+        gateway(site_broker, index, tmp_path) as harness,
         harness.remote.stream() as events,
         harness.remote.stream("alarm") as alarms,
         harness.remote.stream("alarms") as listing,
@@ -210,11 +210,11 @@ async def test_a_queue_that_cannot_be_written_faults_the_gateway_and_loses_nothi
 
 
 async def test_a_stale_alarm_stays_listed_and_a_mute_ends_by_itself(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
     dm = f"dm{index}"
     async with (
-        gateway(real_broker, index, tmp_path) as harness,
+        gateway(site_broker, index, tmp_path) as harness,
         harness.remote.stream("alarm") as alarms,
         harness.remote.stream("alarms") as listing,
     ):
@@ -253,11 +253,11 @@ HOSTILE: list[bytes] = [
 
 
 async def test_hostile_dm_input_is_refused_counted_and_the_gateway_carries_on(
-    real_broker: EmbeddedBroker, index: int, tmp_path: Path
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
     dm = f"dm{index}"
     async with (
-        gateway(real_broker, index, tmp_path) as harness,
+        gateway(site_broker, index, tmp_path) as harness,
         harness.remote.stream() as events,
     ):
         for payload in HOSTILE:
