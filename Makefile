@@ -66,7 +66,8 @@ test: lint typecheck $(BIN)/.installed
 	$(BIN)/python -m pytest $(OFFLINE) --durations=5
 	$(BIN)/python -m pytest -m "broker and not long" --durations=15
 
-# The long tier: whole simulated nights and the short soak.
+# The long tier: whole simulated nights, the short soak, and the fault tests that wait
+# out real time (a 30 s outage, a 30 s header timeout).
 test-long: $(BIN)/.installed
 	$(BIN)/python -m pytest -m long --durations=10
 

@@ -115,6 +115,7 @@ async def test_an_archiver_killed_during_a_night_ends_with_every_header(
         check_files(site, rows)
 
 
+@pytest.mark.long  # waits out the archiver's default 30 s header timeout: the long tier
 async def test_a_header_service_killed_during_a_night_costs_only_the_headers_it_never_wrote(
     mosquitto: EmbeddedBroker, tmp_path: Path
 ) -> None:

@@ -378,6 +378,7 @@ async def _until_read(dm: Transport, index: int, seen: Seen, arrived: asyncio.Co
 
 
 @pytest.mark.broker
+@pytest.mark.long  # a 30 s outage of the OCS side, waited out: the long tier
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 async def test_an_outage_of_the_ocs_side_loses_nothing_and_reorders_nothing(
     index: int, tmp_path: Path
@@ -441,6 +442,7 @@ def _queued_on_disk(state_dir: Path) -> int:
 
 
 @pytest.mark.broker
+@pytest.mark.long  # a 30 s outage of the OCS side, waited out: the long tier
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 async def test_a_gateway_killed_during_an_outage_loses_nothing_either(
     index: int, tmp_path: Path
