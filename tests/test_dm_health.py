@@ -104,14 +104,15 @@ async def test_the_watch_hears_its_cscs_and_lets_go_of_its_own_subscriptions_onl
 
     watch = HealthWatch(prefix="site", alarms=Alarms(), announce=announce,
                         enabled=lambda: True, log=LOG, name="TelemetryGateway:0")  # fmt: skip
-    config = HealthConfig(watched=["Archiver:1"], night="always", qc_timeout=0.0)
+    config = HealthConfig(watched=["Archiver:1"], night="always", qc_timeout=0.0,
+                          judge_interval=0.1)  # fmt: skip
     fault = {"summaryState": int(State.FAULT), "name": "FAULT", "seq": 1, "sent_tai": 1.8e9}
     async with (
         MemoryBroker().transport() as bus,
         bus.subscription(archiver.event(g.HEARTBEAT.name)) as beside,
     ):
         await watch.configure(config, bus)
-        judging = asyncio.create_task(watch.judge(0.01))
+        judging = asyncio.create_task(watch.judge())
         try:
             await bus.publish(archiver.event(g.SUMMARY_STATE.name), encode(fault))
             while (alarm := await asyncio.wait_for(announced.get(), 10)).name != "dm.Archiver:1":

@@ -35,6 +35,8 @@ class HealthConfig(BaseModel):
     """DM CSCs whose state and heartbeat make alarms, as Name:index"""
     heartbeat_timeout: float = Field(default=10.0, gt=0.0, le=3600.0)
     """s without a heartbeat before a watched CSC is SERIOUS"""
+    judge_interval: float = Field(default=1.0, ge=0.1, le=60.0)
+    """s between verdicts: how late a change of health can be raised"""
     qc_timeout: float = Field(default=600.0, ge=0.0, le=86400.0)
     """s of archived images without an image-qc stage before WARNING (0: never)"""
     night: str = Field(default="sun", pattern=r"^(sun|always|never)$")

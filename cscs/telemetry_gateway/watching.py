@@ -139,11 +139,11 @@ class HealthWatch:
 
         return heard
 
-    async def judge(self, interval: float = 1.0) -> None:
-        """The verdicts, every ``interval`` while ENABLED (a gateway that is not is not
-        watching, and says nothing)."""
+    async def judge(self) -> None:
+        """The verdicts, every ``judge_interval`` while ENABLED (a gateway that is not is
+        not watching, and says nothing)."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.health.config.judge_interval)
             if not self._enabled():
                 continue
             night = await self._night()
