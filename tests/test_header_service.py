@@ -110,7 +110,7 @@ async def running(
             station = await stack.enter_async_context(
                 make_csc(WeatherCsc, broker, index=0, settings=Settings(prefix=prefix))
             )
-            await station.remote.command("start")
+            await station.remote.command("start", {"configurationOverride": "fast"})
             await station.remote.command("enable")
             await station.remote.command("setWeather", WEATHER)
         header = await stack.enter_async_context(
@@ -119,7 +119,7 @@ async def running(
         )  # fmt: skip
         await header.remote.command("start", {"configurationOverride": override})
         await header.remote.command("enable")
-        # Telemetry flows at 1 Hz: let the service hear a sample of each before exposing.
+        # Telemetry flows (at 5 Hz, `fast`): the service hears a sample of each first.
         # One published after this subscription is one the service (subscribed at start)
         # hears too; dome and weather are awaited side by side.
         sources = [(DOME, telescope.remote)] + ([(WEATHER_TEL, station.remote)] if weather else [])
@@ -165,7 +165,7 @@ async def test_every_value_matches_an_independent_computation(
         )  # fmt: skip
         await telescope.remote.command("setFilter", {"filter": "r"}, timeout=30)
         async with telescope.remote.stream("dome", kind=Kind.TELEMETRY) as dome:
-            await dome.next(10)  # the dome (1 Hz) has caught up with the slew
+            await dome.next(10)  # the dome has caught up with the slew
         async with header.remote.stream("largeFileObjectAvailable") as announcements:
             begin = current_tai()
             await camera.start("AT_O_20261121_000042", begin)

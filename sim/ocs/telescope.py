@@ -136,6 +136,8 @@ class TelescopeConfig(ConfigSchema):
     filter_change_time: float = Field(default=1.0, ge=0.0)
     mount_rate: float = Field(default=10.0, gt=0.0, le=100.0)
     """Hz"""
+    dome_rate: float = Field(default=1.0, gt=0.0, le=100.0)
+    """Hz, at most ``mount_rate`` (each ``dome`` goes with a ``mount``)"""
 
 
 class TelescopeCsc(BaseCsc[TelescopeConfig]):
@@ -173,7 +175,7 @@ class TelescopeCsc(BaseCsc[TelescopeConfig]):
         return self
 
     async def _track(self) -> None:
-        """Publish ``mount`` at ``mount_rate`` and ``dome`` every second while ENABLED.
+        """Publish ``mount`` at ``mount_rate`` and ``dome`` at ``dome_rate`` while ENABLED.
 
         Alt/Az for a whole second of publications comes from one vectorised astropy
         transform (one costs ~10 ms, about what ten do at once): at 10 Hz, one transform
@@ -188,6 +190,7 @@ class TelescopeCsc(BaseCsc[TelescopeConfig]):
             target = self.target
             start = current_tai()
             per_second = max(1, round(rate))
+            per_dome = max(1, round(rate / self.config.dome_rate))
             times = [start + n / rate for n in range(per_second)]
             for tai, where in zip(times, pointings(target.ra, target.dec, times), strict=True):
                 await asyncio.sleep(max(0.0, tai - current_tai()))
@@ -199,7 +202,7 @@ class TelescopeCsc(BaseCsc[TelescopeConfig]):
                           alt=where.alt, az=where.az, tracking=where.alt > 0,
                           focusZ=self.config.focus_z),
                 )  # fmt: skip
-                if beat % per_second == 0:
+                if beat % per_dome == 0:
                     await self.publish_telemetry(DOME, Dome(azimuth=where.az))
                 beat += 1
             else:
