@@ -122,7 +122,9 @@ async def test_each_background_task_of_a_csc_is_supervised(which: str) -> None:
     """Kill the command reader, the heartbeat, the log publisher or the retained-event
     guard: errorCode 1001 naming it, with a traceback; FAULT; and it works again (the
     CSC answers standby, beats, logs)."""
-    async with make_csc(TestCsc, MemoryBroker(), initial_state=State.DISABLED) as h:
+    async with make_csc(
+        TestCsc, MemoryBroker(), initial_state=State.DISABLED, heartbeat_interval=0.2
+    ) as h:
         csc = h.csc
         failure = RuntimeError(f"{which} killed by the test")
         if which == "commands":
