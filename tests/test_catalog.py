@@ -13,25 +13,33 @@ import pytest
 import sqlalchemy as sa
 
 from cscs.catalog import ArchivedFile, Catalog, CatalogError, sqlite_url
+from tests.support.postgres import PostgresMissingError, private_postgres
 
-POSTGRES_ADMIN = os.environ.get(
-    "CSCS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[str]:
+    """The URL of an administrative database: a server of the tests' own
+    (tests/support/postgres.py), or the one CSCS_TEST_POSTGRES names. Skipped, with the
+    reason shown, when there is neither."""
+    if configured := os.environ.get("CSCS_TEST_POSTGRES"):
+        yield configured
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(private_postgres())
+        except PostgresMissingError as missing:
+            pytest.skip(str(missing))
+        yield url
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh database on the PostgreSQL at CSCS_TEST_POSTGRES (default 127.0.0.1:5432),
-    dropped afterwards; the test is skipped, with the reason shown, when none answers."""
-    try:
-        admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            name = f"cscs_test_{uuid.uuid4().hex[:12]}"
-            connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.SQLAlchemyError as exc:
-        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN} ({type(exc).__name__}); "
-                    "set CSCS_TEST_POSTGRES to test the production catalog")  # fmt: skip
-    url = sa.engine.make_url(POSTGRES_ADMIN).set(database=name)
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh database on the server at ``admin_url``, dropped afterwards."""
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        name = f"cscs_test_{uuid.uuid4().hex[:12]}"
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = sa.engine.make_url(admin_url).set(database=name)
     try:
         yield url.render_as_string(hide_password=False)
     finally:
@@ -40,12 +48,13 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# PostgreSQL is a server the tests start: the system tier (`broker`), not the offline one.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.broker)])
 def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "catalog.sqlite")
     else:
-        with postgres_database() as url:
+        with postgres_database(request.getfixturevalue("postgres_admin")) as url:
             yield url
 
 

@@ -15,7 +15,7 @@ from cscs.camera.fits import write_raw_fits
 from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile, Catalog, CatalogError
 from cscs.catalog.versions import SCHEMA_VERSION, VERSIONS
-from tests.test_catalog import catalog_url, row  # noqa: F401  (the fixture, on both)
+from tests.test_catalog import catalog_url, postgres_admin, row  # noqa: F401  (fixtures)
 from tests.test_fits import EXTENSIONS, PRIMARY
 
 # The two tables whose checksum column changed, exactly as the release of 2026-11-21
