@@ -92,18 +92,41 @@ class DaqClient:
         self._receiver: asyncio.Task[None] | None = None
         # Never more reads open than the server accepts from one client.
         self._read_slots = asyncio.Semaphore(MAX_READS_PER_CLIENT)
+        self._heard = 0.0  # loop time of the last message received
         self._unsolicited = Throttle()  # error replies for no request: one line per 10 s
 
     async def __aenter__(self) -> DaqClient:
+        self._connect()
+        return self
+
+    def _connect(self) -> None:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, 0)  # bounded by reads in flight, never dropped
         # No frame bigger than the protocol allows is taken in: ZeroMQ drops the
-        # connection instead, and the request waiting for it times out.
+        # connection instead (and, as for any protocol error, never reconnects it:
+        # :meth:`_reconnect_if_silent` does), and the request waiting for it times out.
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self._socket.connect(self.endpoint)
+        self._heard = asyncio.get_running_loop().time()
         self._receiver = asyncio.create_task(self._receive(), name=f"daq-client-{self.endpoint}")
-        return self
+
+    async def _reconnect_if_silent(self, since: float) -> None:
+        """A new connection if nothing at all has arrived since ``since`` (a request
+        went unanswered for its whole timeout): ZeroMQ ends a connection for good on a
+        protocol error (a frame over the limit), and a DEALER without one waits for
+        ever. Replies still due on the old connection are lost; their reads time out."""
+        if self._socket is None or self._heard > since:
+            return
+        self.log.warning("nothing heard from the DAQ: connecting again")
+        self._heard = asyncio.get_running_loop().time()  # once, for all who waited
+        receiver, socket = self._receiver, self._socket
+        if receiver is not None:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+        socket.close(linger=0)
+        self._connect()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
@@ -218,7 +241,16 @@ class DaqClient:
 
     async def _send(self, body: dict[str, Any]) -> None:
         assert self._socket is not None
-        await self._socket.send_multipart([MAGIC, encode(body)])
+        asked = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self.timeout):  # no connection: a DEALER waits
+                await self._socket.send_multipart([MAGIC, encode(body)])
+        except TimeoutError:
+            await self._reconnect_if_silent(asked)
+            raise DaqUnavailableError(
+                str(body.get("image", "")), str(body.get("sensor", "")),
+                f"cannot send to the DAQ at {self.endpoint}: no connection in {self.timeout:g} s",
+            ) from None  # fmt: skip
 
     async def _call(self, body: dict[str, Any], image: str, sensor: str) -> dict[str, Any]:
         request_id, replies = self._open()
@@ -238,10 +270,12 @@ class DaqClient:
         sensor: str,
         begin: dict[str, Any] | None,
     ) -> _Reply:
+        asked = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
                 return await replies.get()
         except TimeoutError:
+            await self._reconnect_if_silent(asked)
             if begin is None:
                 raise DaqUnavailableError(
                     image,
@@ -276,6 +310,7 @@ class DaqClient:
         assert self._socket is not None
         while True:
             reply = await self._socket.recv_multipart(copy=False)
+            self._heard = asyncio.get_running_loop().time()
             try:
                 body = await _parse_header(reply)
                 request_id = body.get("id")
