@@ -19,16 +19,19 @@ async def test_catch_up_returns_once_the_files_of_a_pass_under_way_are_written(
     mosquitto: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
     async with (
-        observatory(mosquitto, f"c{index}", tmp_path, enable_archiver=False,
-                    archiver={"stall_timeout": 20.0}) as obs,  # fmt: skip
+        observatory(
+            mosquitto,
+            f"c{index}",
+            tmp_path,
+            enable_archiver=False,
+            archiver={"stall_timeout": 20.0},
+        ) as obs,  # fmt: skip
         obs.archiver.remote.stream() as events,
     ):
         await obs.camera.remote.command("takeImages", {"numImages": 1, **BIAS}, timeout=60)
         # Its one sensor takes 16 x 0.1 s to read: the pass at enable is still at it
         # when catchUp comes.
-        await obs.camera.remote.command(
-            "injectFault", {"kind": "slow", "delay": 0.1, "count": 0}
-        )
+        await obs.camera.remote.command("injectFault", {"kind": "slow", "delay": 0.1, "count": 0})
         await obs.archiver.remote.command("enable")  # its catch-up pass begins the file
         await events.wait_for(lambda e: e.name == "logMessage" and "catching up" in e.data.get(
             "message", ""), timeout=30)  # fmt: skip

@@ -26,6 +26,7 @@ import zmq
 import zmq.asyncio
 
 from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_NAMES, SEGMENT_ROWS
+from cscs.camera.memory import release_freed_memory
 from cscs.core.logs import Throttle
 from cscs.daq.errors import (
     ChecksumMismatchError,
@@ -56,6 +57,7 @@ _EXPECTED_DTYPE = np.dtype("<i4")
 
 # A header this big is parsed on a worker thread, not on the event loop.
 _PARSE_ON_LOOP_BYTES = 64 * 1024
+_TRIM_AFTER_LISTING = 1000  # entries, beyond which the allocator is trimmed after a listing
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,12 @@ class DaqClient:
             listing = await asyncio.to_thread(read_listing, body)
         except ValueError as exc:
             raise DaqError("", "", f"garbled listing: {exc}", code="protocol") from None
+        finally:
+            del body
+        if listing.listed > _TRIM_AFTER_LISTING:
+            # The parsed reply (tens of MB of small objects for a long one) is freed
+            # now: hand the memory back rather than keep it for the process's life.
+            await asyncio.to_thread(release_freed_memory)
         if listing.trimmed:
             self._log_trimmed(listing)
         return listing.images
