@@ -84,9 +84,11 @@ def test_no_listing_makes_the_reader_raise_anything_but_value_error(images: obje
 
 def test_a_peers_error_text_is_bounded_and_printable() -> None:
     code, message = error_text({"code": NASTY, "message": NASTY * 200})
-    assert len(message) < MAX_MESSAGE_CHARS + 40 and message.isprintable()
+    assert len(message) < MAX_MESSAGE_CHARS + 40
+    assert message.isprintable()
     assert f"({len(NASTY) * 200} characters)" in message
-    assert len(code) < 80 and code.isprintable()
+    assert len(code) < 80
+    assert code.isprintable()
     assert error_text({"code": None, "message": {"a": 1}}) == ("None", "no reason given")
 
 
@@ -109,7 +111,8 @@ def test_an_event_over_the_limit_is_dropped_unparsed_with_one_bounded_line() -> 
         received = Received.from_message(Message(topic, payload))
     assert received is None
     (line,) = [log for log in logs if log["event"] == "message too big to parse: dropped"]
-    assert line["bytes"] == len(payload) and line["limit"] == MAX_EVENT_BYTES
+    assert line["bytes"] == len(payload)
+    assert line["limit"] == MAX_EVENT_BYTES
     assert line["topic"].startswith("lsst/Archiver/1/evt/imageArchived")
     assert len(line["topic"]) < 250
 
@@ -117,7 +120,8 @@ def test_an_event_over_the_limit_is_dropped_unparsed_with_one_bounded_line() -> 
 def test_an_event_under_the_limit_is_read() -> None:
     payload = encode({"seq": 1, "sent_tai": 1.0, "pad": "x" * 100_000})
     received = Received.from_message(Message("lsst/Archiver/1/evt/imageArchived", payload))
-    assert received is not None and received.name == "imageArchived"
+    assert received is not None
+    assert received.name == "imageArchived"
 
 
 # ---- a DaqClient against a hostile server ----------------------------------------------------
@@ -147,7 +151,8 @@ async def test_a_huge_error_message_becomes_a_short_printable_cause(client: DaqC
     with pytest.raises(DaqError) as raised:
         await client.read_sensor("AT_O_20261207_000001", "R00_S00")
     assert raised.value.code == "unknown-image"
-    assert len(str(raised.value)) < 500 and str(raised.value).isprintable()
+    assert len(str(raised.value)) < 500
+    assert str(raised.value).isprintable()
 
 
 async def test_unsolicited_errors_are_logged_once_and_bounded(
