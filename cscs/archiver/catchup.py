@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import Awaitable, Callable
 
 from structlog.typing import FilteringBoundLogger
@@ -25,14 +26,16 @@ from cscs.camera.geometry import Camera
 from cscs.core.errors import ExpectedError
 from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
+from cscs.core.text import peer_text
 from cscs.daq.errors import DaqError
-from cscs.daq.reader import DaqReader
+from cscs.daq.reader import DaqReader, ImageInfo
 
 __all__ = ["CatchUp", "catch_up_periodically"]
 
 # (image, sensor, seconds to wait for its header) -> archived now
 Archive = Callable[[str, str, float], Awaitable[bool]]
 Complete = Callable[[str], Awaitable[None]]  # image -> its files completed with the header
+_IMAGES_LOGGED = 20  # images a pass names one by one in the log; the rest are counted
 
 
 class CatchUp:
@@ -64,25 +67,13 @@ class CatchUp:
             listed = await daq.list_images()
         except DaqError as exc:
             raise ExpectedError(f"cannot list the DAQ's images: {exc}") from None
-        images = []
-        for image in listed:
-            try:
-                check_image(self._camera, image.name)
-            except ValueError as exc:
-                self._log.warning("the DAQ lists an image this archiver cannot archive",
-                                  image=image.name, error=str(exc))  # fmt: skip
-                continue
-            ours = tuple(s for s in image.sensors if s in self._detectors)
-            images.append(dataclasses.replace(image, sensors=ours))
+        images = self._ours(listed)
         names = [image.name for image in images if image.complete]
         archived = await asyncio.to_thread(store.archived_sensors, names)
         todo = plan_catch_up(images, archived)
         now, timeout = current_tai(), self._header_timeout()
         waits = {image.name: header_wait(image, now, timeout) for image in images}
-        for image_name in dict.fromkeys(name for name, _ in todo):
-            missing = ",".join(sensor for name, sensor in todo if name == image_name)
-            self._log.info("catching up", image=image_name, sensors=missing,
-                           header_wait=waits[image_name])  # fmt: skip
+        self._say_what_is_missing(todo, waits)
         results = await self._in_order([(i, s, waits[i]) for i, s in todo], in_flight)
         headerless = await asyncio.to_thread(store.without_header)
         for name in dict.fromkeys(row.image_name for row in headerless):
@@ -91,6 +82,39 @@ class CatchUp:
             if self._headers.is_announced(name) or await self._headers.get(name, wait=0):
                 await self._complete(name)
         return sum(results), len(todo) - sum(results)
+
+    def _ours(self, listed: list[ImageInfo]) -> list[ImageInfo]:
+        """This camera's images of the listing, each once, with this camera's sensors
+        (once each); the names refused said in one line per pass."""
+        images: dict[str, ImageInfo] = {}
+        refused: list[tuple[str, str]] = []
+        for image in listed:
+            try:
+                check_image(self._camera, image.name)
+            except ValueError as exc:
+                refused.append((image.name, str(exc)))
+                continue
+            ours = tuple(dict.fromkeys(s for s in image.sensors if s in self._detectors))
+            images.setdefault(image.name, dataclasses.replace(image, sensors=ours))
+        if refused:
+            name, error = refused[0]
+            self._log.warning("the DAQ lists images this archiver cannot archive",
+                              images=len(refused), first=peer_text(name),
+                              error=peer_text(error))  # fmt: skip
+        return list(images.values())
+
+    def _say_what_is_missing(self, todo: list[tuple[str, str]], waits: dict[str, float]) -> None:
+        """One line per image for the first few, then one line for the rest: linear in
+        ``todo``, and a few lines however long the DAQ's listing."""
+        missing: dict[str, list[str]] = {}
+        for image, sensor in todo:
+            missing.setdefault(image, []).append(sensor)
+        for image, sensors in itertools.islice(missing.items(), _IMAGES_LOGGED):
+            self._log.info("catching up", image=image, sensors=",".join(sensors),
+                           header_wait=waits[image])  # fmt: skip
+        if len(missing) > _IMAGES_LOGGED:
+            self._log.info("catching up more images", images=len(missing) - _IMAGES_LOGGED,
+                           sensors=sum(map(len, missing.values())))  # fmt: skip
 
     async def _in_order(self, todo: list[tuple[str, str, float]], in_flight: int) -> list[bool]:
         """Each (image, sensor) started in order, ``in_flight`` under way at once."""

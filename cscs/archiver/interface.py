@@ -16,6 +16,7 @@ from cscs.camera.headers.reading import DEFAULT_MAX_HEADER_BYTES, HeaderTrust
 from cscs.core import generic as g
 from cscs.core.config import ConfigSchema
 from cscs.core.schema import CommandSpec, EventSpec, NoParams, Payload, TelemetrySpec
+from cscs.core.text import peer_text
 
 __all__ = [
     "ARCHIVER_STATUS",
@@ -62,6 +63,10 @@ class ImageRetrievalFailed(Payload):
 
 
 _REASONS_LISTED = 10  # per imageRetrievalFailed: the rest are counted
+# A reason quotes a peer (a DAQ's error message): each is cut short, so the event stays
+# a few kB whatever the peer sent (issue 29).
+_REASON_CHARS = 400
+_NAME_CHARS = 64
 
 
 def retrieval_failed(image: str, failures: Mapping[str, str]) -> ImageRetrievalFailed:
@@ -70,7 +75,10 @@ def retrieval_failed(image: str, failures: Mapping[str, str]) -> ImageRetrievalF
     the first few reasons given and the rest counted, so that the event stays small
     however many sensors failed at once (a DAQ gone mid-image fails them all)."""
     sensors = sorted(failures)
-    reasons = [f"{sensor}: {failures[sensor]}" for sensor in sensors[:_REASONS_LISTED]]
+    reasons = [
+        f"{peer_text(sensor, _NAME_CHARS)}: {peer_text(failures[sensor], _REASON_CHARS)}"
+        for sensor in sensors[:_REASONS_LISTED]
+    ]
     if len(sensors) > _REASONS_LISTED:
         reasons.append(f"and {len(sensors) - _REASONS_LISTED} more")
     return ImageRetrievalFailed(

@@ -93,6 +93,8 @@ class SensorPipeline:
         self.store: ArchiveStore | None = None
         self.dask: DaskArchiving | None = None  # executor: dask-local or a scheduler
         self.in_flight: set[tuple[str, str]] = set()  # (image, sensor) under way
+        # Set when the archiving of (image, sensor) under way ends, written or not.
+        self._under_way: dict[tuple[str, str], asyncio.Event] = {}
         self.images_in_flight: set[str] = set()
         self._publish = publish_event
         self._fatal = fatal
@@ -197,8 +199,14 @@ class SensorPipeline:
         images behind it are not held up."""
         key = (image, sensor)
         if key in self.in_flight:
+            # Under way on another path (a live endReadout, another catch-up pass): wait
+            # for it to end, so that a catchUp done means its files are written.
+            under_way = self._under_way.get(key)
+            if under_way is not None:
+                await under_way.wait()
             return False
         self.in_flight.add(key)
+        self._under_way[key] = done = asyncio.Event()
         try:
             store = self.current_store()
             if await asyncio.to_thread(store.is_archived, image, sensor):
@@ -225,6 +233,8 @@ class SensorPipeline:
             return False
         finally:
             self.in_flight.discard(key)
+            del self._under_way[key]
+            done.set()
 
     async def report_failures(self, image: str, failures: dict[str, str]) -> None:
         """One ``imageRetrievalFailed`` for all of an image's sensors that could not be

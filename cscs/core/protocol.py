@@ -18,6 +18,7 @@ from cscs.core.schema import Interface, Payload
 
 __all__ = [
     "MAX_COMMAND_BYTES",
+    "MAX_EVENT_BYTES",
     "MAX_ORIGIN_LENGTH",
     "Ack",
     "AckCode",
@@ -27,6 +28,7 @@ __all__ = [
     "decode_json_object",
     "describe_validation_error",
     "encode",
+    "oversized_event",
     "parse_command",
 ]
 
@@ -35,6 +37,11 @@ __all__ = [
 MAX_COMMAND_BYTES = 64 * 1024
 # Beyond this not even seq/origin are dug out: the payload is logged and dropped.
 _MAX_PARSED_BYTES = 8 * 1024 * 1024
+#: An event, telemetry sample or ack larger than this is dropped before it is parsed: the
+#: largest the CSCs publish are a few hundred kB (a dashboard's alarms view), and a parse
+#: of tens of MB holds a subscriber's event loop for seconds (issue 29).
+MAX_EVENT_BYTES = _MAX_PARSED_BYTES
+_TOPIC_SHOWN = 200  # characters of a refused message's topic said in the log line
 
 
 class AckCode(enum.IntEnum):
@@ -131,6 +138,15 @@ class Unreadable:
 
 def encode(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+
+
+def oversized_event(topic: str, payload: bytes) -> dict[str, Any] | None:
+    """The fields of the log line for a message too big to parse (None if it is not):
+    the topic, cut to a length a log line can carry, and the size."""
+    if len(payload) <= MAX_EVENT_BYTES:
+        return None
+    shown = topic if len(topic) <= _TOPIC_SHOWN else f"{topic[:_TOPIC_SHOWN]}..."
+    return {"topic": shown, "bytes": len(payload), "limit": MAX_EVENT_BYTES}
 
 
 def decode_json_object(payload: bytes) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from typing import Any, Generic, TypeVar
 import structlog
 
 from cscs.core import generic as g
-from cscs.core.protocol import Ack, AckCode, decode_json_object, encode
+from cscs.core.logs import Throttle
+from cscs.core.protocol import Ack, AckCode, decode_json_object, encode, oversized_event
 from cscs.core.schema import EventSpec, Payload, TelemetrySpec, parse_payload
 from cscs.core.settings import default_identity
 from cscs.core.states import State
@@ -84,6 +85,10 @@ class Received:
 
     @classmethod
     def from_message(cls, message: Message) -> Received | None:
+        """The message decoded, or None: not an event, telemetry or ack, not a JSON
+        object, or too big to parse (said in a log line, at most one per 10 s)."""
+        if _refused_as_oversized(message):
+            return None
         parsed = parse_topic(message.topic)
         if parsed is None or parsed.kind not in (Kind.EVENT, Kind.TELEMETRY, Kind.ACK):
             return None
@@ -103,6 +108,19 @@ class Received:
             self.address, self.name, parse_payload(spec.payload, self.data), self.retained,
             self.seq, self.sent_tai,
         )  # fmt: skip
+
+
+_oversized_throttle = Throttle()
+
+
+def _refused_as_oversized(message: Message) -> bool:
+    """True for a message beyond :data:`~cscs.core.protocol.MAX_EVENT_BYTES`, refused
+    before any parse with a log line naming its topic (cut short) and size."""
+    fields = oversized_event(message.topic, message.payload)
+    if fields is None:
+        return False
+    _oversized_throttle.warning(_log, "message too big to parse: dropped", **fields)
+    return True
 
 
 @dataclass(frozen=True)
@@ -208,6 +226,8 @@ class Remote:
     async def _read_acks(self) -> None:
         assert self._acks is not None
         async for message in self._acks:
+            if _refused_as_oversized(message):
+                continue
             try:
                 ack = Ack.from_wire(decode_json_object(message.payload))
             except ValueError:

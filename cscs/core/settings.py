@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,8 @@ def default_identity() -> str:
 
 
 DEFAULT_DAQ_BIND = "tcp://127.0.0.1:*"
+# A host name, an IPv4 address, or an IPv6 address in brackets: what goes in tcp://HOST:N.
+_ADVERTISED_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class Settings:
     """``CSCS_STATE_DIR``: what must survive a restart (default ``~/.local/state/cscs``)."""
     daq_bind: str = DEFAULT_DAQ_BIND
     """``CSCS_DAQ_BIND``: where a (simulated) camera's DAQ server listens."""
+    daq_advertise: str = ""
+    """``CSCS_DAQ_ADVERTISE``: the host name or address announced in ``daqAvailable``
+    for a wildcard bind (``tcp://*:N``, ``tcp://0.0.0.0:N``); default: this host's name."""
     broker_username: str | None = None
     """``CSCS_BROKER_USERNAME``: the broker user (over the URL's)."""
     broker_password: str | None = field(default=None, repr=False)
@@ -108,7 +114,7 @@ def read_password_file(path: str, what: str) -> str:
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """``CSCS_BROKER``, ``CSCS_PREFIX``, ``CSCS_CONFIG_DIR``, ``CSCS_SITE``,
-    ``CSCS_STATE_DIR``, ``CSCS_DAQ_BIND``, and the broker's credentials
+    ``CSCS_STATE_DIR``, ``CSCS_DAQ_BIND``, ``CSCS_DAQ_ADVERTISE``, and the broker's credentials
     (``CSCS_BROKER_USERNAME``, ``CSCS_BROKER_PASSWORD`` or ``CSCS_BROKER_PASSWORD_FILE``,
     ``CSCS_BROKER_CA``: never on a command line, where ``ps`` shows them); ValueError
     naming the variable that is wrong."""
@@ -129,6 +135,12 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise ValueError(
             f"CSCS_DAQ_BIND={daq_bind!r}: must be a ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555"
         )
+    daq_advertise = env.get("CSCS_DAQ_ADVERTISE", "")
+    if daq_advertise and not _ADVERTISED_HOST.fullmatch(daq_advertise):
+        raise ValueError(
+            f"CSCS_DAQ_ADVERTISE={daq_advertise!r}: must be a host name or address, "
+            "e.g. camera-daq.example.org or 10.0.0.5 ([::1] for IPv6)"
+        )
     password = env.get("CSCS_BROKER_PASSWORD")
     password_file = env.get("CSCS_BROKER_PASSWORD_FILE")
     if password is not None and password_file:
@@ -146,6 +158,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         site=env.get("CSCS_SITE") or None,
         state_dir=Path(env["CSCS_STATE_DIR"]) if env.get("CSCS_STATE_DIR") else None,
         daq_bind=daq_bind,
+        daq_advertise=daq_advertise,
         broker_username=env.get("CSCS_BROKER_USERNAME") or None,
         broker_password=password,
         broker_ca=ca,

@@ -4,6 +4,11 @@ Every read is verified: each segment's checksum is checked on arrival, the strea
 deliver all 16 segments without stalling, and every failure raises a
 :class:`~cscs.daq.errors.DaqError` naming the image, the sensor and the cause. Pixels
 arrive as read-only numpy views on ZeroMQ's receive buffers: no copy is made.
+
+What a DAQ sends is bounded before it is kept (:mod:`~cscs.daq.replies`): no frame over
+:data:`~cscs.daq.replies.MAX_FRAME_BYTES` is taken off the connection, a large header is
+parsed on a worker thread, a listing is capped and de-duplicated, and a peer's error
+text is cut short and made printable before it goes into an exception or a log.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +26,8 @@ import zmq
 import zmq.asyncio
 
 from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_NAMES, SEGMENT_ROWS
+from cscs.camera.memory import release_freed_memory
+from cscs.core.logs import Throttle
 from cscs.daq.errors import (
     ChecksumMismatchError,
     DaqError,
@@ -34,13 +42,28 @@ from cscs.daq.protocol import (
     parse_reply,
 )
 from cscs.daq.reader import ImageInfo, Pixels, SensorPixels
+from cscs.daq.replies import (
+    MAX_FRAME_BYTES,
+    MAX_REPLY_HEADER_BYTES,
+    Listing,
+    error_text,
+    read_listing,
+)
 
 __all__ = ["DaqClient"]
 
 _EXPECTED_DTYPE = np.dtype("<i4")
 
 
-_Reply = list[zmq.Frame]
+# A header this big is parsed on a worker thread, not on the event loop.
+_PARSE_ON_LOOP_BYTES = 64 * 1024
+_TRIM_AFTER_LISTING = 1000  # entries, beyond which the allocator is trimmed after a listing
+
+
+@dataclass(frozen=True)
+class _Reply:
+    body: dict[str, Any]
+    frames: list[zmq.Frame]  # after the header: a data message's segments
 
 
 class DaqClient:
@@ -71,14 +94,41 @@ class DaqClient:
         self._receiver: asyncio.Task[None] | None = None
         # Never more reads open than the server accepts from one client.
         self._read_slots = asyncio.Semaphore(MAX_READS_PER_CLIENT)
+        self._heard = 0.0  # loop time of the last message received
+        self._unsolicited = Throttle()  # error replies for no request: one line per 10 s
 
     async def __aenter__(self) -> DaqClient:
+        self._connect()
+        return self
+
+    def _connect(self) -> None:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, 0)  # bounded by reads in flight, never dropped
+        # No frame bigger than the protocol allows is taken in: ZeroMQ drops the
+        # connection instead (and, as for any protocol error, never reconnects it:
+        # :meth:`_reconnect_if_silent` does), and the request waiting for it times out.
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self._socket.connect(self.endpoint)
+        self._heard = asyncio.get_running_loop().time()
         self._receiver = asyncio.create_task(self._receive(), name=f"daq-client-{self.endpoint}")
-        return self
+
+    async def _reconnect_if_silent(self, since: float) -> None:
+        """A new connection if nothing at all has arrived since ``since`` (a request
+        went unanswered for its whole timeout): ZeroMQ ends a connection for good on a
+        protocol error (a frame over the limit), and a DEALER without one waits for
+        ever. Replies still due on the old connection are lost; their reads time out."""
+        if self._socket is None or self._heard > since:
+            return
+        self.log.warning("nothing heard from the DAQ: connecting again")
+        self._heard = asyncio.get_running_loop().time()  # once, for all who waited
+        receiver, socket = self._receiver, self._socket
+        if receiver is not None:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+        socket.close(linger=0)
+        self._connect()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
@@ -96,13 +146,37 @@ class DaqClient:
     # ---- requests --------------------------------------------------------------------
 
     async def list_images(self) -> list[ImageInfo]:
-        """Every image in the DAQ's buffer, oldest first."""
+        """Every image in the DAQ's buffer, oldest first: at most
+        :data:`~cscs.daq.replies.MAX_LISTED_IMAGES`, each once (what was left out is
+        logged in one line)."""
         body = await self._call({"op": "list"}, "", "")
-        return [ImageInfo.from_wire(image) for image in body["images"]]
+        try:
+            listing = await asyncio.to_thread(read_listing, body)
+        except ValueError as exc:
+            raise DaqError("", "", f"garbled listing: {exc}", code="protocol") from None
+        finally:
+            del body
+        if listing.listed > _TRIM_AFTER_LISTING:
+            # The parsed reply (tens of MB of small objects for a long one) is freed
+            # now: hand the memory back rather than keep it for the process's life.
+            await asyncio.to_thread(release_freed_memory)
+        if listing.trimmed:
+            self._log_trimmed(listing)
+        return listing.images
 
     async def image_info(self, image: str) -> ImageInfo:
         body = await self._call({"op": "info", "image": image}, image, "")
-        return ImageInfo.from_wire(body["image"])
+        listing = read_listing({"images": [body.get("image")]})
+        if not listing.images:
+            raise DaqError(image, "", "garbled image description", code="protocol")
+        return listing.images[0]
+
+    def _log_trimmed(self, listing: Listing) -> None:
+        self.log.warning(
+            "the DAQ's listing was trimmed", listed=listing.listed, kept=len(listing.images),
+            duplicates=listing.duplicates, unreadable=listing.unreadable,
+            beyond_limit=listing.beyond_limit,
+        )  # fmt: skip
 
     async def read_sensor(self, image: str, sensor: str) -> SensorPixels:
         """All 16 segments of one detector, each checked against its checksum."""
@@ -113,13 +187,13 @@ class DaqClient:
         request_id, replies = self._open()
         try:
             await self._send({"op": "read", "id": request_id, "image": image, "sensor": sensor})
-            begin = self._header(
+            begin = self._checked(
                 await self._next(replies, self.timeout, image, sensor, None), image, sensor
             )
             self._check_layout(begin, image, sensor)
             reply = await self._next(replies, self.stall_timeout, image, sensor, begin)
-            header = self._header(reply, image, sensor)
-            frames = reply[2:]
+            header = self._checked(reply, image, sensor)
+            frames = reply.frames
             if header.get("kind") != "data" or len(frames) != len(SEGMENT_NAMES):
                 raise DaqError(
                     image,
@@ -175,13 +249,22 @@ class DaqClient:
 
     async def _send(self, body: dict[str, Any]) -> None:
         assert self._socket is not None
-        await self._socket.send_multipart([MAGIC, encode(body)])
+        asked = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self.timeout):  # no connection: a DEALER waits
+                await self._socket.send_multipart([MAGIC, encode(body)])
+        except TimeoutError:
+            await self._reconnect_if_silent(asked)
+            raise DaqUnavailableError(
+                str(body.get("image", "")), str(body.get("sensor", "")),
+                f"cannot send to the DAQ at {self.endpoint}: no connection in {self.timeout:g} s",
+            ) from None  # fmt: skip
 
     async def _call(self, body: dict[str, Any], image: str, sensor: str) -> dict[str, Any]:
         request_id, replies = self._open()
         try:
             await self._send(body | {"id": request_id})
-            return self._header(
+            return self._checked(
                 await self._next(replies, self.timeout, image, sensor, None), image, sensor
             )
         finally:
@@ -195,13 +278,18 @@ class DaqClient:
         sensor: str,
         begin: dict[str, Any] | None,
     ) -> _Reply:
+        asked = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
                 return await replies.get()
         except TimeoutError:
+            await self._reconnect_if_silent(asked)
             if begin is None:
                 raise DaqUnavailableError(
-                    image, sensor, f"no answer from the DAQ at {self.endpoint} in {timeout:g} s"
+                    image,
+                    sensor,
+                    f"no answer from the DAQ at {self.endpoint} in {timeout:g} s"
+                    f" (a reply with a frame over {MAX_FRAME_BYTES} bytes is refused unread)",
                 ) from None
             raise StreamStalledError(
                 image,
@@ -211,15 +299,12 @@ class DaqClient:
             ) from None
 
     @staticmethod
-    def _header(reply: _Reply, image: str, sensor: str) -> dict[str, Any]:
-        try:
-            body = parse_reply([f.buffer for f in reply])
-        except ValueError as exc:
-            raise DaqError(image, sensor, f"garbled reply: {exc}", code="protocol") from None
+    def _checked(reply: _Reply, image: str, sensor: str) -> dict[str, Any]:
+        """The reply's header; the DaqError it reports, its text bounded."""
+        body = reply.body
         if body.get("ok") is False:
-            raise error_for_code(
-                str(body.get("code")), image, sensor, str(body.get("message", "no reason given"))
-            )
+            code, message = error_text(body)
+            raise error_for_code(code, image, sensor, message)
         return body
 
     @staticmethod
@@ -233,8 +318,9 @@ class DaqClient:
         assert self._socket is not None
         while True:
             reply = await self._socket.recv_multipart(copy=False)
+            self._heard = asyncio.get_running_loop().time()
             try:
-                body = parse_reply([f.buffer for f in reply[:2]])
+                body = await _parse_header(reply)
                 request_id = body.get("id")
             except ValueError as exc:
                 self.log.warning("dropped a garbled DAQ reply", reason=str(exc))
@@ -242,6 +328,19 @@ class DaqClient:
             queue = self._pending.get(request_id) if isinstance(request_id, int) else None
             if queue is None:
                 if body.get("ok") is False:
-                    self.log.warning("DAQ error for no request", reply=body)
+                    code, message = error_text(body)
+                    self._unsolicited.warning(self.log, "DAQ error for no request",
+                                              code=code, message=message)  # fmt: skip
                 continue  # a late reply to a request that timed out or was cancelled
-            queue.put_nowait(reply)
+            queue.put_nowait(_Reply(body, reply[2:]))
+
+
+async def _parse_header(reply: list[zmq.Frame]) -> dict[str, Any]:
+    """The reply's JSON header, refused unread beyond MAX_REPLY_HEADER_BYTES and parsed
+    on a worker thread when large; ValueError if garbled."""
+    frames = [f.buffer for f in reply[:2]]
+    if len(frames) == 2 and len(frames[1]) > MAX_REPLY_HEADER_BYTES:
+        raise ValueError(f"reply header of {len(frames[1])} bytes exceeds {MAX_REPLY_HEADER_BYTES}")
+    if len(frames) == 2 and len(frames[1]) > _PARSE_ON_LOOP_BYTES:
+        return await asyncio.to_thread(parse_reply, frames)
+    return parse_reply(frames)

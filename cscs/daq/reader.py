@@ -26,17 +26,6 @@ class ImageInfo:
     byte_size: int
     metadata: dict[str, Any]
 
-    @classmethod
-    def from_wire(cls, body: dict[str, Any]) -> ImageInfo:
-        return cls(
-            name=str(body["name"]),
-            sensors=tuple(body["sensors"]),
-            missing_sensors=tuple(body.get("missingSensors", ())),
-            complete=bool(body["complete"]),
-            byte_size=int(body["byteSize"]),
-            metadata=dict(body.get("metadata", {})),
-        )
-
 
 @dataclass(frozen=True)
 class SensorPixels:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,7 @@ from cscs.core.remote import Parsed
 from cscs.core.schema import NoParams
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress
+from sim.daq.endpoints import announced_endpoint
 from sim.daq.exposure import CameraConfig, check_exposure, parse_key_value_map
 from sim.daq.faults import READOUT_FAULTS, FaultPlan, FaultRule
 from sim.daq.hardware import focal_plane_hardware
@@ -139,7 +141,8 @@ class CameraCsc(BaseCsc[CameraConfig]):
             await self.publish_event(
                 DAQ_AVAILABLE,
                 DaqAvailable(
-                    url=",".join(self.server.endpoints), capacityBytes=self.store.capacity_bytes
+                    url=",".join(self._announced(e) for e in self.server.endpoints),
+                    capacityBytes=self.store.capacity_bytes,
                 ),
             )
             await self.publish_event(FOCAL_PLANE_SUMMARY_INFO, focal_plane_hardware(self.camera))
@@ -152,6 +155,9 @@ class CameraCsc(BaseCsc[CameraConfig]):
             raise
         self.log.info("DAQ serving", endpoints=self.server.endpoints)
         return self
+
+    def _announced(self, endpoint: str) -> str:
+        return announced_endpoint(endpoint, self.settings.daq_advertise, socket.gethostname())
 
     async def close(self) -> None:
         await super().close()

@@ -91,7 +91,8 @@ INTERFACE = g.GENERIC.extended(
     "closed, and a second sequence while one runs. Image numbers are recorded in "
     "`$CSCS_STATE_DIR/Camera-{index}-sequence.json` (default `~/.local/state/cscs`) "
     "before each name is announced, so a restart never reuses a name. The DAQ binds "
-    "`$CSCS_DAQ_BIND` (default `tcp://127.0.0.1:*`, a free port). `injectFault` and "
+    "`$CSCS_DAQ_BIND` (default `tcp://127.0.0.1:*`, a free port); `daqAvailable` "
+    "announces a wildcard bind as `$CSCS_DAQ_ADVERTISE`, or the host's name. `injectFault` and "
     "`clearFaults` are test aids; faults can also be listed in the configuration.",
     commands=(TAKE_IMAGES, INJECT_FAULT, CLEAR_FAULTS),
     events=(
