@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cscs.camera.naming import taken_by
-from cscs.core.sequence import SequenceGaps
+from cscs.core.sequence import SequenceGaps, SequenceNumbers
 from cscs.core.testing import MemoryBroker
 from cscs.core.transport import Message
 from cscs.telemetry_gateway.csc import TelemetryGatewayCsc
@@ -83,6 +83,13 @@ def test_gaps_are_counted_per_topic_bounded_and_a_restart_is_no_gap() -> None:
     assert gaps.heard("c", 1) == 0  # "b" forgotten, the least recently heard
     assert gaps.heard("b", 20) == 0  # as if first heard; "a" forgotten
     assert gaps.heard("c", 3) == 1
+
+
+def test_a_publisher_numbers_each_topic_from_one_within_a_bound() -> None:
+    numbers = SequenceNumbers(topics=2)
+    assert [numbers.next(t) for t in ("a", "a", "b", "a")] == [1, 2, 1, 3]
+    assert numbers.next("c") == 1  # "b" forgotten
+    assert (numbers.next("b"), numbers.next("c")) == (1, 2)
 
 
 # ---- item 12: an image of a day to come -----------------------------------------------

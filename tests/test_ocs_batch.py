@@ -262,6 +262,9 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
         }  # fmt: skip
         assert all('seeing' in s["description"] and "zero point" in s["description"]
                    for s in status)  # fmt: skip
+        # Numbered as ICD §1 (1.2) has every payload, DM-internal ones too: per topic.
+        assert sorted(s["seq"] for s in status) == [1, 2]
+        assert published[f"{prefix}/{first_image}"]["seq"] == 1
         # The operator's table, from the retained `jobs` event.
         out = io.StringIO()
         assert await show_jobs(harness.bus, f"b{index}", out) == 0

@@ -29,6 +29,7 @@ from cscs.cluster import Engine
 from cscs.core.errors import ExpectedError
 from cscs.core.protocol import encode
 from cscs.core.schema import EventSpec, Payload
+from cscs.core.sequence import SequenceNumbers
 from cscs.core.tai import current_tai
 from cscs.ocs_batch.deadlines import DeadlineError, Deadlines, until
 from cscs.ocs_batch.interface import (
@@ -93,6 +94,7 @@ class JobRunner:
         self._publish_event = publish_event
         self._publish_dm_topic = publish_dm
         self._config = config
+        self._dm_seq = SequenceNumbers()  # ICD §1 (1.2: DM-internal topics too)
         self._jobs_dir = jobs_dir
         self._logger = log
         self.plans: dict[str, JobPlan] = {}
@@ -320,7 +322,7 @@ class JobRunner:
                 images[image] = summary
 
     async def _publish_dm(self, topic: str, payload: dict[str, Any]) -> None:
-        data = encode(payload | {"sent_tai": current_tai()})
+        data = encode(payload | {"seq": self._dm_seq.next(topic), "sent_tai": current_tai()})
         if not await self._publish_dm_topic(topic, data):
             self._logger.warning("could not publish QC metrics", topic=topic)
 
