@@ -262,6 +262,9 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
         }  # fmt: skip
         assert all('seeing' in s["description"] and "zero point" in s["description"]
                    for s in status)  # fmt: skip
+        # Numbered as ICD §1 (1.2) has every payload, DM-internal ones too: per topic.
+        assert sorted(s["seq"] for s in status) == [1, 2]
+        assert published[f"{prefix}/{first_image}"]["seq"] == 1
         # The operator's table, from the retained `jobs` event.
         out = io.StringIO()
         assert await show_jobs(harness.bus, f"b{index}", out) == 0
@@ -412,6 +415,39 @@ async def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(
         ack = await command
         assert ack.code is AckCode.COMPLETE, ack.result
         assert "4 detectors of 2 images measured" in ack.result
+
+
+async def test_a_job_whose_workers_are_all_stopped_fails_at_its_deadline_with_the_reason(
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+) -> None:
+    """Both workers SIGSTOPped: the job used to stay `running 0/n` for ever (issue 29,
+    item 13); `task_timeout` without a task ending fails it, saying why."""
+    simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
+    async with (
+        batch(site_broker, index, tmp_path, cluster, task_timeout=2.0) as harness,
+        harness.remote.stream() as events,
+    ):
+        csc = harness.csc
+        assert isinstance(csc, OcsBatchCsc)
+        assert csc.queue.engine is not None
+        pids: dict[str, int] = await csc.queue.engine.client.run(os.getpid)
+        assert len(pids) == WORKERS
+        for pid in pids.values():
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            acks: list[Ack] = []
+            final = await execute(harness, acks, dataQuery="instrument = LSSTComCam")
+        finally:
+            for pid in pids.values():
+                os.kill(pid, signal.SIGCONT)
+        assert [a.code for a in acks] == [AckCode.INPROGRESS, AckCode.FAILED], final.result
+        assert "no task ended within task_timeout (2 s)" in final.result
+        seen = await job_events(events, acks[0].result)
+        status = [d for n, d in seen if n == "jobStatus"][-1]
+        assert (status["status"], status["tasksDone"], status["tasksTotal"]) == ("failed", 0, 1)
+        assert "task_timeout" in status["message"]
+        assert seen[-1][1]["exitCode"] == 1
+        assert harness.csc.state is State.ENABLED  # the job's problem, not the service's
 
 
 async def test_a_job_under_way_when_the_service_died_is_reported_failed(

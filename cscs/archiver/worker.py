@@ -19,8 +19,6 @@ disk (FAULT at once) from a sensor the DAQ no longer has (left to catch-up).
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,6 +31,7 @@ from cscs.archiver.writer import ArchiveFiles, ArchiveUnwritableError, remove_pa
 from cscs.camera.checksum import Algorithm
 from cscs.camera.fits import WrittenFile
 from cscs.camera.geometry import camera_for_index
+from cscs.cluster.identity import worker_name
 from cscs.daq.reader import DaqReader
 
 __all__ = ["SensorJob", "SensorOutcome", "archive_sensor", "header_for"]
@@ -68,7 +67,7 @@ class SensorOutcome:
     written: WrittenFile | None
     failure: str = ""
     kind: FailureKind = ""
-    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    worker: str = field(default_factory=worker_name)
 
 
 def header_for(header: Header | None, sensor: str) -> Header | None:

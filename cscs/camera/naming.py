@@ -31,6 +31,7 @@ __all__ = [
     "check_sensor",
     "check_sensor_list",
     "day_obs",
+    "taken_by",
 ]
 
 _DAY_OFFSET = 12 * 3600.0
@@ -46,6 +47,15 @@ MAX_SENSORS = 205
 def day_obs(tai: float) -> str:
     """``YYYYMMDD``: the TAI date 12 hours before ``tai`` (Unix-epoch TAI seconds)."""
     return time.strftime("%Y%m%d", time.gmtime(tai - _DAY_OFFSET))
+
+
+def taken_by(image: str, tai: float) -> bool:
+    """Whether ``image`` can have been taken by ``tai``: its day of observation is not
+    after the one that starts within a day of ``tai`` (a day's grace for clocks and
+    time zones). A name of a day to come is a forgery or a broken clock: taken at its
+    word, it would hold an alarm until that day, or raise one for a night not yet begun.
+    ValueError if ``image`` is not an image name."""
+    return ImageName.parse(image).day_obs <= day_obs(tai + 86400.0)
 
 
 @dataclass(frozen=True, order=True)

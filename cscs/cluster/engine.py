@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +93,7 @@ class Engine:
             for task, key in zip(tasks, keys, strict=True)
         ]
 
-    async def outcomes(self, futures: list[Future]) -> AsyncIterator[TaskOutcome]:
+    async def outcomes(self, futures: list[Future]) -> AsyncGenerator[TaskOutcome, None]:
         """Each task's outcome as it finishes (any order)."""
         index_of = {future.key: i for i, future in enumerate(futures)}
         async for future in as_completed(futures):

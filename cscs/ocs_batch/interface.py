@@ -172,6 +172,13 @@ class OcsBatchConfig(ConfigSchema):
     max_queued_jobs: int = Field(default=100, ge=1, le=10_000)
     """Jobs waiting (queued or on prerequisites) at most; more are refused."""
     max_files_per_job: int = Field(default=10_000, ge=1, le=1_000_000)
+    task_timeout: float = Field(default=1800.0, gt=0.0, le=7 * 86400.0)
+    """Seconds a running job may go without one of its tasks ending (the workers
+    stopped, lost or busy elsewhere; a task that never returns): then it fails, with that
+    reason. More than the longest task (a master flat of many inputs)."""
+    job_timeout: float = Field(default=43200.0, gt=0.0, le=7 * 86400.0)
+    """Seconds a job may run, from its start to its last task's end: then it fails, with
+    that reason."""
     auto_qc: bool = False
     """Run image-qc on every image the archivers of `auto_qc_cameras` announce."""
     auto_qc_cameras: list[int] = [1, 2, 3]

@@ -71,7 +71,7 @@ class JobQueue:
         self.reference_catalog = ""  # directory of reference shards (zero points)
         self.runner = JobRunner(
             self, publish_event=publish_event, publish_dm=publish_dm,
-            dm_prefix=lambda: config().dm_prefix, jobs_dir=jobs_dir, log=log,
+            config=config, jobs_dir=jobs_dir, log=log,
         )  # fmt: skip
         self._finished: dict[str, asyncio.Future[Job]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}

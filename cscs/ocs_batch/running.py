@@ -4,13 +4,16 @@ calibration products published, and its log file.
 
 A job's tasks are submitted at once; each result is handled as it comes (in any
 order). The first task that fails fails the job and cancels the rest; an abort cancels
-them all. Calibration products are written staged by the tasks and given their final
-names only when every task succeeded, so a failed or aborted job leaves none behind.
+them all; so does a deadline (:mod:`cscs.ocs_batch.deadlines`), which fails the job
+with the reason. Calibration products are written staged by the tasks and given their
+final names only when every task succeeded, so a failed or aborted job leaves none
+behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -26,7 +29,9 @@ from cscs.cluster import Engine
 from cscs.core.errors import ExpectedError
 from cscs.core.protocol import encode
 from cscs.core.schema import EventSpec, Payload
+from cscs.core.sequence import SequenceNumbers
 from cscs.core.tai import current_tai
+from cscs.ocs_batch.deadlines import DeadlineError, Deadlines, until
 from cscs.ocs_batch.interface import (
     JOB_ID,
     JOB_RESULT,
@@ -36,6 +41,7 @@ from cscs.ocs_batch.interface import (
     JobResult,
     JobsNow,
     JobStatus,
+    OcsBatchConfig,
 )
 from cscs.ocs_batch.jobs import Job, JobBook, JobState, exit_code
 from cscs.ocs_batch.plan import JobPlan, PlanError, plan_job
@@ -80,14 +86,15 @@ class JobRunner:
         *,
         publish_event: PublishEvent,
         publish_dm: PublishDm,
-        dm_prefix: Callable[[], str],
+        config: Callable[[], OcsBatchConfig],
         jobs_dir: Path,
         log: FilteringBoundLogger,
     ) -> None:
         self._queue = queue
         self._publish_event = publish_event
         self._publish_dm_topic = publish_dm
-        self._dm_prefix = dm_prefix
+        self._config = config
+        self._dm_seq = SequenceNumbers()  # ICD §1 (1.2: DM-internal topics too)
         self._jobs_dir = jobs_dir
         self._logger = log
         self.plans: dict[str, JobPlan] = {}
@@ -206,6 +213,9 @@ class JobRunner:
             return book.finish(job.job_id, JobState.FAILED, "no engine to run on")
         futures: list[Any] = []
         succeeded = False
+        config = self._config()
+        deadlines = Deadlines(config.task_timeout, config.job_timeout)
+        started = asyncio.get_running_loop().time()
         try:
             job.started_tai = current_tai()
             await self._record(job)
@@ -213,12 +223,15 @@ class JobRunner:
             plan = await self._with_bias(job, plan)
             keys = [f"{job.job_id}-{i}" for i in range(len(plan.tasks))]
             futures = engine.submit(plan.function, plan.tasks, keys)
-            measured = await self._collect(job, plan, engine.outcomes(futures), len(futures))
+            async with contextlib.aclosing(
+                until(engine.outcomes(futures), deadlines, started)
+            ) as outcomes:
+                measured = await self._collect(job, plan, outcomes, len(futures))
             job.finishing = True  # from here an abort waits for the end (JobQueue.abort)
             message = await self._finish(job, plan, measured)
             succeeded = True
             return book.finish(job.job_id, JobState.SUCCEEDED, message)
-        except (_TaskFailedError, PlanError, ExpectedError) as exc:
+        except (_TaskFailedError, DeadlineError, PlanError, ExpectedError) as exc:
             return book.finish(job.job_id, JobState.FAILED, str(exc))
         except asyncio.CancelledError:
             raise
@@ -295,7 +308,7 @@ class JobRunner:
         records = self._queue.records
         if records is not None:
             await asyncio.to_thread(records.record_qc, job.job_id, metrics, current_tai())
-        prefix = f"{self._dm_prefix()}/qc/{plan.instrument}/{image}"
+        prefix = f"{self._config().dm_prefix}/qc/{plan.instrument}/{image}"
         await self._publish_dm(f"{prefix}/{sensor}", metrics | {"jobId": job.job_id})
         measured[image].add(sensor)
         expected = sum(1 for label in plan.labels if label.startswith(f"{image} "))
@@ -309,7 +322,7 @@ class JobRunner:
                 images[image] = summary
 
     async def _publish_dm(self, topic: str, payload: dict[str, Any]) -> None:
-        data = encode(payload | {"sent_tai": current_tai()})
+        data = encode(payload | {"seq": self._dm_seq.next(topic), "sent_tai": current_tai()})
         if not await self._publish_dm_topic(topic, data):
             self._logger.warning("could not publish QC metrics", topic=topic)
 
@@ -318,7 +331,7 @@ class JobRunner:
         the Telemetry Gateway forwards as ``processingStatus``."""
         payload = {"imageName": image, "stage": "image-qc", "status": status,
                    "description": printable(description, 256)}  # fmt: skip
-        await self._publish_dm(f"{self._dm_prefix()}/status/image-qc", payload)
+        await self._publish_dm(f"{self._config().dm_prefix}/status/image-qc", payload)
 
     async def _finish(self, job: Job, plan: JobPlan, measured: dict[str, set[str]]) -> str:
         if not plan.outputs:

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from cscs.camera.fits import Card, write_with_fitsio
 from cscs.camera.geometry import SEGMENTS
+from cscs.cluster.identity import worker_name
 from cscs.ocs_batch.combine import CalibrationInput, combine_detector
 from cscs.ocs_batch.qc import measure_detector
 from cscs.ocs_batch.refcat import detector_reference, load_reference_catalog
@@ -100,7 +101,7 @@ def qc_task(task: QcTask) -> dict[str, Any]:
         imageName=task.image,
         imageType=str(header.get("IMGTYPE", "")),
         exposureTime=header.get("EXPTIME"),
-        worker=os.getpid(),
+        worker=worker_name(),
         seconds=round(time.perf_counter() - started, 3),
     )
     return metrics
@@ -149,7 +150,7 @@ def combine_task(task: CalibrationTask) -> dict[str, Any]:
         "checkSum": written.checksum,
         "checkSumAlgorithm": written.checksum_algorithm,
         "inputs": [[Path(p).name, c] for p, c in zip(task.inputs, task.checksums, strict=True)],
-        "worker": os.getpid(),
+        "worker": worker_name(),
         "seconds": round(time.perf_counter() - started, 3),
     }
 

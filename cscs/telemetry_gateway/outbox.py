@@ -9,7 +9,11 @@ crash is recognised and not queued twice.
 
 Bounded by ``capacity`` messages: when full, the oldest *metrics* go first (an image's
 quality is worth least once the night has moved on); stages and alarm changes only when
-nothing else is left to drop. Blocking calls: the CSC runs them in a thread.
+nothing else is left to drop. What is queued is counted as it changes (in the
+``counters`` table, in the transaction that changes it, and counted afresh at open), and
+the oldest metrics are found through an index: a put or a :meth:`Outbox.status` costs
+the same on a full queue as on an empty one, not a scan of it. Blocking calls: the CSC
+runs them in a thread.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS sequences (topic TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS received (n INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS outbox_droppable ON outbox (droppable, id);
 """
+
+_OLDEST_DROPPABLE = "SELECT id FROM outbox WHERE droppable = 1 ORDER BY id LIMIT ?"
+_OLDEST = "SELECT id FROM outbox ORDER BY id LIMIT ?"
 
 #: DM messages remembered (by key) to recognise a redelivery: more than the broker can
 #: hold back for the gateway, few enough to cost nothing.
@@ -60,6 +68,9 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # queued means on disk
         self._db.executescript(_SCHEMA)
+        with self._transaction():  # whatever an older version or a crash left counted
+            (queued,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            self._set("queued", int(queued))
 
     def close(self) -> None:
         with self._lock:
@@ -100,6 +111,7 @@ class Outbox:
                 "INSERT INTO outbox (topic, droppable, payload, queued_tai) VALUES (?, ?, ?, ?)",
                 (topic, int(droppable), stamp(seq), queued_tai),
             )
+            self._add("queued", 1)
             dropped = self._make_room()
         return seq, dropped
 
@@ -113,37 +125,51 @@ class Outbox:
 
     def remove(self, message_id: int) -> None:
         """The broker has it: forget it."""
-        with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+        with self._lock, self._transaction():
+            cursor = self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+            self._add("queued", -cursor.rowcount)
 
     def status(self) -> tuple[int, float, int]:
-        """How many wait, since when (TAI of the oldest, 0 for none), and how many
-        were dropped for room since the outbox was made."""
+        """How many wait, since when (TAI at which the oldest was queued, 0 for none),
+        and how many were dropped for room since the outbox was made."""
         with self._lock:
-            count, oldest = self._db.execute(
-                "SELECT COUNT(*), COALESCE(MIN(queued_tai), 0) FROM outbox"
-            ).fetchone()
-            row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'")
-            dropped = (row.fetchone() or (0,))[0]
-        return int(count), float(oldest), int(dropped)
+            oldest = self._db.execute("SELECT queued_tai FROM outbox ORDER BY id LIMIT 1")
+            since = (oldest.fetchone() or (0.0,))[0]
+            return self._get("queued"), float(since), self._get("dropped")
 
     def _make_room(self) -> int:
-        (count,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-        excess = int(count) - self.capacity
+        excess = self._get("queued") - self.capacity
         if excess <= 0:
             return 0
-        # The oldest droppable first, then (only if that is not enough) the oldest of all.
+        # The oldest droppable first, then (only if that is not enough) the oldest of all;
+        # each found through an index, not by sorting the queue.
+        left = excess
+        for oldest in (_OLDEST_DROPPABLE, _OLDEST):
+            left -= self._db.execute(f"DELETE FROM outbox WHERE id IN ({oldest})", (left,)).rowcount
+            if left <= 0:
+                break
+        dropped = excess - max(left, 0)
+        self._add("queued", -dropped)
+        self._add("dropped", dropped)
+        return dropped
+
+    def _get(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _set(self, name: str, value: int) -> None:
         self._db.execute(
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY droppable DESC, "
-            "id LIMIT ?)",
-            (excess,),
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
         )
+
+    def _add(self, name: str, change: int) -> None:
         self._db.execute(
-            "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-            (excess,),
+            (name, change),
         )
-        return excess
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

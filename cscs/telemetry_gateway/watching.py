@@ -15,7 +15,7 @@ from typing import TypeVar
 from pydantic import Field
 from structlog.typing import FilteringBoundLogger
 
-from cscs.camera.naming import ImageName, ImageNameText, day_obs
+from cscs.camera.naming import ImageNameText, taken_by
 from cscs.camera.observatory import sun_altitude
 from cscs.core import generic as g
 from cscs.core.follow import Followers
@@ -113,7 +113,7 @@ class HealthWatch:
 
     def _on_failed(self, name: str) -> Callable[[Received], None]:
         def failed(event: _Failed) -> None:
-            if not _plausible(event.imageName):
+            if not taken_by(event.imageName, current_tai()):
                 self._log.warning("ignored an imageRetrievalFailed for a day to come",
                                      image=event.imageName)  # fmt: skip
                 return
@@ -166,9 +166,3 @@ class HealthWatch:
             altitude = await asyncio.to_thread(sun_altitude, current_tai())
             self._sun = (looked, altitude < _NIGHT_SUN)
         return self._sun[1]
-
-
-def _plausible(image: str) -> bool:
-    """An image taken by now: its day of observation is not after today's (a forged
-    name of a day to come would hold an alarm until that day)."""
-    return ImageName.parse(image).day_obs <= day_obs(current_tai() + 86400.0)
