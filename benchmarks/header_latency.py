@@ -9,9 +9,9 @@ starts, its hardware description (``focalPlaneSummaryInfo``: without it every he
 ``CCD_MANU``, ``CCD_TYPE``, ``LSST_NUM`` and ``CCD_SERN``); then for each exposure it
 publishes ``startIntegration``, ``endReadout`` and ``endOfImageTelemetry`` and times the
 header's announcement. What is measured is complete headers: a header with a missing
-keyword is counted, named, and makes the run exit non-zero. Baseline, in the same run: the command → final-ack round trip to the same
-Header Service process (one bus hop there and back), so the ratio is the header's cost in
-units of the bus's own latency.
+keyword is counted, named, and makes the run exit non-zero. Baseline, in the same run:
+the command → final-ack round trip to the same Header Service process (one bus hop there
+and back), so the ratio is the header's cost in units of the bus's own latency.
 """
 
 from __future__ import annotations
