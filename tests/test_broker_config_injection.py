@@ -27,22 +27,20 @@ from cscs.ocs.broker_config import BrokerUsers, acl_text, write_broker_config
 
 DAQ_AVAILABLE = "sec/Camera/1/evt/daqAvailable"
 INJECTED = f"dm/qc\nuser night\ntopic write {DAQ_AVAILABLE}"
-USERS = {
-    "prefix": "sec",
-    "users": [
-        {"name": "camera", "role": "csc", "cscs": ["Camera:1"]},
-        {"name": "batch", "role": "csc", "cscs": ["OCSBatch:0"], "publish": ["dm/#"]},
-        {"name": "night", "role": "operator"},
-        {"name": "dashboard", "role": "monitor"},
-    ],
-}
+USER_LIST: list[dict[str, object]] = [
+    {"name": "camera", "role": "csc", "cscs": ["Camera:1"]},
+    {"name": "batch", "role": "csc", "cscs": ["OCSBatch:0"], "publish": ["dm/#"]},
+    {"name": "night", "role": "operator"},
+    {"name": "dashboard", "role": "monitor"},
+]
+USERS = {"prefix": "sec", "users": USER_LIST}
 
 
 def _with(path: tuple[int, str], value: object) -> dict[str, object]:
     """USERS with one user's field replaced."""
-    users = [dict(u) for u in USERS["users"]]  # type: ignore[attr-defined]
+    users = [dict(u) for u in USER_LIST]
     users[path[0]][path[1]] = value
-    return {"prefix": USERS["prefix"], "users": users}
+    return {"prefix": "sec", "users": users}
 
 
 @pytest.mark.broker
@@ -137,8 +135,7 @@ def test_whatever_a_pattern_holds_each_user_gets_exactly_its_own_lines(pattern: 
         return
     lines = acl_text(config).split("\n")
     assert [line for line in lines if line.startswith("user ")] == [
-        f"user {u['name']}"
-        for u in USERS["users"]  # type: ignore[attr-defined]
+        f"user {u['name']}" for u in USER_LIST
     ]
     for line in lines:
         assert line == "" or line.startswith(("# ", "user ", "topic write ", "topic read "))
