@@ -125,6 +125,17 @@ def test_a_config_built_without_validation_is_refused_before_anything_is_written
     assert not (tmp_path / "out").exists()
 
 
+def test_the_listener_and_tls_paths_cannot_add_lines_to_mosquitto_conf(tmp_path: Path) -> None:
+    config = BrokerUsers.model_validate(USERS)
+    with pytest.raises(ValueError, match=r"listener host .*character '\\n' is not allowed"):
+        write_broker_config(config, tmp_path / "a", host="127.0.0.1\nallow_anonymous true")
+    evil = tmp_path / "ca.pem\nallow_anonymous true"
+    with pytest.raises(ValueError, match="TLS file .*control character"):
+        write_broker_config(config, tmp_path / "b", tls=(evil, evil, evil))
+    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "b").exists()
+
+
 @given(st.text(max_size=40))
 def test_whatever_a_pattern_holds_each_user_gets_exactly_its_own_lines(pattern: str) -> None:
     """Property: a users file is refused, or its ACL has one ``user`` line per user and

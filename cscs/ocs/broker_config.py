@@ -48,12 +48,14 @@ _PLAIN = {
     "prefix": re.compile(r"[A-Za-z0-9_-]{1,32}"),
     "CSC": re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}(:[0-9]{1,9})?"),
     "publish pattern": re.compile(r"[A-Za-z0-9_.:@=+#/-]{1,256}"),
+    "listener host": re.compile(r"[A-Za-z0-9_.:-]{1,253}"),
 }
 _ALLOWED = {
     "user name": "a letter or digit, then up to 63 letters, digits, _ . -",
     "prefix": "1-32 letters, digits, _ -",
     "CSC": "NAME or NAME:INDEX (letters, digits, _; an integer index)",
     "publish pattern": "1-256 letters, digits, / _ . : @ = - and the wildcards + #",
+    "listener host": "a host name or an IP address",
 }
 
 
@@ -206,6 +208,10 @@ def write_broker_config(
     ``directory``; the configuration's path. ``tls``: (CA, certificate, key) files."""
     if tls and len(tls) != 3:
         raise ValueError("TLS needs the CA, the server certificate and its key")
+    _plain("listener host", host)
+    for path in tls:  # a line of mosquitto.conf each: no character that ends a line
+        if not str(path).isprintable():
+            raise ValueError(f"TLS file {str(path)[:80]!r}: a control character in the path")
     acl = acl_text(config)  # checks every name again before anything is written
     directory = directory.resolve()
     credentials = directory / "credentials"
