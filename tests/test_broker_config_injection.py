@@ -130,7 +130,7 @@ def test_the_listener_and_tls_paths_cannot_add_lines_to_mosquitto_conf(tmp_path:
     with pytest.raises(ValueError, match=r"listener host .*character '\\n' is not allowed"):
         write_broker_config(config, tmp_path / "a", host="127.0.0.1\nallow_anonymous true")
     evil = tmp_path / "ca.pem\nallow_anonymous true"
-    with pytest.raises(ValueError, match="TLS file .*control character"):
+    with pytest.raises(ValueError, match=r"TLS file .*control character"):
         write_broker_config(config, tmp_path / "b", tls=(evil, evil, evil))
     assert not (tmp_path / "a").exists()
     assert not (tmp_path / "b").exists()
