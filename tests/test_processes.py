@@ -12,6 +12,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -25,6 +26,7 @@ from cscs.core.topics import CscAddress
 from cscs.ocs.script import load_script
 from sim.site.demo import NIGHT_SCRIPT, images_commanded
 from sim.site.night import verify_archived_file
+from tests.support.fitsverify import assert_fitsverify_clean
 
 pytestmark = pytest.mark.broker
 KEEPALIVE = 5  # the CSCs' MQTT keepalive (docs/interface.md)
@@ -247,6 +249,8 @@ async def test_demo_night_reads_back_every_image(tmp_path: Path) -> None:
     assert len(zero_points) == 6, text
     assert all(26.8 < z < 27.7 for z in zero_points), zero_points
     assert len(list((tmp_path / "refcat").glob("*.fits"))) >= 2
+    # Every file of the night, raws and the master bias, as the FITS standard has them.
+    assert assert_fitsverify_clean((tmp_path / "archive").rglob("*.fits")) >= 14
 
 
 def _session_members(session: int) -> list[int]:
@@ -336,6 +340,8 @@ async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) ->
                     event = (await archived.next(60)).data
                     files[(event.imageName, event.sensor)] = event
             assert [p for f in files.values() for p in verify_archived_file(f)] == []
+            paths = [Path(urlparse(f.url).path) for f in files.values()]
+            assert assert_fitsverify_clean(paths) == len(wanted)
             assert all(f.headerComplete for f in files.values())
             with sqlite3.connect(tmp_path / "archive" / "catalog.sqlite") as catalog:
                 rows = catalog.execute(

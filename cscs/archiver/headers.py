@@ -8,6 +8,12 @@ service writes it: ``header_url_template`` says where to look. Every cache is bo
 (a night's worth), and no failure here stops an image: a header that cannot be had is
 ``None``, and the file is archived without it (completed later if it comes).
 
+A keyword the FITS standard types (:func:`~cscs.camera.headers.cards.requires_value`)
+never reaches a file without a value: a header service leaves such a keyword out when it
+could not collect it; a document that still gives one undefined (an older header service,
+or anyone's) has that card dropped here. Either way the keyword is listed as missing and
+:meth:`Header.notes` says in a ``COMMENT`` why it is not there.
+
 Anyone can announce any URL, so a document is read only as :class:`HeaderTrust` allows:
 from the trusted directories (the archiver's ``header_roots``; by default where the
 header services write, and the directory of ``header_url_template``), only from a
@@ -26,12 +32,13 @@ from structlog.typing import FilteringBoundLogger
 
 from cscs.camera.fits import Card
 from cscs.camera.headers.announcement import LargeFileObjectAvailable
-from cscs.camera.headers.document import HeaderCard
+from cscs.camera.headers.cards import requires_value
+from cscs.camera.headers.document import HeaderCard, HeaderDocument
 from cscs.camera.headers.reading import HeaderTrust, read_header_document
 from cscs.camera.naming import ImageName
 from cscs.core.settings import default_state_dir, settings_from_env
 
-__all__ = ["Header", "HeaderSource", "fetch_header"]
+__all__ = ["Header", "HeaderSource", "fetch_header", "header_of"]
 
 REMEMBERED = 10_000  # images per cache: more than a night's
 _COMMENT_LENGTH = 47  # what fits on a FITS card beside a short value
@@ -47,6 +54,8 @@ class Header:
     detectors: dict[str, list[Card]]
     segments: dict[str, list[Card]]
     missing: str  # comma-separated keywords the header service could not collect
+    left_out: tuple[tuple[str, str], ...] = ()
+    """Missing keywords the standard types, so not in the file at all: (keyword, why)."""
 
     def exposure_start(self) -> float | None:
         """TAI (Unix seconds) of the exposure's start, from ``MJD-OBS``."""
@@ -55,9 +64,43 @@ class Header:
                 return (value - 40587.0) * 86400.0
         return None
 
+    def notes(self, cards: list[Card]) -> list[Card]:
+        """``COMMENT`` cards for the keywords left out of a file whose cards are
+        ``cards``: one per reason, naming the keywords (a reader sees why WCSAXES and
+        its like are absent, not only that they are)."""
+        present = {keyword for keyword, _, _ in cards}
+        by_reason: dict[str, list[str]] = {}
+        for keyword, reason in self.left_out:
+            if keyword not in present:
+                by_reason.setdefault(reason, []).append(keyword)
+        return [
+            ("COMMENT", f"Not collected, so left out: {', '.join(keys)}. Why: {why}"[:600], "")
+            for why, keys in by_reason.items()
+        ]
 
-def _cards(entries: list[HeaderCard]) -> list[Card]:
-    return [(c.keyword, c.value, c.comment[:_COMMENT_LENGTH]) for c in entries]
+
+def _cards(entries: list[HeaderCard], left_out: dict[str, str]) -> list[Card]:
+    """FITS cards of ``entries``; an undefined keyword the standard types is dropped
+    and added to ``left_out``."""
+    cards: list[Card] = []
+    for c in entries:
+        if c.value is None and requires_value(c.keyword):
+            left_out.setdefault(c.keyword, "the header document gives it no value")
+        else:
+            cards.append((c.keyword, c.value, c.comment[:_COMMENT_LENGTH]))
+    return cards
+
+
+def header_of(url: str, md5: str, document: HeaderDocument) -> Header:
+    """The FITS cards of a checked document, none undefined where the standard types
+    the value."""
+    left_out = {m.keyword: m.reason for m in document.missing if requires_value(m.keyword)}
+    primary = _cards(document.primary, left_out)
+    detectors = {name: _cards(cards, left_out) for name, cards in document.detectors.items()}
+    segments = {name: _cards(cards, left_out) for name, cards in document.segments.items()}
+    missing = list(dict.fromkeys([*(m.keyword for m in document.missing), *left_out]))
+    return Header(url, md5, primary, detectors, segments, ",".join(missing),
+                  tuple(left_out.items()))  # fmt: skip
 
 
 def fetch_header(
@@ -66,14 +109,7 @@ def fetch_header(
     """Fetch and check one header document as FITS cards (blocking: run it in a thread);
     the errors of :func:`~cscs.camera.headers.reading.read_header_document`."""
     document, md5 = read_header_document(url, image, announced, trust)
-    return Header(
-        url=url,
-        md5=md5,
-        primary=_cards(document.primary),
-        detectors={name: _cards(cards) for name, cards in document.detectors.items()},
-        segments={name: _cards(cards) for name, cards in document.segments.items()},
-        missing=",".join(m.keyword for m in document.missing),
-    )
+    return header_of(url, md5, document)
 
 
 def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:

@@ -77,7 +77,7 @@ def header_for(header: Header | None, sensor: str) -> Header | None:
         return None
     detectors = {sensor: header.detectors[sensor]} if sensor in header.detectors else {}
     return Header(header.url, header.md5, header.primary, detectors, header.segments,
-                  header.missing)  # fmt: skip
+                  header.missing, header.left_out)  # fmt: skip
 
 
 # One reader per DAQ address, per worker process and event loop: opened by the first

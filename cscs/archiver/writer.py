@@ -128,7 +128,8 @@ class ArchiveFiles:
                 *[(k, v, "") for k, v in detector_keywords(detector).items()],
                 ("HDRSTAT", "MISSING", "header service document not received"),
             ]
-        return header.primary + header.detectors.get(sensor, [])
+        cards = header.primary + header.detectors.get(sensor, [])
+        return cards + header.notes(cards)
 
 
 def _file_cards(path: Path) -> list[Card]:

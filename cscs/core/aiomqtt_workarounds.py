@@ -5,6 +5,9 @@ kept here so that the rest of the bus uses only its public API.
   3.11 can swallow a cancellation (a CSC would then never stop).
 * :func:`enable_manual_ack`, :func:`ack` — aiomqtt has no manual acknowledgement; paho,
   under it, has. They reach aiomqtt's private paho client, checked.
+* :func:`unread` — aiomqtt cannot say whether a message has come that it has not yet
+  handed over: it reads one packet per turn of the event loop. Its queue and paho's
+  socket, checked.
 * :func:`stop_housekeeping` — aiomqtt's housekeeping task can outlive its connection.
   It reaches a private task, looked up defensively.
 * (In :meth:`cscs.core.bus.Bus.close`: aiomqtt waits for a disconnect without a time
@@ -18,11 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+import select
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 
-__all__ = ["PUBLISH_TIMEOUT", "ack", "enable_manual_ack", "publish", "stop_housekeeping"]
+__all__ = [
+    "PUBLISH_TIMEOUT",
+    "ack",
+    "enable_manual_ack",
+    "publish",
+    "stop_housekeeping",
+    "unread",
+]
 
 PUBLISH_TIMEOUT = 10.0  # s for the broker to acknowledge a QoS 1 publish
 
@@ -48,6 +59,25 @@ def enable_manual_ack(client: aiomqtt.Client) -> None:
 def ack(client: aiomqtt.Client, mid: int, qos: int) -> None:
     """Acknowledge message ``mid`` to the broker (a client with manual acks)."""
     _paho(client).ack(mid, qos)
+
+
+def unread(client: aiomqtt.Client) -> bool:
+    """Whether ``client`` holds messages it has not handed over yet: in aiomqtt's queue
+    (private, looked up defensively), or bytes in the socket, decoded or not."""
+    queue = getattr(client, "_queue", None)
+    if isinstance(queue, asyncio.Queue) and queue.qsize():
+        return True
+    sock = _paho(client).socket()
+    if sock is None:
+        return False
+    pending = getattr(sock, "pending", None)  # TLS: decrypted, not yet read
+    if callable(pending) and pending() > 0:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed under us: nothing more will come on it
+        return False
+    return bool(readable)
 
 
 def _paho(client: aiomqtt.Client) -> mqtt.Client:

@@ -285,6 +285,10 @@ class Bus(BaseTransport):
             if hook is not None and not hook.done():
                 hook.cancel()
 
+    def _unread(self) -> bool:
+        client = self._client
+        return client is not None and workaround.unread(client)
+
     def _ack(self, client: aiomqtt.Client, mid: int, qos: int) -> None:
         """Acknowledge a received message, unless its connection has been replaced
         since: the broker then sends it again on the new one."""

@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "obs"
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # fullmatch: "$" would let a final "\n" by
 
 
 class Kind(enum.StrEnum):
@@ -37,7 +37,7 @@ class CscAddress:
     prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise ValueError(
                 f"CSC name {self.name!r} must start with a letter and hold only letters, "
                 "digits and underscores"
@@ -110,7 +110,10 @@ def check_topic(topic: str) -> str:
 
 
 def check_filter(topic_filter: str) -> str:
-    """``topic_filter`` if MQTT accepts it: ``+`` a whole level, ``#`` the whole last."""
+    """``topic_filter`` if MQTT accepts it: ``+`` a whole level, ``#`` the whole last,
+    no NUL (MQTT 3.1.1 §1.5.3)."""
+    if "\0" in topic_filter:
+        raise ValueError(f"topic filter {topic_filter!r}: MQTT forbids the NUL character")
     levels = topic_filter.split("/")
     for position, level in enumerate(levels):
         misplaced_hash = "#" in level and (level != "#" or position != len(levels) - 1)

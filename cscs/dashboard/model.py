@@ -125,20 +125,28 @@ class NightModel:
     jobs: list[dict[str, Any]] = field(default_factory=list)
     logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_LOG_LINES))
     malformed: int = 0
+    handler_errors: int = 0  # bugs here, not bad input: logged with their traceback
     changed: set[str] = field(default_factory=set)  # sections: cscs, camera, alarms, jobs
     changed_images: set[str] = field(default_factory=set)
     new_logs: list[dict[str, Any]] = field(default_factory=list)
 
     def feed(self, received: Received, now: float, tai: float) -> None:
         """One message heard at ``now`` (monotonic) = ``tai``; one that is not what it
-        says (a number too big for a float, a list for a time) is counted and dropped."""
+        says (a number too big for a float, a list for a time) is counted and dropped.
+
+        Any other exception is a bug of this model, not bad input: it is counted apart
+        (``handler_errors``) and logged with its traceback, so that a broken handler is
+        seen as one, never mistaken for a peer sending rubbish."""
         try:
             self._feed(received, now, tai)
         except (ValueError, TypeError, OverflowError):  # what a wrongly shaped value raises
             self.malformed += 1
-        except Exception:  # a case the checks above missed: still one message, logged
-            self.malformed += 1
-            _log.exception("a message the page could not take; dropped", topic=received.name)
+        except Exception:  # a case the checks above missed: a bug here; one message lost
+            self.handler_errors += 1
+            _log.exception(
+                "a handler of the page failed (a bug, not bad input); message dropped",
+                topic=received.name, source=str(received.address),
+            )  # fmt: skip
 
     def _feed(self, received: Received, now: float, tai: float) -> None:
         self.board.update(received, now, tai)

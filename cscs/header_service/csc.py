@@ -10,7 +10,9 @@ computed keywords, writes the header document (atomically) and publishes
 Exposures are independent: any number may overlap, up to ``max_open_exposures`` (a
 forged flood of ``startIntegration`` must not take the memory; the excess is dropped
 with a warning). Each waits for its end no longer than its ``startIntegration.timeout``
-(at most an hour); then it is abandoned, logged, and nothing of it is left running. If
+(at most an hour), and what the broker had delivered by then is read before that is
+judged (a service paused past the deadline reads its queued end first); then it is
+abandoned, logged, and nothing of it is left running. If
 a header cannot be written or announced, the CSC goes to FAULT with an ``errorCode``
 saying which image and why (the observatory's own header service did not, and headers
 went missing silently).
@@ -75,6 +77,7 @@ ERROR_CANNOT_WRITE = 5001
 ERROR_CANNOT_PUBLISH = 5002
 ERROR_INTERNAL = 5003
 _LONGEST_WAIT = 3600.0  # s: a startIntegration.timeout beyond this (or infinite) is cut
+_SETTLE_LIMIT = 5.0  # s at most to take what was delivered before judging an end missing
 _DROP_WARNING_INTERVAL = 60.0  # s between warnings about exposures dropped
 
 
@@ -293,6 +296,10 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
                 async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel
                     await self._finished[image].wait()
             except TimeoutError:
+                # Events already delivered first: after a pause (SIGSTOP, a stalled loop)
+                # the end may be waiting unread while this timer, due long ago, fires.
+                await self.bus.settled(_SETTLE_LIMIT)
+            if not self._finished[image].is_set():
                 self.log.warning(
                     "exposure abandoned: its end never came",
                     image=image,

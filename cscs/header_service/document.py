@@ -5,6 +5,11 @@ with the same declaration); this module only fills it in. What it is filled with
 off the bus (a target's name, a group id), so a value a FITS header cannot hold (too
 long, not printable ASCII, not finite, beyond 64 bits) becomes a missing keyword with
 its reason, never a document that cannot be written or a header service in FAULT.
+
+A missing keyword whose value the FITS standard types (``WCSAXES``, ``DATE-OBS``…,
+:func:`~cscs.camera.headers.cards.requires_value`) gets no card at all: it is only listed
+as missing, and the archiver notes it in a ``COMMENT``. A card with no value would make
+every file of the image one the FITS standard refuses.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from cscs.camera.headers.cards import MAX_TEXT_LENGTH, check_header_value
+from cscs.camera.headers.cards import MAX_TEXT_LENGTH, check_header_value, requires_value
 from cscs.camera.headers.document import HeaderCard, HeaderDocument, MissingKeyword
 from cscs.camera.headers.yaml_codec import dump_header_document
 from cscs.header_service.collect import Missing, Value
@@ -54,6 +59,11 @@ def _card(keyword: str, entry: Value | Missing) -> HeaderCard:
     return HeaderCard(keyword=keyword, value=entry.value, unit=entry.unit, comment=entry.comment)
 
 
+def _cards(entries: list[tuple[str, Value | Missing]]) -> list[HeaderCard]:
+    """The cards of ``entries``: a missing keyword the standard types is left out."""
+    return [_card(k, e) for k, e in entries if not (isinstance(e, Missing) and requires_value(k))]
+
+
 def render(
     image: str,
     generator: str,
@@ -75,8 +85,8 @@ def render(
         imageName=image,
         generator=generator,
         version=version,
-        primary=[_card(k, e) for k, e in primary],
-        detectors={name: [_card(k, e) for k, e in entries] for name, entries in own.items()},
+        primary=_cards(primary),
+        detectors={name: _cards(entries) for name, entries in own.items()},
         segments={},
         missing=[MissingKeyword(keyword=k, reason=r) for k, r in missing.items()],
     )

@@ -13,6 +13,12 @@ Passwords are made here (32 random bytes, URL-safe), written one per user into
 (``CSCS_BROKER_PASSWORD_FILE``), and kept across runs so that adding a user does not
 change the others'. Mosquitto gets only their PBKDF2-SHA512 hashes (its ``$7$`` format,
 what ``mosquitto_passwd`` writes). Pure except :func:`write_broker_config`.
+
+Every name, CSC and pattern written into ``passwd`` or ``acl`` is checked against an
+allow-list of characters where the YAML is read, and again as each line is made: Mosquitto
+reads those files line by line, so a line break, a carriage return, a NUL or a space in a
+pattern would add lines of the attacker's choosing (``dm/qc\nuser night\ntopic write
+…/evt/daqAvailable`` gave the operator ``night`` the camera's ``daqAvailable``).
 """
 
 from __future__ import annotations
@@ -33,32 +39,65 @@ from cscs.core.topics import CscAddress, check_filter
 
 __all__ = ["BrokerUsers", "User", "acl_text", "password_hash", "write_broker_config"]
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _ITERATIONS = 101  # mosquitto_passwd's own for $7$
+
+# Allow-lists, each matched whole (fullmatch: a regex's "$" also matches before a final
+# newline). What a site needs, nothing that can break a line of Mosquitto's files.
+_PLAIN = {
+    "user name": re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"),
+    "prefix": re.compile(r"[A-Za-z0-9_-]{1,32}"),
+    "CSC": re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}(:[0-9]{1,9})?"),
+    "publish pattern": re.compile(r"[A-Za-z0-9_.:@=+#/-]{1,256}"),
+    "listener host": re.compile(r"[A-Za-z0-9_.:-]{1,253}"),
+}
+_ALLOWED = {
+    "user name": "a letter or digit, then up to 63 letters, digits, _ . -",
+    "prefix": "1-32 letters, digits, _ -",
+    "CSC": "NAME or NAME:INDEX (letters, digits, _; an integer index)",
+    "publish pattern": "1-256 letters, digits, / _ . : @ = - and the wildcards + #",
+    "listener host": "a host name or an IP address",
+}
+
+
+def _plain(what: str, value: str) -> str:
+    """``value`` if it is plainly a valid ``what``; else ValueError saying which
+    character is refused (a control character, a line break, a space…) and what is allowed."""
+    if _PLAIN[what].fullmatch(value):
+        return value
+    odd = next((c for c in value if not (c.isascii() and (c.isalnum() or c in "_.:@=+#/-"))), None)
+    cause = f"character {odd!r} is not allowed" if odd is not None else "not of the allowed form"
+    if odd is not None and (not odd.isprintable() or odd.isspace()):
+        cause += " (a line break, control character or space would add lines to the ACL file)"
+    raise ValueError(f"{what} {value[:80]!r}: {cause}; allowed: {_ALLOWED[what]}")
 
 
 class User(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=_NAME)
+    name: str
     role: Literal["csc", "operator", "monitor"]
     cscs: list[str] = []
     """For a `csc` user: the CSCs it runs, `Name:index` (e.g. `Archiver:1`)."""
     publish: list[str] = []
     """More topic filters a `csc` user may publish on (e.g. OCS Batch's `dm/#`)."""
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return _plain("user name", name)
+
     @field_validator("cscs")
     @classmethod
     def _cscs(cls, cscs: list[str]) -> list[str]:
         for csc in cscs:
-            CscAddress.parse(csc)
+            CscAddress.parse(_plain("CSC", csc))
         return cscs
 
     @field_validator("publish")
     @classmethod
     def _filters(cls, filters: list[str]) -> list[str]:
         for topic_filter in filters:
-            check_filter(topic_filter)
+            check_filter(_plain("publish pattern", topic_filter))
             if topic_filter.startswith(("#", "+")):
                 raise ValueError(f"{topic_filter!r} would let the user publish anywhere")
         return filters
@@ -67,8 +106,13 @@ class User(BaseModel):
 class BrokerUsers(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prefix: str = Field(default="lsst", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    prefix: str = "lsst"
     users: list[User] = Field(min_length=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        return _plain("prefix", prefix)
 
     @field_validator("users")
     @classmethod
@@ -103,14 +147,15 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
 def acl_text(config: BrokerUsers) -> str:
     """Mosquitto's ACL file: for each user, what it may write and read."""
     lines = ["# Made by `cscs broker-config`; roles as in ICD 1.1 §4.", ""]
+    prefix = _plain("prefix", config.prefix)  # again: a config built without validation
     for user in config.users:
-        lines.append(f"user {user.name}")
+        lines.append(f"user {_plain('user name', user.name)}")
         if user.role == "csc":
             for csc in user.cscs:
-                address = CscAddress.parse(csc, config.prefix)
-                root = f"{config.prefix}/{address.name}/{address.index}"
+                address = CscAddress.parse(_plain("CSC", csc), prefix)
+                root = f"{prefix}/{address.name}/{address.index}"
                 lines += [f"topic write {root}/{kind}/#" for kind in ("evt", "tel", "ack")]
-            lines += [f"topic write {pattern}" for pattern in user.publish]
+            lines += [f"topic write {_plain('publish pattern', p)}" for p in user.publish]
         elif user.role == "operator":
             lines.append(f"topic write {config.prefix}/+/+/cmd/#")
         lines += ["topic read #", ""]
@@ -163,12 +208,17 @@ def write_broker_config(
     ``directory``; the configuration's path. ``tls``: (CA, certificate, key) files."""
     if tls and len(tls) != 3:
         raise ValueError("TLS needs the CA, the server certificate and its key")
+    _plain("listener host", host)
+    for path in tls:  # a line of mosquitto.conf each: no character that ends a line
+        if not str(path).isprintable():
+            raise ValueError(f"TLS file {str(path)[:80]!r}: a control character in the path")
+    acl = acl_text(config)  # checks every name again before anything is written
     directory = directory.resolve()
     credentials = directory / "credentials"
     credentials.mkdir(parents=True, exist_ok=True, mode=0o700)
     passwd = [f"{u.name}:{password_hash(_password_of(credentials, u.name))}" for u in config.users]
     _write_private(directory / "passwd", "\n".join(passwd) + "\n")
-    _write_private(directory / "acl", acl_text(config))
+    _write_private(directory / "acl", acl)
     conf = directory / "mosquitto.conf"
     conf.write_text(_conf_text(directory, host, port, [p.resolve() for p in tls]), encoding="utf-8")
     return conf

@@ -6,7 +6,9 @@ and the archiver's ``imageArchived`` / ``imageRetrievalFailed`` from the moment 
 entered, so an image taken after that is never missed, however fast it is archived.
 :meth:`ArchiveWatch.verified` then waits for every sensor of one image and checks each
 file as a user of the archive relies on: re-read from disk with its FITS checksums, its
-size and file checksum as announced, and its catalog row saying the same.
+size and file checksum as announced, and its catalog row saying the same; and, asked
+to (``fitsverify=True``: a process per image, for the system tier), HEASARC's fitsverify
+finding nothing the FITS standard refuses (:mod:`sim.testkit.fitsverify`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from cscs.camera.events import END_READOUT, EndReadout
 from cscs.camera.verify import verify_raw_file
 from cscs.catalog import Catalog, sqlite_url
 from cscs.core.remote import EventStream, ParsedStream, Remote
+from sim.testkit.fitsverify import fitsverify_problems
 
 __all__ = ["ArchiveWatch", "NotArchivedError"]
 
@@ -35,8 +38,11 @@ class ArchiveWatch:
     """The archive at ``root`` (catalog ``{root}/catalog.sqlite``), as ``camera`` and
     ``archiver`` announce it; use with ``async with``."""
 
-    def __init__(self, root: Path, camera: Remote, archiver: Remote) -> None:
+    def __init__(
+        self, root: Path, camera: Remote, archiver: Remote, *, fitsverify: bool = False
+    ) -> None:
         self.root = root
+        self.fitsverify = fitsverify
         self._camera = camera
         self._archiver = archiver
         self._stack = contextlib.AsyncExitStack()
@@ -88,6 +94,8 @@ class ArchiveWatch:
             raise NotArchivedError(f"{image}: " + "; ".join(self._failed[image]))
         files = [self._archived[image][sensor] for sensor in sorted(sensors)]
         problems = await asyncio.to_thread(self._problems, files)
+        if self.fitsverify:
+            problems += await asyncio.to_thread(_fitsverify, files)
         if problems:
             raise NotArchivedError("\n".join(problems))
         return files
@@ -128,3 +136,13 @@ class ArchiveWatch:
         finally:
             catalog.close()
         return problems
+
+
+def _fitsverify(files: list[ImageArchived]) -> list[str]:
+    """fitsverify's findings; the test skipped, saying why, where it is not installed."""
+    found = fitsverify_problems(Path(urlparse(event.url).path) for event in files)
+    if found is None:
+        import pytest  # the test kit's own dependency; only a test asks for fitsverify
+
+        pytest.skip("fitsverify is not installed (Debian package fitsverify)")
+    return found

@@ -52,10 +52,12 @@ class Observatory:
     archive: Path
     config_dir: Path  # CSCS_CONFIG_DIR of the archiver (holds Archiver/test.yaml)
 
-    def watch(self) -> ArchiveWatch:
+    def watch(self, *, fitsverify: bool = False) -> ArchiveWatch:
         """The archive as announced from now on (``async with obs.watch() as archive``):
         images read out, their files archived and verified (:class:`ArchiveWatch`)."""
-        return ArchiveWatch(self.archive, self.camera.remote, self.archiver.remote)
+        return ArchiveWatch(
+            self.archive, self.camera.remote, self.archiver.remote, fitsverify=fitsverify
+        )
 
     async def take_images(
         self,

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from cscs.archiver.interface import IMAGE_ARCHIVED, ImageArchived
 from cscs.camera.events import DAQ_AVAILABLE
@@ -30,6 +31,7 @@ from cscs.core.states import State
 from cscs.core.topics import CscAddress
 from sim.site.night import verify_archived_file
 from sim.site.processes import log_path, log_tail, spawn, stop
+from tests.support.fitsverify import assert_fitsverify_clean
 
 __all__ = ["Heartbeats", "ProcessSite", "process_site", "rss_bytes"]
 
@@ -134,6 +136,7 @@ class ProcessSite:
             event = await archived.wait_for(lambda e: e.data.imageName == image, timeout)
         problems = await asyncio.to_thread(verify_archived_file, event.data)
         assert not problems, f"{image}: {problems}"
+        await asyncio.to_thread(assert_fitsverify_clean, [Path(urlparse(event.data.url).path)])
         return event.data
 
     async def status(self) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "check_header_keyword",
     "check_header_value",
     "check_printable",
+    "requires_value",
 ]
 
 MAX_TEXT_LENGTH = 1024  # a string value, a comment, a reason
@@ -42,6 +43,35 @@ _RESERVED = frozenset({
     "ZDATASUM",
 })  # fmt: skip
 _RESERVED_NUMBERED = re.compile(r"(NAXIS|ZNAXIS|ZTILE|ZNAME|ZVAL|T[A-Z]{3,5})[0-9]+")
+
+
+#: FITS-standard keywords whose value has a type the standard fixes (FITS 4.0 §4.4.2, §8,
+#: §9; the WCS papers): a file with one of them undefined is not FITS (fitsverify: "WCSAXES
+#: has a null value; expected an integer"). Such a keyword that could not be collected is
+#: left out of the header, listed as missing and noted in a COMMENT, never written
+#: without a value. The one list of them: the header service and the archiver both ask
+#: :func:`requires_value`.
+_VALUE_REQUIRED = frozenset({
+    "OBJECT", "TELESCOP", "INSTRUME", "OBSERVER", "ORIGIN", "AUTHOR", "REFERENC", "BUNIT",
+    "DATAMAX", "DATAMIN", "DATE", "DATE-OBS", "DATE-BEG", "DATE-END", "DATE-AVG", "DATEREF",
+    "MJD-OBS", "MJD-BEG", "MJD-END", "MJD-AVG", "MJDREF", "JDREF", "EPOCH", "RADECSYS",
+    "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z", "OBSGEO-B", "OBSGEO-L", "OBSGEO-H", "TIMESYS",
+    "TIMEUNIT", "TREFPOS", "TREFDIR", "PLEPHEM", "TSTART", "TSTOP", "TELAPSE", "XPOSURE",
+    "TIMEDEL", "TIMEPIXR", "TIMEOFFS", "JEPOCH", "BEPOCH", "TIMSYER", "TIMRDER",
+})  # fmt: skip
+#: The WCS keywords, numbered by axis and with an alternate description's letter.
+_VALUE_REQUIRED_WCS = re.compile(
+    r"(WCSAXES|RADESYS|EQUINOX|LONPOLE|LATPOLE|WCSNAME|RESTFRQ|RESTWAV|SPECSYS|SSYSOBS"
+    r"|SSYSSRC|VELOSYS|ZSOURCE|VELANGL"
+    r"|(CRPIX|CRVAL|CDELT|CROTA|CTYPE|CUNIT|CNAME|CRDER|CSYER)[0-9]+"
+    r"|(CD|PC|PV|PS)[0-9]+_[0-9]+)[A-Z]?"
+)
+
+
+def requires_value(keyword: str) -> bool:
+    """Whether the FITS standard types ``keyword``'s value, so that a card of it with no
+    value makes a file the standard refuses (such a keyword is left out instead)."""
+    return keyword in _VALUE_REQUIRED or _VALUE_REQUIRED_WCS.fullmatch(keyword) is not None
 
 
 def check_fits_keyword(keyword: str) -> str:
