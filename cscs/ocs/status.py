@@ -42,6 +42,10 @@ MAX_CSCS = 256
 # When the board is full, a place is taken back from among this many of the longest
 # silent addresses (never from one alive now): a bounded cost per invented address.
 _EVICTION_WINDOW = 64
+# A CSC heard beating this often is not a one-message invention: once it stops, it keeps
+# its row (shown LOST: what the night staff must see) for this long, whatever floods in.
+_LONG_LIVED_HEARTBEATS = 10
+_LONG_LIVED_KEPT = 600.0  # s
 _TEXT = 1000  # characters kept of an error report
 
 # The events that say a CSC has done its part for an image, and the field naming it.
@@ -64,6 +68,7 @@ class CscStatus:
     state_tai: float = 0.0  # when the state was sent (never later than it arrived)
     error_tai: float = 0.0  # when the error was sent (idem)
     heartbeats: int = 0  # heard since it was first seen: a long life is not a forgery's
+    last_heard: float = 0.0  # monotonic: any event
 
     @property
     def error_shown(self) -> str:
@@ -99,8 +104,8 @@ class StatusBoard:
     Anyone may publish as any address, so the board is bounded, and a full board makes
     room only by forgetting an address that is not alive now (no heartbeat for 3 s),
     the one with the fewest heartbeats among the longest silent: a CSC alive now is
-    never pushed out, and one that ran for hours and died outlives a thousand
-    addresses that sent one heartbeat each. When every place is held by a CSC alive
+    never pushed out, and one that beat for a while and died keeps its row (LOST) for
+    ten minutes however many addresses are invented meanwhile. When every place is held by a CSC alive
     now, a new address is not shown; ``refused`` and ``forgotten`` count both cases.
     """
 
@@ -153,14 +158,14 @@ class StatusBoard:
     def _place(self, address: CscAddress, now: float) -> CscStatus | None:
         """The address's row, made if there is (or can be made) room; None if not."""
         status = self.cscs.get(address)
-        if status is not None:
-            self._silent_first.move_to_end(address)
-            return status
-        if len(self.cscs) >= self.max_cscs and not self._forget_one(now):
-            self.refused += 1
-            return None
-        status = self.cscs[address] = CscStatus(address)
+        if status is None:
+            if len(self.cscs) >= self.max_cscs and not self._forget_one(now):
+                self.refused += 1
+                return None
+            status = self.cscs[address] = CscStatus(address)
         self._silent_first[address] = None
+        self._silent_first.move_to_end(address)
+        status.last_heard = now
         return status
 
     def _forget_one(self, now: float) -> bool:
@@ -169,8 +174,12 @@ class StatusBoard:
             if len(candidates) >= _EVICTION_WINDOW:
                 break
             status = self.cscs[address]
-            if status.condition(now) != "alive":
-                candidates.append((status.heartbeats, len(candidates), address))
+            long_lived = status.heartbeats >= _LONG_LIVED_HEARTBEATS
+            if status.condition(now) == "alive" or (
+                long_lived and now - status.last_heard < _LONG_LIVED_KEPT
+            ):
+                continue
+            candidates.append((status.heartbeats, len(candidates), address))
         if not candidates:
             return False
         victim = min(candidates)[2]
