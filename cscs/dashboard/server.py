@@ -47,6 +47,10 @@ STATIC = Path(__file__).parent / "static"
 _BYTES_PER_PAGE = 4 * 2**20  # a page this far behind has its stream closed
 _MAX_PAGES = 20  # pages open at once: every stream's queue together stays under 80 MiB
 _FLUSH_INTERVAL = 0.2  # s: changes are pushed at most this often, a burst together
+# Bytes of one bus message the page reads at all: the largest it shows (the gateway's
+# listing of its alarms, OCS Batch's of its jobs) is well under; a bigger one is a
+# peer's mistake or an attack, counted and dropped before it is parsed.
+_MAX_MESSAGE = 2**20
 _STATIC_NAMES = frozenset(path.name for path in STATIC.iterdir())  # what /static/ serves
 _PREVIEWS_KEPT = 32
 _CHECKS_WAITING = 256  # images waiting to be re-read; beyond, the oldest is skipped
@@ -131,6 +135,11 @@ class Dashboard:
                 )
 
     def _heard(self, message: Message) -> None:
+        if len(message.payload) > _MAX_MESSAGE:
+            self.model.malformed += 1
+            self.log.warning("a message too big to show; dropped unread",
+                             topic=message.topic[:200], size=len(message.payload))  # fmt: skip
+            return
         if not message.payload:
             parsed = parse_topic(message.topic)
             if parsed is not None:
@@ -169,6 +178,7 @@ class Dashboard:
     async def _tick(self) -> None:
         """Each second: heartbeat ages move, and the page learns the time (TAI)."""
         while True:
+            self.streams.drop_departed()
             if len(self.streams):  # no page, no work: nothing is built for nobody
                 self._broadcast("cscs", self.model.cscs_view(time.monotonic()))
                 self._broadcast("tick", {"tai": current_tai()})
@@ -312,9 +322,16 @@ class Dashboard:
             queue = self.streams.open(_sse("snapshot", self.snapshot()))
         except TooManyPages:  # taken while this one was being prepared
             return response
-        transport = request.transport
-        if transport is not None:  # dropped for being behind: the connection goes too
-            queue.on_drop = transport.abort
+        transport, writer = request.transport, asyncio.current_task()
+
+        def drop() -> None:  # behind, or gone: the connection and its writer end too
+            if transport is not None:
+                transport.abort()
+            if writer is not None:
+                writer.cancel()
+
+        queue.on_drop = drop
+        queue.connected = lambda: transport is not None and not transport.is_closing()
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
             async for frame in self.streams.frames(queue):
                 await response.write(frame)

@@ -32,6 +32,7 @@ class PageQueue:
         self.waiting = 0  # bytes queued, not yet handed to the page's socket
         self.ended = False
         self.on_drop: Callable[[], None] | None = None  # e.g. abort the page's connection
+        self.connected: Callable[[], bool] = lambda: True  # False once the page has gone
         self._frames: collections.deque[bytes] = collections.deque()
         self._ready = asyncio.Event()
 
@@ -115,6 +116,15 @@ class PageStreams:
                 self.dropped += 1
                 self._queues.discard(queue)
                 queue.drop()
+
+    def drop_departed(self) -> int:
+        """Drop the pages whose connection has gone (a writer stuck on a page that
+        closed may never learn it by itself); how many."""
+        departed = [queue for queue in self._queues if not queue.connected()]
+        for queue in departed:
+            self._queues.discard(queue)
+            queue.drop()
+        return len(departed)
 
     def end_all(self) -> None:
         for queue in list(self._queues):
