@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ HEARTBEAT_LOST_AFTER = 3.0
 MAX_CSCS = 256
 # When the board is full, a place is taken back from among this many of the longest
 # silent addresses (never from one alive now): a bounded cost per invented address.
-_EVICTION_WINDOW = 64
+_EVICTION_WINDOW = 32
 # A CSC heard beating this often is not a one-message invention: once it stops, it keeps
 # its row (shown LOST: what the night staff must see) for this long, whatever floods in.
 _LONG_LIVED_HEARTBEATS = 10
@@ -113,7 +114,7 @@ class StatusBoard:
     max_cscs: int = MAX_CSCS
     refused: int = 0  # events of an address not shown: the board was full of live CSCs
     forgotten: int = 0  # addresses dropped to make room
-    _silent_first: OrderedDict[CscAddress, None] = field(default_factory=OrderedDict)
+    _silent_first: OrderedDict[CscAddress, CscStatus] = field(default_factory=OrderedDict)
 
     def update(self, received: Received, now: float, tai: float | None = None) -> bool:
         """One decoded event, heard at ``now`` (monotonic) = ``tai`` (TAI, the clock of
@@ -163,23 +164,23 @@ class StatusBoard:
                 self.refused += 1
                 return None
             status = self.cscs[address] = CscStatus(address)
-        self._silent_first[address] = None
+        self._silent_first[address] = status
         self._silent_first.move_to_end(address)
         status.last_heard = now
         return status
 
     def _forget_one(self, now: float) -> bool:
         candidates = []
-        for address in self._silent_first:
-            if len(candidates) >= _EVICTION_WINDOW:
-                break
-            status = self.cscs[address]
-            long_lived = status.heartbeats >= _LONG_LIVED_HEARTBEATS
-            if status.condition(now) == "alive" or (
-                long_lived and now - status.last_heard < _LONG_LIVED_KEPT
+        for status in itertools.islice(self._silent_first.values(), _EVICTION_WINDOW):
+            beat = status.last_heartbeat
+            if beat is not None and now - beat <= HEARTBEAT_LOST_AFTER and not status.lost:
+                continue  # alive (or exited with a heartbeat this moment: keep it too)
+            if (
+                status.heartbeats >= _LONG_LIVED_HEARTBEATS
+                and now - status.last_heard < _LONG_LIVED_KEPT
             ):
                 continue
-            candidates.append((status.heartbeats, len(candidates), address))
+            candidates.append((status.heartbeats, len(candidates), status.address))
         if not candidates:
             return False
         victim = min(candidates)[2]

@@ -212,16 +212,22 @@ async def alarm_flood(
     """``changes`` forged alarm changes over ``alarms`` names, each reason ``reason``
     characters (issue 29 item 2)."""
     topic = f"{prefix}/TelemetryGateway/0/evt/alarm"
-    for change in range(changes):
-        text = f"{change} " + "r" * reason
-        await bus.publish(topic, _alarm(f"forged.{change % alarms}", 2 + change % 3, text), qos=0)
+    for first in range(0, changes, 100):
+        await asyncio.gather(*(
+            bus.publish(topic, _alarm(f"forged.{n % alarms}", 2 + n % 3, f"{n} " + "r" * reason),
+                        qos=0)
+            for n in range(first, min(first + 100, changes))
+        ))  # fmt: skip
 
 
 async def csc_flood(bus: Transport, prefix: str, count: int = 20_000) -> None:
     """One QoS-0 heartbeat each from Camera:0..count-1 (issue 29 item 3)."""
-    for index in range(count):
+    for first in range(0, count, 100):  # 100 at a time: as fast as the broker takes them
         beat = encode({"heartbeat": True, "seq": 1, "sent_tai": current_tai()})
-        await bus.publish(f"{prefix}/Camera/{index}/evt/heartbeat", beat, qos=0)
+        await asyncio.gather(*(
+            bus.publish(f"{prefix}/Camera/{index}/evt/heartbeat", beat, qos=0)
+            for index in range(first, min(first + 100, count))
+        ))  # fmt: skip
 
 
 async def big_events(bus: Transport, prefix: str, count: int = 10, size: int = 20 * 2**20) -> None:
