@@ -88,7 +88,7 @@ async def _one(
     sampler = asyncio.create_task(_peak_rss(pid, peak, stop))
     start = time.monotonic()
     with stalled():
-        task = asyncio.create_task(attack())  # type: ignore[arg-type]
+        task: asyncio.Task[None] = asyncio.ensure_future(attack())
         samples = await _state_changes(csc, page, task)
         await task
         took = time.monotonic() - start

@@ -81,7 +81,8 @@ async def test_pages_that_never_read_and_an_alarm_flood_leave_memory_bounded(
                         await again.shown("Test:7", "STANDBY", 30)
                         break
                 except aiohttp.ClientResponseError as exc:
-                    assert exc.status == 503
+                    if exc.status != 503:
+                        raise
                     await asyncio.sleep(0.2)  # polling the condition: a place free again
 
 

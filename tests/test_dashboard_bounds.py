@@ -16,7 +16,7 @@ from yarl import URL
 from cscs.core.protocol import encode
 from cscs.dashboard.access import host_allowed, origin_allowed
 from cscs.dashboard.model import MAX_ALARMS, NightModel
-from cscs.dashboard.streams import PageStreams, TooManyPages
+from cscs.dashboard.streams import PageStreams, TooManyPagesError
 from tests.test_dashboard import AUTH, PREFIX, TOKEN, Frames, alarm, feed, received, served
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,8 +31,10 @@ async def test_a_page_that_never_reads_is_dropped_at_its_byte_bound_and_freed() 
     page = streams.open(b"s" * 5000)  # a snapshot bigger than the bound still goes
     page.on_drop = lambda: dropped.append(True)
     streams.broadcast(b"x" * 10)  # behind by a snapshot already: no more
-    assert dropped == [True] and len(streams) == 0
-    assert page.waiting == 0 and len(page) == 0  # its memory released at once
+    assert dropped == [True]
+    assert len(streams) == 0
+    assert page.waiting == 0  # its memory released at once
+    assert len(page) == 0
     assert streams.dropped == 1
     assert await page.next() is None  # the page's stream ends
 
@@ -40,14 +42,15 @@ async def test_a_page_that_never_reads_is_dropped_at_its_byte_bound_and_freed() 
     for _ in range(10_000):  # a page that reads keeps up whatever passes
         streams.broadcast(b"y" * 100)
         assert await reader.next() is not None
-    assert len(streams) == 1 and streams.waiting_bytes() <= 1000
+    assert len(streams) == 1
+    assert streams.waiting_bytes() <= 1000
 
 
 def test_pages_are_bounded_in_number() -> None:
     streams = PageStreams(bytes_per_page=1000, max_pages=2)
     first = streams.open(b"a")
     streams.open(b"b")
-    with pytest.raises(TooManyPages, match="2 pages are open"):
+    with pytest.raises(TooManyPagesError, match="2 pages are open"):
         streams.open(b"c")
     streams.close(first)  # a page that leaves frees its place
     streams.open(b"c")
@@ -90,12 +93,23 @@ def test_texts_kept_per_row_are_capped() -> None:
         model,
         received("TelemetryGateway", "alarm", alarm("big", 3, reason=huge)),
         received("Test", "errorCode", {"errorCode": 1, "errorReport": huge}, index=5),
-        received("Archiver", "logMessage", {"name": "x", "level": 40, "message": huge,
-                                            "traceback": "", "filePath": "", "functionName": "",
-                                            "lineNumber": 0, "process": 0}),  # fmt: skip
+        received(
+            "Archiver",
+            "logMessage",
+            {
+                "name": "x",
+                "level": 40,
+                "message": huge,
+                "traceback": "",
+                "filePath": "",
+                "functionName": "",
+                "lineNumber": 0,
+            },
+        ),
     )
     assert len(model.alarms["big"]["reason"]) <= 500
     assert all(len(status.last_error) <= 1100 for status in model.board.cscs.values())
+    assert model.logs
     assert all(len(entry["message"]) <= 1000 for entry in model.logs)
 
 

@@ -233,7 +233,9 @@ async def test_a_rows_buttons_act_on_that_alarm_alone_even_one_named_star(
                   "acknowledged": False, "acknowledgedBy": "", "mutedSeverity": 1, "mutedBy": "",
                   "timestampSeverityNewest": now, "timestampMaxSeverity": now,
                   "timestampAcknowledged": 0.0, "timestampUnmute": 0.0}  # fmt: skip
-        settings = Settings(prefix=prefix, state_dir=tmp_path, config_dir=tmp_path / "gw" / "config")
+        settings = Settings(
+            prefix=prefix, state_dir=tmp_path, config_dir=tmp_path / "gw" / "config"
+        )
         options = dashboard_options(settings, allow_commands=True)
         async with running_dashboard(bus, options) as url:
             page = await _open(browser, url)
@@ -254,7 +256,8 @@ async def test_a_rows_buttons_act_on_that_alarm_alone_even_one_named_star(
 
             assert isinstance(gateway.csc, TelemetryGatewayCsc)
             seeing = gateway.csc.alarms.get("qc.seeing")
-            assert not seeing.muted and not seeing.acknowledged
+            assert not seeing.muted
+            assert not seeing.acknowledged
             await expect(real.get_by_test_id("alarm-state")).to_have_text("ACTIVE")
 
             await real.get_by_test_id("mute").click()  # the real row: that alarm, muted

@@ -175,7 +175,8 @@ def test_a_full_board_of_live_csc_refuses_a_new_address_and_counts_it() -> None:
     assert board.refused == 1
     assert CscAddress("Camera", 99) not in board.cscs
     assert board.update(_beat("Camera", 99), now=10.0)  # the three silent for 10 s now
-    assert CscAddress("Camera", 99) in board.cscs and len(board.cscs) == 3
+    assert CscAddress("Camera", 99) in board.cscs
+    assert len(board.cscs) == 3
 
 
 def test_only_a_change_of_what_a_row_shows_is_reported() -> None:

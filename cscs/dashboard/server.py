@@ -38,7 +38,7 @@ from cscs.core.transport import Message, Subscription, Transport
 from cscs.dashboard.access import COOKIE, host_allowed, origin_allowed, token_matches
 from cscs.dashboard.checks import ArchivedFile, ImageCheck, check_image, path_in_archive
 from cscs.dashboard.model import NightModel
-from cscs.dashboard.streams import PageStreams, TooManyPages
+from cscs.dashboard.streams import PageStreams, TooManyPagesError
 from cscs.dashboard.thresholds import threshold_rules
 
 __all__ = ["Dashboard", "DashboardOptions"]
@@ -320,7 +320,7 @@ class Dashboard:
         await response.prepare(request)
         try:
             queue = self.streams.open(_sse("snapshot", self.snapshot()))
-        except TooManyPages:  # taken while this one was being prepared
+        except TooManyPagesError:  # taken while this one was being prepared
             return response
         transport, writer = request.transport, asyncio.current_task()
 

@@ -5,8 +5,8 @@ page may have at most ``bytes_per_page`` waiting (its first frame, the snapshot,
 included); a frame that would take it beyond ends that page's stream: its queued frames
 are dropped at once (the memory is released while the page is still connected) and the
 page reconnects to a fresh snapshot when it reads again. At most ``max_pages`` pages are
-open at once: one more is refused (:class:`TooManyPages`), so the memory of every
-stream together stays below ``max_pages × bytes_per_page``.
+open at once: one more is refused (:class:`TooManyPagesError`), so the memory of every
+stream together stays below ``max_pages * bytes_per_page``.
 
 Pure asyncio data (no socket): what a page is sent is :meth:`PageStreams.frames`.
 """
@@ -17,10 +17,10 @@ import asyncio
 import collections
 from collections.abc import AsyncIterator, Callable
 
-__all__ = ["PageQueue", "PageStreams", "TooManyPages"]
+__all__ = ["PageQueue", "PageStreams", "TooManyPagesError"]
 
 
-class TooManyPages(RuntimeError):
+class TooManyPagesError(RuntimeError):
     """Every page slot is taken."""
 
 
@@ -60,8 +60,8 @@ class PageQueue:
         """End it for being too far behind: a page stuck in a write would never read the
         end, so ``on_drop`` (its connection's abort) is called too."""
         self.end()
-        if self.on_drop is not None:
-            self.on_drop, on_drop = None, self.on_drop
+        on_drop, self.on_drop = self.on_drop, None
+        if on_drop is not None:
             on_drop()
 
     async def next(self) -> bytes | None:
@@ -88,9 +88,9 @@ class PageStreams:
 
     def open(self, first: bytes) -> PageQueue:
         """A new page's queue, its first frame (the snapshot) already in it;
-        TooManyPages when every slot is taken."""
+        TooManyPagesError when every slot is taken."""
         if len(self._queues) >= self.max_pages:
-            raise TooManyPages(f"{self.max_pages} pages are open already")
+            raise TooManyPagesError(f"{self.max_pages} pages are open already")
         queue = PageQueue(max(self.bytes_per_page, len(first)))
         queue.offer(first)
         queue.limit = self.bytes_per_page  # the snapshot may fill it; the next frames wait

@@ -106,8 +106,8 @@ class StatusBoard:
     room only by forgetting an address that is not alive now (no heartbeat for 3 s),
     the one with the fewest heartbeats among the longest silent: a CSC alive now is
     never pushed out, and one that beat for a while and died keeps its row (LOST) for
-    ten minutes however many addresses are invented meanwhile. When every place is held by a CSC alive
-    now, a new address is not shown; ``refused`` and ``forgotten`` count both cases.
+    ten minutes however many addresses are invented meanwhile. When every place is held
+    by a CSC alive now, a new address is not shown; ``refused`` and ``forgotten`` count both cases.
     """
 
     cscs: dict[CscAddress, CscStatus] = field(default_factory=dict)
@@ -170,7 +170,7 @@ class StatusBoard:
         return status
 
     def _forget_one(self, now: float) -> bool:
-        candidates = []
+        candidates: list[tuple[int, int, CscAddress]] = []
         for status in itertools.islice(self._silent_first.values(), _EVICTION_WINDOW):
             beat = status.last_heartbeat
             if beat is not None and now - beat <= HEARTBEAT_LOST_AFTER and not status.lost:

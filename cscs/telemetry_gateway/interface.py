@@ -140,7 +140,9 @@ ALARMS = EventSpec(
 LINK_STATUS = EventSpec(
     "linkStatus", LinkStatus, "The link to the OCS side (retained).", retained=True
 )
-ACKNOWLEDGE = CommandSpec("acknowledge", Acknowledge, "Acknowledge alarms (a glob of names, or one name with exact).")
+ACKNOWLEDGE = CommandSpec(
+    "acknowledge", Acknowledge, "Acknowledge alarms (a glob of names, or one name with exact)."
+)
 MUTE = CommandSpec("mute", Mute, "Hide alarms for a time, up to a severity.")
 UNMUTE = CommandSpec("unmute", Unmute, "End a mute.")
 

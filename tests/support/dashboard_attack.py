@@ -57,9 +57,10 @@ async def dashboard_process(
     broker_url: str, prefix: str, state: Path
 ) -> AsyncIterator[DashboardProcess]:
     """``cscs dashboard`` on a free port of 127.0.0.1, as an operator starts it."""
-    state.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
     env = {**os.environ, "CSCS_PREFIX": prefix, "CSCS_STATE_DIR": str(state)}
-    with (state / "dashboard.log").open("ab") as log:
+    log = await asyncio.to_thread((state / "dashboard.log").open, "ab")
+    with log:  # the child has its own descriptor once started
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cscs", "dashboard", "--port", "0", "--broker", broker_url,
             env=env, stdout=asyncio.subprocess.PIPE, stderr=log,
