@@ -164,7 +164,7 @@ def test_invented_addresses_neither_push_out_nor_outnumber_the_real_csc() -> Non
     assert board.cscs[real].condition(now) == "alive"
     assert board.cscs[dead].condition(now) == "LOST (no heartbeat)"
     assert board.forgotten + board.refused + len(board.cscs) >= 20_000
-    assert len(board.render(now).splitlines()) <= MAX_CSCS + 1
+    assert len(board.render(now).splitlines()) <= MAX_CSCS + 2  # and the overflow line
 
 
 def test_a_full_board_of_live_csc_refuses_a_new_address_and_counts_it() -> None:
@@ -193,3 +193,12 @@ def test_an_error_report_is_kept_capped() -> None:
     board = StatusBoard()
     board.update(event("errorCode", 1.0, errorCode=7, errorReport="x" * 5_000_000), 1.0, tai=1.0)
     assert len(board.cscs[A].last_error) <= 1100
+
+
+def test_the_plain_table_says_what_the_bound_left_out() -> None:
+    board = StatusBoard(max_cscs=2)
+    for index in range(3):
+        board.update(_beat("Camera", index), now=0.0)
+    assert board.render(0.0).splitlines()[-1] == (
+        "(board full at 2: 0 silent addresses forgotten, 1 events of new ones not shown)"
+    )

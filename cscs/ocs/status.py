@@ -218,10 +218,18 @@ class StatusBoard:
         if not rows:
             return "no CSC seen on the bus"
         widths = [max(len(r[i]) for r in [_HEADER, *rows]) for i in range(len(_HEADER))]
-        return "\n".join(
+        lines = [
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in [_HEADER, *rows]
-        )
+        ]
+        return "\n".join([*lines, *self._overflow()])
+
+    def _overflow(self) -> list[str]:
+        """What the bound left out, said (an attack on the bus is worth knowing of)."""
+        if not self.refused and not self.forgotten:
+            return []
+        return [f"(board full at {self.max_cscs}: {self.forgotten} silent addresses "
+                f"forgotten, {self.refused} events of new ones not shown)"]  # fmt: skip
 
     def table(self, now: float, title: str = "") -> Table:
         """The same rows for a terminal: states and conditions in colour."""
@@ -237,6 +245,8 @@ class StatusBoard:
             )  # fmt: skip
         if not self.cscs:
             table.caption = "no CSC seen on the bus"
+        elif overflow := self._overflow():
+            table.caption = overflow[0]
         return table
 
 
