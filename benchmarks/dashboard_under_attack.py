@@ -37,6 +37,7 @@ from tests.support.dashboard_attack import (
     PageReader,
     alarm_flood,
     big_events,
+    cpu_seconds,
     csc_flood,
     dashboard_process,
     reading_page,
@@ -46,11 +47,6 @@ from tests.support.dashboard_attack import (
 from tests.support.process_site import rss_bytes
 
 MB = 2**20
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0
 
 
 async def _peak_rss(pid: int, peak: list[int], stop: asyncio.Event) -> None:
@@ -124,9 +120,9 @@ async def main(changes: int, cscs: int) -> None:
                            lambda: stalled_pages(dashboard.port, 150))  # fmt: skip
                 await _one("cscs", lambda: csc_flood(bus, prefix, cscs), pid, csc, page)
                 await asyncio.sleep(4.0)  # the invented CSCs LOST: no input from now on
-                cpu, wall = _cpu_seconds(pid), time.monotonic()
+                cpu, wall = cpu_seconds(pid), time.monotonic()
                 await asyncio.sleep(3.0)
-                busy = (_cpu_seconds(pid) - cpu) / (time.monotonic() - wall)
+                busy = (cpu_seconds(pid) - cpu) / (time.monotonic() - wall)
                 print(f"idle after the cscs flood: {busy:.1%} of a core; page rows "
                       f"most {page.rows_most}", flush=True)  # fmt: skip
                 await _one("big", lambda: big_events(bus, prefix, 10, 20 * MB), pid, csc, page)

@@ -20,6 +20,7 @@ from cscs.core.bus import Bus
 from tests.support.dashboard_attack import (
     alarm_flood,
     big_events,
+    cpu_seconds,
     csc_flood,
     dashboard_process,
     reading_page,
@@ -32,11 +33,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
 SHOWN_WITHIN = 5.0  # s: the issue asks for 2 s; the margin is for a loaded CI machine
 MB = 2**20
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
 
 
 async def test_pages_that_never_read_and_an_alarm_flood_leave_memory_bounded(
@@ -111,9 +107,9 @@ async def test_twenty_thousand_invented_cscs_hide_no_real_one(
         assert page.rows_most <= 256, f"{page.rows_most} rows pushed"
 
         await asyncio.sleep(4)  # the invented ones are LOST (3 s): nothing more comes
-        cpu, wall = _cpu_seconds(dashboard.pid), time.monotonic()
+        cpu, wall = cpu_seconds(dashboard.pid), time.monotonic()
         await asyncio.sleep(2)
-        busy = (_cpu_seconds(dashboard.pid) - cpu) / (time.monotonic() - wall)
+        busy = (cpu_seconds(dashboard.pid) - cpu) / (time.monotonic() - wall)
         assert busy < 0.1, f"{busy:.0%} of a core with no input"
         assert page.cscs["Test:7"]["condition"] == "alive"
 
