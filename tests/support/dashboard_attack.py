@@ -72,14 +72,25 @@ async def dashboard_process(
             sys.executable, "-m", "cscs", "dashboard", "--port", "0", "--broker", broker_url,
             env=env, stdout=asyncio.subprocess.PIPE, stderr=log,
         )  # fmt: skip
+    drain: asyncio.Task[None] | None = None
     try:
         assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
-        found = re.search(r"http://127\.0\.0\.1:([0-9]+)/", line)
-        if found is None:
-            raise RuntimeError(f"the dashboard did not start: {line!r}")
+        lines: list[str] = []
+        async with asyncio.timeout(60):  # its address, after whatever it logs first
+            while True:
+                line = (await process.stdout.readline()).decode()
+                if not line:
+                    raise RuntimeError("the dashboard did not start:\n" + "".join(lines[-5:]))
+                found = re.search(r"http://127\.0\.0\.1:([0-9]+)/", line)
+                if found is not None:
+                    break
+                lines.append(line)
+        # Its output read on (a pipe left full would stop the dashboard mid-attack).
+        drain = asyncio.create_task(_drain(process.stdout), name="dashboard-stdout")
         yield DashboardProcess(found.group(0), process.pid, int(found.group(1)))
     finally:
+        if drain is not None:
+            drain.cancel()
         if process.returncode is None:
             process.terminate()
             try:
@@ -87,6 +98,11 @@ async def dashboard_process(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+async def _drain(output: asyncio.StreamReader) -> None:
+    while await output.read(65536):
+        pass
 
 
 @contextlib.asynccontextmanager
