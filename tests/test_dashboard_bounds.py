@@ -195,3 +195,24 @@ async def test_a_command_from_another_origin_is_refused(tmp_path: Path) -> None:
         async with s.client.post("/api/acknowledge", headers=headers, json=body) as response:
             assert response.status == 403
             assert "Origin" in await response.text()
+
+
+async def test_a_flood_of_changes_is_pushed_at_a_bounded_rate(tmp_path: Path) -> None:
+    """Item 3: 2000 invented CSCs, one heartbeat each, each a new row. The page gets
+    the CSC table at most five times a second (plus the 1 s tick), however fast they
+    come; it used to get it once per message handled."""
+    async with served(tmp_path) as s, s.client.get("/events") as r:
+        frames = Frames(r)
+        await frames.wait_for("snapshot")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for index in range(2000):
+            beat = {"heartbeat": True, "seq": 1, "sent_tai": 0.0}
+            await s.bus.publish(f"{PREFIX}/Camera/{index}/evt/heartbeat", encode(beat))
+        pushes = 0
+        last: list[dict[str, object]] = []
+        while len(last) < 256:  # until the table shows the board full
+            last = await frames.wait_for("cscs")
+            pushes += 1
+        elapsed = loop.time() - start
+        assert pushes <= elapsed / 0.2 + elapsed + 3, f"{pushes} pushes in {elapsed:.2f} s"
