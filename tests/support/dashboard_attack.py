@@ -145,17 +145,23 @@ class PageReader:
             response.raise_for_status()
             connected.set()
             event, data = "", ""
-            async for raw in response.content:
-                self.bytes += len(raw)
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    data = line[6:]
-                elif not line and event:
-                    self.frames += 1
-                    await self._take(event, data)
-                    event, data = "", ""
+            parts: list[bytes] = []
+            # Lines of any length (a browser reads a 1 MB frame; aiohttp's readline not).
+            async for chunk in response.content.iter_any():
+                self.bytes += len(chunk)
+                start = 0
+                while (end := chunk.find(b"\n", start)) >= 0:
+                    line = b"".join([*parts, chunk[start:end]]).decode()
+                    parts, start = [], end + 1
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        data = line[6:]
+                    elif not line and event:
+                        self.frames += 1
+                        await self._take(event, data)
+                        event, data = "", ""
+                parts.append(chunk[start:])
 
     async def _take(self, event: str, data: str) -> None:
         rows = json.loads(data)["cscs"] if event == "snapshot" else None
