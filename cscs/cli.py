@@ -285,6 +285,11 @@ def _add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="let the page acknowledge and mute the Telemetry Gateway's alarms",
     )  # fmt: skip
     dashboard.add_argument(
+        "--host-name", action="append", default=[], metavar="NAME",
+        help="a name the page may be opened by besides localhost and loopback addresses "
+        "(repeatable; without a token any other Host is refused: DNS rebinding)",
+    )  # fmt: skip
+    dashboard.add_argument(
         "--archive-root", type=Path,
         help="the archive whose files are previewed (default $CSCS_STATE_DIR/archive, "
         "the archiver's default)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -25,6 +26,7 @@ from cscs.core.bus import Bus
 from cscs.core.protocol import encode
 from cscs.core.remote import Remote
 from cscs.core.settings import Settings
+from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.testing import enabled_csc
 from cscs.core.topics import CscAddress
@@ -206,3 +208,83 @@ async def test_a_killed_csc_shows_lost_the_log_filters_and_html_stays_text(
         if csc.returncode is None:
             csc.kill()
             await csc.wait()
+
+
+async def test_a_rows_buttons_act_on_that_alarm_alone_even_one_named_star(
+    mosquitto: EmbeddedBroker, browser: Browser, index: int, tmp_path: Path
+) -> None:
+    """Issue 29 item 1: an alarm forged on the bus with the name ``*``. Its row's Mute
+    and Acknowledge are refused by the gateway (it has no alarm of that name) instead
+    of muting or acknowledging every alarm; the real alarm stays ACTIVE, unmuted. The
+    gateway runs in its own process (``cscs run``), the attacker is another client."""
+    prefix, dm = f"dash{index}", f"dm{index}"
+    rules = [{"name": "qc.seeing", "metric": "psfFwhm", "warning": 1.2, "serious": 1.5,
+              "critical": 2.0, "hysteresis": 0.05}]  # fmt: skip
+    configs = tmp_path / "gw" / "config"
+    (configs / "TelemetryGateway").mkdir(parents=True)
+    (configs / "TelemetryGateway" / "test.yaml").write_text(
+        json.dumps({"dm_prefix": dm, "health": {"watched": []}, "rules": rules})
+    )
+    env = {**os.environ, "CSCS_PREFIX": prefix, "CSCS_STATE_DIR": str(tmp_path / "gw"),
+           "CSCS_CONFIG_DIR": str(configs)}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cscs", "run", "TelemetryGateway", "--broker", mosquitto.url,
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    async with (
+        Bus(mosquitto.address) as bus,
+        Bus(mosquitto.address) as attacker,
+        Remote(bus, CscAddress("TelemetryGateway", 0, prefix)) as gateway,
+    ):
+        try:
+            await gateway.wait_for_state(State.STANDBY, timeout=60)
+            await gateway.command("start", {"configurationOverride": "test"}, timeout=60)
+            await gateway.command("enable", timeout=60)
+            await _star_alarm_refused(bus, attacker, browser, prefix, dm, configs, tmp_path)
+        finally:
+            process.terminate()
+            await process.wait()
+
+
+async def _star_alarm_refused(
+    bus: Bus, attacker: Bus, browser: Browser, prefix: str, dm: str, configs: Path, tmp: Path
+) -> None:
+    qc = {"imageName": "AT_O_20261121_000009", "instrument": "LATISS", "nSensors": 1,
+          "psfFwhm": 1.62, "psfFwhmMin": 1.6, "psfFwhmMax": 1.7, "psfE1": 0.0, "psfE2": 0.0,
+          "ellipticity": 0.0, "skyMean": 41.5, "skyRms": 6.1, "zeroPoint": 27.48,
+          "nSources": 87, "jobId": "20261122-0000abcd", "sent_tai": current_tai()}  # fmt: skip
+    await bus.publish(f"{dm}/qc/LATISS/AT_O_20261121_000009", json.dumps(qc).encode(), qos=1)
+    now = current_tai()
+    forged = {"name": "*", "severity": 4, "reason": "click me", "maxSeverity": 4,
+              "acknowledged": False, "acknowledgedBy": "", "mutedSeverity": 1, "mutedBy": "",
+              "timestampSeverityNewest": now, "timestampMaxSeverity": now,
+              "timestampAcknowledged": 0.0, "timestampUnmute": 0.0}  # fmt: skip
+    settings = Settings(prefix=prefix, state_dir=tmp, config_dir=configs)
+    options = dashboard_options(settings, allow_commands=True)
+    async with running_dashboard(bus, options) as url:
+        page = await _open(browser, url)
+        real = page.locator('#alarms tr[data-alarm="qc.seeing"]')
+        await expect(real).to_contain_text("SERIOUS", timeout=WAIT)
+        await attacker.publish(f"{prefix}/TelemetryGateway/0/evt/alarm", encode(forged))
+        star = page.locator('#alarms tr[data-alarm="*"]')
+        await expect(star).to_contain_text("click me", timeout=WAIT)
+
+        result = page.get_by_test_id("command-result")
+        await star.get_by_test_id("mute").click()
+        await expect(result).to_contain_text("REFUSED", timeout=WAIT)
+        await expect(result).to_contain_text("no alarm named '*'")
+        await star.get_by_test_id("ack-severity").select_option("4")
+        await star.get_by_test_id("acknowledge").click()
+        await expect(result).to_contain_text("acknowledge *: REFUSED", timeout=WAIT)
+        await expect(result).to_contain_text("no alarm named '*'")
+
+        # The real one: neither muted (its row still offers Mute, not Unmute) nor
+        # acknowledged, as the gateway announces it after acting on its own row.
+        await expect(real.get_by_test_id("alarm-state")).to_have_text("ACTIVE")
+        await real.get_by_test_id("mute").click()
+        await expect(result).to_contain_text("mute qc.seeing: done", timeout=WAIT)
+        await expect(result).to_contain_text("muted 1 alarm(s)")
+        await expect(real.get_by_test_id("alarm-state")).to_have_text(
+            re.compile(r"^ACTIVE, muted to SERIOUS by "), timeout=WAIT
+        )
+        await page.close()

@@ -12,7 +12,7 @@ from cscs.core.generic import HEARTBEAT
 from cscs.core.remote import Received
 from cscs.core.topics import CscAddress, Kind
 from cscs.core.transport import Message
-from cscs.ocs.status import StatusBoard
+from cscs.ocs.status import MAX_CSCS, StatusBoard
 from cscs.ocs.watch import describe
 
 A = CscAddress("Archiver", 1)
@@ -136,3 +136,69 @@ def test_a_seq_or_time_that_is_not_one_is_a_value_error(seq: Any, sent_tai: Any)
             Received(A, Kind.EVENT, "heartbeat", data).parse(HEARTBEAT)
     with pytest.raises(ValueError, match="sent_tai"):  # `cscs ocs status` skips it
         StatusBoard().update(Received(A, Kind.EVENT, "heartbeat", {"sent_tai": sent_tai}), 1.0)
+
+
+# ---- issue 29 item 3: twenty thousand invented CSCs --------------------------------------
+
+
+def _beat(name: str, index: int) -> Received:
+    return Received(CscAddress(name, index), Kind.EVENT, "heartbeat", {"seq": 1, "sent_tai": 0.0})
+
+
+def test_invented_addresses_neither_push_out_nor_outnumber_the_real_csc() -> None:
+    """One heartbeat each from Camera:0..19999, while the real CSCs beat every second:
+    the board stays bounded, the CSCs alive now keep their rows, and one that ran for
+    long and died is still shown LOST (the one-heartbeat inventions go first)."""
+    board = StatusBoard()
+    real, dead = CscAddress("Weather", 0), CscAddress("Archiver", 1)
+    for second in range(30):  # the dead one ran for 30 s before the attack
+        board.update(_beat("Archiver", 1), now=float(second))
+    now = 40.0
+    for index in range(20_000):
+        if index % 500 == 0:  # 20000 inventions spread over 40 s: the real one beats on
+            now += 1.0
+            board.update(_beat("Weather", 0), now=now)
+        board.update(_beat("Camera", index), now=now)
+    assert len(board.cscs) <= MAX_CSCS
+    assert board.rows(now)[-1][0] == "Weather:0"
+    assert board.cscs[real].condition(now) == "alive"
+    assert board.cscs[dead].condition(now) == "LOST (no heartbeat)"
+    assert board.forgotten + board.refused + len(board.cscs) >= 20_000
+    assert len(board.render(now).splitlines()) <= MAX_CSCS + 2  # and the overflow line
+
+
+def test_a_full_board_of_live_csc_refuses_a_new_address_and_counts_it() -> None:
+    board = StatusBoard(max_cscs=3)
+    for index in range(3):
+        board.update(_beat("Camera", index), now=0.0)
+    assert not board.update(_beat("Camera", 99), now=1.0)  # all three alive: not shown
+    assert board.refused == 1
+    assert CscAddress("Camera", 99) not in board.cscs
+    assert board.update(_beat("Camera", 99), now=10.0)  # the three silent for 10 s now
+    assert CscAddress("Camera", 99) in board.cscs
+    assert len(board.cscs) == 3
+
+
+def test_only_a_change_of_what_a_row_shows_is_reported() -> None:
+    """A heartbeat of a CSC already alive moves nothing but its age (the clock moves
+    that): no push, no re-sort per heartbeat."""
+    board = StatusBoard()
+    assert board.update(_beat("Weather", 0), now=0.0)  # a new row
+    assert not board.update(_beat("Weather", 0), now=1.0)
+    assert board.update(_beat("Weather", 0), now=9.0)  # it was LOST: alive again
+
+
+def test_an_error_report_is_kept_capped() -> None:
+    """A peer's 5 MB error report is not kept whole (issue 29 item 5)."""
+    board = StatusBoard()
+    board.update(event("errorCode", 1.0, errorCode=7, errorReport="x" * 5_000_000), 1.0, tai=1.0)
+    assert len(board.cscs[A].last_error) <= 1100
+
+
+def test_the_plain_table_says_what_the_bound_left_out() -> None:
+    board = StatusBoard(max_cscs=2)
+    for index in range(3):
+        board.update(_beat("Camera", index), now=0.0)
+    assert board.render(0.0).splitlines()[-1] == (
+        "(board full at 2: 0 silent addresses forgotten, 1 events of new ones not shown)"
+    )

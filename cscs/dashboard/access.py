@@ -12,14 +12,17 @@ import hmac
 import ipaddress
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = [
     "COOKIE",
     "TOKEN_ENV",
     "AccessError",
+    "host_allowed",
     "is_loopback",
+    "origin_allowed",
     "read_token",
     "require_token_off_loopback",
     "token_matches",
@@ -78,3 +81,37 @@ def token_matches(expected: str | None, given: str | None) -> bool:
     if expected is None:
         return True
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+def _host_name(host: str) -> str | None:
+    """The name in a ``Host`` value (``name:port``, ``[::1]:port``), lower case; None
+    if it is not one."""
+    try:
+        parts = urlsplit(f"//{host}")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        return None
+    return parts.hostname
+
+
+def host_allowed(host: str | None, names: Iterable[str] = ()) -> bool:
+    """True when a request's ``Host`` names this machine's loopback (``localhost``, a
+    loopback address) or one of ``names``. A page served from another site whose name
+    was made to resolve to 127.0.0.1 (DNS rebinding) still sends its own name here."""
+    if not host:
+        return False
+    name = _host_name(host)
+    if name is None:
+        return False
+    return is_loopback(name) or name in {n.lower() for n in names}
+
+
+def origin_allowed(origin: str | None, host: str | None) -> bool:
+    """True when a request has no ``Origin`` (not a browser's cross-site request) or
+    its Origin is the page's own: the same host and port the request was sent to."""
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or host is None:
+        return False  # "null" (a sandboxed frame, a file) included
+    return parts.netloc.lower() == host.lower()

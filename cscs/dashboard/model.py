@@ -42,7 +42,9 @@ MAX_IMAGES = 5000  # a long LATISS night is ~1000
 MAX_LOG_LINES = 2000
 MAX_ALARMS = 500
 MAX_JOBS = 200
-_TEXT = 2000  # characters kept of a log message or a reason
+MAX_PER_CSC = 32  # archivers and header services shown (any index can be invented)
+_TEXT = 1000  # characters kept of a log message or an error report
+_REASON = 500  # characters kept of an alarm's reason: 500 alarms stay under 0.5 MB
 
 _Spec = EventSpec[Any] | TelemetrySpec[Any]
 _Handler = Callable[["NightModel", Parsed[Any]], None]
@@ -103,6 +105,13 @@ def _cap(value: object, limit: int = 200) -> str:
     return value[:limit] if isinstance(value, str) else str(value)[:limit]
 
 
+def _bounded(kept: dict[str, Any], key: str, limit: int = MAX_PER_CSC) -> None:
+    """Make room for ``key`` in ``kept``: the oldest entries go first."""
+    if key not in kept:
+        while len(kept) >= limit:
+            del kept[next(iter(kept))]
+
+
 def _finite(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -129,6 +138,8 @@ class NightModel:
     changed: set[str] = field(default_factory=set)  # sections: cscs, camera, alarms, jobs
     changed_images: set[str] = field(default_factory=set)
     new_logs: list[dict[str, Any]] = field(default_factory=list)
+    changed_alarms: set[str] = field(default_factory=set)  # one alarm each: pushed alone
+    just_changed: list[str] = field(default_factory=list)  # images the last message changed
 
     def feed(self, received: Received, now: float, tai: float) -> None:
         """One message heard at ``now`` (monotonic) = ``tai``; one that is not what it
@@ -137,6 +148,7 @@ class NightModel:
         Any other exception is a bug of this model, not bad input: it is counted apart
         (``handler_errors``) and logged with its traceback, so that a broken handler is
         seen as one, never mistaken for a peer sending rubbish."""
+        self.just_changed = []
         try:
             self._feed(received, now, tai)
         except (ValueError, TypeError, OverflowError):  # what a wrongly shaped value raises
@@ -149,8 +161,7 @@ class NightModel:
             )  # fmt: skip
 
     def _feed(self, received: Received, now: float, tai: float) -> None:
-        self.board.update(received, now, tai)
-        if received.name in ("summaryState", "heartbeat", "errorCode"):
+        if self.board.update(received, now, tai):
             self.changed.add("cscs")
         found = self._HANDLERS.get((received.address.name, received.name)) or self._HANDLERS.get(
             ("*", received.name)
@@ -173,6 +184,15 @@ class NightModel:
         logs, self.new_logs = self.new_logs, []
         return sections, rows, logs
 
+    def take_alarm_changes(self) -> dict[str, dict[str, Any] | None]:
+        """The alarms changed one by one since last asked: each as now shown, or None
+        if it is no longer shown. Empty when the whole listing is to be pushed anyway
+        (``alarms`` in the changed sections)."""
+        names, self.changed_alarms = self.changed_alarms, set()
+        if "alarms" in self.changed:
+            return {}
+        return {name: self.alarms.get(name) for name in sorted(names)}
+
     # ---- what the page's own checks of the archived files found ----------------------
 
     def note_checked(
@@ -191,6 +211,7 @@ class NightModel:
     # ---- views ----------------------------------------------------------------------
 
     def cscs_view(self, now: float) -> list[dict[str, Any]]:
+        """At most ``MAX_CSCS`` rows (the board's bound)."""
         rows = []
         for address in sorted(self.board.cscs):
             status = self.board.cscs[address]
@@ -220,6 +241,7 @@ class NightModel:
             while len(self.images) > MAX_IMAGES:
                 self.images.popitem(last=False)
         self.changed_images.add(name)
+        self.just_changed.append(name)
         return row
 
     def _start_integration(self, message: Parsed[Any]) -> None:
@@ -273,6 +295,7 @@ class NightModel:
 
     def _archiver_status(self, message: Parsed[Any]) -> None:
         address, data = message.address, message.data
+        _bounded(self.archivers, str(address))
         self.archivers[str(address)] = {
             "queueDepth": data.queueDepth, "bytesPerSecond": _finite(data.bytesPerSecond),
             "freeBytes": data.freeBytes, "filesArchived": data.imagesArchived,
@@ -282,6 +305,7 @@ class NightModel:
     def _header(self, message: Parsed[Any]) -> None:
         address, data = message.address, message.data
         missing = _cap(data.missingKeywords, 2000)
+        _bounded(self.headers, str(address))
         self.headers[str(address)] = {"image": data.id, "missingKeywords": missing}
         self._row(data.id, address.index).missing_keywords = missing
         self.changed.add("camera")
@@ -296,8 +320,7 @@ class NightModel:
 
     def _alarm(self, message: Parsed[Any]) -> None:
         _address, data = message.address, message.data
-        self._keep_alarm(data.model_dump())
-        self.changed.add("alarms")
+        self.changed_alarms.add(self._keep_alarm(data.model_dump()))
 
     def _alarms(self, message: Parsed[Any]) -> None:
         _address, data = message.address, message.data
@@ -312,16 +335,18 @@ class NightModel:
                 self.malformed += 1
         self.changed.add("alarms")
 
-    def _keep_alarm(self, alarm: dict[str, Any]) -> None:
+    def _keep_alarm(self, alarm: dict[str, Any]) -> str:
+        """Its name (as kept)."""
         name = _cap(alarm["name"], 64)
         nominal = alarm["severity"] == 1 and alarm["maxSeverity"] == 1
         if nominal:
             self.alarms.pop(name, None)
         elif name in self.alarms or len(self.alarms) < MAX_ALARMS:
-            alarm["reason"] = _cap(alarm["reason"], _TEXT)
+            alarm["reason"] = _cap(alarm["reason"], _REASON)
             alarm["acknowledgedBy"] = _cap(alarm["acknowledgedBy"], 64)
             alarm["mutedBy"] = _cap(alarm["mutedBy"], 64)
             self.alarms[name] = alarm | {"name": name}
+        return name
 
     def _jobs(self, message: Parsed[Any]) -> None:
         _address, data = message.address, message.data
@@ -353,7 +378,12 @@ class NightModel:
 
     def _versions(self, message: Parsed[Any]) -> None:
         address, data = message.address, message.data
+        if address not in self.board.cscs:
+            return  # not shown (the board is full of live CSCs)
         self.versions[str(address)] = text_cell(data.cscVersion, 40)
+        if len(self.versions) > len(self.board.cscs):  # forget those the board forgot
+            shown = {str(a) for a in self.board.cscs}
+            self.versions = {k: v for k, v in self.versions.items() if k in shown}
         self.changed.add("cscs")
 
     # ---- what is read, and by which handler -------------------------------------------

@@ -31,6 +31,7 @@ def dashboard_options(
     token_file: Path | None = None,
     allow_commands: bool = False,
     archive_root: Path | None = None,
+    host_names: tuple[str, ...] = (),
 ) -> DashboardOptions:
     """The options, or AccessError (a ValueError) when they would not be safe."""
     token = read_token(token_file)
@@ -42,6 +43,7 @@ def dashboard_options(
         token=token,
         allow_commands=allow_commands,
         identity=f"{default_identity()} (dashboard)",
+        hosts=(host, *host_names),
     )
 
 
@@ -75,6 +77,7 @@ async def serve_dashboard(
     options = dashboard_options(
         settings, host=args.host, token_file=args.token_file,
         allow_commands=args.allow_commands, archive_root=args.archive_root,
+        host_names=tuple(getattr(args, "host_name", ())),
     )  # fmt: skip
     async with (
         Bus(broker, connect_timeout=args.connect_timeout) as bus,

@@ -7,7 +7,10 @@ static files shipped in the package. With ``allow_commands`` the page can acknow
 mute and unmute the gateway's alarms; the answers are the gateway's own acks.
 
 A page that cannot keep up (a laptop asleep) has its stream closed rather than letting
-its queue grow; it reconnects to a snapshot when it wakes.
+its queue grow (``PageStreams``: bytes per page and pages are bounded); it reconnects to
+a snapshot when it wakes. What changed is pushed at most every ``_FLUSH_INTERVAL``, all
+of a burst together, and an alarm that changed is pushed alone, not the whole listing:
+a flood on the bus costs the pages a bounded rate of frames.
 """
 
 from __future__ import annotations
@@ -32,16 +35,22 @@ from cscs.core.remote import AckError, CommandTimeoutError, Received, Remote
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress, parse_topic
 from cscs.core.transport import Message, Subscription, Transport
-from cscs.dashboard.access import COOKIE, token_matches
+from cscs.dashboard.access import COOKIE, host_allowed, origin_allowed, token_matches
 from cscs.dashboard.checks import ArchivedFile, ImageCheck, check_image, path_in_archive
 from cscs.dashboard.model import NightModel
-from cscs.dashboard.streams import PageStreams
+from cscs.dashboard.streams import PageStreams, TooManyPagesError
 from cscs.dashboard.thresholds import threshold_rules
 
 __all__ = ["Dashboard", "DashboardOptions"]
 
 STATIC = Path(__file__).parent / "static"
-_CLIENT_QUEUE = 2000  # messages a page may fall behind by before its stream is closed
+_BYTES_PER_PAGE = 4 * 2**20  # a page this far behind has its stream closed
+_MAX_PAGES = 20  # pages open at once: every stream's queue together stays under 80 MiB
+_FLUSH_INTERVAL = 0.2  # s: changes are pushed at most this often, a burst together
+# Bytes of one bus message the page reads at all: the largest it shows (the gateway's
+# listing of its alarms, OCS Batch's of its jobs) is well under; a bigger one is a
+# peer's mistake or an attack, counted and dropped before it is parsed.
+_MAX_MESSAGE = 2**20
 _STATIC_NAMES = frozenset(path.name for path in STATIC.iterdir())  # what /static/ serves
 _PREVIEWS_KEPT = 32
 _CHECKS_WAITING = 256  # images waiting to be re-read; beyond, the oldest is skipped
@@ -65,6 +74,9 @@ class DashboardOptions:
     token: str | None = None
     allow_commands: bool = False
     identity: str = "dashboard"
+    hosts: tuple[str, ...] = ()
+    """Host names the page may be asked for besides localhost and loopback addresses
+    (checked when there is no token: DNS rebinding)"""
 
 
 class Dashboard:
@@ -75,8 +87,9 @@ class Dashboard:
         self.log = structlog.get_logger("dashboard")
         self.thresholds = threshold_rules(options.gateway_config)
         self._gateway_applied = ""
-        self.streams = PageStreams(_CLIENT_QUEUE)
+        self.streams = PageStreams(_BYTES_PER_PAGE, _MAX_PAGES)
         self._flush_scheduled = False
+        self._flushed_at = 0.0  # loop time
         self._previews: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._checks: collections.deque[str] = collections.deque()
         self._check_waiting = asyncio.Event()
@@ -122,6 +135,11 @@ class Dashboard:
                 )
 
     def _heard(self, message: Message) -> None:
+        if len(message.payload) > _MAX_MESSAGE:
+            self.model.malformed += 1
+            self.log.warning("a message too big to show; dropped unread",
+                             topic=message.topic[:200], size=len(message.payload))  # fmt: skip
+            return
         if not message.payload:
             parsed = parse_topic(message.topic)
             if parsed is not None:
@@ -135,7 +153,7 @@ class Dashboard:
         self.model.feed(received, time.monotonic(), current_tai())
         if (received.address.name, received.name) == ("TelemetryGateway", "configurationApplied"):
             self._follow_gateway_config(received.data.get("configurations"))
-        for name in self.model.changed_images:
+        for name in self.model.just_changed:
             row = self.model.images.get(name)
             if row is not None and row.complete and not row.checking:
                 row.checking = True
@@ -160,8 +178,10 @@ class Dashboard:
     async def _tick(self) -> None:
         """Each second: heartbeat ages move, and the page learns the time (TAI)."""
         while True:
-            self._broadcast("cscs", self.model.cscs_view(time.monotonic()))
-            self._broadcast("tick", {"tai": current_tai()})
+            self.streams.drop_departed()
+            if len(self.streams):  # no page, no work: nothing is built for nobody
+                self._broadcast("cscs", self.model.cscs_view(time.monotonic()))
+                self._broadcast("tick", {"tai": current_tai()})
             await asyncio.sleep(1.0)
 
     async def _check_images(self) -> None:
@@ -197,14 +217,23 @@ class Dashboard:
     # ---- pushing ---------------------------------------------------------------------
 
     def _schedule_flush(self) -> None:
-        """Push what changed once this burst of messages is handled."""
+        """Push what changed once this burst of messages is handled, and not sooner
+        than ``_FLUSH_INTERVAL`` after the last push."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            wait = self._flushed_at + _FLUSH_INTERVAL - loop.time()
+            loop.call_later(max(0.0, wait), self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._flushed_at = asyncio.get_running_loop().time()
+        alarms = self.model.take_alarm_changes()  # before take_changes: it reads sections
         sections, rows, logs = self.model.take_changes()
+        if not len(self.streams):
+            return  # nobody to tell: a page that connects later gets a snapshot
+        for name, alarm in alarms.items():
+            self._broadcast("alarm", {"name": name, "alarm": alarm})
         if "cscs" in sections:
             self._broadcast("cscs", self.model.cscs_view(time.monotonic()))
         if "camera" in sections:
@@ -247,6 +276,14 @@ class Dashboard:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         token = self.options.token
+        # Without a token the page is open to whoever reaches it on loopback: a site
+        # whose name resolves to 127.0.0.1 (DNS rebinding) would be "same origin". It
+        # asks with its own name in Host: refused.
+        if token is None and not host_allowed(request.headers.get("Host"), self.options.hosts):
+            raise web.HTTPMisdirectedRequest(
+                text="this dashboard answers only to localhost, a loopback address or the "
+                "names it was given (--host-name)"
+            )
         given = request.cookies.get(COOKIE) or request.query.get("token")
         bearer = request.headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
@@ -256,8 +293,9 @@ class Dashboard:
                 text="this dashboard needs its token: open it once as /?token=…"
             )
         if token is not None and "token" in request.query:  # keep it out of the address bar
-            here = "/" + request.path.lstrip("/")  # never //elsewhere: another site
-            redirect = web.HTTPSeeOther(here)
+            # Always to the page itself: a path taken from the request can be made to
+            # read as //elsewhere (a tab or a backslash, which browsers drop or turn).
+            redirect = web.HTTPSeeOther("/")
             redirect.set_cookie(COOKIE, token, httponly=True, samesite="Strict",
                                 secure=request.secure)  # fmt: skip
             raise redirect
@@ -274,9 +312,26 @@ class Dashboard:
         return web.FileResponse(STATIC / name)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
+        if len(self.streams) >= self.streams.max_pages:
+            raise web.HTTPServiceUnavailable(
+                text=f"{self.streams.max_pages} pages are open on this dashboard already"
+            )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        queue = self.streams.open(_sse("snapshot", self.snapshot()))
+        try:
+            queue = self.streams.open(_sse("snapshot", self.snapshot()))
+        except TooManyPagesError:  # taken while this one was being prepared
+            return response
+        transport, writer = request.transport, asyncio.current_task()
+
+        def drop() -> None:  # behind, or gone: the connection and its writer end too
+            if transport is not None:
+                transport.abort()
+            if writer is not None:
+                writer.cancel()
+
+        queue.on_drop = drop
+        queue.connected = lambda: transport is not None and not transport.is_closing()
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
             async for frame in self.streams.frames(queue):
                 await response.write(frame)
@@ -297,6 +352,8 @@ class Dashboard:
         # A form or an image on another site cannot set this header: no cross-site requests.
         if request.headers.get("X-Dashboard") != "1":
             raise web.HTTPForbidden(text="commands come from the dashboard's own page")
+        if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
+            raise web.HTTPForbidden(text="commands come from the dashboard's own page (Origin)")
         try:
             params = await request.json()
         except ValueError:
@@ -306,6 +363,10 @@ class Dashboard:
         who = {"acknowledge": "acknowledgedBy", "mute": "mutedBy"}.get(command)
         if who is not None:
             params[who] = self.options.identity
+        # A row's button acts on that alarm alone, whatever its name (`*` is a name an
+        # alarm forged on the bus can have): a glob only when asked for in so many words.
+        params["exact"] = params.get("glob") is not True
+        params.pop("glob", None)
         try:
             ack = await self._gateway.command(command, params, timeout=10.0)
         except AckError as exc:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -31,10 +33,21 @@ from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress, Kind, parse_topic
 from cscs.core.transport import Message, Subscription, Transport
 
-__all__ = ["HEARTBEAT_LOST_AFTER", "CscStatus", "StatusBoard", "show_status"]
+__all__ = ["HEARTBEAT_LOST_AFTER", "MAX_CSCS", "CscStatus", "StatusBoard", "show_status"]
 
 # ICD §3: a monitor treats 3 s without a heartbeat as lost.
 HEARTBEAT_LOST_AFTER = 3.0
+# Addresses the board keeps: an observatory has tens of CSCs; anyone on the bus can
+# invent thousands (one heartbeat each), and each would be a row to sort and draw.
+MAX_CSCS = 256
+# When the board is full, a place is taken back from among this many of the longest
+# silent addresses (never from one alive now): a bounded cost per invented address.
+_EVICTION_WINDOW = 32
+# A CSC heard beating this often is not a one-message invention: once it stops, it keeps
+# its row (shown LOST: what the night staff must see) for this long, whatever floods in.
+_LONG_LIVED_HEARTBEATS = 10
+_LONG_LIVED_KEPT = 600.0  # s
+_TEXT = 1000  # characters kept of an error report
 
 # The events that say a CSC has done its part for an image, and the field naming it.
 _IMAGE_EVENTS = {
@@ -55,6 +68,8 @@ class CscStatus:
     latest_image: str = ""  # taken (camera), described (header service) or archived
     state_tai: float = 0.0  # when the state was sent (never later than it arrived)
     error_tai: float = 0.0  # when the error was sent (idem)
+    heartbeats: int = 0  # heard since it was first seen: a long life is not a forgery's
+    last_heard: float = 0.0  # monotonic: any event
 
     @property
     def error_shown(self) -> str:
@@ -85,14 +100,34 @@ class CscStatus:
 
 @dataclass
 class StatusBoard:
-    cscs: dict[CscAddress, CscStatus] = field(default_factory=dict)
+    """Every CSC heard, at most ``max_cscs`` of them.
 
-    def update(self, received: Received, now: float, tai: float | None = None) -> None:
+    Anyone may publish as any address, so the board is bounded, and a full board makes
+    room only by forgetting an address that is not alive now (no heartbeat for 3 s),
+    the one with the fewest heartbeats among the longest silent: a CSC alive now is
+    never pushed out, and one that beat for a while and died keeps its row (LOST) for
+    ten minutes however many addresses are invented meanwhile. When every place is held
+    by a CSC alive now, a new address is not shown; ``refused`` and ``forgotten`` count both cases.
+    """
+
+    cscs: dict[CscAddress, CscStatus] = field(default_factory=dict)
+    max_cscs: int = MAX_CSCS
+    refused: int = 0  # events of an address not shown: the board was full of live CSCs
+    forgotten: int = 0  # addresses dropped to make room
+    _silent_first: OrderedDict[CscAddress, CscStatus] = field(default_factory=OrderedDict)
+
+    def update(self, received: Received, now: float, tai: float | None = None) -> bool:
         """One decoded event, heard at ``now`` (monotonic) = ``tai`` (TAI, the clock of
-        ``sent_tai``; default the current time)."""
+        ``sent_tai``; default the current time). True when a row as shown changed (not
+        for the heartbeat of a CSC already alive: its age moves with the clock)."""
         if received.kind is not Kind.EVENT:
-            return
-        status = self.cscs.setdefault(received.address, CscStatus(received.address))
+            return False
+        new = received.address not in self.cscs
+        status = self._place(received.address, now)
+        if status is None:
+            return False
+        before = (status.state_shown, status.condition(now), status.error_shown,
+                  status.latest_image)  # fmt: skip
         data = received.data
         sent = min(received.sent_tai, current_tai() if tai is None else tai)
         if received.name == "summaryState":
@@ -101,20 +136,57 @@ class StatusBoard:
             try:
                 status.state = State(int(code)).name  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                status.state = str(code)
+                status.state = str(code)[:40]
             status.lost = bool(data.get("lost", False))
             if status.lost:
                 status.last_heartbeat = None
         elif received.name == "heartbeat":
             status.last_heartbeat = now
+            status.heartbeats += 1
             status.lost = False
         elif received.name == "errorCode":
-            status.last_error = f"{data.get('errorCode')}: {data.get('errorReport', '')}"
+            code, report = data.get("errorCode"), data.get("errorReport", "")
+            status.last_error = f"{str(code)[:40]}: {str(report)[:_TEXT]}"
             status.error_tai = sent
         elif received.name in _IMAGE_EVENTS:
             image = data.get(_IMAGE_EVENTS[received.name])
             if isinstance(image, str) and image:
-                status.latest_image = image
+                status.latest_image = image[:100]
+        after = (status.state_shown, status.condition(now), status.error_shown,
+                 status.latest_image)  # fmt: skip
+        return new or before != after
+
+    def _place(self, address: CscAddress, now: float) -> CscStatus | None:
+        """The address's row, made if there is (or can be made) room; None if not."""
+        status = self.cscs.get(address)
+        if status is None:
+            if len(self.cscs) >= self.max_cscs and not self._forget_one(now):
+                self.refused += 1
+                return None
+            status = self.cscs[address] = CscStatus(address)
+        self._silent_first[address] = status
+        self._silent_first.move_to_end(address)
+        status.last_heard = now
+        return status
+
+    def _forget_one(self, now: float) -> bool:
+        candidates: list[tuple[int, int, CscAddress]] = []
+        for status in itertools.islice(self._silent_first.values(), _EVICTION_WINDOW):
+            beat = status.last_heartbeat
+            if beat is not None and now - beat <= HEARTBEAT_LOST_AFTER and not status.lost:
+                continue  # alive (or exited with a heartbeat this moment: keep it too)
+            if (
+                status.heartbeats >= _LONG_LIVED_HEARTBEATS
+                and now - status.last_heard < _LONG_LIVED_KEPT
+            ):
+                continue
+            candidates.append((status.heartbeats, len(candidates), status.address))
+        if not candidates:
+            return False
+        victim = min(candidates)[2]
+        del self.cscs[victim], self._silent_first[victim]
+        self.forgotten += 1
+        return True
 
     def cleared(self, message: Message) -> None:
         """An empty retained payload: the retained ``errorCode`` removed (by its CSC,
@@ -146,10 +218,18 @@ class StatusBoard:
         if not rows:
             return "no CSC seen on the bus"
         widths = [max(len(r[i]) for r in [_HEADER, *rows]) for i in range(len(_HEADER))]
-        return "\n".join(
+        lines = [
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in [_HEADER, *rows]
-        )
+        ]
+        return "\n".join([*lines, *self._overflow()])
+
+    def _overflow(self) -> list[str]:
+        """What the bound left out, said (an attack on the bus is worth knowing of)."""
+        if not self.refused and not self.forgotten:
+            return []
+        return [f"(board full at {self.max_cscs}: {self.forgotten} silent addresses "
+                f"forgotten, {self.refused} events of new ones not shown)"]  # fmt: skip
 
     def table(self, now: float, title: str = "") -> Table:
         """The same rows for a terminal: states and conditions in colour."""
@@ -165,6 +245,8 @@ class StatusBoard:
             )  # fmt: skip
         if not self.cscs:
             table.caption = "no CSC seen on the bus"
+        elif overflow := self._overflow():
+            table.caption = overflow[0]
         return table
 
 

@@ -169,17 +169,26 @@ class Alarms:
         muted ones included (displays hide them, and count them)."""
         return sorted((a for a in self if not a.nominal), key=lambda a: a.name)
 
-    def matching(self, pattern: str) -> list[Alarm]:
-        """AlarmError if no alarm's name matches."""
-        found = [a for a in self if fnmatch.fnmatchcase(a.name, pattern)]
-        if not found:
-            raise AlarmError(f"no alarm matches {pattern!r}")
+    def matching(self, pattern: str, exact: bool = False) -> list[Alarm]:
+        """The alarms whose name matches the glob ``pattern`` or, ``exact``, is it
+        (a display's row acts on its own alarm, whatever characters its name holds).
+        AlarmError if none."""
+        if exact:
+            found = [self._alarms[pattern]] if pattern in self._alarms else []
+            if not found:
+                raise AlarmError(f"no alarm named {pattern!r}")
+        else:
+            found = [a for a in self if fnmatch.fnmatchcase(a.name, pattern)]
+            if not found:
+                raise AlarmError(f"no alarm matches {pattern!r}")
         return sorted(found, key=lambda a: a.name)
 
-    def acknowledge(self, pattern: str, severity: Severity, by: str, now: float) -> list[Alarm]:
+    def acknowledge(
+        self, pattern: str, severity: Severity, by: str, now: float, exact: bool = False
+    ) -> list[Alarm]:
         """Acknowledge every matching alarm that can be; the changed ones. If any is
         refused, nothing changes and AlarmError says which and why."""
-        found = self.matching(pattern)
+        found = self.matching(pattern, exact)
         refused = [a for a in found if severity < a.maxSeverity]
         if refused:
             names = ", ".join(f"{a.name} ({a.maxSeverity.name})" for a in refused[:10])
@@ -190,16 +199,22 @@ class Alarms:
         return [a for a in found if a.acknowledge(severity, by, now)]
 
     def mute(
-        self, pattern: str, duration: float, severity: Severity, by: str, now: float
+        self,
+        pattern: str,
+        duration: float,
+        severity: Severity,
+        by: str,
+        now: float,
+        exact: bool = False,
     ) -> list[Alarm]:
-        found = self.matching(pattern)
+        found = self.matching(pattern, exact)
         Alarm("check").mute(duration, severity, by, now)  # refuse before changing any
         for alarm in found:
             alarm.mute(duration, severity, by, now)
         return found
 
-    def unmute(self, pattern: str) -> list[Alarm]:
-        return [a for a in self.matching(pattern) if a.unmute()]
+    def unmute(self, pattern: str, exact: bool = False) -> list[Alarm]:
+        return [a for a in self.matching(pattern, exact) if a.unmute()]
 
     def expire_mutes(self, now: float) -> list[Alarm]:
         """Unmute the alarms whose mute has ended; the changed ones."""

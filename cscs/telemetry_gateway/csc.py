@@ -309,21 +309,27 @@ class TelemetryGatewayCsc(BaseCsc[GatewayConfig]):
     async def do_acknowledge(self, params: Acknowledge, context: CommandContext) -> str:
         with _as_expected():
             changed = self.alarms.acknowledge(
-                params.name, Severity(params.severity), params.acknowledgedBy, current_tai()
+                params.name,
+                Severity(params.severity),
+                params.acknowledgedBy,
+                current_tai(),
+                exact=params.exact,
             )
         await self.announce(changed)
         return f"acknowledged {len(changed)} alarm(s)"
 
     async def do_mute(self, params: Mute, context: CommandContext) -> str:
         with _as_expected():
-            changed = self.alarms.mute(params.name, params.duration, Severity(params.severity),
-                                       params.mutedBy, current_tai())  # fmt: skip
+            changed = self.alarms.mute(
+                params.name, params.duration, Severity(params.severity), params.mutedBy,
+                current_tai(), exact=params.exact,
+            )  # fmt: skip
         await self.announce(changed)
         return f"muted {len(changed)} alarm(s) for {params.duration:g} s"
 
     async def do_unmute(self, params: Unmute, context: CommandContext) -> str:
         with _as_expected():
-            changed = self.alarms.unmute(params.name)
+            changed = self.alarms.unmute(params.name, exact=params.exact)
         await self.announce(changed)
         return f"unmuted {len(changed)} alarm(s)"
 

@@ -105,6 +105,8 @@ class LinkStatus(Payload):
 class Acknowledge(Payload):
     name: str = Field(pattern=_NAME_GLOB)
     """an alarm's name, or a glob of names (qc.*)"""
+    exact: bool = False
+    """true: `name` is one alarm's name, never a glob (`*` is then the alarm named `*`)"""
     severity: int = Field(ge=1, le=4)
     """at or above each alarm's maxSeverity"""
     acknowledgedBy: str = Field(min_length=1, max_length=64)
@@ -112,6 +114,9 @@ class Acknowledge(Payload):
 
 class Mute(Payload):
     name: str = Field(pattern=_NAME_GLOB)
+    """an alarm's name, or a glob of names (qc.*)"""
+    exact: bool = False
+    """true: `name` is one alarm's name, never a glob"""
     duration: float = Field(gt=0.0, le=7 * 86400.0)
     """s"""
     severity: int = Field(ge=2, le=4)
@@ -121,6 +126,9 @@ class Mute(Payload):
 
 class Unmute(Payload):
     name: str = Field(pattern=_NAME_GLOB)
+    """an alarm's name, or a glob of names (qc.*)"""
+    exact: bool = False
+    """true: `name` is one alarm's name, never a glob"""
 
 
 IMAGE_QUALITY = EventSpec("imageQuality", ImageQuality, "One image's QC summary, once.")
@@ -132,7 +140,9 @@ ALARMS = EventSpec(
 LINK_STATUS = EventSpec(
     "linkStatus", LinkStatus, "The link to the OCS side (retained).", retained=True
 )
-ACKNOWLEDGE = CommandSpec("acknowledge", Acknowledge, "Acknowledge alarms (a glob of names).")
+ACKNOWLEDGE = CommandSpec(
+    "acknowledge", Acknowledge, "Acknowledge alarms (a glob of names, or one name with exact)."
+)
 MUTE = CommandSpec("mute", Mute, "Hide alarms for a time, up to a severity.")
 UNMUTE = CommandSpec("unmute", Unmute, "End a mute.")
 

@@ -91,6 +91,8 @@ function drawCamera() {
 }
 
 // ---- alarms and commands --------------------------------------------------------------
+// A row's buttons act on that row's alarm alone: the server sends its name as an exact
+// name, never as a glob (an alarm forged on the bus may be called "*").
 
 async function command(name, params) {
   const result = $("command-result");
@@ -127,6 +129,16 @@ function alarmActions(a) {
     : el("button", { "data-testid": "mute", on: { click: () =>
       command("mute", { name: a.name, duration: 1800, severity: Math.max(2, a.maxSeverity) }) } }, "Mute 30 min");
   return el("td", {}, severity, " ", ack, " ", mute);
+}
+
+// One alarm changed: put it in its place (or take it out) as the server sorts them.
+function updateAlarm(change) {
+  state.alarms = state.alarms.filter((a) => a.name !== change.name);
+  if (change.alarm) {
+    state.alarms.push(change.alarm);
+    state.alarms.sort((a, b) => b.severity - a.severity || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+  drawAlarms();
 }
 
 function drawAlarms() {
@@ -283,6 +295,7 @@ function connect() {
   on("cscs", (rows) => { state.cscs = rows; drawCscs(); });
   on("camera", (camera) => { state.camera = camera; drawCamera(); });
   on("alarms", (alarms) => { state.alarms = alarms; drawAlarms(); });
+  on("alarm", updateAlarm);
   on("jobs", (jobs) => { state.jobs = jobs; drawJobs(); });
   on("image", (row) => { upsertImage(row); PLOTS.forEach(drawPlot); });
   on("log", addLog);
