@@ -53,9 +53,10 @@ docs: $(BIN)/.installed
 	$(BIN)/cscs interface-doc --output docs/interface.md
 
 # The offline tier: CSC logic on the in-memory bus, pure code, files, the DAQ over
-# ZeroMQ in threads, on both cores. Nothing is started: tests/conftest.py fails a test
-# that tries (docs/testing.md).
-OFFLINE := -m "not broker and not long" -n 2
+# ZeroMQ in threads. Nothing is started: tests/conftest.py fails a test that tries
+# (docs/testing.md). Four workers on two cores: a third of the tier's time is waiting
+# on simulated clocks (exposures, telemetry rates), which another worker fills.
+OFFLINE := -m "not broker and not long" -n 4
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest $(OFFLINE)
 

@@ -25,10 +25,20 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, settings
 
+from cscs.camera.memory import keep_freed_memory
 from cscs.core.broker import Backend, EmbeddedBroker, find_mosquitto
 from cscs.core.testing import MemoryBroker
 from cscs.core.transport import Connector
 from tests.support.process_site import ProcessSite, process_site
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The test process keeps freed memory as a CSC process does (``cscs run``): the
+    offline tier runs CSCs in it, and each full-CCD array it frees would otherwise go back
+    to the kernel and come again as fresh, zeroed pages (a fifth of the tier's system
+    time). Child processes start their own way, as at a site."""
+    keep_freed_memory()
+
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
