@@ -19,16 +19,21 @@ import multiprocessing.util
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
 from cscs.camera.memory import keep_freed_memory
+from cscs.catalog import sqlite_url
 from cscs.core.broker import Backend, EmbeddedBroker, find_mosquitto
 from cscs.core.testing import MemoryBroker
 from cscs.core.transport import Connector
+from tests.support.postgres import PostgresMissingError, private_postgres
 from tests.support.process_site import ProcessSite, process_site
 
 
@@ -230,3 +235,48 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     with _offline_tier_starts_nothing(item):
         return (yield)
+
+
+# The archive catalog on SQLite and on PostgreSQL (a server of the tests' own).
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[str]:
+    """The URL of an administrative database: a server of the tests' own
+    (tests/support/postgres.py), or the one CSCS_TEST_POSTGRES names. Skipped, with the
+    reason shown, when there is neither."""
+    if configured := os.environ.get("CSCS_TEST_POSTGRES"):
+        yield configured
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(private_postgres())
+        except PostgresMissingError as missing:
+            pytest.skip(str(missing))
+        yield url
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh database on the server at ``admin_url``, dropped afterwards."""
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        name = f"cscs_test_{uuid.uuid4().hex[:12]}"
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = sa.engine.make_url(admin_url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+# PostgreSQL is a server the tests start: the system tier (`broker`), not the offline one.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.broker)])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "catalog.sqlite")
+    else:
+        with postgres_database(request.getfixturevalue("postgres_admin")) as url:
+            yield url

@@ -15,7 +15,7 @@ from cscs.camera.fits import write_raw_fits
 from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile, Catalog, CatalogError
 from cscs.catalog.versions import SCHEMA_VERSION, VERSIONS
-from tests.test_catalog import catalog_url, postgres_admin, row  # noqa: F401  (fixtures)
+from tests.test_catalog import row
 from tests.test_fits import EXTENSIONS, PRIMARY
 
 # The two tables whose checksum column changed, exactly as the release of 2026-11-21
@@ -87,7 +87,7 @@ def make_v1_catalog(url: str, archive: Path) -> tuple[Path, int, str]:
 
 
 def test_an_md5_catalog_is_upgraded_in_place_and_its_files_still_verify(
-    catalog_url: str,  # noqa: F811
+    catalog_url: str,
     tmp_path: Path,
 ) -> None:
     path, size, md5 = make_v1_catalog(catalog_url, tmp_path)
@@ -116,7 +116,7 @@ def test_an_md5_catalog_is_upgraded_in_place_and_its_files_still_verify(
         again.close()
 
 
-def test_a_catalog_newer_than_the_software_is_refused(catalog_url: str) -> None:  # noqa: F811
+def test_a_catalog_newer_than_the_software_is_refused(catalog_url: str) -> None:
     Catalog(catalog_url).close()
     engine = sa.create_engine(catalog_url)
     with engine.begin() as connection:
@@ -127,7 +127,7 @@ def test_a_catalog_newer_than_the_software_is_refused(catalog_url: str) -> None:
 
 
 def test_an_upgrade_cut_short_is_finished_on_the_next_open(
-    catalog_url: str,  # noqa: F811
+    catalog_url: str,
     tmp_path: Path,
 ) -> None:
     """SQLite commits each ALTER TABLE by itself: a process killed between the rename
@@ -147,7 +147,7 @@ def test_an_upgrade_cut_short_is_finished_on_the_next_open(
 
 
 def test_processes_opening_an_old_catalog_together_take_turns(
-    catalog_url: str,  # noqa: F811
+    catalog_url: str,
     tmp_path: Path,
 ) -> None:
     make_v1_catalog(catalog_url, tmp_path)

@@ -12,9 +12,7 @@ from hypothesis import strategies as st
 
 from cscs.catalog import Catalog, CatalogError, Observation, QueryError, parse_query
 from cscs.catalog.query import MAX_QUERY_LENGTH, Condition
-from tests.test_catalog import catalog_url, row
-
-__all__ = ["catalog_url"]  # the fixture, shared
+from tests.test_catalog import row
 
 
 def test_a_query_is_its_conditions() -> None:

@@ -9,6 +9,7 @@ finds them archived and verified (:meth:`Observatory.take_images`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
@@ -20,6 +21,8 @@ import yaml
 
 from cscs.archiver.csc import ArchiverCsc
 from cscs.archiver.interface import ImageArchived
+from cscs.core.remote import Remote
+from cscs.core.schema import TelemetrySpec
 from cscs.core.settings import Settings
 from cscs.core.testing import CscHarness, make_csc
 from cscs.core.topics import Kind
@@ -27,7 +30,7 @@ from cscs.core.transport import Connector
 from cscs.header_service.csc import HeaderServiceCsc
 from sim.daq.camera import CameraCsc
 from sim.ocs.telescope import DOME, TelescopeCsc
-from sim.ocs.weather import WeatherCsc
+from sim.ocs.weather import WEATHER, WeatherCsc
 from sim.testkit.archive import ArchiveWatch
 
 __all__ = [
@@ -160,8 +163,9 @@ async def observatory(
             await harness.remote.command("enable")
             return harness
 
+        station: CscHarness | None = None
         if weather:
-            station = await run(WeatherCsc, 0)
+            station = await run(WeatherCsc, 0, "fast")  # 5 samples a second
             # The seeing would wander: pinned, so that the stars are as wide as tests assume.
             base = WeatherCsc.config_schema().base
             await station.remote.command("setWeather", base.model_dump())
@@ -183,8 +187,15 @@ async def observatory(
         await archiver_csc.remote.command("start", {"configurationOverride": "test"})
         if enable_archiver:
             await archiver_csc.remote.command("enable")
-        async with telescope.remote.events(DOME) as dome:  # the header service has heard it
-            await dome.next(10)
-            await dome.next(10)
+        # What the header service needs before an exposure: a sample of the dome and of
+        # the weather published after it subscribed (at its start); one published after
+        # these subscriptions is one. Both at 5 Hz (`fast`), awaited side by side.
+        sources = [(telescope, DOME)] + ([(station, WEATHER)] if station else [])
+        await asyncio.gather(*(_one_sample(h.remote, spec) for h, spec in sources))
         archive = tmp_path / f"cam{index}" / "archive"
         yield Observatory(camera_csc, telescope, header, archiver_csc, archive, configs)
+
+
+async def _one_sample(remote: Remote, spec: TelemetrySpec[Any]) -> None:
+    async with remote.events(spec) as samples:
+        await samples.next(10)
