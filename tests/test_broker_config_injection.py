@@ -132,8 +132,12 @@ def test_the_listener_and_tls_paths_cannot_add_lines_to_mosquitto_conf(tmp_path:
     evil = tmp_path / "ca.pem\nallow_anonymous true"
     with pytest.raises(ValueError, match=r"TLS file .*control character"):
         write_broker_config(config, tmp_path / "b", tls=(evil, evil, evil))
+    odd = tmp_path / "site\nallow_anonymous true"  # the directory is named in the file
+    with pytest.raises(ValueError, match=r"output directory .*control character"):
+        write_broker_config(config, odd)
     assert not (tmp_path / "a").exists()
     assert not (tmp_path / "b").exists()
+    assert not odd.exists()
 
 
 @given(st.text(max_size=40))

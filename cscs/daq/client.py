@@ -248,11 +248,23 @@ class DaqClient:
         return request_id, queue
 
     async def _send(self, body: dict[str, Any]) -> None:
-        assert self._socket is not None
+        socket = self._socket
+        assert socket is not None
         asked = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self.timeout):  # no connection: a DEALER waits
-                await self._socket.send_multipart([MAGIC, encode(body)])
+                await socket.send_multipart([MAGIC, encode(body)])
+        except asyncio.CancelledError:
+            # pyzmq cancels the sends still waiting on a socket that is closed: when
+            # :meth:`_reconnect_if_silent` replaced it (and nobody cancelled this task),
+            # that is a DAQ that could not be reached, for the caller to handle as one.
+            task = asyncio.current_task()
+            if socket is self._socket or (task is not None and task.cancelling()):
+                raise
+            raise DaqUnavailableError(
+                str(body.get("image", "")), str(body.get("sensor", "")),
+                f"the connection to the DAQ at {self.endpoint} was replaced while sending",
+            ) from None  # fmt: skip
         except TimeoutError:
             await self._reconnect_if_silent(asked)
             raise DaqUnavailableError(

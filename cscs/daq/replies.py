@@ -6,9 +6,11 @@ with the same image a hundred thousand times (issue 29). The bounds come from th
 protocol itself (``docs/daq-protocol.md``, "Limits"):
 
 * the largest legitimate frame is one segment's pixels (:data:`SEGMENT_BYTES`); a reply's
-  JSON header is at most :data:`MAX_REPLY_HEADER_BYTES`, which holds a listing of
-  :data:`MAX_LISTED_IMAGES` full-camera images. The client's socket refuses any bigger
-  frame (``ZMQ_MAXMSGSIZE`` = :data:`MAX_FRAME_BYTES`: ZeroMQ drops the connection);
+  JSON header is at most :data:`MAX_REPLY_HEADER_BYTES`, which holds a listing of some
+  1600 full LSSTCam images (~2.6 kB each; more of the smaller cameras, up to
+  :data:`MAX_LISTED_IMAGES`; a bigger buffer would need paging). The client's socket
+  refuses any bigger frame (``ZMQ_MAXMSGSIZE`` = :data:`MAX_FRAME_BYTES`: ZeroMQ drops
+  the connection);
 * a listing keeps at most :data:`MAX_LISTED_IMAGES` images, each named once, each with
   at most :data:`MAX_SENSORS_PER_IMAGE` sensors named once, every name short printable
   ASCII; entries that are not so are skipped and counted;

@@ -209,9 +209,10 @@ def write_broker_config(
     if tls and len(tls) != 3:
         raise ValueError("TLS needs the CA, the server certificate and its key")
     _plain("listener host", host)
-    for path in tls:  # a line of mosquitto.conf each: no character that ends a line
+    # A line of mosquitto.conf each (the directory's in two): no character that ends a line.
+    for what, path in [("output directory", directory), *(("TLS file", p) for p in tls)]:
         if not str(path).isprintable():
-            raise ValueError(f"TLS file {str(path)[:80]!r}: a control character in the path")
+            raise ValueError(f"{what} {str(path)[:80]!r}: a control character in the path")
     acl = acl_text(config)  # checks every name again before anything is written
     directory = directory.resolve()
     credentials = directory / "credentials"
