@@ -74,6 +74,10 @@ class Settings:
     broker_ca: str | None = None
     """``CSCS_BROKER_CA``: the certificate authority an ``mqtts://`` broker is checked
     against (default: the system's)."""
+    efd_url: str = ""
+    """``CSCS_EFD``: the EFD store, ``sqlite:///ABSOLUTE/PATH`` or
+    ``influxdb://HOST:PORT/DATABASE``; empty: the embedded file under the state
+    directory (:attr:`efd`)."""
 
     @property
     def broker(self) -> BrokerAddress:
@@ -85,6 +89,12 @@ class Settings:
     @property
     def state_directory(self) -> Path:
         return self.state_dir or default_state_dir()
+
+    @property
+    def efd(self) -> str:
+        """Where the EFD is: ``CSCS_EFD``, or the embedded store under the state
+        directory, which every process of one site shares."""
+        return self.efd_url or f"sqlite:///{self.state_directory / 'efd' / 'efd.sqlite3'}"
 
 
 def with_credentials(
@@ -114,10 +124,10 @@ def read_password_file(path: str, what: str) -> str:
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """``CSCS_BROKER``, ``CSCS_PREFIX``, ``CSCS_CONFIG_DIR``, ``CSCS_SITE``,
-    ``CSCS_STATE_DIR``, ``CSCS_DAQ_BIND``, ``CSCS_DAQ_ADVERTISE``, and the broker's credentials
-    (``CSCS_BROKER_USERNAME``, ``CSCS_BROKER_PASSWORD`` or ``CSCS_BROKER_PASSWORD_FILE``,
-    ``CSCS_BROKER_CA``: never on a command line, where ``ps`` shows them); ValueError
-    naming the variable that is wrong."""
+    ``CSCS_STATE_DIR``, ``CSCS_DAQ_BIND``, ``CSCS_DAQ_ADVERTISE``, ``CSCS_EFD``, and the
+    broker's credentials (``CSCS_BROKER_USERNAME``, ``CSCS_BROKER_PASSWORD`` or
+    ``CSCS_BROKER_PASSWORD_FILE``, ``CSCS_BROKER_CA``: never on a command line, where
+    ``ps`` shows them); ValueError naming the variable that is wrong."""
     env = os.environ if env is None else env
     broker_url = env.get("CSCS_BROKER", DEFAULT_BROKER_URL)
     try:
@@ -148,6 +158,12 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
                          "keep one")  # fmt: skip
     if password_file:
         password = read_password_file(password_file, "CSCS_BROKER_PASSWORD_FILE")
+    efd_url = env.get("CSCS_EFD", "")
+    if efd_url and not re.fullmatch(r"sqlite:////\S+|influxdb://[^/\s]+/\w+", efd_url):
+        raise ValueError(
+            f"CSCS_EFD={efd_url[:200]!r}: must be sqlite:////absolute/path/efd.sqlite3 or "
+            "influxdb://HOST:PORT/DATABASE"
+        )
     ca = env.get("CSCS_BROKER_CA") or None
     if ca is not None and not Path(ca).is_file():
         raise ValueError(f"CSCS_BROKER_CA={ca!r}: no such file")
@@ -162,4 +178,5 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         broker_username=env.get("CSCS_BROKER_USERNAME") or None,
         broker_password=password,
         broker_ca=ca,
+        efd_url=efd_url,
     )
