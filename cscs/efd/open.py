@@ -9,7 +9,9 @@ from cscs.efd.store import EfdStore, EfdStoreError
 
 __all__ = ["open_store"]
 
-_INFLUX = re.compile(r"influxdb://(?P<host>[^/:\s]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})/(?P<db>\w+)")
+_INFLUX = re.compile(
+    r"influxdb://(?P<host>[^/:\s]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})/(?P<db>\w+)"
+)
 
 
 def open_store(url: str) -> EfdStore:
