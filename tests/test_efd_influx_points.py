@@ -41,7 +41,7 @@ def test_one_message_makes_one_point_and_two_messages_two() -> None:
     assert to_point(one)["tags"] == {"salIndex": "1"}
     assert to_point(one)["fields"] == {
         "x": 1.0, "private_sndStamp": 1.8e9 + 0.1, "private_rcvStamp": 1.8e9 + 0.2,
-        "private_seqNum": 7,
+        "private_seqNum": 7, "salIndex": 1,
     }  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from cscs.efd.records import EfdRecord, Measurement
 __all__ = [
     "DROPPED",
     "PRIVATE",
+    "TAG",
     "coerce",
     "influx_time_ns",
     "keepable_name",
@@ -43,14 +44,14 @@ _LATEST = 9_000_000_000  # s: within InfluxDB's time range (±2**63 ns)
 
 # InfluxDB 1.x line protocol cannot carry a backslash or a control character in a key
 # exactly ("x\" is unparseable, a leading tab is taken for the separator), and refuses a
-# field named "time" ("salIndex" is the tag's). Such names are not stored; the record
+# field named "time". Such names are not stored; the record
 # lists them in DROPPED.
 _UNKEEPABLE = re.compile(r"[\\\x00-\x1f\x7f]")
 
 
 def keepable_name(name: str) -> bool:
     """Whether InfluxDB can keep ``name`` (a field or measurement name) exactly."""
-    return bool(name) and name not in ("time", TAG) and not _UNKEEPABLE.search(name)
+    return bool(name) and name != "time" and not _UNKEEPABLE.search(name)
 
 
 def quote_ident(name: str) -> str:
@@ -100,7 +101,7 @@ def to_line(point: dict[str, Any]) -> str:
     """``point`` (of :func:`to_point`) in InfluxDB's line protocol."""
     fields = ",".join(f"{_key(k)}={_value(v)}" for k, v in point["fields"].items())
     measurement = point["measurement"].replace(",", "\\,").replace(" ", "\\ ")
-    return f"{measurement},{TAG}={point['tags'][TAG]} {fields} {point['time']}"
+    return f"{measurement},{TAG}={int(point['tags'][TAG])} {fields} {point['time']}"
 
 
 def to_point(record: EfdRecord) -> dict[str, Any]:
@@ -108,7 +109,7 @@ def to_point(record: EfdRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     dropped: list[str] = []
     for name, value in record.fields.items():
-        if name in PRIVATE or name == DROPPED:
+        if name in PRIVATE or name in (DROPPED, TAG):
             continue  # the record's own envelope wins over a payload field of that name
         if not keepable_name(name):
             dropped.append(name)
@@ -119,6 +120,9 @@ def to_point(record: EfdRecord) -> dict[str, Any]:
     fields[SND] = float(record.sent_tai)
     fields[RCV] = float(record.received_tai)
     fields[SEQ] = int(record.seq)
+    # salIndex is a tag (series per index) and, as in the observatory's EFD, an integer
+    # field too: its users write "WHERE salIndex = 1", which matches a field, not a tag.
+    fields[TAG] = int(record.index)
     if dropped:
         fields[DROPPED] = json.dumps(dropped)
     return {
@@ -141,7 +145,8 @@ def record_of(measurement: Measurement, row: dict[str, Any]) -> EfdRecord | None
     fields = {
         name: value
         for name, value in row.items()
-        if name not in PRIVATE and name not in ("time", TAG) and value is not None
+        # SELECT * names the tag salIndex_1 beside the field salIndex.
+        if name not in PRIVATE and name not in ("time", TAG, f"{TAG}_1") and value is not None
     }
     return EfdRecord(measurement, index, seq, sent, received, fields)
 

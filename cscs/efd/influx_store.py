@@ -27,6 +27,7 @@ from influxdb import InfluxDBClient
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from cscs.efd.influx_points import (
+    TAG,
     coerce,
     keepable_name,
     parse_type_conflict,
@@ -136,7 +137,8 @@ class InfluxStore:
         result = self._query(f"list the fields of {measurement}", query)
         if result is None:
             return []
-        return sorted(row["fieldKey"] for row in result.get_points())
+        # salIndex, a field here as in the observatory's EFD, is the record's index.
+        return sorted(row["fieldKey"] for row in result.get_points() if row["fieldKey"] != TAG)
 
     def records(
         self,
@@ -180,7 +182,7 @@ class InfluxStore:
             "end": float(end),
         }
         if index is not None:
-            where += ' AND "salIndex" = $index'
+            where += ' AND "salIndex"::tag = $index'  # the tag: its index finds the series
             params["index"] = str(index)
         query = f"SELECT * FROM {quote_ident(str(measurement))} WHERE {where} ORDER BY time"
         if newest_first:
