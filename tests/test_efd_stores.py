@@ -18,7 +18,7 @@ from cscs.core.topics import Kind
 from cscs.efd.influx_points import DROPPED, keepable_name
 from cscs.efd.influx_store import InfluxStore
 from cscs.efd.open import open_store
-from cscs.efd.records import EfdRecord, Measurement
+from cscs.efd.records import EfdRecord, Measurement, parse_measurement
 from cscs.efd.sqlite_store import SqliteStore
 from cscs.efd.store import EfdStore, EfdStoreError
 
@@ -127,24 +127,33 @@ NAMES = st.text(min_size=1, max_size=12).filter(lambda s: s.strip() != "")
 
 
 @settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(names=st.lists(NAMES, min_size=1, max_size=4, unique=True), text=st.text(max_size=40))
+@given(
+    names=st.lists(NAMES, min_size=1, max_size=4, unique=True),
+    text=st.text(max_size=40),
+    topic=st.text(max_size=12),
+)
 def test_odd_names_round_trip_and_cannot_inject(
-    efd_store: EfdStore, names: list[str], text: str
+    efd_store: EfdStore, names: list[str], text: str, topic: str
 ) -> None:
     """Field names and text as anyone on the bus could send them: each comes back as it
     was, or (a name InfluxDB cannot keep: a backslash, a line break, ``time``) is listed
     as dropped; nothing ends a quoted name and adds to a query."""
-    measurement = Measurement("Odd", Kind.EVENT, f"e{next(_examples)}")
+    influx = isinstance(efd_store, InfluxStore)
+    measurement = Measurement("Odd", Kind.EVENT, f"e{next(_examples)}{topic}")
     fields: dict[str, bool | int | float | str | None] = {n: text for n in names}
+    if influx and not keepable_name(str(measurement)):
+        with pytest.raises(EfdStoreError, match="measurement names InfluxDB cannot keep"):
+            efd_store.write([EfdRecord(measurement, 1, 1, T0, T0, fields)])
+        measurement = Measurement("Odd", Kind.EVENT, f"e{next(_examples)}")
     efd_store.write([EfdRecord(measurement, 1, 1, T0, T0, fields)])
     (back,) = stored(efd_store, measurement)
-    influx = isinstance(efd_store, InfluxStore)
     for name in names:
         if influx and not keepable_name(name):
             assert name in json.loads(str(back.fields[DROPPED]))
         else:
             assert back.fields[name] == text
-    assert measurement in efd_store.measurements()
+    if parse_measurement(str(measurement)) == measurement:  # listed by a name it parses
+        assert measurement in efd_store.measurements()
     # A measurement name made to close the quotes: it names nothing, and harms nothing.
     for evil in ('x" ; DROP DATABASE "e', 'mount" OR 1=1 --', 'a\\" b'):
         assert efd_store.records([Measurement("T", Kind.TELEMETRY, evil)], 0, math.inf) == []
@@ -226,3 +235,45 @@ def test_influxdb_keeps_what_it_has_across_a_restart(influx_server: Any, influx_
     influx_server.restart()
     assert [r.seq for r in stored(store)] == [0, 1, 2]
     store.close()
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from cscs.core.topics import Kind
+from cscs.efd.records import EfdRecord, Measurement, parse_measurement
+from cscs.efd.sqlite_store import SqliteStore
+store = SqliteStore(Path(sys.argv[1]))
+mount = Measurement("Telescope", Kind.TELEMETRY, "mount")
+print("ready", flush=True)
+for batch in range(40):
+    store.write([EfdRecord(mount, 1, batch * 100 + i, 1.8e9 + batch * 100 + i, 1.8e9, {"x": i})
+                 for i in range(100)])
+store.close()
+"""
+
+
+@pytest.mark.broker
+def test_a_sqlite_file_is_read_while_another_process_writes_it(tmp_path: Any) -> None:
+    """The header service and ``cscs efd`` read while the EFD writer writes: each read
+    sees whole batches (never half of one), and neither side gets an error."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "efd" / "efd.sqlite3"
+    reader = SqliteStore(path)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline() == "ready\n"
+    counts = []
+    while writer.poll() is None:
+        counts.append(len(reader.records([MOUNT], 0, math.inf)))
+    assert writer.wait() == 0
+    writer.stdout.close()
+    counts.append(len(reader.records([MOUNT], 0, math.inf)))
+    assert all(c % 100 == 0 for c in counts), counts
+    assert counts == sorted(counts)
+    assert counts[-1] == 4000
+    reader.close()
