@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from influxdb import InfluxDBClient
 
 from cscs.core.topics import Kind
 from cscs.efd.influx_points import DROPPED, keepable_name
@@ -277,3 +278,20 @@ def test_a_sqlite_file_is_read_while_another_process_writes_it(tmp_path: Any) ->
     assert counts == sorted(counts)
     assert counts[-1] == 4000
     reader.close()
+
+
+@pytest.mark.broker
+def test_influxdb_on_fresh_data_gets_its_database_again(influx_url: str) -> None:
+    """A server whose database went (dropped, restarted on empty data): the next write
+    after the failed one makes it again, so a writer retrying its spool gets through."""
+    store = open_store(influx_url)
+    assert isinstance(store, InfluxStore)
+    store.write([record(seq=1)])
+    raw = InfluxDBClient(*influx_url.removeprefix("influxdb://").split("/")[0].split(":"))
+    raw.drop_database(store.database)
+    with pytest.raises(EfdStoreError, match="database not found"):
+        store.write([record(seq=2)])
+    store.write([record(seq=2)])
+    assert [r.seq for r in stored(store)] == [2]
+    raw.close()
+    store.close()

@@ -99,6 +99,8 @@ class InfluxStore:
             except EfdStoreError as error:
                 conflict = parse_type_conflict(str(error))
                 if conflict is None:
+                    if "database not found" in str(error):
+                        self._created = False  # dropped, or a server on fresh data: again
                     raise
                 # A field's type is fixed by its first value: convert or set aside the
                 # values of another type, and write the batch again (points land on

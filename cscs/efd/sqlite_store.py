@@ -126,6 +126,8 @@ class SqliteStore:
         except sqlite3.Error as error:
             cause = _cause(error, self._busy_timeout)
             raise EfdStoreError(f"EFD {self.path}: {what}: {cause}") from error
+        except ValueError as error:  # a record's fields that are not JSON any more
+            raise EfdStoreError(f"EFD {self.path}: {what}: corrupt ({error})") from error
 
     # -- writing ---------------------------------------------------------------
 
