@@ -30,8 +30,7 @@ from cscs.core.tai import current_tai
 from cscs.core.tasks import until_stop_signal
 from cscs.core.topics import CscAddress
 from cscs.core.transport import BrokerUnavailableError
-from cscs.efd.client import EfdClient
-from cscs.efd.command import parse_tai, show_fields, show_series, show_topics
+from cscs.efd.command import add_efd_command
 from cscs.efd.store import EfdStoreError
 from cscs.ocs.alarms import follow_alarms, show_alarms
 from cscs.ocs.broker_config import BrokerUsers, write_broker_config
@@ -302,50 +301,6 @@ def _add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     dashboard.set_defaults(func=_dashboard)
 
 
-def _tai_argument(text: str) -> float:
-    try:
-        return parse_tai(text)
-    except ValueError as error:  # argparse shows this message, not a bare "invalid value"
-        raise argparse.ArgumentTypeError(str(error)) from error
-
-
-def _add_efd(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    efd = sub.add_parser("efd", help="read the EFD: topics, fields, a time series")
-    efd.add_argument(
-        "--efd", metavar="URL",
-        help="the EFD (sqlite:////path or influxdb://HOST:PORT/DATABASE; default $CSCS_EFD, "
-        "or the embedded store under the state directory)",
-    )  # fmt: skip
-    efd_sub = efd.add_subparsers(dest="efd_command", required=True)
-    efd_sub.add_parser("topics", help="every topic recorded (EFD measurement names)")
-    fields = efd_sub.add_parser("fields", help="the fields recorded for a topic")
-    fields.add_argument("topic", help="e.g. lsst.sal.Telescope.mount")
-    series = efd_sub.add_parser("series", help="fields of a topic over a time range")
-    series.add_argument("topic", help="e.g. lsst.sal.Telescope.mount")
-    series.add_argument("fields", help="field names, comma-separated")
-    series.add_argument("--start", type=_tai_argument, help="ISO TAI or TAI seconds (default: "
-                        "an hour before --end)")  # fmt: skip
-    series.add_argument("--end", type=_tai_argument, help="ISO TAI or TAI seconds (default: now)")
-    series.add_argument("--index", type=int, help="the CSC's index (salIndex) only")
-    efd.set_defaults(func=_efd)
-
-
-async def _efd(args: argparse.Namespace, settings: Settings) -> int:
-    client = EfdClient(args.efd or settings.efd)
-    try:
-        if args.efd_command == "topics":
-            return await show_topics(client, sys.stdout)
-        if args.efd_command == "fields":
-            return await show_fields(client, args.topic, sys.stdout)
-        fields = [f.strip() for f in args.fields.split(",") if f.strip()]
-        return await show_series(
-            client, args.topic, fields, sys.stdout, start=args.start, end=args.end,
-            index=args.index,
-        )  # fmt: skip
-    finally:
-        client.close()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cscs", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="subcommand", required=True)
@@ -379,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dashboard(sub)
 
-    _add_efd(sub)
+    add_efd_command(sub)
 
     doc = sub.add_parser("interface-doc", help="write docs/interface.md from the schemas")
     group = doc.add_mutually_exclusive_group()

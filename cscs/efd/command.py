@@ -1,6 +1,6 @@
 """``cscs efd topics | fields TOPIC | series TOPIC FIELD[,FIELD…]``: the EFD read from a
 terminal, through :class:`~cscs.efd.client.EfdClient` (the same reading as a notebook's),
-printed as ``rich`` tables (plain text when the output is not a terminal).
+printed as ``rich`` tables; :func:`add_efd_command` adds it to the ``cscs`` parser.
 
 Times on the command line are ISO dates in TAI (``2026-12-07T03:00:00``) or TAI Unix
 seconds; the default range is the last hour.
@@ -8,8 +8,10 @@ seconds; the default range is the last hour.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+import sys
 from typing import TextIO
 
 from astropy.table import MaskedColumn, Table
@@ -17,10 +19,18 @@ from astropy.time import Time
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from cscs.core.settings import Settings
 from cscs.core.tai import current_tai
 from cscs.efd.client import EfdClient, EfdQueryError
 
-__all__ = ["parse_tai", "print_series", "show_fields", "show_series", "show_topics"]
+__all__ = [
+    "add_efd_command",
+    "parse_tai",
+    "print_series",
+    "show_fields",
+    "show_series",
+    "show_topics",
+]
 
 DEFAULT_SPAN = 3600.0  # s: `series` without --start shows the last hour
 MAX_ROWS = 100_000  # rows printed at most (the rest counted): a terminal is no export
@@ -114,3 +124,48 @@ async def show_series(
     where = "" if index is None else f" index {index}"
     print_series(table, f"{topic}{where} {begin} to {finish} TAI: {len(table)} records", out)
     return 0
+
+
+def _tai_argument(text: str) -> float:
+    try:
+        return parse_tai(text)
+    except ValueError as error:  # argparse shows this message, not a bare "invalid value"
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def add_efd_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cscs efd`` and its subcommands, on the ``cscs`` parser's subparsers."""
+    efd = sub.add_parser("efd", help="read the EFD: topics, fields, a time series")
+    efd.add_argument(
+        "--efd", metavar="URL",
+        help="the EFD (sqlite:////path or influxdb://HOST:PORT/DATABASE; default $CSCS_EFD, "
+        "or the embedded store under the state directory)",
+    )  # fmt: skip
+    efd_sub = efd.add_subparsers(dest="efd_command", required=True)
+    efd_sub.add_parser("topics", help="every topic recorded (EFD measurement names)")
+    fields = efd_sub.add_parser("fields", help="the fields recorded for a topic")
+    fields.add_argument("topic", help="e.g. lsst.sal.Telescope.mount")
+    series = efd_sub.add_parser("series", help="fields of a topic over a time range")
+    series.add_argument("topic", help="e.g. lsst.sal.Telescope.mount")
+    series.add_argument("fields", help="field names, comma-separated")
+    series.add_argument("--start", type=_tai_argument, help="ISO TAI or TAI seconds (default: "
+                        "an hour before --end)")  # fmt: skip
+    series.add_argument("--end", type=_tai_argument, help="ISO TAI or TAI seconds (default: now)")
+    series.add_argument("--index", type=int, help="the CSC's index (salIndex) only")
+    efd.set_defaults(func=_efd)
+
+
+async def _efd(args: argparse.Namespace, settings: Settings) -> int:
+    client = EfdClient(args.efd or settings.efd)
+    try:
+        if args.efd_command == "topics":
+            return await show_topics(client, sys.stdout)
+        if args.efd_command == "fields":
+            return await show_fields(client, args.topic, sys.stdout)
+        fields = [f.strip() for f in args.fields.split(",") if f.strip()]
+        return await show_series(
+            client, args.topic, fields, sys.stdout, start=args.start, end=args.end,
+            index=args.index,
+        )  # fmt: skip
+    finally:
+        client.close()
