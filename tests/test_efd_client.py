@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from astropy.time import Time
+from astropy.time import Time, TimeDelta
 from influxdb import InfluxDBClient
 
 from cscs.cli import main
@@ -65,7 +65,9 @@ async def test_topics_and_fields(client: EfdClient) -> None:
 
 async def test_a_time_series_is_a_table_in_tai(client: EfdClient) -> None:
     start = Time("2026-12-07T03:01:00", scale="tai")
-    table = await client.select_time_series(str(MOUNT), ["azimuth", "mode"], start, T0 + 64, 2)
+    table = await client.select_time_series(
+        str(MOUNT), ["azimuth", "mode"], start, T0 + 64, index=2
+    )
     assert list(table.colnames) == ["time", "azimuth", "mode"]
     assert table["time"].scale == "tai"
     assert list(table["time"].tai.isot) == [f"2026-12-07T03:01:0{s}.000" for s in range(5)]
@@ -75,6 +77,14 @@ async def test_a_time_series_is_a_table_in_tai(client: EfdClient) -> None:
     again = await client.select_time_series(str(MOUNT), "azimuth", by_utc, T0 + 60)
     assert len(again) == 2  # both indices
     assert np.array_equal(again["azimuth"], [160.0, 160.0])
+    # As the observatory's client: a TimeDelta after start, or a window around it.
+    two_s = TimeDelta(2, format="sec")
+    after = await client.select_time_series(str(MOUNT), "azimuth", start, two_s, index=1)
+    assert list(after["azimuth"]) == [160.0, 161.0, 162.0]
+    window = await client.select_time_series(
+        str(MOUNT), "azimuth", start, two_s, is_window=True, index=1
+    )
+    assert list(window["azimuth"]) == [159.0, 160.0, 161.0]
 
 
 async def test_top_n_is_the_newest_first(client: EfdClient) -> None:

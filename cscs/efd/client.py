@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 
 from astropy.table import MaskedColumn, Table
-from astropy.time import Time
+from astropy.time import Time, TimeDelta
 
 from cscs.core.tai import current_tai
 from cscs.efd.influx_points import TAG
@@ -106,15 +106,26 @@ class EfdClient:
         topic: str,
         fields: str | Sequence[str],
         start: Time | float,
-        end: Time | float,
+        end: Time | TimeDelta | float,
+        is_window: bool = False,
         index: int | None = None,
     ) -> Table:
         """``fields`` of ``topic`` sent from ``start`` to ``end`` (inclusive), of the
-        CSC index ``index`` only if given, in time order."""
+        CSC index ``index`` only if given, in time order. As the observatory's client:
+        ``end`` may be a ``TimeDelta`` after ``start``, or with ``is_window`` a window
+        of that length centred on ``start``."""
         names = _as_list(fields)
+        begin = tai_seconds(start)
+        if isinstance(end, TimeDelta):
+            span = float(end.to_value("s"))
+            begin, finish = (
+                (begin - span / 2, begin + span / 2) if is_window else (begin, begin + span)
+            )
+        else:
+            finish = tai_seconds(end)
         measurement = await self._known(topic, names)
         records = await asyncio.to_thread(
-            self.store.records, [measurement], tai_seconds(start), tai_seconds(end), index=index
+            self.store.records, [measurement], begin, finish, index=index
         )
         return to_table(records, names)
 
