@@ -8,6 +8,7 @@ import json
 import math
 import sqlite3
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -80,7 +81,10 @@ def test_a_record_reads_back_with_its_fields_typed(efd_store: EfdStore) -> None:
 def test_writes_are_idempotent_on_the_record_key(efd_store: EfdStore) -> None:
     batch = [record(seq=i, sent=T0 + i) for i in range(5)]
     efd_store.write(batch)
-    efd_store.write(batch[2:])  # a batch written again after a timeout; a second writer
+    efd_store.write(batch[2:])  # a batch written again after a timeout
+    second_writer = open_store(efd_store.url)  # another writer that heard the same
+    second_writer.write([replace(r, received_tai=r.received_tai + 0.5) for r in batch])
+    second_writer.close()
     assert [r.seq for r in stored(efd_store)] == [0, 1, 2, 3, 4]
     # Same sent_tai, another seq: another message (two in one microsecond both stay).
     efd_store.write([record(seq=5, sent=T0), record(seq=6, sent=T0)])
@@ -175,6 +179,27 @@ def test_a_sqlite_file_is_made_with_its_directory_and_read_by_another_connection
     ]  # fmt: skip
     writer.close()
     reader.close()
+
+
+def test_a_full_disk_is_named_and_the_batch_not_half_written(tmp_path: Any) -> None:
+    path = tmp_path / "efd.sqlite3"
+    store = SqliteStore(path)
+    store.write([record(seq=0)])
+    full = sqlite3.connect(path)
+    pages = full.execute("PRAGMA page_count").fetchone()[0]
+    full.close()
+    store._db.execute(f"PRAGMA max_page_count = {pages + 1}")  # noqa: SLF001 (a full disk)
+    batch = [record(seq=i, sent=T0 + i, text="x" * 500) for i in range(1, 200)]
+    with pytest.raises(EfdStoreError, match=r"efd\.sqlite3: write: disk full"):
+        store.write(batch)
+    assert [r.seq for r in stored(store)] == [0]  # all of a batch or nothing
+    store.close()
+
+
+def test_an_efd_file_where_no_directory_can_be_made_is_named(tmp_path: Any) -> None:
+    (tmp_path / "state").write_text("a file where the directory should be")
+    with pytest.raises(EfdStoreError, match=r"state/efd/efd\.sqlite3: cannot make its directory"):
+        open_store(f"sqlite:///{tmp_path / 'state' / 'efd' / 'efd.sqlite3'}")
 
 
 def test_a_corrupt_sqlite_file_is_named_with_the_cause(tmp_path: Any) -> None:
