@@ -45,6 +45,12 @@ def test_one_message_makes_one_point_and_two_messages_two() -> None:
     }  # fmt: skip
 
 
+def test_numbers_influxdb_cannot_hold_are_kept_as_text() -> None:
+    record = EfdRecord(MOUNT, 0, 1, 1.8e9, 1.8e9, {"nan": float("nan"), "big": 2**64})
+    assert to_point(record)["fields"]["nan"] == "NaN"
+    assert to_point(record)["fields"]["big"] == str(2**64)
+
+
 def test_names_influxdb_cannot_keep_are_listed_not_written() -> None:
     record = EfdRecord(MOUNT, 0, 1, 1.8e9, 1.8e9, {"a\\b": 1, "time": 2, "ok": None, "y": 3})
     fields = to_point(record)["fields"]

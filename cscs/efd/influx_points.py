@@ -115,6 +115,8 @@ def to_point(record: EfdRecord) -> dict[str, Any]:
             dropped.append(name)
         elif isinstance(value, float) and not math.isfinite(value):
             fields[name] = json.dumps(value)  # as flatten_fields keeps it: InfluxDB has no NaN
+        elif isinstance(value, int) and not -(2**63) <= value < 2**63:
+            fields[name] = str(value)  # idem: beyond InfluxDB's 64-bit integers
         elif value is not None:  # InfluxDB has no null: an absent field reads as null
             fields[name] = value
     fields[SND] = float(record.sent_tai)
