@@ -320,3 +320,19 @@ def test_influxdb_on_fresh_data_gets_its_database_again(influx_url: str) -> None
     assert [r.seq for r in stored(store)] == [2]
     raw.close()
     store.close()
+
+
+@settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    number=st.floats(allow_nan=False, allow_infinity=False),
+    integer=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    flag=st.booleans(),
+)
+def test_any_number_round_trips(
+    efd_store: EfdStore, number: float, integer: int, flag: bool
+) -> None:
+    measurement = Measurement("Numbers", Kind.TELEMETRY, f"n{next(_examples)}")
+    efd_store.write([EfdRecord(measurement, 0, 1, T0, T0, {"f": number, "i": integer, "b": flag})])
+    (back,) = stored(efd_store, measurement)
+    assert back.fields == {"f": number, "i": integer, "b": flag}
+    assert [type(back.fields[k]) for k in "fib"] == [float, int, bool]
