@@ -30,6 +30,8 @@ from cscs.core.tai import current_tai
 from cscs.core.tasks import until_stop_signal
 from cscs.core.topics import CscAddress
 from cscs.core.transport import BrokerUnavailableError
+from cscs.efd.command import add_efd_command
+from cscs.efd.store import EfdStoreError
 from cscs.ocs.alarms import follow_alarms, show_alarms
 from cscs.ocs.broker_config import BrokerUsers, write_broker_config
 from cscs.ocs.command import parse_params, send_command
@@ -332,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dashboard(sub)
 
+    add_efd_command(sub)
+
     doc = sub.add_parser("interface-doc", help="write docs/interface.md from the schemas")
     group = doc.add_mutually_exclusive_group()
     group.add_argument("--output", help="file to write (default stdout)")
@@ -360,6 +364,6 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(command(args, settings))
     except KeyboardInterrupt:
         return 130
-    except (ValueError, BrokerUnavailableError, ExpectedError, OSError) as exc:
+    except (ValueError, BrokerUnavailableError, ExpectedError, OSError, EfdStoreError) as exc:
         print(f"cscs: error: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 2

@@ -33,6 +33,9 @@ from cscs.catalog import sqlite_url
 from cscs.core.broker import Backend, EmbeddedBroker, find_mosquitto
 from cscs.core.testing import MemoryBroker
 from cscs.core.transport import Connector
+from cscs.efd.open import open_store
+from cscs.efd.store import EfdStore
+from tests.support.influx import InfluxMissingError, InfluxServer, private_influx
 from tests.support.postgres import PostgresMissingError, private_postgres
 from tests.support.process_site import ProcessSite, process_site
 
@@ -280,3 +283,45 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     else:
         with postgres_database(request.getfixturevalue("postgres_admin")) as url:
             yield url
+
+
+# The EFD on SQLite and on InfluxDB 1.x (a server of the tests' own).
+
+
+@pytest.fixture(scope="session")
+def influx_server() -> Iterator[InfluxServer]:
+    """An ``influxd`` of the tests' own (tests/support/influx.py), shared by the session:
+    a private port, data under a temporary directory, ``restart()`` for the tests of
+    "InfluxDB restarted mid-night". Skipped, with the reason, without ``influxd``."""
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(private_influx())
+        except InfluxMissingError as missing:
+            pytest.skip(str(missing))
+        yield server
+
+
+@pytest.fixture
+def influx_url(influx_server: InfluxServer) -> str:
+    """The ``CSCS_EFD`` URL of a fresh database on the session's InfluxDB (made by the
+    first write); the server is restarted if a test left it stopped."""
+    if not influx_server.running:
+        influx_server.start()
+    return influx_server.url(f"efd_{uuid.uuid4().hex[:12]}")
+
+
+# InfluxDB is a server the tests start: the system tier (`broker`), not the offline one.
+@pytest.fixture(params=["sqlite", pytest.param("influxdb", marks=pytest.mark.broker)])
+def efd_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty EFD: the embedded SQLite file, and a database on InfluxDB."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'efd' / 'efd.sqlite3'}"
+    return str(request.getfixturevalue("influx_url"))
+
+
+@pytest.fixture
+def efd_store(efd_url: str) -> Iterator[EfdStore]:
+    """An empty EFD store of each kind, closed afterwards."""
+    store = open_store(efd_url)
+    yield store
+    store.close()

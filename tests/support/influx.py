@@ -1,0 +1,161 @@
+"""An InfluxDB 1.x server of the tests' own: ``influxd`` with a configuration written
+here, on a free private port (never the machine's 8086), its metadata, data and WAL in
+a temporary directory, reporting off; stopped and removed at the end.
+
+The EFD's real store is InfluxDB 1.x (Debian's ``influxdb`` package); without
+``influxd`` the tests that need one are skipped, saying so. :meth:`InfluxServer.restart`
+stops the server and starts it again on the same port and data, for the writer's
+"InfluxDB restarted mid-night" tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["InfluxMissingError", "InfluxServer", "find_influxd", "private_influx"]
+
+_START_TIMEOUT = 30.0  # s: influxd answers /ping in about a second; a loaded machine
+_STOP_TIMEOUT = 15.0
+
+
+class InfluxMissingError(RuntimeError):
+    """No ``influxd`` here: the reason a test is skipped."""
+
+
+def find_influxd() -> Path | None:
+    """Debian's ``influxd`` (``/usr/bin``), or one on the PATH."""
+    found = shutil.which("influxd")
+    return Path(found) if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _config(root: Path, port: int) -> str:
+    # The RPC service (8088 by default) is bound to a free port too, so two servers (two
+    # test sessions on one machine) never collide, and nothing listens beyond loopback.
+    return f"""\
+reporting-disabled = true
+bind-address = "127.0.0.1:{_free_port()}"
+
+[meta]
+  dir = "{root / "meta"}"
+
+[data]
+  dir = "{root / "data"}"
+  wal-dir = "{root / "wal"}"
+  query-log-enabled = false
+  trace-logging-enabled = false
+
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[continuous_queries]
+  enabled = false
+"""
+
+
+class InfluxServer:
+    """One ``influxd``: :attr:`host`, :attr:`port`, :meth:`url` of a database on it."""
+
+    def __init__(self, influxd: Path, root: Path) -> None:
+        self.influxd = influxd
+        self.root = root
+        self.host = "127.0.0.1"
+        self.port = _free_port()
+        self.config = root / "influxdb.conf"
+        self.config.write_text(_config(root, self.port))
+        self.log = root / "influxd.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str) -> str:
+        """The ``CSCS_EFD`` URL of ``database`` on this server."""
+        return f"influxdb://{self.host}:{self.port}/{database}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start ``influxd`` and return once it answers ``/ping`` (204)."""
+        if self.running:
+            return
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [str(self.influxd), "-config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"influxd exited ({self._process.returncode}): {self._tail()}")
+            if self._pings():
+                return
+            time.sleep(0.05)  # polling a process we do not control: no event to wait on
+        self.stop()
+        raise RuntimeError(f"influxd did not answer /ping in {_START_TIMEOUT:.0f} s")
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL), keeping its data."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data (InfluxDB restarted mid-night)."""
+        self.stop()
+        self.start()
+
+    def _pings(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.port}/ping", timeout=1) as r:
+                return int(r.status) == 204
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-2000:]
+        return ""
+
+
+@contextlib.contextmanager
+def private_influx() -> Iterator[InfluxServer]:
+    """A started server of the tests' own; stopped and its files removed afterwards."""
+    influxd = find_influxd()
+    if influxd is None:
+        raise InfluxMissingError(
+            "influxd is not installed (apt-get install influxdb); .ci/run installs it"
+        )
+    root = Path(tempfile.mkdtemp(prefix="cscs-influx-"))
+    server = InfluxServer(influxd, root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
