@@ -118,9 +118,13 @@ class EfdWriterCsc(BaseCsc[EfdWriterConfig]):
     # ---- recording -------------------------------------------------------------------
 
     def _filters(self, recorder: Recorder) -> list[str]:
+        """What is recorded. The events come last: they are where retained messages
+        are, and a broker may hold the next SUBSCRIBE until those it sends on one are
+        acknowledged (amqtt does, for seconds), which the writer does only once they
+        are durable, after the connection is made."""
         prefix, dm = recorder.limits.prefix, recorder.limits.dm_prefix
-        return [f"{prefix}/+/+/evt/+", f"{prefix}/+/+/tel/+", f"{prefix}/+/+/cmd/+",
-                f"{prefix}/+/+/ack", f"{dm}/qc/#", f"{dm}/status/+"]  # fmt: skip
+        return [f"{dm}/qc/#", f"{dm}/status/+", f"{prefix}/+/+/cmd/+", f"{prefix}/+/+/ack",
+                f"{prefix}/+/+/tel/+", f"{prefix}/+/+/evt/+"]  # fmt: skip
 
     async def _record(self, recorder: Recorder) -> None:
         """Read and record until cancelled. The connection's session outlives the
