@@ -152,3 +152,14 @@ async def test_two_writers_on_one_store_keep_one_record_per_message(tmp_path: Pa
 def test_the_store_url_said_has_no_secrets() -> None:
     assert public_url("influxdb://efd:s3cret@host:8086/efd?token=x") == "influxdb://host:8086/efd"
     assert public_url("sqlite:////var/efd.sqlite3") == "sqlite:////var/efd.sqlite3"
+
+
+@pytest.mark.parametrize("override", ["", "camera1", "camera2", "camera3"])
+def test_the_gateway_watches_the_writer_as_shipped(override: str) -> None:
+    """The DM-health rules raise an alarm when EfdWriter:0 falls silent or leaves ENABLED
+    at night, whichever camera's configuration the gateway runs."""
+    from cscs.core.config import ConfigSource, load_configuration
+    from cscs.telemetry_gateway.interface import CONFIG_DIR, GatewayConfig
+
+    applied = load_configuration(GatewayConfig, ConfigSource(CONFIG_DIR), override)
+    assert "EfdWriter:0" in applied.config.health.watched
