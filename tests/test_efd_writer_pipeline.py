@@ -22,7 +22,7 @@ from cscs.core.transport import Message
 from cscs.efd.memory import MemoryStore
 from cscs.efd.records import EfdRecord, Measurement
 from cscs.efd.store import EfdStoreError
-from cscs.efd_writer.parse import FLAG_FIELD, Refused, to_record
+from cscs.efd_writer.parse import FLAG_FIELD, LATEST_TAI, Refused, to_record
 from cscs.efd_writer.recorder import Limits, Recorder, SpoolUnwritableError
 from cscs.efd_writer.spool import Spool
 
@@ -93,6 +93,9 @@ def test_an_unusable_envelope_is_recorded_and_flagged() -> None:
     flagged = record("obs/Test/1/evt/scalars", {"seq": "x", "value": 1})
     assert (flagged.seq, flagged.sent_tai) == (0, NOW)
     assert flagged.fields[FLAG_FIELD] == "seq not a non-negative integer; sent_tai missing"
+    beyond = record("obs/Test/1/evt/scalars", {"seq": 1, "sent_tai": 1e300})
+    assert beyond.sent_tai == NOW  # no store could keep it, nor what comes behind it
+    assert "sent_tai not a time" in str(beyond.fields[FLAG_FIELD])
     huge = record("obs/Test/1/evt/scalars", {"seq": 1, "sent_tai": 10**400})
     assert huge.sent_tai == NOW
     assert "sent_tai not a time" in str(huge.fields[FLAG_FIELD])
@@ -321,3 +324,4 @@ def test_hostile_payloads_never_crash_it(topic: str, payload: bytes) -> None:
         from cscs.efd_writer.spool import decode_record, encode_record
 
         assert decode_record(encode_record(parsed)) == parsed
+        assert 0.0 <= parsed.sent_tai <= LATEST_TAI  # a time every store can keep

@@ -30,11 +30,14 @@ from cscs.core.topics import Kind, parse_topic
 from cscs.efd.records import MAX_FIELDS, MAX_TEXT, EfdRecord, Measurement, flatten_fields
 from cscs.efd_writer.interface import DM_CSC
 
-__all__ = ["FLAG_FIELD", "Refused", "to_record"]
+__all__ = ["FLAG_FIELD", "LATEST_TAI", "Refused", "to_record"]
 
 FLAG_FIELD = "private_efdFlag"
 _MAX_SEQ = 2**63 - 1
 _DM_PART = 200  # characters kept of a DM topic's part (instrument, image, sensor, stage)
+#: The latest ``sent_tai`` taken as a time (year 2255): InfluxDB's times end at 2**63 ns
+#: (2262), and one record a store cannot take would hold every record behind it.
+LATEST_TAI = 9_000_000_000.0
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def _sent_tai(value: Any, received_tai: float, flags: list[str]) -> float:
             number = float(value)
         except OverflowError:  # an integer beyond any float
             number = math.inf
-        if math.isfinite(number) and number >= 0.0:
+        if math.isfinite(number) and 0.0 <= number <= LATEST_TAI:
             return number
     flags.append("sent_tai missing" if value is None else "sent_tai not a time")
     return received_tai
