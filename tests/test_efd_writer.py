@@ -163,3 +163,45 @@ def test_the_gateway_watches_the_writer_as_shipped(override: str) -> None:
 
     applied = load_configuration(GatewayConfig, ConfigSource(CONFIG_DIR), override)
     assert "EfdWriter:0" in applied.config.health.watched
+
+
+def spooled_seqs(spool_dir: Path) -> set[int]:
+    """The seqs of Test:7's events in the spool's files as they are on disk now."""
+    from cscs.efd_writer.spool import decode_record
+
+    found = set()
+    for segment in spool_dir.glob("*.spool"):
+        for line in segment.read_bytes().splitlines():
+            record = decode_record(line)
+            if record.measurement.csc == "Test" and record.index == 7:
+                found.add(record.seq)
+    return found
+
+
+async def test_the_spool_outlives_the_writer_and_a_new_one_replays_it(tmp_path: Path) -> None:
+    """Store down: the events are spooled. The writer stops; a new writer object on the
+    same state directory, with the store back, writes every one of them."""
+    broker, store = MemoryBroker(), MemoryStore()
+    store.fail = EfdStoreError("down")
+    wanted = set(range(1, 21))
+    async with (
+        writer(broker, store, tmp_path) as efd,
+        efd.remote.stream("efdWriterStatus") as status,
+    ):
+        spool_dir = efd.csc.spool_dir  # type: ignore[attr-defined]
+        for n in sorted(wanted):
+            payload = {"seq": n, "sent_tai": 1.8e9 + n, "value": n}
+            assert await efd.bus.publish("efd/Test/7/evt/scalars", json.dumps(payload).encode())
+        await status.wait_for(lambda r: spooled_seqs(spool_dir) == wanted, 20)
+    assert store.measurements() == []  # nothing reached the store
+    store.fail = None
+    async with (
+        writer(broker, store, tmp_path) as again,
+        again.remote.stream("efdWriterStatus") as status,
+    ):
+        scalars = [measurement("Test", Kind.EVENT, "scalars")]
+        await status.wait_for(
+            lambda r: {x.seq for x in store.records(scalars, 0, 3e9, index=7)} == wanted, 20
+        )
+        await status.wait_for(lambda r: r.data["spoolBytes"] == 0, 20)
+    assert not spooled_seqs(spool_dir)
