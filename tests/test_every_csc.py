@@ -20,6 +20,7 @@ from cscs.core.transport import Connector
 # Valid parameters of each component command: each must be refused outside ENABLED.
 ENABLED_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
     "Archiver": {"catchUp": {}},
+    "EfdWriter": {},
     "Camera": {
         "takeImages": {"numImages": 1, "expTime": 0.0, "shutter": False, "imageType": "BIAS"}
     },
@@ -41,7 +42,7 @@ ENABLED_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }  # fmt: skip
 # Each CSC's index: the cameras' components take the camera's (1 LATISS).
-INDEX = {"Weather": 0, "OCSBatch": 0, "TelemetryGateway": 0}
+INDEX = {"Weather": 0, "OCSBatch": 0, "TelemetryGateway": 0, "EfdWriter": 0}
 
 
 def test_every_registered_csc_is_checked_here() -> None:

@@ -21,8 +21,8 @@ def test_interface_doc_is_current() -> None:
 def test_every_component_is_registered() -> None:
     """`cscs run NAME` finds every CSC of the project and its simulators (entry points)."""
     assert components.names(components.PROJECT) == [
-        "Archiver", "Camera", "HeaderService", "OCSBatch", "TelemetryGateway", "Telescope",
-        "Test", "Weather",
+        "Archiver", "Camera", "EfdWriter", "HeaderService", "OCSBatch", "TelemetryGateway",
+        "Telescope", "Test", "Weather",
     ]  # fmt: skip
     assert components.find("archiver").__name__ == "ArchiverCsc"
 

@@ -48,6 +48,7 @@ from sim.site.night import (
     NightLog,
     NightStoppedError,
     check_headers,
+    efd_summary,
     note_alarm,
     note_alarms,
     note_ends,
@@ -59,6 +60,7 @@ from sim.site.processes import log_path, log_tail, spawn, stop
 __all__ = ["NIGHT_SCRIPT", "images_commanded", "run_demo"]
 
 NIGHT_SCRIPT = Path(__file__).parent / "scripts" / "night.yaml"
+EFD_WRITER = CscAddress("EfdWriter", 0)
 _SETTLE = 120.0  # s after the last step for the last files and headers
 
 
@@ -92,6 +94,7 @@ async def run_demo(
     given the page's address and runs beside the night (``make screenshot``)."""
     index = camera.value
     addresses = [
+        EFD_WRITER,  # first up, last down: it records the whole night
         CscAddress("Weather", 0),
         CscAddress("Telescope", index),
         CscAddress("HeaderService", index),
@@ -115,7 +118,12 @@ async def run_demo(
             f"broker: {broker.backend} at {broker.url}, without authentication "
             "(anyone on this host can publish; a site uses `cscs broker-config`)"
         )
-        processes = [await spawn(a, broker.url, env, logs) for a in addresses]
+        # The EFD writer is ENABLED from its start (as a supervisor starts it): it records
+        # the night's commands from the first, into the EFD under the state directory.
+        processes = [
+            await spawn(a, broker.url, env, logs, "enabled" if a == EFD_WRITER else "standby")
+            for a in addresses
+        ]
         progress.say(f"{', '.join(map(str, addresses))}: each in its own process (cscs run)")
         progress.say(f"their logs: {logs}")
         try:
@@ -131,6 +139,7 @@ async def run_demo(
                 try:
                     await _night(bus, script, overrides, camera, log, progress)
                     await daytime(bus, night, log, progress)
+                    log.efd = await efd_summary(bus, EFD_WRITER)
                 except ScriptStepError as exc:
                     log.problems.append(f"the night stopped: {exc}")
                     gone = _report_exited(addresses, processes, logs, log)
@@ -291,5 +300,7 @@ def _summary(log: NightLog, failures: int, out: TextIO) -> None:
     )
     for place in sorted(log.archive):
         print(f"archive and catalog: {place} (catalog.sqlite)", file=out)
+    if log.efd:
+        print(f"EFD: {log.efd}", file=out)
     for problem in log.problems:
         print(f"  problem: {problem}", file=out)

@@ -15,7 +15,10 @@ from cscs.camera.events import EndReadout
 from cscs.camera.headers.announcement import LargeFileObjectAvailable
 from cscs.camera.headers.reading import read_header_document
 from cscs.camera.verify import verify_raw_file
-from cscs.core.remote import EventStream, Parsed, ParsedStream, Received
+from cscs.core.remote import EventStream, Parsed, ParsedStream, Received, Remote
+from cscs.core.topics import CscAddress
+from cscs.core.transport import Transport
+from cscs.efd_writer.interface import EFD_WRITER_STATUS
 from cscs.ocs.alarms import alarm_line
 from cscs.ocs.progress import Progress
 
@@ -23,6 +26,7 @@ __all__ = [
     "NightLog",
     "NightStoppedError",
     "check_headers",
+    "efd_summary",
     "note_alarm",
     "note_alarms",
     "note_ends",
@@ -51,6 +55,7 @@ class NightLog:
     seeing: dict[str, float] = field(default_factory=dict)  # image -> seeing as it was read
     problems: list[str] = field(default_factory=list)
     alarms: list[dict[str, Any]] = field(default_factory=list)  # alarm events, in order
+    efd: str = ""  # what the EFD writer says it recorded
     # QoS 1 is at-least-once, and overlapping subscriptions on one connection can
     # bring a message twice: each file and header is counted once
     seen: set[tuple[str, str]] = field(default_factory=set)
@@ -96,6 +101,20 @@ async def note_seeing(weather: EventStream, log: NightLog) -> None:
         seeing = received.data.get("seeing")
         if isinstance(seeing, int | float):
             log.latest_seeing = float(seeing)
+
+
+async def efd_summary(bus: Transport, writer: CscAddress) -> str:
+    """What the EFD writer says it has recorded (its retained ``efdWriterStatus``), or
+    why that is not known."""
+    async with Remote(bus, writer) as remote, remote.stream(EFD_WRITER_STATUS.name) as status:
+        try:
+            data = (await status.next(timeout=5.0)).data
+        except TimeoutError:
+            return f"{writer} said nothing of what it recorded"
+    state = "up" if data.get("storeUp") else f"DOWN ({data.get('lastError', '')})"
+    return (f"{data.get('received')} messages recorded, {data.get('written')} written to "
+            f"{data.get('storeUrl')} (store {state}), {data.get('spoolBytes')} bytes "
+            "waiting in the spool")  # fmt: skip
 
 
 def verify_archived_file(event: ImageArchived) -> list[str]:

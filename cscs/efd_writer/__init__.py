@@ -1,0 +1,1 @@
+"""``EfdWriter``: everything said on the bus recorded in the EFD (docs/efd.md)."""

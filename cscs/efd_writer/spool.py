@@ -1,0 +1,139 @@
+"""The writer's durable spool: records the store could not take (down, or too slow for
+the bus), kept on disk until it can.
+
+Append-only segment files under one directory, each line one record as JSON; an append
+is fsynced before it returns, so a caller may then tell the broker the messages are
+safe. A segment grows to ``segment_bytes``, then the next is begun; replay reads the
+oldest whole segment (what it holds in memory is bounded by that size), and the caller
+removes it once the store has every record of it. A crash between the store's write and
+the removal replays the segment again: the stores are idempotent on the record's key.
+A line torn by a crash mid-append was never acknowledged (the broker sends it again):
+it is skipped, and counted.
+
+Blocking calls, safe from several threads: the CSC runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from cscs.core.topics import Kind
+from cscs.efd.records import EfdRecord, Measurement
+
+__all__ = ["Segment", "Spool", "decode_record", "encode_record"]
+
+_SUFFIX = ".spool"
+
+
+def encode_record(record: EfdRecord) -> bytes:
+    m = record.measurement
+    row = [m.csc, m.kind.value, m.name, record.index, record.seq, record.sent_tai,
+           record.received_tai, record.fields]  # fmt: skip
+    return json.dumps(row, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def decode_record(line: bytes) -> EfdRecord:
+    """A spooled record; ValueError (or TypeError) if the line is not one."""
+    csc, kind, name, index, seq, sent, received, fields = json.loads(line)
+    if not isinstance(fields, dict):
+        raise ValueError("fields are not an object")
+    return EfdRecord(Measurement(str(csc), Kind(kind), str(name)), int(index), int(seq),
+                     float(sent), float(received), fields)  # fmt: skip
+
+
+class Segment:
+    """One spool file read back whole: its records, and the lines that were torn."""
+
+    def __init__(self, path: Path, records: list[EfdRecord], torn: int, size: int) -> None:
+        self.path, self.records, self.torn, self.size = path, records, torn, size
+
+
+class Spool:
+    def __init__(self, directory: Path, segment_bytes: int = 4 * 2**20) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._segments = sorted(directory.glob(f"*{_SUFFIX}"))  # oldest first
+        self._sizes = {path: path.stat().st_size for path in self._segments}
+        self._next = int(self._segments[-1].stem) + 1 if self._segments else 1
+        self._current: Path | None = None  # the segment appended to; None: begin one
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
+    @property
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._segments
+
+    def append(self, records: list[EfdRecord]) -> int:
+        """Keep ``records`` (on disk, fsynced, when this returns); the bytes written.
+        OSError when the disk will not have them (full, read-only)."""
+        data = b"".join(encode_record(r) for r in records)
+        if not data:
+            return 0
+        with self._lock:
+            path = self._current
+            if path is None or self._sizes[path] >= self.segment_bytes:
+                path = self._begin()
+            with open(path, "ab") as out:
+                try:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                except OSError:
+                    out.truncate(self._sizes[path])  # no torn line left behind, if it can
+                    raise
+            self._sizes[path] += len(data)
+        return len(data)
+
+    def oldest(self) -> Segment | None:
+        """The oldest segment read whole (the one being appended to is closed first:
+        later appends go to a new one), or None when nothing is spooled."""
+        with self._lock:
+            if not self._segments:
+                return None
+            path = self._segments[0]
+            if path == self._current:
+                self._current = None
+            data = path.read_bytes()
+        records: list[EfdRecord] = []
+        torn = 0
+        for line in data.splitlines():
+            try:
+                records.append(decode_record(line))
+            except (ValueError, TypeError, KeyError):
+                torn += 1
+        return Segment(path, records, torn, len(data))
+
+    def remove(self, segment: Segment) -> None:
+        """The store has every record of ``segment``: forget it."""
+        with self._lock:
+            segment.path.unlink(missing_ok=True)
+            self._segments.remove(segment.path)
+            del self._sizes[segment.path]
+            _fsync_directory(self.directory)
+
+    def _begin(self) -> Path:
+        path = self.directory / f"{self._next:016d}{_SUFFIX}"
+        self._next += 1
+        path.touch()
+        _fsync_directory(self.directory)  # the new file's name survives a crash too
+        self._segments.append(path)
+        self._sizes[path] = 0
+        self._current = path
+        return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
