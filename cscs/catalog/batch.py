@@ -274,6 +274,16 @@ class BatchRecords:
             due[image] = QcDue(image, str(row.instrument), float(row.first), sensors)
         return list(due.values())
 
+    def qc_origins(self, image: str) -> set[str]:
+        """The origins of the jobs that measured the image's detectors now in the
+        catalog (``auto_qc``, ``qc_catch_up``, a commander's): empty if none is."""
+        query = (
+            sa.select(sa.func.coalesce(JOBS.c.origin, "").label("origin")).distinct()
+            .select_from(QC_METRICS.outerjoin(JOBS, JOBS.c.job_id == QC_METRICS.c.job_id))
+            .where(QC_METRICS.c.image_name == image)
+        )  # fmt: skip
+        return {str(row.origin) for row in self._rows(query)}  # "": its job is not recorded
+
     def record_calibration(self, product: CalibrationRecord) -> None:
         values = {f.name: getattr(product, f.name) for f in fields(CalibrationRecord)}
         upsert(self.engine, CALIBRATIONS, CALIBRATIONS.c.path == product.path, values, product.path)
