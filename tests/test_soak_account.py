@@ -6,9 +6,11 @@ component's own outage: that costs latency, a header rebuilt or QC caught up).""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from cscs.camera.geometry import Camera
 from sim.daq.journal import TakenImage, read_journal, record_taken
+from sim.site.soak.account import catalogued_source
 from sim.site.soak.plan import FaultKind, plan_faults
 from sim.site.soak.reconcile import FaultWindow, Reconciliation, SensorFile, reconcile
 
@@ -165,3 +167,10 @@ def test_qc_measured_but_not_forwarded_is_explained_by_a_broker_restart_near_it(
     )  # fmt: skip
     assert [line.split(":")[0] for line in result.lines] == [near.imageName]
     assert [line.split(":")[0] for line in result.unexplained] == [far.imageName]
+
+
+def test_the_catalogs_header_source_reads_as_the_files_hdrsrc() -> None:
+    rebuilt, live = SimpleNamespace(header_source="efd"), SimpleNamespace(header_source="live")
+    assert catalogued_source(rebuilt) == "EFD"  # type: ignore[arg-type]
+    assert catalogued_source(live) == "live"  # type: ignore[arg-type]
+    assert catalogued_source(SimpleNamespace()) == ""  # type: ignore[arg-type]  # older catalog

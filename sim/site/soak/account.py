@@ -15,11 +15,11 @@ from cscs.catalog.batch import BatchRecords
 from cscs.ocs_batch.catch_up import CATCH_UP
 from sim.daq.journal import TakenImage, journal_path, read_journal
 from sim.site.soak.plan import FaultPlan
-from sim.site.soak.reconcile import FaultWindow, SensorFile, reconcile, table
+from sim.site.soak.reconcile import REBUILT, FaultWindow, SensorFile, reconcile, table
 from sim.site.soak.record import NightRecord, Verified, header_source
 from sim.site.soak.site import CAMERAS
 
-__all__ = ["account"]
+__all__ = ["account", "catalogued_source"]
 
 
 async def account(
@@ -95,6 +95,7 @@ def _from_catalog(
                     if known is None or known.checksum != row.checksum:
                         known = _verify_now(row, record)
                     source = known.header_source if known is not None else ""
+                    source = source or catalogued_source(row)
                     files[key] = SensorFile(row.path, row.checksum, row.header_complete,
                                             row.missing_keywords, count, source)  # fmt: skip
                 origins = records.qc_origins(image.imageName)
@@ -105,6 +106,14 @@ def _from_catalog(
         return files, measured, caught_up
     finally:
         catalog.close()
+
+
+def catalogued_source(row: ArchivedFile) -> str:
+    """Where the catalog says the file's header came from (its ``header_source``, in
+    catalogs that record it: ``efd`` for a header rebuilt from the EFD), as HDRSRC
+    says it; "" when it does not say."""
+    recorded = str(getattr(row, "header_source", "") or "")
+    return REBUILT if recorded.lower() == REBUILT.lower() else recorded
 
 
 def _stray_files(archive: Path, files: dict[tuple[str, str], SensorFile]) -> list[str]:
