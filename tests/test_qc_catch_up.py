@@ -104,10 +104,10 @@ def test_due_are_science_images_without_qc_oldest_first_and_bounded(catalog_url:
         records.record_qc("j2", metrics("IMG_2", "R22_S00"), now)
         assert due(records, now - 10)[:2] == [("IMG_2", ("R22_S11",)), ("IMG_3", SENSORS)]
         # A detector whose task failed is given up; one whose job failed, tried again.
-        records.record_qc_failure("IMG_2", "R22_S11", "j2", "unreadable", now, final=True)
+        records.record_qc_failure([("IMG_2", "R22_S11")], "j2", "unreadable", now, final=True)
         for _ in range(MAX_QC_ATTEMPTS):
             assert [d for d, _ in due(records, now - 10)] == ["IMG_3"]
-            records.record_qc_failure("IMG_3", "R22_S00", "j3", "deadline", now, final=False)
+            records.record_qc_failure([("IMG_3", "R22_S00")], "j3", "deadline", now, final=False)
         assert due(records, now - 10) == [("IMG_3", ("R22_S11",))]
         # The header arrives: the image is due.
         catalog.record_observation(Observation("NOHDR", "OBJECT", "", "r", "r", 15.0))
@@ -226,7 +226,7 @@ async def test_a_pass_measures_science_images_without_qc_and_nothing_else(
         archive(catalog, name, kind, now - age)
     for sensor in SENSORS:
         records.record_qc("old", metrics(done, sensor), now)
-        records.record_qc_failure(gave_up, sensor, "old", "unreadable", now, final=True)
+        records.record_qc_failure([(gave_up, sensor)], "old", "unreadable", now, final=True)
     engine = InProcessEngine(broken={broken}, gate=None)
     async with batch(tmp_path, monkeypatch, engine) as site:
         said = await site.stages(3)  # the pass at enable

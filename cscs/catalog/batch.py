@@ -10,7 +10,7 @@ never forgotten, never silently run again.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -197,23 +197,31 @@ class BatchRecords:
         return result
 
     def record_qc_failure(
-        self, image: str, sensor: str, job_id: str, reason: str, now: float, *, final: bool
+        self,
+        detectors: Iterable[tuple[str, str]],
+        job_id: str,
+        reason: str,
+        now: float,
+        *,
+        final: bool,
     ) -> None:
-        """A detector's QC failed: ``final`` (its own task failed: the file cannot be
-        measured) gives it up; otherwise (its job failed around it) one more attempt."""
-        where = (QC_ATTEMPTS.c.image_name == image) & (QC_ATTEMPTS.c.sensor == sensor)
+        """Detectors' QC failed, (image, sensor) each, in one transaction: ``final`` (its
+        own task failed: the file cannot be measured) gives them up; otherwise (their
+        job failed around them) one more attempt each."""
         try:
             with self.engine.begin() as connection:
-                before = connection.execute(sa.select(QC_ATTEMPTS.c.attempts).where(where))
-                attempts = MAX_QC_ATTEMPTS if final else (before.scalar() or 0) + 1
-                values = {"image_name": image, "sensor": sensor, "job_id": job_id,
-                          "attempts": min(attempts, MAX_QC_ATTEMPTS), "reason": reason[:2000],
-                          "attempted_tai": now}  # fmt: skip
-                if connection.execute(sa.update(QC_ATTEMPTS).where(where).values(values)).rowcount:
-                    return
-                connection.execute(sa.insert(QC_ATTEMPTS).values(values))
+                for image, sensor in detectors:
+                    where = (QC_ATTEMPTS.c.image_name == image) & (QC_ATTEMPTS.c.sensor == sensor)
+                    before = connection.execute(sa.select(QC_ATTEMPTS.c.attempts).where(where))
+                    attempts = MAX_QC_ATTEMPTS if final else (before.scalar() or 0) + 1
+                    values = {"image_name": image, "sensor": sensor, "job_id": job_id,
+                              "attempts": min(attempts, MAX_QC_ATTEMPTS),
+                              "reason": reason[:2000], "attempted_tai": now}  # fmt: skip
+                    updated = connection.execute(sa.update(QC_ATTEMPTS).where(where).values(values))
+                    if not updated.rowcount:
+                        connection.execute(sa.insert(QC_ATTEMPTS).values(values))
         except sa.exc.SQLAlchemyError as exc:
-            raise CatalogError(f"cannot record the failed QC of {image} {sensor}: {exc}") from exc
+            raise CatalogError(f"cannot record a failed QC of job {job_id}: {exc}") from exc
 
     def qc_due(
         self,

@@ -299,11 +299,9 @@ class JobQueue:
         records = self.records
         if job.state is not JobState.FAILED or records is None or not pairs:
             return
-        now = current_tai()
         try:
-            for image, sensor in sorted(pairs):
-                await asyncio.to_thread(records.record_qc_failure, image, sensor, job.job_id,
-                                        job.message, now, final=False)  # fmt: skip
+            await asyncio.to_thread(records.record_qc_failure, sorted(pairs), job.job_id,
+                                    job.message, current_tai(), final=False)  # fmt: skip
         except CatalogError as exc:  # tried again by the catch-up: latency, not a loss
             self._log.warning("cannot record a failed QC", job=job.job_id, error=str(exc))
 

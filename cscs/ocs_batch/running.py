@@ -307,7 +307,7 @@ class JobRunner:
         if records is None:
             return
         try:
-            await asyncio.to_thread(records.record_qc_failure, image, sensor, job.job_id,
+            await asyncio.to_thread(records.record_qc_failure, [(image, sensor)], job.job_id,
                                     error, current_tai(), final=True)  # fmt: skip
         except Exception as exc:  # the stage still says failed; the log says what is missing
             self._logger.warning("cannot record a failed QC", job=job.job_id, error=str(exc))
