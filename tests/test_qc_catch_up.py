@@ -272,3 +272,16 @@ async def test_an_image_being_measured_gets_no_second_job(
         await site.ended(2)
     assert sorted(engine.measured) == sorted({(i, s) for i in images for s in SENSORS})
     catalog.close()
+
+
+async def test_an_image_archived_while_enabled_and_never_announced_is_caught_up_next_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = open_archive(tmp_path)
+    engine = InProcessEngine(broken=set(), gate=None)
+    async with batch(tmp_path, monkeypatch, engine, auto_qc_catch_up_interval=1.0) as site:
+        image = "CC_O_20261121_000020"
+        archive(catalog, image, "OBJECT", current_tai() - 60)  # its announcement lost
+        assert (await site.stages(1))[image]["status"] == "measured"
+        assert site.csc.catch_up.passes >= 2  # the one at enable found nothing
+    catalog.close()
