@@ -303,14 +303,12 @@ class JobRunner:
     async def _given_up(self, job: Job, image: str, sensor: str, error: str) -> None:
         """A detector whose own task failed (its file cannot be measured): recorded, so
         that QC's catch-up does not try it again and again."""
-        records = self._queue.records
-        if records is None:
-            return
-        try:
-            await asyncio.to_thread(records.record_qc_failure, [(image, sensor)], job.job_id,
-                                    error, current_tai(), final=True)  # fmt: skip
-        except Exception as exc:  # the stage still says failed; the log says what is missing
-            self._logger.warning("cannot record a failed QC", job=job.job_id, error=str(exc))
+        if (records := self._queue.records) is not None:
+            try:
+                await asyncio.to_thread(records.record_qc_failure, [(image, sensor)],
+                                        job.job_id, error, current_tai(), final=True)  # fmt: skip
+            except Exception as exc:  # the stage still says failed; the log says the rest
+                self._logger.warning("cannot record a failed QC", job=job.job_id, error=str(exc))
 
     async def _measured(
         self, job: Job, plan: JobPlan, metrics: dict[str, Any], measured: dict[str, set[str]]
