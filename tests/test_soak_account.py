@@ -1,13 +1,16 @@
 """The soak's pure parts: the fault plan drawn from a seed, the camera's journal, and
 the reconciliation that must find every lost or duplicated file and explain every
-other shortfall only by a fault that can cause it."""
+other shortfall only by a fault that destroyed the information itself (never by a
+component's own outage: that costs latency, a header rebuilt or QC caught up)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from cscs.camera.geometry import Camera
 from sim.daq.journal import TakenImage, read_journal, record_taken
+from sim.site.soak.account import catalogued_source
 from sim.site.soak.plan import FaultKind, plan_faults
 from sim.site.soak.reconcile import FaultWindow, Reconciliation, SensorFile, reconcile
 
@@ -43,9 +46,9 @@ def _image(number: int, kind: str = "OBJECT", at: float = 1000.0) -> TakenImage:
     return TakenImage(f"AT_O_20261121_{number:06d}", kind, ("R00_S00",), (), at)
 
 
-def _file(image: TakenImage, header: bool = True) -> SensorFile:
+def _file(image: TakenImage, header: bool = True, source: str = "live") -> SensorFile:
     return SensorFile(f"/a/{image.imageName}.fits", "c0ffee", header,
-                      "" if header else "header not received")  # fmt: skip
+                      "" if header else "header not received", header_source=source)  # fmt: skip
 
 
 def test_a_whole_night_counts_every_image_once() -> None:
@@ -60,8 +63,9 @@ def test_a_whole_night_counts_every_image_once() -> None:
     )  # fmt: skip
     assert result.ok
     assert result.counts["all"] == {
-        "taken": 2, "archived": 2, "verified": 2, "headerComplete": 2, "qcExpected": 1,
-        "qcMeasured": 1, "qcForwarded": 1, "lost": 0, "duplicated": 0,
+        "taken": 2, "archived": 2, "verified": 2, "headerComplete": 2, "headerRebuilt": 0,
+        "qcExpected": 1, "qcMeasured": 1, "qcCaughtUp": 0, "qcForwarded": 1, "lost": 0,
+        "duplicated": 0,
     }  # fmt: skip
     assert result.as_dict()["seed"] == 5
 
@@ -79,34 +83,94 @@ def test_a_file_never_catalogued_is_lost_and_one_written_twice_is_duplicated() -
     assert not result.ok
 
 
-def test_a_missing_header_is_explained_only_by_its_own_cameras_header_service() -> None:
-    image = _image(1, "BIAS", at=1000.0)
-    catalog = {(image.imageName, "R00_S00"): _file(image, header=False)}
-    comcam_hs = FaultWindow(FaultKind.KILL_HEADER_SERVICE, "HeaderService:2", 2, 999.0, 1003.0)
-    latiss_hs = FaultWindow(FaultKind.HEADER_NEVER, "HeaderService:1", 1, 999.0, 1003.0)
-    later = FaultWindow(FaultKind.KILL_HEADER_SERVICE, "HeaderService:1", 1, 1100.0, 1105.0)
-
-    def account(faults: list[FaultWindow]) -> Reconciliation:
-        return reconcile(1, {"LATISS": [image]}, catalog, {k: "c0ffee" for k in catalog}, {},
-                         [], {}, [], faults)  # fmt: skip
-
-    unexplained = account([comcam_hs, later])
-    assert unexplained.unexplained
-    assert not unexplained.ok
-    explained = account([latiss_hs])
-    assert explained.ok
-    assert "header-never of HeaderService:1" in explained.lines[0]
-
-
-def test_qc_not_measured_is_explained_by_ocs_batch_down_or_by_its_jobs_reason() -> None:
-    down, failed, odd = _image(1, at=1000.0), _image(2, at=1000.0), _image(3, at=2000.0)
-    images = [down, failed, odd]
+def test_headers_rebuilt_and_qc_caught_up_are_counted_within_complete_and_measured() -> None:
+    live, rebuilt, caught_up = _image(1), _image(2), _image(3)
+    images = [live, rebuilt, caught_up]
     catalog = {(i.imageName, "R00_S00"): _file(i) for i in images}
+    catalog[(rebuilt.imageName, "R00_S00")] = _file(rebuilt, source="EFD")
+    names = [i.imageName for i in images]
+    result = reconcile(
+        1, {"LATISS": images}, catalog, verified={k: "c0ffee" for k in catalog},
+        announced={}, qc_measured=names, qc_stages={}, forwarded=names, faults=[],
+        qc_caught_up=[caught_up.imageName, "AT_O_20261121_000099"],  # one not taken
+    )  # fmt: skip
+    assert result.ok
+    counts = result.counts["LATISS"]
+    assert (counts["headerComplete"], counts["headerRebuilt"]) == (3, 1)
+    assert (counts["qcMeasured"], counts["qcCaughtUp"]) == (3, 1)
+    # A rebuilt header still incomplete is not counted rebuilt: it is incomplete.
+    catalog[(rebuilt.imageName, "R00_S00")] = _file(rebuilt, header=False, source="EFD")
+    again = reconcile(1, {"LATISS": images}, catalog, {k: "c0ffee" for k in catalog}, {},
+                      names, {}, names, [])  # fmt: skip
+    assert again.counts["all"]["headerRebuilt"] == 0
+    assert not again.ok
+
+
+def _header_account(image: TakenImage, faults: list[FaultWindow]) -> Reconciliation:
+    catalog = {(image.imageName, "R00_S00"): _file(image, header=False)}
+    return reconcile(1, {"LATISS": [image]}, catalog, {k: "c0ffee" for k in catalog}, {},
+                     [], {}, [], faults)  # fmt: skip
+
+
+def test_a_header_services_own_outage_never_explains_a_missing_header() -> None:
+    image = _image(1, "BIAS", at=1000.0)
+    for kind in (FaultKind.KILL_HEADER_SERVICE, FaultKind.HEADER_NEVER, FaultKind.KILL_EFD):
+        result = _header_account(image, [FaultWindow(kind, "x", 1, 999.0, 1003.0)])
+        assert result.unexplained, kind
+        assert "no fault that destroyed it" in result.unexplained[0]
+
+
+def test_a_broker_restart_explains_a_header_only_when_its_telemetry_was_unheard() -> None:
+    """Its moments from 1.5 s before endReadout to 1 s after; a sample counts there if
+    at most 5 s old: unheard only if the broker was down (its CSCs not yet back) from
+    5 s before a moment to the moment."""
+    image = _image(1, "BIAS", at=1000.0)
+
+    def broker(start: float, end: float) -> FaultWindow:
+        return FaultWindow(FaultKind.BROKER_RESTART, "broker", 2, start, end)
+
+    for start, end in [(990.0, 1000.0), (996.0, 1001.0), (993.0, 998.5)]:
+        result = _header_account(image, [broker(start, end)])
+        assert result.ok, (start, end)
+        assert "broker-restart of broker" in result.lines[0]
+    # Down, but a sample 5 s old or less heard at every moment; or down after them.
+    for start, end in [(997.0, 1003.0), (990.0, 998.0), (1002.0, 1010.0), (980.0, 990.0)]:
+        assert not _header_account(image, [broker(start, end)]).ok, (start, end)
+
+
+def test_qc_not_measured_is_explained_only_by_its_jobs_own_reason() -> None:
+    down, failed = _image(1, at=1000.0), _image(2, at=1000.0)
+    images = [down, failed]
+    catalog = {(i.imageName, "R00_S00"): _file(i) for i in images}
+    outages = [FaultWindow(FaultKind.KILL_OCS_BATCH, "OCSBatch:0", 1, 1001.0, 1004.0),
+               FaultWindow(FaultKind.BROKER_RESTART, "broker", 1, 999.0, 1006.0)]  # fmt: skip
     result = reconcile(
         1, {"LATISS": images}, catalog, verified={k: "c0ffee" for k in catalog}, announced={},
         qc_measured=[], qc_stages={failed.imageName: ("failed", "no sources")}, forwarded=[],
-        faults=[FaultWindow(FaultKind.KILL_OCS_BATCH, "OCSBatch:0", 1, 1001.0, 1004.0)],
+        faults=outages,
     )  # fmt: skip
-    assert [line.split(":")[0] for line in result.lines] == [down.imageName, failed.imageName]
-    assert "no sources" in result.lines[1]
-    assert result.unexplained == [f"{odd.imageName}: QC not measured: no fault near it explains it"]
+    assert [line.split(":")[0] for line in result.lines] == [failed.imageName]
+    assert "no sources" in result.lines[0]
+    assert result.unexplained == [f"{down.imageName}: QC not measured (last stage: none)"]
+
+
+def test_qc_measured_but_not_forwarded_is_explained_by_a_broker_restart_near_it() -> None:
+    near, far = _image(1, at=1000.0), _image(2, at=2000.0)
+    images = [near, far]
+    catalog = {(i.imageName, "R00_S00"): _file(i) for i in images}
+    names = [i.imageName for i in images]
+    result = reconcile(
+        1, {"LATISS": images}, catalog, verified={k: "c0ffee" for k in catalog}, announced={},
+        qc_measured=names, qc_stages={}, forwarded=[],
+        faults=[FaultWindow(FaultKind.BROKER_RESTART, "broker", 1, 998.0, 1003.0),
+                FaultWindow(FaultKind.KILL_GATEWAY, "TelemetryGateway:0", 1, 1999.0, 2003.0)],
+    )  # fmt: skip
+    assert [line.split(":")[0] for line in result.lines] == [near.imageName]
+    assert [line.split(":")[0] for line in result.unexplained] == [far.imageName]
+
+
+def test_the_catalogs_header_source_reads_as_the_files_hdrsrc() -> None:
+    rebuilt, live = SimpleNamespace(header_source="efd"), SimpleNamespace(header_source="live")
+    assert catalogued_source(rebuilt) == "EFD"  # type: ignore[arg-type]
+    assert catalogued_source(live) == "live"  # type: ignore[arg-type]
+    assert catalogued_source(SimpleNamespace()) == ""  # type: ignore[arg-type]  # older catalog

@@ -1,5 +1,6 @@
 """OCS Batch's records in the archive catalog's database: its jobs, the QC metrics of each
-detector, and the calibration products with their provenance.
+detector, the detectors QC could not measure, and the calibration products with their
+provenance.
 
 Jobs are written at every change of state, so after a crash the next start finds the
 ones that were under way and reports them failed ("the batch service restarted"):
@@ -9,14 +10,15 @@ never forgotten, never silently run again.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import sqlalchemy as sa
 
-from cscs.catalog.catalog import METADATA, Catalog, CatalogError, upsert
+from cscs.catalog.catalog import FILES, METADATA, OBSERVATIONS, Catalog, CatalogError, upsert
 
-__all__ = ["BatchRecords", "CalibrationRecord", "JobRecord"]
+__all__ = ["MAX_QC_ATTEMPTS", "BatchRecords", "CalibrationRecord", "JobRecord", "QcDue"]
 
 JOBS = sa.Table(
     "batch_jobs",
@@ -57,6 +59,23 @@ QC_METRICS = sa.Table(
     sa.Column("measured_tai", sa.Float, nullable=False),
     sa.UniqueConstraint("image_name", "sensor", name="one_measurement_per_sensor"),
 )
+#: Detectors whose QC failed (a new table: made by ``create_all`` on any catalog). QC's
+#: catch-up measures an image's detectors that have no ``qc_metrics`` row; this is what
+#: keeps one that cannot be measured (an unreadable file) from being tried for ever.
+QC_ATTEMPTS = sa.Table(
+    "qc_attempts",
+    METADATA,
+    sa.Column("image_name", sa.String(64), nullable=False),
+    sa.Column("sensor", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),  # MAX_QC_ATTEMPTS: given up
+    sa.Column("job_id", sa.String(40), nullable=False),  # the last attempt's
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("attempted_tai", sa.Float, nullable=False),
+    sa.UniqueConstraint("image_name", "sensor", name="one_attempt_record_per_sensor"),
+)
+#: A detector whose own task failed is given up at once; one whose job failed around it
+#: (a deadline, a lost engine) is tried this many times in all.
+MAX_QC_ATTEMPTS = 3
 CALIBRATIONS = sa.Table(
     "calibration_products",
     METADATA,
@@ -109,6 +128,16 @@ class CalibrationRecord:
     checksum: str
     checksum_algorithm: str
     created_tai: float
+
+
+@dataclass(frozen=True)
+class QcDue:
+    """An archived image with detectors that have no QC stage yet."""
+
+    image_name: str
+    instrument: str
+    exposure_start_tai: float
+    sensors: tuple[str, ...]
 
 
 _JOB_COLUMNS = [f.name for f in fields(JobRecord)]
@@ -166,6 +195,102 @@ class BatchRecords:
             values = row._asdict()
             result[values["sensor"]] = {key: values[column] for column, key in _QC_FIELDS.items()}
         return result
+
+    def record_qc_failure(
+        self,
+        detectors: Iterable[tuple[str, str]],
+        job_id: str,
+        reason: str,
+        now: float,
+        *,
+        final: bool,
+    ) -> None:
+        """Detectors' QC failed, (image, sensor) each, in one transaction: ``final`` (its
+        own task failed: the file cannot be measured) gives them up; otherwise (their
+        job failed around them) one more attempt each."""
+        try:
+            with self.engine.begin() as connection:
+                for image, sensor in detectors:
+                    where = (QC_ATTEMPTS.c.image_name == image) & (QC_ATTEMPTS.c.sensor == sensor)
+                    before = connection.execute(sa.select(QC_ATTEMPTS.c.attempts).where(where))
+                    attempts = MAX_QC_ATTEMPTS if final else (before.scalar() or 0) + 1
+                    values = {"image_name": image, "sensor": sensor, "job_id": job_id,
+                              "attempts": min(attempts, MAX_QC_ATTEMPTS),
+                              "reason": reason[:2000], "attempted_tai": now}  # fmt: skip
+                    updated = connection.execute(sa.update(QC_ATTEMPTS).where(where).values(values))
+                    if not updated.rowcount:
+                        connection.execute(sa.insert(QC_ATTEMPTS).values(values))
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"cannot record a failed QC of job {job_id}: {exc}") from exc
+
+    def qc_due(
+        self,
+        *,
+        image_types: Collection[str],
+        instruments: Collection[str],
+        sensors: Collection[str],
+        since_tai: float,
+        archived_before_tai: float,
+        exclude: Collection[str],
+        limit: int,
+    ) -> list[QcDue]:
+        """Archived images of ``image_types`` (from their headers) with detectors that have
+        neither QC metrics nor a given-up failure, oldest exposure first, at most
+        ``limit`` images; each with those detectors. Only ``instruments``, ``sensors``
+        (empty: all), exposures since ``since_tai``, files archived before
+        ``archived_before_tai``, images not in ``exclude`` (being measured already).
+
+        One statement: the detectors due, joined to the first ``limit`` images due. The
+        QC and attempt rows are found through their unique (image, sensor) indexes."""
+        if not image_types or not instruments or limit < 1:
+            return []
+        conditions = [
+            OBSERVATIONS.c.image_type.in_(sorted(image_types)),
+            FILES.c.instrument.in_(sorted(instruments)),
+            FILES.c.exposure_start_tai >= since_tai,
+            FILES.c.archived_tai <= archived_before_tai,
+            QC_METRICS.c.image_name.is_(None),
+            sa.or_(QC_ATTEMPTS.c.attempts.is_(None), QC_ATTEMPTS.c.attempts < MAX_QC_ATTEMPTS),
+        ]
+        if sensors:
+            conditions.append(FILES.c.sensor.in_(sorted(sensors)))
+        if exclude:
+            conditions.append(FILES.c.image_name.not_in(sorted(exclude)))
+        joined = (
+            FILES.join(OBSERVATIONS, OBSERVATIONS.c.image_name == FILES.c.image_name)
+            .outerjoin(QC_METRICS, (QC_METRICS.c.image_name == FILES.c.image_name)
+                       & (QC_METRICS.c.sensor == FILES.c.sensor))
+            .outerjoin(QC_ATTEMPTS, (QC_ATTEMPTS.c.image_name == FILES.c.image_name)
+                       & (QC_ATTEMPTS.c.sensor == FILES.c.sensor))
+        )  # fmt: skip
+        first = sa.func.min(FILES.c.exposure_start_tai).label("first")
+        images = (
+            sa.select(FILES.c.image_name.label("image"), first)
+            .select_from(joined).where(*conditions).group_by(FILES.c.image_name)
+            .order_by(first, FILES.c.image_name).limit(limit)
+        ).subquery()  # fmt: skip
+        query = (
+            sa.select(FILES.c.image_name, FILES.c.instrument, images.c.first, FILES.c.sensor)
+            .select_from(joined.join(images, images.c.image == FILES.c.image_name))
+            .where(*conditions)
+            .order_by(images.c.first, FILES.c.image_name, FILES.c.sensor)
+        )
+        due: dict[str, QcDue] = {}
+        for row in self._rows(query):
+            image, held = str(row.image_name), due.get(str(row.image_name))
+            sensors = (held.sensors if held else ()) + (str(row.sensor),)
+            due[image] = QcDue(image, str(row.instrument), float(row.first), sensors)
+        return list(due.values())
+
+    def qc_origins(self, image: str) -> set[str]:
+        """The origins of the jobs that measured the image's detectors now in the
+        catalog (``auto_qc``, ``qc_catch_up``, a commander's): empty if none is."""
+        query = (
+            sa.select(sa.func.coalesce(JOBS.c.origin, "").label("origin")).distinct()
+            .select_from(QC_METRICS.outerjoin(JOBS, JOBS.c.job_id == QC_METRICS.c.job_id))
+            .where(QC_METRICS.c.image_name == image)
+        )  # fmt: skip
+        return {str(row.origin) for row in self._rows(query)}  # "": its job is not recorded
 
     def record_calibration(self, product: CalibrationRecord) -> None:
         values = {f.name: getattr(product, f.name) for f in fields(CalibrationRecord)}

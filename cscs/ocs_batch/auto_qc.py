@@ -9,12 +9,13 @@ holds, and an image it does not have is logged and skipped). At most
 :data:`MAX_PENDING` images gather at once (one more and the oldest is measured at
 once), none for longer than :data:`MAX_WAIT`, however often it is announced. Only the
 image types of ``auto_qc_image_types`` are measured (by default those that see the sky).
+Its jobs are exclusive: an image another job measures already is not measured twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
@@ -27,7 +28,9 @@ from cscs.core.schema import Payload, parse_payload
 from cscs.core.topics import CscAddress
 from cscs.ocs_batch.interface import Execute, OcsBatchConfig
 
-__all__ = ["MAX_PENDING", "SETTLE", "AutoQc", "Queue"]
+__all__ = ["AUTO_QC", "MAX_PENDING", "SETTLE", "AutoQc", "Queue"]
+
+AUTO_QC = "auto_qc"  # the origin of its jobs
 
 SETTLE = 2.0  # s after an image's last imageArchived before it is measured
 MAX_WAIT = 30.0  # s after its first, at the latest
@@ -44,7 +47,9 @@ class _Archived(Payload):
 class Queue(Protocol):
     """What auto_qc needs of the job queue (:class:`~cscs.ocs_batch.job_queue.JobQueue`)."""
 
-    async def execute(self, params: Execute, origin: str, seq: int) -> object:
+    async def execute(
+        self, params: Execute, origin: str, seq: int, *, exclusive: bool = False
+    ) -> object:
         """Check and queue a job; ExpectedError if it cannot run."""
 
     async def observation(self, image: str) -> Observation | None: ...
@@ -77,6 +82,7 @@ class AutoQc:
         self._first: dict[str, float] = {}  # loop time of each pending image's first file
         self.sensors: frozenset[str] = frozenset()
         self.image_types: frozenset[str] = frozenset()
+        self._starting: set[str] = set()  # images being submitted by measure()
 
     async def configure(self, config: OcsBatchConfig) -> None:
         self._forget_all()
@@ -127,20 +133,38 @@ class AutoQc:
         if sensors and self._enabled():
             self._spawn(self._measure(image, sensors), f"auto-qc-{image}")
 
+    def held(self) -> set[str]:
+        """Images auto_qc is gathering or submitting (not yet a job in the queue)."""
+        return set(self.pending) | self._starting
+
     async def _measure(self, image: str, sensors: set[str]) -> None:
-        observation = await self._queue.observation(image)
-        if observation is not None and observation.image_type not in self.image_types:
-            # A bias's "seeing" is its cosmic rays: nothing to measure or to judge; the
-            # stage says so, so that nobody waits for its QC.
-            kind = observation.image_type or "no type"
-            await self._queue.publish_stage(image, "skipped", f"a {kind} image: no sky")
-            return
-        query = f"image = {image} and sensor in ({', '.join(sorted(sensors))})"
-        params = Execute(pipeline="image-qc", dataQuery=query)
+        await self.measure(image, sensors, AUTO_QC)
+
+    async def measure(self, image: str, sensors: Collection[str], origin: str) -> bool:
+        """One ``image-qc`` job (origin ``origin``, not awaited) for these detectors of
+        the image, unless it is not of the types measured (its stage then says
+        ``skipped``) or is being measured already; whether a job was queued. The path
+        of auto_qc's jobs and of QC's catch-up (:mod:`cscs.ocs_batch.catch_up`)."""
+        self._starting.add(image)
         try:
-            await self._queue.execute(params, "auto_qc", 0)  # its end is not awaited
-        except ExpectedError as exc:  # not archived here, the queue full, not ENABLED…
-            self._log.warning("auto QC could not start", image=image, error=str(exc))
+            observation = await self._queue.observation(image)
+            if observation is not None and observation.image_type not in self.image_types:
+                # A bias's "seeing" is its cosmic rays: nothing to measure or to judge;
+                # the stage says so, so that nobody waits for its QC.
+                kind = observation.image_type or "no type"
+                await self._queue.publish_stage(image, "skipped", f"a {kind} image: no sky")
+                return False
+            query = f"image = {image} and sensor in ({', '.join(sorted(sensors))})"
+            params = Execute(pipeline="image-qc", dataQuery=query)
+            try:  # its end is not awaited; exclusive: never a second job for an image
+                await self._queue.execute(params, origin, 0, exclusive=True)
+            except ExpectedError as exc:  # not archived here, the queue full, measured…
+                self._log.warning("QC could not start", image=image, origin=origin,
+                                  error=str(exc))  # fmt: skip
+                return False
+            return True
+        finally:
+            self._starting.discard(image)
 
     def _forget_all(self) -> None:
         for timer in self._timers.values():

@@ -15,7 +15,9 @@ when the CSC died is reported ``failed`` ("the batch service restarted") at the 
 ``start``. ``image-qc`` metrics go to the catalog and to the DM-internal topics
 (``{dm}/qc/{instrument}/{image}/{sensor}``, and the image's summary once all its
 selected detectors are measured); with ``auto_qc`` every archived image is measured
-without a command (:mod:`cscs.ocs_batch.auto_qc`).
+without a command (:mod:`cscs.ocs_batch.auto_qc`), and those it missed (OCSBatch down
+or restarting) are caught up at ``enable`` and periodically
+(:mod:`cscs.ocs_batch.catch_up`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
 from cscs.core.states import State
 from cscs.ocs_batch.auto_qc import AutoQc
+from cscs.ocs_batch.catch_up import CatchUp
 from cscs.ocs_batch.interface import (
     ABORT_JOB,
     BATCH_STATUS,
@@ -70,6 +73,11 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         self.auto_qc = AutoQc(
             self.queue, follow=self.follow_topic, prefix=self.address.prefix,
             enabled=lambda: self.state is State.ENABLED, spawn=self.jobs.spawn, log=self.log,
+        )  # fmt: skip
+        self.catch_up = CatchUp(
+            self.queue, measure=self.auto_qc.measure, held=self.auto_qc.held,
+            config=lambda: self.config, enabled=lambda: self.state is State.ENABLED,
+            log=self.log,
         )  # fmt: skip
 
     def component_commands(self) -> Sequence[CommandBinding[Any]]:
@@ -126,6 +134,7 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
     async def __aenter__(self) -> OcsBatchCsc:
         await super().__aenter__()
         self.keep_running(self._status_loop, "batch-status")
+        self.keep_running(self.catch_up.loop, "qc-catch-up")
         return self
 
     async def close(self) -> None:
@@ -140,6 +149,8 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         if new is State.STANDBY:
             await self.unfollow()
             await self.queue.close()
+        if new is State.ENABLED:
+            self.catch_up.wake()  # what was archived while it was away
 
     # ---- commands ----------------------------------------------------------------------
 

@@ -186,6 +186,20 @@ class OcsBatchConfig(ConfigSchema):
     """Measure only these detectors of each image (empty: all)."""
     auto_qc_image_types: list[str] = Field(default=["OBJECT", "ENGTEST"], max_length=10)
     """Measure only images of these types (IMGTYPE); a bias has no seeing to judge."""
+    auto_qc_catch_up: bool = True
+    """With `auto_qc`: at `enable` and every `auto_qc_catch_up_interval`, measure the
+    archived images (of those cameras, types and detectors) that have no QC yet, e.g.
+    those archived while OCSBatch was down (jobs of origin `qc_catch_up`)."""
+    auto_qc_catch_up_interval: float = Field(default=60.0, ge=1.0, le=86400.0)
+    """Seconds between catch-up passes."""
+    auto_qc_catch_up_images: int = Field(default=10, ge=1, le=100)
+    """Images a pass measures at most (oldest first); catch-up jobs unfinished count."""
+    auto_qc_catch_up_grace: float = Field(default=30.0, ge=0.0, le=3600.0)
+    """Seconds after a file is archived before the catch-up takes it: until then the
+    archiver's announcement is auto_qc's to act on."""
+    auto_qc_catch_up_days: float = Field(default=7.0, gt=0.0, le=3650.0)
+    """How far back (exposure start) the catch-up looks: a site turning auto_qc on
+    does not measure its whole archive."""
     dm_prefix: str = Field(default="dm", pattern=r"^[A-Za-z0-9_-]{1,32}$")
     """Root of the DM-internal QC topics."""
     reference_catalog: str = Field(default="", max_length=4096)

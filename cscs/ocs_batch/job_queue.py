@@ -1,7 +1,7 @@
 """The OCS Batch job queue: the jobs (:class:`~cscs.ocs_batch.jobs.JobBook`), the engine
 they run on and the records they are written to, behind the few operations the CSC's
-commands and auto_qc use — :meth:`JobQueue.execute` (check, then queue),
-:meth:`JobQueue.abort`, :meth:`JobQueue.fail_interrupted` at ``start``.
+commands, auto_qc and QC's catch-up use — :meth:`JobQueue.execute` (check, then
+queue), :meth:`JobQueue.abort`, :meth:`JobQueue.fail_interrupted` at ``start``.
 
 ``execute`` checks everything it can before a job exists — the pipeline and version,
 ``config`` (a JSON object with keys the pipeline knows), the prerequisites, the data
@@ -10,6 +10,13 @@ and a request that fails any of these raises ExpectedError with the reason and l
 job. Then the job gets an id, is announced and recorded, waits its turn (in order,
 ``max_running_jobs`` at once, after its prerequisites) and runs
 (:mod:`cscs.ocs_batch.running`).
+
+The queue knows which images its unfinished ``image-qc`` jobs measure, so that a job
+asked for as ``exclusive`` (auto_qc's, QC's catch-up) is refused when one of its images
+is being measured already: checked where the job enters the book, with no wait between
+the check and the entry, so two such jobs for one image can never both be queued. A
+detector whose task failed, or whose job failed around it, is recorded
+(``qc_attempts``), so that the catch-up does not try it for ever.
 
 The queue knows of the CSC only what it is given: its state (jobs start only while it is
 ENABLED), a way to start tasks it cancels when it stops, its configuration's limits and
@@ -77,6 +84,8 @@ class JobQueue:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._recorded: dict[str, JobState] = {}  # prerequisites known from the records
         self._preparing = 0  # requests being checked: they count as queued
+        # Unfinished image-qc jobs: the (image, sensor) each measures.
+        self._measuring: dict[str, frozenset[tuple[str, str]]] = {}
 
     # ---- resources -----------------------------------------------------------------------
 
@@ -120,16 +129,25 @@ class JobQueue:
     async def publish_stage(self, image: str, status: str, description: str) -> None:
         await self.runner.publish_stage(image, status, description)
 
+    def busy_images(self) -> set[str]:
+        """Images an unfinished ``image-qc`` job (any origin) measures."""
+        return {image for pairs in self._measuring.values() for image, _ in pairs}
+
+    def unfinished(self, origin: str) -> int:
+        """Jobs of ``origin`` queued, waiting or running."""
+        return sum(1 for job in self.book if job.origin == origin and not job.finished)
+
     # ---- execute -------------------------------------------------------------------------
 
     async def execute(
-        self, params: Execute, origin: str, seq: int
+        self, params: Execute, origin: str, seq: int, *, exclusive: bool = False
     ) -> tuple[Job, asyncio.Future[Job]]:
         """Check a request and queue its job; the job, and a future of it once ended.
-        ExpectedError with the reason, and no job, if it cannot run. Once checked, the
-        job is queued and announced even if the caller is cancelled meanwhile."""
+        ExpectedError with the reason, and no job, if it cannot run (``exclusive``: nor
+        if an image of it is being measured by another job). Once checked, the job is
+        queued and announced even if the caller is cancelled meanwhile."""
         job, plan, previous = await self._prepare(params, origin, seq)
-        return job, await asyncio.shield(self._submit(job, plan, previous))
+        return job, await asyncio.shield(self._submit(job, plan, previous, exclusive))
 
     async def _prepare(
         self, params: Execute, origin: str, seq: int
@@ -212,18 +230,23 @@ class JobQueue:
         return states
 
     async def _submit(
-        self, job: Job, plan: JobPlan, previous: dict[str, JobState]
+        self, job: Job, plan: JobPlan, previous: dict[str, JobState], exclusive: bool
     ) -> asyncio.Future[Job]:
         """Record and announce a new job, queue it, and start what can start; the future
         is the job once it has ended. ``previous``: the states of prerequisites that
         ended before this run (from the records)."""
+        pairs = frozenset((f.image_name, f.sensor) for f in plan.files)
         try:
             state = self._state()
             if state is not State.ENABLED:
                 raise ExpectedError(f"execute not allowed in state {state.name}")
+            if exclusive and (busy := {i for i, _ in pairs} & self.busy_images()):
+                raise ExpectedError(f"{', '.join(sorted(busy)[:3])} being measured already")
             self.book.add(job, previous)
         finally:
             self._preparing -= 1  # prepared: now in the book (counted there) or refused
+        if job.pipeline == "image-qc":
+            self._measuring[job.job_id] = pairs
         self._recorded.update(previous)
         needed = {p for j in self.book if not j.finished for p in j.prereqs} | set(job.prereqs)
         excess = len(self._recorded) - _RECORDED
@@ -259,12 +282,28 @@ class JobQueue:
     async def _ended(self, jobs: list[Job]) -> None:
         """Jobs have ended (the first one, and the dependents that failed with it)."""
         for job in jobs:
+            # Recorded before it is announced: who hears the end finds the image free
+            # and its attempts counted.
+            await self._record_failed_qc(job, self._measuring.pop(job.job_id, frozenset()))
             await self.runner.announce_end(job)
             self._tasks.pop(job.job_id, None)
             future = self._finished.pop(job.job_id, None)
             if future is not None and not future.done():
                 future.set_result(job)
         await self._schedule()
+
+    async def _record_failed_qc(self, job: Job, pairs: frozenset[tuple[str, str]]) -> None:
+        """A failed image-qc job costs each of its detectors an attempt (those measured
+        have their metrics, which is what counts; one whose own task failed was given
+        up already). An aborted job costs nothing: it was stopped, it did not fail."""
+        records = self.records
+        if job.state is not JobState.FAILED or records is None or not pairs:
+            return
+        try:
+            await asyncio.to_thread(records.record_qc_failure, sorted(pairs), job.job_id,
+                                    job.message, current_tai(), final=False)  # fmt: skip
+        except CatalogError as exc:  # tried again by the catch-up: latency, not a loss
+            self._log.warning("cannot record a failed QC", job=job.job_id, error=str(exc))
 
     async def abort(self, job_id: str, reason: str) -> None:
         """End a queued or running job ABORTED; ExpectedError saying why it cannot be."""

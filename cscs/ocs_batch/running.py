@@ -280,7 +280,8 @@ class JobRunner:
             label = plan.labels[outcome.index]
             if outcome.error:
                 if not plan.outputs:  # image-qc: the image's processing failed
-                    image = label.partition(" ")[0]
+                    image, _, sensor = label.partition(" ")
+                    await self._given_up(job, image, sensor, str(outcome.error))
                     await self.publish_stage(image, "failed", f"{label}: {outcome.error}")
                 raise _TaskFailedError(f"{label}: {outcome.error}")
             self._log(job.job_id, f"{label} done on worker {outcome.result.get('worker')} "
@@ -298,6 +299,16 @@ class JobRunner:
             self._queue.book.progress(job.job_id, job.tasks_done + 1, total)
             await self._status(job)
         return measured
+
+    async def _given_up(self, job: Job, image: str, sensor: str, error: str) -> None:
+        """A detector whose own task failed (its file cannot be measured): recorded, so
+        that QC's catch-up does not try it again and again."""
+        if (records := self._queue.records) is not None:
+            try:
+                await asyncio.to_thread(records.record_qc_failure, [(image, sensor)],
+                                        job.job_id, error, current_tai(), final=True)  # fmt: skip
+            except Exception as exc:  # the stage still says failed; the log says the rest
+                self._logger.warning("cannot record a failed QC", job=job.job_id, error=str(exc))
 
     async def _measured(
         self, job: Job, plan: JobPlan, metrics: dict[str, Any], measured: dict[str, set[str]]

@@ -12,13 +12,14 @@ from cscs.camera.checksum import check_algorithm
 from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile, Catalog, sqlite_url
 from cscs.catalog.batch import BatchRecords
+from cscs.ocs_batch.catch_up import CATCH_UP
 from sim.daq.journal import TakenImage, journal_path, read_journal
 from sim.site.soak.plan import FaultPlan
-from sim.site.soak.reconcile import FaultWindow, SensorFile, reconcile, table
-from sim.site.soak.record import NightRecord, Verified
+from sim.site.soak.reconcile import REBUILT, FaultWindow, SensorFile, reconcile, table
+from sim.site.soak.record import NightRecord, Verified, header_source
 from sim.site.soak.site import CAMERAS
 
-__all__ = ["account"]
+__all__ = ["account", "catalogued_source"]
 
 
 async def account(
@@ -36,12 +37,12 @@ async def account(
         if len(taken.get(camera, [])) != count:
             record.problems.append(f"{camera}: {count} images taken, its journal lists "
                                    f"{len(taken.get(camera, []))}")  # fmt: skip
-    files, measured = await asyncio.to_thread(_from_catalog, state, taken, record)
+    files, measured, caught_up = await asyncio.to_thread(_from_catalog, state, taken, record)
     stray = await asyncio.to_thread(_stray_files, state / "archive", files)
     result = reconcile(
         plan.seed, taken, files,
         {key: v.checksum for key, v in record.verified.items()},
-        record.announced, measured, record.stages, record.forwarded, windows,
+        record.announced, measured, record.stages, record.forwarded, windows, caught_up,
     )  # fmt: skip
     result.duplicated += [f"{path}: a file in no catalog row" for path in stray]
     result.counts["all"]["duplicated"] += len(stray)
@@ -75,30 +76,44 @@ async def account(
 
 def _from_catalog(
     state: Path, taken: dict[str, list[TakenImage]], record: NightRecord
-) -> tuple[dict[tuple[str, str], SensorFile], set[str]]:
+) -> tuple[dict[tuple[str, str], SensorFile], set[str], set[str]]:
     """Each taken image's catalogued files (a file not yet verified is verified now),
-    and the images with QC in the catalog."""
+    the images with QC in the catalog, and those of them a ``qc_catch_up`` job
+    measured."""
     catalog = Catalog(sqlite_url(state / "archive" / "catalog.sqlite"))
     try:
         records = BatchRecords(catalog)
         files: dict[tuple[str, str], SensorFile] = {}
-        measured = set()
+        measured, caught_up = set(), set()
         for images in taken.values():
             for image in images:
                 rows = catalog.files_of(image.imageName)
                 for row in rows:
                     key = (row.image_name, row.sensor)
                     count = sum(1 for r in rows if r.sensor == row.sensor)
-                    files[key] = SensorFile(row.path, row.checksum, row.header_complete,
-                                            row.missing_keywords, count)  # fmt: skip
                     known = record.verified.get(key)
                     if known is None or known.checksum != row.checksum:
-                        _verify_now(row, record)
-                if records.qc_of(image.imageName):
+                        known = _verify_now(row, record)
+                    source = known.header_source if known is not None else ""
+                    source = source or catalogued_source(row)
+                    files[key] = SensorFile(row.path, row.checksum, row.header_complete,
+                                            row.missing_keywords, count, source)  # fmt: skip
+                origins = records.qc_origins(image.imageName)
+                if origins:
                     measured.add(image.imageName)
-        return files, measured
+                if CATCH_UP in origins:
+                    caught_up.add(image.imageName)
+        return files, measured, caught_up
     finally:
         catalog.close()
+
+
+def catalogued_source(row: ArchivedFile) -> str:
+    """Where the catalog says the file's header came from (its ``header_source``, in
+    catalogs that record it: ``efd`` for a header rebuilt from the EFD), as HDRSRC
+    says it; "" when it does not say."""
+    recorded = str(getattr(row, "header_source", "") or "")
+    return REBUILT if recorded.lower() == REBUILT.lower() else recorded
 
 
 def _stray_files(archive: Path, files: dict[tuple[str, str], SensorFile]) -> list[str]:
@@ -109,12 +124,14 @@ def _stray_files(archive: Path, files: dict[tuple[str, str], SensorFile]) -> lis
     return sorted(str(p) for p in archive.rglob("*.fits*") if str(p) not in known)
 
 
-def _verify_now(row: ArchivedFile, record: NightRecord) -> None:
+def _verify_now(row: ArchivedFile, record: NightRecord) -> Verified | None:
     path = Path(row.path)
     algorithm = check_algorithm(row.checksum_algorithm)
     problems = verify_raw_file(path, row.byte_size, row.checksum, algorithm)
     if problems:
         record.problems += [f"{row.image_name} {row.sensor} (catalogued): {p}" for p in problems]
-    else:
-        key = (row.image_name, row.sensor)
-        record.verified[key] = Verified(path, row.checksum, row.header_complete, 0.0)
+        return None
+    key = (row.image_name, row.sensor)
+    record.verified[key] = Verified(path, row.checksum, row.header_complete, 0.0,
+                                    header_source=header_source(path))  # fmt: skip
+    return record.verified[key]

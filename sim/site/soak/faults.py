@@ -41,7 +41,10 @@ _KILLED = {
     FaultKind.KILL_HEADER_SERVICE: "HeaderService",
     FaultKind.KILL_OCS_BATCH: "OCSBatch",
     FaultKind.KILL_GATEWAY: "TelemetryGateway",
+    FaultKind.KILL_EFD: "EfdWriter",
 }
+#: The site's single CSCs (the others are each camera's).
+_SITE_WIDE = ("OCSBatch", "TelemetryGateway", "EfdWriter")
 #: Faults that run beside the night, ending by themselves.
 _BESIDE = frozenset(_KILLED) | {FaultKind.BROKER_RESTART, FaultKind.OCS_LINK_CUT}
 
@@ -162,7 +165,7 @@ class Injector:
         start, down = current_tai(), rng.uniform(1.0, 6.0)
         if kind in _KILLED:
             name = _KILLED[kind]
-            address = CscAddress(name, 0 if name in ("OCSBatch", "TelemetryGateway") else index)
+            address = CscAddress(name, 0 if name in _SITE_WIDE else index)
             await self.site.kill(address)
             await asyncio.sleep(down)
             await self.site.spawn(address)

@@ -50,7 +50,11 @@ _log = structlog.get_logger("soak")
 #: holds, so the night is paced by it rather than overrun.
 _BACKLOG = {Camera.LATISS: 12, Camera.COMCAM: 2}
 _SETTLE = 600.0  # s at most for the archive to settle after the last image
-_QUIET = 30.0  # s without a file or a QC stage: nothing more is coming
+_QC_ENDS = ("measured", "failed")  # image-qc stages that end an image's QC
+#: s without a file or a QC stage: nothing more is coming (QC is caught up every 15 s,
+#: a header rebuilt by a restarted header service and completed by the archiver's
+#: catch-up every 10 s)
+_QUIET = 60.0
 
 
 @dataclass(frozen=True)
@@ -226,9 +230,11 @@ async def _take(remote: Remote, journal: Path, params: dict[str, Any]) -> str:
 
 
 async def _settle(bus: Bus, record: NightRecord, state: Path, out: TextIO) -> None:
-    """Until every sensor each camera took is verified, every image QC applies to has
-    its QC stage (or nothing has come for ``_QUIET`` s: a stage lost with a fault), and
-    what was measured is forwarded; each within ``_SETTLE`` s."""
+    """Until every sensor each camera took is verified, with its header (rebuilt, for
+    those a header service missed), every image QC applies to is measured or failed
+    (caught up, for those OCS Batch missed), and what was measured is forwarded; each
+    within ``_SETTLE`` s, and a wait ends early once nothing has come for ``_QUIET`` s
+    (what is missing then is not coming)."""
     taken = [image for c in CAMERAS for image in read_journal(journal_path(state, c.value))]
     expected = {(i.imageName, s) for i in taken for s in i.sensors if s not in i.missing}
     science = {i.imageName for i in taken if i.imageType in QC_TYPES}
@@ -238,11 +244,19 @@ async def _settle(bus: Bus, record: NightRecord, state: Path, out: TextIO) -> No
             await archiver.command("catchUp", timeout=_SETTLE, check=False)
     await record.wait(lambda: expected <= record.verified.keys(), _SETTLE, "every file")
 
-    def staged() -> bool:
-        quiet = time.monotonic() - max(record.last_stage, record.last_archived) > _QUIET
-        return science <= record.stages.keys() or quiet
+    def quiet() -> bool:
+        return time.monotonic() - max(record.last_stage, record.last_archived) > _QUIET
 
-    await record.wait(staged, _SETTLE, "QC stages")
+    def headers() -> bool:
+        verified = record.verified
+        return all(verified[k].header_complete for k in expected if k in verified) or quiet()
+
+    def measured() -> bool:
+        ended = {i for i, (status, _) in record.stages.items() if status in _QC_ENDS}
+        return science <= ended or quiet()
+
+    await record.wait(headers, _SETTLE, "headers (rebuilt)")
+    await record.wait(measured, _SETTLE, "QC (caught up)")
     await record.wait(lambda: _measured_forwarded(record), 60.0, "QC forwarded")
 
 

@@ -27,6 +27,7 @@ class FaultKind(StrEnum):
     KILL_HEADER_SERVICE = "kill-header-service"
     KILL_OCS_BATCH = "kill-ocs-batch"
     KILL_GATEWAY = "kill-gateway"
+    KILL_EFD = "kill-efd"  # the EFD writer SIGKILLed, restarted 1-6 s later
     HEADER_NEVER = "header-never"  # the header service hangs through one image
     DISK_FULL = "disk-full"  # the archive's file system below the archiver's reserve
     OCS_LINK_CUT = "ocs-link-cut"  # the gateway's connection to the OCS side cut

@@ -2,10 +2,19 @@
 
 Each image the camera's journal lists is followed to the archive: every sensor's file
 catalogued (archived), re-read and matched (verified), with its header (header
-complete), measured by image QC where QC applies (OBJECT and ENGTEST images), and
-that QC forwarded to the OCS side. A shortfall is explained by a fault injected near
-the image, or by what the pipeline itself said (a QC stage's reason); one that no fault
-explains is *unexplained*, and fails the night as loss and duplication do.
+complete; rebuilt from the EFD, when the file says so), measured by image QC where QC
+applies (OBJECT and ENGTEST images; caught up, when a ``qc_catch_up`` job measured
+it), and that QC forwarded to the OCS side.
+
+A shortfall is explained only by a fault that destroyed the information itself, never
+by a component's own outage: a header service or OCS Batch down costs latency (the
+header is rebuilt from the EFD, the QC caught up from the catalog), not the header or
+the QC. So a missing header keyword is explained only by a broker restart during which
+its telemetry could not have been heard by anyone, the EFD writer included
+(:func:`_unheard`); QC not measured only by its job's own stated reason (a failed
+stage); QC measured but not forwarded by a broker restart near it (the QoS 1 message
+in flight when the broker stopped). One that nothing explains is *unexplained*, and
+fails the night as loss and duplication do.
 """
 
 from __future__ import annotations
@@ -14,38 +23,32 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cscs.camera.geometry import Camera
 from sim.daq.journal import TakenImage
 from sim.site.soak.plan import FaultKind
 
 __all__ = ["AlarmRecord", "FaultWindow", "Reconciliation", "SensorFile", "reconcile", "table"]
 
 QC_TYPES = frozenset({"OBJECT", "ENGTEST"})
+REBUILT = "EFD"  # the HDRSRC of a header rebuilt from the EFD
 
-
-@dataclass(frozen=True)
-class _Cause:
-    """Faults that can take something away from an image, and when: the image's
-    ``endReadout`` from ``before`` s before the fault began to ``after`` s after the
-    fault's target was back."""
-
-    kinds: frozenset[FaultKind]
-    before: float
-    after: float
-    own_camera: bool  # only a fault of the image's own camera's chain
-
-
-#: A header is made from the image's start (~1.2 s before its endReadout, more while
-#: the DAQ synthesises) to its end: a header service gone in between has none, and one
-#: just restarted lacks what its sources have not said again since (the weather's and
-#: the telescope's telemetry, up to ~10 s).
-_HEADER = _Cause(frozenset({FaultKind.KILL_HEADER_SERVICE, FaultKind.HEADER_NEVER}), 1.0,
-                 15.0, own_camera=True)  # fmt: skip
-#: QC starts 2 s after an image's last file is announced and takes up to ~10 s: an OCS
-#: Batch killed meanwhile loses the job; one down when the file is announced, the image.
-_QC = _Cause(frozenset({FaultKind.KILL_OCS_BATCH}), 20.0, 2.0, own_camera=False)
+#: A header's telemetry is taken at its moments: the exposure's start (about 1.2 s
+#: before its endReadout in the soak: 1 s exposures, 0.2 s readouts; 1.5 s allowed) to
+#: its endOfImageTelemetry (up to 1 s after). A sample counts there if it is at most
+#: MAX_AGE s old (the header service's default ``max_age``).
+_MOMENTS_BEFORE, _MOMENTS_AFTER, _MAX_AGE = 1.5, 1.0, 5.0
 #: What is announced while the broker restarts is gone for every listener.
-_BROKER = _Cause(frozenset({FaultKind.BROKER_RESTART}), 5.0, 5.0, own_camera=False)
+_FORWARDING = (frozenset({FaultKind.BROKER_RESTART}), 5.0, 5.0)
+
+
+def _unheard(window: FaultWindow, end_readout: float) -> bool:
+    """Whether a telemetry value the image's header takes at one of its moments could
+    have been heard by nobody: the broker was down (until every CSC was back, its
+    sources included) from at least MAX_AGE s before that moment to the moment itself.
+    Nothing the EFD could have recorded then, nothing to rebuild from."""
+    if window.kind is not FaultKind.BROKER_RESTART:
+        return False
+    earliest = max(window.start_tai + _MAX_AGE, end_readout - _MOMENTS_BEFORE)
+    return earliest <= min(window.end_tai, end_readout + _MOMENTS_AFTER)
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,10 @@ class FaultWindow:
     end_tai: float  # when what it hit was back (the same as start if never gone)
     note: str = ""
 
-    def explains(self, cause: _Cause, camera: int, tai: float) -> bool:
-        return (
-            self.kind in cause.kinds
-            and (self.camera == camera or not cause.own_camera)
-            and self.start_tai - cause.before <= tai <= self.end_tai + cause.after
-        )
+    def near(self, kinds: frozenset[FaultKind], before: float, after: float, tai: float) -> bool:
+        """One of ``kinds``, from ``before`` s before it began to ``after`` s after its
+        target was back."""
+        return self.kind in kinds and self.start_tai - before <= tai <= self.end_tai + after
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind.value, "target": self.target, "camera": self.camera,
@@ -79,6 +80,7 @@ class SensorFile:
     header_complete: bool
     missing_keywords: str
     rows: int = 1  # catalog rows for this image and sensor
+    header_source: str = ""  # the file's HDRSRC: "live", "EFD" (rebuilt), "" (not known)
 
 
 @dataclass
@@ -127,8 +129,8 @@ class Reconciliation:
                 "lostFiles": self.lost, "duplicatedFiles": self.duplicated}  # fmt: skip
 
 
-COLUMNS = ("taken", "archived", "verified", "headerComplete", "qcExpected", "qcMeasured",
-           "qcForwarded", "lost", "duplicated")  # fmt: skip
+COLUMNS = ("taken", "archived", "verified", "headerComplete", "headerRebuilt", "qcExpected",
+           "qcMeasured", "qcCaughtUp", "qcForwarded", "lost", "duplicated")  # fmt: skip
 
 
 def reconcile(
@@ -141,23 +143,24 @@ def reconcile(
     qc_stages: Mapping[str, tuple[str, str]],
     forwarded: Iterable[str],
     faults: list[FaultWindow],
+    qc_caught_up: Iterable[str] = (),
 ) -> Reconciliation:
     """``taken``: each camera's journal, by camera name; ``catalog``: the file of each
     (image, sensor); ``verified``: the checksum each file was re-read with;
     ``announced``: the paths ``imageArchived`` named for each; ``qc_stages``: the last
-    image-qc stage (status, description) of each image.
+    image-qc stage (status, description) of each image; ``qc_caught_up``: images a
+    ``qc_catch_up`` job measured.
 
     Images are counted whole (every sensor), except ``lost`` and ``duplicated``, which
     count files."""
     facts = _Facts(catalog, verified, announced, set(qc_measured), qc_stages,
-                   set(forwarded), faults)  # fmt: skip
+                   set(forwarded), faults, set(qc_caught_up))  # fmt: skip
     result = Reconciliation(seed, {})
     total = dict.fromkeys(COLUMNS, 0)
-    index = {camera.instrument: camera.value for camera in Camera}
     for instrument, images in taken.items():
         counts = dict.fromkeys(COLUMNS, 0)
         for image in images:
-            _account(index[instrument], image, facts, counts, result)
+            _account(image, facts, counts, result)
         result.counts[instrument] = counts
         total = {key: total[key] + counts[key] for key in COLUMNS}
     result.counts["all"] = total
@@ -173,12 +176,13 @@ class _Facts:
     qc_stages: Mapping[str, tuple[str, str]]
     forwarded: set[str]
     faults: list[FaultWindow]
+    caught_up: set[str]
 
 
 def _account(
-    camera: int, image: TakenImage, facts: _Facts, counts: dict[str, int], result: Reconciliation
+    image: TakenImage, facts: _Facts, counts: dict[str, int], result: Reconciliation
 ) -> None:
-    name, at = image.imageName, (camera, image.endReadoutTai)
+    name = image.imageName
     counts["taken"] += 1
     read_out = [s for s in image.sensors if s not in image.missing]
     files = {s: facts.catalog.get((name, s)) for s in read_out}
@@ -202,46 +206,45 @@ def _account(
         counts["verified"] += 1
     if all(row.header_complete for row in rows):
         counts["headerComplete"] += 1
+        if any(row.header_source == REBUILT for row in rows):
+            counts["headerRebuilt"] += 1
     else:
         why = "; ".join(sorted({row.missing_keywords for row in rows if not row.header_complete}))
-        _explain(
-            result, f"{name}: header incomplete ({why[:120]})", at, facts.faults, (_HEADER, _BROKER)
-        )
+        what = f"{name}: header incomplete ({why[:120]})"
+        _explain(result, what, [f for f in facts.faults if _unheard(f, image.endReadoutTai)],
+                 image.endReadoutTai, "its telemetry could not be heard")  # fmt: skip
     if image.imageType not in QC_TYPES:
         return
     counts["qcExpected"] += 1
     if name in facts.measured:
         counts["qcMeasured"] += 1
+        counts["qcCaughtUp"] += name in facts.caught_up
     else:
         status, description = facts.qc_stages.get(name, ("", ""))
         if status == "failed":
             result.lines.append(f"{name}: QC not measured: its job said {description!r}")
-        else:
-            _explain(result, f"{name}: QC not measured", at, facts.faults, (_QC, _BROKER))
+        else:  # the pixels are archived: nothing but the pipeline can explain it
+            result.unexplained.append(f"{name}: QC not measured (last stage: {status or 'none'})")
         return
     if name in facts.forwarded:
         counts["qcForwarded"] += 1
     else:
-        _explain(result, f"{name}: QC not forwarded to the OCS", at, facts.faults, (_BROKER,))
+        tai = image.endReadoutTai
+        near = [f for f in facts.faults if f.near(*_FORWARDING, tai)]
+        _explain(result, f"{name}: QC not forwarded to the OCS", near, tai, "in flight")
 
 
 def _explain(
-    result: Reconciliation,
-    what: str,
-    at: tuple[int, float],
-    faults: list[FaultWindow],
-    causes_of: tuple[_Cause, ...],
+    result: Reconciliation, what: str, causes: list[FaultWindow], tai: float, how: str
 ) -> None:
-    """A shortfall, with the fault that explains it (the nearest of those that can), or
+    """A shortfall, with the fault that explains it (the nearest of ``causes``), or
     unexplained."""
-    camera, tai = at
-    causes = [f for f in faults if any(f.explains(c, camera, tai) for c in causes_of)]
     if causes:
         cause = min(causes, key=lambda f: abs(f.start_tai - tai))
         result.lines.append(f"{what}: {cause.kind.value} of {cause.target} "
-                            f"{tai - cause.start_tai:+.1f} s from it")  # fmt: skip
+                            f"{tai - cause.start_tai:+.1f} s from it ({how})")  # fmt: skip
     else:
-        result.unexplained.append(f"{what}: no fault near it explains it")
+        result.unexplained.append(f"{what}: no fault that destroyed it explains it")
 
 
 def table(result: Reconciliation) -> str:

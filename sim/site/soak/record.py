@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import structlog
+from astropy.io import fits
 
 from cscs.archiver.interface import IMAGE_ARCHIVED
 from cscs.core import generic as g
@@ -32,7 +33,10 @@ from sim.site.soak.reconcile import AlarmRecord
 
 __all__ = ["NightRecord", "Verified"]
 
-_PRUNE_AFTER = 120.0  # s: a verified file nobody has asked for since is pruned anyway
+#: s: a verified file nobody has asked for since is pruned anyway. Long enough for QC
+#: caught up after an OCS Batch restart (~30 s) and a header rebuilt after a header
+#: service's (at its start), both of which read the file.
+_PRUNE_AFTER = 180.0
 _log = structlog.get_logger("soak")
 
 
@@ -43,6 +47,7 @@ class Verified:
     header_complete: bool
     at: float  # monotonic
     pruned: bool = False
+    header_source: str = ""  # its HDRSRC: "live", "EFD" (rebuilt), "" (none said)
 
 
 @dataclass
@@ -150,10 +155,12 @@ class NightRecord:
         if problems:
             self.problems += [f"{event.imageName} {event.sensor}: {p}" for p in problems]
             return
+        source = await asyncio.to_thread(header_source, path)  # before it can be pruned
         self.last_archived = time.monotonic()
         if known is None:
             self.archived[event.imageName] = self.archived.get(event.imageName, 0) + 1
-        self.verified[key] = Verified(path, event.checkSum, event.headerComplete, time.monotonic())
+        self.verified[key] = Verified(path, event.checkSum, event.headerComplete, time.monotonic(),
+                                      header_source=source)  # fmt: skip
 
     async def _follow_stages(self, subscription: Subscription) -> None:
         """Each image's QC stage, on a DM-internal topic (not a CSC's: no address)."""
@@ -212,6 +219,16 @@ class NightRecord:
         self.pruned_bytes += await asyncio.to_thread(
             _unlink, [v for v in self.verified.values() if not v.pruned]
         )
+
+
+def header_source(path: Path) -> str:
+    """The file's ``HDRSRC`` (where its header came from: ``live``, or ``EFD`` when
+    rebuilt); "" when it has none or cannot be read (verification reports the latter)."""
+    try:
+        value = fits.getval(path, "HDRSRC", ext=0)
+    except (OSError, KeyError, ValueError):
+        return ""
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _unlink(files: list[Verified]) -> int:

@@ -1,5 +1,5 @@
-"""The soak's site: Mosquitto (sessions kept across its restarts), every CSC of two
-cameras (LATISS and ComCam) in its own ``cscs run`` process, their configuration as a
+"""The soak's site: Mosquitto (sessions kept across its restarts), the EFD writer, every
+CSC of two cameras (LATISS and ComCam) in its own ``cscs run`` process, their configuration as a
 site would give it (``CSCS_CONFIG_DIR``, ``CSCS_SITE=soak``), and the Telemetry
 Gateway's OCS-side link through a relay the soak can cut."""
 
@@ -28,14 +28,19 @@ __all__ = ["SoakSite", "soak_site"]
 
 CAMERAS = (Camera.LATISS, Camera.COMCAM)
 GATEWAY = CscAddress("TelemetryGateway", 0)
+#: Records everything said on the bus into the EFD (under the state directory: the
+#: default store), which headers missed while a header service was down are rebuilt
+#: from. A CSC like the others, started by name: the soak imports none of them.
+EFD_WRITER = CscAddress("EfdWriter", 0)
 #: Image QC measures one detector per image: the one LATISS has, ComCam's centre.
 QC_SENSORS = ["R00_S00", "R22_S11"]
 
 
 def addresses() -> list[CscAddress]:
-    """Every CSC of the night, in the order they start (the camera last: it announces
-    its DAQ to archivers already listening)."""
-    site = [CscAddress("Weather", 0), CscAddress("OCSBatch", 0), GATEWAY]
+    """Every CSC of the night, in the order they start (the EFD writer first: it records
+    what the others say from their start; the camera last: it announces its DAQ to
+    archivers already listening)."""
+    site = [EFD_WRITER, CscAddress("Weather", 0), CscAddress("OCSBatch", 0), GATEWAY]
     for camera in CAMERAS:
         site += [CscAddress(name, camera.value)
                  for name in ("Telescope", "HeaderService", "Archiver", "Camera")]  # fmt: skip
@@ -52,10 +57,20 @@ def site_configuration(broker_url: str, min_free_bytes: int) -> dict[str, dict[s
             "catchup_interval": 10.0,
             "min_free_bytes": min_free_bytes,
         },
-        "OCSBatch": {"auto_qc": True, "auto_qc_sensors": QC_SENSORS},
+        # QC missed while OCS Batch was down is caught up within ~30 s (the files are
+        # pruned, once verified, 180 s after at the latest).
+        "OCSBatch": {
+            "auto_qc": True,
+            "auto_qc_sensors": QC_SENSORS,
+            "auto_qc_catch_up_interval": 15.0,
+            "auto_qc_catch_up_grace": 10.0,
+        },
         "TelemetryGateway": {
             "dm_broker": broker_url,  # its own connection is the OCS side, through the relay
-            "health": {"watched": [*watched, "OCSBatch:0"], "heartbeat_timeout": 10.0},
+            "health": {
+                "watched": [*watched, "OCSBatch:0", str(EFD_WRITER)],
+                "heartbeat_timeout": 10.0,
+            },
         },
     }
 

@@ -1,0 +1,139 @@
+"""QC caught up: images archived without a QC stage are measured later, not never.
+
+auto_qc measures what the archivers announce; an announcement heard by nobody (OCSBatch
+down, restarting, its broker restarting) or a job cut short by OCSBatch's own death
+would otherwise leave the image without QC for good. So at ``enable`` and every
+``auto_qc_catch_up_interval`` seconds a pass asks the catalog
+(:meth:`~cscs.catalog.batch.BatchRecords.qc_due`) for archived images of auto_qc's
+cameras, image types and detectors whose detectors have neither QC metrics nor a
+given-up failure (``qc_attempts``), oldest first, and measures them through auto_qc's
+own path (:meth:`~cscs.ocs_batch.auto_qc.AutoQc.measure`, origin ``qc_catch_up``), so
+their stages and summaries go where auto_qc's go and the Telemetry Gateway forwards
+them as usual.
+
+Bounded: at most ``auto_qc_catch_up_images`` catch-up jobs unfinished at once (a pass
+submits only the difference), one image each. Never twice: images a queued or running
+job measures, or that auto_qc is gathering, are excluded in the query, and the queue
+refuses an exclusive job for an image being measured (checked where the job enters it).
+Files archived in the last ``auto_qc_catch_up_grace`` seconds are left to auto_qc,
+whose announcement may be on its way. A catalog that cannot be read costs the pass,
+said in the log; the next one tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Collection
+from typing import Protocol
+
+from structlog.typing import FilteringBoundLogger
+
+from cscs.camera.geometry import Camera
+from cscs.catalog import BatchRecords, CatalogError
+from cscs.catalog.batch import QcDue
+from cscs.core.tai import current_tai
+from cscs.ocs_batch.interface import OcsBatchConfig
+
+__all__ = ["CATCH_UP", "CatchUp", "instruments_of"]
+
+CATCH_UP = "qc_catch_up"  # the origin of its jobs
+_DAY = 86400.0
+
+
+class Queue(Protocol):
+    """What the catch-up needs of the job queue."""
+
+    @property
+    def records(self) -> BatchRecords | None: ...
+
+    def busy_images(self) -> set[str]: ...
+
+    def unfinished(self, origin: str) -> int: ...
+
+
+Measure = Callable[[str, Collection[str], str], Awaitable[bool]]  # image, sensors, origin
+
+
+def instruments_of(cameras: Collection[int]) -> frozenset[str]:
+    """The instruments of auto_qc's cameras (archiver indexes); unknown ones ignored."""
+    known = {camera.value: camera.instrument for camera in Camera}
+    return frozenset(known[index] for index in cameras if index in known)
+
+
+class CatchUp:
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        measure: Measure,
+        held: Callable[[], set[str]],
+        config: Callable[[], OcsBatchConfig],
+        enabled: Callable[[], bool],
+        log: FilteringBoundLogger,
+    ) -> None:
+        self._queue = queue
+        self._measure = measure
+        self._held = held
+        self._config = config
+        self._enabled = enabled
+        self._log = log
+        self._wake = asyncio.Event()
+        self._one_at_a_time = asyncio.Lock()  # a pass sees the queue as the last left it
+        self.passes = 0  # passes run (for tests and the log)
+        self.submitted = 0  # jobs queued, in all
+
+    def wake(self) -> None:
+        """Run a pass now (the CSC was enabled)."""
+        self._wake.set()
+
+    async def loop(self) -> None:
+        """Passes for as long as the CSC runs: at each wake, and every interval."""
+        while True:
+            self._wake.clear()
+            await self.run_pass()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config().auto_qc_catch_up_interval):
+                    await self._wake.wait()
+
+    async def run_pass(self) -> int:
+        """One pass (after any under way): the images due, measured; how many jobs were
+        queued."""
+        async with self._one_at_a_time:
+            return await self._pass()
+
+    async def _pass(self) -> int:
+        config = self._config()
+        records = self._queue.records
+        if not (self._enabled() and config.auto_qc and config.auto_qc_catch_up) or not records:
+            return 0
+        room = config.auto_qc_catch_up_images - self._queue.unfinished(CATCH_UP)
+        if room <= 0:
+            return 0
+        now = current_tai()
+        try:
+            due = await asyncio.to_thread(
+                records.qc_due, image_types=config.auto_qc_image_types,
+                instruments=instruments_of(config.auto_qc_cameras),
+                sensors=config.auto_qc_sensors, since_tai=now - config.auto_qc_catch_up_days * _DAY,
+                archived_before_tai=now - config.auto_qc_catch_up_grace,
+                exclude=self._queue.busy_images() | self._held(), limit=room,
+            )  # fmt: skip
+        except CatalogError as exc:
+            self._log.warning("QC catch-up cannot read the catalog; next pass", error=str(exc))
+            return 0
+        self.passes += 1
+        queued = await self._submit(due)
+        if due:
+            self._log.info("QC catch-up", due=len(due), queued=queued)
+        return queued
+
+    async def _submit(self, due: list[QcDue]) -> int:
+        queued = 0
+        for image in due:
+            if not self._enabled():
+                break
+            if await self._measure(image.image_name, image.sensors, CATCH_UP):
+                queued += 1
+        self.submitted += queued
+        return queued
