@@ -20,7 +20,7 @@ from cscs.camera.geometry import Camera
 from cscs.camera.observatory import OBSERVATORY, Pointing, astropy_time, pointings
 from cscs.header_service.collect import Missing, Value, number_of
 
-__all__ = ["DERIVED_KEYWORDS", "HEADER_VERSION", "derived_keywords"]
+__all__ = ["DERIVED_KEYWORDS", "HEADER_SOURCES", "HEADER_VERSION", "derived_keywords"]
 
 #: ``HEADVER``: the version of the real raws' header layout these files follow.
 HEADER_VERSION = 2
@@ -28,7 +28,7 @@ HEADER_VERSION = 2
 DERIVED_KEYWORDS = (
     "TELESCOP", "INSTRUME", "CAMCODE", "CONTRLLR", "DAYOBS", "SEQNUM", "OBSID", "IMGTYPE",
     "GROUPID", "REASON", "CURINDEX", "MAXINDEX", "TIMESYS", "BUNIT", "BINX", "BINY", "HEADVER",
-    "RADESYS",
+    "HDRSRC", "RADESYS",
     "OBS-LONG", "OBS-LAT", "OBS-ELEV", "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z", "EXPTIME",
     "DARKTIME", "SHUTTIME", "DATE-OBS", "MJD-OBS", "DATE-BEG", "MJD-BEG", "DATE-END",
     "MJD-END", "AIRMASS", "AMSTART", "AMEND", "ELSTART", "ELEND", "AZSTART", "AZEND",
@@ -36,6 +36,11 @@ DERIVED_KEYWORDS = (
 )  # fmt: skip
 
 Keywords = list[tuple[str, Value | Missing]]
+#: ``HDRSRC``: where the header's values came from, and its comment.
+HEADER_SOURCES = {
+    "live": "values heard on the bus during the exposure",
+    "EFD": "rebuilt after the exposure from the EFD",
+}
 _TIMES = ("EXPTIME", "DARKTIME", "SHUTTIME", "DATE-OBS", "MJD-OBS", "DATE-BEG", "MJD-BEG",
           "DATE-END", "MJD-END")  # fmt: skip
 _POINTING = ("AIRMASS", "AMSTART", "AMEND", "ELSTART", "ELEND", "AZSTART", "AZEND",
@@ -68,7 +73,7 @@ def _reason(start: StartIntegration) -> Value:
     return Value("", "", "takeImages gave no reason")
 
 
-def _identity_keywords(camera: Camera, start: StartIntegration) -> Keywords:
+def _identity_keywords(camera: Camera, start: StartIntegration, origin: str) -> Keywords:
     return [
         ("TELESCOP", Value(camera.telescope, "", "telescope")),
         ("INSTRUME", Value(camera.header_instrument, "", "instrument")),
@@ -87,6 +92,7 @@ def _identity_keywords(camera: Camera, start: StartIntegration) -> Keywords:
         ("BINX", Value(1, "", "columns binned on the chip")),
         ("BINY", Value(1, "", "rows binned on the chip")),
         ("HEADVER", Value(HEADER_VERSION, "", "header layout version")),
+        ("HDRSRC", Value(origin, "", HEADER_SOURCES[origin])),
         ("RADESYS", Value("ICRS", "", "celestial frame of RA/Dec")),
         *_site_keywords(),
     ]
@@ -109,10 +115,12 @@ def derived_keywords(
     start: StartIntegration,
     end: EndOfImageTelemetry | None,
     collected: Mapping[str, Value | Missing],
+    origin: str = "live",
 ) -> Keywords:
     """The computed primary keywords, in the order they go in the header. ``collected``:
-    what the keyword map gathered (``RA``, ``DEC``, ``RASTART`` … are used here)."""
-    keywords = _identity_keywords(camera, start)
+    what the keyword map gathered (``RA``, ``DEC``, ``RASTART`` … are used here);
+    ``origin``: ``live`` or ``EFD`` (``HDRSRC``, :data:`HEADER_SOURCES`)."""
+    keywords = _identity_keywords(camera, start, origin)
     if end is None:
         reason = Missing("no endOfImageTelemetry for this image")
         return keywords + [(n, reason) for n in _TIMES] + _pointing_keywords(None, None, collected)

@@ -1,0 +1,366 @@
+"""Headers rebuilt from the EFD: the same rules as live, over what the EFD recorded.
+
+Offline (the in-memory bus): the test publishes every message the header service hears
+and records the same message, with the same ``sent_tai``, in an in-memory EFD, as the
+EFD writer does; the live header and the rebuilt one must then agree keyword by keyword.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cscs.camera.geometry import camera_for_index
+from cscs.camera.headers.rebuild import RebuildHeaders, image_range
+from cscs.camera.naming import day_obs
+from cscs.core.protocol import encode
+from cscs.core.remote import AckError
+from cscs.core.settings import Settings
+from cscs.core.tai import current_tai
+from cscs.core.testing import CscHarness, make_csc
+from cscs.core.testing.memory import MemoryBroker
+from cscs.core.topics import CscAddress, Kind
+from cscs.efd.memory import MemoryStore
+from cscs.efd.records import EfdRecord, Measurement, flatten_fields
+from cscs.header_service.collect import KeywordRule
+from cscs.header_service.csc import HeaderServiceCsc
+from cscs.header_service.rebuild import EfdHeaders
+
+IMAGE = "AT_O_20261121_000042"
+TODAY = day_obs(current_tai())  # a live image's dayObs is today's: the EFD is searched there
+LIVE = f"AT_O_{TODAY}_000042"
+PREFIX = "rb"
+KEYWORDS = [
+    {"keyword": "RA", "source": "Telescope:{camera}", "topic": "evt/target", "field": "ra"},
+    {"keyword": "DEC", "source": "Telescope:{camera}", "topic": "evt/target", "field": "dec"},
+    {"keyword": "RASTART", "source": "Telescope:{camera}", "topic": "tel/mount", "field": "ra"},
+    {"keyword": "DECSTART", "source": "Telescope:{camera}", "topic": "tel/mount", "field": "dec"},
+    {"keyword": "RAEND", "source": "Telescope:{camera}", "topic": "tel/mount", "field": "ra",
+     "moment": "end"},
+    {"keyword": "DECEND", "source": "Telescope:{camera}", "topic": "tel/mount", "field": "dec",
+     "moment": "end"},
+    {"keyword": "ROTPA", "source": "Telescope:{camera}", "topic": "tel/mount",
+     "field": "rotatorAngle"},
+    {"keyword": "FILTER", "source": "Telescope:{camera}", "topic": "evt/filter",
+     "field": "filter", "moment": "endReadout"},
+    {"keyword": "WINDMAX", "source": "Weather:0", "topic": "tel/weather", "field": "windSpeed",
+     "monitor": "max"},
+    {"keyword": "WINDMIN", "source": "Weather:0", "topic": "tel/weather", "field": "windSpeed",
+     "monitor": "min"},
+    {"keyword": "WINDMEAN", "source": "Weather:0", "topic": "tel/weather", "field": "windSpeed",
+     "monitor": "mean"},
+    {"keyword": "AIRTEMP", "source": "Weather:0", "topic": "tel/weather", "field": "temperature",
+     "moment": "end", "max_age": 60},
+    {"keyword": "PRESSURE", "source": "Weather:0", "topic": "tel/weather", "field": "pressure",
+     "moment": "end", "scale": 100.0},
+    {"keyword": "HUMIDITY", "source": "Weather:0", "topic": "tel/weather", "field": "humidity"},
+    {"keyword": "DOMEAZ", "source": "Telescope:{camera}", "topic": "tel/dome", "field": "azimuth",
+     "max_age": 3},
+]  # fmt: skip
+
+
+class Site:
+    """Publishes what the header service hears, and records it as the EFD writer would."""
+
+    def __init__(self, harness: CscHarness, store: MemoryStore) -> None:
+        self.harness = harness
+        self.store = store
+        self.seqs: dict[tuple[str, int, str], int] = {}
+
+    async def send(self, csc: str, index: int, kind: Kind, name: str, **data: Any) -> float:
+        seq = self.seqs[(csc, index, name)] = self.seqs.get((csc, index, name), 0) + 1
+        sent = current_tai()
+        body = data | {"seq": seq, "sent_tai": sent}
+        address = CscAddress(csc, index, PREFIX)
+        topic = address.event(name) if kind is Kind.EVENT else address.telemetry(name)
+        await self.harness.bus.publish(topic, encode(body), qos=1)
+        measurement = Measurement(csc, kind, name)
+        self.store.write([EfdRecord(measurement, index, seq, sent, sent, flatten_fields(body))])
+        # Heard by the service before the next is sent: the order is the one recorded.
+        await self.harness.csc.bus.settled(5.0)
+        return sent
+
+    async def camera(self, name: str, **data: Any) -> float:
+        return await self.send("Camera", 1, Kind.EVENT, name, **data)
+
+    async def mount(self, ra: float) -> None:
+        await self.send("Telescope", 1, Kind.TELEMETRY, "mount", ra=ra, dec=-30.1,
+                        rotatorAngle=12.5)  # fmt: skip
+
+    async def weather(self, wind: float) -> None:
+        await self.send("Weather", 0, Kind.TELEMETRY, "weather", windSpeed=wind,
+                        temperature=9.5, pressure=744.2)  # fmt: skip
+
+    async def before(self) -> None:
+        """What is in force before the exposure."""
+        await self.camera(
+            "focalPlaneSummaryInfo", ccdLocation="R00_S00", ccdManufacturer="ITL",
+            ccdType="3800C", ccdLSSTName="ITL-3800C-068", ccdManSerNum="20862",
+        )  # fmt: skip
+        await self.send("Telescope", 1, Kind.EVENT, "target", ra=150.0, dec=-30.1)
+        await self.send("Telescope", 1, Kind.EVENT, "filter", filter="SDSSr_65mm")
+
+    async def exposure(self, image: str, winds: list[float], weather: bool = True) -> None:
+        """One exposure, with telemetry flowing through it (none from the weather
+        station unless ``weather``)."""
+        day, number = image.split("_")[2], int(image.split("_")[3])
+        await self.mount(150.0)
+        if weather:
+            await self.weather(3.0)  # in force at the start: counted by the monitors
+        begin = await self.camera(
+            "startIntegration", imageName=image, imageIndex=1, imagesInSequence=1,
+            imageSource="AT", imageController="O", imageDate=day, imageNumber=number,
+            groupId="grp", imageType="OBJECT", exposureTime=15.0,
+            timestampAcquisitionStart=current_tai(), timeout=30.0, additionalKeys="reason",
+            additionalValues="science",
+        )  # fmt: skip
+        for i, wind in enumerate(winds):
+            await self.mount(150.0 + 0.001 * (i + 1))
+            await self.weather(wind)
+        await self.camera("startReadout", imageName=image, timestampStartOfReadout=begin + 15)
+        await self.send("Telescope", 1, Kind.EVENT, "filter", filter="SDSSg_65mm")
+        await self.camera("endReadout", imageName=image, imageIndex=1, imagesInSequence=1,
+                          requestedExposureTime=15.0, timestampEndOfReadout=begin + 17,
+                          sensors="R00_S00")  # fmt: skip
+        await self.mount(150.01)
+        await self.camera("endOfImageTelemetry", imageName=image, timestampDateObs=begin,
+                          timestampDateEnd=begin + 15.0, exposureTime=15.0, darkTime=15.3,
+                          measuredShutterOpenTime=15.0)  # fmt: skip
+
+
+def config_dir(tmp_path: Path, **extra: Any) -> Path:
+    root = tmp_path / "config" / "HeaderService"
+    root.mkdir(parents=True)
+    (root / "test.yaml").write_text(yaml.safe_dump({"keywords": KEYWORDS, **extra}))
+    return tmp_path / "config"
+
+
+@contextlib.asynccontextmanager
+async def service(
+    tmp_path: Path, store: MemoryStore, **extra: Any
+) -> AsyncIterator[tuple[CscHarness, Site]]:
+    settings_ = Settings(prefix=PREFIX, state_dir=tmp_path / "state",
+                         config_dir=config_dir(tmp_path, **extra))  # fmt: skip
+    async with make_csc(HeaderServiceCsc, MemoryBroker(), index=1, settings=settings_) as h:
+        csc = h.csc
+        assert isinstance(csc, HeaderServiceCsc)
+        csc.rebuilder.open_efd = lambda: store
+        await h.remote.command("start", {"configurationOverride": "test"})
+        await h.remote.command("enable")
+        yield h, Site(h, store)
+
+
+def load(url: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(Path(urlparse(url).path).read_bytes())
+    return data
+
+
+def cards(document: dict[str, Any]) -> dict[str, Any]:
+    values = {c["keyword"]: c["value"] for c in document["primary"]}
+    for sensor, entries in document["detectors"].items():
+        values |= {f"{sensor}.{c['keyword']}": c["value"] for c in entries}
+    return values
+
+
+def rebuilder(csc: HeaderServiceCsc, store: MemoryStore, output: Path) -> EfdHeaders:
+    return EfdHeaders(store, camera_for_index(1), 1, csc.rules, output,
+                      generator=str(csc.address), version=csc.version)  # fmt: skip
+
+
+async def test_the_replay_makes_the_live_header(tmp_path: Path) -> None:
+    store = MemoryStore()
+    async with service(tmp_path, store) as (h, site):
+        csc = h.csc
+        assert isinstance(csc, HeaderServiceCsc)
+        await site.before()
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            await site.exposure(LIVE, [5.5, 1.5, 7.25, 4.0])
+            announced = (await announcements.next(10)).data
+        live = load(announced["url"])
+        outcome = rebuilder(csc, store, tmp_path / "rebuilt").rebuild(LIVE)
+    assert outcome.status == "rebuilt", outcome
+    assert announced["rebuilt"] is False
+    rebuilt = load(outcome.url)
+    ours, theirs = cards(live), cards(rebuilt)
+    assert (ours.pop("HDRSRC"), theirs.pop("HDRSRC")) == ("live", "EFD")
+    assert ours.keys() == theirs.keys()
+    for keyword, value in ours.items():
+        assert theirs[keyword] == (pytest.approx(value, rel=1e-12) if isinstance(value, float)
+                                   else value), keyword  # fmt: skip
+    # The monitors over the exposure: the value in force at the start, then each sample.
+    assert (ours["WINDMIN"], ours["WINDMAX"]) == (1.5, 7.25)
+    assert ours["WINDMEAN"] == pytest.approx((3.0 + 5.5 + 1.5 + 7.25 + 4.0) / 5)
+    assert ours["FILTER"] == "SDSSg_65mm"  # as at endReadout
+    assert ours["R00_S00.LSST_NUM"] == "ITL-3800C-068"
+    # What neither heard stays missing, with the same reason; nothing is invented.
+    assert live["missing"] == rebuilt["missing"]
+    reasons = {m["keyword"]: m["reason"] for m in rebuilt["missing"]}
+    assert reasons["HUMIDITY"] == "Weather:0 tel/weather has no field 'humidity'"
+    assert reasons["DOMEAZ"] == "nothing received from Telescope:1 tel/dome"
+    assert theirs["HUMIDITY"] is None
+
+
+async def test_a_live_header_missing_what_the_efd_heard_is_rebuilt(tmp_path: Path) -> None:
+    """The service restarted: the weather it did not hear since is in the EFD."""
+    store = MemoryStore()
+    sent = current_tai()
+    weather = {"windSpeed": 2.0, "temperature": 8.0, "pressure": 740.0}
+    store.write([EfdRecord(Measurement("Weather", Kind.TELEMETRY, "weather"), 0, 1, sent, sent,
+                           flatten_fields(weather))])  # fmt: skip
+    async with service(tmp_path, store, rebuild_delay=0.0) as (h, site):
+        await site.before()
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            await site.exposure(LIVE, [], weather=False)
+            first = (await announcements.next(10)).data
+            second = (await announcements.next(10)).data
+    assert first["rebuilt"] is False
+    assert "AIRTEMP" in first["missingKeywords"].split(",")
+    assert second["rebuilt"] is True
+    assert second["url"] == first["url"]  # the same document, replaced
+    rebuilt = cards(load(second["url"]))
+    assert (rebuilt["HDRSRC"], rebuilt["AIRTEMP"]) == ("EFD", 8.0)
+    assert len(second["missingKeywords"].split(",")) < len(first["missingKeywords"].split(","))
+
+
+async def test_the_command_rebuilds_a_range_and_says_what_it_did(tmp_path: Path) -> None:
+    store = MemoryStore()
+    async with service(tmp_path, store) as (h, site):
+        csc = h.csc
+        assert isinstance(csc, HeaderServiceCsc)
+        await site.before()
+        for number in (1, 2):
+            await site.exposure(f"AT_O_{TODAY}_{number:06d}", [4.0])
+        for number in (1, 2):
+            await csc.exposure_done(f"AT_O_{TODAY}_{number:06d}")
+        # Image 1's document is lost; image 3 was never taken.
+        day = csc.output_dir / TODAY
+        (day / f"AT_O_{TODAY}_000001.yaml").unlink()
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            ack = await h.remote.command(
+                "rebuildHeaders", {"firstImage": f"AT_O_{TODAY}_000001",
+                                   "lastImage": f"AT_O_{TODAY}_000003"}, timeout=30,
+            )  # fmt: skip
+            announced = (await announcements.next(10)).data
+        assert ack.result == (
+            "3 image(s): 1 rebuilt, 0 already complete, 1 unchanged (the EFD lacks what they "
+            "lack), 1 not in the EFD, 0 not ended in the EFD (yet), 0 failed"
+        )
+        assert (announced["id"], announced["rebuilt"]) == (f"AT_O_{TODAY}_000001", True)
+        assert cards(load(announced["url"]))["HDRSRC"] == "EFD"
+        for params, cause in [
+            ({"firstImage": "CC_O_20261121_000001"}, "not an image of this camera"),
+            ({"firstImage": f"AT_O_{TODAY}_000001", "lastImage": "AT_O_20261122_000002"},
+             "not of the same dayObs"),
+            ({"firstImage": f"AT_O_{TODAY}_000005", "lastImage": f"AT_O_{TODAY}_000004"},
+             "comes before"),
+            ({"firstImage": f"AT_O_{TODAY}_000001", "lastImage": f"AT_O_{TODAY}_002000"},
+             "at most 1000"),
+            ({"firstImage": "../etc"}, "firstImage"),
+        ]:  # fmt: skip
+            with pytest.raises(AckError, match=cause):
+                await h.remote.command("rebuildHeaders", params)
+
+
+def test_image_range_names_each_image() -> None:
+    params = RebuildHeaders(firstImage="CC_O_20261121_000009", lastImage="CC_O_20261121_000011")
+    assert image_range(params, "CC") == [
+        "CC_O_20261121_000009", "CC_O_20261121_000010", "CC_O_20261121_000011"]  # fmt: skip
+    assert image_range(RebuildHeaders(firstImage="CC_O_20261121_000009"), "CC") == [
+        "CC_O_20261121_000009"
+    ]
+
+
+def _start_record(image: str, sent: float, **fields: Any) -> EfdRecord:
+    base = {"imageName": image, "imageIndex": 1, "imagesInSequence": 1, "imageSource": "AT",
+            "imageController": "O", "imageDate": "20261121", "imageNumber": 42,
+            "groupId": "g", "imageType": "OBJECT", "exposureTime": 1.0,
+            "timestampAcquisitionStart": sent, "timeout": 30.0, "additionalKeys": "",
+            "additionalValues": ""}  # fmt: skip
+    return EfdRecord(Measurement("Camera", Kind.EVENT, "startIntegration"), 1, 1, sent, sent,
+                     flatten_fields(base | fields))  # fmt: skip
+
+
+RULES = [KeywordRule.model_validate(k) for k in KEYWORDS]
+SENT = 1_795_000_000.0  # 2026-11-19 (dayObs of IMAGE's window is checked loosely below)
+_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["startReadout", "endReadout", "endOfImageTelemetry",
+                             "focalPlaneSummaryInfo", "startIntegration"]),
+            st.dictionaries(st.sampled_from(["imageName", "sensors", "timestampDateObs",
+                                             "timestampDateEnd", "exposureTime", "darkTime",
+                                             "measuredShutterOpenTime", "ccdLocation", "x0",
+                                             "sensors0"]), _values, max_size=8),
+            st.floats(-5, 50),
+        ),
+        max_size=8,
+    ),
+    samples=st.lists(
+        st.tuples(st.sampled_from(["mount", "weather", "dome"]),
+                  st.dictionaries(st.sampled_from(["ra", "dec", "windSpeed", "temperature",
+                                                   "rotatorAngle", "ra0", "azimuth"]),
+                                  _values, max_size=6),
+                  st.floats(-20, 50)),
+        max_size=20,
+    ),
+)  # fmt: skip
+def test_hostile_efd_content_never_crashes_a_rebuild(
+    tmp_path: Path,
+    events: list[tuple[str, dict[str, Any], float]],
+    samples: list[tuple[str, dict[str, Any], float]],
+) -> None:
+    store = MemoryStore()
+    image = "AT_O_20261121_000042"
+    sent = 1_795_262_400.0  # 2026-11-21 12:00 UTC: inside the dayObs
+    records = [_start_record(image, sent)]
+    for seq, (name, fields, dt) in enumerate(events, start=2):
+        fields = {"imageName": image} | fields if seq % 2 else fields
+        records.append(EfdRecord(Measurement("Camera", Kind.EVENT, name), 1, seq, sent + dt,
+                                 sent + dt, fields))  # fmt: skip
+    for seq, (name, fields, dt) in enumerate(samples):
+        csc, index = ("Weather", 0) if name == "weather" else ("Telescope", 1)
+        records.append(EfdRecord(Measurement(csc, Kind.TELEMETRY, name), index, seq, sent + dt,
+                                 sent + dt, fields))  # fmt: skip
+    store.write(records)
+    headers = EfdHeaders(store, camera_for_index(1), 1, RULES, tmp_path / "h",
+                         generator="HeaderService:1", version="0")  # fmt: skip
+    outcome = headers.rebuild(image)
+    assert outcome.status in ("rebuilt", "not-ended", "unchanged")
+    if outcome.status == "rebuilt":
+        assert cards(load(outcome.url))["HDRSRC"] == "EFD"
+
+
+def test_outcomes_without_a_rebuild(tmp_path: Path) -> None:
+    store = MemoryStore()
+    sent = 1_795_262_400.0
+    store.write([_start_record(IMAGE, sent)])
+    headers = EfdHeaders(store, camera_for_index(1), 1, RULES, tmp_path / "h",
+                         generator="HeaderService:1", version="0")  # fmt: skip
+    assert headers.rebuild("AT_O_20261121_000043").status == "not-in-efd"
+    assert headers.rebuild(IMAGE).status == "not-ended"  # the writer has not written it yet
+    end = {"imageName": IMAGE, "timestampDateObs": sent, "timestampDateEnd": sent + 1,
+           "exposureTime": 1.0, "darkTime": 1.0, "measuredShutterOpenTime": 1.0}  # fmt: skip
+    store.write([EfdRecord(Measurement("Camera", Kind.EVENT, "endOfImageTelemetry"), 1, 1,
+                           sent + 2, sent + 2, flatten_fields(end))])  # fmt: skip
+    first = headers.rebuild(IMAGE)
+    assert first.status == "rebuilt"
+    # Nothing in the EFD for the keyword map: every mapped keyword missing, with why.
+    assert "RA" in first.detail.split(",")
+    written = headers.path(IMAGE).read_bytes()
+    again = headers.rebuild(IMAGE)  # the EFD has nothing more: not written again
+    assert again.status == "unchanged"
+    assert headers.path(IMAGE).read_bytes() == written
