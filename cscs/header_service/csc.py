@@ -207,7 +207,14 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         await self.rebuilder.close()
 
     async def end_enable(self, params: NoParams) -> None:
-        self.rebuilder.at_enable()
+        self.rebuilder.since_last_header()
+
+    async def _on_connect(self) -> None:
+        """After a reconnection (the broker restarted, or this service was frozen past
+        its keepalive), what was said meanwhile is in the EFD: rebuilt as at enable."""
+        await super()._on_connect()
+        if self.bus.connections > 1 and self.state is State.ENABLED:
+            self.rebuilder.since_last_header()
 
     async def state_changed(self, old: State, new: State) -> None:
         if old is State.ENABLED:
@@ -340,6 +347,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
                     waited=wait,
                     missing=",".join(sorted(exposure.pending_moments)),
                 )
+                self.rebuilder.later(image)  # the EFD may have heard its end
                 return
             await self._publish_header(exposure)
         finally:

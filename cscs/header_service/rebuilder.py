@@ -139,7 +139,7 @@ class Rebuilder:
 
     # ---- in the background ------------------------------------------------------------
 
-    def at_enable(self) -> None:
+    def since_last_header(self) -> None:
         """Rebuild, in a job, what was taken since this service's last header."""
         self._jobs.spawn(self._since_last(), "rebuild-at-enable", on_error=self._failed)
 
