@@ -251,7 +251,8 @@ async def test_the_command_rebuilds_a_range_and_says_what_it_did(tmp_path: Path)
             announced = (await announcements.next(10)).data
         assert ack.result == (
             "3 image(s): 1 rebuilt, 0 already complete, 1 unchanged (the EFD lacks what they "
-            "lack), 1 not in the EFD, 0 not ended in the EFD (yet), 0 failed"
+            "lack), 1 not in the EFD, 0 not ended in the EFD (yet), 0 being collected live, "
+            "0 failed"
         )
         assert (announced["id"], announced["rebuilt"]) == (f"AT_O_{TODAY}_000001", True)
         assert cards(load(announced["url"]))["HDRSRC"] == "EFD"

@@ -54,7 +54,7 @@ _DAY = re.compile(r"[0-9]{8}")
 _HARDWARE_TRIES = 20  # newest focalPlaneSummaryInfo records looked at for a valid one
 
 Start = tuple[float, StartIntegration]  # an image's startIntegration and its sent_tai
-Status = Literal["rebuilt", "complete", "unchanged", "not-in-efd", "not-ended", "unusable"]
+Status = Literal["rebuilt", "complete", "unchanged", "not-in-efd", "not-ended", "live", "unusable"]
 
 
 @dataclass(frozen=True)

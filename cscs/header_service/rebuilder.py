@@ -47,6 +47,7 @@ _SAID = {
     "unchanged": "unchanged (the EFD lacks what they lack)",
     "not-in-efd": "not in the EFD",
     "not-ended": "not ended in the EFD (yet)",
+    "live": "being collected live",
     "unusable": "failed",
 }
 
@@ -113,7 +114,7 @@ class Rebuilder:
         """Rebuild ``image`` (not while it is being collected live) and announce it;
         EfdStoreError if the EFD cannot be read."""
         if self._busy(image):
-            return Outcome(image, "unchanged", "being collected live")
+            return Outcome(image, "live", "being collected live")
         try:
             outcome = await self._call(self._rebuild, image, known)
         except (OSError, PathEscapeError) as exc:
