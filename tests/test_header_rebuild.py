@@ -138,7 +138,7 @@ class Site:
 
 def config_dir(tmp_path: Path, **extra: Any) -> Path:
     root = tmp_path / "config" / "HeaderService"
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     (root / "test.yaml").write_text(yaml.safe_dump({"keywords": KEYWORDS, **extra}))
     return tmp_path / "config"
 
@@ -268,6 +268,25 @@ async def test_the_command_rebuilds_a_range_and_says_what_it_did(tmp_path: Path)
         ]:  # fmt: skip
             with pytest.raises(AckError, match=cause):
                 await h.remote.command("rebuildHeaders", params)
+
+
+async def test_a_service_enabled_again_rebuilds_what_it_missed(tmp_path: Path) -> None:
+    """The exposure was heard (and recorded) while this service was away: at enable it
+    finds the image in the EFD, with no document, and rebuilds it."""
+    store = MemoryStore()
+    async with service(tmp_path, store) as (h, site):
+        csc = h.csc
+        assert isinstance(csc, HeaderServiceCsc)
+        await h.remote.command("disable")  # away: what comes is only recorded
+        await site.before()
+        await site.exposure(LIVE, [4.0, 6.0])
+        assert not list(csc.output_dir.rglob("*.yaml"))
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            await h.remote.command("enable")
+            announced = (await announcements.next(10)).data
+    assert (announced["id"], announced["rebuilt"]) == (LIVE, True)
+    rebuilt = cards(load(announced["url"]))
+    assert (rebuilt["HDRSRC"], rebuilt["WINDMAX"], rebuilt["FILTER"]) == ("EFD", 6.0, "SDSSg_65mm")
 
 
 def test_image_range_names_each_image() -> None:
