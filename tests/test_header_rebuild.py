@@ -289,6 +289,24 @@ async def test_a_service_enabled_again_rebuilds_what_it_missed(tmp_path: Path) -
     assert (rebuilt["HDRSRC"], rebuilt["WINDMAX"], rebuilt["FILTER"]) == ("EFD", 6.0, "SDSSg_65mm")
 
 
+async def test_the_pass_at_enable_goes_through_every_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cscs.header_service.rebuilder.MAX_SCANNED", 2)
+    store = MemoryStore()
+    images = [f"AT_O_{TODAY}_{n:06d}" for n in range(1, 6)]
+    async with service(tmp_path, store) as (h, site):
+        await h.remote.command("disable")
+        await site.before()
+        for image in images:
+            await site.exposure(image, [])
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            await h.remote.command("enable")
+            rebuilt = [(await announcements.next(10)).data for _ in images]
+    assert [a["id"] for a in rebuilt] == images
+    assert all(a["rebuilt"] for a in rebuilt)
+
+
 def test_image_range_names_each_image() -> None:
     params = RebuildHeaders(firstImage="CC_O_20261121_000009", lastImage="CC_O_20261121_000011")
     assert image_range(params, "CC") == [

@@ -35,7 +35,8 @@ from cscs.header_service.rebuild import EfdHeaders, Outcome, Start
 
 __all__ = ["MAX_SCANNED", "RebuildSettings", "Rebuilder", "summary"]
 
-MAX_SCANNED = 1000  # images a pass at enable looks at
+MAX_SCANNED = 1000  # images a page of the pass at enable looks at
+MAX_PAGES = 30  # pages a pass looks at: a month of nights
 MAX_WAITING = 1000  # images waiting for a later attempt
 RETRIES = 3  # later attempts of an image whose end is not in the EFD yet
 _SINCE_MARGIN = 600.0  # s before the last header: exposures open when it was written
@@ -176,26 +177,35 @@ class Rebuilder:
             return None
 
     async def _since_last(self) -> None:
+        """Every image started since the last header, a page of :data:`MAX_SCANNED` at a
+        time (oldest first), at most :data:`MAX_PAGES` pages."""
         settings = self.settings
         if settings is None:
             return
         now = current_tai()
 
-        def find() -> dict[str, Start]:
-            headers = self._headers()
-            last = headers.last_header_time()
-            since = last - _SINCE_MARGIN if last is not None else now - settings.lookback
-            return headers.starts(since, now, MAX_SCANNED)
+        def since() -> float:
+            last = self._headers().last_header_time()
+            return last - _SINCE_MARGIN if last is not None else now - settings.lookback
 
+        seen: set[str] = set()
+        counts: Counter[str] = Counter()
         try:
-            starts = await self._call(find)
+            begin = await self._call(since)
+            for _ in range(MAX_PAGES):
+                page = await self._call(lambda b=begin: self._headers().starts(b, now, MAX_SCANNED))
+                new = [(image, start) for image, start in page.items() if image not in seen]
+                if not new:
+                    break
+                seen.update(image for image, _ in new)
+                counts += await self._each(new)
+                begin = max(start[0] for _, start in new)
         except EfdStoreError as exc:
-            self._log.warning("headers not rebuilt at enable: the EFD is unreadable",
+            self._log.warning("headers not rebuilt: the EFD is unreadable",
                               efd=self.efd_url, error=str(exc))  # fmt: skip
-            return
-        counts = await self._each(starts.items())
         if counts.get("rebuilt") or counts.get("not-ended"):
-            self._log.info("headers rebuilt at enable", images=len(starts), result=summary(counts))
+            self._log.info("headers rebuilt since the last one", images=len(seen),
+                           result=summary(counts))  # fmt: skip
 
     async def _each(self, starts: Iterable[tuple[str, Start]]) -> Counter[str]:
         counts: Counter[str] = Counter()
