@@ -74,6 +74,7 @@ class Site:
         self.harness = harness
         self.store = store
         self.seqs: dict[tuple[str, int, str], int] = {}
+        self.publishing = True  # False: recorded in the EFD only (the service is away)
 
     async def send(self, csc: str, index: int, kind: Kind, name: str, **data: Any) -> float:
         seq = self.seqs[(csc, index, name)] = self.seqs.get((csc, index, name), 0) + 1
@@ -81,11 +82,12 @@ class Site:
         body = data | {"seq": seq, "sent_tai": sent}
         address = CscAddress(csc, index, PREFIX)
         topic = address.event(name) if kind is Kind.EVENT else address.telemetry(name)
-        await self.harness.bus.publish(topic, encode(body), qos=1)
+        if self.publishing:
+            await self.harness.bus.publish(topic, encode(body), qos=1)
         measurement = Measurement(csc, kind, name)
         self.store.write([EfdRecord(measurement, index, seq, sent, sent, flatten_fields(body))])
-        # Heard by the service before the next is sent: the order is the one recorded.
-        await self.harness.csc.bus.settled(5.0)
+        if self.publishing:  # heard by the service before the next is sent: in order
+            await self.harness.csc.bus.settled(5.0)
         return sent
 
     async def camera(self, name: str, **data: Any) -> float:
@@ -145,11 +147,12 @@ def config_dir(tmp_path: Path, **extra: Any) -> Path:
 
 @contextlib.asynccontextmanager
 async def service(
-    tmp_path: Path, store: MemoryStore, **extra: Any
+    tmp_path: Path, store: MemoryStore, broker: MemoryBroker | None = None, **extra: Any
 ) -> AsyncIterator[tuple[CscHarness, Site]]:
     settings_ = Settings(prefix=PREFIX, state_dir=tmp_path / "state",
                          config_dir=config_dir(tmp_path, **extra))  # fmt: skip
-    async with make_csc(HeaderServiceCsc, MemoryBroker(), index=1, settings=settings_) as h:
+    broker = broker or MemoryBroker()
+    async with make_csc(HeaderServiceCsc, broker, index=1, settings=settings_) as h:
         csc = h.csc
         assert isinstance(csc, HeaderServiceCsc)
         csc.rebuilder.open_efd = lambda: store
@@ -287,6 +290,22 @@ async def test_a_service_enabled_again_rebuilds_what_it_missed(tmp_path: Path) -
     assert (announced["id"], announced["rebuilt"]) == (LIVE, True)
     rebuilt = cards(load(announced["url"]))
     assert (rebuilt["HDRSRC"], rebuilt["WINDMAX"], rebuilt["FILTER"]) == ("EFD", 6.0, "SDSSg_65mm")
+
+
+async def test_what_was_said_while_the_broker_was_away_is_rebuilt_at_reconnection(
+    tmp_path: Path,
+) -> None:
+    store, broker = MemoryStore(), MemoryBroker()
+    async with service(tmp_path, store, broker) as (h, site):
+        await site.before()
+        await site.exposure(f"AT_O_{TODAY}_000001", [])  # a live header: the last one
+        broker.stop()
+        site.publishing = False  # the EFD writer, elsewhere, heard this exposure
+        await site.exposure(LIVE, [5.0])
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            broker.start()
+            announced = await announcements.wait_for(lambda a: a.data["id"] == LIVE, 10)
+    assert announced.data["rebuilt"] is True
 
 
 async def test_the_pass_at_enable_goes_through_every_page(
