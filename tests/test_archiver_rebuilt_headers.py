@@ -115,6 +115,40 @@ async def test_a_file_with_an_incomplete_header_is_rewritten_with_a_rebuilt_one(
         "efd", True, second["checkSum"])  # fmt: skip
 
 
+async def test_a_header_rebuilt_while_its_announcement_was_missed_is_found_by_catch_up(
+    tmp_path: Path,
+) -> None:
+    """The live header was heard; the rebuilt one replaced it on disk, its announcement
+    lost: catch-up reads the document again (the announced MD5 no longer matches) from
+    where the header service writes, and completes the file with it."""
+    broker = MemoryBroker()
+
+    async def open_fake(url: str, timeout: float, stall_timeout: float) -> FakeDaq:
+        return FakeDaq([])
+
+    camera, service = CscAddress("Camera", 1), CscAddress("HeaderService", 1)
+    headers = tmp_path / "headers" / "HeaderService-1"
+    settings = Settings(state_dir=tmp_path, config_dir=config_dir(tmp_path, {}, headers))
+    async with (
+        make_csc(ArchiverCsc, broker, index=1, settings=settings, open_daq=open_fake) as h,
+        broker.transport() as bus,
+        h.remote.stream("imageArchived") as archived,
+    ):
+        await bus.publish(camera.event("daqAvailable"), DAQ, retain=True)
+        await h.remote.command("start", {"configurationOverride": "test"})
+        await h.remote.command("enable")
+        live = header(headers, "live", None)
+        await bus.publish(service.event("largeFileObjectAvailable"), encode(live.model_dump()))
+        await bus.publish(camera.event("endReadout"), encode(END_READOUT))
+        assert (await archived.next(30)).data["headerComplete"] is False
+        header(headers, "EFD", 7.0)  # written where the live one was; nobody hears of it
+        await h.remote.command("catchUp", timeout=30)
+        completed = (await archived.next(30)).data
+    assert completed["headerComplete"] is True
+    with fits.open(Path(completed["url"].removeprefix("file://"))) as hdus:
+        assert (hdus[0].header["HDRSRC"], hdus[0].header["AIRTEMP"]) == ("EFD", 7.0)
+
+
 def _row(**changes: object) -> ArchivedFile:
     base = ArchivedFile(
         image_name=IMAGE, sensor="R00_S00", instrument="LATISS", day_obs="20261121",

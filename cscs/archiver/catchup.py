@@ -89,8 +89,7 @@ class CatchUp:
             # archiver was not listening (ICD 1.1 "Missed announcements"), perhaps
             # rebuilt from the EFD since it was last read.
             announced = self._headers.is_announced(name)
-            if not announced:
-                self._headers.forget_fetched(name)
+            self._headers.forget_fetched(name)  # read again: it may have been rebuilt
             if announced or await self._headers.get(name, wait=0):
                 await self._complete(name)
         await self._ask_for_rebuilds(store)

@@ -194,8 +194,13 @@ class HeaderSource:
         try:
             header = await asyncio.to_thread(fetch_header, url, image, announcement, trust)
         except (OSError, ValueError) as exc:
-            self._log.error("header unusable; archiving without it", image=image, error=str(exc))
-            return None
+            # Replaced since it was announced (rebuilt from the EFD, its announcement
+            # missed)? The one where the header service writes, if there is one.
+            replaced = await self._unannounced(image)
+            if replaced is None:
+                self._log.error("header unusable; archiving without it", image=image,
+                                error=str(exc))  # fmt: skip
+            return replaced
         _remember(self._headers, image, header)
         return header
 

@@ -398,7 +398,8 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         logged, not a FAULT: the document is written, and catch-up finds it there)."""
         if outcome.document is None or not outcome.url:
             return
-        if not await self._announce(outcome.image, outcome.document, outcome.url, rebuilt=True):
+        rebuilt = outcome.rebuilt
+        if not await self._announce(outcome.image, outcome.document, outcome.url, rebuilt=rebuilt):
             self.log.error("a rebuilt header is written but could not be announced",
                            image=outcome.image, url=outcome.url)  # fmt: skip
 

@@ -16,6 +16,7 @@ of the header service's (:mod:`~cscs.header_service.rebuilder`).
 from __future__ import annotations
 
 import calendar
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ class Outcome:
     status: Status
     detail: str = ""
     document: RenderedHeader | None = None
-    url: str = ""  # file:// of the document written
+    url: str = ""  # file:// of the document written (or there, when complete)
+    rebuilt: bool = True  # the document is one rebuilt from the EFD (HDRSRC = 'EFD')
 
 
 def exposure_wait(timeout: float) -> float:
@@ -140,16 +142,24 @@ class EfdHeaders:
             return None
         return None
 
-    def existing_missing(self, image: str) -> tuple[str, ...] | None:
-        """The keywords the document there lacks; None if there is none (or none that
-        can be read: a rebuild replaces it)."""
+    def existing(self, image: str) -> tuple[RenderedHeader, bool] | None:
+        """The document there (its bytes, MD5, missing keywords) and whether it was
+        rebuilt from the EFD; None if there is none (or none that can be read: a
+        rebuild replaces it)."""
         try:
             with self.path(image).open("rb") as stream:
                 data = stream.read(MAX_HEADER_DOCUMENT_BYTES + 1)
             document = parse_header_document(data)
         except (OSError, ValueError):
             return None
-        return tuple(m.keyword for m in document.missing)
+        missing = tuple(m.keyword for m in document.missing)
+        rebuilt = any(c.keyword == "HDRSRC" and c.value == "EFD" for c in document.primary)
+        return RenderedHeader(data, hashlib.md5(data).hexdigest(), missing), rebuilt
+
+    def existing_missing(self, image: str) -> tuple[str, ...] | None:
+        """The keywords the document there lacks; None if there is none."""
+        found = self.existing(image)
+        return found[0].missing if found is not None else None
 
     # ---- one image --------------------------------------------------------------------
 
@@ -157,20 +167,27 @@ class EfdHeaders:
         """Rebuild ``image``'s header if it has none, or one lacking keywords the EFD
         can supply; written atomically where the live one goes. ``known``: its start,
         if the caller found it already (:meth:`starts_of_day`)."""
-        existing = self.existing_missing(image)
-        if existing is not None and not existing:
-            return Outcome(image, "complete")
+        there = self.existing(image)
+        if there is not None and not there[0].missing:
+            return self._kept(image, "complete", "", there)
         start = known or self.starts_of_day(ImageName.parse(image).day_obs).get(image)
         if start is None:
             return Outcome(image, "not-in-efd", "no startIntegration of it in the EFD")
-        return self._rebuild(image, start[0], start[1], existing)
+        return self._rebuild(image, start[0], start[1], there)
+
+    def _kept(
+        self, image: str, status: Status, detail: str, there: tuple[RenderedHeader, bool]
+    ) -> Outcome:
+        """The document there is kept: the outcome carries it (to announce it again)."""
+        url = self.path(image).resolve().as_uri()
+        return Outcome(image, status, detail, there[0], url, rebuilt=there[1])
 
     def _rebuild(
         self,
         image: str,
         start_tai: float,
         start: StartIntegration,
-        existing: tuple[str, ...] | None,
+        there: tuple[RenderedHeader, bool] | None,
     ) -> Outcome:
         until = start_tai + exposure_wait(start.timeout)
         measurements = [camera_measurement(e) for e in IMAGE_EVENTS[1:]]
@@ -194,9 +211,10 @@ class EfdHeaders:
             camera_source=f"Camera:{self.index}", generator=self.generator,
             version=self.version, origin="EFD",
         )  # fmt: skip
-        if not supplies_more(existing, document.missing):
-            return Outcome(image, "unchanged", f"the EFD lacks {len(document.missing)} "
-                           f"keyword(s) too: {','.join(document.missing)[:200]}")  # fmt: skip
+        if there is not None and not supplies_more(there[0].missing, document.missing):
+            why = f"the EFD lacks {len(document.missing)} keyword(s) too"
+            return self._kept(image, "unchanged", f"{why}: {','.join(document.missing)[:200]}",
+                              there)  # fmt: skip
         path = self.path(image)
         files.write_atomically(path, document.data)
         url = path.resolve().as_uri()

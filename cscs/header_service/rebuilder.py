@@ -113,7 +113,8 @@ class Rebuilder:
 
     async def one(self, image: str, known: Start | None = None) -> Outcome:
         """Rebuild ``image`` (not while it is being collected live) and announce it;
-        EfdStoreError if the EFD cannot be read."""
+        EfdStoreError if the EFD cannot be read. A document kept as it is (complete, or
+        as good as the EFD can make it) is not announced again."""
         if self._busy(image):
             return Outcome(image, "live", "being collected live")
         try:
