@@ -11,6 +11,7 @@ computed is :class:`Missing`, with the reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -43,6 +44,7 @@ HEADER_SOURCES = {
 }
 _TIMES = ("EXPTIME", "DARKTIME", "SHUTTIME", "DATE-OBS", "MJD-OBS", "DATE-BEG", "MJD-BEG",
           "DATE-END", "MJD-END")  # fmt: skip
+_EARLIEST, _LATEST = 0.0, 7.3e9  # TAI Unix seconds: 1970 to about 2200
 _POINTING = ("AIRMASS", "AMSTART", "AMEND", "ELSTART", "ELEND", "AZSTART", "AZEND",
              "HASTART", "HAEND")  # fmt: skip
 
@@ -129,8 +131,14 @@ def derived_keywords(
         ("EXPTIME", Value(end.exposureTime, "s", "requested exposure time")),
         ("DARKTIME", Value(end.darkTime, "s", "dark time")),
         ("SHUTTIME", Value(end.measuredShutterOpenTime, "s", "shutter open time")),
-        *_time_keywords(begin, finish),
     ]
+    if not all(math.isfinite(t) and _EARLIEST <= t <= _LATEST for t in (begin, finish)):
+        # From the bus (or the EFD's record of it): a time astropy cannot take is a
+        # value this header does not have, never an exposure lost to an exception.
+        reason = Missing(f"endOfImageTelemetry times unusable: {begin!r} to {finish!r}"[:200])
+        dates = [(n, reason) for n in _TIMES[3:]]
+        return keywords + dates + _pointing_keywords(None, None, collected)
+    keywords += _time_keywords(begin, finish)
     return keywords + _pointing_keywords(begin, finish, collected)
 
 
@@ -141,7 +149,9 @@ def _position(
     ra, dec = number_of(collected.get(ra_key), ra_key), number_of(collected.get(dec_key), dec_key)
     if isinstance(ra, str) or isinstance(dec, str):
         return ra if isinstance(ra, str) else str(dec)
-    return ra, dec
+    if not -90.0 <= dec <= 90.0:  # from the bus: a sky position, or no position at all
+        return f"{dec_key} {dec:g} is not a declination"
+    return ra % 360.0, dec
 
 
 def _pointing_keywords(
