@@ -156,11 +156,6 @@ class EfdHeaders:
         rebuilt = any(c.keyword == "HDRSRC" and c.value == "EFD" for c in document.primary)
         return RenderedHeader(data, hashlib.md5(data).hexdigest(), missing), rebuilt
 
-    def existing_missing(self, image: str) -> tuple[str, ...] | None:
-        """The keywords the document there lacks; None if there is none."""
-        found = self.existing(image)
-        return found[0].missing if found is not None else None
-
     # ---- one image --------------------------------------------------------------------
 
     def rebuild(self, image: str, known: Start | None = None) -> Outcome:
