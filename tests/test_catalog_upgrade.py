@@ -4,6 +4,7 @@ rows still verifying as MD5; new rows Adler-32; a catalog newer than the code re
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from cscs.camera.checksum import check_algorithm
 from cscs.camera.fits import write_raw_fits
 from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile, Catalog, CatalogError
-from cscs.catalog.versions import SCHEMA_VERSION, VERSIONS
+from cscs.catalog.versions import _STEPS, SCHEMA_VERSION, VERSIONS, _write
 from tests.test_catalog import row
 from tests.test_fits import EXTENSIONS, PRIMARY
 
@@ -161,3 +162,39 @@ def test_processes_opening_an_old_catalog_together_take_turns(
     finally:
         for catalog in catalogs:
             catalog.close()
+
+
+def test_a_version_2_catalog_gains_the_header_provenance(
+    catalog_url: str,
+    tmp_path: Path,
+) -> None:
+    """Version 3: ``header_source``. A file archived with a header before it was
+    recorded had it from the live header service; one without has none."""
+    make_v1_catalog(catalog_url, tmp_path)
+    engine = sa.create_engine(catalog_url)
+    with engine.begin() as connection:  # as version 2 left it, its version recorded
+        _STEPS[2](connection)
+        _write(connection, 2)
+        connection.execute(sa.text(
+            "INSERT INTO archived_files (image_name, sensor, instrument, day_obs, path, "
+            "byte_size, checksum, checksum_algorithm, header_complete, missing_keywords, "
+            "daq_image, header_url, header_md5, software_version, exposure_start_tai, "
+            "archived_tai) VALUES ('CC_O_20261120_000008', 'R22_S00', 'LSSTComCam', "
+            "'20261120', '/a.fits', 1, '1', 'adler32', false, 'header not received', 'd', "
+            "'', '', '0.1.0', 1.79e9, 1.79e9)"
+        ))  # fmt: skip
+    engine.dispose()
+    catalog = Catalog(catalog_url)
+    try:
+        with_header = catalog.lookup(OLD_IMAGE, "R22_S00")
+        without = catalog.lookup("CC_O_20261120_000008", "R22_S00")
+        assert with_header is not None
+        assert without is not None
+        assert (with_header.header_source, without.header_source) == ("live", "")
+        rebuilt = dataclasses.replace(without, header_source="efd", header_url="file:///h")
+        catalog.record(rebuilt)
+        assert catalog.lookup("CC_O_20261120_000008", "R22_S00") == rebuilt
+        with catalog.engine.connect() as connection:
+            assert connection.execute(sa.select(VERSIONS.c.version)).scalar_one() == 3
+    finally:
+        catalog.close()

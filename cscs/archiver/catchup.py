@@ -21,6 +21,7 @@ from structlog.typing import FilteringBoundLogger
 
 from cscs.archiver.headers import HeaderSource
 from cscs.archiver.plan import header_wait, plan_catch_up
+from cscs.archiver.rebuild_requests import RebuildRequests
 from cscs.archiver.store import ArchiveStore, check_image
 from cscs.camera.geometry import Camera
 from cscs.core.errors import ExpectedError
@@ -35,6 +36,8 @@ __all__ = ["CatchUp", "catch_up_periodically"]
 # (image, sensor, seconds to wait for its header) -> archived now
 Archive = Callable[[str, str, float], Awaitable[bool]]
 Complete = Callable[[str], Awaitable[None]]  # image -> its files completed with the header
+AskRebuild = Callable[[str], None]  # image -> its header service asked to rebuild it
+MAX_ASKED = 20  # images a pass asks the header service to rebuild
 _IMAGES_LOGGED = 20  # images a pass names one by one in the log; the rest are counted
 
 
@@ -47,6 +50,8 @@ class CatchUp:
         complete: Complete,
         log: FilteringBoundLogger,
         header_timeout: Callable[[], float] = lambda: 0.0,
+        ask_rebuild: AskRebuild | None = None,
+        rebuild_after: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._camera = camera
         self._detectors = {d.name for d in camera.detectors}
@@ -55,6 +60,9 @@ class CatchUp:
         self._complete = complete
         self._log = log
         self._header_timeout = header_timeout
+        self._ask_rebuild = ask_rebuild
+        self._rebuild_after = rebuild_after
+        self.rebuilds = RebuildRequests()
 
     async def run(
         self, daq: DaqReader | None, store: ArchiveStore, in_flight: int
@@ -78,10 +86,27 @@ class CatchUp:
         headerless = await asyncio.to_thread(store.without_header)
         for name in dict.fromkeys(row.image_name for row in headerless):
             # Announced since, or written where the header service writes while this
-            # archiver was not listening (ICD 1.1 "Missed announcements").
-            if self._headers.is_announced(name) or await self._headers.get(name, wait=0):
+            # archiver was not listening (ICD 1.1 "Missed announcements"), perhaps
+            # rebuilt from the EFD since it was last read.
+            announced = self._headers.is_announced(name)
+            self._headers.forget_fetched(name)  # read again: it may have been rebuilt
+            if announced or await self._headers.get(name, wait=0):
                 await self._complete(name)
+        await self._ask_for_rebuilds(store)
         return sum(results), len(todo) - sum(results)
+
+    async def _ask_for_rebuilds(self, store: ArchiveStore) -> None:
+        """Files still without a complete header a while after they were archived: their
+        header service is asked to rebuild it from the EFD (:mod:`.rebuild_requests`)."""
+        if self._ask_rebuild is None:
+            return
+        incomplete: dict[str, float] = {}
+        for row in await asyncio.to_thread(store.without_header):
+            first = incomplete.get(row.image_name, row.archived_tai)
+            incomplete[row.image_name] = min(first, row.archived_tai)
+        due = self.rebuilds.due(incomplete, current_tai(), self._rebuild_after(), MAX_ASKED)
+        for image in due:
+            self._ask_rebuild(image)
 
     def _ours(self, listed: list[ImageInfo]) -> list[ImageInfo]:
         """This camera's images of the listing, each once, with this camera's sensors

@@ -1,9 +1,12 @@
-"""Files archived without their header, completed once it comes.
+"""Files archived without their header, or with an incomplete one, completed once a
+better one comes.
 
 An image whose header had not come within ``header_timeout`` is archived without it
 (``statusCode`` 1), so the pixels are safe while the header service is down. When the
 header is announced later — heard on the bus, or found by catch-up — each such file is
-read back and rewritten with it, replacing its catalog row. One completion per image at
+read back and rewritten with it, replacing its catalog row. The same for a file whose
+header lacked keywords, when one lacking fewer comes (a header rebuilt from the EFD,
+``HDRSRC = 'EFD'``: :func:`improves`). One completion per image at
 a time, however many of its sensors ask; a sensor being archived or completed already
 is left alone (the in-flight set is the CSC's, shared with archiving).
 """
@@ -18,11 +21,11 @@ from structlog.typing import FilteringBoundLogger
 from cscs.archiver.headers import Header, HeaderSource
 from cscs.archiver.interface import ERROR_ARCHIVE_UNWRITABLE, ERROR_CATALOG
 from cscs.archiver.store import ArchiveStore, ArchiveUnwritableError
-from cscs.catalog import CatalogError
+from cscs.catalog import ArchivedFile, CatalogError
 from cscs.core.tasks import Jobs
 from cscs.daq.reader import SensorPixels
 
-__all__ = ["HeaderCompletion"]
+__all__ = ["HeaderCompletion", "improves"]
 
 #: Write a file again, now with its header, and say so (``imageArchived``).
 Rewrite = Callable[[ArchiveStore, SensorPixels, Header], Awaitable[None]]
@@ -30,6 +33,21 @@ Rewrite = Callable[[ArchiveStore, SensorPixels, Header], Awaitable[None]]
 Fatal = Callable[[int, str], None]
 #: What an unexpected failure (a bug) of an image's job comes to: (image, exception).
 Failed = Callable[[str, BaseException], Awaitable[None]]
+
+
+def improves(row: ArchivedFile, header: Header) -> bool:
+    """Whether ``header`` should replace the one the file ``row`` was archived with:
+    always when it has none; else only a different header lacking fewer keywords, or
+    one rebuilt from the EFD lacking no more than a live one (a header is never
+    swapped for one that is worse, nor written again for nothing)."""
+    if not row.header_url:
+        return True
+    if row.header_md5 == header.md5:
+        return False
+    before = len([k for k in row.missing_keywords.split(",") if k])
+    if header.missing_count < before:
+        return True
+    return header.source == "efd" and row.header_source != "efd" and header.missing_count <= before
 
 
 class HeaderCompletion:
@@ -79,14 +97,19 @@ class HeaderCompletion:
         )
 
     async def complete(self, image: str) -> None:
-        """Rewrite files archived without their header, now that it has come."""
+        """Rewrite files archived without their header, now that it has come, or with
+        an incomplete one, now that a better one has (:func:`improves`)."""
         store = self._store()
         try:
-            rows = [r for r in await asyncio.to_thread(store.files_of, image) if not r.header_url]
+            rows = [
+                r for r in await asyncio.to_thread(store.files_of, image) if not r.header_complete
+            ]
             header = await self._headers.get(image, wait=self._header_wait()) if rows else None
             if header is None:  # nothing to complete, or no usable header after all
                 return
             for row in rows:
+                if not improves(row, header):
+                    continue
                 key = (image, row.sensor)
                 if key in self._in_flight:
                     continue

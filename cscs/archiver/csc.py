@@ -49,13 +49,14 @@ from cscs.archiver.store import check_names
 from cscs.camera.events import DAQ_AVAILABLE, END_READOUT, DaqAvailable, EndReadout
 from cscs.camera.geometry import Camera, camera_for_index
 from cscs.camera.headers.announcement import LARGE_FILE_OBJECT_AVAILABLE, LargeFileObjectAvailable
+from cscs.camera.headers.rebuild import REBUILD_HEADERS
 from cscs.catalog import CatalogError
 from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
 from cscs.core.follow import on
 from cscs.core.logs import Throttle
-from cscs.core.remote import Parsed
+from cscs.core.remote import CommandTimeoutError, Parsed, Remote
 from cscs.core.schema import NoParams
 from cscs.core.states import State
 from cscs.core.topics import CscAddress
@@ -84,6 +85,8 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
         self.catch_up = CatchUp(
             self.camera, self.headers, self._catch_up_one, self.pipeline.completion.complete,
             self.log, header_timeout=lambda: self.config.header_timeout,
+            ask_rebuild=self._ask_rebuild,
+            rebuild_after=lambda: self.config.header_rebuild_after,
         )  # fmt: skip
         self._open_daq = open_daq
         self._catch_up_failures: dict[str, dict[str, str]] = {}
@@ -236,6 +239,24 @@ class ArchiverCsc(BaseCsc[ArchiverConfig]):
             lambda: self.state is State.ENABLED and self.pipeline.reads.daq is not None,
             lambda: self._catch_up_quietly("periodic"), self.log,
         )  # fmt: skip
+
+    def _ask_rebuild(self, image: str) -> None:
+        self.jobs.spawn(self._asking_rebuild(image), f"rebuild-{image}")
+
+    async def _asking_rebuild(self, image: str) -> None:
+        """Ask ``HeaderService:{index}`` (over the bus) to rebuild ``image``'s header
+        from the EFD; the files are completed when it is announced."""
+        try:
+            async with Remote(self.bus, self.header_address) as remote:
+                ack = await remote.command(
+                    REBUILD_HEADERS.name, {"firstImage": image}, timeout=30.0, check=False
+                )
+        except CommandTimeoutError as exc:
+            self.log.warning("could not ask for a header rebuilt from the EFD", image=image,
+                             error=str(exc))  # fmt: skip
+            return
+        self.log.info("asked for a header rebuilt from the EFD", image=image,
+                      ack=ack.code.name, result=ack.result)  # fmt: skip
 
     async def _catch_up_quietly(self, why: str) -> None:
         try:

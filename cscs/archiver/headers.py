@@ -56,6 +56,13 @@ class Header:
     missing: str  # comma-separated keywords the header service could not collect
     left_out: tuple[tuple[str, str], ...] = ()
     """Missing keywords the standard types, so not in the file at all: (keyword, why)."""
+    source: str = "live"
+    """Where its values came from, as the catalog records it: ``live`` (collected during
+    the exposure) or ``efd`` (rebuilt afterwards from the EFD: ``HDRSRC = 'EFD'``)."""
+
+    @property
+    def missing_count(self) -> int:
+        return len([k for k in self.missing.split(",") if k])
 
     def exposure_start(self) -> float | None:
         """TAI (Unix seconds) of the exposure's start, from ``MJD-OBS``."""
@@ -99,8 +106,9 @@ def header_of(url: str, md5: str, document: HeaderDocument) -> Header:
     detectors = {name: _cards(cards, left_out) for name, cards in document.detectors.items()}
     segments = {name: _cards(cards, left_out) for name, cards in document.segments.items()}
     missing = list(dict.fromkeys([*(m.keyword for m in document.missing), *left_out]))
+    origin = next((c.value for c in document.primary if c.keyword == "HDRSRC"), "live")
     return Header(url, md5, primary, detectors, segments, ",".join(missing),
-                  tuple(left_out.items()))  # fmt: skip
+                  tuple(left_out.items()), "efd" if origin == "EFD" else "live")  # fmt: skip
 
 
 def fetch_header(
@@ -159,6 +167,12 @@ class HeaderSource:
     def is_announced(self, image: str) -> bool:
         return image in self._announced
 
+    def forget_fetched(self, image: str) -> None:
+        """Read ``image``'s header again when next asked (catch-up: a header rebuilt
+        while this archiver was not listening replaces the one fetched before)."""
+        self._headers.pop(image, None)
+        self._gave_up.pop(image, None)
+
     async def get(self, image: str, *, wait: float) -> Header | None:
         """The image's header, checked, or None (archive without it).
 
@@ -180,8 +194,13 @@ class HeaderSource:
         try:
             header = await asyncio.to_thread(fetch_header, url, image, announcement, trust)
         except (OSError, ValueError) as exc:
-            self._log.error("header unusable; archiving without it", image=image, error=str(exc))
-            return None
+            # Replaced since it was announced (rebuilt from the EFD, its announcement
+            # missed)? The one where the header service writes, if there is one.
+            replaced = await self._unannounced(image)
+            if replaced is None:
+                self._log.error("header unusable; archiving without it", image=image,
+                                error=str(exc))  # fmt: skip
+            return replaced
         _remember(self._headers, image, header)
         return header
 

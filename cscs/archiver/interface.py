@@ -132,6 +132,10 @@ class ArchiverConfig(ConfigSchema):
     daq_unreachable_fault_after: float = Field(default=60.0, gt=0.0)
     catchup_interval: float = Field(default=60.0, ge=0.0)
     """Seconds between catch-up passes while ENABLED; 0 for none."""
+    header_rebuild_after: float = Field(default=60.0, ge=0.0)
+    """Seconds after a file was archived without a complete header before catch-up asks
+    `HeaderService:{index}` to rebuild it from the EFD (`rebuildHeaders`; three times at
+    most, each wait four times the last); 0: never ask."""
     header_url_template: str = ""
     """Where headers not heard announced (during an outage) can be fetched, e.g.
     `file:///data/headers/{day_obs}/{image}.yaml`; empty: where the header service of

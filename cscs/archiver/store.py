@@ -177,7 +177,7 @@ class ArchiveStore:
             header_md5=header.md5 if header else "",
             software_version=provenance.software_version,
             exposure_start_tai=start if start is not None else current_tai(),
-            archived_tai=current_tai(),
+            archived_tai=current_tai(), header_source=header.source if header else "",
         )  # fmt: skip
         self.catalog.record(row)
         if header is not None:

@@ -42,6 +42,7 @@ FILES = sa.Table(
     sa.Column("software_version", sa.String(32), nullable=False),
     sa.Column("exposure_start_tai", sa.Float, nullable=False),
     sa.Column("archived_tai", sa.Float, nullable=False),
+    sa.Column("header_source", sa.String(8), nullable=False, server_default=""),
     sa.UniqueConstraint("image_name", "sensor", name="one_file_per_sensor"),
 )
 # What a data query selects on besides the file's own columns: one row per image,
@@ -76,6 +77,9 @@ class ArchivedFile:
     software_version: str
     exposure_start_tai: float
     archived_tai: float
+    header_source: str = ""
+    """where the header came from: "" none, "live" collected during the exposure, "efd"
+    rebuilt from the EFD afterwards (its HDRSRC)"""
 
 
 _COLUMNS = [f.name for f in fields(ArchivedFile)]

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 __all__ = ["SCHEMA_VERSION", "VERSIONS", "upgrade"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 VERSIONS = sa.Table(
     "schema_version",
@@ -64,8 +64,22 @@ def _to_2(connection: sa.Connection) -> None:
                 ))  # fmt: skip
 
 
+def _to_3(connection: sa.Connection) -> None:
+    """Each file's header provenance (``header_source``: "", "live" or "efd", headers
+    rebuilt from the EFD being new): every header archived before was collected live."""
+    columns = _columns(connection, "archived_files")
+    if columns is None or "header_source" in columns:
+        return
+    connection.execute(sa.text(
+        "ALTER TABLE archived_files ADD COLUMN header_source VARCHAR(8) NOT NULL DEFAULT ''"
+    ))  # fmt: skip
+    connection.execute(sa.text(
+        "UPDATE archived_files SET header_source = 'live' WHERE header_url <> ''"
+    ))  # fmt: skip
+
+
 #: What brings version N-1 to N.
-_STEPS: dict[int, Callable[[sa.Connection], None]] = {2: _to_2}
+_STEPS: dict[int, Callable[[sa.Connection], None]] = {2: _to_2, 3: _to_3}
 
 
 def upgrade(engine: sa.Engine, create: Callable[[sa.Engine], None]) -> int:
@@ -117,8 +131,9 @@ def _exclusive(engine: sa.Engine) -> Iterator[None]:
 
 def _read(connection: sa.Connection, recorded_only: bool = False) -> int:
     """The version recorded; without a record, what the tables' shape says: 1 while a
-    checksummed table is still as version 1 made it (or half-way to 2), else the
-    current one (a catalog this code made, or none yet); 0 with ``recorded_only``."""
+    checksummed table is still as version 1 made it (or half-way to 2), 2 while the
+    files have no ``header_source``, else the current one (a catalog this code made, or
+    none yet); 0 with ``recorded_only``."""
     if sa.inspect(connection).has_table(VERSIONS.name):
         row = connection.execute(sa.select(VERSIONS.c.version)).first()
         if row is not None:
@@ -129,6 +144,9 @@ def _read(connection: sa.Connection, recorded_only: bool = False) -> int:
         columns = _columns(connection, table)
         if columns is not None and ("md5" in columns or "checksum_algorithm" not in columns):
             return 1
+    files = _columns(connection, "archived_files")
+    if files is not None and "header_source" not in files:
+        return 2
     return SCHEMA_VERSION
 
 

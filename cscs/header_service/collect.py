@@ -10,6 +10,7 @@ A value that is absent or too old is *missing*, with the reason; it is never inv
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -19,7 +20,18 @@ from cscs.camera.events import EndOfImageTelemetry, EndReadout, StartIntegration
 from cscs.camera.headers.cards import PrintableName, PrintableText, check_header_keyword
 from cscs.core.topics import CscAddress
 
-__all__ = ["Exposure", "KeywordRule", "Missing", "SourceCache", "SourceKey", "Value", "number_of"]
+__all__ = [
+    "CameraMoment",
+    "Exposure",
+    "KeywordRule",
+    "Missing",
+    "SourceCache",
+    "SourceKey",
+    "Step",
+    "Value",
+    "number_of",
+    "replay",
+]
 
 DEFAULT_TELEMETRY_MAX_AGE = 5.0  # s
 
@@ -207,6 +219,16 @@ class Exposure:
             for monitor in self._monitors:
                 self.values[monitor.rule.keyword] = monitor.result()
 
+    def camera_event(self, moment: CameraMoment, cache: SourceCache, now: float) -> None:
+        """One of the camera's events of this image: ``endReadout`` and
+        ``endOfImageTelemetry`` are kept (sensors, times), and the moment is reached
+        (``endOfImageTelemetry`` is the ``end``)."""
+        if isinstance(moment.event, EndReadout):
+            self.readout = moment.event
+        elif isinstance(moment.event, EndOfImageTelemetry):
+            self.end = moment.event
+        self.reach(moment.moment, cache, now)
+
     def observe(self, key: SourceKey, data: dict[str, Any]) -> None:
         """A source message arrived during the exposure: feed the monitors."""
         if not self._monitoring:
@@ -217,8 +239,61 @@ class Exposure:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     monitor.values.append(float(value))
 
+    def give_up(self, why: str) -> None:
+        """Every moment still pending will not come (``why``): its keywords, and the
+        monitors if the end is among them, are missing with that reason, not taken."""
+        for moment in sorted(self.pending_moments):
+            reason = Missing(f"{why}: no {moment} moment")
+            for rule in self._rules:
+                if rule.monitor == "latest" and rule.moment == moment:
+                    self.values[rule.keyword] = reason
+            if moment == "end":
+                for monitor in self._monitors:
+                    self.values[monitor.rule.keyword] = reason
+        self._monitoring = False
+        self.pending_moments.clear()
+
     def ordered(self) -> list[tuple[str, Value | Missing]]:
         """The collected keywords in the map's order."""
         return [
             (r.keyword, self.values[r.keyword]) for r in self._rules if r.keyword in self.values
         ]
+
+
+@dataclass(frozen=True)
+class CameraMoment:
+    """A camera event of the image, as a moment of its exposure: ``start``
+    (startIntegration), a named event (``startReadout``, ``endReadout``) or ``end``
+    (endOfImageTelemetry); ``event`` is the parsed payload."""
+
+    moment: str
+    event: object = None
+
+
+#: One item of an exposure's timeline: (TAI, what, data): a source's message (its key
+#: and payload fields) or a camera moment (data unused).
+Step = tuple[float, SourceKey | CameraMoment, dict[str, Any]]
+
+
+def replay(
+    start: StartIntegration,
+    rules: list[KeywordRule],
+    camera_index: int,
+    timeline: Iterable[Step],
+    cache: SourceCache | None = None,
+) -> Exposure:
+    """The exposure ``timeline`` makes, by the rules the live service follows: each
+    source message updates the cache and feeds the monitors, each camera moment takes
+    its keywords, with the step's own time as *now* (what the live service does as the
+    messages arrive, here from what was recorded: the EFD). The steps are taken in the
+    order given, which must be the time order (the camera's moments included, the
+    ``start`` first of them)."""
+    cache = cache if cache is not None else SourceCache()
+    exposure = Exposure(start, rules, camera_index)
+    for now, what, data in timeline:
+        if isinstance(what, CameraMoment):
+            exposure.camera_event(what, cache, now)
+        else:
+            cache.update(what, data, now)
+            exposure.observe(what, data)
+    return exposure

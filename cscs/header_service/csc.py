@@ -25,10 +25,9 @@ built with :func:`~cscs.camera.files.path_under`, so it never leaves ``output_di
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
-
-from pydantic import Field, field_validator
 
 from cscs.camera import files
 from cscs.camera.events import (
@@ -53,23 +52,34 @@ from cscs.camera.headers.announcement import (
     LargeFileObjectAvailable,
 )
 from cscs.camera.headers.paths import default_header_dir
+from cscs.camera.headers.rebuild import REBUILD_HEADERS, RebuildHeaders, image_range
 from cscs.camera.naming import ImageName
 from cscs.camera.observatory import pointing
 from cscs.core import generic as g
-from cscs.core.config import ConfigSchema
+from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
 from cscs.core.follow import on
 from cscs.core.logs import Throttle
 from cscs.core.remote import Parsed, Received
+from cscs.core.schema import NoParams
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
-from cscs.header_service.collect import Exposure, KeywordRule, SourceCache, SourceKey
-from cscs.header_service.derived import DERIVED_KEYWORDS, derived_keywords
-from cscs.header_service.detectors import HARDWARE_KEYWORDS, detector_entries, mid_exposure_pointing
-from cscs.header_service.document import RenderedHeader, render
+from cscs.efd.store import EfdStore, EfdStoreError
+from cscs.header_service.collect import (
+    CameraMoment,
+    Exposure,
+    KeywordRule,
+    SourceCache,
+    SourceKey,
+)
+from cscs.header_service.configuration import HeaderServiceConfig
+from cscs.header_service.document import RenderedHeader
+from cscs.header_service.making import make_header
+from cscs.header_service.rebuild import EfdHeaders, Outcome
+from cscs.header_service.rebuilder import Rebuilder, RebuildSettings, summary
 
 __all__ = ["HeaderServiceConfig", "HeaderServiceCsc"]
 
@@ -85,41 +95,15 @@ class HeaderWriteError(Exception):
     """The header document could not be written (disk full, permissions, …)."""
 
 
-DERIVED = frozenset(DERIVED_KEYWORDS) | frozenset(HARDWARE_KEYWORDS)
-
-
-class HeaderServiceConfig(ConfigSchema):
-    output_dir: str = ""
-    """Where header documents go (`{output_dir}/{dayObs}/{image}.yaml`); empty for
-    `$CSCS_STATE_DIR/headers/HeaderService-{index}`."""
-    keywords: list[KeywordRule] = []
-    max_open_exposures: int = Field(default=1000, ge=1, le=100_000)
-    """Exposures collected at once; a startIntegration beyond them is dropped, with a
-    warning (the camera has a few open at most: more is a flood)."""
-
-    def output_path(self) -> Path | None:
-        return Path(self.output_dir).expanduser() if self.output_dir else None
-
-    @field_validator("keywords")
-    @classmethod
-    def _unique(cls, rules: list[KeywordRule]) -> list[KeywordRule]:
-        seen: set[str] = set()
-        for rule in rules:
-            if rule.keyword in DERIVED:
-                raise ValueError(f"{rule.keyword} is computed by the header service, not mapped")
-            if rule.keyword in seen:
-                raise ValueError(f"keyword {rule.keyword} is mapped twice")
-            seen.add(rule.keyword)
-        return rules
-
-
 class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
     interface = g.GENERIC.extended(
         "HeaderService",
         "Collects each exposure's header metadata from the bus and publishes the header "
         "document for the archiver (index = camera). The document format is declared in "
         "`cscs/camera/headers/`, the keyword map in `docs/header-service.md`; "
-        "`largeFileObjectAvailable.missingKeywords` is an addition to ICD §6.",
+        "`largeFileObjectAvailable.missingKeywords` and `.rebuilt`, and the command "
+        "`rebuildHeaders` (headers rebuilt from the EFD), are additions to ICD §6.",
+        commands=(REBUILD_HEADERS,),
         events=(LARGE_FILE_OBJECT_AVAILABLE, LATEST_IMAGE),
     )
     config_schema = HeaderServiceConfig
@@ -140,6 +124,13 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         self._drops = Throttle(_DROP_WARNING_INTERVAL)
         self.hardware: dict[str, CcdHardware] | None = None  # by detector, when announced
         self.rules: list[KeywordRule] = []  # the keyword map's rules for this camera
+        self.rebuilder = Rebuilder(
+            self.settings.efd, jobs=self.jobs, log=self.log, announce=self._announce_rebuilt,
+            busy=lambda image: image in self.exposures,
+        )  # fmt: skip
+
+    def component_commands(self) -> Sequence[CommandBinding[Any]]:
+        return [bind(REBUILD_HEADERS, self.do_rebuild_headers)]
 
     # ---- configuration and subscriptions ----------------------------------------------
 
@@ -151,6 +142,9 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
             raise ExpectedError(f"keyword map: {exc}") from None
         self.rules = rules
         self.output_dir = config.output_path() or self._default_output_dir
+        self.rebuilder.settings = RebuildSettings(
+            self._efd_headers(rules, self.output_dir), config.rebuild_delay, config.rebuild_lookback
+        )
         await asyncio.to_thread(pointing, 0.0, -30.0, current_tai())  # load astropy now
         await self._listen(keys)
 
@@ -171,6 +165,17 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
     async def close(self) -> None:
         await self._abandon_all("closing")
         await super().close()
+        await self.rebuilder.close()
+
+    async def end_enable(self, params: NoParams) -> None:
+        self.rebuilder.since_last_header()
+
+    async def _on_connect(self) -> None:
+        """After a reconnection (the broker restarted, or this service was frozen past
+        its keepalive), what was said meanwhile is in the EFD: rebuilt as at enable."""
+        await super()._on_connect()
+        if self.bus.connections > 1 and self.state is State.ENABLED:
+            self.rebuilder.since_last_header()
 
     async def state_changed(self, old: State, new: State) -> None:
         if old is State.ENABLED:
@@ -211,7 +216,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
             self._drop(image)
             return
         exposure = Exposure(start, self.rules, self.address.index)
-        exposure.reach("start", self.cache, current_tai())
+        exposure.camera_event(CameraMoment("start", start), self.cache, current_tai())
         self.exposures[image] = exposure
         self._finished[image] = asyncio.Event()
         wait = min(start.timeout, _LONGEST_WAIT) if start.timeout > 0 else 60.0
@@ -249,7 +254,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
         self.hardware = {k: v for k, v in hardware.items() if k in self._detectors}
 
     def _on_start_readout(self, event: Parsed[StartReadout]) -> None:
-        self._moment(event.data.imageName, START_READOUT.name)
+        self._moment(event.data.imageName, CameraMoment(START_READOUT.name, event.data))
 
     def _on_end_readout(self, event: Parsed[EndReadout]) -> None:
         exposure = self.exposures.get(event.data.imageName)
@@ -260,21 +265,18 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
             self.log.warning("ignored an endReadout naming another camera's sensors",
                              image=exposure.image, sensors=",".join(others[:5]))  # fmt: skip
             return
-        exposure.readout = event.data
-        self._moment(exposure.image, END_READOUT.name)
+        self._moment(exposure.image, CameraMoment(END_READOUT.name, event.data))
 
     def _on_end_of_image_telemetry(self, event: Parsed[EndOfImageTelemetry]) -> None:
-        exposure = self.exposures.get(event.data.imageName)
-        if exposure is not None:
-            exposure.end = event.data
-        self._moment(event.data.imageName, "end")
+        self._moment(event.data.imageName, CameraMoment("end", event.data))
 
-    def _moment(self, image: str, moment: str) -> None:
-        """A moment of ``image``'s exposure has come: take its values."""
+    def _moment(self, image: str, moment: CameraMoment) -> None:
+        """A moment of ``image``'s exposure has come: take its values (the same step as
+        :func:`~cscs.header_service.collect.replay` takes from the EFD)."""
         exposure = self.exposures.get(image)
         if exposure is None:
             return
-        exposure.reach(moment, self.cache, current_tai())
+        exposure.camera_event(moment, self.cache, current_tai())
         if exposure.complete:
             self._finished[image].set()
 
@@ -306,6 +308,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
                     waited=wait,
                     missing=",".join(sorted(exposure.pending_moments)),
                 )
+                self.rebuilder.later(image)  # the EFD may have heard its end
                 return
             await self._publish_header(exposure)
         finally:
@@ -313,37 +316,25 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
             self._finished.pop(image, None)
             self._exposure_tasks.pop(image, None)
 
-    def _write_header(self, exposure: Exposure) -> tuple[RenderedHeader, Path]:
+    def _write_header(self, exposure: Exposure) -> tuple[RenderedHeader, str]:
         """Derive, render and write one header (in a worker thread: astropy and the
         file system take milliseconds the event loop should not wait for)."""
-        start = exposure.start
-        primary = derived_keywords(self.camera, start, exposure.end, exposure.values)
-        primary += exposure.ordered()
-        readout = exposure.readout
-        sensors = (
-            readout.sensor_names
-            if readout and readout.sensor_names
-            else [d.name for d in self.camera.detectors]
-        )
-        pointing = mid_exposure_pointing(exposure.values)
-        source = str(self.camera_address)
-        detectors = {
-            name: detector_entries(self.camera, name, self.hardware, pointing, source)
-            for name in sensors
-        }
         image = exposure.image
-        document = render(image, str(self.address), self.version, primary, detectors)
-        path = files.path_under(self.output_dir, start.imageDate, f"{image}.yaml")
+        document = make_header(
+            self.camera, exposure, self.hardware, camera_source=str(self.camera_address),
+            generator=str(self.address), version=self.version, origin="live",
+        )  # fmt: skip
+        path = files.path_under(self.output_dir, exposure.start.imageDate, f"{image}.yaml")
         try:
             files.write_atomically(path, document.data)
         except OSError as exc:
             raise HeaderWriteError(f"cannot write the header of {image} to {path}: {exc}") from exc
-        return document, path
+        return document, path.resolve().as_uri()
 
     async def _publish_header(self, exposure: Exposure) -> None:
         image = exposure.image
         try:
-            document, path = await asyncio.to_thread(self._write_header, exposure)
+            document, url = await asyncio.to_thread(self._write_header, exposure)
         except HeaderWriteError as exc:
             await self.fault(ERROR_CANNOT_WRITE, str(exc))
             return
@@ -356,28 +347,71 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
                 ERROR_INTERNAL, f"could not make the header of {image} (a bug)", exc
             )
             return
+        announced = await self._announce(image, document, url, rebuilt=False)
+        if not announced:
+            await self.fault(
+                ERROR_CANNOT_PUBLISH,
+                f"the header of {image} is written ({url}) but could not be announced: "
+                "the broker stayed unreachable",
+            )
+        elif document.missing:
+            self.log.warning("header incomplete", image=image, missing=",".join(document.missing))
+            self.rebuilder.later(image)  # the EFD may have heard what this service did not
+
+    async def _announce(
+        self, image: str, document: RenderedHeader, url: str, *, rebuilt: bool
+    ) -> bool:
+        """``largeFileObjectAvailable`` then the retained ``latestImage``; whether the
+        first went out."""
         announced = await self.publish_event(
             LARGE_FILE_OBJECT_AVAILABLE,
             LargeFileObjectAvailable(
                 id=image,
-                url=path.resolve().as_uri(),
+                url=url,
                 byteSize=len(document.data),
                 checkSum=document.md5,
                 mimeType=MIME_TYPE,
                 generator=str(self.address),
                 version=self.version,
                 missingKeywords=",".join(document.missing),
+                rebuilt=rebuilt,
             ),
         )
         if announced:
-            await self.publish_event(
-                LATEST_IMAGE, LatestImage(imageName=image, description="header written")
-            )
-        if not announced:
-            await self.fault(
-                ERROR_CANNOT_PUBLISH,
-                f"the header of {image} is written ({path}) but could not be announced: "
-                "the broker stayed unreachable",
-            )
-        elif document.missing:
-            self.log.warning("header incomplete", image=image, missing=",".join(document.missing))
+            said = "header rebuilt from the EFD" if rebuilt else "header written"
+            await self.publish_event(LATEST_IMAGE, LatestImage(imageName=image, description=said))
+        return announced
+
+    # ---- rebuilt from the EFD ------------------------------------------------------------
+
+    def _efd_headers(
+        self, rules: list[KeywordRule], output_dir: Path
+    ) -> Callable[[EfdStore], EfdHeaders]:
+        def make(store: EfdStore) -> EfdHeaders:
+            return EfdHeaders(store, self.camera, self.address.index, rules, output_dir,
+                              generator=str(self.address), version=self.version)  # fmt: skip
+
+        return make
+
+    async def _announce_rebuilt(self, outcome: Outcome) -> None:
+        """A rebuilt header is announced like any (a broker that stays unreachable is
+        logged, not a FAULT: the document is written, and catch-up finds it there)."""
+        if outcome.document is None or not outcome.url:
+            return
+        rebuilt = outcome.rebuilt
+        if not await self._announce(outcome.image, outcome.document, outcome.url, rebuilt=rebuilt):
+            self.log.error("a rebuilt header is written but could not be announced",
+                           image=outcome.image, url=outcome.url)  # fmt: skip
+
+    async def do_rebuild_headers(self, params: RebuildHeaders, context: CommandContext) -> str:
+        """``rebuildHeaders``: the range checked first, then each image from the EFD."""
+        try:
+            images = image_range(params, self.camera.code)
+        except ValueError as exc:
+            raise ExpectedError(str(exc)) from None
+        await context.in_progress(600.0, f"rebuilding up to {len(images)} header(s)")
+        try:
+            counts = await self.rebuilder.images(images)
+        except EfdStoreError as exc:
+            raise ExpectedError(f"the EFD cannot be read ({self.settings.efd}): {exc}") from None
+        return f"{len(images)} image(s): {summary(counts)}"

@@ -11,6 +11,7 @@ computed is :class:`Missing`, with the reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,7 +21,7 @@ from cscs.camera.geometry import Camera
 from cscs.camera.observatory import OBSERVATORY, Pointing, astropy_time, pointings
 from cscs.header_service.collect import Missing, Value, number_of
 
-__all__ = ["DERIVED_KEYWORDS", "HEADER_VERSION", "derived_keywords"]
+__all__ = ["DERIVED_KEYWORDS", "HEADER_SOURCES", "HEADER_VERSION", "derived_keywords"]
 
 #: ``HEADVER``: the version of the real raws' header layout these files follow.
 HEADER_VERSION = 2
@@ -28,7 +29,7 @@ HEADER_VERSION = 2
 DERIVED_KEYWORDS = (
     "TELESCOP", "INSTRUME", "CAMCODE", "CONTRLLR", "DAYOBS", "SEQNUM", "OBSID", "IMGTYPE",
     "GROUPID", "REASON", "CURINDEX", "MAXINDEX", "TIMESYS", "BUNIT", "BINX", "BINY", "HEADVER",
-    "RADESYS",
+    "HDRSRC", "RADESYS",
     "OBS-LONG", "OBS-LAT", "OBS-ELEV", "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z", "EXPTIME",
     "DARKTIME", "SHUTTIME", "DATE-OBS", "MJD-OBS", "DATE-BEG", "MJD-BEG", "DATE-END",
     "MJD-END", "AIRMASS", "AMSTART", "AMEND", "ELSTART", "ELEND", "AZSTART", "AZEND",
@@ -36,8 +37,14 @@ DERIVED_KEYWORDS = (
 )  # fmt: skip
 
 Keywords = list[tuple[str, Value | Missing]]
+#: ``HDRSRC``: where the header's values came from, and its comment.
+HEADER_SOURCES = {
+    "live": "values heard on the bus during the exposure",
+    "EFD": "rebuilt after the exposure from the EFD",
+}
 _TIMES = ("EXPTIME", "DARKTIME", "SHUTTIME", "DATE-OBS", "MJD-OBS", "DATE-BEG", "MJD-BEG",
           "DATE-END", "MJD-END")  # fmt: skip
+_EARLIEST, _LATEST = 0.0, 7.3e9  # TAI Unix seconds: 1970 to about 2200
 _POINTING = ("AIRMASS", "AMSTART", "AMEND", "ELSTART", "ELEND", "AZSTART", "AZEND",
              "HASTART", "HAEND")  # fmt: skip
 
@@ -68,7 +75,7 @@ def _reason(start: StartIntegration) -> Value:
     return Value("", "", "takeImages gave no reason")
 
 
-def _identity_keywords(camera: Camera, start: StartIntegration) -> Keywords:
+def _identity_keywords(camera: Camera, start: StartIntegration, origin: str) -> Keywords:
     return [
         ("TELESCOP", Value(camera.telescope, "", "telescope")),
         ("INSTRUME", Value(camera.header_instrument, "", "instrument")),
@@ -87,6 +94,7 @@ def _identity_keywords(camera: Camera, start: StartIntegration) -> Keywords:
         ("BINX", Value(1, "", "columns binned on the chip")),
         ("BINY", Value(1, "", "rows binned on the chip")),
         ("HEADVER", Value(HEADER_VERSION, "", "header layout version")),
+        ("HDRSRC", Value(origin, "", HEADER_SOURCES[origin])),
         ("RADESYS", Value("ICRS", "", "celestial frame of RA/Dec")),
         *_site_keywords(),
     ]
@@ -109,10 +117,12 @@ def derived_keywords(
     start: StartIntegration,
     end: EndOfImageTelemetry | None,
     collected: Mapping[str, Value | Missing],
+    origin: str = "live",
 ) -> Keywords:
     """The computed primary keywords, in the order they go in the header. ``collected``:
-    what the keyword map gathered (``RA``, ``DEC``, ``RASTART`` … are used here)."""
-    keywords = _identity_keywords(camera, start)
+    what the keyword map gathered (``RA``, ``DEC``, ``RASTART`` … are used here);
+    ``origin``: ``live`` or ``EFD`` (``HDRSRC``, :data:`HEADER_SOURCES`)."""
+    keywords = _identity_keywords(camera, start, origin)
     if end is None:
         reason = Missing("no endOfImageTelemetry for this image")
         return keywords + [(n, reason) for n in _TIMES] + _pointing_keywords(None, None, collected)
@@ -121,8 +131,14 @@ def derived_keywords(
         ("EXPTIME", Value(end.exposureTime, "s", "requested exposure time")),
         ("DARKTIME", Value(end.darkTime, "s", "dark time")),
         ("SHUTTIME", Value(end.measuredShutterOpenTime, "s", "shutter open time")),
-        *_time_keywords(begin, finish),
     ]
+    if not all(math.isfinite(t) and _EARLIEST <= t <= _LATEST for t in (begin, finish)):
+        # From the bus (or the EFD's record of it): a time astropy cannot take is a
+        # value this header does not have, never an exposure lost to an exception.
+        reason = Missing(f"endOfImageTelemetry times unusable: {begin!r} to {finish!r}"[:200])
+        dates = [(n, reason) for n in _TIMES[3:]]
+        return keywords + dates + _pointing_keywords(None, None, collected)
+    keywords += _time_keywords(begin, finish)
     return keywords + _pointing_keywords(begin, finish, collected)
 
 
@@ -133,7 +149,9 @@ def _position(
     ra, dec = number_of(collected.get(ra_key), ra_key), number_of(collected.get(dec_key), dec_key)
     if isinstance(ra, str) or isinstance(dec, str):
         return ra if isinstance(ra, str) else str(dec)
-    return ra, dec
+    if not -90.0 <= dec <= 90.0:  # from the bus: a sky position, or no position at all
+        return f"{dec_key} {dec:g} is not a declination"
+    return ra % 360.0, dec
 
 
 def _pointing_keywords(

@@ -34,6 +34,10 @@ def mid_exposure_pointing(collected: Mapping[str, Value | Missing]) -> Pointing 
     end (``RASTART``… ``DECEND``), else the target (``RA``/``DEC``); and ``ROTPA``."""
     keys = ("RA", "DEC", "RASTART", "DECSTART", "RAEND", "DECEND", "ROTPA")
     numbers = {k: number_of(collected.get(k), k) for k in keys}
+    for key in ("DEC", "DECSTART", "DECEND"):  # from the bus: not always a declination
+        value = numbers[key]
+        if isinstance(value, float) and not -90.0 <= value <= 90.0:
+            numbers[key] = f"{key} {value:g} is not a declination"
     rotation = numbers["ROTPA"]
     if isinstance(rotation, str):
         return Missing(f"no rotator angle: {rotation}")

@@ -60,6 +60,10 @@ class LargeFileObjectAvailable(Payload):
     missingKeywords: str = Field(default="", max_length=MAX_PRIMARY_CARDS * 9)
     """comma-separated keywords that could not be collected (empty: header complete); an
     addition to ICD §6, so an announcement without it is still read"""
+    rebuilt: bool = False
+    """true: the header was rebuilt after the exposure from the EFD (its HDRSRC is
+    'EFD'), replacing any document announced before for this image; an addition to
+    ICD §6, so an announcement without it is still read"""
 
 
 LARGE_FILE_OBJECT_AVAILABLE = EventSpec(
