@@ -4,8 +4,10 @@ process (`cscs run`) on Mosquitto, nothing configured beyond the defaults.
 An archiver SIGKILLed during the second of four images and started again after the
 last ends with every sensor of every image archived once, verified, and with its
 header (found where the header service writes, since nobody announced it to this
-archiver). A header service killed instead: every image it wrote a header for is
-archived with it, and the others (there is none to be had) without.
+archiver). A header service killed instead, on a site with no EFD writer (nothing
+recorded the night): every image it wrote a header for is archived with it, and the
+others (there is none to be had) without. With an EFD writer they are rebuilt from the
+EFD: tests/test_header_rebuild_process.py.
 
 LATISS: what is missed is an image's header, one document whatever the number of
 detectors it covers (a partly archived image finished by catch-up, and a header's
