@@ -3,6 +3,9 @@ broker in the same run, and its CPU per 1000 messages.
 
     python -m benchmarks.efd_throughput [--messages 20000] [--stores sqlite,influxdb]
 
+Then the time to rebuild one ComCam image's header from the EFD
+(:mod:`benchmarks.efd_rebuild`).
+
 * baseline: a subscriber of the CSCs' events (QoS 1, nothing done with a message)
   receives ``--messages`` events published as fast as the broker takes them (QoS 1,
   10 in flight): messages per second from the first publish to the last received;
@@ -33,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks import efd_rebuild
 from cscs.core.broker import Backend, EmbeddedBroker, find_mosquitto
 from cscs.core.bus import Bus
 from cscs.core.remote import Remote
@@ -174,4 +178,5 @@ if __name__ == "__main__":
     parser.add_argument("--stores", default="sqlite,influxdb")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.messages, arguments.stores.split(",")))
+    efd_rebuild.main(runs=7)
     sys.exit(0)

@@ -394,6 +394,12 @@ async def test_before_it_is_configured_a_header_source_trusts_the_default_place(
     (tmp_path / "other.yaml").write_bytes(data)
     url = (tmp_path / "other.yaml").as_uri()
     source.announce(LargeFileObjectAvailable.model_validate(announcement(url, data)))
+    # Never the announced place; the one where the header service writes, if any.
+    header = await source.get(IMAGE, wait=0)
+    assert header is not None
+    assert header.url == (elsewhere / f"{IMAGE}.yaml").as_uri()
+    (elsewhere / f"{IMAGE}.yaml").unlink()
+    source.announce(LargeFileObjectAvailable.model_validate(announcement(url, data)))
     assert await source.get(IMAGE, wait=0) is None
 
 

@@ -195,11 +195,12 @@ class HeaderSource:
             header = await asyncio.to_thread(fetch_header, url, image, announcement, trust)
         except (OSError, ValueError) as exc:
             # Replaced since it was announced (rebuilt from the EFD, its announcement
-            # missed)? The one where the header service writes, if there is one.
+            # missed)? The one where the header service writes, if there is one. The
+            # announcement is said to be unusable either way: it may be a forgery.
             replaced = await self._unannounced(image)
-            if replaced is None:
-                self._log.error("header unusable; archiving without it", image=image,
-                                error=str(exc))  # fmt: skip
+            instead = replaced.url if replaced else "archiving without it"
+            self._log.error("announced header unusable", image=image, error=str(exc),
+                            instead=instead)  # fmt: skip
             return replaced
         _remember(self._headers, image, header)
         return header
