@@ -1,11 +1,13 @@
-"""An InfluxDB 1.x server of the tests' own: ``influxd`` with a configuration written
-here, on a free private port (never the machine's 8086), its metadata, data and WAL in
-a temporary directory, reporting off; stopped and removed at the end.
+"""An InfluxDB 1.x server of our own, for the soak (``cscs soak --efd influxdb``) and
+the tests: ``influxd`` with a configuration written here, on a free private port (never
+the machine's 8086), its metadata, data and WAL under a given directory (the soak's
+state directory) or a temporary one, reporting off; stopped at the end.
 
 The EFD's real store is InfluxDB 1.x (Debian's ``influxdb`` package); without
-``influxd`` the tests that need one are skipped, saying so. :meth:`InfluxServer.restart`
-stops the server and starts it again on the same port and data, for the writer's
-"InfluxDB restarted mid-night" tests.
+``influxd`` the tests that need one are skipped, and the soak refuses ``--efd influxdb``,
+each saying so. :meth:`InfluxServer.restart` (or :meth:`~InfluxServer.stop`, then
+:meth:`~InfluxServer.start`) brings it back on the same port and data: "InfluxDB
+restarted mid-night", for the writer's tests and the soak's ``influx-restart`` fault.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ _STOP_TIMEOUT = 15.0
 
 
 class InfluxMissingError(RuntimeError):
-    """No ``influxd`` here: the reason a test is skipped."""
+    """No ``influxd`` here: the reason a test is skipped, or the soak refuses."""
 
 
 def find_influxd() -> Path | None:
@@ -77,6 +79,7 @@ class InfluxServer:
     def __init__(self, influxd: Path, root: Path) -> None:
         self.influxd = influxd
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.config = root / "influxdb.conf"
@@ -130,6 +133,10 @@ class InfluxServer:
         self.stop()
         self.start()
 
+    def pings(self) -> bool:
+        """Whether it answers ``/ping`` now."""
+        return self._pings()
+
     def _pings(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://{self.host}:{self.port}/ping", timeout=1) as r:
@@ -144,18 +151,22 @@ class InfluxServer:
 
 
 @contextlib.contextmanager
-def private_influx() -> Iterator[InfluxServer]:
-    """A started server of the tests' own; stopped and its files removed afterwards."""
+def private_influx(root: Path | None = None) -> Iterator[InfluxServer]:
+    """A started server of our own, stopped afterwards. Its files are under ``root``
+    (kept: the soak's state directory) or, without one, a temporary directory removed
+    at the end (the tests)."""
     influxd = find_influxd()
     if influxd is None:
         raise InfluxMissingError(
             "influxd is not installed (apt-get install influxdb); .ci/run installs it"
         )
-    root = Path(tempfile.mkdtemp(prefix="cscs-influx-"))
-    server = InfluxServer(influxd, root)
+    temporary = root is None
+    where = Path(tempfile.mkdtemp(prefix="cscs-influx-")) if root is None else root
+    server = InfluxServer(influxd, where)
     try:
         server.start()
         yield server
     finally:
         server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if temporary:
+            shutil.rmtree(where, ignore_errors=True)
