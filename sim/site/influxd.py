@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -86,6 +87,10 @@ class InfluxServer:
         self.config.write_text(_config(root, self.port))
         self.log = root / "influxd.log"
         self._process: subprocess.Popen[bytes] | None = None
+        # start and stop run in threads (the soak's): a stop asked for while a start is
+        # under way (the soak interrupted mid-restart) waits for it, and then stops what
+        # it started, rather than leave an influxd behind.
+        self._lock = threading.RLock()
 
     def url(self, database: str) -> str:
         """The ``CSCS_EFD`` URL of ``database`` on this server."""
@@ -97,6 +102,15 @@ class InfluxServer:
 
     def start(self) -> None:
         """Start ``influxd`` and return once it answers ``/ping`` (204)."""
+        with self._lock:
+            self._start()
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL), keeping its data."""
+        with self._lock:
+            self._stop()
+
+    def _start(self) -> None:
         if self.running:
             return
         with self.log.open("ab") as log:
@@ -113,11 +127,10 @@ class InfluxServer:
             if self._pings():
                 return
             time.sleep(0.05)  # polling a process we do not control: no event to wait on
-        self.stop()
+        self._stop()
         raise RuntimeError(f"influxd did not answer /ping in {_START_TIMEOUT:.0f} s")
 
-    def stop(self) -> None:
-        """Stop it (SIGTERM, then SIGKILL), keeping its data."""
+    def _stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
@@ -132,10 +145,6 @@ class InfluxServer:
         """Stop and start again on the same port and data (InfluxDB restarted mid-night)."""
         self.stop()
         self.start()
-
-    def pings(self) -> bool:
-        """Whether it answers ``/ping`` now."""
-        return self._pings()
 
     def _pings(self) -> bool:
         try:
