@@ -16,7 +16,7 @@ Then the time to rebuild one ComCam image's header from the EFD
   how many of them it holds.
 
 The InfluxDB store needs ``influxd`` (a private server is started through
-``tests/support/influx.py``); without it that line says why it was skipped.
+``sim/site/influxd.py``); without it that line says why it was skipped.
 """
 
 from __future__ import annotations
@@ -135,9 +135,9 @@ async def through_writer(
 def influx_url() -> Iterator[str | None]:
     """A private InfluxDB's URL, or None (and why, printed) when there is none."""
     try:
-        support: Any = importlib.import_module("tests.support.influx")
+        support: Any = importlib.import_module("sim.site.influxd")
     except ImportError:
-        print("InfluxDB: skipped (tests/support/influx.py is not in this checkout)")
+        print("InfluxDB: skipped (sim/site/influxd.py is not in this checkout)")
         yield None
         return
     if support.find_influxd() is None:

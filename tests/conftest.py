@@ -35,7 +35,7 @@ from cscs.core.testing import MemoryBroker
 from cscs.core.transport import Connector
 from cscs.efd.open import open_store
 from cscs.efd.store import EfdStore
-from tests.support.influx import InfluxMissingError, InfluxServer, private_influx
+from sim.site.influxd import InfluxMissingError, InfluxServer, private_influx
 from tests.support.postgres import PostgresMissingError, private_postgres
 from tests.support.process_site import ProcessSite, process_site
 
@@ -290,7 +290,7 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 @pytest.fixture(scope="session")
 def influx_server() -> Iterator[InfluxServer]:
-    """An ``influxd`` of the tests' own (tests/support/influx.py), shared by the session:
+    """An ``influxd`` of the tests' own (sim/site/influxd.py), shared by the session:
     a private port, data under a temporary directory, ``restart()`` for the tests of
     "InfluxDB restarted mid-night". Skipped, with the reason, without ``influxd``."""
     with contextlib.ExitStack() as stack:

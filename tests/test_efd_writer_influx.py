@@ -21,7 +21,7 @@ from cscs.efd.open import open_store
 from cscs.efd.records import Measurement
 from cscs.efd_writer.csc import EfdWriterCsc
 
-influx: Any = pytest.importorskip("tests.support.influx", reason="tests/support/influx.py")
+influx: Any = pytest.importorskip("sim.site.influxd", reason="sim/site/influxd.py")
 
 pytestmark = [
     pytest.mark.broker,

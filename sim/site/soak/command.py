@@ -19,7 +19,7 @@ async def _soak(args: argparse.Namespace, settings: Settings) -> int:
     options = SoakOptions(
         state_dir=state, latiss=args.latiss, comcam=args.comcam, seed=args.seed,
         spacing=args.spacing, headroom=int(args.headroom_gb * 2**30),
-        json_path=args.json, keep_files=args.keep_files,
+        json_path=args.json, keep_files=args.keep_files, efd=args.efd,
     )  # fmt: skip
     return await run_soak(options, sys.stdout)
 
@@ -41,4 +41,9 @@ def add_soak_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     soak.add_argument(
         "--keep-files", action="store_true", help="keep every archived file (needs ~100 GB)"
     )
+    soak.add_argument(
+        "--efd", choices=("sqlite", "influxdb"), default="sqlite",
+        help="the EFD's store: the embedded SQLite file (default), or an influxd the soak "
+        "starts itself under its state directory (adds the fault influx-restart)",
+    )  # fmt: skip
     soak.set_defaults(func=_soak)

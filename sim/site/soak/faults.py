@@ -4,7 +4,8 @@ A fault starts just before its image is taken (:meth:`Injector.before`); the cam
 loop then takes the image and calls :meth:`Injector.after`, which waits, where the fault
 needs it, for the image to have gone through (the archiver gave up on the header, went
 to FAULT at the full disk). Kills, the broker's restart and the link's cut run beside
-the night, so that they land in the middle of work. Each fault ends as a
+the night, so that they land in the middle of work (as does InfluxDB's restart, when
+it is the EFD's store). Each fault ends as a
 :class:`~sim.site.soak.reconcile.FaultWindow`: what it hit, from when until it was back.
 """
 
@@ -46,7 +47,11 @@ _KILLED = {
 #: The site's single CSCs (the others are each camera's).
 _SITE_WIDE = ("OCSBatch", "TelemetryGateway", "EfdWriter")
 #: Faults that run beside the night, ending by themselves.
-_BESIDE = frozenset(_KILLED) | {FaultKind.BROKER_RESTART, FaultKind.OCS_LINK_CUT}
+_BESIDE = frozenset(_KILLED) | {
+    FaultKind.BROKER_RESTART,
+    FaultKind.OCS_LINK_CUT,
+    FaultKind.INFLUX_RESTART,
+}
 
 
 class Injector:
@@ -191,6 +196,32 @@ class Injector:
             await self.site.link.restore()
             back = await self._back(GATEWAY, time.monotonic())
             self._window(kind, "TelemetryGateway:0 OCS link", index, start, back, f"back: {back}")
+        elif kind is FaultKind.INFLUX_RESTART:
+            ok, note = await self.restart_influx(down)
+            self._window(kind, "InfluxDB", index, start, ok, note)
+
+    async def restart_influx(self, down: float) -> tuple[bool, str]:
+        """influxd stopped, ``down`` s, started; over once it answers ``/ping`` and the
+        EFD writer has since said its store is up with nothing left spooled (what it heard
+        meanwhile is in InfluxDB: the restart cost nothing)."""
+        influx = self.site.influx
+        if influx is None:
+            return False, "no InfluxDB in this soak (planned without --efd influxdb?)"
+        await asyncio.to_thread(influx.stop)
+        await asyncio.sleep(down)
+        try:
+            await asyncio.to_thread(influx.start)  # returns once it answers /ping
+        except RuntimeError as exc:
+            return False, f"influxd did not come back: {exc}"
+        answered = time.monotonic()
+        drained = await self.record.wait(
+            lambda: self.record.efd_drained_since(answered),
+            _BACK_WITHIN,
+            "the EFD writer's store up and its spool empty",
+        )
+        status = self.record.efd_status
+        spooled = status.spooled if status is not None else 0
+        return drained, f"writer's store up, spool empty: {drained} ({spooled} spooled so far)"
 
     async def _back(self, address: CscAddress, since: float) -> bool:
         """Whether the CSC is ENABLED again (its process restarted, or reconnected)."""

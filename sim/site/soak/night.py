@@ -14,6 +14,7 @@ duplicated and every shortfall is explained.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import shutil
@@ -35,6 +36,7 @@ from cscs.core.tai import current_tai
 from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import DEFAULT_PREFIX, CscAddress, Kind
 from sim.daq.journal import journal_path, read_journal
+from sim.site.influxd import InfluxServer, find_influxd
 from sim.site.soak.account import account
 from sim.site.soak.faults import Injector
 from sim.site.soak.plan import FaultPlan, plan_faults
@@ -67,6 +69,7 @@ class SoakOptions:
     headroom: int = 20 * 2**30  # bytes the archive may use before its reserve is reached
     json_path: Path | None = None
     keep_files: bool = False
+    efd: str = "sqlite"  # the EFD's store: "sqlite" (embedded) or "influxdb" (started here)
 
     def images(self) -> dict[Camera, int]:
         return {Camera.LATISS: self.latiss, Camera.COMCAM: self.comcam}
@@ -74,6 +77,12 @@ class SoakOptions:
 
 async def run_soak(options: SoakOptions, out: TextIO = sys.stdout) -> int:
     state = options.state_dir
+    influxd = find_influxd() if options.efd == "influxdb" else None
+    if options.efd == "influxdb" and influxd is None:
+        print("soak: --efd influxdb needs influxd, which is not installed here (Debian's "
+              "influxdb package: apt-get install influxdb); run without it for the "
+              "embedded store", file=out)  # fmt: skip
+        return 2
     if state.exists() and any(state.iterdir()):
         print(f"soak: {state} is not empty: a night starts from nothing (its journals, "
               "catalog and configuration would be the last night's); remove it or give "
@@ -88,13 +97,21 @@ async def run_soak(options: SoakOptions, out: TextIO = sys.stdout) -> int:
               file=out)  # fmt: skip
         return 2
     min_free = free - options.headroom
-    plan = plan_faults(options.seed, options.images(), options.spacing)
+    plan = plan_faults(options.seed, options.images(), options.spacing, influxd is not None)
     print(f"soak: seed {options.seed}; {options.latiss} LATISS + {options.comcam} ComCam "
           f"images; {len(plan.faults)} faults of {len(plan.kinds())} kinds; state {state}; "
-          f"archivers keep {min_free / 1e9:.1f} GB free", file=out, flush=True)  # fmt: skip
+          f"archivers keep {min_free / 1e9:.1f} GB free; EFD on {options.efd}",
+          file=out, flush=True)  # fmt: skip
     started = time.monotonic()
-    async with soak_site(state, min_free) as site:
+    async with contextlib.AsyncExitStack() as stack:  # undone last-first, interrupted too
+        influx = None
+        if influxd is not None:  # the site's processes stop first, the EFD's store last
+            influx = InfluxServer(influxd, state / "influxdb")
+            stack.push_async_callback(asyncio.to_thread, influx.stop)
+            await asyncio.to_thread(influx.start)
+        site = await stack.enter_async_context(soak_site(state, min_free, influx))
         result = await _night(site, plan, options, min_free, out)
+    result["efd"] = options.efd
     result["durationSeconds"] = round(time.monotonic() - started, 1)
     path = options.json_path or state / f"soak-{options.seed}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

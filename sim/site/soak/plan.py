@@ -16,7 +16,15 @@ from enum import StrEnum
 
 from cscs.camera.geometry import Camera
 
-__all__ = ["CAMERA_FAULTS", "FaultKind", "FaultPlan", "PlannedFault", "plan_faults"]
+__all__ = [
+    "CAMERA_FAULTS",
+    "INFLUX_FAULTS",
+    "FaultKind",
+    "FaultPlan",
+    "PlannedFault",
+    "plan_faults",
+    "planned_kinds",
+]
 
 
 class FaultKind(StrEnum):
@@ -31,6 +39,9 @@ class FaultKind(StrEnum):
     HEADER_NEVER = "header-never"  # the header service hangs through one image
     DISK_FULL = "disk-full"  # the archive's file system below the archiver's reserve
     OCS_LINK_CUT = "ocs-link-cut"  # the gateway's connection to the OCS side cut
+    # Last, and only in a plan whose EFD is InfluxDB: the plan of a seed on the default
+    # store draws from the kinds above, in their order, and stays what it was.
+    INFLUX_RESTART = "influx-restart"  # influxd stopped, started again 1-6 s later
 
 
 #: Faults that hit one camera's chain (its DAQ, archiver, header service); the others
@@ -44,6 +55,15 @@ CAMERA_FAULTS = frozenset(
         FaultKind.HEADER_NEVER,
     }
 )
+
+
+#: Faults of the InfluxDB store: planned only when the soak's EFD is InfluxDB.
+INFLUX_FAULTS = frozenset({FaultKind.INFLUX_RESTART})
+
+
+def planned_kinds(influx: bool = False) -> list[FaultKind]:
+    """The kinds a plan draws from, in a fixed order (the seed's draws depend on it)."""
+    return [kind for kind in FaultKind if influx or kind not in INFLUX_FAULTS]
 
 
 @dataclass(frozen=True)
@@ -69,15 +89,18 @@ class FaultPlan:
         return {fault.kind for fault in self.faults}
 
 
-def plan_faults(seed: int, images: Mapping[Camera, int], spacing: int = 10) -> FaultPlan:
+def plan_faults(
+    seed: int, images: Mapping[Camera, int], spacing: int = 10, influx: bool = False
+) -> FaultPlan:
     """One fault every ``spacing`` images of each camera (fewer images: closer, down to
     every 3rd, so a short night still gets every kind once), never on the first two
     images (the night has to be running) nor the last (its effect must be seen).
 
     The first slots, in a shuffled order, take one fault of each kind; the rest are
-    drawn at random. Which camera a site-wide fault is timed by is the slot's."""
+    drawn at random. Which camera a site-wide fault is timed by is the slot's.
+    ``influx``: the EFD is InfluxDB, and its restart is one of the kinds."""
     rng = random.Random(seed)
-    kinds = list(FaultKind)
+    kinds = planned_kinds(influx)
     slots: list[tuple[Camera, int]] = []
     for camera, count in images.items():
         if count < 4:

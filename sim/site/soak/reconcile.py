@@ -11,10 +11,11 @@ by a component's own outage: a header service or OCS Batch down costs latency (t
 header is rebuilt from the EFD, the QC caught up from the catalog), not the header or
 the QC. So a missing header keyword is explained only by a broker restart during which
 its telemetry could not have been heard by anyone, the EFD writer included
-(:func:`_unheard`); QC not measured only by its job's own stated reason (a failed
-stage); QC measured but not forwarded by a broker restart near it (the QoS 1 message
-in flight when the broker stopped). One that nothing explains is *unexplained*, and
-fails the night as loss and duplication do.
+(:func:`_unheard`); an InfluxDB restart never (the EFD writer spools what it hears
+while its store is down: nothing is lost); QC not measured only by its job's own stated
+reason (a failed stage); QC measured but not forwarded by a broker restart near it (the
+QoS 1 message in flight when the broker stopped). One that nothing explains is
+*unexplained*, and fails the night as loss and duplication do.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from cscs.core.states import State
 from cscs.core.tasks import cancel_and_wait
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Subscription
+from cscs.efd_writer.interface import EFD_WRITER_STATUS, EfdWriterStatus
 from cscs.telemetry_gateway.interface import ALARM, IMAGE_QUALITY
 from sim.site.night import verify_archived_file
 from sim.site.soak.reconcile import AlarmRecord
@@ -72,6 +73,8 @@ class NightRecord:
     last_archived: float = 0.0  # monotonic
     problems: list[str] = field(default_factory=list)
     pruned_bytes: int = 0
+    efd_status: EfdWriterStatus | None = None  # the EFD writer's last efdWriterStatus
+    efd_status_at: float = 0.0  # monotonic, when it was heard
     disk_held: asyncio.Event = field(default_factory=asyncio.Event)  # set: do not recover yet
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -114,6 +117,7 @@ class NightRecord:
             (f"{self.prefix}/TelemetryGateway/0/evt/{IMAGE_QUALITY.name}", self._forwarded),
             (f"{self.prefix}/TelemetryGateway/0/evt/{ALARM.name}", self._alarm),
             (f"{self.prefix}/+/+/evt/{g.SUMMARY_STATE.name}", self._state),
+            (f"{self.prefix}/EfdWriter/0/evt/{EFD_WRITER_STATUS.name}", self._efd_status),
         ]
         self._recover = recover
         for topic, handler in listen:
@@ -184,6 +188,21 @@ class NightRecord:
         alarm = received.parse(ALARM).data
         record = self.alarms.setdefault(alarm.name, AlarmRecord(alarm.name))
         record.heard(alarm.severity, alarm.reason)
+
+    def efd_drained_since(self, since: float) -> bool:
+        """Whether the EFD writer said, after ``since`` (monotonic), that its store is up
+        and nothing is left in its spool: all it heard is in the store."""
+        status = self.efd_status
+        return (
+            status is not None
+            and self.efd_status_at > since
+            and status.storeUp
+            and status.spoolBytes == 0
+        )
+
+    def _efd_status(self, received: Received) -> None:
+        self.efd_status = received.parse(EFD_WRITER_STATUS).data
+        self.efd_status_at = time.monotonic()
 
     def _state(self, received: Received) -> None:
         state = State(received.parse(g.SUMMARY_STATE).data.summaryState)

@@ -21,6 +21,7 @@ from cscs import components
 from cscs.camera.geometry import Camera
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.topics import CscAddress
+from sim.site.influxd import InfluxServer
 from sim.site.processes import log_path, log_tail, spawn, stop
 from sim.site.soak.link import LinkCutter
 
@@ -28,9 +29,10 @@ __all__ = ["SoakSite", "soak_site"]
 
 CAMERAS = (Camera.LATISS, Camera.COMCAM)
 GATEWAY = CscAddress("TelemetryGateway", 0)
-#: Records everything said on the bus into the EFD (under the state directory: the
-#: default store), which headers missed while a header service was down are rebuilt
-#: from. A CSC like the others, started by name: the soak imports none of them.
+#: Records everything said on the bus into the EFD (the embedded store under the state
+#: directory, or with ``--efd influxdb`` the soak's own influxd), which headers missed
+#: while a header service was down are rebuilt from. A CSC like the others, started by
+#: name: the soak imports none of them.
 EFD_WRITER = CscAddress("EfdWriter", 0)
 #: Image QC measures one detector per image: the one LATISS has, ComCam's centre.
 QC_SENSORS = ["R00_S00", "R22_S11"]
@@ -99,6 +101,7 @@ class SoakSite:
     state: Path
     env: dict[str, str]
     processes: dict[CscAddress, asyncio.subprocess.Process] = field(default_factory=dict)
+    influx: InfluxServer | None = None  # the EFD's store, when InfluxDB (else SQLite)
 
     @property
     def logs(self) -> Path:
@@ -152,16 +155,21 @@ def _descendants(pid: int) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def soak_site(state: Path, min_free_bytes: int) -> AsyncIterator[SoakSite]:
+async def soak_site(
+    state: Path, min_free_bytes: int, influx: InfluxServer | None = None
+) -> AsyncIterator[SoakSite]:
     """Mosquitto, the relay and every CSC, ENABLED by their supervisor's start; every
-    process stopped at the end (SIGTERM, then SIGKILL)."""
+    process stopped at the end (SIGTERM, then SIGKILL). With ``influx`` (started by the
+    caller, who stops it), every process's ``CSCS_EFD`` is its database ``efd``."""
     (state / "logs").mkdir(parents=True, exist_ok=True)
     async with EmbeddedBroker("mosquitto", persistence=True) as broker:
         write_configuration(state / "config", site_configuration(broker.url, min_free_bytes))
         env = {"CSCS_STATE_DIR": str(state), "CSCS_CONFIG_DIR": str(state / "config"),
                "CSCS_SITE": "soak"}  # fmt: skip
+        if influx is not None:
+            env["CSCS_EFD"] = influx.url("efd")
         async with LinkCutter(broker.host, broker.port) as link:
-            site = SoakSite(broker, link, state, env)
+            site = SoakSite(broker, link, state, env, influx=influx)
             try:
                 for address in addresses():
                     await site.spawn(address)

@@ -1,11 +1,13 @@
-"""An InfluxDB 1.x server of the tests' own: ``influxd`` with a configuration written
-here, on a free private port (never the machine's 8086), its metadata, data and WAL in
-a temporary directory, reporting off; stopped and removed at the end.
+"""An InfluxDB 1.x server of our own, for the soak (``cscs soak --efd influxdb``) and
+the tests: ``influxd`` with a configuration written here, on a free private port (never
+the machine's 8086), its metadata, data and WAL under a given directory (the soak's
+state directory) or a temporary one, reporting off; stopped at the end.
 
 The EFD's real store is InfluxDB 1.x (Debian's ``influxdb`` package); without
-``influxd`` the tests that need one are skipped, saying so. :meth:`InfluxServer.restart`
-stops the server and starts it again on the same port and data, for the writer's
-"InfluxDB restarted mid-night" tests.
+``influxd`` the tests that need one are skipped, and the soak refuses ``--efd influxdb``,
+each saying so. :meth:`InfluxServer.restart` (or :meth:`~InfluxServer.stop`, then
+:meth:`~InfluxServer.start`) brings it back on the same port and data: "InfluxDB
+restarted mid-night", for the writer's tests and the soak's ``influx-restart`` fault.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +31,7 @@ _STOP_TIMEOUT = 15.0
 
 
 class InfluxMissingError(RuntimeError):
-    """No ``influxd`` here: the reason a test is skipped."""
+    """No ``influxd`` here: the reason a test is skipped, or the soak refuses."""
 
 
 def find_influxd() -> Path | None:
@@ -77,12 +80,17 @@ class InfluxServer:
     def __init__(self, influxd: Path, root: Path) -> None:
         self.influxd = influxd
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.config = root / "influxdb.conf"
         self.config.write_text(_config(root, self.port))
         self.log = root / "influxd.log"
         self._process: subprocess.Popen[bytes] | None = None
+        # start and stop run in threads (the soak's): a stop asked for while a start is
+        # under way (the soak interrupted mid-restart) waits for it, and then stops what
+        # it started, rather than leave an influxd behind.
+        self._lock = threading.RLock()
 
     def url(self, database: str) -> str:
         """The ``CSCS_EFD`` URL of ``database`` on this server."""
@@ -94,6 +102,15 @@ class InfluxServer:
 
     def start(self) -> None:
         """Start ``influxd`` and return once it answers ``/ping`` (204)."""
+        with self._lock:
+            self._start()
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL), keeping its data."""
+        with self._lock:
+            self._stop()
+
+    def _start(self) -> None:
         if self.running:
             return
         with self.log.open("ab") as log:
@@ -110,11 +127,10 @@ class InfluxServer:
             if self._pings():
                 return
             time.sleep(0.05)  # polling a process we do not control: no event to wait on
-        self.stop()
+        self._stop()
         raise RuntimeError(f"influxd did not answer /ping in {_START_TIMEOUT:.0f} s")
 
-    def stop(self) -> None:
-        """Stop it (SIGTERM, then SIGKILL), keeping its data."""
+    def _stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
@@ -144,18 +160,22 @@ class InfluxServer:
 
 
 @contextlib.contextmanager
-def private_influx() -> Iterator[InfluxServer]:
-    """A started server of the tests' own; stopped and its files removed afterwards."""
+def private_influx(root: Path | None = None) -> Iterator[InfluxServer]:
+    """A started server of our own, stopped afterwards. Its files are under ``root``
+    (kept: the soak's state directory) or, without one, a temporary directory removed
+    at the end (the tests)."""
     influxd = find_influxd()
     if influxd is None:
         raise InfluxMissingError(
             "influxd is not installed (apt-get install influxdb); .ci/run installs it"
         )
-    root = Path(tempfile.mkdtemp(prefix="cscs-influx-"))
-    server = InfluxServer(influxd, root)
+    temporary = root is None
+    where = Path(tempfile.mkdtemp(prefix="cscs-influx-")) if root is None else root
+    server = InfluxServer(influxd, where)
     try:
         server.start()
         yield server
     finally:
         server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if temporary:
+            shutil.rmtree(where, ignore_errors=True)
