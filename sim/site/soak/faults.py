@@ -46,6 +46,7 @@ _KILLED = {
 }
 #: The site's single CSCs (the others are each camera's).
 _SITE_WIDE = ("OCSBatch", "TelemetryGateway", "EfdWriter")
+_EFD_WHOLE_AGAIN = 5.0  # s after the EFD writer is back: the header service's max_age
 #: Faults that run beside the night, ending by themselves.
 _BESIDE = frozenset(_KILLED) | {
     FaultKind.BROKER_RESTART,
@@ -175,6 +176,11 @@ class Injector:
             await asyncio.sleep(down)
             await self.site.spawn(address)
             back = await self._back(address, time.monotonic())
+            if kind is FaultKind.KILL_EFD:
+                # The EFD holds every telemetry topic's value in force again only once
+                # each has been heard since the writer came back (max_age: 5 s): until
+                # then a header rebuilt from it would miss what no one recorded.
+                await asyncio.sleep(_EFD_WHOLE_AGAIN)
             self._window(kind, str(address), index, start, back, f"back: {back}")
         elif kind is FaultKind.BROKER_RESTART:
             await self.site.broker.stop()

@@ -44,12 +44,19 @@ _FORWARDING = (frozenset({FaultKind.BROKER_RESTART}), 5.0, 5.0)
 def _unheard(window: FaultWindow, end_readout: float) -> bool:
     """Whether a telemetry value the image's header takes at one of its moments could
     have been heard by nobody: the broker was down (until every CSC was back, its
-    sources included) from at least MAX_AGE s before that moment to the moment itself.
-    Nothing the EFD could have recorded then, nothing to rebuild from."""
+    sources included) from at least MAX_AGE s before that moment to the moment itself;
+    or a moment fell in an outage of MAX_AGE s or more, so that the camera could say it
+    (and stamp it) only as the broker came back, when the newest value anyone had heard
+    was from before the outage. Nothing the EFD could have recorded, nothing to
+    rebuild from."""
     if window.kind is not FaultKind.BROKER_RESTART:
         return False
-    earliest = max(window.start_tai + _MAX_AGE, end_readout - _MOMENTS_BEFORE)
-    return earliest <= min(window.end_tai, end_readout + _MOMENTS_AFTER)
+    first, last = end_readout - _MOMENTS_BEFORE, end_readout + _MOMENTS_AFTER
+    long_outage = window.end_tai - window.start_tai >= _MAX_AGE
+    if long_outage and first <= window.end_tai and window.start_tai <= last:
+        return True
+    earliest = max(window.start_tai + _MAX_AGE, first)
+    return earliest <= min(window.end_tai, last)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class NightRecord:
     last_stage: float = 0.0  # monotonic
     last_archived: float = 0.0  # monotonic
     problems: list[str] = field(default_factory=list)
+    unmatched: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (image, sensor)
     pruned_bytes: int = 0
     efd_status: EfdWriterStatus | None = None  # the EFD writer's last efdWriterStatus
     efd_status_at: float = 0.0  # monotonic, when it was heard
@@ -157,8 +158,13 @@ class NightRecord:
             return  # heard twice (QoS 1)
         problems = await asyncio.to_thread(verify_archived_file, event)
         if problems:
-            self.problems += [f"{event.imageName} {event.sensor}: {p}" for p in problems]
+            # Replaced since it was announced (its header completed, a better one
+            # rebuilt from the EFD: a second imageArchived follows), or damaged: the
+            # account checks every file not verified here against the catalog, which
+            # tells the two apart.
+            self.unmatched[key] = problems
             return
+        self.unmatched.pop(key, None)
         source = await asyncio.to_thread(header_source, path)  # before it can be pruned
         self.last_archived = time.monotonic()
         if known is None:
