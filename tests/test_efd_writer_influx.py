@@ -15,8 +15,6 @@ import pytest
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.testing import enabled_csc
 from cscs.core.topics import Kind
-from cscs.efd.influx_store import InfluxStore
-from cscs.efd.memory import MemoryStore
 from cscs.efd.open import open_store
 from cscs.efd.records import Measurement
 from cscs.efd_writer.csc import EfdWriterCsc
@@ -27,10 +25,6 @@ pytestmark = [
     pytest.mark.broker,
     pytest.mark.timeout(180),
     pytest.mark.skipif(influx.find_influxd() is None, reason="influxd is not installed"),
-    pytest.mark.skipif(
-        issubclass(InfluxStore, MemoryStore),
-        reason="the InfluxDB EFD store is still the in-memory placeholder",
-    ),
 ]
 
 PER_PHASE = 100  # messages of each topic before, during and after the outage

@@ -22,21 +22,13 @@ from cscs.core.remote import Remote
 from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.topics import CscAddress, Kind
-from cscs.efd.memory import MemoryStore
 from cscs.efd.open import open_store
 from cscs.efd.records import Measurement
-from cscs.efd.sqlite_store import SqliteStore
 from cscs.efd_writer.interface import CONFIG_DIR
 
 pytestmark = [
     pytest.mark.broker,
     pytest.mark.timeout(120),
-    # The placeholder SQLite store keeps its records in one process's memory: this test
-    # needs the real one (efd-store branch), and runs by itself once it is there.
-    pytest.mark.skipif(
-        issubclass(SqliteStore, MemoryStore),
-        reason="the SQLite EFD store is still the in-memory placeholder",
-    ),
 ]
 
 EVENTS = 600

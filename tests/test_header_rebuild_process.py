@@ -32,10 +32,8 @@ from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.tai import current_tai
 from cscs.core.topics import CscAddress, Kind
-from cscs.efd.memory import MemoryStore
 from cscs.efd.open import open_store
 from cscs.efd.records import Measurement
-from cscs.efd.sqlite_store import SqliteStore
 from tests.support.process_site import ProcessSite, process_site
 from tests.test_header_service import overhead
 
@@ -43,12 +41,6 @@ pytestmark = [
     pytest.mark.broker,
     pytest.mark.long,  # about 50 s each: processes, a slew, nine detectors three times
     pytest.mark.timeout(300),
-    # The placeholder SQLite store keeps its records in one process's memory: these need
-    # the real one (and the EFD writer), and run once both are merged.
-    pytest.mark.skipif(
-        issubclass(SqliteStore, MemoryStore),
-        reason="the SQLite EFD store is still the in-memory placeholder",
-    ),
 ]
 
 CAMERA = 2  # ComCam: nine detectors
