@@ -115,7 +115,7 @@ def receive_and_write(
     from cscs.camera.files import direct_length, write_buffer_atomically
     from cscs.daq.protocol import MAGIC, encode
 
-    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.RCVHWM, 0)
     socket.connect(url)
     staging = mmap.mmap(-1, direct_length(CCD_BYTES))
