@@ -39,11 +39,13 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,7 +165,35 @@ def baseline(
 # ---- the archiver -----------------------------------------------------------------------
 
 
-async def session(case: Case, runs: int) -> list[dict[str, dict[str, float]]]:
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every live process under it."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@contextlib.asynccontextmanager
+async def observed(command: str, pid: int) -> AsyncIterator[None]:
+    """``command`` (``{pids}``: the archiver's and its descendants', comma-separated) run
+    for the block's duration, then interrupted: a sampler of the archiving alone."""
+    if not command:
+        yield
+        return
+    pids = ",".join(str(p) for p in descendants(pid))
+    process = await asyncio.create_subprocess_shell("exec " + command.format(pids=pids))
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        await process.wait()
+
+
+async def session(case: Case, runs: int, sample: str = "") -> list[dict[str, dict[str, float]]]:
     camera = case.camera
     names = {
         "weather": CscAddress("Weather", 0),
@@ -204,7 +234,7 @@ async def session(case: Case, runs: int) -> list[dict[str, dict[str, float]]]:
                 reads = [(i, s) for i in images for s in first.sensors]
                 floor = await asyncio.to_thread(baseline, url, reads, scratch, False)
                 reference = await asyncio.to_thread(baseline, url, reads, scratch, True)
-                async with archiver.stream("imageArchived") as archived:
+                async with archiver.stream("imageArchived") as archived, observed(sample, pid):
                     before, start = tree_cpu(pid), time.perf_counter()
                     await archiver.command("enable")  # catch-up of the backlog starts here
                     for _ in reads:
@@ -256,9 +286,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=list(CASES), action="append")
+    parser.add_argument(
+        "--sample", default="", metavar="COMMAND",
+        help="a command run while the archiver archives (interrupted when it is done); "
+        "{pids}: its processes' ids, comma-separated",
+    )  # fmt: skip
     args = parser.parse_args()
     for key in args.only or list(CASES):
-        results = asyncio.run(session(CASES[key], args.runs))
+        results = asyncio.run(session(CASES[key], args.runs, args.sample))
         print(report(LABELS[key], results), flush=True)
 
 
