@@ -83,18 +83,25 @@ LABELS = {"comcam": "ComCam uncompressed", "rice": "ComCam RICE_1 (workers)",
 def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) of ``pid`` and every live process under it, plus the
     children each has already reaped: what the archiver has spent, all of it."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
+    total = 0.0
+    for current in descendants(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
             stat = Path(f"/proc/{current}/stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
             total += sum(int(f) for f in fields[11:15]) / _TICK  # utime stime cutime cstime
+    return total  # a process that ended meanwhile: its time is in its parent's cutime
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every live process under it."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        with contextlib.suppress(FileNotFoundError, ValueError):
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue  # it ended meanwhile: its time is in its parent's cutime
-    return total
+    return found
 
 
 # ---- the baselines, run in a process of their own -----------------------------------
@@ -163,18 +170,6 @@ def baseline(
 
 
 # ---- the archiver -----------------------------------------------------------------------
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every live process under it."""
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
-    return found
 
 
 @contextlib.asynccontextmanager
