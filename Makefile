@@ -79,6 +79,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/header_latency.py
 	$(BIN)/python benchmarks/archive_throughput.py
 	$(BIN)/python -m benchmarks.archive_scaling
+	$(BIN)/python -m benchmarks.archive_cost
 	$(BIN)/python benchmarks/qc_throughput.py
 	$(BIN)/python benchmarks/gateway_throughput.py
 	$(BIN)/python benchmarks/dashboard_latency.py
