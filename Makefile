@@ -16,9 +16,10 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --extra dev \
 
 # Locked versions only (--no-deps: the lock is the whole environment; --require-hashes:
 # each file is the one locked), the project itself without build isolation so that its
-# build backend is the locked setuptools too, then pip's own check that the locked
+# build backend is the locked setuptools too (it compiles cscs/camera/_fitsdata.c in place,
+# ADR 0035), then pip's own check that the locked
 # versions satisfy every range pyproject.toml declares.
-$(BIN)/.installed: pyproject.toml $(LOCK)
+$(BIN)/.installed: pyproject.toml $(LOCK) cscs/camera/_fitsdata.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
@@ -79,6 +80,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/archive_throughput.py
 	$(BIN)/python -m benchmarks.archive_scaling
 	$(BIN)/python -m benchmarks.efd_throughput
+	$(BIN)/python -m benchmarks.archive_cost
 	$(BIN)/python benchmarks/qc_throughput.py
 	$(BIN)/python benchmarks/gateway_throughput.py
 	$(BIN)/python benchmarks/dashboard_latency.py
@@ -89,4 +91,5 @@ screenshot: $(BIN)/.installed
 	$(BIN)/python tools/screenshot.py dashboard.png
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache build
+	find cscs -name '*.so' -delete

@@ -4,9 +4,11 @@ Layout (ICD §6): a header-only primary HDU with the observation's keywords, the
 ``IMAGE`` extension per amplifier segment, each with ``CHECKSUM`` and ``DATASUM``.
 
 Why not hand it all to a library: the measured cost (``docs/performance.md``) is in
-copies, byte order and cfitsio's second pass over the data for checksums. Here
-each segment is byte-swapped to big-endian once, its ``DATASUM`` is the ones'-complement
-sum of the native words (the same 32-bit values, so no second swap), the file is laid
+copies, byte order and cfitsio's second pass over the data for checksums. Here one
+pass of a small C kernel (:mod:`cscs.camera._fitsdata`, ADR 0035) reads each pixel
+once, writes it big-endian into its place in the file and adds it to its segment's
+``DATASUM`` (the ones'-complement sum of the same 32-bit values, whatever their byte
+order), for all the segments of a file in one call; the file is laid
 out whole in a reused page-aligned buffer and written from it with direct I/O
 (:func:`~cscs.camera.files.write_buffer_atomically`), and its checksum (Adler-32 by
 default, :mod:`cscs.camera.checksum`) is taken from that
@@ -34,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
+from cscs.camera._fitsdata import lay_out
 from cscs.camera.checksum import Algorithm, buffer_checksum, file_checksum
 from cscs.camera.files import direct_length, write_buffer_atomically
 
@@ -83,42 +86,81 @@ def _add(a: int, b: int) -> int:
     return _fold(a + b)
 
 
+def _byte_characters(byte: int) -> tuple[int, int, int, int]:
+    """The four characters one byte of a checksum contributes (FITS checksum convention:
+    each byte spread over four printable characters, none of them punctuation)."""
+    quotient, remainder = byte // 4 + 0x30, byte % 4
+    ch = [quotient + remainder, quotient, quotient, quotient]
+    changed = True
+    while changed:
+        changed = False
+        for j in (0, 2):
+            while ch[j] in _EXCLUDE or ch[j + 1] in _EXCLUDE:
+                ch[j] += 1
+                ch[j + 1] -= 1
+                changed = True
+    return ch[0], ch[1], ch[2], ch[3]
+
+
+# Each byte's characters depend on that byte alone: a table, not a loop per file.
+_CHARACTERS = tuple(_byte_characters(byte) for byte in range(256))
+
+
 def encode_checksum(value: int) -> str:
     """The 16-character ASCII encoding of a 32-bit checksum (FITS checksum convention)."""
     characters = [0] * 16
     for i in range(4):
-        byte = (value >> (24 - 8 * i)) & 0xFF
-        quotient, remainder = byte // 4 + 0x30, byte % 4
-        ch = [quotient + remainder, quotient, quotient, quotient]
-        changed = True
-        while changed:
-            changed = False
-            for j in (0, 2):
-                while ch[j] in _EXCLUDE or ch[j + 1] in _EXCLUDE:
-                    ch[j] += 1
-                    ch[j + 1] -= 1
-                    changed = True
+        ch = _CHARACTERS[(value >> (24 - 8 * i)) & 0xFF]
         for j in range(4):
             characters[4 * j + i] = ch[j]
     return bytes(characters[15:] + characters[:15]).decode("ascii")
 
 
+def _template(cards: Iterable[Card]) -> tuple[bytes, int, int]:
+    """:func:`_typed_template`, of cards told apart by kind (``True`` is not ``1``)."""
+    return _typed_template(tuple((k, v, c, _kind(v)) for k, v, c in cards))
+
+
 @functools.lru_cache(maxsize=4096)  # LSSTCam: 189 detectors x 16 segments
-def _template(cards: tuple[Card, ...]) -> tuple[bytes, int, int]:
+def _typed_template(cards: tuple[tuple[str, Any, str, object], ...]) -> tuple[bytes, int, int]:
     """Header bytes with zeroed CHECKSUM and DATASUM, and the offsets of those two cards.
 
     Formatting cards with astropy costs ~1 ms per HDU; extension headers repeat from
-    file to file, so each distinct one is formatted once and only the two sums change.
+    file to file, so each distinct one is formatted once and only the two sums change
+    (:func:`_finish_header`). A primary header differs in every file (its name, its
+    time), but most of its cards do not: each card is formatted once too
+    (:func:`_formatted`), and astropy's ``Header`` only places them.
     """
     header = fits.Header()
-    for keyword, value, comment in cards:
-        header.append(
-            fits.Card(keyword, value if value is not None else fits.card.UNDEFINED, comment)
-        )
+    for keyword, value, comment, kind in cards:
+        if keyword in _SUM_KEYWORDS:  # set below, in the header's own card
+            header.append(fits.Card(keyword, value, comment))
+        else:
+            header.append(_formatted(keyword, value, comment, kind))
     header["CHECKSUM"] = ("0" * 16, "HDU checksum")
     header["DATASUM"] = ("0", "data unit checksum")
     text = header.tostring(padding=True).encode("ascii")
     return text, _card_offset(text, "CHECKSUM"), _card_offset(text, "DATASUM")
+
+
+_SUM_KEYWORDS = ("CHECKSUM", "DATASUM")
+
+
+def _kind(value: Any) -> object:
+    """What tells apart values a cache would take for equal but astropy formats
+    differently: ``True`` and ``1``, ``0.0`` and ``-0.0``."""
+    return (float, repr(value)) if isinstance(value, float) else type(value)
+
+
+@functools.lru_cache(maxsize=16384)  # LSSTCam: ~100 primary cards, 189 x ~40 detector cards
+def _formatted(keyword: str, value: Any, comment: str, kind: object) -> fits.Card:
+    """A card, its image formatted once: the same keyword, value and comment recur in the
+    header of every sensor of an image, and of every image (``kind``: :func:`_kind`).
+    Never changed once made (the two sums, the only cards a header changes, are never
+    taken from here)."""
+    card = fits.Card(keyword, value if value is not None else fits.card.UNDEFINED, comment)
+    card.image  # noqa: B018  formatted (and verified) now, once
+    return card
 
 
 def _card_offset(text: bytes, keyword: str) -> int:
@@ -136,18 +178,40 @@ def _card(keyword: str, value: str, comment: str) -> bytes:
     return image.encode("ascii")
 
 
+@functools.lru_cache(maxsize=16)
+def _sum_card(keyword: str, width: int, comment: str) -> tuple[bytes, int]:
+    """A string card for a value of ``width`` characters, as astropy formats it, and where
+    its value starts: the sums change per HDU, their cards' layout does not."""
+    placeholder = "#" * width
+    image = _card(keyword, placeholder, comment)
+    return image, image.index(placeholder.encode())
+
+
+def _string_card(keyword: str, value: str, comment: str) -> bytes:
+    card, at = _sum_card(keyword, len(value), comment)
+    return card[:at] + value.encode("ascii") + card[at + len(value) :]
+
+
 def _header_bytes(cards: Iterable[Card], data_sum: int | None) -> bytes:
     """The header block(s), with DATASUM and a CHECKSUM that makes the HDU sum -0."""
-    template, checksum_at, datasum_at = _template(tuple(cards))
-    text = bytearray(template)
-    text[datasum_at : datasum_at + 80] = _card("DATASUM", str(data_sum or 0), "data unit checksum")
-    total = _add(_bytes_sum(bytes(text)), data_sum or 0)
+    return _finish_header(_template(cards), data_sum or 0)
+
+
+def _finish_header(template: tuple[bytes, int, int], data_sum: int) -> bytes:
+    """A template's header with its DATASUM, and the CHECKSUM that makes the HDU's
+    ones'-complement sum -0 (its data's sum being ``data_sum``)."""
+    text, checksum_at, datasum_at = template
+    header = bytearray(text)
+    header[datasum_at : datasum_at + 80] = _string_card(
+        "DATASUM", str(data_sum), "data unit checksum"
+    )
+    total = _add(_bytes_sum(bytes(header)), data_sum)
     checksum = encode_checksum(~total & 0xFFFFFFFF)
-    text[checksum_at : checksum_at + 80] = _card("CHECKSUM", checksum, "HDU checksum")
-    return bytes(text)
+    header[checksum_at : checksum_at + 80] = _string_card("CHECKSUM", checksum, "HDU checksum")
+    return bytes(header)
 
 
-def _image_cards(shape: tuple[int, int], extra: Sequence[Card]) -> list[Card]:
+def _image_cards(shape: tuple[int, ...], extra: Sequence[Card]) -> list[Card]:
     rows, columns = shape
     return [
         ("XTENSION", "IMAGE", "image extension"),
@@ -174,27 +238,32 @@ def write_raw_fits(
         return write_with_fitsio(
             path, primary, extensions, compression=compression, checksum=checksum
         )
-    parts: list[tuple[bytes, npt.NDArray[np.int32] | None]] = [
-        (
-            _header_bytes(
-                [("SIMPLE", True, "conforms to FITS"), ("BITPIX", 8, ""), ("NAXIS", 0, ""),
-                 ("EXTEND", True, "extensions follow"), *primary],
-                None,
-            ),
-            None,
-        )
-    ]  # fmt: skip
+    primary_header = _header_bytes(
+        [("SIMPLE", True, "conforms to FITS"), ("BITPIX", 8, ""), ("NAXIS", 0, ""),
+         ("EXTEND", True, "extensions follow"), *primary],
+        None,
+    )  # fmt: skip
+    # Headers have the same length whatever their sums: every segment's place in the
+    # file is known before any pixel is read, so one call lays them all out (and sums
+    # them), and only then are the headers, which carry the sums, put before each.
+    templates, offsets, segments = [], [], []
+    position = len(primary_header)
     for cards, pixels in extensions:
         if pixels.dtype != np.int32 or pixels.ndim != 2:
             raise ValueError(f"segments must be 2-D int32, got {pixels.dtype} {pixels.shape}")
-        rows, columns = pixels.shape
-        header = _header_bytes(
-            _image_cards((rows, columns), cards), datasum(pixels.view(np.uint32))
-        )
-        parts.append((header, pixels))
-    size = sum(len(h) + (_padded(p.nbytes) if p is not None else 0) for h, p in parts)
+        template = _template(_image_cards(pixels.shape, cards))
+        position += len(template[0])
+        templates.append(template)
+        offsets.append(position)
+        segments.append(np.ascontiguousarray(pixels))
+        position += _padded(pixels.nbytes)
+    size = position
     with _STAGING.lease(direct_length(size)) as staging:
-        _lay_out(staging, parts)
+        sums = lay_out(staging, offsets, segments)
+        staging[: len(primary_header)] = primary_header
+        for template, offset, data_sum in zip(templates, offsets, sums, strict=True):
+            header = _finish_header(template, data_sum)
+            staging[offset - len(header) : offset] = header
         view = memoryview(staging)
         summing = _HASHERS.submit(buffer_checksum, checksum, view[:size])
         try:
@@ -207,25 +276,6 @@ def write_raw_fits(
 
 def _padded(nbytes: int) -> int:
     return -(-nbytes // BLOCK) * BLOCK
-
-
-def _lay_out(
-    staging: mmap.mmap, parts: Sequence[tuple[bytes, npt.NDArray[np.int32] | None]]
-) -> None:
-    """The file's bytes, in place: headers copied, each segment byte-swapped straight into
-    its spot (one pass, no temporary array), padding zeroed (the buffer is reused)."""
-    position = 0
-    for header, pixels in parts:
-        staging[position : position + len(header)] = header
-        position += len(header)
-        if pixels is None:
-            continue
-        big_endian = np.frombuffer(staging, ">i4", pixels.size, position).reshape(pixels.shape)
-        np.copyto(big_endian, pixels)
-        del big_endian  # an mmap cannot be resized or closed while a view exists
-        end = position + pixels.nbytes
-        position += _padded(pixels.nbytes)
-        staging[end:position] = bytes(position - end)
 
 
 class _StagingBuffers:

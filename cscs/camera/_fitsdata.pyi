@@ -1,0 +1,13 @@
+from collections.abc import Sequence
+from typing import Any
+
+from _typeshed import ReadableBuffer, WriteableBuffer
+from numpy.typing import NDArray
+
+def lay_out(
+    staging: WriteableBuffer,
+    offsets: Sequence[int],
+    segments: Sequence[ReadableBuffer | NDArray[Any]],
+) -> tuple[int, ...]:
+    """Each segment's 32-bit words big-endian into ``staging`` at its offset (the rest of
+    its last FITS block zeroed); the segments' DATASUMs (ones'-complement sums)."""

@@ -1,0 +1,129 @@
+"""The one pass over a raw file's pixels (``cscs.camera._fitsdata``, ADR 0035): the same
+bytes and sums as numpy's byte swap and ones'-complement sum, and nothing written where
+it should not be."""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cscs.camera._fitsdata import lay_out
+from cscs.camera.fits import Card, _string_card, _template, _typed_template, datasum
+
+BLOCK = 2880
+
+
+def _padded(nbytes: int) -> int:
+    return -(-nbytes // BLOCK) * BLOCK
+
+
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=0, max_size=5),
+    seed=st.integers(0, 2**32 - 1),
+    gap=st.integers(0, 3).map(lambda n: 4 * n),
+)
+def test_each_segment_is_laid_out_big_endian_with_its_datasum(
+    sizes: list[int], seed: int, gap: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    segments = [rng.integers(-(2**31), 2**31 - 1, n, dtype=np.int32) for n in sizes]
+    offsets, position = [], gap
+    for segment in segments:
+        offsets.append(position)
+        position += _padded(segment.nbytes) + gap
+    staging = bytearray(b"\xaa" * (position + 8))  # stale bytes of an earlier, bigger file
+    sums = lay_out(staging, offsets, segments)
+    assert list(sums) == [datasum(s.view(np.uint32)) for s in segments]
+    for offset, segment in zip(offsets, segments, strict=True):
+        end = offset + segment.nbytes
+        assert bytes(staging[offset:end]) == segment.astype(">i4").tobytes()
+        assert bytes(staging[end : offset + _padded(segment.nbytes)]) == bytes(
+            _padded(segment.nbytes) - segment.nbytes
+        )  # the FITS block's rest zeroed
+    written = {i for o, s in zip(offsets, segments, strict=True)
+               for i in range(o, o + _padded(s.nbytes))}  # fmt: skip
+    assert all(staging[i] == 0xAA for i in range(len(staging)) if i not in written)
+
+
+def test_the_sum_carries_around_like_the_fits_sum() -> None:
+    """All ones: the 64-bit total folds back into 32 bits with its carries."""
+    segment = np.full(1000, -1, dtype=np.int32)
+    staging = mmap.mmap(-1, _padded(segment.nbytes))
+    assert lay_out(staging, [0], [segment]) == (datasum(segment.view(np.uint32)),)
+
+
+@pytest.mark.parametrize(
+    ("offset", "segment", "why"),
+    [
+        (0, np.zeros(3, np.int16), "whole 32-bit words"),
+        (2, np.zeros(4, np.int32), "whole 32-bit words"),
+        (-4, np.zeros(4, np.int32), "beyond"),
+        (BLOCK, np.zeros(4, np.int32), "beyond"),  # its padding would leave the buffer
+    ],
+)
+def test_what_would_write_outside_the_buffer_or_split_a_word_is_refused(
+    offset: int, segment: np.ndarray, why: str
+) -> None:
+    staging = bytearray(BLOCK + 8)
+    with pytest.raises(ValueError, match=why):
+        lay_out(staging, [offset], [segment])
+    assert staging == bytearray(BLOCK + 8)
+
+
+def test_a_read_only_buffer_or_a_strided_segment_is_refused() -> None:
+    with pytest.raises(BufferError):
+        lay_out(bytes(BLOCK), [0], [np.zeros(4, np.int32)])
+    with pytest.raises((ValueError, BufferError)):
+        lay_out(bytearray(BLOCK), [0], [np.zeros((4, 4), np.int32)[:, 1]])
+    with pytest.raises(ValueError, match="as many offsets"):
+        lay_out(bytearray(BLOCK), [0, 0], [np.zeros(4, np.int32)])
+
+
+@pytest.mark.parametrize("width", range(1, 17))
+def test_the_sum_cards_are_astropys_own(width: int) -> None:
+    """DATASUM and CHECKSUM are put into a card astropy formatted once per width: the
+    same 80 bytes as astropy's for the value itself."""
+    value = "7" * width
+    for keyword, comment in (("DATASUM", "data unit checksum"), ("CHECKSUM", "HDU checksum")):
+        assert (
+            _string_card(keyword, value, comment)
+            == fits.Card(keyword, value, comment).image.encode()
+        )
+
+
+def _astropys_template(cards: list[Card]) -> bytes:
+    """A header as astropy makes it from scratch, every card formatted anew."""
+    header = fits.Header()
+    for keyword, value, comment in cards:
+        header.append(fits.Card(keyword, fits.card.UNDEFINED if value is None else value, comment))
+    header["CHECKSUM"] = ("0" * 16, "HDU checksum")
+    header["DATASUM"] = ("0", "data unit checksum")
+    text: str = header.tostring(padding=True)
+    return text.encode("ascii")
+
+
+_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=90)
+_VALUED = st.tuples(
+    st.sampled_from(["OBSID", "EXPTIME", "FLAG", "TEMP", "HIERARCH LONG KEY NAME"]),
+    st.one_of(st.booleans(), st.integers(-2, 2), st.sampled_from([0.0, -0.0, 1.0, 1]),
+              st.floats(allow_nan=False, allow_infinity=False), _TEXT, st.none()),
+    st.sampled_from(["", "a comment", "x" * 70]),
+)  # fmt: skip
+_COMMENTARY = st.tuples(st.sampled_from(["COMMENT", "HISTORY", ""]), _TEXT, st.just(""))
+
+
+@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")  # truncated comments
+@given(st.lists(st.one_of(_VALUED, _COMMENTARY), max_size=12))
+def test_headers_of_cards_formatted_once_are_astropys_own(cards: list[Card]) -> None:
+    """Cards formatted once and reused (True beside 1, 0.0 beside -0.0, commentary
+    cards that astropy places after the others): the same header bytes as astropy
+    makes from scratch, the first time and from the cache."""
+    expected = _astropys_template(cards)
+    assert _template(cards)[0] == expected
+    _typed_template.cache_clear()
+    assert _template(cards)[0] == expected  # its cards now from _formatted's cache
