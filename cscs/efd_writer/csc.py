@@ -184,6 +184,7 @@ class EfdWriterCsc(BaseCsc[EfdWriterConfig]):
             spooled=counts.get("spooled", 0),
             spoolBytes=r.spool.bytes if r is not None else 0,
             refused=counts.get("refused", 0),
+            storeRefused=counts.get("store_refused", 0),
             storeUrl=self.store_url,
             storeUp=r.store_up if r is not None else True,
             lastError=r.last_error if r is not None else "",

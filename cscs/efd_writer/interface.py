@@ -42,6 +42,8 @@ class EfdWriterStatus(Payload):
     """bytes waiting in the spool now"""
     refused: int
     """messages not recorded (unreadable, not a topic of the ICD, too large)"""
+    storeRefused: int = 0
+    """records the store refused for good, set aside in the spool's `refused/` (bounded)"""
     storeUrl: str
     """where the EFD is (no secrets)"""
     storeUp: bool

@@ -30,7 +30,8 @@ from cscs.core.logs import Throttle
 from cscs.core.tai import current_tai
 from cscs.core.transport import Message
 from cscs.efd.records import EfdRecord
-from cscs.efd.store import EfdStore
+from cscs.efd.store import EfdRefusedError, EfdStore
+from cscs.efd_writer.dead_letter import DeadLetters
 from cscs.efd_writer.parse import FLAG_FIELD, Refused, to_record
 from cscs.efd_writer.spool import Spool
 
@@ -90,6 +91,9 @@ class Recorder:
         self.progressed = asyncio.Event()
         self._refusals = Throttle(10.0)
         self._flags = Throttle(10.0)
+        self._store_refusals = Throttle(10.0)
+        #: Records the store refused for good, set aside (bounded) so the rest goes on.
+        self.dead_letters = DeadLetters(spool.directory / "refused")
 
     @property
     def queued(self) -> int:
@@ -201,12 +205,21 @@ class Recorder:
                       spool_bytes=self.spool.bytes)  # fmt: skip
 
     async def _write(self, records: list[EfdRecord]) -> bool:
-        """True once the store has ``records``; False (the store marked down, the next
-        try put off) when it fails, for whatever reason."""
+        """True once the store has ``records`` (or has refused some of them for good,
+        those set aside); False (the store marked down, the next try put off) when it
+        fails otherwise."""
         try:
             if self._store is None:
                 self._store = await asyncio.to_thread(self._open_store)
             await asyncio.to_thread(self._store.write, records)
+        except EfdRefusedError as exc:
+            if len(records) == 1:
+                await self._set_aside(records[0], exc)
+                return True
+            # Bisect: the halves written apart find the records refused; what is written
+            # twice on a later retry lands on itself (the stores are idempotent).
+            half = len(records) // 2
+            return await self._write(records[:half]) and await self._write(records[half:])
         except Exception as exc:  # a store's failure, whichever library raised it
             self._store_down(exc)
             return False
@@ -218,6 +231,23 @@ class Recorder:
             self.log.info("the EFD store answers again", store=self.store_url)
             self._changed()
         return True
+
+    async def _set_aside(self, record: EfdRecord, exc: EfdRefusedError) -> None:
+        """A record the store refused for good: to the dead-letter file (while it has
+        room), counted, logged (throttled); the spool goes on behind it."""
+        try:
+            kept = await asyncio.to_thread(self.dead_letters.keep, [record])
+        except OSError as error:
+            raise SpoolUnwritableError(
+                f"the dead-letter file {self.dead_letters.path} cannot be written ({error})"
+            ) from error
+        self.counts["store_refused"] += 1
+        self._store_refusals.warning(
+            self.log, "the EFD store refused a record for good; set aside",
+            measurement=str(record.measurement)[:200], seq=record.seq,
+            error=str(exc)[:_ERROR_TEXT], kept=bool(kept),
+            store_refused=self.counts["store_refused"],
+        )  # fmt: skip
 
     def _store_down(self, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT]
