@@ -111,3 +111,52 @@ def test_store_refused_is_in_the_status() -> None:
 
     fields: Any = EfdWriterStatus.model_fields
     assert "storeRefused" in fields
+
+
+# ---- memory bounded in bytes (review 30, finding 4) ---------------------------------------
+
+
+async def test_a_flood_of_large_messages_keeps_the_queue_and_segments_under_their_bytes(
+    tmp_path: Path,
+) -> None:
+    """The store hangs while ~60 kB messages flood in: the queue spills at its byte bound
+    long before its record bound, and no spool segment grows past the segment size."""
+    import threading
+
+    store = MemoryStore()
+    release = threading.Event()
+    original = store.write
+
+    def slow(records: Any) -> None:
+        release.wait(30)
+        original(records)
+
+    store.write = slow  # type: ignore[method-assign]
+    limits = Limits(batch_size=1000, batch_interval=0.01, queue_capacity=20_000,
+                    queue_bytes=300_000, max_message_bytes=1_048_576)  # fmt: skip
+    segment_bytes = 200_000
+    rec = Recorder(lambda: store, Spool(tmp_path, segment_bytes), limits, LOG)
+    writer = asyncio.create_task(rec.write_forever())
+    big = "z" * 60_000
+    try:
+        async with asyncio.timeout(20):
+            for n in range(1, 101):
+                body = {"seq": n, "sent_tai": 1.8e9 + n, "text": big[:15_000], "more": big}
+                payload = json.dumps(body).encode()
+                await rec.heard(Message("obs/Test/1/evt/scalars", payload, ack=lambda: None))
+                assert rec.queued_bytes <= limits.queue_bytes
+    finally:
+        release.set()
+        writer.cancel()
+    assert rec.counts["spooled"] >= 80
+    assert segment_sizes_within(tmp_path, segment_bytes) > 1
+
+
+def segment_sizes_within(directory: Path, segment_bytes: int) -> int:
+    """How many segments there are, each checked to hold at most ``segment_bytes`` (or
+    a single record larger than that)."""
+    segments = sorted(directory.glob("*.spool"))
+    for path in segments:
+        data = path.read_bytes()
+        assert len(data) <= segment_bytes or data.count(b"\n") == 1, (path, len(data))
+    return len(segments)

@@ -2,8 +2,9 @@
 spool, each QoS 1 message acknowledged only once its record is durable.
 
 The bus side (:meth:`Recorder.heard`) parses and appends to a bounded queue in memory:
-it never waits for the store. When the queue reaches its bound, the whole queue goes
-to the spool in one fsynced append and is acknowledged, so memory stays bounded
+it never waits for the store. When the queue reaches either bound (``queue_capacity``
+records, ``queue_bytes`` of payload), the whole queue goes to the spool (fsynced,
+split into segments of at most the segment size) and is acknowledged, so memory stays bounded
 whatever the store does. The store side (:meth:`Recorder.write_forever`) takes batches
 (up to ``batch_size`` records, or what came within ``batch_interval``) and writes them
 to the store in a worker thread. While the spool holds anything, new batches go to the
@@ -51,6 +52,7 @@ class Limits:
     batch_size: int = 1000
     batch_interval: float = 0.5
     queue_capacity: int = 20_000
+    queue_bytes: int = 64 * 2**20
     max_message_bytes: int = 1_048_576
     retry_max: float = 30.0
 
@@ -82,6 +84,9 @@ class Recorder:
         self.store_up = True
         self.last_error = ""
         self._queue: deque[tuple[EfdRecord, Ack]] = deque()
+        self._sizes: deque[int] = deque()  # each queued message's payload bytes, in step
+        #: Payload bytes of the queued messages: bounded by ``limits.queue_bytes``.
+        self.queued_bytes = 0
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._spilling = asyncio.Lock()  # one spool append at a time from this loop
@@ -121,11 +126,15 @@ class Recorder:
             self.counts["flagged"] += 1
             self._flags.warning(self.log, "recorded with a flag", topic=message.topic[:200],
                                 flag=record.fields[FLAG_FIELD])  # fmt: skip
+        if self._queue and self.queued_bytes + len(message.payload) > limits.queue_bytes:
+            await self._spill()  # large messages: the byte bound comes before the count
         self._queue.append((record, message.ack))
+        self._sizes.append(len(message.payload))
+        self.queued_bytes += len(message.payload)
         self._arrived.set()
         if len(self._queue) >= limits.batch_size:
             self._full.set()
-        if len(self._queue) >= limits.queue_capacity:
+        if len(self._queue) >= limits.queue_capacity or self.queued_bytes >= limits.queue_bytes:
             await self._spill()
 
     async def _spill(self) -> None:
@@ -133,10 +142,15 @@ class Recorder:
         spool at once, acknowledged once there."""
         async with self._spilling:
             taken = list(self._queue)
-            self._queue.clear()
+            self._clear_queue()
             self._full.clear()
             if taken:
                 await self._to_spool(taken)
+
+    def _clear_queue(self) -> None:
+        self._queue.clear()
+        self._sizes.clear()
+        self.queued_bytes = 0
 
     # ---- the store side ----------------------------------------------------------------
 
@@ -168,6 +182,8 @@ class Recorder:
                 pass
         count = min(len(self._queue), limits.batch_size)
         batch = [self._queue.popleft() for _ in range(count)]
+        for _ in range(count):
+            self.queued_bytes -= self._sizes.popleft()
         if len(self._queue) < limits.batch_size:
             self._full.clear()
         return batch
@@ -289,7 +305,7 @@ class Recorder:
         """Flush what is queued (to the store or the spool), then close the store."""
         if self._queue:
             batch = list(self._queue)
-            self._queue.clear()
+            self._clear_queue()
             try:
                 await self.write_batch(batch, replay=False)
             except SpoolUnwritableError as exc:

@@ -3,7 +3,8 @@ the bus), kept on disk until it can.
 
 Append-only segment files under one directory, each line one record as JSON; an append
 is fsynced before it returns, so a caller may then tell the broker the messages are
-safe. A segment grows to ``segment_bytes``, then the next is begun; replay reads the
+safe. A segment holds at most ``segment_bytes`` (an append is split across segments;
+only a single record larger than that has a segment of its own); replay reads the
 oldest whole segment (what it holds in memory is bounded by that size), and the caller
 removes it once the store has every record of it. A crash between the store's write and
 the removal replays the segment again: the stores are idempotent on the record's key.
@@ -74,24 +75,33 @@ class Spool:
 
     def append(self, records: list[EfdRecord]) -> int:
         """Keep ``records`` (on disk, fsynced, when this returns); the bytes written.
-        OSError when the disk will not have them (full, read-only)."""
-        data = b"".join(encode_record(r) for r in records)
-        if not data:
-            return 0
+        Split across segments of at most ``segment_bytes`` (a record larger than that
+        alone in one), so a replay never reads more than a segment's size (or one
+        record). OSError when the disk will not have them (full, read-only): what was
+        fsynced before stays, and is written to the store again (idempotent)."""
+        lines = [encode_record(r) for r in records]
+        written = 0
         with self._lock:
-            path = self._current
-            if path is None or self._sizes[path] >= self.segment_bytes:
-                path = self._begin()
-            with open(path, "ab") as out:
-                try:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                except OSError:
-                    out.truncate(self._sizes[path])  # no torn line left behind, if it can
-                    raise
-            self._sizes[path] += len(data)
-        return len(data)
+            i = 0
+            while i < len(lines):
+                path = self._current
+                full = path is not None and self._sizes[path] + len(lines[i]) > self.segment_bytes
+                if path is None or (full and self._sizes[path] > 0):
+                    path = self._begin()
+                piece = [lines[i]]  # at least one line: a record larger than a segment
+                size = len(lines[i])
+                i += 1
+                while (
+                    i < len(lines)
+                    and self._sizes[path] + size + len(lines[i]) <= self.segment_bytes
+                ):
+                    piece.append(lines[i])
+                    size += len(lines[i])
+                    i += 1
+                _append_fsynced(path, b"".join(piece), self._sizes[path])
+                self._sizes[path] += size
+                written += size
+        return written
 
     def oldest(self) -> Segment | None:
         """The oldest segment read whole (the one being appended to is closed first:
@@ -129,6 +139,17 @@ class Spool:
         self._sizes[path] = 0
         self._current = path
         return path
+
+
+def _append_fsynced(path: Path, data: bytes, size_before: int) -> None:
+    with open(path, "ab") as out:
+        try:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        except OSError:
+            out.truncate(size_before)  # no torn line left behind, if it can
+            raise
 
 
 def _fsync_directory(directory: Path) -> None:
