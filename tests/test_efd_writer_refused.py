@@ -160,3 +160,23 @@ def segment_sizes_within(directory: Path, segment_bytes: int) -> int:
         data = path.read_bytes()
         assert len(data) <= segment_bytes or data.count(b"\n") == 1, (path, len(data))
     return len(segments)
+
+
+def test_a_segment_larger_than_the_segment_size_is_replayed_in_bounded_chunks(
+    tmp_path: Path,
+) -> None:
+    """A segment written before segments were capped (or with a larger setting) is read
+    back in chunks of about the segment size, every record once and in order."""
+    records = [EfdRecord(SCALARS, 1, n, 1.8e9 + n, 1.8e9 + n, {"text": "w" * 200})
+               for n in range(1, 501)]  # fmt: skip
+    Spool(tmp_path, 16 * 2**20).append(records)  # one file of ~140 kB
+    spool = Spool(tmp_path, 8192)
+    seen: list[int] = []
+    while (segment := spool.oldest()) is not None:
+        assert segment.size <= 8192
+        assert segment.torn == 0
+        seen += [r.seq for r in segment.records]
+        spool.remove(segment)
+    assert seen == list(range(1, 501))
+    assert spool.empty
+    assert spool.bytes == 0
