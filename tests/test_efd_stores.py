@@ -181,6 +181,19 @@ def test_a_sqlite_file_is_made_with_its_directory_and_read_by_another_connection
     reader.close()
 
 
+def test_a_committed_sqlite_batch_is_fsynced_before_write_returns(tmp_path: Any) -> None:
+    """The writer acknowledges QoS 1 messages and removes spool segments once ``write``
+    returns: in WAL mode only ``synchronous=FULL`` (2) fsyncs at each COMMIT, so a
+    power cut cannot lose a batch already acknowledged."""
+    store = SqliteStore(tmp_path / "efd.sqlite3")
+    db = store._db  # noqa: SLF001 (the pragma is the connection's, not the file's)
+    try:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+
+
 def test_a_full_disk_is_named_and_the_batch_not_half_written(tmp_path: Any) -> None:
     path = tmp_path / "efd.sqlite3"
     store = SqliteStore(path)

@@ -18,7 +18,7 @@ from cscs.core.testing import CscHarness, MemoryBroker, TestCsc, enabled_csc, ma
 from cscs.core.topics import Kind
 from cscs.efd.memory import MemoryStore
 from cscs.efd.records import EfdRecord, Measurement
-from cscs.efd.store import EfdStoreError
+from cscs.efd.store import EfdRefusedError, EfdStoreError
 from cscs.efd_writer.csc import EfdWriterCsc, public_url
 from cscs.efd_writer.interface import ERROR_SPOOL_UNWRITABLE
 
@@ -205,3 +205,29 @@ async def test_the_spool_outlives_the_writer_and_a_new_one_replays_it(tmp_path: 
         )
         await status.wait_for(lambda r: r.data["spoolBytes"] == 0, 20)
     assert not spooled_seqs(spool_dir)
+
+
+class RefusingStore(MemoryStore):
+    """Refuses for good every batch holding a DM record (as InfluxDB a body too large)."""
+
+    def write(self, records: Sequence[EfdRecord]) -> None:
+        if any(r.measurement.csc == "DM" for r in records):
+            raise EfdRefusedError("memory://: write: refused: 413 (test)", records)
+        super().write(records)
+
+
+async def test_a_record_the_store_refuses_is_counted_in_the_status(tmp_path: Path) -> None:
+    broker, store = MemoryBroker(), RefusingStore()
+    async with (
+        writer(broker, store, tmp_path) as efd,
+        efd.remote.stream("efdWriterStatus") as status,
+    ):
+        assert await efd.bus.publish("dm/status/image-qc", json.dumps(
+            {"seq": 1, "sent_tai": 1.8e9, "imageName": "AT_O_1", "stage": "image-qc",
+             "status": "measured", "description": ""}).encode())  # fmt: skip
+        found = await status.wait_for(lambda r: r.data["storeRefused"] >= 1, 20)
+        assert found.data["storeUp"]  # a refusal is no outage
+        csc = efd.csc
+        assert isinstance(csc, EfdWriterCsc)
+        assert (csc.spool_dir / "refused" / "refused.jsonl").stat().st_size > 0
+        assert await efd.remote.state() is State.ENABLED

@@ -87,3 +87,66 @@ async def test_influxdb_restarted_mid_night_loses_no_sample(
                     assert sorted(seqs) == expected, name
             finally:
                 store.close()
+
+
+async def test_a_record_influxdb_refuses_for_good_is_set_aside_and_later_ones_written(
+    tmp_path: Path,
+) -> None:
+    """A server with a small ``max-body-size`` answers 413 to a batch holding one large
+    record: the writer bisects, sets that record aside in the dead-letter file, and the
+    records around it (and after it) are written (review 30, finding 2)."""
+    import structlog
+
+    from cscs.core.transport import Message
+    from cscs.efd_writer.recorder import Limits, Recorder
+    from cscs.efd_writer.spool import Spool, decode_record
+
+    acks: list[int] = []
+
+    def message(n: int, text: str = "") -> Message:
+        body: dict[str, Any] = {"seq": n, "sent_tai": 1.8e9 + n, "value": n}
+        body |= {f"text{k}": text for k in range(4)} if text else {}
+        return Message("obs/Test/1/evt/scalars", json.dumps(body).encode(),
+                       ack=lambda: acks.append(n))  # fmt: skip
+
+    with influx.private_influx(max_body_size=32_768) as server:
+        url = server.url("efd_refused")
+        limits = Limits(batch_size=50, batch_interval=0.01, queue_capacity=200, retry_max=0.05)
+        rec = Recorder(lambda: open_store(url), Spool(tmp_path / "spool", 4096), limits,
+                       structlog.get_logger("test"))  # fmt: skip
+        for n in range(1, 31):
+            await rec.heard(message(n, "x" * 16_000 if n == 11 else ""))
+        async with asyncio.timeout(60):
+            while rec.queued or not rec.spool.empty:
+                await rec.write_batch(await rec.next_batch())
+        store = open_store(url)
+        try:
+            kept = store.records([Measurement("Test", Kind.EVENT, "scalars")], 0, 3e9)
+        finally:
+            store.close()
+    assert [r.seq for r in kept] == [n for n in range(1, 31) if n != 11]
+    assert sorted(acks) == list(range(1, 31))
+    assert rec.counts["store_refused"] == 1
+    lines = (tmp_path / "spool" / "refused" / "refused.jsonl").read_bytes().splitlines()
+    assert [decode_record(line).seq for line in lines] == [11]
+
+
+def test_influxdb_writes_are_posted_in_bodies_capped_by_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of records each well under the server's ``max-body-size`` but together
+    over it is written (in several POSTs), not refused as a whole."""
+    from cscs.efd import influx_store
+    from cscs.efd.records import EfdRecord
+
+    monkeypatch.setattr(influx_store, "_MAX_BODY", 24_000)
+    scalars = Measurement("Test", Kind.EVENT, "scalars")
+    batch = [EfdRecord(scalars, 1, n, 1.8e9 + n, 1.8e9 + n, {"text": "y" * 10_000})
+             for n in range(1, 21)]  # fmt: skip
+    with influx.private_influx(max_body_size=32_768) as server:
+        store = open_store(server.url("efd_capped"))
+        try:
+            store.write(batch)  # 200 kB in all
+            assert len(store.records([scalars], 0, 3e9)) == 20
+        finally:
+            store.close()

@@ -38,13 +38,29 @@ from cscs.efd.influx_points import (
     utc_bound_ns,
 )
 from cscs.efd.records import EfdRecord, Measurement, parse_measurement
-from cscs.efd.store import EfdStoreError
+from cscs.efd.store import EfdRefusedError, EfdStoreError
 
 __all__ = ["InfluxStore"]
 
 _T = TypeVar("_T")
 _BATCH = 5000  # points per HTTP request (InfluxDB's documented sweet spot)
 _MAX_CONFLICT_ROUNDS = 32  # type conflicts settled per write before it is refused
+_MAX_BODY = 4 * 2**20  # bytes per HTTP request: far below influxd's max-body-size (25 MB)
+# 4xx answers that are about the server or the client, not the records: an outage to wait
+# out (a database not made yet, a timeout, too many requests, credentials not accepted).
+_NOT_THE_RECORDS = frozenset({401, 403, 404, 408, 429})
+
+
+def _for_good(error: InfluxDBClientError) -> bool:
+    """The server refused the records themselves (413 too large, 400 partial write,
+    max-values-per-tag): writing them again would be refused again."""
+    code = getattr(error, "code", None)
+    return (
+        isinstance(code, int)
+        and 400 <= code < 500
+        and code not in _NOT_THE_RECORDS
+        and "database not found" not in str(error)
+    )
 
 
 class InfluxStore:
@@ -75,8 +91,13 @@ class InfluxStore:
             raise EfdStoreError(f"EFD {self.url}: {what}: unreachable ({error})") from error
         except InfluxDBServerError as error:
             raise EfdStoreError(f"EFD {self.url}: {what}: server error {error}") from error
-        except (InfluxDBClientError, ValueError) as error:
-            raise EfdStoreError(f"EFD {self.url}: {what}: refused: {error}") from error
+        except InfluxDBClientError as error:
+            text = f"EFD {self.url}: {what}: refused: {error}"
+            if _for_good(error):
+                raise EfdRefusedError(text) from error
+            raise EfdStoreError(text) from error
+        except ValueError as error:
+            raise EfdRefusedError(f"EFD {self.url}: {what}: refused: {error}") from error
 
     # -- writing ---------------------------------------------------------------
 
@@ -84,8 +105,9 @@ class InfluxStore:
         points = [to_point(r) for r in records if keepable_name(str(r.measurement))]
         if len(points) != len(records):
             bad = {str(r.measurement) for r in records if not keepable_name(str(r.measurement))}
-            raise EfdStoreError(
-                f"EFD {self.url}: measurement names InfluxDB cannot keep: {sorted(bad)[:5]!r}"
+            raise EfdRefusedError(
+                f"EFD {self.url}: measurement names InfluxDB cannot keep: {sorted(bad)[:5]!r}",
+                records,
             )
         if not points:
             return
@@ -101,16 +123,35 @@ class InfluxStore:
                 if conflict is None:
                     if "database not found" in str(error):
                         self._created = False  # dropped, or a server on fresh data: again
+                    if isinstance(error, EfdRefusedError):
+                        raise EfdRefusedError(str(error), records) from error
                     raise
                 # A field's type is fixed by its first value: convert or set aside the
                 # values of another type, and write the batch again (points land on
                 # themselves, so what was already written is not doubled).
                 coerce(points, *conflict)
-        raise EfdStoreError(f"EFD {self.url}: write: more than {_MAX_CONFLICT_ROUNDS} conflicts")
+        raise EfdRefusedError(
+            f"EFD {self.url}: write: more than {_MAX_CONFLICT_ROUNDS} conflicts", records
+        )
 
     def _write_points(self, points: list[dict[str, Any]]) -> None:
-        lines = [to_line(point) for point in points]
-        self._client.write_points(lines, time_precision="n", batch_size=_BATCH, protocol="line")
+        """The points in POSTs of at most ``_BATCH`` points and ``_MAX_BODY`` bytes, so
+        no batch of large records meets the server's ``max-body-size`` (413)."""
+        chunk: list[str] = []
+        size = 0
+        for point in points:
+            line = to_line(point)
+            length = len(line.encode()) + 1
+            if chunk and (len(chunk) >= _BATCH or size + length > _MAX_BODY):
+                self._post(chunk)
+                chunk, size = [], 0
+            chunk.append(line)
+            size += length
+        if chunk:
+            self._post(chunk)
+
+    def _post(self, lines: list[str]) -> None:
+        self._client.write_points(lines, time_precision="n", protocol="line")
 
     # -- reading ---------------------------------------------------------------
 

@@ -13,11 +13,21 @@ from typing import Protocol
 
 from cscs.efd.records import EfdRecord, Measurement
 
-__all__ = ["EfdStore", "EfdStoreError"]
+__all__ = ["EfdRefusedError", "EfdStore", "EfdStoreError"]
 
 
 class EfdStoreError(Exception):
     """The store could not do what was asked (unreachable, refused, full)."""
+
+
+class EfdRefusedError(EfdStoreError):
+    """The store answered and refused these records for good (too large, a value it
+    cannot keep): writing them again would fail again, unlike an outage. ``records``
+    holds the batch refused; the writer bisects it to find the records to set aside."""
+
+    def __init__(self, message: str, records: Sequence[EfdRecord] = ()) -> None:
+        super().__init__(message)
+        self.records = list(records)
 
 
 class EfdStore(Protocol):

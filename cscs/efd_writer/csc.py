@@ -83,7 +83,8 @@ class EfdWriterCsc(BaseCsc[EfdWriterConfig]):
         limits = Limits(
             prefix=self.address.prefix, dm_prefix=config.dm_prefix,
             batch_size=config.batch_size, batch_interval=config.batch_interval,
-            queue_capacity=config.queue_capacity, max_message_bytes=config.max_message_bytes,
+            queue_capacity=config.queue_capacity, queue_bytes=config.queue_bytes,
+            max_message_bytes=config.max_message_bytes,
             retry_max=config.retry_max,
         )  # fmt: skip
         recorder = Recorder(self._open_store, spool, limits, self.log,
@@ -184,6 +185,7 @@ class EfdWriterCsc(BaseCsc[EfdWriterConfig]):
             spooled=counts.get("spooled", 0),
             spoolBytes=r.spool.bytes if r is not None else 0,
             refused=counts.get("refused", 0),
+            storeRefused=counts.get("store_refused", 0),
             storeUrl=self.store_url,
             storeUp=r.store_up if r is not None else True,
             lastError=r.last_error if r is not None else "",

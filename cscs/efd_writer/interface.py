@@ -42,6 +42,8 @@ class EfdWriterStatus(Payload):
     """bytes waiting in the spool now"""
     refused: int
     """messages not recorded (unreadable, not a topic of the ICD, too large)"""
+    storeRefused: int = 0
+    """records the store refused for good, set aside in the spool's `refused/` (bounded)"""
     storeUrl: str
     """where the EFD is (no secrets)"""
     storeUp: bool
@@ -77,10 +79,12 @@ class EfdWriterConfig(ConfigSchema):
     """s a batch waits to fill before it is written anyway"""
     queue_capacity: int = Field(default=20_000, ge=10, le=10_000_000)
     """records held in memory for the store; beyond, the queue goes to the spool"""
+    queue_bytes: int = Field(default=64 * 2**20, ge=65_536, le=4 * 2**30)
+    """payload bytes held in memory for the store; beyond, the queue goes to the spool"""
     max_message_bytes: int = Field(default=1_048_576, ge=1024, le=8 * 2**20)
     """a larger message is not recorded (logged, counted as refused)"""
     spool_segment_bytes: int = Field(default=4 * 2**20, ge=4096, le=256 * 2**20)
-    """size of one spool file: what one replay step reads into memory"""
+    """size of one spool file, at most (a spill is split): what one replay step reads"""
     status_interval: float = Field(default=10.0, gt=0.0, le=3600.0)
     """s between efdWriterStatus events (also sent when the store goes down or up)"""
     retry_max: float = Field(default=30.0, gt=0.0, le=600.0)

@@ -2,8 +2,9 @@
 spool, each QoS 1 message acknowledged only once its record is durable.
 
 The bus side (:meth:`Recorder.heard`) parses and appends to a bounded queue in memory:
-it never waits for the store. When the queue reaches its bound, the whole queue goes
-to the spool in one fsynced append and is acknowledged, so memory stays bounded
+it never waits for the store. When the queue reaches either bound (``queue_capacity``
+records, ``queue_bytes`` of payload), the whole queue goes to the spool (fsynced,
+split into segments of at most the segment size) and is acknowledged, so memory stays bounded
 whatever the store does. The store side (:meth:`Recorder.write_forever`) takes batches
 (up to ``batch_size`` records, or what came within ``batch_interval``) and writes them
 to the store in a worker thread. While the spool holds anything, new batches go to the
@@ -30,7 +31,8 @@ from cscs.core.logs import Throttle
 from cscs.core.tai import current_tai
 from cscs.core.transport import Message
 from cscs.efd.records import EfdRecord
-from cscs.efd.store import EfdStore
+from cscs.efd.store import EfdRefusedError, EfdStore
+from cscs.efd_writer.dead_letter import DeadLetters
 from cscs.efd_writer.parse import FLAG_FIELD, Refused, to_record
 from cscs.efd_writer.spool import Spool
 
@@ -50,6 +52,7 @@ class Limits:
     batch_size: int = 1000
     batch_interval: float = 0.5
     queue_capacity: int = 20_000
+    queue_bytes: int = 64 * 2**20
     max_message_bytes: int = 1_048_576
     retry_max: float = 30.0
 
@@ -81,6 +84,9 @@ class Recorder:
         self.store_up = True
         self.last_error = ""
         self._queue: deque[tuple[EfdRecord, Ack]] = deque()
+        self._sizes: deque[int] = deque()  # each queued message's payload bytes, in step
+        #: Payload bytes of the queued messages: bounded by ``limits.queue_bytes``.
+        self.queued_bytes = 0
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._spilling = asyncio.Lock()  # one spool append at a time from this loop
@@ -90,6 +96,9 @@ class Recorder:
         self.progressed = asyncio.Event()
         self._refusals = Throttle(10.0)
         self._flags = Throttle(10.0)
+        self._store_refusals = Throttle(10.0)
+        #: Records the store refused for good, set aside (bounded) so the rest goes on.
+        self.dead_letters = DeadLetters(spool.directory / "refused")
 
     @property
     def queued(self) -> int:
@@ -117,11 +126,15 @@ class Recorder:
             self.counts["flagged"] += 1
             self._flags.warning(self.log, "recorded with a flag", topic=message.topic[:200],
                                 flag=record.fields[FLAG_FIELD])  # fmt: skip
+        if self._queue and self.queued_bytes + len(message.payload) > limits.queue_bytes:
+            await self._spill()  # large messages: the byte bound comes before the count
         self._queue.append((record, message.ack))
+        self._sizes.append(len(message.payload))
+        self.queued_bytes += len(message.payload)
         self._arrived.set()
         if len(self._queue) >= limits.batch_size:
             self._full.set()
-        if len(self._queue) >= limits.queue_capacity:
+        if len(self._queue) >= limits.queue_capacity or self.queued_bytes >= limits.queue_bytes:
             await self._spill()
 
     async def _spill(self) -> None:
@@ -129,10 +142,15 @@ class Recorder:
         spool at once, acknowledged once there."""
         async with self._spilling:
             taken = list(self._queue)
-            self._queue.clear()
+            self._clear_queue()
             self._full.clear()
             if taken:
                 await self._to_spool(taken)
+
+    def _clear_queue(self) -> None:
+        self._queue.clear()
+        self._sizes.clear()
+        self.queued_bytes = 0
 
     # ---- the store side ----------------------------------------------------------------
 
@@ -164,6 +182,8 @@ class Recorder:
                 pass
         count = min(len(self._queue), limits.batch_size)
         batch = [self._queue.popleft() for _ in range(count)]
+        for _ in range(count):
+            self.queued_bytes -= self._sizes.popleft()
         if len(self._queue) < limits.batch_size:
             self._full.clear()
         return batch
@@ -201,12 +221,21 @@ class Recorder:
                       spool_bytes=self.spool.bytes)  # fmt: skip
 
     async def _write(self, records: list[EfdRecord]) -> bool:
-        """True once the store has ``records``; False (the store marked down, the next
-        try put off) when it fails, for whatever reason."""
+        """True once the store has ``records`` (or has refused some of them for good,
+        those set aside); False (the store marked down, the next try put off) when it
+        fails otherwise."""
         try:
             if self._store is None:
                 self._store = await asyncio.to_thread(self._open_store)
             await asyncio.to_thread(self._store.write, records)
+        except EfdRefusedError as exc:
+            if len(records) == 1:
+                await self._set_aside(records[0], exc)
+                return True
+            # Bisect: the halves written apart find the records refused; what is written
+            # twice on a later retry lands on itself (the stores are idempotent).
+            half = len(records) // 2
+            return await self._write(records[:half]) and await self._write(records[half:])
         except Exception as exc:  # a store's failure, whichever library raised it
             self._store_down(exc)
             return False
@@ -218,6 +247,23 @@ class Recorder:
             self.log.info("the EFD store answers again", store=self.store_url)
             self._changed()
         return True
+
+    async def _set_aside(self, record: EfdRecord, exc: EfdRefusedError) -> None:
+        """A record the store refused for good: to the dead-letter file (while it has
+        room), counted, logged (throttled); the spool goes on behind it."""
+        try:
+            kept = await asyncio.to_thread(self.dead_letters.keep, [record])
+        except OSError as error:
+            raise SpoolUnwritableError(
+                f"the dead-letter file {self.dead_letters.path} cannot be written ({error})"
+            ) from error
+        self.counts["store_refused"] += 1
+        self._store_refusals.warning(
+            self.log, "the EFD store refused a record for good; set aside",
+            measurement=str(record.measurement)[:200], seq=record.seq,
+            error=str(exc)[:_ERROR_TEXT], kept=bool(kept),
+            store_refused=self.counts["store_refused"],
+        )  # fmt: skip
 
     def _store_down(self, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT]
@@ -259,7 +305,7 @@ class Recorder:
         """Flush what is queued (to the store or the spool), then close the store."""
         if self._queue:
             batch = list(self._queue)
-            self._queue.clear()
+            self._clear_queue()
             try:
                 await self.write_batch(batch, replay=False)
             except SpoolUnwritableError as exc:

@@ -46,7 +46,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _config(root: Path, port: int) -> str:
+def _config(root: Path, port: int, max_body_size: int | None = None) -> str:
     # The RPC service (8088 by default) is bound to a free port too, so two servers (two
     # test sessions on one machine) never collide, and nothing listens beyond loopback.
     return f"""\
@@ -65,6 +65,7 @@ bind-address = "127.0.0.1:{_free_port()}"
 [http]
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
+{"" if max_body_size is None else f"  max-body-size = {int(max_body_size)}"}
 
 [monitor]
   store-enabled = false
@@ -77,14 +78,15 @@ bind-address = "127.0.0.1:{_free_port()}"
 class InfluxServer:
     """One ``influxd``: :attr:`host`, :attr:`port`, :meth:`url` of a database on it."""
 
-    def __init__(self, influxd: Path, root: Path) -> None:
+    def __init__(self, influxd: Path, root: Path, *, max_body_size: int | None = None) -> None:
         self.influxd = influxd
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.config = root / "influxdb.conf"
-        self.config.write_text(_config(root, self.port))
+        # max_body_size: a small one lets a test provoke the 413 a large batch gets.
+        self.config.write_text(_config(root, self.port, max_body_size))
         self.log = root / "influxd.log"
         self._process: subprocess.Popen[bytes] | None = None
         # start and stop run in threads (the soak's): a stop asked for while a start is
@@ -160,7 +162,9 @@ class InfluxServer:
 
 
 @contextlib.contextmanager
-def private_influx(root: Path | None = None) -> Iterator[InfluxServer]:
+def private_influx(
+    root: Path | None = None, *, max_body_size: int | None = None
+) -> Iterator[InfluxServer]:
     """A started server of our own, stopped afterwards. Its files are under ``root``
     (kept: the soak's state directory) or, without one, a temporary directory removed
     at the end (the tests)."""
@@ -171,7 +175,7 @@ def private_influx(root: Path | None = None) -> Iterator[InfluxServer]:
         )
     temporary = root is None
     where = Path(tempfile.mkdtemp(prefix="cscs-influx-")) if root is None else root
-    server = InfluxServer(influxd, where)
+    server = InfluxServer(influxd, where, max_body_size=max_body_size)
     try:
         server.start()
         yield server
