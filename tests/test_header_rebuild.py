@@ -8,6 +8,7 @@ EFD writer does; the live header and the rebuilt one must then agree keyword by 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from cscs.header_service.collect import KeywordRule, Missing, Value
 from cscs.header_service.csc import HeaderServiceCsc
 from cscs.header_service.derived import derived_keywords
 from cscs.header_service.detectors import mid_exposure_pointing
-from cscs.header_service.rebuild import EfdHeaders
+from cscs.header_service.rebuild import EfdHeaders, supplies_more
 
 IMAGE = "AT_O_20261121_000042"
 TODAY = day_obs(current_tai())  # a live image's dayObs is today's: the EFD is searched there
@@ -328,6 +329,47 @@ async def test_the_pass_at_enable_goes_through_every_page(
             rebuilt = [(await announcements.next(10)).data for _ in images]
     assert [a["id"] for a in rebuilt] == images
     assert all(a["rebuilt"] for a in rebuilt)
+
+
+@pytest.mark.parametrize(
+    ("existing", "rebuilt", "better"),
+    [
+        (None, ("A", "B"), True),  # no document there: anything is better
+        (("B", "C"), ("B",), True),  # a strict subset
+        (("B", "C"), ("A",), False),  # fewer, but would drop A's value
+        (("B", "C"), ("C", "B"), False),  # the same set
+        ((), (), False),
+    ],
+)
+def test_a_rebuild_replaces_a_document_only_when_it_lacks_a_strict_subset(
+    existing: tuple[str, ...] | None, rebuilt: tuple[str, ...], better: bool
+) -> None:
+    assert supplies_more(existing, rebuilt) is better
+
+
+async def test_a_page_of_junk_starts_does_not_end_the_pass_at_enable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cscs.header_service.rebuilder.MAX_SCANNED", 3)
+    store = MemoryStore()
+    images = [f"AT_O_{TODAY}_{n:06d}" for n in range(1, 3)]
+    async with service(tmp_path, store) as (h, site):
+        await h.remote.command("disable")
+        await site.before()
+        await site.exposure(images[0], [])
+        # Junk right after the first image's start, before the second's: repeats, a
+        # name of no camera, another camera's image, an invalid start.
+        first = store.records([Measurement("Camera", Kind.EVENT, "startIntegration")], 0.0,
+                              current_tai(), index=1)[0].sent_tai  # fmt: skip
+        junk = [_start_record(images[0], first + n * 1e-6, imageNumber=1) for n in range(1, 5)]
+        junk += [_start_record("junk", first + 5e-6), _start_record(f"CC_O_{TODAY}_000001",
+                 first + 6e-6), _start_record(IMAGE, first + 7e-6, timeout="no")]  # fmt: skip
+        store.write([dataclasses.replace(r, seq=n + 1000) for n, r in enumerate(junk)])
+        await site.exposure(images[1], [])
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            await h.remote.command("enable")
+            rebuilt = [(await announcements.next(10)).data for _ in images]
+    assert [a["id"] for a in rebuilt] == images
 
 
 def test_image_range_names_each_image() -> None:
