@@ -115,10 +115,12 @@ class Site:
         await self.send("Telescope", 1, Kind.EVENT, "target", ra=150.0, dec=-30.1)
         await self.send("Telescope", 1, Kind.EVENT, "filter", filter="SDSSr_65mm")
 
-    async def exposure(self, image: str, winds: list[float], weather: bool = True) -> None:
+    async def exposure(
+        self, image: str, winds: list[float], weather: bool = True, image_date: str = ""
+    ) -> None:
         """One exposure, with telemetry flowing through it (none from the weather
-        station unless ``weather``)."""
-        day, number = image.split("_")[2], int(image.split("_")[3])
+        station unless ``weather``); its ``imageDate`` its name's unless given."""
+        day, number = image_date or image.split("_")[2], int(image.split("_")[3])
         await self.mount(150.0)
         if weather:
             await self.weather(3.0)  # in force at the start: counted by the monitors
@@ -236,6 +238,27 @@ async def test_a_live_header_missing_what_the_efd_heard_is_rebuilt(tmp_path: Pat
     rebuilt = cards(load(second["url"]))
     assert (rebuilt["HDRSRC"], rebuilt["AIRTEMP"]) == ("EFD", 8.0)
     assert len(second["missingKeywords"].split(",")) < len(first["missingKeywords"].split(","))
+
+
+async def test_a_live_header_and_its_rebuild_go_to_one_place_whatever_the_image_date(
+    tmp_path: Path,
+) -> None:
+    """A startIntegration whose imageDate is not its name's dayObs: the live document
+    goes where the rebuild looks for it (the name's dayObs), and is replaced there."""
+    store = MemoryStore()
+    sent = current_tai()
+    weather = {"windSpeed": 2.0, "temperature": 8.0, "pressure": 740.0}
+    store.write([EfdRecord(Measurement("Weather", Kind.TELEMETRY, "weather"), 0, 1, sent, sent,
+                           flatten_fields(weather))])  # fmt: skip
+    async with service(tmp_path, store, rebuild_delay=0.0) as (h, site):
+        await site.before()
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            await site.exposure(LIVE, [], weather=False, image_date="20200101")
+            first = (await announcements.next(10)).data
+            second = (await announcements.next(10)).data
+    assert (first["rebuilt"], second["rebuilt"]) == (False, True)
+    assert second["url"] == first["url"]  # the same document, replaced
+    assert Path(urlparse(first["url"]).path).parent.name == TODAY
 
 
 async def test_the_command_rebuilds_a_range_and_says_what_it_did(tmp_path: Path) -> None:

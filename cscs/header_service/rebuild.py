@@ -46,6 +46,7 @@ from cscs.header_service.efd_timeline import (
     timeline,
 )
 from cscs.header_service.making import make_header
+from cscs.header_service.paths import header_path
 
 __all__ = ["Cursor", "EfdHeaders", "Outcome", "Status", "exposure_wait", "supplies_more"]
 
@@ -154,7 +155,7 @@ class EfdHeaders:
         return self.starts(*day_window(day))
 
     def path(self, image: str) -> Path:
-        return files.path_under(self.output_dir, ImageName.parse(image).day_obs, f"{image}.yaml")
+        return header_path(self.output_dir, image)
 
     def last_header_time(self) -> float | None:
         """When this service last wrote a header (the newest document of its newest
