@@ -5,16 +5,20 @@ service to rebuild what is still incomplete, a few times, backing off. Offline."
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
+from typing import cast
 
 import pytest
+import structlog
 from astropy.io import fits
 
-from cscs.archiver.completion import improves
+from cscs.archiver.completion import HeaderCompletion, improves
 from cscs.archiver.csc import ArchiverCsc
-from cscs.archiver.headers import Header
+from cscs.archiver.headers import Header, HeaderSource
 from cscs.archiver.rebuild_requests import RebuildRequests
+from cscs.archiver.store import ArchiveStore
 from cscs.camera.events import EndOfImageTelemetry, StartIntegration
 from cscs.camera.geometry import Camera
 from cscs.camera.headers.announcement import LargeFileObjectAvailable
@@ -22,6 +26,7 @@ from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile
 from cscs.core.protocol import decode_json_object, encode
 from cscs.core.settings import Settings
+from cscs.core.tasks import Jobs
 from cscs.core.testing import MemoryBroker, make_csc
 from cscs.core.topics import CscAddress
 from cscs.header_service.collect import Missing, Value
@@ -170,7 +175,10 @@ def _header(missing: str, source: str = "live", md5: str = "b" * 32) -> Header:
         (_row(header_url="", header_md5="", missing_keywords="header not received",
               header_source=""), _header("AIRTEMP,SEEING,HUMIDITY"), True),
         (_row(), _header("AIRTEMP"), True),
-        (_row(), _header("AIRTEMP,SEEING", "efd"), True),  # as complete, and rebuilt
+        (_row(), _header("AIRTEMP,SEEING", "efd"), False),  # rebuilt, but no better
+        (_row(), _header("HUMIDITY", "efd"), False),  # fewer, but drops HUMIDITY's value
+        (_row(), _header("SEEING", "efd"), True),  # a strict subset
+        (_row(), _header("", "efd"), True),
         (_row(), _header("AIRTEMP,SEEING"), False),  # another live one, no better
         (_row(), _header("AIRTEMP,SEEING,HUMIDITY", "efd"), False),  # worse
         (_row(), _header("", md5="a" * 32), False),  # the same header
@@ -205,6 +213,17 @@ def test_images_tracked_for_rebuilds_are_bounded() -> None:
     incomplete = {f"i{n}": float(n) for n in range(20)}
     assert len(requests.due(incomplete, 1e6, after=1.0, limit=100)) == 5
     assert len(requests) == 5
+    assert requests.full
+
+
+def test_images_given_up_make_room_for_new_ones() -> None:
+    requests = RebuildRequests(attempts=1, remembered=2)
+    incomplete = {f"i{n}": float(n) for n in range(4)}  # never completed
+    assert requests.due(incomplete, 1e6, after=1.0, limit=2) == ["i0", "i1"]
+    assert requests.due(incomplete, 2e6, after=1.0, limit=10) == ["i2", "i3"]
+    assert not requests.full
+    assert len(requests) == 2  # given up, remembered in a bounded memory
+    assert requests.due(incomplete, 3e6, after=1.0, limit=2) == ["i0", "i1"]  # forgotten
 
 
 async def test_catch_up_asks_the_header_service_to_rebuild_a_header(tmp_path: Path) -> None:
@@ -233,3 +252,62 @@ async def test_catch_up_asks_the_header_service_to_rebuild_a_header(tmp_path: Pa
             asked = decode_json_object(message.payload)
             break
     assert asked["params"] == {"firstImage": IMAGE}
+
+
+class _Files:
+    """The catalog rows of one image, rewritten by a slow fake of the archiver's
+    rewrite: the first rewrite waits for ``gate``."""
+
+    def __init__(self, sensors: list[str]) -> None:
+        self.rows = {s: _row(sensor=s) for s in sensors}
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.first = True
+
+    def files_of(self, image: str) -> list[ArchivedFile]:
+        return list(self.rows.values())
+
+    def read_back(self, row: ArchivedFile) -> str:
+        return row.sensor
+
+    async def rewrite(self, store: object, pixels: str, header: Header) -> None:
+        if self.first:
+            self.first = False
+            self.waiting.set()
+            await self.gate.wait()
+        self.rows[pixels] = dataclasses.replace(
+            self.rows[pixels], header_md5=header.md5, missing_keywords=header.missing,
+            header_source=header.source, header_complete=not header.missing,
+        )  # fmt: skip
+
+
+class _Headers:
+    def __init__(self, header: Header) -> None:
+        self.header = header
+
+    async def get(self, image: str, wait: float) -> Header:
+        return self.header
+
+
+async def test_two_completions_of_an_image_at_once_end_with_the_better_header() -> None:
+    files = _Files(["R00_S00", "R00_S01", "R00_S02"])
+    worse, better = _header("SEEING", md5="1" * 32), _header("", "efd", md5="2" * 32)
+    headers = _Headers(worse)
+    log = structlog.get_logger()
+    completion = HeaderCompletion(
+        store=lambda: cast(ArchiveStore, files), headers=cast(HeaderSource, headers),
+        in_flight=set(), rewrite=files.rewrite,  # type: ignore[arg-type]
+        header_wait=lambda: 0.0,
+        jobs=Jobs(log, "test"), log=log, fatal=lambda code, why: None,
+        failed=lambda image, exc: asyncio.sleep(0),
+    )  # fmt: skip
+    first = asyncio.create_task(completion.complete(IMAGE))  # catch-up, with the worse
+    await files.waiting.wait()
+    headers.header = better  # the rebuilt one is announced meanwhile
+    second = asyncio.create_task(completion.complete(IMAGE))
+    # Give the second a chance to run ahead while the first is stuck (it must not:
+    # it waits for the first); the outcome below does not depend on this bound.
+    await asyncio.wait({second}, timeout=0.5)
+    files.gate.set()
+    await asyncio.gather(first, second)
+    assert {r.header_md5 for r in files.rows.values()} == {better.md5}

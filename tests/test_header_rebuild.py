@@ -8,6 +8,7 @@ EFD writer does; the live header and the rebuilt one must then agree keyword by 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from cscs.header_service.collect import KeywordRule, Missing, Value
 from cscs.header_service.csc import HeaderServiceCsc
 from cscs.header_service.derived import derived_keywords
 from cscs.header_service.detectors import mid_exposure_pointing
-from cscs.header_service.rebuild import EfdHeaders
+from cscs.header_service.rebuild import EfdHeaders, supplies_more
 
 IMAGE = "AT_O_20261121_000042"
 TODAY = day_obs(current_tai())  # a live image's dayObs is today's: the EFD is searched there
@@ -114,10 +115,12 @@ class Site:
         await self.send("Telescope", 1, Kind.EVENT, "target", ra=150.0, dec=-30.1)
         await self.send("Telescope", 1, Kind.EVENT, "filter", filter="SDSSr_65mm")
 
-    async def exposure(self, image: str, winds: list[float], weather: bool = True) -> None:
+    async def exposure(
+        self, image: str, winds: list[float], weather: bool = True, image_date: str = ""
+    ) -> None:
         """One exposure, with telemetry flowing through it (none from the weather
-        station unless ``weather``)."""
-        day, number = image.split("_")[2], int(image.split("_")[3])
+        station unless ``weather``); its ``imageDate`` its name's unless given."""
+        day, number = image_date or image.split("_")[2], int(image.split("_")[3])
         await self.mount(150.0)
         if weather:
             await self.weather(3.0)  # in force at the start: counted by the monitors
@@ -237,6 +240,27 @@ async def test_a_live_header_missing_what_the_efd_heard_is_rebuilt(tmp_path: Pat
     assert len(second["missingKeywords"].split(",")) < len(first["missingKeywords"].split(","))
 
 
+async def test_a_live_header_and_its_rebuild_go_to_one_place_whatever_the_image_date(
+    tmp_path: Path,
+) -> None:
+    """A startIntegration whose imageDate is not its name's dayObs: the live document
+    goes where the rebuild looks for it (the name's dayObs), and is replaced there."""
+    store = MemoryStore()
+    sent = current_tai()
+    weather = {"windSpeed": 2.0, "temperature": 8.0, "pressure": 740.0}
+    store.write([EfdRecord(Measurement("Weather", Kind.TELEMETRY, "weather"), 0, 1, sent, sent,
+                           flatten_fields(weather))])  # fmt: skip
+    async with service(tmp_path, store, rebuild_delay=0.0) as (h, site):
+        await site.before()
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            await site.exposure(LIVE, [], weather=False, image_date="20200101")
+            first = (await announcements.next(10)).data
+            second = (await announcements.next(10)).data
+    assert (first["rebuilt"], second["rebuilt"]) == (False, True)
+    assert second["url"] == first["url"]  # the same document, replaced
+    assert Path(urlparse(first["url"]).path).parent.name == TODAY
+
+
 async def test_the_command_rebuilds_a_range_and_says_what_it_did(tmp_path: Path) -> None:
     store = MemoryStore()
     async with service(tmp_path, store) as (h, site):
@@ -328,6 +352,47 @@ async def test_the_pass_at_enable_goes_through_every_page(
             rebuilt = [(await announcements.next(10)).data for _ in images]
     assert [a["id"] for a in rebuilt] == images
     assert all(a["rebuilt"] for a in rebuilt)
+
+
+@pytest.mark.parametrize(
+    ("existing", "rebuilt", "better"),
+    [
+        (None, ("A", "B"), True),  # no document there: anything is better
+        (("B", "C"), ("B",), True),  # a strict subset
+        (("B", "C"), ("A",), False),  # fewer, but would drop A's value
+        (("B", "C"), ("C", "B"), False),  # the same set
+        ((), (), False),
+    ],
+)
+def test_a_rebuild_replaces_a_document_only_when_it_lacks_a_strict_subset(
+    existing: tuple[str, ...] | None, rebuilt: tuple[str, ...], better: bool
+) -> None:
+    assert supplies_more(existing, rebuilt) is better
+
+
+async def test_a_page_of_junk_starts_does_not_end_the_pass_at_enable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cscs.header_service.rebuilder.MAX_SCANNED", 3)
+    store = MemoryStore()
+    images = [f"AT_O_{TODAY}_{n:06d}" for n in range(1, 3)]
+    async with service(tmp_path, store) as (h, site):
+        await h.remote.command("disable")
+        await site.before()
+        await site.exposure(images[0], [])
+        # Junk right after the first image's start, before the second's: repeats, a
+        # name of no camera, another camera's image, an invalid start.
+        first = store.records([Measurement("Camera", Kind.EVENT, "startIntegration")], 0.0,
+                              current_tai(), index=1)[0].sent_tai  # fmt: skip
+        junk = [_start_record(images[0], first + n * 1e-6, imageNumber=1) for n in range(1, 5)]
+        junk += [_start_record("junk", first + 5e-6), _start_record(f"CC_O_{TODAY}_000001",
+                 first + 6e-6), _start_record(IMAGE, first + 7e-6, timeout="no")]  # fmt: skip
+        store.write([dataclasses.replace(r, seq=n + 1000) for n, r in enumerate(junk)])
+        await site.exposure(images[1], [])
+        async with h.remote.stream("largeFileObjectAvailable") as announcements:
+            await h.remote.command("enable")
+            rebuilt = [(await announcements.next(10)).data for _ in images]
+    assert [a["id"] for a in rebuilt] == images
 
 
 def test_image_range_names_each_image() -> None:

@@ -59,6 +59,7 @@ from cscs.core.topics import CscAddress
 from cscs.core.transport import Transport
 from cscs.daq.reader import ImageInfo, SensorPixels
 from cscs.header_service.csc import HeaderServiceCsc
+from cscs.header_service.paths import header_path
 from sim.testkit import config_dir
 from tests.support.headers import rendered_header
 
@@ -718,12 +719,13 @@ async def test_a_start_integration_naming_a_path_is_dropped_and_nothing_written_
     assert written(tmp_path) == [output / DAY / "AT_O_20261121_000002.yaml"]
 
 
-async def test_a_name_that_got_past_the_checks_still_builds_no_path_outside(
+async def test_an_image_date_that_got_past_the_checks_never_reaches_a_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The second line of defence: were a bug in startIntegration's checks to let a
-    path through (made here: its fields go unchecked), the path is refused where it is
-    built, logged, and the service carries on."""
+    """Were a bug in startIntegration's checks to let a path through ``imageDate`` (made
+    here: its fields go unchecked), it goes nowhere near the file system: the document's
+    place comes from the image's name alone (``paths.header_path``), and a name that is
+    no image name is refused there (with ``path_under`` behind it)."""
     parse = Received.parse
 
     def unchecked(received: Received, spec: Any) -> Parsed[Any]:
@@ -736,14 +738,12 @@ async def test_a_name_that_got_past_the_checks_still_builds_no_path_outside(
     async with header_service(tmp_path) as (h, bus), h.remote.stream() as events:
         await start(bus, IMAGE, imageDate="../../../x")
         await end(bus, IMAGE)
-        said = await events.wait_for(lambda r: "header refused" in str(r.data))
-        await start(bus, "AT_O_20261121_000008")
-        await end(bus, "AT_O_20261121_000008")
         announced = await events.wait_for(lambda r: r.name == "largeFileObjectAvailable")
-    assert "is not a plain file name" in said.data["message"]
-    assert announced.data["id"] == "AT_O_20261121_000008"
+    assert announced.data["id"] == IMAGE
     output = Path("state/headers/HeaderService-1")
-    assert written(tmp_path) == [output / DAY / "AT_O_20261121_000008.yaml"]
+    assert written(tmp_path) == [output / DAY / f"{IMAGE}.yaml"]
+    with pytest.raises(ValueError, match="not an image name"):
+        header_path(tmp_path, "../../x")
 
 
 async def test_a_flood_of_exposures_is_bounded_and_said_once(tmp_path: Path) -> None:

@@ -285,3 +285,27 @@ async def test_an_image_archived_while_enabled_and_never_announced_is_caught_up_
         assert (await site.stages(1))[image]["status"] == "measured"
         assert site.csc.catch_up.passes >= 2  # the one at enable found nothing
     catalog.close()
+
+
+async def test_images_always_refused_do_not_keep_newer_ones_from_qc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = open_archive(tmp_path)
+    records = BatchRecords(catalog)
+    now = current_tai()
+    refused = [f"CC_O_20261121_00003{index}" for index in range(3)]
+    for index, image in enumerate(refused):  # two files each: more than a job may take
+        archive(catalog, image, "OBJECT", now - 900 + index)
+    newer = "CC_O_20261121_000040"
+    archive(catalog, newer, "OBJECT", now - 800, sensors=SENSORS[:1])
+    engine = InProcessEngine(broken=set(), gate=None)
+    config = {"auto_qc_catch_up_images": 2, "max_files_per_job": 1}
+    async with batch(tmp_path, monkeypatch, engine, **config) as site:
+        assert (await site.stages(1))[newer]["status"] == "measured"  # the pass at enable
+        await site.ended(1)
+        for _ in range(MAX_QC_ATTEMPTS):
+            await site.csc.catch_up.run_pass()
+        # Each refusal an attempt: given up after MAX_QC_ATTEMPTS, never queued.
+        assert due(records, current_tai()) == []
+    assert engine.measured == [(newer, SENSORS[0])]
+    catalog.close()

@@ -105,6 +105,10 @@ class CatchUp:
             first = incomplete.get(row.image_name, row.archived_tai)
             incomplete[row.image_name] = min(first, row.archived_tai)
         due = self.rebuilds.due(incomplete, current_tai(), self._rebuild_after(), MAX_ASKED)
+        if self.rebuilds.full:
+            self._log.warning("too many images wait for a rebuilt header: newer ones not asked "
+                              "for until some are complete or given up",
+                              tracked=len(self.rebuilds))  # fmt: skip
         for image in due:
             self._ask_rebuild(image)
 

@@ -5,9 +5,10 @@ An image whose header had not come within ``header_timeout`` is archived without
 (``statusCode`` 1), so the pixels are safe while the header service is down. When the
 header is announced later — heard on the bus, or found by catch-up — each such file is
 read back and rewritten with it, replacing its catalog row. The same for a file whose
-header lacked keywords, when one lacking fewer comes (a header rebuilt from the EFD,
-``HDRSRC = 'EFD'``: :func:`improves`). One completion per image at
-a time, however many of its sensors ask; a sensor being archived or completed already
+header lacked keywords, when one lacking only some of them comes (a header rebuilt
+from the EFD, ``HDRSRC = 'EFD'``: :func:`improves`). One completion per image at
+a time, however many of its sensors ask, catch-up included (each file's row read again,
+and judged again, just before its rewrite); a sensor being archived or completed already
 is left alone (the in-flight set is the CSC's, shared with archiving).
 """
 
@@ -37,17 +38,16 @@ Failed = Callable[[str, BaseException], Awaitable[None]]
 
 def improves(row: ArchivedFile, header: Header) -> bool:
     """Whether ``header`` should replace the one the file ``row`` was archived with:
-    always when it has none; else only a different header lacking fewer keywords, or
-    one rebuilt from the EFD lacking no more than a live one (a header is never
-    swapped for one that is worse, nor written again for nothing)."""
+    always when it has none; else only when the keywords it lacks are a strict subset
+    of those the file's lacks. Fewer is not enough (one missing {A} over one missing
+    {B, C} would drop the file's value of A), nor is an equal set (a header is never
+    swapped for one no better, nor written again for nothing)."""
     if not row.header_url:
         return True
     if row.header_md5 == header.md5:
         return False
-    before = len([k for k in row.missing_keywords.split(",") if k])
-    if header.missing_count < before:
-        return True
-    return header.source == "efd" and row.header_source != "efd" and header.missing_count <= before
+    before = {k for k in row.missing_keywords.split(",") if k}
+    return {k for k in header.missing.split(",") if k} < before
 
 
 class HeaderCompletion:
@@ -78,6 +78,10 @@ class HeaderCompletion:
         self._fatal = fatal
         self._failed = failed
         self._completing: set[str] = set()
+        # One completion of an image at a time, whoever asks (``soon`` or catch-up):
+        # two at once would each rewrite with the header they read, the older last.
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
 
     def soon(self, image: str) -> None:
         """Complete ``image``'s files with its header in a job of its own (one per image
@@ -98,7 +102,19 @@ class HeaderCompletion:
 
     async def complete(self, image: str) -> None:
         """Rewrite files archived without their header, now that it has come, or with
-        an incomplete one, now that a better one has (:func:`improves`)."""
+        an incomplete one, now that a better one has (:func:`improves`); after any
+        completion of the same image under way (the lock is dropped when unused)."""
+        lock = self._locks.setdefault(image, asyncio.Lock())
+        self._users[image] = self._users.get(image, 0) + 1
+        try:
+            async with lock:
+                await self._complete(image)
+        finally:
+            self._users[image] -= 1
+            if not self._users[image]:
+                del self._users[image], self._locks[image]
+
+    async def _complete(self, image: str) -> None:
         store = self._store()
         try:
             rows = [
@@ -115,7 +131,12 @@ class HeaderCompletion:
                     continue
                 self._in_flight.add(key)
                 try:
-                    pixels = await asyncio.to_thread(store.read_back, row)
+                    # Read again just before: the file may have been rewritten since.
+                    now = await asyncio.to_thread(store.files_of, image)
+                    current = next((r for r in now if r.sensor == row.sensor), None)
+                    if current is None or not improves(current, header):
+                        continue
+                    pixels = await asyncio.to_thread(store.read_back, current)
                 except OSError as exc:  # moved or damaged since: say so, do the others
                     self._log.error("cannot read back a file to add its header", path=row.path,
                                     error=str(exc))  # fmt: skip

@@ -6,11 +6,15 @@ with ``rebuildHeaders`` (:mod:`cscs.camera.headers.rebuild`), a few times, backi
 (:class:`~cscs.core.backoff.Backoff`); the files are completed when the rebuilt header
 is announced, as for any late header. Pure (no I/O): catch-up gives it the images still
 incomplete and the time, and sends what it answers. Bounded: an image is forgotten once
-its files are complete, and at most :data:`REMEMBERED` are tracked.
+its files are complete; at most :data:`REMEMBERED` are tracked, and an image asked for
+its last time leaves them for a bounded memory of those given up (the oldest forgotten
+first: asked again, at worst), so images the EFD cannot complete either never keep new
+ones from being asked. :attr:`RebuildRequests.full` says when a new one had no room.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,9 +37,11 @@ class RebuildRequests:
         self.attempts = attempts
         self.remembered = remembered
         self._asked: dict[str, _Asked] = {}
+        self._gave_up: OrderedDict[str, None] = OrderedDict()
+        self.full = False  # the last call left a new image out: no room to track it
 
     def __len__(self) -> int:
-        return len(self._asked)
+        return len(self._asked) + len(self._gave_up)
 
     def due(
         self, incomplete: Mapping[str, float], now: float, after: float, limit: int
@@ -46,6 +52,9 @@ class RebuildRequests:
         each again only once its back-off (``after``, 4 ``after``, …) has passed."""
         for image in [i for i in self._asked if i not in incomplete]:
             del self._asked[image]  # complete now (or no longer in the catalog)
+        for image in [i for i in self._gave_up if i not in incomplete]:
+            del self._gave_up[image]
+        self.full = False
         if after <= 0:
             return []
         chosen: list[str] = []
@@ -54,7 +63,10 @@ class RebuildRequests:
                 break
             asked = self._asked.get(image)
             if asked is None:
-                if now - archived < after or len(self._asked) >= self.remembered:
+                if now - archived < after or image in self._gave_up:
+                    continue
+                if len(self._asked) >= self.remembered:
+                    self.full = True
                     continue
                 backoff = Backoff(initial=after, maximum=after * 4**self.attempts, factor=4.0)
                 asked = self._asked[image] = _Asked(backoff, now)
@@ -62,4 +74,9 @@ class RebuildRequests:
                 continue
             asked.due = now + asked.backoff.next_delay()
             chosen.append(image)
+            if asked.backoff.attempts >= self.attempts:  # its last time: room for others
+                del self._asked[image]
+                self._gave_up[image] = None
+                while len(self._gave_up) > self.remembered:
+                    self._gave_up.popitem(last=False)
         return chosen

@@ -78,6 +78,7 @@ from cscs.header_service.collect import (
 from cscs.header_service.configuration import HeaderServiceConfig
 from cscs.header_service.document import RenderedHeader
 from cscs.header_service.making import make_header
+from cscs.header_service.paths import header_path
 from cscs.header_service.rebuild import EfdHeaders, Outcome
 from cscs.header_service.rebuilder import Rebuilder, RebuildSettings, summary
 
@@ -324,7 +325,7 @@ class HeaderServiceCsc(BaseCsc[HeaderServiceConfig]):
             self.camera, exposure, self.hardware, camera_source=str(self.camera_address),
             generator=str(self.address), version=self.version, origin="live",
         )  # fmt: skip
-        path = files.path_under(self.output_dir, exposure.start.imageDate, f"{image}.yaml")
+        path = header_path(self.output_dir, image)  # the rebuild's rule too
         try:
             files.write_atomically(path, document.data)
         except OSError as exc:

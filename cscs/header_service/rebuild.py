@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ from cscs.header_service.efd_timeline import (
     timeline,
 )
 from cscs.header_service.making import make_header
+from cscs.header_service.paths import header_path
 
-__all__ = ["EfdHeaders", "Outcome", "Status", "exposure_wait", "supplies_more"]
+__all__ = ["Cursor", "EfdHeaders", "Outcome", "Status", "exposure_wait", "supplies_more"]
 
 LONGEST_WAIT = 3600.0  # s: an exposure's end is looked for no later than this after start
 MAX_SAMPLES = 200_000  # messages of one source over one exposure (10 Hz for 5 h)
@@ -68,6 +70,11 @@ class Outcome:
     rebuilt: bool = True  # the document is one rebuilt from the EFD (HDRSRC = 'EFD')
 
 
+#: Where a page of raw records ended: (``sent_tai``, ``seq``) of its last record.
+Cursor = tuple[float, int]
+_LOWEST_SEQ = -(2**63)
+
+
 def exposure_wait(timeout: float) -> float:
     """How long after its start an image's end is looked for: as live, its
     ``startIntegration.timeout`` (60 s if not positive), at most an hour."""
@@ -76,8 +83,10 @@ def exposure_wait(timeout: float) -> float:
 
 def supplies_more(existing: tuple[str, ...] | None, rebuilt: tuple[str, ...]) -> bool:
     """Whether a rebuilt header (missing ``rebuilt``) is worth writing over the document
-    there (missing ``existing``; None: no document): only if it lacks fewer keywords."""
-    return existing is None or len(rebuilt) < len(existing)
+    there (missing ``existing``; None: no document): only if what it lacks is a strict
+    subset of what that one lacks. Fewer is not enough: a rebuilt header missing {A}
+    over a live one missing {B, C} would drop the live value of A."""
+    return existing is None or set(rebuilt) < set(existing)
 
 
 def day_window(day: str) -> tuple[float, float]:
@@ -122,12 +131,31 @@ class EfdHeaders:
         )
         return starts_of(records, self.camera.code)
 
+    def start_page(
+        self, begin: float, end: float, limit: int, after: Cursor | None = None
+    ) -> tuple[dict[str, Start], Cursor | None]:
+        """A page of the camera's images started from ``begin`` to ``end``: of the next
+        ``limit`` raw ``startIntegration`` records strictly after the record ``after``
+        (valid or not, this camera's or not: a page of junk or repeats does not end a
+        pass), and the cursor for the next page (None: this was the last one)."""
+        low = begin if after is None else max(begin, after[0])
+        records = self.store.records(
+            [camera_measurement("startIntegration")], low, end, index=self.index, limit=limit
+        )
+        fresh = [r for r in records if after is None or (r.sent_tai, r.seq) > after]
+        if len(records) < limit:
+            return starts_of(fresh, self.camera.code), None
+        if not fresh:  # a whole page sent at one instant, all seen: go past that instant
+            assert after is not None
+            return {}, (math.nextafter(after[0], math.inf), _LOWEST_SEQ)
+        return starts_of(fresh, self.camera.code), max((r.sent_tai, r.seq) for r in fresh)
+
     def starts_of_day(self, day: str) -> dict[str, Start]:
         """The camera's images of dayObs ``day`` in the EFD."""
         return self.starts(*day_window(day))
 
     def path(self, image: str) -> Path:
-        return files.path_under(self.output_dir, ImageName.parse(image).day_obs, f"{image}.yaml")
+        return header_path(self.output_dir, image)
 
     def last_header_time(self) -> float | None:
         """When this service last wrote a header (the newest document of its newest
@@ -207,7 +235,7 @@ class EfdHeaders:
             version=self.version, origin="EFD",
         )  # fmt: skip
         if there is not None and not supplies_more(there[0].missing, document.missing):
-            why = f"the EFD lacks {len(document.missing)} keyword(s) too"
+            why = f"the EFD lacks {len(document.missing)} keyword(s), not a subset of those lacking"
             return self._kept(image, "unchanged", f"{why}: {','.join(document.missing)[:200]}",
                               there)  # fmt: skip
         path = self.path(image)

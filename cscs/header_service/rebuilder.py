@@ -10,8 +10,8 @@ writer writes in batches) is tried again ``rebuild_delay`` later, a few times.
 Nothing here blocks the live path: the store is read and the documents written in one
 worker thread of the rebuilder's own (one at a time: an EFD query of a night costs
 seconds, and the live headers come first), and each background pass is a job of the
-CSC's, logged, bounded (:data:`MAX_SCANNED` images a pass, :data:`MAX_WAITING` waiting
-for a retry).
+CSC's, logged, bounded (pages of :data:`MAX_SCANNED` raw records on a cursor,
+:data:`MAX_PAGES` a pass, :data:`MAX_WAITING` waiting for a retry).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from cscs.core.tai import current_tai
 from cscs.core.tasks import Jobs
 from cscs.efd.open import open_store
 from cscs.efd.store import EfdStore, EfdStoreError
-from cscs.header_service.rebuild import EfdHeaders, Outcome, Start
+from cscs.header_service.rebuild import Cursor, EfdHeaders, Outcome, Start
 
 __all__ = ["MAX_SCANNED", "RebuildSettings", "Rebuilder", "summary"]
 
-MAX_SCANNED = 1000  # images a page of the pass at enable looks at
+MAX_SCANNED = 1000  # raw startIntegration records a page of the pass at enable reads
 MAX_PAGES = 30  # pages a pass looks at: a month of nights
 MAX_WAITING = 1000  # images waiting for a later attempt
 RETRIES = 3  # later attempts of an image whose end is not in the EFD yet
@@ -191,16 +191,23 @@ class Rebuilder:
 
         seen: set[str] = set()
         counts: Counter[str] = Counter()
+        cursor: Cursor | None = None
         try:
             begin = await self._call(since)
             for _ in range(MAX_PAGES):
-                page = await self._call(lambda b=begin: self._headers().starts(b, now, MAX_SCANNED))
+                page, cursor = await self._call(
+                    lambda c=cursor: self._headers().start_page(begin, now, MAX_SCANNED, c)
+                )
                 new = [(image, start) for image, start in page.items() if image not in seen]
-                if not new:
-                    break
                 seen.update(image for image, _ in new)
                 counts += await self._each(new)
-                begin = max(start[0] for _, start in new)
+                if cursor is None:
+                    break
+            else:
+                self._log.warning("the rebuild since the last header stopped at its page cap: "
+                                  "images after it are rebuilt only when asked",
+                                  pages=MAX_PAGES, records=MAX_SCANNED,
+                                  last_sent_tai=cursor[0] if cursor else None)  # fmt: skip
         except EfdStoreError as exc:
             self._log.warning("headers not rebuilt: the EFD is unreadable",
                               efd=self.efd_url, error=str(exc))  # fmt: skip

@@ -17,7 +17,10 @@ job measures, or that auto_qc is gathering, are excluded in the query, and the q
 refuses an exclusive job for an image being measured (checked where the job enters it).
 Files archived in the last ``auto_qc_catch_up_grace`` seconds are left to auto_qc,
 whose announcement may be on its way. A catalog that cannot be read costs the pass,
-said in the log; the next one tries again.
+said in the log; the next one tries again. An image whose job is refused (``execute``
+says no: too many files, a plan error…) counts as an attempt of its detectors, and the
+pass asks again past it (a few times): images always refused are given up after
+``MAX_QC_ATTEMPTS`` passes and never keep newer ones from QC.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = ["CATCH_UP", "CatchUp", "instruments_of"]
 
 CATCH_UP = "qc_catch_up"  # the origin of its jobs
 _DAY = 86400.0
+_ROUNDS = 5  # queries a pass makes, each past the images the last one's jobs were refused
 
 
 class Queue(Protocol):
@@ -111,29 +115,55 @@ class CatchUp:
         if room <= 0:
             return 0
         now = current_tai()
-        try:
-            due = await asyncio.to_thread(
-                records.qc_due, image_types=config.auto_qc_image_types,
-                instruments=instruments_of(config.auto_qc_cameras),
-                sensors=config.auto_qc_sensors, since_tai=now - config.auto_qc_catch_up_days * _DAY,
-                archived_before_tai=now - config.auto_qc_catch_up_grace,
-                exclude=self._queue.busy_images() | self._held(), limit=room,
-            )  # fmt: skip
-        except CatalogError as exc:
-            self._log.warning("QC catch-up cannot read the catalog; next pass", error=str(exc))
-            return 0
+        exclude = self._queue.busy_images() | self._held()
+        queued = found = 0
+        read = False
+        for _ in range(_ROUNDS):  # past the images refused, to newer ones
+            try:
+                due = await asyncio.to_thread(
+                    records.qc_due, image_types=config.auto_qc_image_types,
+                    instruments=instruments_of(config.auto_qc_cameras),
+                    sensors=config.auto_qc_sensors,
+                    since_tai=now - config.auto_qc_catch_up_days * _DAY,
+                    archived_before_tai=now - config.auto_qc_catch_up_grace,
+                    exclude=exclude, limit=room - queued,
+                )  # fmt: skip
+            except CatalogError as exc:
+                self._log.warning("QC catch-up cannot read the catalog; next pass", error=str(exc))
+                if not read:
+                    return 0
+                break
+            read = True
+            found += len(due)
+            done, refused = await self._submit(due, records)
+            queued += done
+            exclude |= refused
+            if not refused or queued >= room:
+                break
         self.passes += 1
-        queued = await self._submit(due)
-        if due:
-            self._log.info("QC catch-up", due=len(due), queued=queued)
+        if found:
+            self._log.info("QC catch-up", due=found, queued=queued)
         return queued
 
-    async def _submit(self, due: list[QcDue]) -> int:
-        queued = 0
+    async def _submit(self, due: list[QcDue], records: BatchRecords) -> tuple[int, set[str]]:
+        """(jobs queued, images refused). A refused image is recorded as an attempt of
+        its detectors (given up after ``MAX_QC_ATTEMPTS``): an image the queue always
+        refuses would otherwise be first in every pass, and newer images never measured."""
+        queued, refused = 0, set[str]()
         for image in due:
             if not self._enabled():
                 break
             if await self._measure(image.image_name, image.sensors, CATCH_UP):
                 queued += 1
+                continue
+            refused.add(image.image_name)
+            detectors = [(image.image_name, sensor) for sensor in image.sensors]
+            try:
+                await asyncio.to_thread(records.record_qc_failure, detectors, "",
+                                        "its QC job was refused", current_tai(),
+                                        final=False)  # fmt: skip
+            except CatalogError as exc:
+                self._log.warning("QC catch-up cannot record a refusal", image=image.image_name,
+                                  error=str(exc))  # fmt: skip
         self.submitted += queued
-        return queued
+        return queued, refused
