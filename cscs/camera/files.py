@@ -37,6 +37,7 @@ __all__ = [
     "RefusedFileError",
     "atomic_file",
     "direct_length",
+    "fsync_directory",
     "path_under",
     "read_regular_file",
     "resolve_under",
@@ -58,7 +59,8 @@ def direct_length(size: int) -> int:
     return -(-size // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a file's creation, rename or removal in ``directory`` survive a crash."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -79,7 +81,7 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import os
 import threading
 from pathlib import Path
 
+from cscs.camera.files import fsync_directory
 from cscs.core.topics import Kind
 from cscs.efd.records import EfdRecord, Measurement
 
@@ -144,13 +145,13 @@ class Spool:
             self._segments.remove(segment.path)
             del self._sizes[segment.path]
             self._done.pop(segment.path, None)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
 
     def _begin(self) -> Path:
         path = self.directory / f"{self._next:016d}{_SUFFIX}"
         self._next += 1
         path.touch()
-        _fsync_directory(self.directory)  # the new file's name survives a crash too
+        fsync_directory(self.directory)  # the new file's name survives a crash too
         self._segments.append(path)
         self._sizes[path] = 0
         self._current = path
@@ -180,11 +181,3 @@ def _append_fsynced(path: Path, data: bytes, size_before: int) -> None:
         except OSError:
             out.truncate(size_before)  # no torn line left behind, if it can
             raise
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
