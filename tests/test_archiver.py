@@ -413,6 +413,7 @@ async def test_an_image_caught_up_just_after_its_readout_is_written_once_with_it
     )  # fmt: skip
 
 
+@pytest.mark.long  # waits out a 20 s header timeout: the long tier keeps make test in 8 min
 async def test_an_image_whose_header_is_late_does_not_hold_up_the_next(
     mosquitto: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:

@@ -49,6 +49,7 @@ async def _take(
     return image, header.data.missingKeywords, list(files.values())
 
 
+@pytest.mark.long  # five ComCam images through a stopped telescope, ~25 s: the long tier
 async def test_every_file_of_comcam_images_with_the_telescope_stopped_midnight_is_fits(
     mosquitto: EmbeddedBroker, tmp_path: Path
 ) -> None:

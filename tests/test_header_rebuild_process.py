@@ -197,5 +197,10 @@ async def test_a_header_service_frozen_through_one_image_ends_with_every_header(
                 names = await take(site, 3, freeze_through_the_second)
             rows = await until_complete(site, names)
         sources = {row.image_name: row.header_source for row in rows}
-        assert (sources[names[0]], sources[names[1]]) == ("live", "efd")
+        assert sources[names[0]] == "live"
+        # The second: rebuilt from the EFD when the broker dropped the frozen service
+        # and its telemetry with it; or complete live, when what the broker had sent
+        # before it gave up (the image's events and telemetry, in order) was still
+        # waiting in the socket as the process resumed. Both end complete (until_complete).
+        assert sources[names[1]] in ("live", "efd")
         check_against_the_efd(site, [row for row in rows if row.header_source == "efd"])
