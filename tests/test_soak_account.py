@@ -132,14 +132,14 @@ def test_a_broker_restart_explains_a_header_only_when_its_telemetry_was_unheard(
         return FaultWindow(FaultKind.BROKER_RESTART, "broker", 2, start, end)
 
     explained = [(990.0, 1000.0), (996.0, 1001.0), (993.0, 998.5), (997.0, 1003.0),
-                 (999.9, 1010.1)]  # fmt: skip
+                 (999.9, 1010.1), (988.0, 995.0)]  # fmt: skip
     for start, end in explained:
         result = _header_account(image, [broker(start, end)])
         assert result.ok, (start, end)
         assert "broker-restart of broker" in result.lines[0]
     # Down for less than 5 s at the moments (a sample 5 s old or less heard at each,
     # the camera's events late by less); down before them, or after.
-    for start, end in [(999.0, 1002.0), (990.0, 998.0), (1002.0, 1010.0), (980.0, 990.0)]:
+    for start, end in [(999.0, 1002.0), (1002.0, 1010.0), (980.0, 990.0), (985.0, 993.0)]:
         assert not _header_account(image, [broker(start, end)]).ok, (start, end)
 
 

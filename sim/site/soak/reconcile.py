@@ -45,15 +45,19 @@ def _unheard(window: FaultWindow, end_readout: float) -> bool:
     """Whether a telemetry value the image's header takes at one of its moments could
     have been heard by nobody: the broker was down (until every CSC was back, its
     sources included) from at least MAX_AGE s before that moment to the moment itself;
-    or a moment fell in an outage of MAX_AGE s or more, so that the camera could say it
-    (and stamp it) only as the broker came back, when the newest value anyone had heard
-    was from before the outage. Nothing the EFD could have recorded, nothing to
+    or a moment fell in an outage of MAX_AGE s or more, or within MAX_AGE s after it, so
+    that the camera could say it (and stamp it) only as the broker came back, or before
+    its sources had published again, when the newest value anyone had heard was from
+    before the outage. Nothing the EFD could have recorded, nothing to
     rebuild from."""
     if window.kind is not FaultKind.BROKER_RESTART:
         return False
     first, last = end_readout - _MOMENTS_BEFORE, end_readout + _MOMENTS_AFTER
+    # A long outage, and a moment in it or within MAX_AGE after it: until each source
+    # has published again once the broker is back, the newest value anyone has is from
+    # before the outage (a 1 Hz dome with a 3 s max_age, reconnecting, seen in a soak).
     long_outage = window.end_tai - window.start_tai >= _MAX_AGE
-    if long_outage and first <= window.end_tai and window.start_tai <= last:
+    if long_outage and first <= window.end_tai + _MAX_AGE and window.start_tai <= last:
         return True
     earliest = max(window.start_tai + _MAX_AGE, first)
     return earliest <= min(window.end_tai, last)
