@@ -45,8 +45,8 @@ from cscs.ocs.jobs import jobs_table, show_jobs
 from cscs.ocs.runner import run_script
 from cscs.ocs.script import parse_script
 from cscs.ocs_batch.csc import OcsBatchCsc
-from sim.daq.pixels import ElectronicsModel, SkyModel
 from cscs.repository import detector_id, exposure_id
+from sim.daq.pixels import ElectronicsModel, SkyModel
 from sim.testkit import SimulatedExposure, register_in_repository, simulated_archive
 
 pytestmark = pytest.mark.timeout(240)
@@ -644,8 +644,7 @@ async def test_a_master_dark_waits_for_its_master_bias_and_subtracts_it(
         harness.remote.stream("jobId") as ids,
     ):
         bias = asyncio.create_task(
-            execute(harness, pipeline="master-bias",
-                    dataQuery="exposure.observation_type = 'bias'")
+            execute(harness, pipeline="master-bias", dataQuery="exposure.observation_type = 'bias'")
         )
         bias_id = (await ids.next(60)).data["jobId"]
         config = json.dumps({"biasJob": bias_id})

@@ -10,9 +10,9 @@ catch-up, which checks the file before trusting it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from pathlib import Path
-from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -144,9 +144,7 @@ class Catalog:
         rows: list[ArchivedFile] = []
         for start in range(0, len(images), _IN_CHUNK):
             chunk = images[start : start + _IN_CHUNK]
-            query = sa.select(*[FILES.c[n] for n in _COLUMNS]).where(
-                FILES.c.image_name.in_(chunk)
-            )
+            query = sa.select(*[FILES.c[n] for n in _COLUMNS]).where(FILES.c.image_name.in_(chunk))
             rows.extend(r for r in self._select(query) if (r.image_name, r.sensor) in wanted)
         return rows
 

@@ -24,9 +24,8 @@ import json
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any, Protocol
 
-from structlog.typing import FilteringBoundLogger
-
 from pydantic import Field
+from structlog.typing import FilteringBoundLogger
 
 from cscs.camera.geometry import Camera
 from cscs.camera.naming import MAX_SENSORS, ImageName, ImageNameText, SensorListText

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
 from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger

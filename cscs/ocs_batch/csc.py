@@ -34,7 +34,6 @@ from cscs.core.commands import CommandBinding, CommandContext, bind
 from cscs.core.csc import BaseCsc
 from cscs.core.errors import ExpectedError
 from cscs.core.states import State
-from cscs.repository import Repository, RepositoryError
 from cscs.ocs_batch.auto_qc import AutoQc
 from cscs.ocs_batch.catch_up import CatchUp
 from cscs.ocs_batch.interface import (
@@ -52,6 +51,7 @@ from cscs.ocs_batch.job_queue import JobQueue
 from cscs.ocs_batch.jobs import JobState
 from cscs.ocs_batch.refcat import list_shards
 from cscs.ocs_batch.running import printable
+from cscs.repository import Repository, RepositoryError
 
 __all__ = ["OcsBatchCsc"]
 

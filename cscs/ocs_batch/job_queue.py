@@ -38,13 +38,13 @@ from cscs.cluster import Engine
 from cscs.core.errors import ExpectedError
 from cscs.core.states import State
 from cscs.core.tai import current_tai
-from cscs.repository import Repository, RepositoryError
 from cscs.ocs_batch.interface import PIPELINES, Execute, OcsBatchConfig, check_job_id, parse_config
 from cscs.ocs_batch.jobs import Job, JobBook, JobState
 from cscs.ocs_batch.plan import CONFIG_KEYS, JobPlan, PlanError, plan_job
 from cscs.ocs_batch.running import JobRunner, PublishDm, PublishEvent
 from cscs.ocs_batch.selection import parse_bind, select_files
 from cscs.ocs_batch.tasks import remove_stale_staged
+from cscs.repository import Repository, RepositoryError
 
 __all__ = ["JobQueue", "Spawn"]
 

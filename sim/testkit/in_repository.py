@@ -14,7 +14,9 @@ from cscs.repository import Repository
 __all__ = ["register_in_repository"]
 
 
-def register_in_repository(root: Path, rows: Iterable[ArchivedFile], registry_url: str = "") -> None:
+def register_in_repository(
+    root: Path, rows: Iterable[ArchivedFile], registry_url: str = ""
+) -> None:
     """Register these archived files, image by image, in the repository at ``root``
     (created if absent); AssertionError naming any file the repository refuses."""
     by_image: dict[str, list[Path]] = defaultdict(list)
