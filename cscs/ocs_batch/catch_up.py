@@ -151,7 +151,8 @@ class CatchUp:
             found += len(due)
             done, refused = await self._submit(ready, records)
             queued += done
-            exclude |= refused | unregistered
+            # Never the same image twice in a pass: one queued here may still be measuring.
+            exclude |= {image.image_name for image in ready} | unregistered
             if not (refused or unregistered) or queued >= room:
                 break
         self.passes += 1
