@@ -29,8 +29,10 @@ import yaml
 from distributed import LocalCluster, Scheduler
 from distributed.core import Status
 from distributed.diagnostics.plugin import SchedulerPlugin
+from lsst.daf.butler import Timespan
 
 from cscs.camera.geometry import Camera
+from cscs.camera.observatory import astropy_time
 from cscs.camera.sky import Pointing
 from cscs.catalog import ArchivedFile, BatchRecords, Catalog, JobRecord, sqlite_url
 from cscs.core.broker import EmbeddedBroker
@@ -38,6 +40,7 @@ from cscs.core.protocol import Ack, AckCode, decode_json_object, encode
 from cscs.core.remote import EventStream, Remote
 from cscs.core.settings import Settings
 from cscs.core.states import State
+from cscs.core.tai import current_tai
 from cscs.core.testing import CscHarness, enabled_csc, make_csc
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Subscription
@@ -45,7 +48,7 @@ from cscs.ocs.jobs import jobs_table, show_jobs
 from cscs.ocs.runner import run_script
 from cscs.ocs.script import parse_script
 from cscs.ocs_batch.csc import OcsBatchCsc
-from cscs.repository import detector_id, exposure_id
+from cscs.repository import Repository, detector_id, exposure_id
 from sim.daq.pixels import ElectronicsModel, SkyModel
 from sim.testkit import SimulatedExposure, register_in_repository, simulated_archive
 
@@ -409,6 +412,15 @@ async def test_master_bias_abort_and_prerequisites(
         product = tmp_path / "archive" / "LSSTComCam" / "calib" / "bias"
         made = sorted(product.rglob("*.fits"))
         assert [p.name for p in made] == ["bias_R22_S00.fits"]
+        # A calibration dataset, certified in the calibration collection, in place.
+        with Repository.open(tmp_path / "archive") as repository:
+            now = astropy_time(current_tai())
+            ref = repository.butler.find_dataset(
+                "bias", {"instrument": "LSSTComCam", "detector": 0},
+                collections="LSSTComCam/calib", timespan=Timespan(now, now),
+            )  # fmt: skip
+            assert ref is not None
+            assert [Path(repository.butler.getURI(ref).ospath)] == made
         # A job of four detectors (two rounds of the workers), and one waiting on it;
         # abort the first.
         acks: list[Ack] = []

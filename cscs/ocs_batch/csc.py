@@ -18,7 +18,8 @@ when the CSC died is reported ``failed`` ("the batch service restarted") at the 
 selected detectors are measured); with ``auto_qc`` every image the OODS announces in
 the repository (``imageInOODS``) is measured without a command
 (:mod:`cscs.ocs_batch.auto_qc`), and those it missed (OCSBatch down or restarting) are
-caught up at ``enable`` and periodically (:mod:`cscs.ocs_batch.catch_up`).
+caught up at ``enable`` and periodically (:mod:`cscs.ocs_batch.catch_up`). Masters and QC
+are also datasets in the archive's Butler repository (:mod:`cscs.ocs_batch.products`).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         self.log.info("batch engine ready", scheduler=config.scheduler, dashboard=engine.dashboard)
         self.queue.reference_catalog = await self._reference_catalog(config)
         await self.queue.fail_interrupted()
+        await self.queue.products.reconcile()  # what the repository missed: registered again
         await self.auto_qc.configure(config)
 
     async def _reference_catalog(self, config: OcsBatchConfig) -> str:
@@ -143,6 +145,7 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         await super().__aenter__()
         self.keep_running(self._status_loop, "batch-status")
         self.keep_running(self.catch_up.loop, "qc-catch-up")
+        self.keep_running(self.queue.products.loop, "products")
         return self
 
     async def close(self) -> None:

@@ -41,6 +41,7 @@ from cscs.core.tai import current_tai
 from cscs.ocs_batch.interface import PIPELINES, Execute, OcsBatchConfig, check_job_id, parse_config
 from cscs.ocs_batch.jobs import Job, JobBook, JobState
 from cscs.ocs_batch.plan import CONFIG_KEYS, JobPlan, PlanError, plan_job
+from cscs.ocs_batch.products import Products
 from cscs.ocs_batch.running import JobRunner, PublishDm, PublishEvent
 from cscs.ocs_batch.selection import parse_bind, select_files
 from cscs.ocs_batch.tasks import remove_stale_staged
@@ -80,6 +81,8 @@ class JobQueue:
         self.engine: Engine | None = None
         self.archive_root = archive_root
         self.reference_catalog = ""  # directory of reference shards (zero points)
+        self.products = Products(repository=lambda: self.repository, catalog=lambda: self.catalog,
+                                 records=lambda: self.records, log=log)  # fmt: skip
         self.runner = JobRunner(
             self, publish_event=publish_event, publish_dm=publish_dm,
             config=config, jobs_dir=jobs_dir, log=log,
