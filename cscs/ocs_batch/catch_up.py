@@ -40,7 +40,8 @@ from cscs.catalog import BatchRecords, Catalog, CatalogError
 from cscs.catalog.batch import QcDue
 from cscs.core.tai import current_tai
 from cscs.ocs_batch.interface import OcsBatchConfig
-from cscs.repository import Repository, RepositoryError
+from cscs.ocs_batch.shared_repository import RepositoryCalls
+from cscs.repository import RepositoryError
 
 __all__ = ["CATCH_UP", "CatchUp", "instruments_of"]
 
@@ -57,7 +58,7 @@ class Queue(Protocol):
     @property
     def catalog(self) -> Catalog | None: ...
     @property
-    def repository(self) -> Repository | None: ...
+    def repository(self) -> RepositoryCalls | None: ...
 
     def busy_images(self) -> set[str]: ...
 
@@ -185,7 +186,7 @@ class CatchUp:
 
 
 def in_repository(
-    due: list[QcDue], catalog: Catalog, repository: Repository
+    due: list[QcDue], catalog: Catalog, repository: RepositoryCalls
 ) -> tuple[list[QcDue], set[str]]:
     """(the images due, each with only its detectors whose files are in the repository;
     the images none of whose files are yet). Blocking: reads both."""

@@ -44,6 +44,7 @@ from cscs.ocs_batch.plan import CONFIG_KEYS, JobPlan, PlanError, plan_job
 from cscs.ocs_batch.products import Products
 from cscs.ocs_batch.running import JobRunner, PublishDm, PublishEvent
 from cscs.ocs_batch.selection import parse_bind, select_files
+from cscs.ocs_batch.shared_repository import SharedRepository
 from cscs.ocs_batch.tasks import remove_stale_staged
 from cscs.repository import Repository, RepositoryError
 
@@ -76,7 +77,7 @@ class JobQueue:
         self._log = log
         self.book = JobBook(config().max_running_jobs)
         self.catalog: Catalog | None = None
-        self.repository: Repository | None = None
+        self.repository: SharedRepository | None = None
         self.records: BatchRecords | None = None
         self.engine: Engine | None = None
         self.archive_root = archive_root
@@ -104,7 +105,7 @@ class JobQueue:
         way."""
         await self.close()
         self.catalog, self.records, self.engine = catalog, BatchRecords(catalog), engine
-        self.repository = repository
+        self.repository = SharedRepository(repository)
         self.archive_root = root
         self.book.limit = limit
         if self.book.counts() == (0, 0):
@@ -195,7 +196,12 @@ class JobQueue:
             raise
 
     async def _checked(
-        self, params: Execute, origin: str, seq: int, catalog: Catalog, repository: Repository
+        self,
+        params: Execute,
+        origin: str,
+        seq: int,
+        catalog: Catalog,
+        repository: SharedRepository,
     ) -> tuple[Job, JobPlan, dict[str, JobState]]:
         try:
             config = parse_config(params.config)

@@ -32,7 +32,8 @@ from structlog.typing import FilteringBoundLogger
 
 from cscs.catalog import BatchRecords, CalibrationRecord, Catalog
 from cscs.core.backoff import Backoff
-from cscs.repository import ProductRefusedError, Repository, RepositoryError
+from cscs.ocs_batch.shared_repository import RepositoryCalls
+from cscs.repository import ProductRefusedError, RepositoryError
 
 __all__ = ["MAX_PENDING", "RECONCILED_CALIBRATIONS", "RECONCILED_QC", "Products", "valid_from"]
 
@@ -80,7 +81,7 @@ class Products:
     def __init__(
         self,
         *,
-        repository: Callable[[], Repository | None],
+        repository: Callable[[], RepositoryCalls | None],
         catalog: Callable[[], Catalog | None],
         records: Callable[[], BatchRecords | None],
         log: FilteringBoundLogger,
@@ -194,7 +195,7 @@ class Products:
 
 
 def _register(
-    product: _Product, repository: Repository, catalog: Catalog, records: BatchRecords
+    product: _Product, repository: RepositoryCalls, catalog: Catalog, records: BatchRecords
 ) -> bool:
     """Blocking: one product into the repository, from the catalog's rows; whether
     anything was written."""

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from cscs.catalog import ArchivedFile, Catalog
-from cscs.repository import Repository
+from cscs.ocs_batch.shared_repository import RepositoryCalls
 
 __all__ = ["MAX_BIND_NAMES", "MAX_BIND_VALUES", "BindValue", "SelectionError", "parse_bind",
            "select_files"]  # fmt: skip
@@ -91,7 +91,7 @@ def _scalar(name: str, value: object) -> Scalar:
 
 
 def select_files(
-    repository: Repository,
+    repository: RepositoryCalls,
     catalog: Catalog,
     where: str,
     bind: Mapping[str, BindValue],
