@@ -19,6 +19,8 @@ from cscs.camera.geometry import Camera, Detector
 from cscs.catalog import BatchRecords, Catalog, sqlite_url
 from cscs.consdb import ConsDb, ConsDbError
 from cscs.consdb.headers import detector_number
+from cscs.core.testing import MemoryBroker
+from sim.testkit import observatory
 from tests.conftest import postgres_database
 
 IMAGE = "CC_O_20261121_000042"
@@ -120,6 +122,39 @@ def test_a_header_rebuilt_later_updates_the_rows(db: ConsDb) -> None:
     [row] = rows(db, "LSSTComCam", "exposure")
     assert (row["airmass"], row["target_name"], row["altitude_start"]) == (1.21, "field 7", 56.0)
     assert len(rows(db, "LSSTComCam", "ccdexposure")) == 2
+
+
+async def test_an_archived_files_own_header_fills_the_row(tmp_path: Path) -> None:
+    """A LATISS image through the whole chain (telescope, camera, header service,
+    archiver): its file's primary header, read back, records without a warning."""
+    async with (
+        observatory(MemoryBroker(), "consdb", tmp_path, index=1) as obs,
+        obs.archiver.remote.stream("imageArchived") as archived,
+    ):
+        await obs.point(40.0, -70.0, 20.0)
+        params = {"numImages": 1, "expTime": 0.2, "shutter": True, "imageType": "OBJECT",
+                  "keyValueMap": "reason:test"}  # fmt: skip
+        await obs.camera.remote.command("takeImages", params, timeout=60)
+        event = (await archived.next(60)).data
+        path = next(obs.archive.rglob("*.fits"))
+    primary = fits.getheader(path)
+    db = ConsDb.open(archive_root=tmp_path)
+    try:
+        assert db.record_image("LATISS", {"R00_S00": primary}) == []
+        [row] = rows(db, "LATISS", "exposure")
+    finally:
+        db.close()
+    assert row["exposure_name"] == event["imageName"] == primary["OBSID"]
+    assert (row["img_type"], row["observation_reason"], row["can_see_sky"]) == (
+        "science", "test", True,
+    )  # fmt: skip
+    assert row["physical_filter"] == f"{primary['FILTER']}~{primary['GRATING']}".replace(
+        "empty_1", "empty"
+    )
+    assert row["exp_time"] == pytest.approx(0.2)
+    assert row["obs_start"].isoformat(timespec="milliseconds") == primary["DATE-BEG"][:23]
+    assert row["airmass"] == pytest.approx(primary["AIRMASS"])
+    assert row["altitude"] == pytest.approx((primary["ELSTART"] + primary["ELEND"]) / 2, abs=0.1)
 
 
 def test_detector_numbers_are_obs_lssts() -> None:
