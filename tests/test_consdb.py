@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cscs.camera.geometry import Camera, Detector
+from cscs.camera.sky import Pointing, detector_wcs
 from cscs.catalog import BatchRecords, Catalog, sqlite_url
 from cscs.consdb import ConsDb, ConsDbError
 from cscs.consdb.headers import detector_number
@@ -142,6 +145,7 @@ async def test_an_archived_files_own_header_fills_the_row(tmp_path: Path) -> Non
     try:
         assert db.record_image("LATISS", {"R00_S00": primary}) == []
         [row] = rows(db, "LATISS", "exposure")
+        [ccd] = rows(db, "LATISS", "ccdexposure")
     finally:
         db.close()
     assert row["exposure_name"] == event["imageName"] == primary["OBSID"]
@@ -155,6 +159,49 @@ async def test_an_archived_files_own_header_fills_the_row(tmp_path: Path) -> Non
     assert row["obs_start"].isoformat(timespec="milliseconds") == primary["DATE-BEG"][:23]
     assert row["airmass"] == pytest.approx(primary["AIRMASS"])
     assert row["altitude"] == pytest.approx((primary["ELSTART"] + primary["ELEND"]) / 2, abs=0.1)
+    edges = [[0.5, 0.5], [4072.5, 0.5], [4072.5, 4000.5], [0.5, 4000.5]]  # pixels' outer edges
+    with warnings.catch_warnings():  # DATE-OBS and MJD-OBS both given: astropy says so
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        corners = WCS(primary).all_pix2world(edges, 1).tolist()
+    found = [coordinate for point in polygon(ccd["s_region"]) for coordinate in point]
+    assert found == pytest.approx([c for corner in corners for c in corner], abs=1e-4)
+
+
+def polygon(region: str) -> list[tuple[float, float]]:
+    assert region.startswith("Polygon ICRS ")
+    numbers = [float(n) for n in region.split()[2:]]
+    return list(zip(numbers[::2], numbers[1::2], strict=True))
+
+
+def arcminutes(one: tuple[float, float], other: tuple[float, float]) -> float:
+    """The angle between two positions (degrees), in arcminutes."""
+    (ra1, dec1), (ra2, dec2) = (tuple(map(math.radians, p)) for p in (one, other))
+    cosine = math.sin(dec1) * math.sin(dec2) + math.cos(dec1) * math.cos(dec2) * math.cos(ra1 - ra2)
+    return math.degrees(math.acos(min(1.0, cosine))) * 60
+
+
+def test_science_images_have_their_footprints_on_the_sky(db: ConsDb) -> None:
+    pointing = Pointing(150.0, -30.0, 12.5)
+    headers = {
+        sensor: header(**detector_wcs(Camera.COMCAM, Detector.parse(sensor), pointing).keywords())
+        for sensor in COMCAM
+    }
+    db.record_image("LSSTComCam", headers)
+    [exposure] = rows(db, "LSSTComCam", "exposure")
+    ccds = {
+        row["detector"]: polygon(row["s_region"]) for row in rows(db, "LSSTComCam", "ccdexposure")
+    }
+    corners = {point for region in ccds.values() for point in region}
+    hull = polygon(exposure["s_region"])
+    assert len(hull) == 4  # the raft's outer corners: those of S00, S02, S20, S22
+    assert set(hull) <= corners
+    assert {number for number, region in ccds.items() if set(region) & set(hull)} == {0, 2, 6, 8}
+    for region in ccds.values():  # a CCD is 4072 x 4000 pixels of 0.2": 13.57' by 13.33'
+        first, second, third = region[:3]
+        sides = sorted([arcminutes(first, second), arcminutes(second, third)])
+        assert sides == pytest.approx([4000 * 0.2 / 60, 4072 * 0.2 / 60], rel=1e-4)
+    db.record_image("LSSTComCam", {s: dict(h, IMGTYPE="FLAT") for s, h in headers.items()})
+    assert rows(db, "LSSTComCam", "exposure")[0]["s_region"] is None  # science only
 
 
 def test_detector_numbers_are_obs_lssts() -> None:
@@ -236,6 +283,22 @@ def test_hostile_header_values_never_stop_an_image_being_recorded(
         exposure = shared_db.table("LSSTComCam", "exposure")
         found = connection.execute(sa.select(exposure.c.exposure_name)).scalars().all()
     assert found == [IMAGE]
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    obsid=st.one_of(_HOSTILE, st.from_regex(r"CC_[A-Z]_[0-9]{8}_[0-9]{6}", fullmatch=True)),
+    sensor=st.one_of(st.sampled_from(COMCAM), st.text(max_size=20)),
+)
+def test_a_hostile_image_name_or_sensor_is_recorded_or_refused_by_name(
+    shared_db: ConsDb, obsid: Any, sensor: str
+) -> None:
+    refusal = ""
+    try:
+        shared_db.record_image("LSSTComCam", {sensor: header(OBSID=obsid)})
+    except ConsDbError as refused:
+        refusal = str(refused)
+    assert refusal == "" or refusal.startswith("cannot record an image of 'LSSTComCam': ")
 
 
 # Quick-look QC in the schema's units.

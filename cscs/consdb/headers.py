@@ -24,6 +24,7 @@ from typing import Any
 
 from cscs.camera.geometry import Camera, Detector
 from cscs.camera.naming import ImageName
+from cscs.consdb.regions import detector_region, exposure_region
 from cscs.consdb.values import undefined
 
 __all__ = [
@@ -123,16 +124,19 @@ def image_rows(instrument: str, headers: Mapping[str, Mapping[str, Any]]) -> Ima
     where = str(image)
     header = _merged(headers, sensors)
     exposure = _exposure(camera, image, header, where, warnings)
-    ccds = [
-        {
+    on_sky = exposure["img_type"] == "science"  # the observatory's rule for s_region
+    exposure["s_region"] = exposure_region([headers[s] for s in sensors]) if on_sky else None
+    ccds: list[dict[str, object]] = []
+    for sensor in sensors:
+        number = detector_number(camera, detectors[sensor])
+        ccds.append({
             "ccdexposure_id": ccdexposure_id(exposure["exposure_id"], number),  # type: ignore[arg-type]
             "exposure_id": exposure["exposure_id"],
             "day_obs": exposure["day_obs"],
             "seq_num": exposure["seq_num"],
             "detector": number,
-        }
-        for number in (detector_number(camera, detectors[sensor]) for sensor in sensors)
-    ]
+            "s_region": detector_region(headers[sensor]) if on_sky else None,
+        })  # fmt: skip
     return ImageRows(exposure, ccds, warnings)
 
 
