@@ -71,6 +71,8 @@ _NO_SKY_POSITION = {"bias", "flat"}  # the translators': a dark may still track
 _SEES_SKY = {"science", "acq", "focus", "cwfs", "stuttered"}
 _SEES_NO_SKY = {"bias", "dark", "flat"}
 _MAX_SEQ_NUM = 99_999  # exposure ids hold five digits of sequence number (obs_lsst)
+_CONTROLLERS = "OCHPQS"  # obs_lsst's order: a thousand years of day_obs each
+_UNIFIED_AFTER = {"C": 20231004, "P": 20250417, "Q": 20250417, "S": 20250417}
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,20 @@ def camera_of(instrument: str) -> Camera:
 
 
 def exposure_id(image: ImageName) -> int:
-    """obs_lsst's: ``day_obs * 100_000 + seq_num``."""
+    """obs_lsst's (``LsstBaseTranslator.compute_exposure_id``): ``day_obs * 100_000 +
+    seq_num``, the day moved a thousand years per controller (O, C, H, P, Q, S in that
+    order) for the controllers whose counters were not yet the OCS's: C until
+    2023-10-04, P, Q and S until 2025-04-17, H always."""
     if image.seq_num > _MAX_SEQ_NUM:
         raise ValueError(f"{image}: sequence number above {_MAX_SEQ_NUM} has no exposure id")
-    return int(image.day_obs) * 100_000 + image.seq_num
+    index = _CONTROLLERS.find(image.controller)
+    if index < 0:
+        raise ValueError(f"{image}: controller {image.controller!r} has no exposure ids")
+    day = int(image.day_obs)
+    unified = _UNIFIED_AFTER.get(image.controller)
+    if unified is not None and day > unified:
+        index = 0
+    return (day + 1000_00_00 * index) * 100_000 + image.seq_num
 
 
 def detector_number(camera: Camera, detector: Detector) -> int:
