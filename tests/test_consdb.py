@@ -275,7 +275,8 @@ def test_an_image_that_cannot_be_told_is_refused_naming_why(
 
 _HOSTILE = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=300),
-    st.binary(max_size=20), st.lists(st.integers(), max_size=3),
+    st.binary(max_size=20), st.lists(st.integers(), max_size=3), st.just(10**400),
+    st.just(-(2**63)), st.just("9" * 100_000),
 )  # fmt: skip
 _KEYS = sorted(k for k in header() if k != "OBSID")
 
@@ -389,6 +390,25 @@ def test_the_catalogs_qc_rows_go_in_as_they_are(db: ConsDb, tmp_path: Path) -> N
     assert db.record_quicklook("LSSTComCam", IMAGE, qc) == []
     [ccd] = rows(db, "LSSTComCam", "ccdvisit1_quicklook")
     assert ccd["psf_sigma"] == pytest.approx(0.8 / 2.3548 / 0.2, rel=1e-4)
+
+
+_QC_KEYS = sorted(qc_row())
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hostile=st.dictionaries(st.sampled_from(_QC_KEYS), _HOSTILE, min_size=1))
+def test_hostile_qc_values_never_stop_the_quicklook_being_recorded(
+    shared_db: ConsDb, hostile: dict[str, Any]
+) -> None:
+    shared_db.record_image("LSSTComCam", {"R22_S00": header(), "R22_S11": header()})
+    warnings = shared_db.record_quicklook(
+        "LSSTComCam", IMAGE, {"R22_S00": qc_row(**hostile), "R22_S11": qc_row()}
+    )
+    assert all(IMAGE in w for w in warnings)
+    with shared_db.engine("LSSTComCam").connect() as connection:
+        table = shared_db.table("LSSTComCam", "ccdvisit1_quicklook")
+        found = connection.execute(sa.select(table.c.detector).where(table.c.seq_num == 42))
+        assert sorted(found.scalars()) == [0, 4]
 
 
 # Opening.

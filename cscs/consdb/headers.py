@@ -25,7 +25,7 @@ from typing import Any
 from cscs.camera.geometry import Camera, Detector
 from cscs.camera.naming import ImageName
 from cscs.consdb.regions import detector_region, exposure_region
-from cscs.consdb.values import undefined
+from cscs.consdb.values import finite, undefined
 
 __all__ = [
     "ImageRows",
@@ -153,10 +153,13 @@ def image_rows(instrument: str, headers: Mapping[str, Mapping[str, Any]]) -> Ima
 
 
 def _image_name(camera: Camera, headers: Mapping[str, Mapping[str, Any]]) -> ImageName:
-    names = {str(header.get("OBSID"))[:40] for header in headers.values()}
+    names = {_shown(header.get("OBSID")) for header in headers.values()}
     if len(names) != 1:
-        raise ValueError(f"the files disagree on OBSID: {sorted(names)[:4]}")
-    image = ImageName.parse(names.pop())
+        raise ValueError(f"the files disagree on OBSID: {', '.join(sorted(names)[:4])}")
+    obsid = next(iter(headers.values())).get("OBSID")
+    if not isinstance(obsid, str):
+        raise ValueError(f"OBSID {names.pop()} is not an image name")
+    image = ImageName.parse(obsid)
     if image.code != camera.code:
         raise ValueError(f"{image} is not a {camera.instrument} image")
     exposure_id(image)  # a sequence number out of range is refused here
@@ -217,10 +220,18 @@ def _number(header: Mapping[str, Any], key: str, where: str, warnings: list[str]
     value = header.get(key)
     if undefined(value):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        warnings.append(f"{where}: {key} = {str(value)[:40]!r} is not a finite number: NULL")
-        return None
-    return float(value)
+    number = finite(value)
+    if number is None:
+        warnings.append(f"{where}: {key} = {_shown(value)} is not a finite number: NULL")
+    return number
+
+
+def _shown(value: object) -> str:
+    """A value as a warning shows it: its first 40 characters (an integer of a million
+    digits is not turned into text whole)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(str(value)[:40])
 
 
 def _time(value: object, key: str, where: str, warnings: list[str]) -> datetime.datetime | None:
@@ -232,7 +243,7 @@ def _time(value: object, key: str, where: str, warnings: list[str]) -> datetime.
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is not None:
-        warnings.append(f"{where}: {key} = {str(value)[:40]!r} is not a TAI time: NULL")
+        warnings.append(f"{where}: {key} = {_shown(value)} is not a TAI time: NULL")
         return None
     return parsed
 
@@ -310,5 +321,5 @@ def _check_agrees(
     is reported, not followed."""
     for key, expected in (("DAYOBS", image.day_obs), ("SEQNUM", image.seq_num)):
         value = header.get(key)
-        if not undefined(value) and str(value) != str(expected):
-            warnings.append(f"{where}: {key} = {str(value)[:40]!r} disagrees with OBSID: ignored")
+        if not undefined(value) and _shown(value) != _shown(expected):
+            warnings.append(f"{where}: {key} = {_shown(value)} disagrees with OBSID: ignored")
