@@ -4,6 +4,7 @@ schema's units, hostile header values, on SQLite (offline) and PostgreSQL (`brok
 from __future__ import annotations
 
 import math
+import multiprocessing
 import threading
 import warnings
 from collections.abc import Iterator
@@ -440,6 +441,41 @@ def test_two_openers_at_once_both_get_the_schemas(tmp_path: Path) -> None:
     assert rows(opened[1], "LSSTCam", "ccdexposure")[0]["detector"] == 94
     for consdb in opened:
         consdb.close()
+
+
+def _open_and_record(root: str, seq: int, barrier: Any, results: Any) -> None:
+    """In a process of its own: open ConsDB when the other process does, record."""
+    barrier.wait(60)
+    try:
+        consdb = ConsDb.open(archive_root=Path(root))
+        image = f"CC_O_20261121_{seq:06d}"
+        consdb.record_image("LSSTComCam", {sensor: header(image) for sensor in COMCAM})
+        consdb.close()
+        results.put("ok")
+    except BaseException as exc:
+        results.put(repr(exc))
+
+
+@pytest.mark.broker
+def test_two_processes_opening_a_new_consdb_at_once(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    processes = [
+        context.Process(target=_open_and_record, args=(str(tmp_path), seq, barrier, results))
+        for seq in (1, 2)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(60)
+    assert outcomes == ["ok", "ok"]
+    db = ConsDb.open(archive_root=tmp_path)
+    try:
+        assert len(rows(db, "LSSTComCam", "exposure")) == 2
+        assert len(rows(db, "LSSTComCam", "ccdexposure")) == 18
+    finally:
+        db.close()
 
 
 def test_an_unreachable_database_is_named(tmp_path: Path) -> None:
