@@ -127,6 +127,20 @@ def test_a_header_rebuilt_later_updates_the_rows(db: ConsDb) -> None:
     [row] = rows(db, "LSSTComCam", "exposure")
     assert (row["airmass"], row["target_name"], row["altitude_start"]) == (1.21, "field 7", 56.0)
     assert len(rows(db, "LSSTComCam", "ccdexposure")) == 2
+    db.record_image("LSSTComCam", {"R22_S00": header(AIRMASS=1.3, OBJECT="field 8")})
+    [row] = rows(db, "LSSTComCam", "exposure")
+    assert (row["airmass"], row["target_name"]) == (1.3, "field 8")  # rebuilt: the new values
+
+
+def test_a_file_without_its_header_erases_nothing(db: ConsDb) -> None:
+    """A file archived before the header came, recorded after one that had it: what it
+    lacks stays as the other file said."""
+    db.record_image("LSSTComCam", {"R22_S00": header()})
+    bare = {"OBSID": IMAGE, "DAYOBS": "20261121", "SEQNUM": 42}
+    assert db.record_image("LSSTComCam", {"R22_S01": bare}) == []
+    [row] = rows(db, "LSSTComCam", "exposure")
+    assert (row["airmass"], row["physical_filter"], row["obs_start"].hour) == (1.21, "r_03", 3)
+    assert len(rows(db, "LSSTComCam", "ccdexposure")) == 2
 
 
 async def test_an_archived_files_own_header_fills_the_row(tmp_path: Path) -> None:
@@ -202,8 +216,12 @@ def test_science_images_have_their_footprints_on_the_sky(db: ConsDb) -> None:
         first, second, third = region[:3]
         sides = sorted([arcminutes(first, second), arcminutes(second, third)])
         assert sides == pytest.approx([4000 * 0.2 / 60, 4072 * 0.2 / 60], rel=1e-4)
-    db.record_image("LSSTComCam", {s: dict(h, IMGTYPE="FLAT") for s, h in headers.items()})
-    assert rows(db, "LSSTComCam", "exposure")[0]["s_region"] is None  # science only
+    flat = "CC_O_20261121_000043"
+    db.record_image(
+        "LSSTComCam", {s: dict(h, IMGTYPE="FLAT", OBSID=flat) for s, h in headers.items()}
+    )
+    regions = {row["exposure_name"]: row["s_region"] for row in rows(db, "LSSTComCam", "exposure")}
+    assert regions[flat] is None  # science images only, as the observatory
 
 
 @pytest.mark.parametrize(
