@@ -26,10 +26,11 @@ from lsst.daf.butler import (
     DatasetType,
     FileDataset,
 )
+from lsst.daf.butler.registry.interfaces import SchemaAlreadyDefinedError
 
 from cscs.camera.naming import ImageName
 from cscs.repository.config import STORAGE_CLASS, seed_config
-from cscs.repository.errors import failures_are_repository_errors
+from cscs.repository.errors import RepositoryError, failures_are_repository_errors
 from cscs.repository.ids import INSTRUMENTS, exposure_id
 from cscs.repository.postgres import prepare_postgres
 from cscs.repository.products import (
@@ -128,13 +129,7 @@ class Repository:
             root.mkdir(parents=True, exist_ok=True)
             with _locked(root):
                 if not (root / "butler.yaml").exists():
-                    if registry_url:
-                        prepare_postgres(registry_url)
-                    Butler.makeRepo(
-                        str(root),
-                        config=Config(seed_config(registry_url, namespace)),
-                        forceConfigRoot=False,
-                    )
+                    _make(root, registry_url, namespace)
             butler = Butler.from_config(str(root), writeable=True)
             registry = butler.registry
             registry.registerDatasetType(
@@ -331,6 +326,23 @@ class Repository:
         values = qc_values(metrics)
         with failures_are_repository_errors(f"cannot record the QC of {image_name} {sensor}"):
             return put_qc(self.butler, data_id, values, image_name)
+
+
+def _make(root: Path, registry_url: str, namespace: str) -> None:
+    """A new repository in ``root``; its registry in ``registry_url``'s ``namespace``,
+    which must not hold another repository's (the tables of two archives in one schema
+    would mix their files)."""
+    if registry_url:
+        prepare_postgres(registry_url)
+    try:
+        Butler.makeRepo(str(root), config=Config(seed_config(registry_url, namespace)),
+                        forceConfigRoot=False)  # fmt: skip
+    except SchemaAlreadyDefinedError:
+        (root / "butler.yaml").unlink(missing_ok=True)
+        raise RepositoryError(
+            f"the registry's namespace {namespace!r} already holds another repository: "
+            "give this archive a namespace of its own"
+        ) from None
 
 
 def read_primary_header(path: Path) -> dict[str, Any]:
