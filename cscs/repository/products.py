@@ -231,8 +231,7 @@ def put_qc(butler: Butler, data_id: dict[str, Any], values: dict[str, Any], imag
         butler.registry.expandDataId(data_id)
     except DataIdValueError:
         raise ProductRefusedError(
-            f"image {image} detector {data_id['detector']} is not in the repository: "
-            "register its raws first"
+            f"image {image} is not in the repository: register its raws first"
         ) from None
     run = qc_run(str(data_id["instrument"]))
     butler.collections.register(run)

@@ -320,7 +320,7 @@ class Repository:
         """``metrics`` (name → number, text, boolean or None) as the ``quickLookQc``
         dataset of the image's detector, in RUN ``{instrument}/runs/quickLookQc``;
         True if written, False if it held these values already (a re-measure with
-        other values replaces them). The image's raw must be registered.
+        other values replaces them). The image must be registered (its raws).
         ProductRefusedError for bad input; RepositoryError if the repository failed."""
         data_id = qc_data_id(instrument, image_name, sensor)
         values = qc_values(metrics)
