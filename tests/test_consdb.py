@@ -19,11 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cscs.camera.geometry import Camera, Detector
-from cscs.camera.naming import ImageName
 from cscs.camera.sky import Pointing, detector_wcs
 from cscs.catalog import BatchRecords, Catalog, sqlite_url
 from cscs.consdb import ConsDb, ConsDbError
-from cscs.consdb.headers import detector_number, exposure_id
 from cscs.core.testing import MemoryBroker
 from sim.testkit import observatory
 from tests.conftest import postgres_database
@@ -222,28 +220,6 @@ def test_science_images_have_their_footprints_on_the_sky(db: ConsDb) -> None:
     )
     regions = {row["exposure_name"]: row["s_region"] for row in rows(db, "LSSTComCam", "exposure")}
     assert regions[flat] is None  # science images only, as the observatory
-
-
-@pytest.mark.parametrize(
-    ("image", "expected"),
-    [
-        ("AT_O_20261121_000001", 2026112100001),
-        ("AT_C_20261121_000001", 2026112100001),  # CCS shares the OCS counter since 2023
-        ("AT_C_20230101_000001", 3023010100001),  # … and was a thousand years on before
-        ("AT_H_20261121_000001", 4026112100001),  # phosim: two thousand years on
-        ("AT_S_20250101_000001", 7025010100001),
-    ],
-)
-def test_exposure_ids_are_obs_lssts(image: str, expected: int) -> None:
-    assert exposure_id(ImageName.parse(image)) == expected
-
-
-def test_detector_numbers_are_obs_lssts() -> None:
-    assert detector_number(Camera.LATISS, Detector("R00", "S00")) == 0
-    assert detector_number(Camera.COMCAM, Detector("R22", "S22")) == 8
-    assert detector_number(Camera.LSSTCAM, Detector("R01", "S00")) == 0
-    assert detector_number(Camera.LSSTCAM, Detector("R22", "S11")) == 94
-    assert detector_number(Camera.LSSTCAM, Detector("R43", "S22")) == 188
 
 
 def test_the_fits_undefined_value_is_null_without_a_warning(db: ConsDb) -> None:

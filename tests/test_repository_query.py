@@ -51,7 +51,7 @@ def test_the_users_examples_select_what_they_say(repo: Repository) -> None:
     assert len(found(repo, "exposure.seq_num IN (1..10)")) == 10 + 1 + 9  # every instrument's
     assert found(repo, "exposure.observation_type IN ('bias', 'dark')") == latiss(1, 2, 3)
     assert found(repo, "detector = 4") == ["CC_O_20261121_000004:4"]
-    assert len(found(repo, "physical_filter = 'SDSSr_65mm'")) == 13
+    assert len(found(repo, "physical_filter = 'SDSSr_65mm~empty'")) == 13
     assert len(found(repo, "band = 'r'")) == 13 + 9
     assert found(repo, "instrument = inst", inst="LATISS") == [
         *latiss(*range(1, 13)), "AT_O_20261122_000001:0"]  # fmt: skip

@@ -17,8 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cscs.camera.data_ids import exposure_id
 from cscs.camera.naming import ImageName
-from cscs.consdb.headers import camera_of, exposure_id, image_rows
+from cscs.consdb.headers import camera_of, image_rows
 from cscs.consdb.quicklook import quicklook_rows
 from cscs.consdb.schemas import SCHEMAS, schema_name, schema_tables
 from cscs.consdb.values import fit_row
@@ -117,7 +118,7 @@ class ConsDb:
             image = ImageName.parse(image_name)
             if image.code != camera.code:
                 raise ValueError(f"{image} is not a {instrument} image")
-            ids = (exposure_id(image), int(image.day_obs), image.seq_num)
+            ids = (exposure_id(str(image)), int(image.day_obs), image.seq_num)
         except ValueError as exc:
             raise ConsDbError(f"cannot record quick-look QC: {exc}") from exc
         exposure = self.table(instrument, "exposure")

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cscs.camera.geometry import Camera, Detector
+from cscs.camera.data_ids import detector_id, exposure_id, physical_filter
+from cscs.camera.geometry import Camera
 from cscs.camera.naming import ImageName
 from cscs.consdb.regions import detector_region, exposure_region
 from cscs.consdb.values import finite, undefined
@@ -31,8 +32,6 @@ __all__ = [
     "ImageRows",
     "camera_of",
     "ccdexposure_id",
-    "detector_number",
-    "exposure_id",
     "image_rows",
 ]
 
@@ -70,9 +69,6 @@ _NUMBERS = {
 _NO_SKY_POSITION = {"bias", "flat"}  # the translators': a dark may still track
 _SEES_SKY = {"science", "acq", "focus", "cwfs", "stuttered"}
 _SEES_NO_SKY = {"bias", "dark", "flat"}
-_MAX_SEQ_NUM = 99_999  # exposure ids hold five digits of sequence number (obs_lsst)
-_CONTROLLERS = "OCHPQS"  # obs_lsst's order: a thousand years of day_obs each
-_UNIFIED_AFTER = {"C": 20231004, "P": 20250417, "Q": 20250417, "S": 20250417}
 
 
 @dataclass(frozen=True)
@@ -89,31 +85,6 @@ def camera_of(instrument: str) -> Camera:
         if camera.instrument == instrument:
             return camera
     raise ValueError(f"unknown instrument {instrument[:40]!r}")
-
-
-def exposure_id(image: ImageName) -> int:
-    """obs_lsst's (``LsstBaseTranslator.compute_exposure_id``): ``day_obs * 100_000 +
-    seq_num``, the day moved a thousand years per controller (O, C, H, P, Q, S in that
-    order) for the controllers whose counters were not yet the OCS's: C until
-    2023-10-04, P, Q and S until 2025-04-17, H always."""
-    if image.seq_num > _MAX_SEQ_NUM:
-        raise ValueError(f"{image}: sequence number above {_MAX_SEQ_NUM} has no exposure id")
-    index = _CONTROLLERS.find(image.controller)
-    if index < 0:
-        raise ValueError(f"{image}: controller {image.controller!r} has no exposure ids")
-    day = int(image.day_obs)
-    unified = _UNIFIED_AFTER.get(image.controller)
-    if unified is not None and day > unified:
-        index = 0
-    return (day + 1000_00_00 * index) * 100_000 + image.seq_num
-
-
-def detector_number(camera: Camera, detector: Detector) -> int:
-    """obs_lsst's detector number: the science rafts in order (R01, R02, … R43, corners
-    left out) and their CCDs S00, S01, … S22, nine per raft; LATISS's one CCD is 0.
-    Our cameras list their detectors in exactly that order. (To be replaced by the
-    repository's shared ``detector_id`` once it lands.)"""
-    return camera.detectors.index(detector)
 
 
 def ccdexposure_id(exposure: int, detector: int) -> int:
@@ -140,7 +111,7 @@ def image_rows(instrument: str, headers: Mapping[str, Mapping[str, Any]]) -> Ima
     exposure["s_region"] = exposure_region([headers[s] for s in sensors]) if on_sky else None
     ccds: list[dict[str, object]] = []
     for sensor in sensors:
-        number = detector_number(camera, detectors[sensor])
+        number = detector_id(instrument, detectors[sensor].name)
         ccds.append({
             "ccdexposure_id": ccdexposure_id(exposure["exposure_id"], number),  # type: ignore[arg-type]
             "exposure_id": exposure["exposure_id"],
@@ -162,7 +133,7 @@ def _image_name(camera: Camera, headers: Mapping[str, Mapping[str, Any]]) -> Ima
     image = ImageName.parse(obsid)
     if image.code != camera.code:
         raise ValueError(f"{image} is not a {camera.instrument} image")
-    exposure_id(image)  # a sequence number out of range is refused here
+    exposure_id(str(image))  # a sequence number out of range is refused here
     return image
 
 
@@ -189,14 +160,16 @@ def _exposure(
     altitude, azimuth = _mid_altaz(numbers)
     ra, dec = _tracking(header, img_type, where, warnings)
     values: dict[str, object] = {
-        "exposure_id": exposure_id(image),
+        "exposure_id": exposure_id(str(image)),
         "exposure_name": str(image),
         "controller": image.controller,
         "day_obs": int(image.day_obs),
         "seq_num": image.seq_num,
         **{column: header.get(key) for column, key in _AS_WRITTEN.items()},
         **numbers,
-        "physical_filter": _physical_filter(camera, header),
+        "physical_filter": physical_filter(
+            camera.instrument, header.get("FILTER"), header.get("GRATING")
+        ),
         "s_ra": ra,
         "s_dec": dec,
         "altitude": altitude,
@@ -250,21 +223,6 @@ def _time(value: object, key: str, where: str, warnings: list[str]) -> datetime.
 
 def _lower(value: object) -> str | None:
     return value.strip().lower() if isinstance(value, str) else None
-
-
-def _physical_filter(camera: Camera, header: Mapping[str, Any]) -> str | None:
-    """``FILTER``; for LATISS ``FILTER~GRATING`` as the translators make it (an
-    ``empty_N`` filter or grating is ``empty``)."""
-    name = header.get("FILTER")
-    if not isinstance(name, str) or not name:
-        return None
-    if camera is not Camera.LATISS:
-        return name
-    grating = header.get("GRATING")
-    filt = "empty" if name.lower().startswith("empty") else name
-    if not isinstance(grating, str):
-        return f"{filt}~unknown"
-    return f"{filt}~{'empty' if not grating or grating.lower().startswith('empty') else grating}"
 
 
 def _tracking(

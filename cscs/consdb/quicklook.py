@@ -31,8 +31,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cscs.camera.data_ids import detector_id
 from cscs.camera.geometry import Camera
-from cscs.consdb.headers import ccdexposure_id, detector_number
+from cscs.consdb.headers import ccdexposure_id
 from cscs.consdb.values import finite, undefined
 
 __all__ = ["FWHM_PER_SIGMA", "QuicklookRows", "quicklook_rows"]
@@ -74,7 +75,7 @@ def quicklook_rows(
     warnings: list[str] = []
     detectors: list[dict[str, object]] = []
     for sensor in sorted(qc):
-        number = detector_number(camera, camera.detector(str(sensor)))
+        number = detector_id(camera.instrument, camera.detector(str(sensor)).name)
         if number not in recorded:
             warnings.append(f"{image} {sensor}: no ccdexposure row (file not recorded): QC skipped")
             continue

@@ -40,11 +40,11 @@ from lsst.daf.butler import (
 from lsst.daf.butler._collection_type import CollectionType  # not re-exported for mypy
 from lsst.daf.butler._exceptions import DataIdValueError
 
+from cscs.camera.data_ids import INSTRUMENTS, detector_id, exposure_id
 from cscs.camera.naming import ImageName
 from cscs.camera.observatory import astropy_time
 from cscs.repository.config import STORAGE_CLASS
 from cscs.repository.errors import ProductRefusedError
-from cscs.repository.ids import INSTRUMENTS, detector_id, exposure_id
 
 __all__ = [
     "CALIBRATION_KINDS",

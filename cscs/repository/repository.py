@@ -28,10 +28,10 @@ from lsst.daf.butler import (
 )
 from lsst.daf.butler.registry.interfaces import SchemaAlreadyDefinedError
 
+from cscs.camera.data_ids import INSTRUMENTS, exposure_id
 from cscs.camera.naming import ImageName
 from cscs.repository.config import STORAGE_CLASS, seed_config
 from cscs.repository.errors import RepositoryError, failures_are_repository_errors
-from cscs.repository.ids import INSTRUMENTS, exposure_id
 from cscs.repository.postgres import prepare_postgres
 from cscs.repository.products import (
     CALIBRATION_KINDS,

@@ -98,4 +98,6 @@ def header_document(
     document = header_of("file:///h.yaml", rendered.md5, parse_header_document(rendered.data))
     document.primary.extend([("FILTER", physical_filter, ""), ("FILTBAND", band, ""),
                              ("OBJECT", "field", ""), ("PROGRAM", "test", "")])  # fmt: skip
+    if camera is Camera.LATISS:  # no grating in the beam: the filter is "SDSSr_65mm~empty"
+        document.primary.append(("GRATING", "empty_1", ""))
     return document
