@@ -86,7 +86,7 @@ def test_a_file_rewritten_with_its_header_updates_the_records(
     done = repo.register([late])
     assert [f.changed for f in done.registered] == [True]
     record = exposure_record(repo, "LATISS", 2026112100001)
-    assert record.physical_filter == "SDSSr_65mm"
+    assert record.physical_filter == "SDSSr_65mm~empty"
     assert record.observation_type == "bias"
     assert record.timespan is not None
     assert raw_count(repo) == 1
@@ -165,7 +165,7 @@ def test_raws_are_queried_in_the_butler_s_language(repo: Repository, tmp_path: P
     assert images("exposure.observation_type IN ('bias', 'dark')") == [
         "AT_O_20261121_000001:0", "AT_O_20261121_000002:0"]  # fmt: skip
     assert images("detector = 4") == ["CC_O_20261121_000004:4"]
-    assert len(images("physical_filter = 'SDSSr_65mm'")) == 4
+    assert len(images("physical_filter = 'SDSSr_65mm~empty'")) == 4
     assert len(images("band = 'r'")) == 4 + 9
     assert len(images("instrument = inst", inst="LSSTComCam")) == 9
     assert images("instrument = inst AND exposure = exp AND detector IN (dets)",

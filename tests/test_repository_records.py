@@ -9,9 +9,9 @@ from typing import Any
 import astropy.time
 import pytest
 
+from cscs.camera.data_ids import detector_ids
 from cscs.camera.geometry import Camera
 from cscs.repository import detector_id, exposure_id
-from cscs.repository.ids import detector_ids
 from cscs.repository.records import (
     BadHeaderError,
     detector_records,
@@ -24,10 +24,22 @@ from tests.support.raws import archive_image
 LATISS_IMAGE = "AT_O_20261121_000001"
 
 
-def test_exposure_numbers_are_obs_lsst_s() -> None:
-    assert exposure_id("AT_O_20261121_000001") == 2026112100001
-    assert exposure_id("CC_O_20261231_099999") == 2026123199999
-    assert exposure_id("MC_C_20261121_000007") == 3026112100007  # controller C: year + 1000
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("AT_O_20261121_000001", 2026112100001),
+        ("CC_O_20261231_099999", 2026123199999),
+        ("AT_C_20261121_000001", 2026112100001),  # CCS shares the OCS counter since 2023
+        ("AT_C_20230101_000001", 3023010100001),  # … and was a thousand years on before
+        ("AT_H_20261121_000001", 4026112100001),  # phosim: two thousand years on
+        ("AT_S_20250101_000001", 7025010100001),
+    ],
+)
+def test_exposure_numbers_are_obs_lsst_s(image: str, expected: int) -> None:
+    assert exposure_id(image) == expected
+
+
+def test_images_without_an_exposure_number_are_refused_naming_why() -> None:
     with pytest.raises(ValueError, match="over 99999"):
         exposure_id("AT_O_20261121_100000")
     with pytest.raises(ValueError, match="controller 'X'"):
@@ -80,7 +92,8 @@ def test_an_archived_file_s_header_gives_every_record(tmp_path: Path) -> None:
     assert (records.instrument, records.image_name, records.sensor) == (
         "LATISS", LATISS_IMAGE, "R00_S00")  # fmt: skip
     assert records.data_id == {"instrument": "LATISS", "exposure": 2026112100001, "detector": 0}
-    assert records.physical_filter == {"instrument": "LATISS", "name": "SDSSr_65mm", "band": "r"}
+    assert records.physical_filter == {
+        "instrument": "LATISS", "name": "SDSSr_65mm~empty", "band": "r"}  # fmt: skip
     assert records.group == {"instrument": "LATISS", "name": "g1"}
     day = records.day_obs["timespan"]
     assert day.begin.tai.isot[:19] == "2026-11-21T12:00:00"  # noon TAI to noon TAI

@@ -20,12 +20,13 @@ The API (blocking; async callers use ``asyncio.to_thread``)::
 Errors: RepositoryError (the repository failed: retry later), QueryRefusedError and
 ProductRefusedError (both ValueError: the input is wrong, the message says how).
 
-``cscs.repository.ids`` (exposure and detector numbers) imports no Butler; everything
-else here does (~1.4 s): only the components that use the repository import it.
+The exposure and detector numbers are ``cscs.camera.data_ids``' (re-exported here), which
+imports no Butler; everything here does (~1.4 s): only the components that use the
+repository import it.
 """
 
+from cscs.camera.data_ids import detector_id, exposure_id
 from cscs.repository.errors import ProductRefusedError, QueryRefusedError, RepositoryError
-from cscs.repository.ids import detector_id, exposure_id
 from cscs.repository.products import (
     QC,
     RegisteredCalibration,

@@ -40,11 +40,11 @@ from lsst.daf.butler import (
 from lsst.daf.butler._collection_type import CollectionType  # not re-exported for mypy
 from lsst.daf.butler._exceptions import DataIdValueError
 
+from cscs.camera.data_ids import INSTRUMENTS, detector_id, exposure_id
 from cscs.camera.naming import ImageName
 from cscs.camera.observatory import astropy_time
 from cscs.repository.config import STORAGE_CLASS
 from cscs.repository.errors import ProductRefusedError
-from cscs.repository.ids import INSTRUMENTS, detector_id, exposure_id
 
 __all__ = [
     "CALIBRATION_KINDS",
@@ -231,8 +231,7 @@ def put_qc(butler: Butler, data_id: dict[str, Any], values: dict[str, Any], imag
         butler.registry.expandDataId(data_id)
     except DataIdValueError:
         raise ProductRefusedError(
-            f"image {image} detector {data_id['detector']} is not in the repository: "
-            "register its raws first"
+            f"image {image} is not in the repository: register its raws first"
         ) from None
     run = qc_run(str(data_id["instrument"]))
     butler.collections.register(run)

@@ -16,10 +16,10 @@ What is taken from where (the translators' own choices, where they have one):
   sky angle ``ROTPA`` when ``ROTCOORD`` is ``sky``; ``seq_start``/``seq_end`` from
   ``CURINDEX``/``MAXINDEX``; the timespan ``DATE-BEG`` … ``DATE-END`` (TAI), an end
   before the start clamped to the start;
-* physical_filter: ``FILTER`` (``SDSSr_65mm``; ``obs_lsst`` appends LATISS's grating,
-  ``SDSSr_65mm~empty``: we do not, so that a query names the filter as the header
-  does) with its band ``FILTBAND``; ``unknown`` for both when the header has none, as
-  ``obs_lsst`` does;
+* physical_filter: as the translators name it (``cscs.camera.data_ids.physical_filter``:
+  ``FILTER``, for LATISS ``FILTER~GRATING``, e.g. ``SDSSr_65mm~empty``, the name
+  ConsDB holds too) with its band ``FILTBAND``; ``unknown`` for both when the header
+  has none, as ``obs_lsst`` does;
 * group: ``GROUPID``, else the image name; day_obs: the image name's day, its timespan
   the TAI day from noon to noon (``Timespan.from_day_obs(day, 12 h)``).
 
@@ -38,8 +38,14 @@ from typing import Any
 import astropy.time
 from lsst.daf.butler import Timespan
 
+from cscs.camera.data_ids import (
+    detector_id,
+    detector_ids,
+    detector_purpose,
+    exposure_id,
+    physical_filter,
+)
 from cscs.camera.naming import ImageName
-from cscs.repository.ids import detector_id, detector_ids, detector_purpose, exposure_id
 
 __all__ = [
     "DAY_OBS_OFFSET",
@@ -136,14 +142,15 @@ def raw_records(header: Mapping[str, Any]) -> RawRecords:
     except ValueError as exc:
         raise BadHeaderError(f"RAFTBAY/CCDSLOT: {exc}") from None
     day = int(name.day_obs)
-    physical_filter = _text(header, "FILTER", 32) or UNKNOWN_FILTER
+    named = physical_filter(instrument, _text(header, "FILTER", 32), header.get("GRATING"))
+    physical_filter_name = named[:64] if named else UNKNOWN_FILTER
     band = _text(header, "FILTBAND", 32) or UNKNOWN_FILTER
     group = _text(header, "GROUPID", 64) or image
     kind = _text(header, "IMGTYPE", 16)
     kind = kind.lower() if kind else None
     exposure = {
         "instrument": instrument, "id": number, "obs_id": image,
-        "physical_filter": physical_filter, "group": group, "day_obs": day,
+        "physical_filter": physical_filter_name, "group": group, "day_obs": day,
         "seq_num": name.seq_num, **_sequence(header, name.seq_num),
         "exposure_time": _number(header, "EXPTIME"), "dark_time": _number(header, "DARKTIME"),
         "observation_type": kind, "observation_reason": _text(header, "REASON", 68) or None,
@@ -156,7 +163,7 @@ def raw_records(header: Mapping[str, Any]) -> RawRecords:
     }  # fmt: skip
     return RawRecords(
         instrument, image, sensor, number, detector,
-        physical_filter={"instrument": instrument, "name": physical_filter, "band": band},
+        physical_filter={"instrument": instrument, "name": physical_filter_name, "band": band},
         day_obs={"instrument": instrument, "id": day,
                  "timespan": Timespan.from_day_obs(day, DAY_OBS_OFFSET)},
         group={"instrument": instrument, "name": group},

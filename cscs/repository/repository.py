@@ -26,11 +26,12 @@ from lsst.daf.butler import (
     DatasetType,
     FileDataset,
 )
+from lsst.daf.butler.registry.interfaces import SchemaAlreadyDefinedError
 
+from cscs.camera.data_ids import INSTRUMENTS, exposure_id
 from cscs.camera.naming import ImageName
 from cscs.repository.config import STORAGE_CLASS, seed_config
-from cscs.repository.errors import failures_are_repository_errors
-from cscs.repository.ids import INSTRUMENTS, exposure_id
+from cscs.repository.errors import RepositoryError, failures_are_repository_errors
 from cscs.repository.postgres import prepare_postgres
 from cscs.repository.products import (
     CALIBRATION_KINDS,
@@ -128,13 +129,7 @@ class Repository:
             root.mkdir(parents=True, exist_ok=True)
             with _locked(root):
                 if not (root / "butler.yaml").exists():
-                    if registry_url:
-                        prepare_postgres(registry_url)
-                    Butler.makeRepo(
-                        str(root),
-                        config=Config(seed_config(registry_url, namespace)),
-                        forceConfigRoot=False,
-                    )
+                    _make(root, registry_url, namespace)
             butler = Butler.from_config(str(root), writeable=True)
             registry = butler.registry
             registry.registerDatasetType(
@@ -325,12 +320,29 @@ class Repository:
         """``metrics`` (name → number, text, boolean or None) as the ``quickLookQc``
         dataset of the image's detector, in RUN ``{instrument}/runs/quickLookQc``;
         True if written, False if it held these values already (a re-measure with
-        other values replaces them). The image's raw must be registered.
+        other values replaces them). The image must be registered (its raws).
         ProductRefusedError for bad input; RepositoryError if the repository failed."""
         data_id = qc_data_id(instrument, image_name, sensor)
         values = qc_values(metrics)
         with failures_are_repository_errors(f"cannot record the QC of {image_name} {sensor}"):
             return put_qc(self.butler, data_id, values, image_name)
+
+
+def _make(root: Path, registry_url: str, namespace: str) -> None:
+    """A new repository in ``root``; its registry in ``registry_url``'s ``namespace``,
+    which must not hold another repository's (the tables of two archives in one schema
+    would mix their files)."""
+    if registry_url:
+        prepare_postgres(registry_url)
+    try:
+        Butler.makeRepo(str(root), config=Config(seed_config(registry_url, namespace)),
+                        forceConfigRoot=False)  # fmt: skip
+    except SchemaAlreadyDefinedError:
+        (root / "butler.yaml").unlink(missing_ok=True)
+        raise RepositoryError(
+            f"the registry's namespace {namespace!r} already holds another repository: "
+            "give this archive a namespace of its own"
+        ) from None
 
 
 def read_primary_header(path: Path) -> dict[str, Any]:

@@ -1,11 +1,14 @@
-"""The observatory's numbers for exposures and detectors (``obs_lsst``'s), so that a data
-ID typed by a Rubin user (``exposure = 2026112100001``, ``detector = 4``) means here what
-it means at the observatory. Pure; imports no Butler.
+"""The observatory's identifiers of our images (``obs_lsst``'s): exposure and detector
+numbers and physical filter names, so that a data ID typed by a Rubin user
+(``exposure = 2026112100001``, ``detector = 4``, ``physical_filter = 'SDSSr_65mm~empty'``)
+means here what it means at the observatory, in the Butler repository and in ConsDB
+alike. Pure.
 
-* An exposure is ``day_obs * 100_000 + seq_num`` for images of the OCS controller
-  (``O``); the other controllers shift the year by a thousand each (``C`` +1000,
-  ``H`` +2000, ``P`` +3000, ``Q`` +4000), as ``obs_lsst`` does, so that their images
-  never share a number with the OCS's. At most 99 999 images a day.
+* An exposure is ``day_obs * 100_000 + seq_num`` (``LsstBaseTranslator.compute_exposure_id``);
+  the day moves a thousand years per controller (``O``, ``C``, ``H``, ``P``, ``Q``,
+  ``S`` in that order) for the controllers whose counters were not yet the OCS's: ``C``
+  until 2023-10-04, ``P``, ``Q`` and ``S`` until 2025-04-17, ``H`` always. At most
+  99 999 images a day.
 * Detectors are numbered raft by raft (``R01`` … ``R43`` for LSSTCam, skipping the
   corner rafts), nine slots each (``S00``, ``S01``, ``S02``, ``S10`` … ``S22``), from 0:
   LSSTCam ``R01_S00`` is 0 and ``R43_S22`` 188; its corner rafts' guider and wavefront
@@ -29,11 +32,13 @@ __all__ = [
     "detector_ids",
     "detector_purpose",
     "exposure_id",
+    "physical_filter",
 ]
 
 #: The most images one controller takes in a day that still have an exposure number.
 MAX_SEQ_NUM = 99_999
-_CONTROLLER_YEARS = {"O": 0, "C": 1000, "H": 2000, "P": 3000, "Q": 4000}
+_CONTROLLERS = "OCHPQS"  # obs_lsst's order: a thousand years of day_obs each
+_UNIFIED_AFTER = {"C": 20231004, "P": 20250417, "Q": 20250417, "S": 20250417}
 #: The instrument an image name's camera code (``AT_O_…``) stands for.
 INSTRUMENTS = {"AT": "LATISS", "CC": "LSSTComCam", "MC": "LSSTCam"}
 CORNER_RAFTS = ("R00", "R04", "R40", "R44")
@@ -45,15 +50,19 @@ def exposure_id(image: str) -> int:
     """The exposure number of image ``image`` (``AT_O_20261121_000001`` →
     ``2026112100001``); ValueError naming why there is none."""
     name = ImageName.parse(image)
-    shift = _CONTROLLER_YEARS.get(name.controller)
-    if shift is None:
+    index = _CONTROLLERS.find(name.controller)
+    if index < 0:
         raise ValueError(
             f"{image}: controller {name.controller!r} has no exposure numbers "
-            f"(known: {', '.join(_CONTROLLER_YEARS)})"
+            f"(known: {', '.join(_CONTROLLERS)})"
         )
     if name.seq_num > MAX_SEQ_NUM:
         raise ValueError(f"{image}: sequence number {name.seq_num} is over {MAX_SEQ_NUM}")
-    return (int(name.day_obs) + shift * 10_000) * 100_000 + name.seq_num
+    day = int(name.day_obs)
+    unified = _UNIFIED_AFTER.get(name.controller)
+    if unified is not None and day > unified:
+        index = 0
+    return (day + 1000_00_00 * index) * 100_000 + name.seq_num
 
 
 @functools.cache
@@ -85,3 +94,18 @@ def detector_purpose(sensor: str) -> str:
     say."""
     slot = sensor.rpartition("_")[2]
     return {"G": "GUIDER", "W": "WAVEFRONT"}.get(slot[1:2], "SCIENCE")
+
+
+def physical_filter(instrument: str, filter_name: object, grating: object) -> str | None:
+    """The physical filter as the translators name it: the header's ``FILTER``, and for
+    LATISS ``FILTER~GRATING`` (an ``empty_N`` filter or grating is ``empty``; a grating
+    the header lacks is ``unknown``); None when there is no filter name."""
+    if not isinstance(filter_name, str) or not filter_name:
+        return None
+    if instrument != "LATISS":
+        return filter_name
+    name = "empty" if filter_name.lower().startswith("empty") else filter_name
+    if not isinstance(grating, str):
+        return f"{name}~unknown"
+    disperser = "empty" if not grating or grating.lower().startswith("empty") else grating
+    return f"{name}~{disperser}"
