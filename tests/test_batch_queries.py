@@ -127,7 +127,8 @@ def test_auto_qcs_own_query_is_bind_values_only(archive: Archive) -> None:
 @pytest.mark.parametrize(
     ("where", "bind", "limit", "reason"),
     [
-        ("instrument = 'LSSTComCam' AND", {}, 100, "instrument = 'LSSTComCam' AND"),
+        ("instrument = 'LSSTComCam' AND", {}, 100, "syntax error"),
+        ("0", {}, 100, "not a condition"),
         ("exposure.seq_num IN (1..", {}, 100, "exposure.seq_num"),
         ("exposure.colour = 'red'", {}, 100, "colour"),
         ("telescope = 'AuxTel'", {}, 100, "telescope"),

@@ -107,14 +107,7 @@ def select_files(
             "the data query is empty; name the images, e.g. "
             "\"instrument = 'LATISS' AND exposure.day_obs = 20261121\""
         )
-    try:
-        refs = repository.query_raws(where, bind=dict(bind), limit=limit)
-    except AssertionError:
-        # The Butler (daf_butler 30.2026.4300) asserts, rather than refusing, when the
-        # whole expression is a value and not a condition (``0``, ``'x'``, ``detector``).
-        raise SelectionError(
-            f"the data query {where[:80]!r} is not a condition (e.g. detector = 4)"
-        ) from None
+    refs = repository.query_raws(where, bind=dict(bind), limit=limit)
     rows = {(r.image_name, r.sensor): r for r in catalog.files_named(
         [(ref.image_name, ref.sensor) for ref in refs])}  # fmt: skip
     missing: list[str] = []
