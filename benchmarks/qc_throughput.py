@@ -132,7 +132,7 @@ def main() -> int:
                     root,
                     Path(directory) / f"w{workers}",
                     workers,
-                    "instrument = 'LSSTComCam' AND exposure.observation_type = 'science'",
+                    "instrument = 'LSSTComCam' AND exposure.observation_type = 'object'",
                     {},
                 )
             )

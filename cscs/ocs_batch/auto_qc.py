@@ -34,6 +34,7 @@ from cscs.core.errors import ExpectedError
 from cscs.core.remote import Received
 from cscs.core.schema import Payload, parse_payload
 from cscs.core.topics import CscAddress
+from cscs.ocs_batch.catch_up import instruments_of
 from cscs.ocs_batch.interface import Execute, OcsBatchConfig
 from cscs.repository import detector_id, exposure_id
 
@@ -121,8 +122,7 @@ class AutoQc:
         self._forget_all()
         self.sensors = frozenset(config.auto_qc_sensors)
         self.image_types = frozenset(config.auto_qc_image_types)
-        known = {camera.value: camera.instrument for camera in Camera}
-        self.instruments = frozenset(known[i] for i in config.auto_qc_cameras if i in known)
+        self.instruments = instruments_of(config.auto_qc_cameras)
         if not config.auto_qc:
             return
         # Any OODS: one per site usually, but its index is the site's to choose.
