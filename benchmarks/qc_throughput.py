@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -40,7 +41,8 @@ from cscs.ocs_batch.photometry import Reference
 from cscs.ocs_batch.qc import assemble, measure_detector, overscan_stats
 from cscs.ocs_batch.refcat import detector_reference, load_reference_catalog
 from cscs.ocs_batch.tasks import read_raw
-from sim.testkit import SimulatedExposure, simulated_archive
+from cscs.repository import detector_id, exposure_id
+from sim.testkit import SimulatedExposure, register_in_repository, simulated_archive
 
 SENSORS = [d.name for d in Camera.COMCAM.detectors]
 
@@ -59,8 +61,11 @@ def pipeline_alone(segments: list[Any], reference: Reference | None) -> float:
     return time.perf_counter() - started
 
 
-async def through_the_csc(root: Path, state: Path, workers: int, query: str) -> float:
-    """Seconds from execute to the final ack of an image-qc job over ``query``."""
+async def through_the_csc(
+    root: Path, state: Path, workers: int, query: str, bind: dict[str, Any]
+) -> float:
+    """Seconds from execute to the final ack of an image-qc job over ``query`` (a Butler
+    expression; ``bind``: its values)."""
     config = state / "config" / "OCSBatch"
     config.mkdir(parents=True, exist_ok=True)
     values = {"archive_root": str(root), "workers": workers,
@@ -77,14 +82,18 @@ async def through_the_csc(root: Path, state: Path, workers: int, query: str) -> 
             await batch.command("start", {"configurationOverride": "bench"}, timeout=120)
             await batch.command("enable")
             # Warm the workers (imports, first reads) so the figure is the steady rate.
+            one = bind | {"bench_detector": detector_id("LSSTComCam", "R22_S00")}
             await batch.command(
                 "execute",
-                {"pipeline": "image-qc", "dataQuery": f"{query} and sensor = R22_S00"},
+                {"pipeline": "image-qc", "dataQuery": f"{query} AND detector = bench_detector",
+                 "config": json.dumps({"bind": one})},
                 timeout=300,
-            )
+            )  # fmt: skip
             started = time.perf_counter()
             await batch.command(
-                "execute", {"pipeline": "image-qc", "dataQuery": query}, timeout=600
+                "execute",
+                {"pipeline": "image-qc", "dataQuery": query, "config": json.dumps({"bind": bind})},
+                timeout=600,
             )
             elapsed = time.perf_counter() - started
             await batch.command("disable")
@@ -103,6 +112,7 @@ def main() -> int:
         exposures = [SimulatedExposure("OBJECT", 15.0, seeing=0.9, pointing=field)] * args.images
         refcat = root.parent / "refcat"
         rows = simulated_archive(root, Camera.COMCAM, exposures, SENSORS, reference_catalog=refcat)
+        register_in_repository(root, rows)
         header, segments = read_raw(rows[0].path)
         catalog = load_reference_catalog(refcat)
         assert catalog is not None
@@ -122,7 +132,8 @@ def main() -> int:
                     root,
                     Path(directory) / f"w{workers}",
                     workers,
-                    "instrument = LSSTComCam and imageType = OBJECT",
+                    "instrument = 'LSSTComCam' AND exposure.observation_type = 'object'",
+                    {},
                 )
             )
             rate = detectors / seconds
@@ -131,7 +142,10 @@ def main() -> int:
                 f"{rate:.2f} detectors/s; {rate * baseline:.2f} x sep alone on one core"
             )
         first = rows[0].image_name
-        one = asyncio.run(through_the_csc(root, Path(directory) / "one", 2, f"image = {first}"))
+        one = asyncio.run(
+            through_the_csc(root, Path(directory) / "one", 2, "instrument = 'LSSTComCam' AND "
+                            "exposure = bench_exposure", {"bench_exposure": exposure_id(first)})
+        )  # fmt: skip
         print(f"execute -> jobResult for one ComCam image (9 detectors, 2 workers): {one:.1f} s")
     return 0
 

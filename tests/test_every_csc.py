@@ -26,7 +26,7 @@ ENABLED_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "HeaderService": {},
     "OCSBatch": {
-        "execute": {"pipeline": "image-qc", "dataQuery": "instrument = LATISS"},
+        "execute": {"pipeline": "image-qc", "dataQuery": "instrument = 'LATISS'"},
         "abortJob": {"jobId": "20261121-00000000"},
     },
     "TelemetryGateway": {

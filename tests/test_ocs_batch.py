@@ -29,15 +29,18 @@ import yaml
 from distributed import LocalCluster, Scheduler
 from distributed.core import Status
 from distributed.diagnostics.plugin import SchedulerPlugin
+from lsst.daf.butler import Timespan
 
 from cscs.camera.geometry import Camera
+from cscs.camera.observatory import astropy_time
 from cscs.camera.sky import Pointing
-from cscs.catalog import BatchRecords, Catalog, JobRecord, sqlite_url
+from cscs.catalog import ArchivedFile, BatchRecords, Catalog, JobRecord, sqlite_url
 from cscs.core.broker import EmbeddedBroker
 from cscs.core.protocol import Ack, AckCode, decode_json_object, encode
 from cscs.core.remote import EventStream, Remote
 from cscs.core.settings import Settings
 from cscs.core.states import State
+from cscs.core.tai import current_tai
 from cscs.core.testing import CscHarness, enabled_csc, make_csc
 from cscs.core.topics import CscAddress
 from cscs.core.transport import Subscription
@@ -45,8 +48,9 @@ from cscs.ocs.jobs import jobs_table, show_jobs
 from cscs.ocs.runner import run_script
 from cscs.ocs.script import parse_script
 from cscs.ocs_batch.csc import OcsBatchCsc
+from cscs.repository import Repository, detector_id, exposure_id
 from sim.daq.pixels import ElectronicsModel, SkyModel
-from sim.testkit import SimulatedExposure, simulated_archive
+from sim.testkit import SimulatedExposure, register_in_repository, simulated_archive
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -57,6 +61,17 @@ OBJECTS = [
 ]
 BIASES = [SimulatedExposure("BIAS")] * 3
 WORKERS = 2  # of the module's cluster, as OCSBatch's own by default
+COMCAM = "instrument = 'LSSTComCam'"
+
+
+def archived(
+    root: Path, camera: Camera, exposures: list[SimulatedExposure], sensors: list[str],
+    **options: Any,
+) -> list[ArchivedFile]:  # fmt: skip
+    """Simulated raws in the archive, registered in its repository as the OODS would."""
+    rows = simulated_archive(root, camera, exposures, sensors, **options)
+    register_in_repository(root, rows)
+    return rows
 
 
 class _Watch(SchedulerPlugin):  # type: ignore[misc]
@@ -211,8 +226,8 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
     site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     refcat, one_gain = tmp_path / "refcat", ElectronicsModel(gain_spread=0.0)
-    rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"],
-                             electronics=one_gain, reference_catalog=refcat)  # fmt: skip
+    rows = archived(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"],
+                    electronics=one_gain, reference_catalog=refcat)  # fmt: skip
     async with (
         batch(site_broker, index, tmp_path, cluster, reference_catalog=str(refcat)) as harness,
         harness.remote.stream() as events,
@@ -221,7 +236,7 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
     ):
         acks: list[Ack] = []
         final = await execute(
-            harness, acks, dataQuery="instrument = LSSTComCam and imageType = OBJECT"
+            harness, acks, dataQuery=f"{COMCAM} AND exposure.observation_type = 'object'"
         )
         assert [a.code for a in acks] == [AckCode.INPROGRESS, AckCode.COMPLETE], final.result
         job_id = acks[0].result
@@ -283,10 +298,37 @@ async def test_image_qc_runs_on_dask_and_reports_every_step(
 
 
 @pytest.mark.broker  # on the module's Dask cluster
+async def test_butler_queries_select_ranges_types_and_detectors_and_malformed_ones_are_refused(
+    site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
+) -> None:
+    exposures = [BIASES[0], SimulatedExposure("DARK", 1.0), *OBJECTS]  # 1 … 4 of 20261121
+    archived(tmp_path / "archive", Camera.COMCAM, exposures, ["R22_S00", "R22_S11"])
+    async with batch(site_broker, index, tmp_path, cluster) as harness:
+        bind = {"bind": {"det": detector_id("LSSTComCam", "R22_S11"), "day": 20261121}}
+        ack = await execute(
+            harness, config=json.dumps(bind),
+            dataQuery=f"{COMCAM} AND exposure.day_obs = day AND exposure.seq_num IN (3..4) "
+                      "AND detector = det",
+        )  # fmt: skip
+        assert ack.code is AckCode.COMPLETE, ack.result
+        assert "2 detectors of 2 images measured" in ack.result
+        ack = await execute(harness, dataQuery="exposure.observation_type IN ('bias', 'dark')")
+        assert ack.code is AckCode.COMPLETE, ack.result
+        assert "4 detectors of 2 images measured" in ack.result
+        for query, reason in [("exposure.seq_num IN (3..", "exposure.seq_num IN (3.."),
+                              ("exposure.colour = 'red'", "colour")]:  # fmt: skip
+            ack = await execute(harness, dataQuery=query)
+            assert ack.code is AckCode.FAILED, ack.result
+            assert reason in ack.result
+        ack = await execute(harness, dataQuery=COMCAM, config='{"bind": {"n": [true]}}')
+        assert ack.code is AckCode.FAILED, ack.result
+        assert "bind n" in ack.result
+
+
 async def test_a_corrupt_archived_file_fails_the_job_naming_it(
     broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
-    rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
+    rows = archived(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
     broken = Path(rows[0].path)
     os.truncate(broken, 20_000_000)  # the disk lost the end of it (75 MB)
     async with (
@@ -295,7 +337,8 @@ async def test_a_corrupt_archived_file_fails_the_job_naming_it(
         harness.bus.subscription(f"dm{index}/status/#") as stages,
     ):
         acks: list[Ack] = []
-        final = await execute(harness, acks, dataQuery=f"image = {rows[0].image_name}")
+        query = f"exposure = {exposure_id(rows[0].image_name)}"
+        final = await execute(harness, acks, dataQuery=query)
         assert [a.code for a in acks] == [AckCode.INPROGRESS, AckCode.FAILED], final.result
         job_id = acks[0].result
         result = (await job_events(events, job_id))[-1][1]
@@ -311,13 +354,17 @@ async def test_a_corrupt_archived_file_fails_the_job_naming_it(
 async def test_what_cannot_run_fails_before_a_job_exists_with_the_reason(
     site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
-    simulated_archive(tmp_path / "archive", Camera.LATISS, BIASES[:1], ["R00_S00"])
+    archived(tmp_path / "archive", Camera.LATISS, BIASES[:1], ["R00_S00"])
     async with batch(site_broker, index, tmp_path, cluster) as harness:
         cases = [
             ({"pipeline": "sky", "dataQuery": "instrument = LATISS"}, "unknown pipeline 'sky'"),
-            ({"dataQuery": "imageType = BIAS and"}, "expected a field"),
-            ({"dataQuery": "dayObs = 2026"}, "(at character 10)"),
-            ({"dataQuery": "dayObs = 20250101"}, "selects no archived file"),
+            ({"dataQuery": "exposure.observation_type = 'bias' AND"}, "syntax error"),
+            ({"dataQuery": "exposure.colour = 'red'"}, "colour"),
+            ({"dataQuery": "detector IN (dets)"}, "dets"),
+            ({"dataQuery": "exposure.day_obs = 20250101"}, "selects no archived file"),
+            ({"dataQuery": ""}, "the data query is empty"),
+            ({"dataQuery": "instrument = 'LATISS'", "config": '{"bind": {"x": [[1]]}}'},
+             "bind x"),
             ({"dataQuery": "instrument = LATISS", "config": "{nsigma: 3"}, "config is not JSON"),
             ({"dataQuery": "instrument = LATISS", "config": "[1]"}, "must be a JSON object"),
             ({"dataQuery": "instrument = LATISS", "config": '{"x": 1}'}, "no config key x"),
@@ -351,19 +398,28 @@ async def test_master_bias_abort_and_prerequisites(
     site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     sensors = ["R22_S00", "R22_S01", "R22_S02", "R22_S10"]
-    simulated_archive(tmp_path / "archive", Camera.COMCAM, BIASES, sensors)
-    bias_query = "instrument = LSSTComCam and imageType = BIAS"
+    archived(tmp_path / "archive", Camera.COMCAM, BIASES, sensors)
+    bias_query = f"{COMCAM} AND exposure.observation_type = 'bias'"
     async with (
         batch(site_broker, index, tmp_path, cluster, max_running_jobs=1) as harness,
         harness.remote.stream() as events,
     ):
         one = await execute(
-            harness, pipeline="master-bias", dataQuery=f"{bias_query} and sensor = R22_S00"
+            harness, pipeline="master-bias", dataQuery=f"{bias_query} AND detector = 0"
         )
         assert one.code is AckCode.COMPLETE, one.result
         product = tmp_path / "archive" / "LSSTComCam" / "calib" / "bias"
         made = sorted(product.rglob("*.fits"))
         assert [p.name for p in made] == ["bias_R22_S00.fits"]
+        # A calibration dataset, certified in the calibration collection, in place.
+        with Repository.open(tmp_path / "archive") as repository:
+            now = astropy_time(current_tai())
+            ref = repository.butler.find_dataset(
+                "bias", {"instrument": "LSSTComCam", "detector": 0},
+                collections="LSSTComCam/calib", timespan=Timespan(now, now),
+            )  # fmt: skip
+            assert ref is not None
+            assert [Path(repository.butler.getURI(ref).ospath)] == made
         # A job of four detectors (two rounds of the workers), and one waiting on it;
         # abort the first.
         acks: list[Ack] = []
@@ -390,7 +446,7 @@ async def _execute_waiting(
     harness: CscHarness, events: EventStream, prereq: str
 ) -> asyncio.Task[Ack]:
     """Submit a job on ``prereq`` and return (as a task) its command once it is waiting."""
-    query = "instrument = LSSTComCam"
+    query = COMCAM
     task = asyncio.create_task(execute(harness, dataQuery=query, prereqJobs=prereq))
     await events.wait_for(lambda e: e.name == "jobStatus" and e.data["status"] == "waiting", 60)
     return task
@@ -399,7 +455,7 @@ async def _execute_waiting(
 async def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(
     site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
-    simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"])
+    archived(tmp_path / "archive", Camera.COMCAM, OBJECTS, ["R22_S00", "R22_S11"])
     async with (
         batch(site_broker, index, tmp_path, cluster) as harness,
         harness.remote.stream("jobStatus") as status,
@@ -408,7 +464,7 @@ async def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(
         assert isinstance(csc, OcsBatchCsc)
         assert csc.queue.engine is not None
         pids: dict[str, int] = await csc.queue.engine.client.run(os.getpid)
-        command = asyncio.create_task(execute(harness, dataQuery="instrument = LSSTComCam"))
+        command = asyncio.create_task(execute(harness, dataQuery=COMCAM))
         await status.wait_for(lambda e: e.data["status"] == "running", 60)
         victim = next(iter(pids.values()))  # the scheduler has given it work already
         os.kill(victim, signal.SIGKILL)
@@ -422,7 +478,7 @@ async def test_a_job_whose_workers_are_all_stopped_fails_at_its_deadline_with_th
 ) -> None:
     """Both workers SIGSTOPped: the job used to stay `running 0/n` for ever (issue 29,
     item 13); `task_timeout` without a task ending fails it, saying why."""
-    simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
+    archived(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
     async with (
         batch(site_broker, index, tmp_path, cluster, task_timeout=2.0) as harness,
         harness.remote.stream() as events,
@@ -436,7 +492,7 @@ async def test_a_job_whose_workers_are_all_stopped_fails_at_its_deadline_with_th
             os.kill(pid, signal.SIGSTOP)
         try:
             acks: list[Ack] = []
-            final = await execute(harness, acks, dataQuery="instrument = LSSTComCam")
+            final = await execute(harness, acks, dataQuery=COMCAM)
         finally:
             for pid in pids.values():
                 os.kill(pid, signal.SIGCONT)
@@ -483,17 +539,20 @@ async def test_a_job_under_way_when_the_service_died_is_reported_failed(
     assert seen[1][1]["exitCode"] == 1
 
 
-async def test_auto_qc_measures_each_archived_image_without_a_command(
+async def test_auto_qc_measures_each_image_the_oods_announces_without_a_command(
     site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
-    rows = simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
+    rows = archived(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
     async with (
         batch(site_broker, index, tmp_path, cluster, auto_qc=True, auto_qc_cameras=[2]) as harness,
         harness.bus.subscription(f"dm{index}/qc/#") as dm,
     ):
-        topic = f"b{index}/Archiver/2/evt/imageArchived"
-        announced = {"imageName": rows[0].image_name, "sensor": "R22_S11", "url": "", "seq": 1}
-        await harness.bus.publish(f"b{index}/Archiver/2/evt/imageArchived", b"{not json")
+        topic = f"b{index}/OODS/0/evt/imageInOODS"
+        image = rows[0].image_name
+        announced = {"imageName": image, "instrument": "LSSTComCam", "sensors": "R22_S11",
+                     "exposureId": exposure_id(image), "statusCode": 0, "description": "",
+                     "seq": 1}  # fmt: skip
+        await harness.bus.publish(topic, b"{not json")
         await harness.bus.publish(topic, encode(announced | {"imageName": "../../etc"}))
         await harness.bus.publish(topic, encode(announced))
         published = await dm_messages(dm, 2)
@@ -506,7 +565,7 @@ async def test_a_csc_process_killed_mid_job_has_its_job_failed_at_the_next_start
 ) -> None:
     """`cscs run OCSBatch` SIGKILLed while a job runs; a new OCSBatch on the same
     records reports that job failed when it starts."""
-    simulated_archive(tmp_path / "archive", Camera.COMCAM, BIASES, ["R22_S00", "R22_S01"])
+    archived(tmp_path / "archive", Camera.COMCAM, BIASES, ["R22_S00", "R22_S01"])
     configs = tmp_path / "config" / "OCSBatch"
     configs.mkdir(parents=True)
     (configs / "test.yaml").write_text(
@@ -528,7 +587,8 @@ async def test_a_csc_process_killed_mid_job_has_its_job_failed_at_the_next_start
             await batch.command("start", {"configurationOverride": "test"}, timeout=60)
             await batch.command("enable")
             command = asyncio.create_task(batch.command(
-                "execute", {"pipeline": "master-bias", "dataQuery": "imageType = BIAS"},
+                "execute", {"pipeline": "master-bias",
+                            "dataQuery": "exposure.observation_type = 'bias'"},
                 timeout=120, check=False,
             ))  # fmt: skip
             running = await events.wait_for(
@@ -558,9 +618,9 @@ async def test_a_csc_process_killed_mid_job_has_its_job_failed_at_the_next_start
 async def test_a_sites_scheduler_given_by_address_runs_the_jobs(
     site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
-    simulated_archive(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
+    archived(tmp_path / "archive", Camera.COMCAM, OBJECTS[:1], ["R22_S11"])
     async with batch(site_broker, index, tmp_path, cluster) as harness:  # the module's, as a site's
-        ack = await execute(harness, dataQuery="image = CC_O_20261121_000001")
+        ack = await execute(harness, dataQuery="exposure.obs_id = 'CC_O_20261121_000001'")
         assert ack.code is AckCode.COMPLETE, ack.result
         csc = harness.csc
         assert isinstance(csc, OcsBatchCsc)
@@ -589,17 +649,18 @@ async def test_a_master_dark_waits_for_its_master_bias_and_subtracts_it(
     site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
     exposures = BIASES + [SimulatedExposure("DARK", 30.0)] * 2
-    simulated_archive(tmp_path / "archive", Camera.COMCAM, exposures, ["R22_S11"])
+    archived(tmp_path / "archive", Camera.COMCAM, exposures, ["R22_S11"])
     async with (
         batch(site_broker, index, tmp_path, cluster) as harness,
         harness.remote.stream("jobId") as ids,
     ):
         bias = asyncio.create_task(
-            execute(harness, pipeline="master-bias", dataQuery="imageType = BIAS")
+            execute(harness, pipeline="master-bias", dataQuery="exposure.observation_type = 'bias'")
         )
         bias_id = (await ids.next(60)).data["jobId"]
         config = json.dumps({"biasJob": bias_id})
-        dark = await execute(harness, pipeline="master-dark", dataQuery="imageType = DARK",
+        dark = await execute(harness, pipeline="master-dark",
+                             dataQuery="exposure.observation_type IN ('dark')",
                              prereqJobs=bias_id, config=config)  # fmt: skip
         assert (await bias).code is AckCode.COMPLETE
         assert dark.code is AckCode.COMPLETE, dark.result
@@ -614,16 +675,18 @@ async def test_a_master_dark_waits_for_its_master_bias_and_subtracts_it(
 async def test_an_observing_script_executes_a_job_and_waits_on_its_result(
     site_broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:
-    simulated_archive(tmp_path / "archive", Camera.LATISS, BIASES[:2], ["R00_S00"])
+    archived(tmp_path / "archive", Camera.LATISS, BIASES[:2], ["R00_S00"])
     text = textwrap.dedent("""
         name: daytime
         steps:
           - command: {csc: "OCSBatch:0", name: execute, timeout: 120,
-                      params: {pipeline: master-bias, dataQuery: "imageType = BIAS"},
+                      params: {pipeline: master-bias,
+                               dataQuery: "exposure.observation_type = 'bias'"},
                       result: "1 master-bias product written"}
           - wait: {csc: "OCSBatch:0", event: jobResult, where: {exitCode: 0}}
           - command: {csc: "OCSBatch:0", name: execute, expect: FAILED,
-                      params: {pipeline: image-qc, dataQuery: "imageType = FLAT"},
+                      params: {pipeline: image-qc,
+                               dataQuery: "exposure.observation_type = 'flat'"},
                       result: "selects no archived file"}
         """)
     async with batch(site_broker, index, tmp_path, cluster) as harness:

@@ -3,25 +3,28 @@ OCSBatch's catch-up, oldest first and bounded; those with QC, a given-up failure
 sky (a bias) are not, and an image never gets a second job while one measures it.
 
 The selection runs on SQLite and PostgreSQL (``catalog_url``); the pass runs in
-OCSBatch:0 on the in-memory bus, with an engine that hands each task's metrics back
-in-process (what is tested is which images are measured and what is said about them,
-not the measurement: tests/test_ocs_batch.py measures on Dask).
+OCSBatch:0 on the in-memory bus, over simulated raws registered in the archive's Butler
+repository (a data query selects only those), with an engine that hands each task's
+metrics back in-process (what is tested is which images are measured and what is said
+about them, not the measurement: tests/test_ocs_batch.py measures on Dask).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cscs.camera.geometry import Camera
+from cscs.camera.naming import ImageName
 from cscs.catalog import ArchivedFile, BatchRecords, Catalog, Observation, sqlite_url
 from cscs.catalog.batch import MAX_QC_ATTEMPTS
-from cscs.cluster import Engine, TaskOutcome
+from cscs.cluster import Engine
 from cscs.core.protocol import decode_json_object
 from cscs.core.remote import EventStream, Remote
 from cscs.core.tai import current_tai
@@ -30,7 +33,8 @@ from cscs.core.topics import CscAddress
 from cscs.core.transport import Subscription
 from cscs.ocs_batch.catch_up import CATCH_UP, instruments_of
 from cscs.ocs_batch.csc import OcsBatchCsc
-from cscs.ocs_batch.tasks import QcTask
+from sim.testkit import SimulatedExposure, register_in_repository, simulated_archive
+from tests.support.batch_engine import InProcessEngine, metrics
 
 SCIENCE = ("OBJECT", "ENGTEST")
 SENSORS = ("R22_S00", "R22_S11")
@@ -53,15 +57,26 @@ def archive(
         catalog.record_observation(Observation(image, kind, "", "r", "r", 15.0))
 
 
+def archive_files(
+    catalog: Catalog, image: str, kind: str, start: float, *,
+    sensors: Sequence[str] = SENSORS, registered: bool = True,
+) -> list[ArchivedFile]:  # fmt: skip
+    """Simulated raws of a ComCam image in the archive, registered in its repository as
+    the OODS would (unless not ``registered``), their catalog rows given these times."""
+    root = Path(catalog.url.removeprefix("sqlite:///")).parent
+    number = ImageName.parse(image).seq_num
+    rows = simulated_archive(root, Camera.COMCAM, [SimulatedExposure(kind, 1.0)], list(sensors),
+                             first_number=number)  # fmt: skip
+    if registered:
+        register_in_repository(root, rows)
+    for row in rows:
+        catalog.record(replace(row, exposure_start_tai=start, archived_tai=start + 10.0))
+    return rows
+
+
 def open_archive(tmp_path: Path) -> Catalog:
     (tmp_path / "archive").mkdir()
     return Catalog(sqlite_url(tmp_path / "archive" / "catalog.sqlite"))
-
-
-def metrics(image: str, sensor: str) -> dict[str, Any]:
-    return {"imageName": image, "sensor": sensor, "psfFwhm": 0.8, "psfE1": 0.0, "psfE2": 0.0,
-            "ellipticity": 0.0, "skyMean": 100.0, "skyRms": 10.0, "nSources": 5,
-            "nPsfStars": 3, "zeroPoint": None, "amplifiers": []}  # fmt: skip
 
 
 def due(records: BatchRecords, now: float, **kwargs: Any) -> list[tuple[str, tuple[str, ...]]]:
@@ -121,41 +136,6 @@ def test_the_cameras_auto_qc_names_are_instruments() -> None:
 
 
 # ---- the pass in OCSBatch:0 --------------------------------------------------------------
-
-
-class InProcessEngine:
-    """Hands each task's result back at once: metrics for a QcTask, an error for the
-    images in ``broken``; ``gate``, when given, holds every task until it is set."""
-
-    dashboard = ""
-
-    def __init__(self, broken: set[str], gate: asyncio.Event | None) -> None:
-        self.broken, self.gate = broken, gate
-        self.measured: list[tuple[str, str]] = []
-
-    def submit(
-        self, function: Callable[..., Any], tasks: Sequence[Any], keys: Sequence[str]
-    ) -> list[Any]:
-        return list(tasks)
-
-    async def outcomes(self, futures: list[QcTask]) -> AsyncGenerator[TaskOutcome, None]:
-        for index, task in enumerate(futures):
-            if self.gate is not None:
-                await self.gate.wait()
-            if task.image in self.broken:
-                yield TaskOutcome(index, None, f"OSError: cannot read {task.path}")
-                continue
-            self.measured.append((task.image, task.sensor))
-            yield TaskOutcome(index, metrics(task.image, task.sensor) | {"worker": "w"}, "")
-
-    async def cancel(self, futures: list[Any]) -> None:
-        pass
-
-    async def workers(self) -> tuple[int, int]:
-        return 1, 0
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -223,7 +203,7 @@ async def test_a_pass_measures_science_images_without_qc_and_nothing_else(
     for name, kind, age in [(sci_1, "OBJECT", 900), (sci_2, "ENGTEST", 800),
                             (done, "OBJECT", 950), (gave_up, "OBJECT", 940),
                             (bias, "BIAS", 930), (broken, "OBJECT", 700)]:  # fmt: skip
-        archive(catalog, name, kind, now - age)
+        archive_files(catalog, name, kind, now - age)
     for sensor in SENSORS:
         records.record_qc("old", metrics(done, sensor), now)
         records.record_qc_failure([(gave_up, sensor)], "old", "unreadable", now, final=True)
@@ -253,7 +233,7 @@ async def test_an_image_being_measured_gets_no_second_job(
     now = current_tai()
     images = [f"CC_O_20261121_00001{index}" for index in range(4)]
     for index, image in enumerate(images):
-        archive(catalog, image, "OBJECT", now - 900 + index)
+        archive_files(catalog, image, "OBJECT", now - 900 + index)
     gate = asyncio.Event()
     engine = InProcessEngine(broken=set(), gate=gate)
     config = {"auto_qc_catch_up_images": 2, "max_running_jobs": 1}
@@ -281,7 +261,7 @@ async def test_an_image_archived_while_enabled_and_never_announced_is_caught_up_
     engine = InProcessEngine(broken=set(), gate=None)
     async with batch(tmp_path, monkeypatch, engine, auto_qc_catch_up_interval=1.0) as site:
         image = "CC_O_20261121_000020"
-        archive(catalog, image, "OBJECT", current_tai() - 60)  # its announcement lost
+        archive_files(catalog, image, "OBJECT", current_tai() - 60)  # its announcement lost
         assert (await site.stages(1))[image]["status"] == "measured"
         assert site.csc.catch_up.passes >= 2  # the one at enable found nothing
     catalog.close()
@@ -295,9 +275,9 @@ async def test_images_always_refused_do_not_keep_newer_ones_from_qc(
     now = current_tai()
     refused = [f"CC_O_20261121_00003{index}" for index in range(3)]
     for index, image in enumerate(refused):  # two files each: more than a job may take
-        archive(catalog, image, "OBJECT", now - 900 + index)
+        archive_files(catalog, image, "OBJECT", now - 900 + index)
     newer = "CC_O_20261121_000040"
-    archive(catalog, newer, "OBJECT", now - 800, sensors=SENSORS[:1])
+    archive_files(catalog, newer, "OBJECT", now - 800, sensors=SENSORS[:1])
     engine = InProcessEngine(broken=set(), gate=None)
     config = {"auto_qc_catch_up_images": 2, "max_files_per_job": 1}
     async with batch(tmp_path, monkeypatch, engine, **config) as site:
@@ -308,4 +288,23 @@ async def test_images_always_refused_do_not_keep_newer_ones_from_qc(
         # Each refusal an attempt: given up after MAX_QC_ATTEMPTS, never queued.
         assert due(records, current_tai()) == []
     assert engine.measured == [(newer, SENSORS[0])]
+    catalog.close()
+
+
+async def test_an_image_not_yet_in_the_repository_waits_for_it_and_costs_no_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = open_archive(tmp_path)
+    image = "CC_O_20261121_000050"
+    rows = archive_files(catalog, image, "OBJECT", current_tai() - 900, registered=False)
+    engine = InProcessEngine(broken=set(), gate=None)
+    async with batch(tmp_path, monkeypatch, engine) as site:
+        # Archived, but the OODS has not registered it: no data query can select it yet.
+        for _ in range(MAX_QC_ATTEMPTS + 1):
+            assert await site.csc.catch_up.run_pass() == 0
+        await asyncio.to_thread(register_in_repository, tmp_path / "archive", rows)
+        assert await site.csc.catch_up.run_pass() == 1  # not given up meanwhile
+        assert (await site.stages(1))[image]["status"] == "measured"
+        await site.ended(1)
+    assert sorted(engine.measured) == [(image, sensor) for sensor in SENSORS]
     catalog.close()

@@ -300,6 +300,22 @@ class BatchRecords:
         query = sa.select(CALIBRATIONS).where(CALIBRATIONS.c.job_id == job_id)
         return [CalibrationRecord(**row._asdict()) for row in self._rows(query)]
 
+    def recent_calibrations(self, limit: int) -> list[CalibrationRecord]:
+        """The newest ``limit`` calibration products, newest first."""
+        query = sa.select(CALIBRATIONS).order_by(CALIBRATIONS.c.created_tai.desc()).limit(limit)
+        return [CalibrationRecord(**row._asdict()) for row in self._rows(query)]
+
+    def recent_qc(self, limit: int) -> list[tuple[str, str, str]]:
+        """(instrument, image, sensor) of the newest ``limit`` detectors measured, newest
+        first (those whose file the catalog has)."""
+        query = (
+            sa.select(FILES.c.instrument, QC_METRICS.c.image_name, QC_METRICS.c.sensor)
+            .select_from(QC_METRICS.join(FILES, (FILES.c.image_name == QC_METRICS.c.image_name)
+                                         & (FILES.c.sensor == QC_METRICS.c.sensor)))
+            .order_by(QC_METRICS.c.measured_tai.desc()).limit(limit)
+        )  # fmt: skip
+        return [(str(r.instrument), str(r.image_name), str(r.sensor)) for r in self._rows(query)]
+
     # ---- plumbing --------------------------------------------------------------------
 
     def _jobs(self, where: sa.ColumnElement[bool], limit: int | None = None) -> list[JobRecord]:

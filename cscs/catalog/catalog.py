@@ -10,13 +10,13 @@ catch-up, which checks the file before trusting it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from cscs.catalog.query import Condition, DataQuery
 from cscs.catalog.versions import upgrade
 
 __all__ = ["ArchivedFile", "Catalog", "CatalogError", "Observation", "sqlite_url"]
@@ -45,8 +45,8 @@ FILES = sa.Table(
     sa.Column("header_source", sa.String(8), nullable=False, server_default=""),
     sa.UniqueConstraint("image_name", "sensor", name="one_file_per_sensor"),
 )
-# What a data query selects on besides the file's own columns: one row per image,
-# from its header (so an image archived without a header has none yet).
+# An image's header values (one row per image, from its header, so an image archived
+# without a header has none yet): what auto_qc and QC's catch-up decide on.
 OBSERVATIONS = sa.Table(
     "observations",
     METADATA,
@@ -87,7 +87,7 @@ _COLUMNS = [f.name for f in fields(ArchivedFile)]
 
 @dataclass(frozen=True)
 class Observation:
-    """An image's header values that a data query selects on."""
+    """An image's header values that auto_qc and QC's catch-up decide on."""
 
     image_name: str
     image_type: str
@@ -135,22 +135,17 @@ class Catalog:
         where = OBSERVATIONS.c.image_name == observation.image_name
         upsert(self.engine, OBSERVATIONS, where, values, observation.image_name)
 
-    def select(self, query: DataQuery, limit: int) -> list[ArchivedFile]:
-        """The files a data query names, oldest exposure first; CatalogError if there
-        are more than ``limit`` (a job of a whole year is a mistake, not a job)."""
-        where = sa.and_(*(_condition(c) for c in query.conditions))
-        selected = (
-            sa.select(*[FILES.c[n] for n in _COLUMNS])
-            .select_from(
-                FILES.outerjoin(OBSERVATIONS, OBSERVATIONS.c.image_name == FILES.c.image_name)
-            )
-            .where(where)
-            .order_by(FILES.c.exposure_start_tai, FILES.c.image_name, FILES.c.sensor)
-            .limit(limit + 1)
-        )
-        rows = self._select(selected)
-        if len(rows) > limit:
-            raise CatalogError(f"the query selects more than {limit} files; narrow it")
+    def files_named(self, pairs: Collection[tuple[str, str]]) -> list[ArchivedFile]:
+        """The rows of these (image, sensor) files, those the catalog has, in no order:
+        what a job's selection in the repository is joined with (the catalog is the
+        archive's truth: checksums, paths, provenance)."""
+        wanted = set(pairs)
+        images = sorted({image for image, _ in wanted})
+        rows: list[ArchivedFile] = []
+        for start in range(0, len(images), _IN_CHUNK):
+            chunk = images[start : start + _IN_CHUNK]
+            query = sa.select(*[FILES.c[n] for n in _COLUMNS]).where(FILES.c.image_name.in_(chunk))
+            rows.extend(r for r in self._select(query) if (r.image_name, r.sensor) in wanted)
         return rows
 
     def observation(self, image: str) -> Observation | None:
@@ -191,25 +186,7 @@ class Catalog:
             raise CatalogError(f"cannot read the archive catalog: {exc}") from exc
 
 
-_QUERY_COLUMNS: dict[str, list[sa.Column[Any]]] = {
-    "instrument": [FILES.c.instrument],
-    "dayObs": [FILES.c.day_obs],
-    "image": [FILES.c.image_name],
-    "sensor": [FILES.c.sensor],
-    "imageType": [OBSERVATIONS.c.image_type],
-    "groupId": [OBSERVATIONS.c.group_id],
-    "filter": [OBSERVATIONS.c.filter, OBSERVATIONS.c.band],  # a name or its band
-}
-
-
-def _condition(condition: Condition) -> sa.ColumnElement[bool]:
-    """One condition as SQL; every value a bound parameter, never text of the query."""
-    alternatives: list[sa.ColumnElement[bool]] = []
-    for column in _QUERY_COLUMNS[condition.field]:
-        if condition.values:
-            alternatives.append(column.in_(condition.values))
-        alternatives.extend(column.between(low, high) for low, high in condition.ranges)
-    return sa.or_(*alternatives)
+_IN_CHUNK = 500  # image names in one IN (...): well under every database's limit
 
 
 class CatalogError(Exception):

@@ -1,11 +1,16 @@
-"""``auto_qc``: image-qc on every image the archivers announce, without an operator.
+"""``auto_qc``: image-qc on every image the OODS announces, without an operator.
 
-The archivers publish one ``imageArchived`` per detector. Those of an image are
-gathered until none has come for :data:`SETTLE` seconds (a ComCam image's nine arrive
-within a second or two), then one ``image-qc`` job measures them, through the same path
-as a commanded job (``origin`` ``auto_qc``). An announcement is validated where it is
-parsed (a forged one names no file this CSC will read: the job reads what the catalog
-holds, and an image it does not have is logged and skipped). At most
+An image can be selected by a data query only once it is in the archive's Butler
+repository, so auto_qc follows the OODS's ``imageInOODS`` (CSC ``OODS``, any index; one
+per image, again when its files are registered again): ``statusCode`` 0, every file of
+the image is registered; otherwise the detectors listed in ``sensors`` are. Those of an
+image are gathered until nothing has come for :data:`SETTLE` seconds, then one
+``image-qc`` job measures them, through the same path as a commanded job (``origin``
+``auto_qc``), its data query a Butler expression with bind values
+(``instrument = inst AND exposure = exp AND detector IN (dets)``: no value is ever
+formatted into a query). An announcement is validated where it is parsed (a forged one
+names no file this CSC will read: the job reads what the repository and the catalog
+both hold, and an image they do not have is logged and skipped). At most
 :data:`MAX_PENDING` images gather at once (one more and the oldest is measured at
 once), none for longer than :data:`MAX_WAIT`, however often it is announced. Only the
 image types of ``auto_qc_image_types`` are measured (by default those that see the sky).
@@ -15,33 +20,61 @@ Its jobs are exclusive: an image another job measures already is not measured tw
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any, Protocol
 
+from pydantic import Field
 from structlog.typing import FilteringBoundLogger
 
-from cscs.camera.naming import MAX_SENSORS, ImageNameText, SensorText
+from cscs.camera.geometry import Camera
+from cscs.camera.naming import MAX_SENSORS, ImageName, ImageNameText, SensorListText
 from cscs.catalog import Observation
 from cscs.core.errors import ExpectedError
 from cscs.core.remote import Received
 from cscs.core.schema import Payload, parse_payload
 from cscs.core.topics import CscAddress
+from cscs.ocs_batch.catch_up import instruments_of
 from cscs.ocs_batch.interface import Execute, OcsBatchConfig
+from cscs.repository import detector_id, exposure_id
 
-__all__ = ["AUTO_QC", "MAX_PENDING", "SETTLE", "AutoQc", "Queue"]
+__all__ = ["AUTO_QC", "MAX_PENDING", "SETTLE", "AutoQc", "Queue", "qc_request"]
 
 AUTO_QC = "auto_qc"  # the origin of its jobs
 
-SETTLE = 2.0  # s after an image's last imageArchived before it is measured
+SETTLE = 2.0  # s after an image's last imageInOODS before it is measured
 MAX_WAIT = 30.0  # s after its first, at the latest
 MAX_PENDING = 64  # images gathering at once; one more: the oldest is measured now
 
 
-class _Archived(Payload):
-    """What auto_qc needs of an archiver's ``imageArchived`` (ICD §6)."""
+_EVERY = "*"  # among an image's pending detectors: every one the repository has
+_CAMERAS = {camera.code: camera for camera in Camera}
+
+
+class _InOods(Payload):
+    """What auto_qc needs of the OODS's ``imageInOODS``."""
 
     imageName: ImageNameText
-    sensor: SensorText
+    instrument: str = Field(max_length=32)
+    sensors: SensorListText = ""
+    """comma-separated; with ``statusCode`` not 0, the detectors registered"""
+    statusCode: int
+
+
+def qc_request(image: str, sensors: Collection[str]) -> Execute:
+    """The ``image-qc`` request for these detectors of an image (none: every one the
+    repository has): a Butler expression and its bind values, no value in its text.
+    ValueError for an image of no known camera."""
+    code = ImageName.parse(image).code
+    camera = _CAMERAS.get(code)
+    if camera is None:
+        raise ValueError(f"{image}: no camera has the code {code}")
+    where = "instrument = inst AND exposure = exp"
+    bind: dict[str, object] = {"inst": camera.instrument, "exp": exposure_id(image)}
+    if sensors:
+        where += " AND detector IN (dets)"
+        bind["dets"] = sorted(detector_id(camera.instrument, s) for s in sensors)
+    return Execute(pipeline="image-qc", dataQuery=where, config=json.dumps({"bind": bind}))
 
 
 class Queue(Protocol):
@@ -82,40 +115,57 @@ class AutoQc:
         self._first: dict[str, float] = {}  # loop time of each pending image's first file
         self.sensors: frozenset[str] = frozenset()
         self.image_types: frozenset[str] = frozenset()
+        self.instruments: frozenset[str] = frozenset()  # of auto_qc_cameras
         self._starting: set[str] = set()  # images being submitted by measure()
 
     async def configure(self, config: OcsBatchConfig) -> None:
         self._forget_all()
         self.sensors = frozenset(config.auto_qc_sensors)
         self.image_types = frozenset(config.auto_qc_image_types)
+        self.instruments = instruments_of(config.auto_qc_cameras)
         if not config.auto_qc:
             return
-        for index in config.auto_qc_cameras:
-            topic = CscAddress("Archiver", index, self._prefix).event("imageArchived")
-            await self._follow(topic, self._heard)
+        # Any OODS: one per site usually, but its index is the site's to choose.
+        root = CscAddress("OODS", 0, self._prefix).root.rsplit("/", 1)[0]
+        await self._follow(f"{root}/+/evt/imageInOODS", self._heard)
 
     def _heard(self, message: Received) -> None:
         if not self._enabled() or message.retained:
             return
         try:
-            archived = parse_payload(_Archived, message.data)
+            announced = parse_payload(_InOods, message.data)
+            image = announced.imageName
+            camera = _CAMERAS.get(ImageName.parse(image).code)
+            if camera is None or camera.instrument != announced.instrument:
+                raise ValueError(f"{image} is not an image of {announced.instrument[:32]!r}")
         except ValueError as exc:
             self._log.warning(
-                "ignored a malformed imageArchived", source=str(message.address), error=str(exc)
+                "ignored a malformed imageInOODS", source=str(message.address), error=str(exc)
             )
             return
-        if self.sensors and archived.sensor not in self.sensors:
+        if camera.instrument not in self.instruments:
             return
-        image = archived.imageName
+        listed = {s for s in announced.sensors.split(",") if s}
+        if announced.statusCode != 0 and not listed:
+            self._log.warning("the OODS registered no file of an image", image=image,
+                              status=announced.statusCode)  # fmt: skip
+            return
+        if self.sensors:
+            listed = (listed & self.sensors) if listed else set(self.sensors)
+            if not listed:
+                return
+        elif not listed or announced.statusCode == 0:
+            listed = {_EVERY}  # every file registered: whatever the repository has
+        self._gather(image, listed)
+
+    def _gather(self, image: str, listed: set[str]) -> None:
         loop = asyncio.get_running_loop()
         if image not in self.pending:
             if len(self.pending) >= MAX_PENDING:  # measure the oldest now, make room
                 self._settled(next(iter(self.pending)))
             self._first[image] = loop.time()
         sensors = self.pending.setdefault(image, set())
-        if len(sensors) >= MAX_SENSORS:
-            return
-        sensors.add(archived.sensor)
+        sensors.update(sorted(listed)[: max(0, MAX_SENSORS + 1 - len(sensors))])
         timer = self._timers.pop(image, None)
         if timer is not None:
             timer.cancel()
@@ -131,7 +181,8 @@ class AutoQc:
         self._first.pop(image, None)
         sensors = self.pending.pop(image, set())
         if sensors and self._enabled():
-            self._spawn(self._measure(image, sensors), f"auto-qc-{image}")
+            every = _EVERY in sensors
+            self._spawn(self._measure(image, set() if every else sensors), f"auto-qc-{image}")
 
     def held(self) -> set[str]:
         """Images auto_qc is gathering or submitting (not yet a job in the queue)."""
@@ -142,9 +193,10 @@ class AutoQc:
 
     async def measure(self, image: str, sensors: Collection[str], origin: str) -> bool:
         """One ``image-qc`` job (origin ``origin``, not awaited) for these detectors of
-        the image, unless it is not of the types measured (its stage then says
-        ``skipped``) or is being measured already; whether a job was queued. The path
-        of auto_qc's jobs and of QC's catch-up (:mod:`cscs.ocs_batch.catch_up`)."""
+        the image (none: every one in the repository), unless it is not of the types
+        measured (its stage then says ``skipped``) or is being measured already; whether
+        a job was queued. The path of auto_qc's jobs and of QC's catch-up
+        (:mod:`cscs.ocs_batch.catch_up`)."""
         self._starting.add(image)
         try:
             observation = await self._queue.observation(image)
@@ -154,11 +206,9 @@ class AutoQc:
                 kind = observation.image_type or "no type"
                 await self._queue.publish_stage(image, "skipped", f"a {kind} image: no sky")
                 return False
-            query = f"image = {image} and sensor in ({', '.join(sorted(sensors))})"
-            params = Execute(pipeline="image-qc", dataQuery=query)
             try:  # its end is not awaited; exclusive: never a second job for an image
-                await self._queue.execute(params, origin, 0, exclusive=True)
-            except ExpectedError as exc:  # not archived here, the queue full, measured…
+                await self._queue.execute(qc_request(image, sensors), origin, 0, exclusive=True)
+            except (ExpectedError, ValueError) as exc:  # not in the repository, queue full…
                 self._log.warning("QC could not start", image=image, origin=origin,
                                   error=str(exc))  # fmt: skip
                 return False

@@ -1,12 +1,14 @@
 """QC caught up: images archived without a QC stage are measured later, not never.
 
-auto_qc measures what the archivers announce; an announcement heard by nobody (OCSBatch
-down, restarting, its broker restarting) or a job cut short by OCSBatch's own death
-would otherwise leave the image without QC for good. So at ``enable`` and every
+auto_qc measures what the OODS announces in the repository; an announcement heard by
+nobody (OCSBatch down, restarting, its broker restarting) or a job cut short by
+OCSBatch's own death would otherwise leave the image without QC for good. So at ``enable`` and every
 ``auto_qc_catch_up_interval`` seconds a pass asks the catalog
 (:meth:`~cscs.catalog.batch.BatchRecords.qc_due`) for archived images of auto_qc's
 cameras, image types and detectors whose detectors have neither QC metrics nor a
-given-up failure (``qc_attempts``), oldest first, and measures them through auto_qc's
+given-up failure (``qc_attempts``), oldest first — of those, only the detectors whose
+files are in the repository already (a data query selects nothing else; the others are
+skipped this pass, the OODS registering them meanwhile) — and measures them through auto_qc's
 own path (:meth:`~cscs.ocs_batch.auto_qc.AutoQc.measure`, origin ``qc_catch_up``), so
 their stages and summaries go where auto_qc's go and the Telemetry Gateway forwards
 them as usual.
@@ -28,15 +30,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
 from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
 from cscs.camera.geometry import Camera
-from cscs.catalog import BatchRecords, CatalogError
+from cscs.catalog import BatchRecords, Catalog, CatalogError
 from cscs.catalog.batch import QcDue
 from cscs.core.tai import current_tai
 from cscs.ocs_batch.interface import OcsBatchConfig
+from cscs.ocs_batch.shared_repository import RepositoryCalls
+from cscs.repository import RepositoryError
 
 __all__ = ["CATCH_UP", "CatchUp", "instruments_of"]
 
@@ -50,6 +55,10 @@ class Queue(Protocol):
 
     @property
     def records(self) -> BatchRecords | None: ...
+    @property
+    def catalog(self) -> Catalog | None: ...
+    @property
+    def repository(self) -> RepositoryCalls | None: ...
 
     def busy_images(self) -> set[str]: ...
 
@@ -108,8 +117,10 @@ class CatchUp:
 
     async def _pass(self) -> int:
         config = self._config()
-        records = self._queue.records
-        if not (self._enabled() and config.auto_qc and config.auto_qc_catch_up) or not records:
+        records, catalog = self._queue.records, self._queue.catalog
+        repository = self._queue.repository
+        on = self._enabled() and config.auto_qc and config.auto_qc_catch_up
+        if not on or not records or not catalog or not repository:
             return 0
         room = config.auto_qc_catch_up_images - self._queue.unfinished(CATCH_UP)
         if room <= 0:
@@ -128,17 +139,22 @@ class CatchUp:
                     archived_before_tai=now - config.auto_qc_catch_up_grace,
                     exclude=exclude, limit=room - queued,
                 )  # fmt: skip
-            except CatalogError as exc:
-                self._log.warning("QC catch-up cannot read the catalog; next pass", error=str(exc))
+                ready, unregistered = await asyncio.to_thread(
+                    in_repository, due, catalog, repository
+                )
+            except (CatalogError, RepositoryError) as exc:
+                self._log.warning("QC catch-up cannot read the catalog or the repository; "
+                                  "next pass", error=str(exc))  # fmt: skip
                 if not read:
                     return 0
                 break
             read = True
             found += len(due)
-            done, refused = await self._submit(due, records)
+            done, refused = await self._submit(ready, records)
             queued += done
-            exclude |= refused
-            if not refused or queued >= room:
+            # Never the same image twice in a pass: one queued here may still be measuring.
+            exclude |= {image.image_name for image in ready} | unregistered
+            if not (refused or unregistered) or queued >= room:
                 break
         self.passes += 1
         if found:
@@ -167,3 +183,28 @@ class CatchUp:
                                   error=str(exc))  # fmt: skip
         self.submitted += queued
         return queued, refused
+
+
+def in_repository(
+    due: list[QcDue], catalog: Catalog, repository: RepositoryCalls
+) -> tuple[list[QcDue], set[str]]:
+    """(the images due, each with only its detectors whose files are in the repository;
+    the images none of whose files are yet). Blocking: reads both."""
+    paths: dict[str, tuple[str, str]] = {}
+    for image in due:
+        wanted = set(image.sensors)
+        for row in catalog.files_of(image.image_name):
+            if row.sensor in wanted:
+                paths[row.path] = (row.image_name, row.sensor)
+    given = {Path(path).absolute(): pair for path, pair in paths.items()}
+    registered = {given[path] for path in repository.registered(list(given)) if path in given}
+    ready: list[QcDue] = []
+    waiting: set[str] = set()
+    for image in due:
+        sensors = tuple(s for s in image.sensors if (image.image_name, s) in registered)
+        if sensors:
+            ready.append(QcDue(image.image_name, image.instrument, image.exposure_start_tai,
+                               sensors))  # fmt: skip
+        else:
+            waiting.add(image.image_name)
+    return ready, waiting

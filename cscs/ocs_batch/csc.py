@@ -1,8 +1,9 @@
 """The OCSBatch CSC: OCS-commanded processing of archived images on Dask (ICD 1.1 §6).
 
 ``execute`` checks everything it can before a job exists — the pipeline and version,
-``config`` (a JSON object with keys the pipeline knows), the prerequisites, the data
-query (parsed, :mod:`cscs.catalog.query`) and what it selects in the archive catalog —
+``config`` (a JSON object with keys the pipeline knows, and the query's ``bind`` values),
+the prerequisites, the data query (a Butler ``where`` expression evaluated by the Butler
+over the archive's repository, :mod:`cscs.ocs_batch.selection`) and what it selects —
 and a command that fails any of these is ``FAILED`` with the reason and leaves no job.
 Then the job gets an id, announced as ``jobId`` (and in the ``INPROGRESS`` ack), waits
 its turn (:mod:`cscs.ocs_batch.job_queue`: in order, ``max_running_jobs`` at once, after
@@ -14,10 +15,11 @@ Every change of a job is written to the catalog's database first, so a job under
 when the CSC died is reported ``failed`` ("the batch service restarted") at the next
 ``start``. ``image-qc`` metrics go to the catalog and to the DM-internal topics
 (``{dm}/qc/{instrument}/{image}/{sensor}``, and the image's summary once all its
-selected detectors are measured); with ``auto_qc`` every archived image is measured
-without a command (:mod:`cscs.ocs_batch.auto_qc`), and those it missed (OCSBatch down
-or restarting) are caught up at ``enable`` and periodically
-(:mod:`cscs.ocs_batch.catch_up`).
+selected detectors are measured); with ``auto_qc`` every image the OODS announces in
+the repository (``imageInOODS``) is measured without a command
+(:mod:`cscs.ocs_batch.auto_qc`), and those it missed (OCSBatch down or restarting) are
+caught up at ``enable`` and periodically (:mod:`cscs.ocs_batch.catch_up`). Masters and QC
+are also datasets in the archive's Butler repository (:mod:`cscs.ocs_batch.products`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from cscs.ocs_batch.job_queue import JobQueue
 from cscs.ocs_batch.jobs import JobState
 from cscs.ocs_batch.refcat import list_shards
 from cscs.ocs_batch.running import printable
+from cscs.repository import Repository, RepositoryError
 
 __all__ = ["OcsBatchCsc"]
 
@@ -86,8 +89,8 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
     # ---- life ------------------------------------------------------------------------
 
     async def configure(self, config: OcsBatchConfig) -> None:
-        """Open the catalog and the engine the configuration names, then switch to them;
-        jobs a previous run left under way are reported failed."""
+        """Open the catalog, the repository and the engine the configuration names, then
+        switch to them; jobs a previous run left under way are reported failed."""
         root = config.root(self.state_dir / "archive").resolve()
         try:
             await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
@@ -97,17 +100,24 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         except (OSError, CatalogError) as exc:
             raise ExpectedError(f"archive {root}: {exc}") from None
         try:
+            repository = await asyncio.to_thread(Repository.open, root, config.registry_url)
+        except (OSError, RepositoryError) as exc:
+            catalog.close()
+            raise ExpectedError(f"repository {root}: {exc}") from None
+        try:
             engine = await Engine.start(
                 config.scheduler, config.workers, config.threads_per_worker,
                 config.scheduler_timeout,
             )  # fmt: skip
         except EngineError as exc:
             catalog.close()
+            await asyncio.to_thread(repository.close)
             raise ExpectedError(str(exc)) from None
-        await self.queue.open(catalog, engine, root, config.max_running_jobs)
+        await self.queue.open(catalog, repository, engine, root, config.max_running_jobs)
         self.log.info("batch engine ready", scheduler=config.scheduler, dashboard=engine.dashboard)
         self.queue.reference_catalog = await self._reference_catalog(config)
         await self.queue.fail_interrupted()
+        await self.queue.products.reconcile()  # what the repository missed: registered again
         await self.auto_qc.configure(config)
 
     async def _reference_catalog(self, config: OcsBatchConfig) -> str:
@@ -135,6 +145,7 @@ class OcsBatchCsc(BaseCsc[OcsBatchConfig]):
         await super().__aenter__()
         self.keep_running(self._status_loop, "batch-status")
         self.keep_running(self.catch_up.loop, "qc-catch-up")
+        self.keep_running(self.queue.products.loop, "products")
         return self
 
     async def close(self) -> None:

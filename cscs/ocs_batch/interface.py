@@ -58,7 +58,14 @@ class Execute(Payload):
     pipeline: str = Field(max_length=64)
     version: str = Field(default="", max_length=64)
     dataQuery: str = Field(max_length=4000)
+    """A Butler `where` expression over the archive repository's raws (e.g.
+    `instrument = 'LATISS' AND exposure.day_obs = 20261121 AND exposure.seq_num IN
+    (10..20)`), evaluated by the Butler; its bind values go in `config` as `bind`.
+    docs/ocs-batch.md"""
     config: str = Field(default="", max_length=_MAX_CONFIG)
+    """JSON object: the pipeline's settings, and `bind` (every pipeline): the values
+    of the names `dataQuery` uses, e.g. `{"bind": {"day": 20261121, "dets": [0, 4]}}`
+    (strings, integers, numbers or lists of those)"""
     prereqJobs: str = Field(default="", max_length=2000)
 
     def prerequisites(self) -> tuple[str, ...]:
@@ -113,7 +120,9 @@ class BatchStatus(Payload):
 
 EXECUTE = CommandSpec(
     "execute", Execute,
-    "Run `pipeline` on the archived images `dataQuery` selects; `jobId` at once, INPROGRESS "
+    "Run `pipeline` on the archived raws `dataQuery` (a Butler `where` expression, with "
+    "`config`'s `bind` values) selects in the archive's Butler repository; a query the "
+    "Butler refuses fails the command, naming what is wrong. `jobId` at once, INPROGRESS "
     "with the id, the final ack when the job ends.",
 )  # fmt: skip
 ABORT_JOB = CommandSpec("abortJob", AbortJob, "Abort a queued or running job.")
@@ -130,8 +139,10 @@ BATCH_STATUS = TelemetrySpec("batchStatus", BatchStatus, "Every 5 s.")
 INTERFACE = g.GENERIC.extended(
     "OCSBatch",
     "OCS-commanded processing of archived images on Dask (LDM-148 OCS Driven Batch). "
-    f"Pipelines: {', '.join(PIPELINES)}. `dataQuery` syntax: docs/ocs-batch.md. Metrics "
-    "also go to `{dm}/qc/{instrument}/{imageName}[/{sensor}]` (ICD 1.1 DM-internal).",
+    f"Pipelines: {', '.join(PIPELINES)}. `dataQuery`: a Butler `where` expression "
+    "(docs/ocs-batch.md). Master bias/dark/flat are also calibration datasets in "
+    "`{instrument}/calib`, per-detector QC a dataset beside the raws. Metrics also go to "
+    "`{dm}/qc/{instrument}/{imageName}[/{sensor}]` (ICD 1.1 DM-internal).",
     commands=(EXECUTE, ABORT_JOB),
     events=(JOB_ID, JOB_STATUS, JOB_RESULT, JOBS),
     telemetry=(BATCH_STATUS,),
@@ -161,6 +172,10 @@ class OcsBatchConfig(ConfigSchema):
     `$CSCS_STATE_DIR/archive`. Calibration products go under it."""
     catalog_url: str = ""
     """SQLAlchemy URL of the archive catalog; empty: `{archive_root}/catalog.sqlite`."""
+    registry_url: str = Field(default="", max_length=1000)
+    """The Butler registry of the archive's repository (the OODS's): empty, SQLite in
+    the archive (`{archive_root}/butler.sqlite3`); or `postgresql://…`. Data queries are
+    evaluated there; products are registered there."""
     scheduler: str = Field(default="local", max_length=200)
     """`local`: a Dask LocalCluster of `workers` processes, started by the CSC; or the
     address of a running scheduler, e.g. `tcp://batch.example.org:8786`."""
@@ -180,8 +195,11 @@ class OcsBatchConfig(ConfigSchema):
     """Seconds a job may run, from its start to its last task's end: then it fails, with
     that reason."""
     auto_qc: bool = False
-    """Run image-qc on every image the archivers of `auto_qc_cameras` announce."""
+    """Run image-qc on every image of `auto_qc_cameras` the OODS announces in the
+    repository (`imageInOODS`)."""
     auto_qc_cameras: list[int] = [1, 2, 3]
+    """The cameras (their archivers' indexes: 1 LATISS, 2 LSSTComCam, 3 LSSTCam) whose
+    images are measured."""
     auto_qc_sensors: list[str] = []
     """Measure only these detectors of each image (empty: all)."""
     auto_qc_image_types: list[str] = Field(default=["OBJECT", "ENGTEST"], max_length=10)

@@ -4,10 +4,11 @@ commands, auto_qc and QC's catch-up use — :meth:`JobQueue.execute` (check, the
 queue), :meth:`JobQueue.abort`, :meth:`JobQueue.fail_interrupted` at ``start``.
 
 ``execute`` checks everything it can before a job exists — the pipeline and version,
-``config`` (a JSON object with keys the pipeline knows), the prerequisites, the data
-query (parsed, :mod:`cscs.catalog.query`) and what it selects in the archive catalog —
-and a request that fails any of these raises ExpectedError with the reason and leaves no
-job. Then the job gets an id, is announced and recorded, waits its turn (in order,
+``config`` (a JSON object with keys the pipeline knows, and its ``bind`` values), the
+prerequisites, the data query (a Butler expression, evaluated by the Butler over the
+archive's repository, :mod:`cscs.ocs_batch.selection`) and what it selects — and a
+request that fails any of these raises ExpectedError with the reason and leaves no job.
+Then the job gets an id, is announced and recorded, waits its turn (in order,
 ``max_running_jobs`` at once, after its prerequisites) and runs
 (:mod:`cscs.ocs_batch.running`).
 
@@ -32,7 +33,7 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from cscs.catalog import BatchRecords, Catalog, CatalogError, Observation, QueryError, parse_query
+from cscs.catalog import BatchRecords, Catalog, CatalogError, Observation
 from cscs.cluster import Engine
 from cscs.core.errors import ExpectedError
 from cscs.core.states import State
@@ -40,8 +41,12 @@ from cscs.core.tai import current_tai
 from cscs.ocs_batch.interface import PIPELINES, Execute, OcsBatchConfig, check_job_id, parse_config
 from cscs.ocs_batch.jobs import Job, JobBook, JobState
 from cscs.ocs_batch.plan import CONFIG_KEYS, JobPlan, PlanError, plan_job
+from cscs.ocs_batch.products import Products
 from cscs.ocs_batch.running import JobRunner, PublishDm, PublishEvent
+from cscs.ocs_batch.selection import parse_bind, select_files
+from cscs.ocs_batch.shared_repository import SharedRepository
 from cscs.ocs_batch.tasks import remove_stale_staged
+from cscs.repository import Repository, RepositoryError
 
 __all__ = ["JobQueue", "Spawn"]
 
@@ -72,10 +77,13 @@ class JobQueue:
         self._log = log
         self.book = JobBook(config().max_running_jobs)
         self.catalog: Catalog | None = None
+        self.repository: SharedRepository | None = None
         self.records: BatchRecords | None = None
         self.engine: Engine | None = None
         self.archive_root = archive_root
         self.reference_catalog = ""  # directory of reference shards (zero points)
+        self.products = Products(repository=lambda: self.repository, catalog=lambda: self.catalog,
+                                 records=lambda: self.records, log=log)  # fmt: skip
         self.runner = JobRunner(
             self, publish_event=publish_event, publish_dm=publish_dm,
             config=config, jobs_dir=jobs_dir, log=log,
@@ -89,11 +97,15 @@ class JobQueue:
 
     # ---- resources -----------------------------------------------------------------------
 
-    async def open(self, catalog: Catalog, engine: Engine, root: Path, limit: int) -> None:
-        """Switch to a newly opened catalog and engine (closing those in use); staged
-        products a previous run left behind are removed if no job is under way."""
+    async def open(
+        self, catalog: Catalog, repository: Repository, engine: Engine, root: Path, limit: int
+    ) -> None:
+        """Switch to a newly opened catalog, repository and engine (closing those in
+        use); staged products a previous run left behind are removed if no job is under
+        way."""
         await self.close()
         self.catalog, self.records, self.engine = catalog, BatchRecords(catalog), engine
+        self.repository = SharedRepository(repository)
         self.archive_root = root
         self.book.limit = limit
         if self.book.counts() == (0, 0):
@@ -108,6 +120,9 @@ class JobQueue:
         if self.catalog is not None:
             self.catalog.close()
             self.catalog = self.records = None
+        if self.repository is not None:
+            repository, self.repository = self.repository, None
+            await asyncio.to_thread(repository.close)
 
     async def fail_interrupted(self) -> None:
         """Jobs the records have under way (the service died during them): failed, and
@@ -153,9 +168,11 @@ class JobQueue:
         self, params: Execute, origin: str, seq: int
     ) -> tuple[Job, JobPlan, dict[str, JobState]]:
         """Everything checked before a job exists; ExpectedError with the reason."""
-        catalog = self.catalog
-        if self.records is None or catalog is None or self.engine is None:
-            raise ExpectedError("OCSBatch has no catalog or engine open; start it first")
+        catalog, repository = self.catalog, self.repository
+        if self.records is None or catalog is None or repository is None or self.engine is None:
+            raise ExpectedError(
+                "OCSBatch has no catalog, repository or engine open; start it first"
+            )
         if params.pipeline not in PIPELINES:
             raise ExpectedError(
                 f"unknown pipeline {params.pipeline!r}; one of {', '.join(PIPELINES)}"
@@ -173,20 +190,25 @@ class JobQueue:
             )
         self._preparing += 1  # until _submit() has it in the book, or it is refused
         try:
-            return await self._checked(params, origin, seq, catalog)
+            return await self._checked(params, origin, seq, catalog, repository)
         except BaseException:
             self._preparing -= 1
             raise
 
     async def _checked(
-        self, params: Execute, origin: str, seq: int, catalog: Catalog
+        self,
+        params: Execute,
+        origin: str,
+        seq: int,
+        catalog: Catalog,
+        repository: SharedRepository,
     ) -> tuple[Job, JobPlan, dict[str, JobState]]:
         try:
             config = parse_config(params.config)
-            query = parse_query(params.dataQuery)
+            bind = parse_bind(config.get("bind"))
             prereqs = params.prerequisites()
             bias_job = check_job_id(config["biasJob"]) if "biasJob" in config else None
-        except (ValueError, QueryError) as exc:
+        except ValueError as exc:
             raise ExpectedError(str(exc)) from None
         unknown = sorted(set(config) - CONFIG_KEYS[params.pipeline])
         if unknown:
@@ -204,13 +226,17 @@ class JobQueue:
         )  # fmt: skip
         try:
             limit = self._config().max_files_per_job
-            files = await asyncio.to_thread(catalog.select, query, limit)
+            files = await asyncio.to_thread(
+                select_files, repository, catalog, params.dataQuery, bind, limit
+            )
             plan = plan_job(
                 job.job_id, job.pipeline, config, files, self.archive_root, self.version,
                 reference_catalog=self.reference_catalog,
             )  # fmt: skip
-        except (CatalogError, PlanError, ValueError) as exc:
+        except (CatalogError, PlanError, ValueError) as exc:  # QueryRefusedError: a ValueError
             raise ExpectedError(str(exc)) from None
+        except RepositoryError as exc:
+            raise ExpectedError(f"the repository cannot be read now: {exc}") from None
         return job, plan, previous
 
     async def _prerequisite_states(self, prereqs: tuple[str, ...]) -> dict[str, JobState]:

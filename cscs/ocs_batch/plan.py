@@ -28,11 +28,13 @@ __all__ = ["CONFIG_KEYS", "JobPlan", "PlanError", "plan_job"]
 _CAMERAS = {camera.instrument: camera for camera in Camera}
 #: What each pipeline's ``config`` may hold; anything else is refused (a typo would
 #: otherwise be silently ignored).
+#: ``bind``, the data query's bind values (:mod:`cscs.ocs_batch.selection`), is every
+#: pipeline's.
 CONFIG_KEYS: Mapping[str, frozenset[str]] = {
-    "image-qc": frozenset({"matchRadius"}),
-    "master-bias": frozenset({"nsigma"}),
-    "master-dark": frozenset({"nsigma", "biasJob"}),
-    "master-flat": frozenset({"nsigma", "biasJob"}),
+    "image-qc": frozenset({"bind", "matchRadius"}),
+    "master-bias": frozenset({"bind", "nsigma"}),
+    "master-dark": frozenset({"bind", "nsigma", "biasJob"}),
+    "master-flat": frozenset({"bind", "nsigma", "biasJob"}),
 }
 _MAX_INPUTS = 999  # per detector of a calibration product (the provenance cards' width)
 

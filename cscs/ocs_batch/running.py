@@ -45,6 +45,7 @@ from cscs.ocs_batch.interface import (
 )
 from cscs.ocs_batch.jobs import Job, JobBook, JobState, exit_code
 from cscs.ocs_batch.plan import JobPlan, PlanError, plan_job
+from cscs.ocs_batch.products import Products
 from cscs.ocs_batch.qc import image_summary
 from cscs.ocs_batch.tasks import publish_staged, staged_path
 
@@ -77,6 +78,8 @@ class Queue(Protocol):
     def archive_root(self) -> Path: ...
     @property
     def reference_catalog(self) -> str: ...
+    @property
+    def products(self) -> Products: ...
 
 
 class JobRunner:
@@ -321,6 +324,7 @@ class JobRunner:
             await asyncio.to_thread(records.record_qc, job.job_id, metrics, current_tai())
         prefix = f"{self._config().dm_prefix}/qc/{plan.instrument}/{image}"
         await self._publish_dm(f"{prefix}/{sensor}", metrics | {"jobId": job.job_id})
+        await self._queue.products.qc(plan.instrument, image, sensor)  # as recorded
         measured[image].add(sensor)
         expected = sum(1 for label in plan.labels if label.startswith(f"{image} "))
         if len(measured[image]) == expected and records is not None:
@@ -354,24 +358,18 @@ class JobRunner:
         products = job.result.get("products", [])
         for product in products:
             product["url"] = Path(product["output"]).as_uri()
-            if records is not None:
-                await asyncio.to_thread(
-                    records.record_calibration,
-                    CalibrationRecord(
-                        path=product["output"],
-                        kind=job.pipeline.removeprefix("master-"),
-                        instrument=plan.instrument,
-                        sensor=product["sensor"],
-                        job_id=job.job_id,
-                        inputs=json.dumps(product.get("inputs", 0)),
-                        software_version=job.version,
-                        config=json.dumps(job.config),
-                        byte_size=product["byteSize"],
-                        checksum=product["checkSum"],
-                        checksum_algorithm=product["checkSumAlgorithm"],
-                        created_tai=current_tai(),
-                    ),
-                )
+            if records is None:
+                continue
+            record = CalibrationRecord(
+                path=product["output"], kind=job.pipeline.removeprefix("master-"),
+                instrument=plan.instrument, sensor=product["sensor"], job_id=job.job_id,
+                inputs=json.dumps(product.get("inputs", 0)), software_version=job.version,
+                config=json.dumps(job.config), byte_size=product["byteSize"],
+                checksum=product["checkSum"], checksum_algorithm=product["checkSumAlgorithm"],
+                created_tai=current_tai(),
+            )  # fmt: skip
+            await asyncio.to_thread(records.record_calibration, record)
+            await self._queue.products.calibration(record)  # once recorded: the truth
         job.result["outputs"] = [p["url"] for p in products]
         return f"{_count(len(products), job.pipeline + ' product')} written"
 

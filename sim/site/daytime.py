@@ -26,9 +26,9 @@ async def daytime(bus: Bus, night: str, log: NightLog, progress: Progress) -> No
     a job that does not succeed is a problem of the night."""
     async with Remote(bus, CscAddress("OCSBatch", 0)) as batch, batch.events(JOB_RESULT) as results:
         progress.say("daytime: a master bias from the night's biases (OCSBatch:0, on Dask)")
-        await _job(batch, "master-bias", f"groupId = {night}-bias", log, progress)
+        await _job(batch, "master-bias", f"{night}-bias", log, progress)
         progress.say("daytime: image QC of the night's science images")
-        job_id = await _job(batch, "image-qc", f"groupId = {night}-science", log, progress)
+        job_id = await _job(batch, "image-qc", f"{night}-science", log, progress)
         if job_id is None:
             return
         while (result := await results.next(30)).data.jobId != job_id:
@@ -46,15 +46,18 @@ async def daytime(bus: Bus, night: str, log: NightLog, progress: Progress) -> No
 
 
 async def _job(
-    batch: Remote, pipeline: str, query: str, log: NightLog, progress: Progress
+    batch: Remote, pipeline: str, group: str, log: NightLog, progress: Progress
 ) -> str | None:
+    """``pipeline`` over the raws of the night's exposure group ``group``: a Butler
+    expression, the group's name a bind value."""
     acks: list[Ack] = []
+    params = {"pipeline": pipeline, "dataQuery": "exposure.group = night_group",
+              "config": json.dumps({"bind": {"night_group": group}})}  # fmt: skip
     final = await batch.command(
-        "execute", {"pipeline": pipeline, "dataQuery": query}, timeout=_JOB_TIMEOUT,
-        on_ack=acks.append, check=False,
-    )  # fmt: skip
+        "execute", params, timeout=_JOB_TIMEOUT, on_ack=acks.append, check=False
+    )
     if final.code is not AckCode.COMPLETE:
-        log.problems.append(f"{pipeline} on {query!r}: {final.code.name}: {final.result}")
+        log.problems.append(f"{pipeline} on group {group!r}: {final.code.name}: {final.result}")
         return None
     progress.say(f"  {final.result}")
     started = [a for a in acks if a.code is AckCode.INPROGRESS]

@@ -7,7 +7,8 @@ with no broker to install (``docs/testkit.md``).
 * :class:`ArchiveWatch` — the archive as announced: images read out, their files
   archived, each re-read and verified (:class:`NotArchivedError` if not);
 * :func:`simulated_archive` — an archive of simulated raws written straight to disk, for
-  tests of what reads the archive;
+  tests of what reads the archive; :func:`register_in_repository` registers them in
+  the archive's Butler repository, as the OODS would;
 * :mod:`sim.testkit.plugin` — the pytest plugin (entry point ``pytest11``) with the
   ``cscs_*`` fixtures over all of the above.
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sim.testkit.archive import ArchiveWatch, NotArchivedError
+    from sim.testkit.in_repository import register_in_repository
     from sim.testkit.simulated import SimulatedExposure, simulated_archive
     from sim.testkit.site import (
         ARCHIVER_TEST_CONFIG,
@@ -41,6 +43,7 @@ __all__ = [
     "camera_config_dir",
     "config_dir",
     "observatory",
+    "register_in_repository",
     "simulated_archive",
 ]
 
@@ -52,6 +55,7 @@ _HOMES = {
     "camera_config_dir": "site",
     "config_dir": "site",
     "observatory": "site",
+    "register_in_repository": "in_repository",
     "SimulatedExposure": "simulated",
     "simulated_archive": "simulated",
 }

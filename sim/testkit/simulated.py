@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cscs.archiver.headers import Header, fetch_header
 from cscs.archiver.store import ArchiveStore, Provenance
-from cscs.camera.geometry import Camera
+from cscs.camera.geometry import Camera, detector_keywords
 from cscs.camera.headers.document import HeaderCard, HeaderDocument
 from cscs.camera.headers.reading import HeaderTrust
 from cscs.camera.headers.yaml_codec import dump_header_document
@@ -92,14 +92,18 @@ def _header(
 ) -> Header:
     """The image's header document, written to ``directory`` as a header service would
     and read back as the archiver does."""
+    # What identifies the file to whatever reads its header (the repository: which
+    # camera, image and detector), then what the simulated exposure was.
     primary: list[tuple[str, str | float]] = [
+        ("INSTRUME", camera.header_instrument), ("OBSID", image),
         ("IMGTYPE", exposure.image_type), ("EXPTIME", exposure.exposure_time),
         ("DARKTIME", exposure.exposure_time), ("GROUPID", exposure.group),
         ("FILTER", f"{exposure.band}_03"), ("FILTBAND", exposure.band),
         ("AIRMASS", exposure.airmass),
     ]  # fmt: skip
     detectors = {
-        sensor: detector_wcs(camera, camera.detector(sensor), exposure.pointing).keywords()
+        sensor: detector_keywords(camera.detector(sensor))
+        | detector_wcs(camera, camera.detector(sensor), exposure.pointing).keywords()
         for sensor in sensors
     }
     document = HeaderDocument(
