@@ -61,21 +61,29 @@ class RegistryPort(Protocol):
 
     def exposure_id(self, image: str) -> int: ...
 
+    def header(self, path: Path) -> Mapping[str, Any]:
+        """The file's primary header, as the repository reads it (OSError if it cannot
+        be read)."""
+        ...
+
     def close(self) -> None: ...
 
 
 class ConsDbPort(Protocol):
     """ConsDB (blocking)."""
 
-    def record_image(self, instrument: str, headers: Mapping[str, Mapping[str, Any]]) -> None:
+    def record_image(
+        self, instrument: str, headers: Mapping[str, Mapping[str, Any]]
+    ) -> Sequence[str]:
         """Upsert the image's exposure row and its files' ccdexposure rows (sensor →
-        primary header)."""
+        primary header); the warnings returned name each value left out and why."""
         ...
 
     def record_quicklook(
         self, instrument: str, image: str, qc: Mapping[str, Mapping[str, Any]]
-    ) -> None:
-        """Upsert the image's quick-look QC (sensor → the catalog's QC row)."""
+    ) -> Sequence[str]:
+        """Upsert the image's quick-look QC (sensor → the catalog's QC row); warnings
+        as for :meth:`record_image`."""
         ...
 
     def close(self) -> None: ...

@@ -16,22 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astropy.io import fits
-
 from cscs.catalog import ArchivedFile, Catalog
 from cscs.oods.ports import RegistryPort
 
-__all__ = ["Registrar", "RoundOutcome", "primary_header"]
-
-_SKIPPED_CARDS = {"", "COMMENT", "HISTORY"}
-
-
-def primary_header(path: Path) -> dict[str, Any]:
-    """The file's primary header as keyword → value (commentary cards left out): only
-    the primary HDU is read, never the pixels."""
-    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdus:
-        header = hdus[0].header
-        return {key: header[key] for key in header if key not in _SKIPPED_CARDS}
+__all__ = ["Registrar", "RoundOutcome"]
 
 
 @dataclass(frozen=True)
@@ -112,5 +100,5 @@ class Registrar:
         for row in self.catalog.files_of(image):
             path, _ = self.trusted_path(row)
             if path is not None and row.sensor in sensors:
-                headers[row.sensor] = primary_header(path)
+                headers[row.sensor] = self.registry.header(path)
         return headers

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,8 +236,12 @@ class Work:
         try:
             if headers is None:
                 headers = await asyncio.to_thread(stores.registrar.headers_of, image, sensors)
-            if headers:
-                await asyncio.to_thread(stores.consdb.record_image, self.instrument, headers)
+            readable = {sensor: header for sensor, header in headers.items() if header}
+            if readable:
+                warnings = await asyncio.to_thread(
+                    stores.consdb.record_image, self.instrument, readable
+                )
+                self._warn(image, "header", warnings)
         except (StoreUnavailableError, CatalogError, OSError) as exc:
             await self._consdb_failed(key, sensors, f"ConsDB rows of {image}: {exc}")
             return
@@ -249,8 +253,10 @@ class Work:
         try:
             qc = await asyncio.to_thread(BatchRecords(stores.registrar.catalog).qc_of, image)
             if qc:
-                await asyncio.to_thread(stores.consdb.record_quicklook, self.instrument,
-                                        image, qc)  # fmt: skip
+                warnings = await asyncio.to_thread(
+                    stores.consdb.record_quicklook, self.instrument, image, qc
+                )
+                self._warn(image, "quick-look", warnings)
             else:
                 self.log.warning("QC announced for an image the catalog has no QC of; "
                                  "nothing recorded", image=image)  # fmt: skip
@@ -259,6 +265,12 @@ class Work:
             return
         self.consdb_retries.succeeded(key)
         self._recovered(ERROR_CONSDB_UNAVAILABLE)
+
+    def _warn(self, image: str, what: str, warnings: Sequence[str]) -> None:
+        """What ConsDB left out of the image's rows, said once per recording."""
+        if warnings:
+            self.log.warning(f"ConsDB {what} values left out", image=image,
+                             warnings=peer_text("; ".join(warnings), 2000))  # fmt: skip
 
     async def _consdb_failed(self, key: tuple[str, str], sensors: set[str], reason: str) -> None:
         self.counts.last_error = reason[:1000]

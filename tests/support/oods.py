@@ -13,7 +13,6 @@ from astropy.io import fits
 
 from cscs.catalog import ArchivedFile, Catalog, sqlite_url
 from cscs.oods.ports import RegisteredPath, RegistryResult, StoreUnavailableError
-from cscs.oods.registrar import primary_header
 
 
 def exposure_id_of(image: str) -> int:
@@ -48,7 +47,7 @@ class FakeRegistry:
                 self.held[path] = mtime
                 sensor = "_".join(path.stem.split("_")[-2:])
                 result.registered.append(RegisteredPath(path, sensor, changed))
-                result.headers[path] = primary_header(path)
+                result.headers[path] = self.header(path)
             return result
 
     def registered(self, paths: Iterable[Path]) -> set[Path]:
@@ -60,6 +59,9 @@ class FakeRegistry:
     def exposure_id(self, image: str) -> int:
         return exposure_id_of(image)
 
+    def header(self, path: Path) -> Mapping[str, Any]:
+        return dict(fits.getheader(path, 0))
+
     def close(self) -> None:
         pass
 
@@ -70,18 +72,20 @@ class FakeConsDb:
     quicklook: dict[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     down: str = ""
 
-    def record_image(self, instrument: str, headers: Mapping[str, Mapping[str, Any]]) -> None:
+    def record_image(self, instrument: str, headers: Mapping[str, Mapping[str, Any]]) -> list[str]:
         if self.down:
             raise StoreUnavailableError(self.down)
         for sensor, header in headers.items():
             self.images.setdefault(str(header["OBSID"]), {})[sensor] = dict(header)
+        return []
 
     def record_quicklook(
         self, instrument: str, image: str, qc: Mapping[str, Mapping[str, Any]]
-    ) -> None:
+    ) -> list[str]:
         if self.down:
             raise StoreUnavailableError(self.down)
         self.quicklook[image] = dict(qc)
+        return []
 
     def close(self) -> None:
         pass
