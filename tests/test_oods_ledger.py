@@ -27,9 +27,9 @@ def round_of(book: ImageLedger, now: float) -> set[str]:
     return book.take(image)
 
 
-def test_files_heard_within_the_batch_delay_are_registered_together() -> None:
+def test_files_of_an_image_whose_sensors_are_unknown_are_batched() -> None:
+    """No endReadout heard: what comes within batch_delay of the first is one round."""
     book = ledger()
-    book.read_out(IMAGE, NINE, 0.0)
     book.archived(IMAGE, ["R22_S00"], 0.0)
     book.archived(IMAGE, ["R22_S01"], 0.1)
     assert book.next_due(0.15) is None
@@ -39,6 +39,29 @@ def test_files_heard_within_the_batch_delay_are_registered_together() -> None:
     book.archived(IMAGE, ["R22_S10"], 0.45)
     assert book.next_due(0.49) is None
     assert round_of(book, 0.5) == {"R22_S02", "R22_S10"}
+
+
+def test_an_image_read_out_is_one_round_once_all_its_files_are_heard_of() -> None:
+    """Not while the archiver still writes its other files; and the ones it said it
+    could not archive are not waited for."""
+    book = ledger()
+    book.read_out(IMAGE, NINE, 0.0)
+    for n, sensor in enumerate(NINE[:7]):
+        book.archived(IMAGE, [sensor], 0.1 * n)
+    assert book.next_due(5.0) is None
+    book.retrieval_failed(IMAGE, [NINE[7]], 5.0)
+    assert book.next_due(5.0) is None
+    book.archived(IMAGE, [NINE[8]], 5.1)
+    assert book.next_due(5.2) is None
+    assert round_of(book, 5.3) == set(NINE) - {NINE[7]}
+
+
+def test_a_file_never_heard_of_holds_its_siblings_back_settle_delay_at_most() -> None:
+    book = ledger()
+    book.read_out(IMAGE, NINE, 0.0)
+    book.archived(IMAGE, NINE[:8], 1.0)
+    assert book.next_due(10.9) is None
+    assert round_of(book, 11.0) == set(NINE[:8])
 
 
 def test_a_whole_image_is_announced_once_when_its_last_file_is_in() -> None:

@@ -11,9 +11,13 @@ is registered once nothing has been heard of it for ``settle_delay``. Either way
 announced again whenever something changes afterwards: a refused file registered at
 last, a file registered again (its header completed), a sensor archived late.
 
-Each image's files are registered together: the first ``imageArchived`` of an image
-makes it due ``batch_delay`` later, and what else of it is heard meanwhile waits for
-that round (a later prompt never postpones a round, so latency stays bounded). Refused
+Each image's files are registered together, in one round once all of them are heard
+of (``batch_delay`` after the last), so that the OODS does not take the archiver's
+CPU and disk while it still writes the image; an image whose sensors are not known
+(no ``endReadout`` heard) is due ``batch_delay`` after its first prompt. Either way a
+round is due ``settle_delay`` after the first prompt at the latest (a file whose
+``imageArchived`` was lost does not hold its siblings back longer), and a later prompt
+never postpones a round already due. Refused
 files are tried again with back-off (the image's own, reset once nothing of it is
 refused); a repository that is down delays the whole image (the caller's back-off).
 
@@ -98,10 +102,13 @@ class ImageLedger:
 
     def archived(self, image: str, sensors: Iterable[str], now: float) -> list[str]:
         """These files of the image are archived (a prompt: the catalog says which
-        really are); a round is due ``batch_delay`` from now at the latest."""
+        really are). The round is due once every file the image is known to have is
+        heard of (``batch_delay`` later), or ``batch_delay`` after the first prompt
+        when the image's sensors are not known, and ``settle_delay`` after the first
+        at the latest."""
         entry, dropped = self._entry(image, now)
         entry.wanted.update(sensors)
-        self._due(entry, now + self.batch_delay)
+        self._schedule(entry, now)
         return dropped
 
     def found(self, image: str, sensors: Collection[str], now: float) -> list[str]:
@@ -121,6 +128,21 @@ class ImageLedger:
         if entry is not None:
             entry.failed.update(s for s in sensors if s not in entry.registered)
             entry.heard = now
+            if entry.wanted:
+                self._schedule(entry, now)
+
+    def _schedule(self, entry: _Image, now: float) -> None:
+        """One round for all of an image's files, as soon as they are all heard of: a
+        round while the archiver still writes the image's other files would take its
+        CPU and disk, and cost a transaction more."""
+        if entry.expected is None:
+            self._due(entry, now + self.batch_delay)
+            return
+        heard = entry.wanted | entry.registered | entry.refused.keys() | entry.failed
+        if entry.expected <= heard:
+            self._due(entry, now + self.batch_delay)
+        else:
+            self._due(entry, now + self.settle_delay)
 
     # ---- rounds ------------------------------------------------------------------------
 
