@@ -111,8 +111,9 @@ class OodsConfig(ConfigSchema):
     consdb_url: str = ""
     """ConsDB; empty: SQLite under the archive; `postgresql://…`."""
     batch_delay: float = Field(default=0.2, ge=0.0, le=60.0)
-    """s after an image's first `imageArchived` during which more of its files are
-    waited for, to be registered together (one transaction instead of several)"""
+    """s after the first `imageArchived` of an image whose sensors are not known (its
+    `endReadout` not heard) during which more of its files are waited for, to be
+    registered together; an image read out is registered once all its files are in"""
     settle_delay: float = Field(default=10.0, gt=0.0, le=3600.0)
     """s without news of an image whose files are not all known to be in (its
     `endReadout` was not heard, or a sensor is neither archived nor said failed) after

@@ -11,8 +11,8 @@ is registered once nothing has been heard of it for ``settle_delay``. Either way
 announced again whenever something changes afterwards: a refused file registered at
 last, a file registered again (its header completed), a sensor archived late.
 
-Each image's files are registered together, in one round once all of them are heard
-of (``batch_delay`` after the last), so that the OODS does not take the archiver's
+Each image's files are registered together, in one round as soon as all of them are
+heard of, so that the OODS does not take the archiver's
 CPU and disk while it still writes the image; an image whose sensors are not known
 (no ``endReadout`` heard) is due ``batch_delay`` after its first prompt. Either way a
 round is due ``settle_delay`` after the first prompt at the latest (a file whose
@@ -102,8 +102,8 @@ class ImageLedger:
 
     def archived(self, image: str, sensors: Iterable[str], now: float) -> list[str]:
         """These files of the image are archived (a prompt: the catalog says which
-        really are). The round is due once every file the image is known to have is
-        heard of (``batch_delay`` later), or ``batch_delay`` after the first prompt
+        really are). The round is due as soon as every file the image is known to have
+        is heard of, or ``batch_delay`` after the first prompt
         when the image's sensors are not known, and ``settle_delay`` after the first
         at the latest."""
         entry, dropped = self._entry(image, now)
@@ -140,7 +140,7 @@ class ImageLedger:
             return
         heard = entry.wanted | entry.registered | entry.refused.keys() | entry.failed
         if entry.expected <= heard:
-            self._due(entry, now + self.batch_delay)
+            self._due(entry, now)  # nothing more to wait for
         else:
             self._due(entry, now + self.settle_delay)
 
