@@ -23,6 +23,7 @@ from cscs.camera.naming import ImageName
 
 __all__ = [
     "CORNER_RAFTS",
+    "INSTRUMENTS",
     "MAX_SEQ_NUM",
     "detector_id",
     "detector_ids",
@@ -33,6 +34,8 @@ __all__ = [
 #: The most images one controller takes in a day that still have an exposure number.
 MAX_SEQ_NUM = 99_999
 _CONTROLLER_YEARS = {"O": 0, "C": 1000, "H": 2000, "P": 3000, "Q": 4000}
+#: The instrument an image name's camera code (``AT_O_…``) stands for.
+INSTRUMENTS = {"AT": "LATISS", "CC": "LSSTComCam", "MC": "LSSTCam"}
 CORNER_RAFTS = ("R00", "R04", "R40", "R44")
 _CORNER_SLOTS = ("SG0", "SG1", "SW0", "SW1")
 _SLOTS = tuple(f"S{x}{y}" for x in range(3) for y in range(3))

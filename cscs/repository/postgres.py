@@ -25,7 +25,7 @@ def registry_url(url: str) -> str:
 def prepare_postgres(url: str) -> None:
     """``btree_gist`` in the database of ``url`` (created if missing); RepositoryError
     naming what to do if it cannot be."""
-    engine = sqlalchemy.create_engine(registry_url(url))
+    engine = sqlalchemy.create_engine(registry_url(url), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
             present = connection.execute(
@@ -34,14 +34,17 @@ def prepare_postgres(url: str) -> None:
             if present:
                 return
             try:
-                with connection.begin():
-                    connection.execute(sqlalchemy.text("CREATE EXTENSION IF NOT EXISTS btree_gist"))
-            except sqlalchemy.exc.SQLAlchemyError as exc:
+                connection.execute(sqlalchemy.text("CREATE EXTENSION IF NOT EXISTS btree_gist"))
+            except sqlalchemy.exc.DBAPIError as exc:
                 database = engine.url.database
+                said = (
+                    str(exc.orig).strip().splitlines()[0][:200] if exc.orig else type(exc).__name__
+                )
                 raise RepositoryError(
                     f"the Butler registry needs PostgreSQL's btree_gist extension in database "
-                    f"{database!r}, and this account cannot create it ({type(exc).__name__}): "
-                    f"a superuser must run `CREATE EXTENSION btree_gist;` in {database!r}"
+                    f"{database!r}, and this account cannot create it ({said}): a superuser "
+                    f"(or the database's owner) must run `CREATE EXTENSION btree_gist;` in "
+                    f"{database!r}"
                 ) from exc
     except sqlalchemy.exc.SQLAlchemyError as exc:
         shown = engine.url.render_as_string(hide_password=True)

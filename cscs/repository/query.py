@@ -78,7 +78,13 @@ def query_raws(
         raise RepositoryError(f"cannot query the repository: {_first_line(exc)}") from exc
     except (ButlerUserError, RegistryError, LookupError, ValueError, TypeError,
             NotImplementedError, RecursionError, OverflowError) as exc:  # fmt: skip
-        raise QueryRefusedError(_explained(exc)) from None
+        raise QueryRefusedError(_explained(exc, values)) from None
+    except AssertionError as exc:
+        # This daf_butler's parser asserts what its grammar lets through: a bare value
+        # (``where="0"``) is not a condition.
+        raise QueryRefusedError(
+            f"query refused: not a condition the Butler can evaluate ({_first_line(exc)})"
+        ) from None
 
 
 def raw_instruments(butler: Butler) -> list[str]:
@@ -144,12 +150,25 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def _explained(exc: BaseException) -> str:
-    """The Butler's own message (it names the column, the dimension, or the syntax error
-    with the expression and a caret under the place), bounded."""
-    text = str(exc).strip() or type(exc).__name__
+def _explained(exc: BaseException, bind: Mapping[str, object]) -> str:
+    """The Butler's own message, bounded, and where it says too little: the place of a
+    syntax error (from the parser's error under it), and for an unknown name the bind
+    names that were given (a name in the text is a dimension, a column or a bind name)."""
     if isinstance(exc, RecursionError):
-        text = "the query nests too deeply"
+        return "query refused: the query nests too deeply"
+    text = str(exc).strip() or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and type(cause).__name__ == "ParserEOFError":
+        text = "syntax error: the query ends where more was expected"
+    elif cause is not None and isinstance(getattr(cause, "pos", None), int):
+        where, pos = str(getattr(cause, "expression", "")), int(getattr(cause, "pos", 0))
+        token = str(getattr(cause, "token", ""))[:40]
+        start = max(0, pos - 60)
+        text = (f"syntax error at or near {token!r}, character {pos + 1}:\n"
+                f"  {where[start:pos + 60]}\n  {' ' * (pos - start)}^")  # fmt: skip
+    elif text.startswith("Unrecognized identifier"):
+        given = ", ".join(sorted(bind)[:20]) or "none"
+        text += f" It is not a dimension, and not a bind name (bind names given: {given})."
     return f"query refused: {text[:600]}"
 
 

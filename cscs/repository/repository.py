@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy.exc
 from astropy.io import fits
 from lsst.daf.butler import (
     Butler,
@@ -27,12 +26,24 @@ from lsst.daf.butler import (
     DatasetType,
     FileDataset,
 )
+from lsst.daf.butler.registry.interfaces import SchemaAlreadyDefinedError
 
 from cscs.camera.naming import ImageName
 from cscs.repository.config import STORAGE_CLASS, seed_config
-from cscs.repository.errors import RepositoryError
-from cscs.repository.ids import exposure_id
+from cscs.repository.errors import RepositoryError, failures_are_repository_errors
+from cscs.repository.ids import INSTRUMENTS, exposure_id
 from cscs.repository.postgres import prepare_postgres
+from cscs.repository.products import (
+    CALIBRATION_KINDS,
+    RegisteredCalibration,
+    calibration_dataset_type,
+    certify_calibration,
+    check_calibration,
+    put_qc,
+    qc_data_id,
+    qc_dataset_type,
+    qc_values,
+)
 from cscs.repository.query import RawRef, query_raws, raw_instruments
 from cscs.repository.records import (
     BadHeaderError,
@@ -54,7 +65,6 @@ __all__ = [
 RAW = "raw"
 RAW_DIMENSIONS = ("instrument", "detector", "exposure")
 _LOCK = ".butler.lock"
-_INSTRUMENT_CODES = {"AT": "LATISS", "CC": "LSSTComCam", "MC": "LSSTCam"}
 _CHUNK = 500  # exposures per query when reconciling
 
 
@@ -87,15 +97,6 @@ class Registration:
 
 
 @contextlib.contextmanager
-def _failures_are_repository_errors(doing: str) -> Iterator[None]:
-    """The database's own failures (down, locked, full) as RepositoryError: retry later."""
-    try:
-        yield
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-        raise RepositoryError(f"{doing}: {type(exc).__name__}: {str(exc)[:300]}") from exc
-
-
-@contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     """Only one process at a time creates the repository (two may open it at once)."""
     with (root / _LOCK).open("a") as handle:
@@ -124,21 +125,19 @@ class Repository:
         repository keeps the registry it was made with. RepositoryError naming the
         cause if it cannot be opened or made."""
         root = Path(archive_root).absolute()
-        with _failures_are_repository_errors(f"cannot open the repository in {root}"):
+        with failures_are_repository_errors(f"cannot open the repository in {root}"):
             root.mkdir(parents=True, exist_ok=True)
             with _locked(root):
                 if not (root / "butler.yaml").exists():
-                    if registry_url:
-                        prepare_postgres(registry_url)
-                    Butler.makeRepo(
-                        str(root),
-                        config=Config(seed_config(registry_url, namespace)),
-                        forceConfigRoot=False,
-                    )
+                    _make(root, registry_url, namespace)
             butler = Butler.from_config(str(root), writeable=True)
-            butler.registry.registerDatasetType(
+            registry = butler.registry
+            registry.registerDatasetType(
                 DatasetType(RAW, RAW_DIMENSIONS, STORAGE_CLASS, universe=butler.dimensions)
             )
+            for kind in CALIBRATION_KINDS:
+                registry.registerDatasetType(calibration_dataset_type(butler, kind))
+            registry.registerDatasetType(qc_dataset_type(butler))
         return cls(butler, root)
 
     def close(self) -> None:
@@ -169,7 +168,7 @@ class Repository:
                 result.refused.append((path, str(exc)[:300]))
         if not described:
             return result
-        with _failures_are_repository_errors("cannot register raws"):
+        with failures_are_repository_errors("cannot register raws"):
             for instrument in {records.instrument for _, records in described}:
                 self._ensure_instrument(instrument)
             new, known = self._split_known(described, result)
@@ -263,10 +262,10 @@ class Repository:
                 number = exposure_id(image)
             except ValueError:
                 continue
-            instrument = _INSTRUMENT_CODES[name.code]
+            instrument = INSTRUMENTS[name.code]
             wanted.setdefault(instrument, {}).setdefault(number, []).append(path)
         found: set[Path] = set()
-        with _failures_are_repository_errors("cannot read the repository"):
+        with failures_are_repository_errors("cannot read the repository"):
             for instrument, by_exposure in wanted.items():
                 if instrument not in raw_instruments(self.butler):
                     continue
@@ -293,6 +292,57 @@ class Repository:
         wrong (syntax, an unknown dimension, more than ``limit`` results);
         RepositoryError if the repository failed."""
         return query_raws(self.butler, where, bind=bind, limit=limit)
+
+    # ---- OCS Batch's products -------------------------------------------------------------
+
+    def register_calibration(
+        self, kind: str, instrument: str, sensor: str, path: Path, *, job_id: str,
+        valid_from_tai: float,
+    ) -> RegisteredCalibration:  # fmt: skip
+        """Master ``kind`` (bias, dark, flat) of ``instrument``'s ``sensor``, the file
+        ``path`` OCS Batch's job ``job_id`` wrote, ingested in place into RUN
+        ``{instrument}/calib/{job_id}`` and certified in ``{instrument}/calib`` from
+        ``valid_from_tai`` (see :mod:`cscs.repository.products`). Idempotent.
+        ProductRefusedError for bad input; RepositoryError if the repository failed
+        (nothing of this call is kept then)."""
+        detector, absolute = check_calibration(kind, instrument, sensor, path, job_id,
+                                               valid_from_tai)  # fmt: skip
+        with failures_are_repository_errors(f"cannot register the {kind} of {sensor}"):
+            self._ensure_instrument(instrument)
+            with self.butler.transaction():
+                return certify_calibration(self.butler, kind, instrument, sensor, absolute,
+                                           detector=detector, job_id=job_id,
+                                           valid_from_tai=valid_from_tai)  # fmt: skip
+
+    def record_qc(
+        self, instrument: str, image_name: str, sensor: str, metrics: Mapping[str, Any]
+    ) -> bool:
+        """``metrics`` (name → number, text, boolean or None) as the ``quickLookQc``
+        dataset of the image's detector, in RUN ``{instrument}/runs/quickLookQc``;
+        True if written, False if it held these values already (a re-measure with
+        other values replaces them). The image must be registered (its raws).
+        ProductRefusedError for bad input; RepositoryError if the repository failed."""
+        data_id = qc_data_id(instrument, image_name, sensor)
+        values = qc_values(metrics)
+        with failures_are_repository_errors(f"cannot record the QC of {image_name} {sensor}"):
+            return put_qc(self.butler, data_id, values, image_name)
+
+
+def _make(root: Path, registry_url: str, namespace: str) -> None:
+    """A new repository in ``root``; its registry in ``registry_url``'s ``namespace``,
+    which must not hold another repository's (the tables of two archives in one schema
+    would mix their files)."""
+    if registry_url:
+        prepare_postgres(registry_url)
+    try:
+        Butler.makeRepo(str(root), config=Config(seed_config(registry_url, namespace)),
+                        forceConfigRoot=False)  # fmt: skip
+    except SchemaAlreadyDefinedError:
+        (root / "butler.yaml").unlink(missing_ok=True)
+        raise RepositoryError(
+            f"the registry's namespace {namespace!r} already holds another repository: "
+            "give this archive a namespace of its own"
+        ) from None
 
 
 def read_primary_header(path: Path) -> dict[str, Any]:

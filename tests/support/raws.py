@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cscs.archiver.headers import header_of
+from cscs.archiver.headers import Header, header_of
 from cscs.archiver.writer import ArchiveFiles
 from cscs.camera.events import EndOfImageTelemetry, StartIntegration
 from cscs.camera.geometry import SEGMENTS, Camera
@@ -20,7 +20,7 @@ from cscs.camera.naming import ImageName
 from cscs.daq.reader import SensorPixels
 from tests.support.headers import rendered_header
 
-__all__ = ["archive_image", "start_tai"]
+__all__ = ["archive_image", "header_document", "start_tai"]
 
 _DAY_START_TAI = 1_795_219_200.0  # 2026-11-21T00:00:00 TAI as Unix seconds (UTC-aligned)
 
@@ -52,9 +52,37 @@ def archive_image(
     ``sensors``): with a complete header, or (``header=False``) as the archiver writes
     a file whose header has not come. ``pixels``: the first amplifier's value (each
     next one more)."""
+    sensors = sensors or [d.name for d in camera.detectors]
+    document = None
+    if header:
+        document = header_document(camera, image, sensors, image_type=image_type,
+                                   exposure_time=exposure_time, group=group,
+                                   physical_filter=physical_filter, band=band)  # fmt: skip
+    files = ArchiveFiles(root, camera)
+    written = []
+    for sensor in sensors:
+        segments = tuple(np.full((4, 4), pixels + i, np.int32) for i in range(len(SEGMENTS)))
+        data = SensorPixels(image, sensor, segments, ("",) * len(SEGMENTS))
+        written.append(files.write(data, document).path)
+    return written
+
+
+def header_document(
+    camera: Camera,
+    image: str,
+    sensors: list[str],
+    *,
+    image_type: str = "OBJECT",
+    exposure_time: float = 30.0,
+    group: str = "",
+    physical_filter: str = "SDSSr_65mm",
+    band: str = "r",
+) -> Header:
+    """The header document the archiver would hold for ``image``: rendered by the
+    header service's code, parsed as the archiver parses it, a filter and a target
+    added."""
     name = ImageName.parse(image)
     begin = start_tai(image)
-    sensors = sensors or [d.name for d in camera.detectors]
     start = StartIntegration(
         imageName=image, imageIndex=1, imagesInSequence=1, imageSource=name.code,
         imageController=name.controller, imageDate=name.day_obs, imageNumber=name.seq_num,
@@ -66,16 +94,8 @@ def archive_image(
         exposureTime=exposure_time, darkTime=exposure_time + 0.5,
         measuredShutterOpenTime=exposure_time,
     )  # fmt: skip
-    document = None
-    if header:
-        rendered = rendered_header(camera, start, end, sensors)
-        document = header_of("file:///h.yaml", rendered.md5, parse_header_document(rendered.data))
-        document.primary.extend([("FILTER", physical_filter, ""), ("FILTBAND", band, ""),
-                                 ("OBJECT", "field", ""), ("PROGRAM", "test", "")])  # fmt: skip
-    files = ArchiveFiles(root, camera)
-    written = []
-    for sensor in sensors:
-        segments = tuple(np.full((4, 4), pixels + i, np.int32) for i in range(len(SEGMENTS)))
-        data = SensorPixels(image, sensor, segments, ("",) * len(SEGMENTS))
-        written.append(files.write(data, document).path)
-    return written
+    rendered = rendered_header(camera, start, end, sensors)
+    document = header_of("file:///h.yaml", rendered.md5, parse_header_document(rendered.data))
+    document.primary.extend([("FILTER", physical_filter, ""), ("FILTBAND", band, ""),
+                             ("OBJECT", "field", ""), ("PROGRAM", "test", "")])  # fmt: skip
+    return document
