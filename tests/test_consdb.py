@@ -4,7 +4,9 @@ schema's units, hostile header values, on SQLite (offline) and PostgreSQL (`brok
 from __future__ import annotations
 
 import math
+import multiprocessing
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cscs.camera.geometry import Camera, Detector
+from cscs.camera.naming import ImageName
+from cscs.camera.sky import Pointing, detector_wcs
 from cscs.catalog import BatchRecords, Catalog, sqlite_url
 from cscs.consdb import ConsDb, ConsDbError
-from cscs.consdb.headers import detector_number
+from cscs.consdb.headers import detector_number, exposure_id
+from cscs.core.testing import MemoryBroker
+from sim.testkit import observatory
 from tests.conftest import postgres_database
 
 IMAGE = "CC_O_20261121_000042"
@@ -120,6 +127,115 @@ def test_a_header_rebuilt_later_updates_the_rows(db: ConsDb) -> None:
     [row] = rows(db, "LSSTComCam", "exposure")
     assert (row["airmass"], row["target_name"], row["altitude_start"]) == (1.21, "field 7", 56.0)
     assert len(rows(db, "LSSTComCam", "ccdexposure")) == 2
+    db.record_image("LSSTComCam", {"R22_S00": header(AIRMASS=1.3, OBJECT="field 8")})
+    [row] = rows(db, "LSSTComCam", "exposure")
+    assert (row["airmass"], row["target_name"]) == (1.3, "field 8")  # rebuilt: the new values
+
+
+def test_a_file_without_its_header_erases_nothing(db: ConsDb) -> None:
+    """A file archived before the header came, recorded after one that had it: what it
+    lacks stays as the other file said."""
+    db.record_image("LSSTComCam", {"R22_S00": header()})
+    bare = {"OBSID": IMAGE, "DAYOBS": "20261121", "SEQNUM": 42}
+    assert db.record_image("LSSTComCam", {"R22_S01": bare}) == []
+    [row] = rows(db, "LSSTComCam", "exposure")
+    assert (row["airmass"], row["physical_filter"], row["obs_start"].hour) == (1.21, "r_03", 3)
+    assert len(rows(db, "LSSTComCam", "ccdexposure")) == 2
+
+
+async def test_an_archived_files_own_header_fills_the_row(tmp_path: Path) -> None:
+    """A LATISS image through the whole chain (telescope, camera, header service,
+    archiver): its file's primary header, read back, records without a warning."""
+    async with (
+        observatory(MemoryBroker(), "consdb", tmp_path, index=1) as obs,
+        obs.archiver.remote.stream("imageArchived") as archived,
+    ):
+        await obs.point(40.0, -70.0, 20.0)
+        params = {"numImages": 1, "expTime": 0.2, "shutter": True, "imageType": "OBJECT",
+                  "keyValueMap": "reason:test"}  # fmt: skip
+        await obs.camera.remote.command("takeImages", params, timeout=60)
+        event = (await archived.next(60)).data
+        path = next(obs.archive.rglob("*.fits"))
+    primary = fits.getheader(path)
+    db = ConsDb.open(archive_root=tmp_path)
+    try:
+        assert db.record_image("LATISS", {"R00_S00": primary}) == []
+        [row] = rows(db, "LATISS", "exposure")
+        [ccd] = rows(db, "LATISS", "ccdexposure")
+    finally:
+        db.close()
+    assert row["exposure_name"] == event["imageName"] == primary["OBSID"]
+    assert (row["img_type"], row["observation_reason"], row["can_see_sky"]) == (
+        "science", "test", True,
+    )  # fmt: skip
+    assert row["physical_filter"] == f"{primary['FILTER']}~{primary['GRATING']}".replace(
+        "empty_1", "empty"
+    )
+    assert row["exp_time"] == pytest.approx(0.2)
+    assert row["obs_start"].isoformat(timespec="milliseconds") == primary["DATE-BEG"][:23]
+    assert row["airmass"] == pytest.approx(primary["AIRMASS"])
+    assert row["altitude"] == pytest.approx((primary["ELSTART"] + primary["ELEND"]) / 2, abs=0.1)
+    edges = [[0.5, 0.5], [4072.5, 0.5], [4072.5, 4000.5], [0.5, 4000.5]]  # pixels' outer edges
+    with warnings.catch_warnings():  # DATE-OBS and MJD-OBS both given: astropy says so
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        corners = WCS(primary).all_pix2world(edges, 1).tolist()
+    found = [coordinate for point in polygon(ccd["s_region"]) for coordinate in point]
+    assert found == pytest.approx([c for corner in corners for c in corner], abs=1e-4)
+
+
+def polygon(region: str) -> list[tuple[float, float]]:
+    assert region.startswith("Polygon ICRS ")
+    numbers = [float(n) for n in region.split()[2:]]
+    return list(zip(numbers[::2], numbers[1::2], strict=True))
+
+
+def arcminutes(one: tuple[float, float], other: tuple[float, float]) -> float:
+    """The angle between two positions (degrees), in arcminutes."""
+    (ra1, dec1), (ra2, dec2) = (tuple(map(math.radians, p)) for p in (one, other))
+    cosine = math.sin(dec1) * math.sin(dec2) + math.cos(dec1) * math.cos(dec2) * math.cos(ra1 - ra2)
+    return math.degrees(math.acos(min(1.0, cosine))) * 60
+
+
+def test_science_images_have_their_footprints_on_the_sky(db: ConsDb) -> None:
+    pointing = Pointing(150.0, -30.0, 12.5)
+    headers = {
+        sensor: header(**detector_wcs(Camera.COMCAM, Detector.parse(sensor), pointing).keywords())
+        for sensor in COMCAM
+    }
+    db.record_image("LSSTComCam", headers)
+    [exposure] = rows(db, "LSSTComCam", "exposure")
+    ccds = {
+        row["detector"]: polygon(row["s_region"]) for row in rows(db, "LSSTComCam", "ccdexposure")
+    }
+    corners = {point for region in ccds.values() for point in region}
+    hull = polygon(exposure["s_region"])
+    assert len(hull) == 4  # the raft's outer corners: those of S00, S02, S20, S22
+    assert set(hull) <= corners
+    assert {number for number, region in ccds.items() if set(region) & set(hull)} == {0, 2, 6, 8}
+    for region in ccds.values():  # a CCD is 4072 x 4000 pixels of 0.2": 13.57' by 13.33'
+        first, second, third = region[:3]
+        sides = sorted([arcminutes(first, second), arcminutes(second, third)])
+        assert sides == pytest.approx([4000 * 0.2 / 60, 4072 * 0.2 / 60], rel=1e-4)
+    flat = "CC_O_20261121_000043"
+    db.record_image(
+        "LSSTComCam", {s: dict(h, IMGTYPE="FLAT", OBSID=flat) for s, h in headers.items()}
+    )
+    regions = {row["exposure_name"]: row["s_region"] for row in rows(db, "LSSTComCam", "exposure")}
+    assert regions[flat] is None  # science images only, as the observatory
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("AT_O_20261121_000001", 2026112100001),
+        ("AT_C_20261121_000001", 2026112100001),  # CCS shares the OCS counter since 2023
+        ("AT_C_20230101_000001", 3023010100001),  # … and was a thousand years on before
+        ("AT_H_20261121_000001", 4026112100001),  # phosim: two thousand years on
+        ("AT_S_20250101_000001", 7025010100001),
+    ],
+)
+def test_exposure_ids_are_obs_lssts(image: str, expected: int) -> None:
+    assert exposure_id(ImageName.parse(image)) == expected
 
 
 def test_detector_numbers_are_obs_lssts() -> None:
@@ -178,7 +294,8 @@ def test_an_image_that_cannot_be_told_is_refused_naming_why(
 
 _HOSTILE = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=300),
-    st.binary(max_size=20), st.lists(st.integers(), max_size=3),
+    st.binary(max_size=20), st.lists(st.integers(), max_size=3), st.just(10**400),
+    st.just(-(2**63)), st.just("9" * 100_000),
 )  # fmt: skip
 _KEYS = sorted(k for k in header() if k != "OBSID")
 
@@ -201,6 +318,22 @@ def test_hostile_header_values_never_stop_an_image_being_recorded(
         exposure = shared_db.table("LSSTComCam", "exposure")
         found = connection.execute(sa.select(exposure.c.exposure_name)).scalars().all()
     assert found == [IMAGE]
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    obsid=st.one_of(_HOSTILE, st.from_regex(r"CC_[A-Z]_[0-9]{8}_[0-9]{6}", fullmatch=True)),
+    sensor=st.one_of(st.sampled_from(COMCAM), st.text(max_size=20)),
+)
+def test_a_hostile_image_name_or_sensor_is_recorded_or_refused_by_name(
+    shared_db: ConsDb, obsid: Any, sensor: str
+) -> None:
+    refusal = ""
+    try:
+        shared_db.record_image("LSSTComCam", {sensor: header(OBSID=obsid)})
+    except ConsDbError as refused:
+        refusal = str(refused)
+    assert refusal == "" or refusal.startswith("cannot record an image of 'LSSTComCam': ")
 
 
 # Quick-look QC in the schema's units.
@@ -278,6 +411,25 @@ def test_the_catalogs_qc_rows_go_in_as_they_are(db: ConsDb, tmp_path: Path) -> N
     assert ccd["psf_sigma"] == pytest.approx(0.8 / 2.3548 / 0.2, rel=1e-4)
 
 
+_QC_KEYS = sorted(qc_row())
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hostile=st.dictionaries(st.sampled_from(_QC_KEYS), _HOSTILE, min_size=1))
+def test_hostile_qc_values_never_stop_the_quicklook_being_recorded(
+    shared_db: ConsDb, hostile: dict[str, Any]
+) -> None:
+    shared_db.record_image("LSSTComCam", {"R22_S00": header(), "R22_S11": header()})
+    warnings = shared_db.record_quicklook(
+        "LSSTComCam", IMAGE, {"R22_S00": qc_row(**hostile), "R22_S11": qc_row()}
+    )
+    assert all(IMAGE in w for w in warnings)
+    with shared_db.engine("LSSTComCam").connect() as connection:
+        table = shared_db.table("LSSTComCam", "ccdvisit1_quicklook")
+        found = connection.execute(sa.select(table.c.detector).where(table.c.seq_num == 42))
+        assert sorted(found.scalars()) == [0, 4]
+
+
 # Opening.
 
 
@@ -307,6 +459,41 @@ def test_two_openers_at_once_both_get_the_schemas(tmp_path: Path) -> None:
     assert rows(opened[1], "LSSTCam", "ccdexposure")[0]["detector"] == 94
     for consdb in opened:
         consdb.close()
+
+
+def _open_and_record(root: str, seq: int, barrier: Any, results: Any) -> None:
+    """In a process of its own: open ConsDB when the other process does, record."""
+    barrier.wait(60)
+    try:
+        consdb = ConsDb.open(archive_root=Path(root))
+        image = f"CC_O_20261121_{seq:06d}"
+        consdb.record_image("LSSTComCam", {sensor: header(image) for sensor in COMCAM})
+        consdb.close()
+        results.put("ok")
+    except BaseException as exc:
+        results.put(repr(exc))
+
+
+@pytest.mark.broker
+def test_two_processes_opening_a_new_consdb_at_once(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    processes = [
+        context.Process(target=_open_and_record, args=(str(tmp_path), seq, barrier, results))
+        for seq in (1, 2)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(60)
+    assert outcomes == ["ok", "ok"]
+    db = ConsDb.open(archive_root=tmp_path)
+    try:
+        assert len(rows(db, "LSSTComCam", "exposure")) == 2
+        assert len(rows(db, "LSSTComCam", "ccdexposure")) == 18
+    finally:
+        db.close()
 
 
 def test_an_unreachable_database_is_named(tmp_path: Path) -> None:

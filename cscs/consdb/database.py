@@ -86,8 +86,11 @@ class ConsDb:
 
     def record_image(self, instrument: str, headers: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """Upsert the image's ``exposure`` row and a ``ccdexposure`` row per file from
-        ``headers`` (sensor → its file's primary header). The warnings returned name
-        each value left NULL and why; ConsDbError when nothing can be recorded."""
+        ``headers`` (sensor → its file's primary header; some of the image's files are
+        enough). A header completed or rebuilt later updates the values; a value the
+        new headers lack (a file archived before its header came) does not erase one
+        already recorded. The warnings returned name each value left NULL and why;
+        ConsDbError when nothing can be recorded."""
         try:
             rows = image_rows(instrument, headers)
         except ValueError as exc:
@@ -99,8 +102,8 @@ class ConsDb:
         fitted = fit_row(exposure, rows.exposure, where, warnings)
         ccd_rows = [fit_row(ccds, row, where, warnings) for row in rows.ccdexposures]
         with self._writing(instrument, f"image {where}") as connection:
-            _upsert(connection, exposure, [fitted])
-            _upsert(connection, ccds, ccd_rows)
+            _upsert(connection, exposure, [fitted], keep_known=True)
+            _upsert(connection, ccds, ccd_rows, keep_known=True)
         return warnings
 
     def record_quicklook(
@@ -174,15 +177,25 @@ class ConsDb:
 
 
 def _upsert(
-    connection: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, object]]
+    connection: sa.Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, object]],
+    *,
+    keep_known: bool = False,
 ) -> None:
-    """Insert ``rows``, or update the ones whose primary key is there already."""
+    """Insert ``rows``, or update the ones whose primary key is there already; with
+    ``keep_known`` a NULL does not replace a value the row has."""
     if not rows:
         return
     dialect = sqlite if connection.dialect.name == "sqlite" else postgresql
     insert = dialect.insert(table)
     keys = [column.name for column in table.primary_key]
-    updated = {name: insert.excluded[name] for name in rows[0] if name not in keys}
+    updated = {
+        name: sa.func.coalesce(insert.excluded[name], table.c[name]) if keep_known
+        else insert.excluded[name]
+        for name in rows[0]
+        if name not in keys
+    }  # fmt: skip
     statement = insert.on_conflict_do_update(index_elements=keys, set_=updated)
     connection.execute(statement, list(rows))
 

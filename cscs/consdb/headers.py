@@ -24,7 +24,8 @@ from typing import Any
 
 from cscs.camera.geometry import Camera, Detector
 from cscs.camera.naming import ImageName
-from cscs.consdb.values import undefined
+from cscs.consdb.regions import detector_region, exposure_region
+from cscs.consdb.values import finite, undefined
 
 __all__ = [
     "ImageRows",
@@ -70,6 +71,8 @@ _NO_SKY_POSITION = {"bias", "flat"}  # the translators': a dark may still track
 _SEES_SKY = {"science", "acq", "focus", "cwfs", "stuttered"}
 _SEES_NO_SKY = {"bias", "dark", "flat"}
 _MAX_SEQ_NUM = 99_999  # exposure ids hold five digits of sequence number (obs_lsst)
+_CONTROLLERS = "OCHPQS"  # obs_lsst's order: a thousand years of day_obs each
+_UNIFIED_AFTER = {"C": 20231004, "P": 20250417, "Q": 20250417, "S": 20250417}
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,20 @@ def camera_of(instrument: str) -> Camera:
 
 
 def exposure_id(image: ImageName) -> int:
-    """obs_lsst's: ``day_obs * 100_000 + seq_num``."""
+    """obs_lsst's (``LsstBaseTranslator.compute_exposure_id``): ``day_obs * 100_000 +
+    seq_num``, the day moved a thousand years per controller (O, C, H, P, Q, S in that
+    order) for the controllers whose counters were not yet the OCS's: C until
+    2023-10-04, P, Q and S until 2025-04-17, H always."""
     if image.seq_num > _MAX_SEQ_NUM:
         raise ValueError(f"{image}: sequence number above {_MAX_SEQ_NUM} has no exposure id")
-    return int(image.day_obs) * 100_000 + image.seq_num
+    index = _CONTROLLERS.find(image.controller)
+    if index < 0:
+        raise ValueError(f"{image}: controller {image.controller!r} has no exposure ids")
+    day = int(image.day_obs)
+    unified = _UNIFIED_AFTER.get(image.controller)
+    if unified is not None and day > unified:
+        index = 0
+    return (day + 1000_00_00 * index) * 100_000 + image.seq_num
 
 
 def detector_number(camera: Camera, detector: Detector) -> int:
@@ -123,24 +136,30 @@ def image_rows(instrument: str, headers: Mapping[str, Mapping[str, Any]]) -> Ima
     where = str(image)
     header = _merged(headers, sensors)
     exposure = _exposure(camera, image, header, where, warnings)
-    ccds = [
-        {
+    on_sky = exposure["img_type"] == "science"  # the observatory's rule for s_region
+    exposure["s_region"] = exposure_region([headers[s] for s in sensors]) if on_sky else None
+    ccds: list[dict[str, object]] = []
+    for sensor in sensors:
+        number = detector_number(camera, detectors[sensor])
+        ccds.append({
             "ccdexposure_id": ccdexposure_id(exposure["exposure_id"], number),  # type: ignore[arg-type]
             "exposure_id": exposure["exposure_id"],
             "day_obs": exposure["day_obs"],
             "seq_num": exposure["seq_num"],
             "detector": number,
-        }
-        for number in (detector_number(camera, detectors[sensor]) for sensor in sensors)
-    ]
+            "s_region": detector_region(headers[sensor]) if on_sky else None,
+        })  # fmt: skip
     return ImageRows(exposure, ccds, warnings)
 
 
 def _image_name(camera: Camera, headers: Mapping[str, Mapping[str, Any]]) -> ImageName:
-    names = {str(header.get("OBSID"))[:40] for header in headers.values()}
+    names = {_shown(header.get("OBSID")) for header in headers.values()}
     if len(names) != 1:
-        raise ValueError(f"the files disagree on OBSID: {sorted(names)[:4]}")
-    image = ImageName.parse(names.pop())
+        raise ValueError(f"the files disagree on OBSID: {', '.join(sorted(names)[:4])}")
+    obsid = next(iter(headers.values())).get("OBSID")
+    if not isinstance(obsid, str):
+        raise ValueError(f"OBSID {names.pop()} is not an image name")
+    image = ImageName.parse(obsid)
     if image.code != camera.code:
         raise ValueError(f"{image} is not a {camera.instrument} image")
     exposure_id(image)  # a sequence number out of range is refused here
@@ -201,10 +220,18 @@ def _number(header: Mapping[str, Any], key: str, where: str, warnings: list[str]
     value = header.get(key)
     if undefined(value):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        warnings.append(f"{where}: {key} = {str(value)[:40]!r} is not a finite number: NULL")
-        return None
-    return float(value)
+    number = finite(value)
+    if number is None:
+        warnings.append(f"{where}: {key} = {_shown(value)} is not a finite number: NULL")
+    return number
+
+
+def _shown(value: object) -> str:
+    """A value as a warning shows it: its first 40 characters (an integer of a million
+    digits is not turned into text whole)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(str(value)[:40])
 
 
 def _time(value: object, key: str, where: str, warnings: list[str]) -> datetime.datetime | None:
@@ -216,7 +243,7 @@ def _time(value: object, key: str, where: str, warnings: list[str]) -> datetime.
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is not None:
-        warnings.append(f"{where}: {key} = {str(value)[:40]!r} is not a TAI time: NULL")
+        warnings.append(f"{where}: {key} = {_shown(value)} is not a TAI time: NULL")
         return None
     return parsed
 
@@ -294,5 +321,5 @@ def _check_agrees(
     is reported, not followed."""
     for key, expected in (("DAYOBS", image.day_obs), ("SEQNUM", image.seq_num)):
         value = header.get(key)
-        if not undefined(value) and str(value) != str(expected):
-            warnings.append(f"{where}: {key} = {str(value)[:40]!r} disagrees with OBSID: ignored")
+        if not undefined(value) and _shown(value) != _shown(expected):
+            warnings.append(f"{where}: {key} = {_shown(value)} disagrees with OBSID: ignored")

@@ -33,7 +33,7 @@ from typing import Any
 
 from cscs.camera.geometry import Camera
 from cscs.consdb.headers import ccdexposure_id, detector_number
-from cscs.consdb.values import undefined
+from cscs.consdb.values import finite, undefined
 
 __all__ = ["FWHM_PER_SIGMA", "QuicklookRows", "quicklook_rows"]
 
@@ -96,10 +96,11 @@ def _metric(metrics: Mapping[str, Any], key: str, where: str, warnings: list[str
     value = next((metrics[name] for name in _NAMES[key] if name in metrics), None)
     if undefined(value):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        warnings.append(f"{where}: QC {key} = {str(value)[:40]!r} is not a finite number: NULL")
-        return None
-    return float(value)
+    number = finite(value)
+    if number is None:
+        shown = "a huge integer" if isinstance(value, int) else repr(str(value)[:40])
+        warnings.append(f"{where}: QC {key} = {shown} is not a finite number: NULL")
+    return number
 
 
 def _converted(

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["fit_row", "fit_value", "undefined"]
+__all__ = ["finite", "fit_row", "fit_value", "undefined"]
 
 _INTEGER_RANGES = {
     "SMALLINT": 2**15,
@@ -29,6 +29,18 @@ def undefined(value: object) -> bool:
     """A value the header does not have: absent, or the FITS undefined value (astropy's
     ``Undefined``, which is none of the types a header value has)."""
     return value is None or not isinstance(value, str | int | float | bool | datetime.datetime)
+
+
+def finite(value: object) -> float | None:
+    """``value`` as a finite float, or None: not a number (a bool is not one), NaN or
+    infinite, or an integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def fit_value(column: sa.Column[Any], value: object, where: str, warnings: list[str]) -> object:
@@ -88,9 +100,10 @@ def _integer_problem(column: sa.Column[Any], value: object) -> str | None:
 def _float_problem(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "not a number"
-    if not math.isfinite(value):
+    number = finite(value)
+    if number is None:
         return "not finite"
-    if abs(value) > _FLOAT_MAX:
+    if abs(number) > _FLOAT_MAX:
         return "out of the column's range"
     return None
 
@@ -107,6 +120,8 @@ def _string_problem(column: sa.Column[Any], value: object) -> str | None:
 
 
 def _refused(column: sa.Column[Any], value: object, where: str, reason: str) -> str:
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"{where}: {column.table.name}.{column.name} left NULL: an integer is {reason}"
     shown = repr(value)
     if len(shown) > _SHOWN:
         shown = shown[:_SHOWN] + f"… ({len(shown)} characters)"
