@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from cscs.camera.geometry import Camera
@@ -25,6 +26,7 @@ from cscs.oods.interface import OodsConfig
 from cscs.oods.ports import ConsDbPort, RegistryPort, RegistryResult, StoreUnavailableError
 from cscs.oods.stores import open_stores
 from cscs.repository import Repository
+from tests.conftest import postgres_database
 from tests.support.oods import catalogue
 from tests.support.raws import archive_image, start_tai
 
@@ -256,3 +258,30 @@ async def until(h: CscHarness, condition: Callable[[], bool]) -> None:
     async with h.remote.stream("heartbeat") as stream:
         while not condition():
             await stream.next(30)
+
+
+@pytest.mark.broker  # a PostgreSQL server of the tests' own: the system tier
+async def test_registry_and_consdb_on_postgresql(postgres_admin: str, tmp_path: Path) -> None:
+    """As a site with several cameras configures it: the archive's catalog where the
+    archiver keeps it, the registry and ConsDB in one PostgreSQL database."""
+    root = tmp_path / "archive"
+    paths = archived_and_catalogued(root, Camera.COMCAM, CC)
+    sensors = ["_".join(p.stem.split("_")[-2:]) for p in paths]
+    with postgres_database(postgres_admin) as url:
+        database = "postgresql://" + url.partition("://")[2]
+        async with (
+            oods(tmp_path, Camera.COMCAM, registry_url=database, consdb_url=database) as h,
+            h.remote.stream("imageInOODS") as events,
+        ):
+            await say_read_out(h, CC, sensors)
+            await say_archived(h, CC, sensors)
+            said = (await events.next(120)).data
+        assert said["statusCode"] == 0
+        assert raws(root) == [("LSSTComCam", 2026112100002, n) for n in range(9)]
+        db = ConsDb.open(database, archive_root=root)
+        try:
+            with db.engine("LSSTComCam").connect() as connection:
+                table = db.table("LSSTComCam", "ccdexposure")
+                assert len(connection.execute(sa.select(table)).all()) == 9
+        finally:
+            db.close()
