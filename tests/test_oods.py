@@ -47,11 +47,16 @@ def factory(registry: FakeRegistry, consdb: FakeConsDb) -> Any:
 
 @contextlib.asynccontextmanager
 async def oods(
-    tmp_path: Path, registry: FakeRegistry, consdb: FakeConsDb, index: int = 1, **config: Any
+    tmp_path: Path,
+    registry: FakeRegistry,
+    consdb: FakeConsDb,
+    index: int = 1,
+    broker: MemoryBroker | None = None,
+    **config: Any,
 ) -> AsyncIterator[CscHarness]:
     settings = {"archive_root": str(tmp_path / "archive")} | FAST | config
-    async with enabled_csc(factory(registry, consdb), MemoryBroker(), tmp_path, "oods",
-                           settings, index=index) as harness:  # fmt: skip
+    async with enabled_csc(factory(registry, consdb), broker or MemoryBroker(), tmp_path,
+                           "oods", settings, index=index) as harness:  # fmt: skip
         yield harness
 
 
@@ -232,6 +237,24 @@ async def test_enable_registers_what_the_catalog_holds_and_the_repository_lacks(
     assert said == images  # oldest first
     assert len(registry.held) == 8
     assert len(registry.calls) == 7  # the one already in was not registered again
+
+
+async def test_a_reconnection_reconciles_the_last_days_of_the_catalog(tmp_path: Path) -> None:
+    """imageArchived said while the OODS was cut off from the broker is lost to it: the
+    catalog has those files, and the reconnection finds them (the last
+    reconnect_look_back s of exposures: older ones wait for the next enable)."""
+    registry, consdb, broker = FakeRegistry(), FakeConsDb(), MemoryBroker()
+    async with oods(tmp_path, registry, consdb, broker=broker) as h:
+        broker.stop()
+        recent = archive_file(root(tmp_path), AT, "R00_S00", tai=current_tai() - 3600)
+        old = archive_file(root(tmp_path), "AT_O_20261101_000001", "R00_S00",
+                           tai=current_tai() - 10 * 86400)  # fmt: skip
+        async with h.remote.stream("imageInOODS") as events:
+            broker.start()
+            said = await next_in_oods(events, 30)
+    assert said["imageName"] == AT
+    assert set(registry.held) == {recent.resolve()}
+    assert old.resolve() not in registry.held
 
 
 async def test_hostile_prompts_register_nothing_and_change_nothing(tmp_path: Path) -> None:

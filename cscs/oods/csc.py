@@ -23,6 +23,7 @@ It works while ENABLED. A store or the catalog failing is retried with back-off 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,7 +108,7 @@ class OodsCsc(BaseCsc[OodsConfig]):
         self._dm_reader: asyncio.Task[None] | None = None
         self._dm_subscribed = asyncio.Event()
         self._reconciling: asyncio.Task[None] | None = None
-        self._reconcile_again = False
+        self._reconcile_since = math.inf  # nothing to walk; -inf: the whole catalog
 
     # ---- life ------------------------------------------------------------------------
 
@@ -172,10 +173,12 @@ class OodsCsc(BaseCsc[OodsConfig]):
 
     async def _on_connect(self) -> None:
         """After a reconnection, ``imageArchived`` messages may have been missed: the
-        catalog says which files those were."""
+        catalog says which files those were (the last ``reconnect_look_back`` s of it:
+        at ``enable``, all of it)."""
         await super()._on_connect()
         if self.bus.connections > 1 and self.state is State.ENABLED:
-            self._reconcile("reconnected")
+            look_back = self.config.reconnect_look_back
+            self._reconcile("reconnected", current_tai() - look_back if look_back else -math.inf)
 
     def _enabled(self) -> bool:
         return self.state is State.ENABLED
@@ -225,26 +228,28 @@ class OodsCsc(BaseCsc[OodsConfig]):
 
     # ---- reconciliation ----------------------------------------------------------------
 
-    def _reconcile(self, why: str) -> None:
-        """One reconciliation at a time; asked again while one runs, it runs again."""
-        if self._reconciling is not None and not self._reconciling.done():
-            self._reconcile_again = True
-            return
-        self._reconciling = self.jobs.spawn(self._reconcile_files(why), "reconcile")
+    def _reconcile(self, why: str, since: float = -math.inf) -> None:
+        """Walk the catalog from ``since`` (TAI of exposure start; -inf: all of it). One
+        walk at a time; asked again while one runs, it runs again, as far back as the
+        furthest asked."""
+        self._reconcile_since = min(self._reconcile_since, since)
+        if self._reconciling is None or self._reconciling.done():
+            self._reconciling = self.jobs.spawn(self._reconcile_files(why), "reconcile")
 
     async def _reconcile_files(self, why: str) -> None:
         """Walk the catalog; a store or the catalog failing on the way: again after a
         back-off, for as long as the CSC is ENABLED (nothing the catalog holds is left
         out because the registry was locked at the wrong moment)."""
         backoff = Backoff(initial=self.config.retry_initial, maximum=self.config.retry_max)
-        while True:
-            self._reconcile_again = False
+        while self._reconcile_since < math.inf:
+            since, self._reconcile_since = self._reconcile_since, math.inf
             stores = self.work.stores
             if stores is None or self.state is not State.ENABLED:
                 return
+            start = None if since == -math.inf else (since, "", "")
             try:
                 compared, missing = await reconcile_files(
-                    stores.registrar, self.config.reconcile_page, self._found
+                    stores.registrar, self.config.reconcile_page, self._found, start
                 )
             except (StoreUnavailableError, CatalogError) as exc:
                 delay = backoff.next_delay()
@@ -252,13 +257,11 @@ class OodsCsc(BaseCsc[OodsConfig]):
                 self.log.warning("reconciliation failed; tried again", when=why,
                                  reason=str(exc), retry_in=round(delay, 1))  # fmt: skip
                 await asyncio.sleep(delay)
-                self._reconcile_again = True
+                self._reconcile_since = min(self._reconcile_since, since)
             else:
                 backoff.reset()
                 self.log.info("reconciled with the catalog", when=why, compared=compared,
                               missing=missing)  # fmt: skip
-            if not self._reconcile_again:
-                return
 
     async def _found(self, image: str, sensors: list[str]) -> None:
         """Hand an image on to the work loop, once it has room (memory stays bounded)."""

@@ -128,6 +128,9 @@ class OodsConfig(ConfigSchema):
     to the reconciliation at the next `start`/`enable` (logged)"""
     reconcile_page: int = Field(default=500, ge=1, le=100_000)
     """catalog files compared with the repository at once while reconciling"""
+    reconnect_look_back: float = Field(default=172_800.0, ge=0.0, le=3.2e9)
+    """s of exposures (by start) whose files are compared with the repository after a
+    reconnection to the broker (at `enable`, every file is); 0: every file"""
     dm_prefix: str = Field(default="dm", pattern=r"^[A-Za-z0-9_-]{1,32}$")
     """Root of the DM-internal topics (`{dm}/qc/{instrument}/{imageName}`: OCS Batch's
     QC summary of an image)."""

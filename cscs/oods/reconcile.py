@@ -2,8 +2,9 @@
 pages, oldest first, and handed to the CSC's usual work (so it is registered,
 announced and retried like anything heard on the bus).
 
-* **Files** (at ``enable`` and after each reconnection to the broker, when
-  ``imageArchived`` messages may have been missed): the instrument's catalog files,
+* **Files** (at ``enable``, and after each reconnection to the broker when
+  ``imageArchived`` messages may have been missed: then only the files of exposures of
+  the last ``reconnect_look_back`` s): the instrument's catalog files,
   ``page`` at a time, compared with the repository (``registered``); each image with
   files missing is handed on. The walk waits while the CSC's queue is full, so memory
   stays bounded however large the catalog.
@@ -28,10 +29,12 @@ __all__ = ["QuicklookMark", "reconcile_files", "reconcile_quicklook"]
 Found = Callable[[str, list[str]], Awaitable[None]]
 
 
-async def reconcile_files(registrar: Registrar, page: int, found: Found) -> tuple[int, int]:
-    """Walk the catalog; returns (files compared, files found missing)."""
+async def reconcile_files(
+    registrar: Registrar, page: int, found: Found, after: tuple[float, str, str] | None = None
+) -> tuple[int, int]:
+    """Walk the catalog (after ``after``: exposure start TAI, image, sensor; None: from
+    the first); returns (files compared, files found missing)."""
     catalog, registry = registrar.catalog, registrar.registry
-    after: tuple[float, str, str] | None = None
     compared = missing = 0
     while True:
         rows = await asyncio.to_thread(catalog.files_after, registrar.instrument, after, page)
