@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cscs.catalog import BatchRecords, Catalog, sqlite_url
 from cscs.core.protocol import encode
 from cscs.core.remote import EventStream
+from cscs.core.settings import Settings
 from cscs.core.states import State
 from cscs.core.tai import current_tai
-from cscs.core.testing import CscHarness, MemoryBroker, enabled_csc
+from cscs.core.testing import CscHarness, MemoryBroker, make_csc
 from cscs.oods.csc import OodsCsc
 from cscs.oods.interface import (
     ERROR_CONSDB_UNAVAILABLE,
@@ -53,11 +55,30 @@ async def oods(
     index: int = 1,
     broker: MemoryBroker | None = None,
     **config: Any,
-) -> AsyncIterator[CscHarness]:
+) -> AsyncIterator[tuple[CscHarness, EventStream]]:
+    """The OODS started with ``config`` and enabled, and its imageInOODS heard from
+    before it was enabled (its reconciliation at enable may say an image at once)."""
     settings = {"archive_root": str(tmp_path / "archive")} | FAST | config
-    async with enabled_csc(factory(registry, consdb), broker or MemoryBroker(), tmp_path,
-                           "oods", settings, index=index) as harness:  # fmt: skip
-        yield harness
+    async with started(factory(registry, consdb), broker or MemoryBroker(), tmp_path,
+                       settings, index) as announced:  # fmt: skip
+        yield announced
+
+
+@contextlib.asynccontextmanager
+async def started(
+    make: Any, broker: MemoryBroker, tmp_path: Path, config: dict[str, Any], index: int
+) -> AsyncIterator[tuple[CscHarness, EventStream]]:
+    configs = tmp_path / "config" / "OODS"
+    configs.mkdir(parents=True, exist_ok=True)
+    (configs / "test.yaml").write_text(yaml.safe_dump(config))
+    settings = Settings(prefix="oods", state_dir=tmp_path / "state", config_dir=configs.parent)
+    async with (
+        make_csc(make, broker, index=index, settings=settings) as harness,
+        harness.remote.stream("imageInOODS") as events,
+    ):
+        await harness.remote.command("start", {"configurationOverride": "test"}, timeout=60)
+        await harness.remote.command("enable")
+        yield harness, events
 
 
 async def archived(harness: CscHarness, image: str, sensor: str, **fields: Any) -> None:
@@ -95,7 +116,7 @@ def root(tmp_path: Path) -> Path:
 async def test_a_file_archived_is_registered_announced_and_in_consdb(tmp_path: Path) -> None:
     registry, consdb = FakeRegistry(), FakeConsDb()
     path = archive_file(root(tmp_path), AT, "R00_S00", header={"EXPTIME": 2.0})
-    async with oods(tmp_path, registry, consdb) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, registry, consdb) as (h, events):
         await read_out(h, AT, ["R00_S00"])
         await archived(h, AT, "R00_S00")
         said = await next_in_oods(events)
@@ -112,8 +133,7 @@ async def test_a_comcam_image_is_announced_once_with_its_nine_files(tmp_path: Pa
     registry, consdb = FakeRegistry(), FakeConsDb()
     for sensor in NINE:
         archive_file(root(tmp_path), CC, sensor)
-    async with oods(tmp_path, registry, consdb, index=2, settle_delay=60.0) as h, \
-            h.remote.stream("imageInOODS") as events:  # fmt: skip
+    async with oods(tmp_path, registry, consdb, index=2, settle_delay=60.0) as (h, events):
         await read_out(h, CC, NINE)
         for sensor in NINE:
             await archived(h, CC, sensor)
@@ -134,7 +154,7 @@ async def test_only_what_the_catalog_holds_is_registered(tmp_path: Path) -> None
     stray = root(tmp_path) / "LATISS" / "20261121" / "stray.fits"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"not catalogued")
-    async with oods(tmp_path, registry, consdb) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, registry, consdb) as (h, events):
         await archived(h, AT, "R00_S00", url=stray.as_uri())
         with pytest.raises(TimeoutError):
             await events.next(1.0)
@@ -148,7 +168,7 @@ async def test_a_catalogued_path_outside_the_archive_is_refused_and_said(tmp_pat
     outside = tmp_path / "elsewhere.fits"
     outside.write_bytes(b"x")
     catalogue(root(tmp_path), AT, "R00_S00", str(outside))
-    async with oods(tmp_path, registry, consdb) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, registry, consdb) as (h, events):
         await archived(h, AT, "R00_S00")
         said = await next_in_oods(events)
     assert said["statusCode"] == 1
@@ -162,7 +182,7 @@ async def test_a_refused_file_is_said_retried_and_said_again_once_in(tmp_path: P
     registry, consdb = FakeRegistry(), FakeConsDb()
     path = archive_file(root(tmp_path), AT, "R00_S00")
     registry.refuse[path.resolve()] = "no DAYOBS in its header"
-    async with oods(tmp_path, registry, consdb) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, registry, consdb) as (h, events):
         await read_out(h, AT, ["R00_S00"])
         await archived(h, AT, "R00_S00")
         refused = await next_in_oods(events)
@@ -184,8 +204,7 @@ async def test_a_repository_down_is_said_and_nothing_is_lost(tmp_path: Path) -> 
         archive_file(root(tmp_path), CC, sensor)
     registry.down = "database is locked"
     async with (
-        oods(tmp_path, registry, consdb, index=2) as h,
-        h.remote.stream("imageInOODS") as events,
+        oods(tmp_path, registry, consdb, index=2) as (h, events),
         h.remote.stream("errorCode") as errors,
     ):
         await read_out(h, CC, sensors)
@@ -208,7 +227,7 @@ async def test_a_header_completed_later_is_registered_again_and_said_again(
 ) -> None:
     registry, consdb = FakeRegistry(), FakeConsDb()
     path = archive_file(root(tmp_path), AT, "R00_S00")
-    async with oods(tmp_path, registry, consdb) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, registry, consdb) as (h, events):
         await read_out(h, AT, ["R00_S00"])
         await archived(h, AT, "R00_S00", headerComplete=False, statusCode=1)
         await next_in_oods(events)
@@ -231,8 +250,7 @@ async def test_enable_registers_what_the_catalog_holds_and_the_repository_lacks(
         archive_file(root(tmp_path), image, "R00_S00", tai=1.8e9 + n)
     registry.held[archive_file(root(tmp_path), "AT_O_20261120_000001", "R00_S00",
                                tai=1.7e9).resolve()] = 0.0  # fmt: skip
-    async with oods(tmp_path, registry, consdb, reconcile_page=3) as h, \
-            h.remote.stream("imageInOODS") as events:  # fmt: skip
+    async with oods(tmp_path, registry, consdb, reconcile_page=3) as (_h, events):
         said = [(await next_in_oods(events))["imageName"] for _ in images]
     assert said == images  # oldest first
     assert len(registry.held) == 8
@@ -244,7 +262,7 @@ async def test_a_reconnection_reconciles_the_last_days_of_the_catalog(tmp_path: 
     catalog has those files, and the reconnection finds them (the last
     reconnect_look_back s of exposures: older ones wait for the next enable)."""
     registry, consdb, broker = FakeRegistry(), FakeConsDb(), MemoryBroker()
-    async with oods(tmp_path, registry, consdb, broker=broker) as h:
+    async with oods(tmp_path, registry, consdb, broker=broker) as (h, _):
         broker.stop()
         recent = archive_file(root(tmp_path), AT, "R00_S00", tai=current_tai() - 3600)
         old = archive_file(root(tmp_path), "AT_O_20261101_000001", "R00_S00",
@@ -259,7 +277,7 @@ async def test_a_reconnection_reconciles_the_last_days_of_the_catalog(tmp_path: 
 
 async def test_hostile_prompts_register_nothing_and_change_nothing(tmp_path: Path) -> None:
     registry, consdb = FakeRegistry(), FakeConsDb()
-    async with oods(tmp_path, registry, consdb) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, registry, consdb) as (h, events):
         for image, sensor in [
             ("../../etc/passwd", "R00_S00"), (AT, "../../../etc"), ("x" * 100_000, "R00_S00"),
             (AT, "R00_S00," * 10_000), ("CC_O_20261121_000001", "R22_S11"),  # not LATISS's
@@ -281,8 +299,7 @@ async def test_consdb_down_is_said_retried_and_the_raws_registered_meanwhile(
     registry, consdb = FakeRegistry(), FakeConsDb(down="ConsDB is down")
     archive_file(root(tmp_path), AT, "R00_S00")
     async with (
-        oods(tmp_path, registry, consdb) as h,
-        h.remote.stream("imageInOODS") as events,
+        oods(tmp_path, registry, consdb) as (h, events),
         h.remote.stream("errorCode") as errors,
     ):
         await read_out(h, AT, ["R00_S00"])
@@ -309,7 +326,7 @@ async def test_quicklook_qc_heard_is_read_from_the_catalog_into_consdb(tmp_path:
     catalog = Catalog(sqlite_url(root(tmp_path) / "catalog.sqlite"))
     metrics = {"imageName": AT, "sensor": "R00_S00", "psfFwhm": 1.1, "skyMean": 100.0,
                "skyRms": 5.0, "nSources": 10, "nPsfStars": 5, "zeroPoint": 28.0}  # fmt: skip
-    async with oods(tmp_path, registry, consdb) as h:
+    async with oods(tmp_path, registry, consdb) as (h, _):
         BatchRecords(catalog).record_qc("job-1", metrics, 1.8e9)
         prefix = "dm/qc/LATISS"
         # The values are the catalog's: whatever the message says.
@@ -330,9 +347,11 @@ async def test_quicklook_measured_while_away_is_caught_up_at_enable(tmp_path: Pa
                "skyRms": 5.0, "nSources": 10, "nPsfStars": 5, "zeroPoint": 28.0}  # fmt: skip
     BatchRecords(catalog).record_qc("job-1", metrics, current_tai() - 60)
     catalog.close()
-    async with oods(tmp_path, registry, consdb) as h:
+    async with oods(tmp_path, registry, consdb) as (h, _):
         await wait_until(lambda: AT in consdb.quicklook, h)
 
 
-def test_the_shipped_configuration_is_valid() -> None:
+def test_the_shipped_configuration_is_valid_and_a_bad_one_names_its_fault() -> None:
     assert OodsConfig().settle_delay > OodsConfig().batch_delay
+    with pytest.raises(ValueError, match=r"retry_max \(5 s\) is below retry_initial"):
+        OodsConfig(retry_initial=10.0, retry_max=5.0)

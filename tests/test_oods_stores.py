@@ -20,7 +20,7 @@ from cscs.catalog import BatchRecords, Catalog, sqlite_url
 from cscs.consdb import ConsDb
 from cscs.core.protocol import encode
 from cscs.core.remote import EventStream
-from cscs.core.testing import CscHarness, MemoryBroker, enabled_csc
+from cscs.core.testing import CscHarness, MemoryBroker
 from cscs.oods.csc import OodsCsc
 from cscs.oods.interface import OodsConfig
 from cscs.oods.ports import ConsDbPort, RegistryPort, RegistryResult, StoreUnavailableError
@@ -29,6 +29,7 @@ from cscs.repository import Repository
 from tests.conftest import postgres_database
 from tests.support.oods import catalogue
 from tests.support.raws import archive_image, start_tai
+from tests.test_oods import started
 
 AT = "AT_O_20261121_000001"
 CC = "CC_O_20261121_000002"
@@ -55,11 +56,11 @@ def factory(opener: Callable[..., Any]) -> Any:
 @contextlib.asynccontextmanager
 async def oods(
     tmp_path: Path, camera: Camera, opener: Callable[..., Any] = open_stores, **config: Any
-) -> AsyncIterator[CscHarness]:
+) -> AsyncIterator[tuple[CscHarness, EventStream]]:
     settings = {"archive_root": str(tmp_path / "archive")} | FAST | config
-    async with enabled_csc(factory(opener), MemoryBroker(), tmp_path, "oods", settings,
-                           index=camera.value) as harness:  # fmt: skip
-        yield harness
+    async with started(factory(opener), MemoryBroker(), tmp_path, settings,
+                       camera.value) as announced:  # fmt: skip
+        yield announced
 
 
 async def say_archived(h: CscHarness, image: str, sensors: Iterable[str]) -> None:
@@ -106,7 +107,7 @@ async def test_a_comcam_image_is_in_the_butler_and_in_consdb_once_said(tmp_path:
     root = tmp_path / "archive"
     paths = archived_and_catalogued(root, Camera.COMCAM, CC)
     sensors = ["_".join(p.stem.split("_")[-2:]) for p in paths]
-    async with oods(tmp_path, Camera.COMCAM) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, Camera.COMCAM) as (h, events):
         await say_read_out(h, CC, sensors)
         await say_archived(h, CC, sensors)
         said = (await events.next(60)).data
@@ -122,7 +123,7 @@ async def test_a_comcam_image_is_in_the_butler_and_in_consdb_once_said(tmp_path:
 async def test_a_header_completed_later_updates_the_butler_and_consdb(tmp_path: Path) -> None:
     root = tmp_path / "archive"
     archived_and_catalogued(root, Camera.LATISS, AT, header=False)
-    async with oods(tmp_path, Camera.LATISS) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, Camera.LATISS) as (h, events):
         await say_read_out(h, AT, ["R00_S00"])
         await say_archived(h, AT, ["R00_S00"])
         await events.next(60)
@@ -143,7 +144,7 @@ async def test_a_registry_locked_for_a_while_loses_nothing(tmp_path: Path) -> No
     root = tmp_path / "archive"
     Repository.open(root).close()
     paths = archived_and_catalogued(root, Camera.COMCAM, CC, sensors=["R22_S00", "R22_S11"])
-    async with oods(tmp_path, Camera.COMCAM) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, Camera.COMCAM) as (h, events):
         locker = sqlite3.connect(root / "butler.sqlite3", isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
         try:
@@ -203,8 +204,7 @@ async def test_a_registry_down_then_back_loses_nothing(tmp_path: Path) -> None:
     for image in images[:2]:
         archived_and_catalogued(root, Camera.LATISS, image)  # while no OODS ran
     async with (
-        oods(tmp_path, Camera.LATISS, opener) as h,
-        h.remote.stream("imageInOODS") as events,
+        oods(tmp_path, Camera.LATISS, opener) as (h, events),
         h.remote.stream("errorCode") as errors,
     ):
         archived_and_catalogued(root, Camera.LATISS, images[2])
@@ -221,11 +221,11 @@ async def test_a_registry_down_then_back_loses_nothing(tmp_path: Path) -> None:
 async def test_a_restart_reconciles_what_was_archived_meanwhile(tmp_path: Path) -> None:
     root = tmp_path / "archive"
     archived_and_catalogued(root, Camera.LATISS, AT)
-    async with oods(tmp_path, Camera.LATISS) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, Camera.LATISS) as (_h, events):
         assert (await events.next(60)).data["imageName"] == AT
     later = "AT_O_20261121_000002"
     archived_and_catalogued(root, Camera.LATISS, later)
-    async with oods(tmp_path, Camera.LATISS) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, Camera.LATISS) as (_h, events):
         assert (await events.next(60)).data["imageName"] == later
     assert [n for _, n, _ in raws(root)] == [2026112100001, 2026112100002]
     assert len(consdb_rows(root, "LATISS", "exposure")) == 2
@@ -234,7 +234,7 @@ async def test_a_restart_reconciles_what_was_archived_meanwhile(tmp_path: Path) 
 async def test_quicklook_qc_heard_goes_from_the_catalog_to_consdb(tmp_path: Path) -> None:
     root = tmp_path / "archive"
     archived_and_catalogued(root, Camera.LATISS, AT)
-    async with oods(tmp_path, Camera.LATISS) as h, h.remote.stream("imageInOODS") as events:
+    async with oods(tmp_path, Camera.LATISS) as (h, events):
         await events.next(60)
         catalog = Catalog(sqlite_url(root / "catalog.sqlite"))
         metrics = {"imageName": AT, "sensor": "R00_S00", "psfFwhm": 1.0, "skyMean": 100.0,
@@ -270,8 +270,10 @@ async def test_registry_and_consdb_on_postgresql(postgres_admin: str, tmp_path: 
     with postgres_database(postgres_admin) as url:
         database = "postgresql://" + url.partition("://")[2]
         async with (
-            oods(tmp_path, Camera.COMCAM, registry_url=database, consdb_url=database) as h,
-            h.remote.stream("imageInOODS") as events,
+            oods(tmp_path, Camera.COMCAM, registry_url=database, consdb_url=database) as (
+                h,
+                events,
+            ),
         ):
             await say_read_out(h, CC, sensors)
             await say_archived(h, CC, sensors)

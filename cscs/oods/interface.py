@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cscs.camera.naming import ImageNameText
 from cscs.core import generic as g
@@ -139,3 +139,10 @@ class OodsConfig(ConfigSchema):
 
     def root(self, default: Path) -> Path:
         return Path(self.archive_root).expanduser() if self.archive_root else default
+
+    @model_validator(mode="after")
+    def _retries(self) -> OodsConfig:
+        if self.retry_max < self.retry_initial:
+            raise ValueError(f"retry_max ({self.retry_max:g} s) is below retry_initial "
+                             f"({self.retry_initial:g} s)")  # fmt: skip
+        return self

@@ -240,10 +240,6 @@ class ImageLedger:
     def refused_pending(self) -> int:
         return sum(len(e.refused) for e in self._images.values())
 
-    def forget(self) -> None:
-        """Everything (the CSC left ENABLED: the next enable reconciles)."""
-        self._images.clear()
-
     def _due(self, entry: _Image, when: float) -> None:
         entry.due = when if entry.due is None else min(entry.due, when)
 
