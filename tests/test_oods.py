@@ -297,11 +297,11 @@ async def test_consdb_down_is_said_retried_and_the_raws_registered_meanwhile(
     tmp_path: Path,
 ) -> None:
     registry, consdb = FakeRegistry(), FakeConsDb(down="ConsDB is down")
-    archive_file(root(tmp_path), AT, "R00_S00")
     async with (
         oods(tmp_path, registry, consdb) as (h, events),
         h.remote.stream("errorCode") as errors,
     ):
+        archive_file(root(tmp_path), AT, "R00_S00")  # once errorCode is heard
         await read_out(h, AT, ["R00_S00"])
         await archived(h, AT, "R00_S00")
         assert (await next_in_oods(events))["statusCode"] == 0
