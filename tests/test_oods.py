@@ -66,15 +66,22 @@ async def oods(
 
 @contextlib.asynccontextmanager
 async def started(
-    make: Any, broker: MemoryBroker, tmp_path: Path, config: dict[str, Any], index: int
+    make: Any,
+    broker: MemoryBroker,
+    tmp_path: Path,
+    config: dict[str, Any],
+    index: int,
+    heard: str = "imageInOODS",
 ) -> AsyncIterator[tuple[CscHarness, EventStream]]:
+    """The OODS started and enabled, with a stream of its ``heard`` events (``#``: all)
+    opened before."""
     configs = tmp_path / "config" / "OODS"
     configs.mkdir(parents=True, exist_ok=True)
     (configs / "test.yaml").write_text(yaml.safe_dump(config))
     settings = Settings(prefix="oods", state_dir=tmp_path / "state", config_dir=configs.parent)
     async with (
         make_csc(make, broker, index=index, settings=settings) as harness,
-        harness.remote.stream("imageInOODS") as events,
+        harness.remote.stream(heard) as events,
     ):
         await harness.remote.command("start", {"configurationOverride": "test"}, timeout=60)
         await harness.remote.command("enable")
