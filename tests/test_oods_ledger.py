@@ -55,6 +55,20 @@ def test_an_image_read_out_is_one_round_once_all_its_files_are_heard_of() -> Non
     assert round_of(book, 5.1) == set(NINE) - {NINE[7]}  # at once: nothing to wait for
 
 
+def test_files_heard_of_while_a_round_ran_are_due_once_it_is_over() -> None:
+    """Reconciliation's round registers the whole image while its imageArchived come:
+    those are due as soon as the round has made the image whole, not settle_delay on."""
+    book = ledger()
+    book.found(IMAGE, NINE, 0.0)
+    assert round_of(book, 0.0) == set(NINE)
+    book.read_out(IMAGE, NINE, 0.1)
+    book.archived(IMAGE, NINE[:3], 0.1)  # while the round runs: not all heard of
+    book.settled(IMAGE, in_repository=NINE, changed=NINE, refused={}, now=0.3)
+    assert round_of(book, 0.3) == set(NINE[:3])
+    book.settled(IMAGE, in_repository=NINE, changed=[], refused={}, now=0.4)
+    assert [a.sensors for a in book.announcements(0.4)] == [tuple(NINE)]
+
+
 def test_a_file_never_heard_of_holds_its_siblings_back_settle_delay_at_most() -> None:
     book = ledger()
     book.read_out(IMAGE, NINE, 0.0)

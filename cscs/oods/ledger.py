@@ -202,6 +202,8 @@ class ImageLedger:
             self._due(entry, now + entry.retries.next_delay())
         else:
             entry.retries = None
+        if entry.wanted:  # heard of while the round ran: due as if heard now
+            self._schedule(entry, now)
         self._images.move_to_end(image)
 
     def unavailable(self, image: str, sensors: Iterable[str], retry_at: float) -> None:
