@@ -158,7 +158,7 @@ def raw_records(header: Mapping[str, Any]) -> RawRecords:
         "target_name": _text(header, "OBJECT", 64, cut=True) or None,
         "science_program": _text(header, "PROGRAM", 64, cut=True) or None,
         **_pointing(header, kind),
-        "has_simulated": any(k.startswith("SIMULATE") and v is True for k, v in header.items()),
+        "has_simulated": any(header[k] is True for k in header if k.startswith("SIMULATE")),
         "can_see_sky": True if kind in _SKY_TYPES else False if kind in _DARK_TYPES else None,
         "timespan": _timespan(header),
     }  # fmt: skip
