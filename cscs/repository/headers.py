@@ -34,9 +34,7 @@ class HeaderValues(Mapping[str, Any]):
     def __init__(self, header: fits.Header) -> None:
         self._cards = list(header.cards)
         self._index = {
-            card.keyword: i
-            for i, card in enumerate(self._cards)
-            if card.keyword not in _COMMENTARY
+            card.keyword: i for i, card in enumerate(self._cards) if card.keyword not in _COMMENTARY
         }
 
     def __getitem__(self, keyword: str) -> Any:

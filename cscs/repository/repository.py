@@ -46,7 +46,6 @@ from cscs.repository.products import (
 )
 from cscs.repository.query import RawRef, query_raws, raw_instruments
 from cscs.repository.records import (
-    BadHeaderError,
     RawRecords,
     detector_records,
     instrument_record,
@@ -296,12 +295,14 @@ class Repository:
         )  # fmt: skip
         if not refs:
             return {}
-        uris = self.butler.get_many_uris(refs)
-        return {
-            (int(ref.dataId["exposure"]), int(ref.dataId["detector"])):  # type: ignore[call-overload]
-            Path(uris[ref].primaryURI.ospath)  # type: ignore[union-attr]
-            for ref in refs
-        }  # fmt: skip
+        paths: dict[tuple[int, int], Path] = {}
+        for ref, uris in self.butler.get_many_uris(refs).items():
+            if uris.primaryURI is not None:  # a raw is one file: it has one
+                data_id = ref.dataId.required
+                paths[int(data_id["exposure"]), int(data_id["detector"])] = Path(
+                    uris.primaryURI.ospath
+                )
+        return paths
 
     def query_raws(
         self, where: str, *, bind: Mapping[str, object] | None = None, limit: int
