@@ -3,8 +3,12 @@ recorded about it.
 
 Layout (ICD §6): ``{root}/{instrument}/{dayObs}/{image}/{image}_{RXX}_{SXX}.fits``, every
 path built with :func:`~cscs.camera.files.path_under`, so it stays under the root. A
-file is written whole under a temporary name and renamed (:mod:`cscs.camera.fits`), and
-only then recorded in the catalog, so the catalog never lists a file that is not whole.
+file is written whole and synced under a temporary name (:mod:`cscs.camera.fits`, here
+or on a Dask worker), recorded in the catalog in one transaction with the other files
+finished at the same time (:mod:`~cscs.archiver.commits`), and only then renamed; at
+open, a temporary the catalog has committed is renamed, any other removed
+(:mod:`~cscs.archiver.recovery`). So, once open, the catalog lists only files whole
+under their names, and every file under its name is in the catalog (ADR 0040).
 Before each write the free space is checked against ``min_free_bytes``: a full archive
 is refused with the figures, not discovered half-way through a file. With tile
 compression, files are compressed in worker processes (:mod:`cscs.camera.compressing`),
@@ -19,16 +23,19 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cscs.archiver.commits import GroupCommit
 from cscs.archiver.headers import Header
+from cscs.archiver.recovery import recover
 from cscs.archiver.writer import (
     ArchiveFiles,
     ArchiveUnwritableError,
     check_image,
     check_names,
-    remove_partial_files,
+    remove_partials_of,
 )
 from cscs.camera.checksum import Algorithm
 from cscs.camera.compressing import CompressionWorkers
+from cscs.camera.files import final_name, publish
 from cscs.camera.fits import WrittenFile, write_raw_fits
 from cscs.camera.geometry import SEGMENTS, Camera
 from cscs.camera.naming import ImageName
@@ -77,6 +84,8 @@ class ArchiveStore:
         self._workers = CompressionWorkers() if compression else None
         self._writes = 0  # under way, in worker threads
         self._no_writes = threading.Condition()
+        self.commits = GroupCommit(catalog.record_all)
+        self.named_at_open = 0  # temporaries a crash left after their commit, renamed
 
     @classmethod
     def open(
@@ -89,15 +98,22 @@ class ArchiveStore:
         checksum: Algorithm = "adler32",
         min_free_bytes: int = 0,
     ) -> tuple[ArchiveStore, int]:
-        """Open (creating) the archive at ``root``; also how many temporaries a crash
-        left behind were removed. OSError or CatalogError naming the cause."""
+        """Open (creating) the archive at ``root``, settling what a crash left
+        (:func:`~cscs.archiver.recovery.recover`: temporaries committed are renamed,
+        counted in ``named_at_open``); also how many temporaries were removed. OSError
+        or CatalogError naming the cause."""
         root = root.resolve()  # every path recorded and announced is absolute
         root.mkdir(parents=True, exist_ok=True)
-        stale = remove_partial_files(root)
         catalog = Catalog(catalog_url or sqlite_url(root / "catalog.sqlite"))
+        try:
+            recovered = recover(root, catalog)
+        except BaseException:
+            catalog.close()
+            raise
         store = cls(root, catalog, camera, compression=compression, checksum=checksum,
                     min_free_bytes=min_free_bytes)  # fmt: skip
-        return store, stale
+        store.named_at_open = recovered.named
+        return store, recovered.removed
 
     def close(self, wait: float = 60.0) -> None:
         """Close once the files under way are written and recorded (up to ``wait``
@@ -152,7 +168,7 @@ class ArchiveStore:
         self, pixels: SensorPixels, header: Header | None, provenance: Provenance
     ) -> ArchivedFile:
         write = self._workers.write if self._workers is not None else write_raw_fits
-        written = self.files.write(pixels, header, write)
+        written = self.files.write(pixels, header, write, publish=False)
         return self.record(pixels.image, pixels.sensor, written, header, provenance)
 
     def record(
@@ -164,7 +180,12 @@ class ArchiveStore:
         provenance: Provenance,
     ) -> ArchivedFile:
         """Catalogue a file written whole (here or by a worker elsewhere), replacing an
-        earlier row of the same ``(image, sensor)``; CatalogError if the catalog fails."""
+        earlier row of the same ``(image, sensor)``, then give it its name if it is
+        still under its temporary one (``written.temporary``): the row is committed
+        first, so a crash between the two is rolled forward at the next open.
+        CatalogError if the catalog fails (the temporary is left for the next open to
+        judge: a commit whose answer was lost may have been made);
+        ArchiveUnwritableError if the rename fails (the same)."""
         start = header.exposure_start() if header else None
         row = ArchivedFile(
             image_name=image, sensor=sensor, instrument=self.camera.instrument,
@@ -179,10 +200,27 @@ class ArchiveStore:
             exposure_start_tai=start if start is not None else current_tai(),
             archived_tai=current_tai(), header_source=header.source if header else "",
         )  # fmt: skip
-        self.catalog.record(row)
-        if header is not None:
-            self.catalog.record_observation(observation_of(image, header))
+        if written.temporary is not None:
+            self._check_temporary(written)
+        self.commits.record([row], [observation_of(image, header)] if header else [])
+        if written.temporary is not None:
+            try:
+                publish(written.temporary, written.path)
+            except OSError as exc:
+                raise ArchiveUnwritableError(
+                    f"cannot name {written.path} (recorded; the next start names it): {exc}"
+                ) from exc
+            # What earlier attempts left (a Dask worker killed mid-write), once whole.
+            remove_partials_of(written.path)
         return row
+
+    def _check_temporary(self, written: WrittenFile) -> None:
+        """A temporary must be the one made for its path (a worker's answer is checked
+        before the catalog is told): ArchiveUnwritableError otherwise."""
+        if written.temporary is None or final_name(written.temporary) != written.path:
+            raise ArchiveUnwritableError(
+                f"{written.temporary} is not a temporary of {written.path}: not recorded"
+            )
 
     def read_back(self, row: ArchivedFile) -> SensorPixels:
         """The pixels of a file archived here (to rewrite it with its header)."""
