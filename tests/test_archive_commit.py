@@ -248,6 +248,12 @@ def test_record_all_is_one_transaction_all_or_nothing(catalog_url: str) -> None:
         with pytest.raises(CatalogError, match=f"cannot record 9 files \\({IMAGE}\\)"):
             catalog.record_all(replaced)
         assert catalog.files_of(IMAGE) == sorted(rows, key=lambda r: r.sensor)  # none of it
+        rewritten = [dataclasses.replace(r, checksum="ffffffff") for r in rows[:3]]
+        catalog.record_all([*rewritten, row_of("R99_S99")])  # some replaced, one new
+        assert {r.sensor: r.checksum for r in catalog.files_of(IMAGE)} == {
+            **{r.sensor: r.checksum for r in rows}, **{r.sensor: "ffffffff" for r in rewritten},
+            "R99_S99": "0a0b0c0d",
+        }  # fmt: skip
     finally:
         catalog.close()
 

@@ -138,13 +138,11 @@ class Catalog:
         all of them are recorded, or none (an image's files, recorded before any of
         them is given its name: docs/decisions/0040). CatalogError if the database
         refuses any."""
-        what = f"{len(rows)} files ({', '.join(sorted({r.image_name for r in rows}))})"
+        images = sorted({r.image_name for r in rows})
+        what = f"{len(rows)} files ({', '.join(images)})"
         try:
             with self.engine.begin() as connection:
-                for row in rows:
-                    values = {name: getattr(row, name) for name in _COLUMNS}
-                    where = (FILES.c.image_name == row.image_name) & (FILES.c.sensor == row.sensor)
-                    upsert_in(connection, FILES, where, values)
+                _insert_or_update_files(connection, images, rows)
                 for seen in {o.image_name: o for o in observations}.values():
                     values = {name: getattr(seen, name) for name in _OBSERVATION_COLUMNS}
                     upsert_in(connection, OBSERVATIONS,
@@ -214,6 +212,38 @@ _IN_CHUNK = 500  # image names in one IN (...): well under every database's limi
 
 class CatalogError(Exception):
     """The catalog database failed (unreachable, full, locked …)."""
+
+
+def _insert_or_update_files(
+    connection: sa.Connection, images: list[str], rows: Sequence[ArchivedFile]
+) -> None:
+    """Rows inserted, or replaced where the (image, sensor) has one, in three statements
+    whatever their number (a select, then one of each sent as an ``executemany``): a
+    statement per row costs more than the commit (benchmarks/catalog_transaction.py)."""
+    there: set[tuple[str, str]] = set()
+    for start in range(0, len(images), _IN_CHUNK):
+        query = sa.select(FILES.c.image_name, FILES.c.sensor).where(
+            FILES.c.image_name.in_(images[start : start + _IN_CHUNK])
+        )
+        there.update((image, sensor) for image, sensor in connection.execute(query))
+    latest = {(r.image_name, r.sensor): r for r in rows}  # the last given of a file wins
+    new = [_values(r) for key, r in latest.items() if key not in there]
+    replacing = [
+        {**_values(r), "key_image": r.image_name, "key_sensor": r.sensor}
+        for key, r in latest.items()
+        if key in there
+    ]
+    if new:
+        connection.execute(sa.insert(FILES), new)
+    if replacing:
+        where = (FILES.c.image_name == sa.bindparam("key_image")) & (
+            FILES.c.sensor == sa.bindparam("key_sensor")
+        )
+        connection.execute(sa.update(FILES).where(where), replacing)
+
+
+def _values(row: ArchivedFile) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _COLUMNS}
 
 
 def _sqlite_pragmas(connection: object, _record: object) -> None:
