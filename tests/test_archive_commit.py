@@ -9,6 +9,7 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,38 @@ def row_of(sensor: str) -> ArchivedFile:
         100, "0a0b0c0d", "adler32", False, "header not received", f"tcp://daq {IMAGE}",
         "", "", "test", 1.0, 2.0,
     )  # fmt: skip
+
+
+def test_a_store_opened_while_another_still_writes_leaves_its_temporary_alone(
+    tmp_path: Path, catalog_url: str
+) -> None:
+    """A reconfiguration opens the archive again while a thread of the store it replaces
+    still writes (its job cancelled, the thread not): the new store waits for it rather
+    than judge its temporary a crash's, and the file ends whole, named and recorded."""
+    store, _ = open_store(tmp_path / "archive", catalog_url)
+    committing, go_on = threading.Event(), threading.Event()
+    record_all = store.catalog.record_all
+
+    def held(rows: Sequence[ArchivedFile], observations: Sequence[Observation]) -> None:
+        committing.set()
+        assert go_on.wait(60)
+        record_all(rows, observations)
+
+    store.commits = GroupCommit(held)
+    with ThreadPoolExecutor(2) as threads:
+        written = threads.submit(store.write, pixels(), None, PROVENANCE)
+        assert committing.wait(60)
+        opened = threads.submit(open_store, tmp_path / "archive", catalog_url)
+        with pytest.raises(FuturesTimeoutError):  # waiting for the write
+            opened.result(0.5)
+        assert len(temporaries(tmp_path / "archive")) == 1
+        go_on.set()
+        row = written.result(60)
+        reopened, removed = opened.result(60)
+    store.close()
+    try:
+        assert (reopened.named_at_open, removed) == (0, 0)
+        assert reopened.catalog.lookup(IMAGE, SENSORS[0]) == row
+        assert verify_raw_file(Path(row.path), row.byte_size, row.checksum, "adler32") == []
+    finally:
+        reopened.close()

@@ -19,7 +19,9 @@ Every method blocks (disk, database): the archiver calls them in worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +84,7 @@ class ArchiveStore:
             min_free_bytes=min_free_bytes,
         )  # fmt: skip
         self._workers = CompressionWorkers() if compression else None
-        self._writes = 0  # under way, in worker threads
+        self._writes = 0  # writes and records under way, in worker threads
         self._no_writes = threading.Condition()
         self.commits = GroupCommit(catalog.record_all)
         self.named_at_open = 0  # temporaries a crash left after their commit, renamed
@@ -104,6 +106,13 @@ class ArchiveStore:
         or CatalogError naming the cause."""
         root = root.resolve()  # every path recorded and announced is absolute
         root.mkdir(parents=True, exist_ok=True)
+        # A store replaced by this one may still have threads writing (their jobs were
+        # cancelled, the threads were not): their temporaries are not a crash's.
+        if not _UNDER_WAY.wait_idle(_IDLE_WAIT):
+            raise OSError(
+                f"files of the archive's previous configuration are still being written "
+                f"after {_IDLE_WAIT:.0f} s: {root} not opened (try again)"
+            )
         catalog = Catalog(catalog_url or sqlite_url(root / "catalog.sqlite"))
         try:
             recovered = recover(root, catalog)
@@ -155,10 +164,18 @@ class ArchiveStore:
         """Write one detector's file, whole, and record it (replacing an earlier row: a
         file completed with its header later). ArchiveUnwritableError if the archive
         cannot take it; CatalogError if the catalog fails."""
+        with self._under_way():
+            return self._write(pixels, header, provenance)
+
+    @contextlib.contextmanager
+    def _under_way(self) -> Iterator[None]:
+        """Counted while a file is written or recorded: :meth:`close` waits for this
+        store's, and :meth:`open` for every store's of this process."""
         with self._no_writes:
             self._writes += 1
         try:
-            return self._write(pixels, header, provenance)
+            with _UNDER_WAY.one():
+                yield
         finally:
             with self._no_writes:
                 self._writes -= 1
@@ -186,6 +203,17 @@ class ArchiveStore:
         CatalogError if the catalog fails (the temporary is left for the next open to
         judge: a commit whose answer was lost may have been made);
         ArchiveUnwritableError if the rename fails (the same)."""
+        with self._under_way():
+            return self._record(image, sensor, written, header, provenance)
+
+    def _record(
+        self,
+        image: str,
+        sensor: str,
+        written: WrittenFile,
+        header: Header | None,
+        provenance: Provenance,
+    ) -> ArchivedFile:
         start = header.exposure_start() if header else None
         row = ArchivedFile(
             image_name=image, sensor=sensor, instrument=self.camera.instrument,
@@ -229,6 +257,33 @@ class ArchiveStore:
         with fits.open(row.path, checksum=True) as hdus:
             segments = tuple(hdus[s.name].data.astype("=i4") for s in SEGMENTS)
         return SensorPixels(row.image_name, row.sensor, segments, ())
+
+
+class _Counter:
+    """Files written or recorded in this process, by any store."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        with self._changed:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout=timeout)
+
+
+_UNDER_WAY = _Counter()
+_IDLE_WAIT = 60.0  # s: as long as closing a store waits for its writes
 
 
 def observation_of(image: str, header: Header) -> Observation:
