@@ -160,6 +160,8 @@ def test_a_temporary_not_made_for_its_path_is_not_recorded(
         forged = dataclasses.replace(written, path=elsewhere)
         with pytest.raises(ArchiveUnwritableError, match="is not a temporary of"):
             store.record(IMAGE, SENSORS[1], forged, None, PROVENANCE)
+        with pytest.raises(ArchiveUnwritableError, match="is not a temporary of"):
+            store.record(IMAGE, SENSORS[1], written, None, PROVENANCE)  # another sensor's
         assert store.catalog.count() == 0
         assert not elsewhere.exists()
     finally:

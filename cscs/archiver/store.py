@@ -229,7 +229,7 @@ class ArchiveStore:
             archived_tai=current_tai(), header_source=header.source if header else "",
         )  # fmt: skip
         if written.temporary is not None:
-            self._check_temporary(written)
+            self._check_temporary(image, sensor, written)
         self.commits.record([row], [observation_of(image, header)] if header else [])
         if written.temporary is not None:
             try:
@@ -242,12 +242,13 @@ class ArchiveStore:
             remove_partials_of(written.path)
         return row
 
-    def _check_temporary(self, written: WrittenFile) -> None:
-        """A temporary must be the one made for its path (a worker's answer is checked
-        before the catalog is told): ArchiveUnwritableError otherwise."""
-        if written.temporary is None or final_name(written.temporary) != written.path:
+    def _check_temporary(self, image: str, sensor: str, written: WrittenFile) -> None:
+        """A temporary must be the one made for the file's own path (a worker's answer
+        is checked before the catalog is told): ArchiveUnwritableError otherwise."""
+        path = self.path(image, sensor)
+        if written.temporary is None or final_name(written.temporary) != path:
             raise ArchiveUnwritableError(
-                f"{written.temporary} is not a temporary of {written.path}: not recorded"
+                f"{written.temporary} is not a temporary of {path}: not recorded"
             )
 
     def read_back(self, row: ArchivedFile) -> SensorPixels:
