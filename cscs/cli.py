@@ -109,12 +109,29 @@ async def _broker_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _text_params(csc: str, command: str) -> frozenset[str]:
+    """The parameters ``command`` of ``csc`` declares as strings, when that CSC is
+    installed here (none otherwise): a JSON object typed for one of them is sent as the
+    text it is. Looked up only when a value reads as an object or a list, so that an
+    ordinary command does not pay for importing its CSC."""
+    try:
+        spec = components.find(csc).interface.command(command)
+    except (ValueError, TypeError, ImportError):
+        return frozenset()
+    if spec is None:
+        return frozenset()
+    return frozenset(n for n, f in spec.params.model_fields.items() if f.annotation is str)
+
+
 async def _ocs(args: argparse.Namespace, settings: Settings) -> int:
     async with Bus(_broker(args, settings), connect_timeout=args.connect_timeout) as bus:
         if args.ocs_command == "command":
+            target = CscAddress.parse(args.target, settings.prefix)
+            params = parse_params(args.params)
+            if any(isinstance(value, dict | list) for value in params.values()):
+                params = parse_params(args.params, _text_params(target.name, args.command))
             return await send_command(
-                bus, CscAddress.parse(args.target, settings.prefix), args.command,
-                parse_params(args.params), out=sys.stdout, timeout=args.timeout,
+                bus, target, args.command, params, out=sys.stdout, timeout=args.timeout,
                 identity=args.identity,
             )  # fmt: skip
         if args.ocs_command == "run-script":
@@ -132,9 +149,9 @@ async def _ocs(args: argparse.Namespace, settings: Settings) -> int:
                 bus, settings.prefix, out=sys.stdout, listen=args.listen, follow=args.follow,
                 interval=args.interval,
             )  # fmt: skip
-        target = CscAddress.parse(args.target, settings.prefix) if args.target else None
+        watched = CscAddress.parse(args.target, settings.prefix) if args.target else None
         return await watch(
-            bus, settings.prefix, target, out=sys.stdout, count=args.count,
+            bus, settings.prefix, watched, out=sys.stdout, count=args.count,
             telemetry=args.telemetry, heartbeats=args.heartbeats,
         )  # fmt: skip
 

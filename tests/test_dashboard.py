@@ -256,6 +256,24 @@ def test_an_image_taken_read_out_archived_and_measured_is_one_row() -> None:
     assert model.malformed == 0
 
 
+def test_an_image_in_the_oods_says_how_many_files_and_what_was_refused() -> None:
+    model = NightModel()
+    feed(model, end_readout(sensors="R22_S00,R22_S01"), image_archived(sensor="R22_S00"),
+         image_archived(sensor="R22_S01"))  # fmt: skip
+    assert model.images[IMAGE].view()["oods"] is None  # not said yet
+    refused = VALID["imageInOODS"] | {"sensors": "R22_S00", "statusCode": 1,
+                                      "description": "refused, retried: R22_S01: bad"}  # fmt: skip
+    feed(model, received("OODS", "imageInOODS", refused, index=2))
+    assert model.images[IMAGE].view()["oods"] == {
+        "sensors": 1,
+        "statusCode": 1,
+        "description": "refused, retried: R22_S01: bad",
+    }
+    feed(model, received("OODS", "imageInOODS", VALID["imageInOODS"], index=2))
+    assert model.images[IMAGE].view()["oods"]["sensors"] == 2
+    assert list(model.images) == [IMAGE]
+
+
 def test_qc_of_an_image_never_seen_taken_makes_no_row() -> None:
     model = NightModel()
     feed(model, received("TelemetryGateway", "imageQuality", quality("CC_O_20261121_000001")))
@@ -383,6 +401,14 @@ VALID: dict[str, dict[str, Any]] = {
     "endReadout": declared(end_readout()),
     "imageArchived": declared(image_archived()),
     "imageRetrievalFailed": {"imageName": IMAGE, "sensor": "R22_S00", "description": "gone"},
+    "imageInOODS": {
+        "imageName": IMAGE,
+        "instrument": "LSSTComCam",
+        "exposureId": 2026112100042,
+        "sensors": "R22_S00,R22_S01",
+        "statusCode": 0,
+        "description": "in",
+    },
     "archiverStatus": {
         "queueDepth": 2,
         "bytesPerSecond": 4.5e8,

@@ -25,6 +25,7 @@ ENABLED_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
         "takeImages": {"numImages": 1, "expTime": 0.0, "shutter": False, "imageType": "BIAS"}
     },
     "HeaderService": {},
+    "OODS": {},
     "OCSBatch": {
         "execute": {"pipeline": "image-qc", "dataQuery": "instrument = 'LATISS'"},
         "abortJob": {"jobId": "20261121-00000000"},

@@ -21,7 +21,7 @@ def test_interface_doc_is_current() -> None:
 def test_every_component_is_registered() -> None:
     """`cscs run NAME` finds every CSC of the project and its simulators (entry points)."""
     assert components.names(components.PROJECT) == [
-        "Archiver", "Camera", "EfdWriter", "HeaderService", "OCSBatch", "TelemetryGateway",
+        "Archiver", "Camera", "EfdWriter", "HeaderService", "OCSBatch", "OODS", "TelemetryGateway",
         "Telescope", "Test", "Weather",
     ]  # fmt: skip
     assert components.find("archiver").__name__ == "ArchiverCsc"

@@ -40,13 +40,14 @@ SITE = "qccatchup"
 
 
 def site_layer(config: Path, dm_prefix: str) -> dict[str, str]:
-    """OCSBatch's and the gateway's configuration directories with this test's site
+    """OCSBatch's, the gateway's and the OODS's configuration directories with this test's site
     layer; the environment that selects them."""
     layers = {
         "OCSBatch": {"auto_qc": True, "auto_qc_cameras": [1], "workers": 1,
                      "dm_prefix": dm_prefix, "auto_qc_catch_up_interval": 2.0,
                      "auto_qc_catch_up_grace": 1.0},
         "TelemetryGateway": {"dm_prefix": dm_prefix},
+        "OODS": {"dm_prefix": dm_prefix},
     }  # fmt: skip
     for name, layer in layers.items():
         shipped = components.find(name).default_config_dir
@@ -72,8 +73,11 @@ async def test_qc_missed_while_ocs_batch_was_down_is_caught_up_and_forwarded(
     env = {"CSCS_PREFIX": site.prefix, "CSCS_STATE_DIR": str(site.state),
            **site_layer(tmp_path, f"dm{uuid.uuid4().hex[:8]}")}  # fmt: skip
     batch, gateway = CscAddress("OCSBatch", 0, site.prefix), site.address("TelemetryGateway", 0)
+    oods = site.address("OODS")  # auto QC measures what the OODS has registered
     logs = site.state / "logs"
-    processes = {a: await spawn(a, site.broker.url, env, logs, "enabled") for a in (batch, gateway)}
+    processes = {
+        a: await spawn(a, site.broker.url, env, logs, "enabled") for a in (batch, gateway, oods)
+    }
     try:
         async with (
             Remote(site.bus, batch) as ocs_batch,
@@ -114,6 +118,7 @@ async def test_qc_missed_while_ocs_batch_was_down_is_caught_up_and_forwarded(
             except TimeoutError:
                 raise AssertionError(
                     f"forwarded {sorted(heard)} of {names}:\n{log_tail(log_path(logs, batch), 30)}"
+                    f"\nOODS:\n{log_tail(log_path(logs, oods), 20)}"
                 ) from None
     finally:
         for process in processes.values():

@@ -87,7 +87,7 @@ def header(tmp_path: Path, **options: Any) -> dict[str, Any]:
 
 
 def test_an_archived_file_s_header_gives_every_record(tmp_path: Path) -> None:
-    primary = header(tmp_path, image_type="FLAT", exposure_time=5.0, group="g1")
+    primary = header(tmp_path, image_type="DARK", exposure_time=5.0, group="g1")
     records = raw_records(primary)
     assert (records.instrument, records.image_name, records.sensor) == (
         "LATISS", LATISS_IMAGE, "R00_S00")  # fmt: skip
@@ -102,11 +102,11 @@ def test_an_archived_file_s_header_gives_every_record(tmp_path: Path) -> None:
     assert exposure["obs_id"] == LATISS_IMAGE
     assert (exposure["day_obs"], exposure["seq_num"]) == (20261121, 1)
     assert (exposure["seq_start"], exposure["seq_end"]) == (1, 1)
-    assert exposure["observation_type"] == "flat"
+    assert exposure["observation_type"] == "dark"
     assert exposure["observation_reason"] == "test"
     assert (exposure["exposure_time"], exposure["dark_time"]) == (5.0, 5.5)
     assert (exposure["target_name"], exposure["science_program"]) == ("field", "test")
-    assert (exposure["tracking_ra"], exposure["tracking_dec"]) == (10.0, -85.0)
+    assert (exposure["tracking_ra"], exposure["tracking_dec"]) == (10.0, -85.0)  # a dark tracks
     assert exposure["zenith_angle"] == pytest.approx(90.0 - primary["ELSTART"])
     assert exposure["azimuth"] == primary["AZSTART"]
     assert exposure["can_see_sky"] is False
@@ -163,3 +163,9 @@ def test_free_text_too_long_for_the_registry_is_cut_not_refused(tmp_path: Path) 
     primary = header(tmp_path)
     primary["OBJECT"] = "a" * 100
     assert raw_records(primary).exposure["target_name"] == "a" * 64
+
+
+@pytest.mark.parametrize("image_type", ["BIAS", "FLAT"])
+def test_a_bias_or_a_flat_has_no_tracking_position(tmp_path: Path, image_type: str) -> None:
+    exposure = raw_records(header(tmp_path, image_type=image_type)).exposure
+    assert (exposure["tracking_ra"], exposure["tracking_dec"]) == (None, None)

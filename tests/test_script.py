@@ -42,7 +42,7 @@ def test_shipped_night_covers_calibrations_and_science_for_each_camera() -> None
         commands = [s for s in steps if isinstance(s, Command)]
         assert {c.csc for c in commands if c.name == "enable"} == {
             "Weather:0", f"Telescope:{index}", f"HeaderService:{index}",
-            f"Archiver:{index}", "OCSBatch:0", "TelemetryGateway:0", prefix,
+            f"Archiver:{index}", f"OODS:{index}", "OCSBatch:0", "TelemetryGateway:0", prefix,
         }  # fmt: skip
         kinds = [c.params["imageType"] for c in commands if c.name == "takeImages"]
         assert kinds == ["BIAS", "DARK", "FLAT", "OBJECT", "OBJECT", "OBJECT", "OBJECT"]

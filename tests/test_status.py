@@ -85,9 +85,12 @@ def test_last_will_shows_lost() -> None:
 
 
 def test_board_shows_the_latest_image_of_each_camera_csc() -> None:
-    """Camera: the last image read out; header service: described; archiver: archived."""
+    """Camera: the last image read out; header service: described; archiver: archived;
+    OODS: in the Butler repository."""
     board = StatusBoard()
     camera, header = CscAddress("Camera", 2), CscAddress("HeaderService", 2)
+    oods = CscAddress("OODS", 2)
+    board.update(Received(oods, Kind.EVENT, "imageInOODS", {"imageName": "CC_O_1"}), 2.0)
     board.update(Received(camera, Kind.EVENT, "endReadout", {"imageName": "CC_O_1"}), 1.0)
     board.update(Received(camera, Kind.EVENT, "endReadout", {"imageName": "CC_O_2"}), 2.0)
     board.update(Received(header, Kind.EVENT, "largeFileObjectAvailable", {"id": "CC_O_1"}), 2.0)
@@ -97,11 +100,12 @@ def test_board_shows_the_latest_image_of_each_camera_csc() -> None:
     board.update(Received(weather, Kind.EVENT, "heartbeat", {}), 2.0)  # no images: "-"
     latest = {row[0]: row[4] for row in board.rows(now=3.0)}
     assert latest == {
-        "Archiver:1": "AT_O_9", "Camera:2": "CC_O_2", "HeaderService:2": "CC_O_1", "Weather:0": "-",
+        "Archiver:1": "AT_O_9", "Camera:2": "CC_O_2", "HeaderService:2": "CC_O_1",
+        "OODS:2": "CC_O_1", "Weather:0": "-",
     }  # fmt: skip
     # retained: what a board started after the image sees first
     board.update(Received(camera, Kind.EVENT, "latestImage", {"imageName": "CC_O_3"}), 3.0)
-    assert board.rows(now=3.0)[1][4] == "CC_O_3"
+    assert {row[0]: row[4] for row in board.rows(now=3.0)}["Camera:2"] == "CC_O_3"
     assert "LATEST IMAGE" in board.render(3.0)
 
 

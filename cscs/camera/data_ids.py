@@ -28,6 +28,7 @@ __all__ = [
     "CORNER_RAFTS",
     "INSTRUMENTS",
     "MAX_SEQ_NUM",
+    "NO_SKY_POSITION",
     "detector_id",
     "detector_ids",
     "detector_purpose",
@@ -35,6 +36,8 @@ __all__ = [
     "physical_filter",
 ]
 
+#: Observation types the translators give no tracking position (a dark may still track).
+NO_SKY_POSITION = frozenset({"bias", "flat"})
 #: The most images one controller takes in a day that still have an exposure number.
 MAX_SEQ_NUM = 99_999
 _CONTROLLERS = "OCHPQS"  # obs_lsst's order: a thousand years of day_obs each

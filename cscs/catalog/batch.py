@@ -196,6 +196,26 @@ class BatchRecords:
             result[values["sensor"]] = {key: values[column] for column, key in _QC_FIELDS.items()}
         return result
 
+    def qc_measured_after(
+        self, instrument: str, after: tuple[float, str], limit: int
+    ) -> list[tuple[float, str]]:
+        """The instrument's images with QC, by when their QC was last measured: the
+        ``limit`` first after ``after`` (the last page's last ``(measured_tai,
+        image)``), each as ``(measured_tai, image)``. How the OODS catches up ConsDB's
+        quick-look with what was measured while it was away, in bounded steps."""
+        measured = sa.func.max(QC_METRICS.c.measured_tai).label("measured")
+        joined = QC_METRICS.join(FILES, (FILES.c.image_name == QC_METRICS.c.image_name)
+                                 & (FILES.c.sensor == QC_METRICS.c.sensor))  # fmt: skip
+        query = (
+            sa.select(measured, QC_METRICS.c.image_name).select_from(joined)
+            .where(FILES.c.instrument == instrument)
+            .group_by(QC_METRICS.c.image_name)
+            .having(sa.tuple_(measured, QC_METRICS.c.image_name)
+                    > sa.tuple_(sa.literal(after[0]), sa.literal(after[1])))
+            .order_by(measured, QC_METRICS.c.image_name).limit(limit)
+        )  # fmt: skip
+        return [(float(row.measured), str(row.image_name)) for row in self._rows(query)]
+
     def record_qc_failure(
         self,
         detectors: Iterable[tuple[str, str]],

@@ -193,6 +193,20 @@ class Catalog:
         query = sa.select(*[FILES.c[n] for n in _COLUMNS]).where(~FILES.c.header_complete)
         return self._select(query.order_by(FILES.c.exposure_start_tai))
 
+    def files_after(
+        self, instrument: str, after: tuple[float, str, str] | None, limit: int
+    ) -> list[ArchivedFile]:
+        """One page of the instrument's files, oldest exposure first: the ``limit``
+        files after ``after`` (the last page's last ``(exposure_start_tai, image_name,
+        sensor)``; None: from the first). How the OODS walks the whole catalog in
+        bounded steps (keyset paging: each page costs the same however deep)."""
+        query = sa.select(*[FILES.c[n] for n in _COLUMNS]).where(FILES.c.instrument == instrument)
+        if after is not None:
+            key = sa.tuple_(FILES.c.exposure_start_tai, FILES.c.image_name, FILES.c.sensor)
+            query = query.where(key > sa.tuple_(*(sa.literal(v) for v in after)))
+        order = (FILES.c.exposure_start_tai, FILES.c.image_name, FILES.c.sensor)
+        return self._select(query.order_by(*order).limit(limit))
+
     def count(self) -> int:
         with self.engine.connect() as connection:
             return int(

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cscs.camera.data_ids import detector_id, exposure_id, physical_filter
+from cscs.camera.data_ids import NO_SKY_POSITION, detector_id, exposure_id, physical_filter
 from cscs.camera.geometry import Camera
 from cscs.camera.naming import ImageName
 from cscs.consdb.regions import detector_region, exposure_region
@@ -66,7 +66,6 @@ _NUMBERS = {
     "obs_start_mjd": "MJD-BEG",
     "obs_end_mjd": "MJD-END",
 }
-_NO_SKY_POSITION = {"bias", "flat"}  # the translators': a dark may still track
 _SEES_SKY = {"science", "acq", "focus", "cwfs", "stuttered"}
 _SEES_NO_SKY = {"bias", "dark", "flat"}
 
@@ -228,7 +227,7 @@ def _lower(value: object) -> str | None:
 def _tracking(
     header: Mapping[str, Any], img_type: str | None, where: str, warnings: list[str]
 ) -> tuple[float | None, float | None]:
-    if img_type in _NO_SKY_POSITION:
+    if img_type in NO_SKY_POSITION:
         return None, None
     for ra_key, dec_key in (("RASTART", "DECSTART"), ("RA", "DEC")):
         ra, dec = (_number(header, key, where, warnings) for key in (ra_key, dec_key))

@@ -100,7 +100,7 @@ def _fields(model: type[Payload]) -> str:
             text += f", default `{default!r}`"
         text += ")"
         if info.description:
-            text += f": {info.description.rstrip('.')}"
+            text += f": {' '.join(info.description.split()).rstrip('.')}"  # one table row
         parts.append(text)
     return "; ".join(parts)
 

@@ -32,6 +32,7 @@ from cscs.core.topics import CscAddress
 from cscs.ocs.cells import text_cell
 from cscs.ocs.status import StatusBoard
 from cscs.ocs_batch.interface import JOBS
+from cscs.oods.interface import IMAGE_IN_OODS
 from cscs.telemetry_gateway.interface import ALARM, ALARMS, IMAGE_QUALITY
 
 _log = structlog.get_logger("cscs.dashboard")
@@ -70,6 +71,7 @@ class ImageRow:
     header: dict[str, Any] = field(default_factory=dict)  # FILTER, AIRMASS, … from the file
     missing_keywords: str | None = None  # from the header service; None: no header yet
     qc: dict[str, Any] = field(default_factory=dict)
+    oods: dict[str, Any] | None = None  # the OODS's last imageInOODS; None: not said yet
     preview: bool = False
     checking: bool = False  # its files are queued for (or being) re-read by the page
 
@@ -97,6 +99,7 @@ class ImageRow:
             "filter": self.header.get("FILTER"),
             "airmass": self.header.get("AIRMASS"),
             "qc": self.qc,
+            "oods": self.oods,
             "preview": self.preview,
         }
 
@@ -293,6 +296,17 @@ class NightModel:
             if sensor not in row.files and len(row.failed) < MAX_SENSORS:
                 row.failed[sensor] = _cap(data.description)
 
+    def _image_in_oods(self, message: Parsed[Any]) -> None:
+        """In the Butler repository: how many of its files, and what was refused."""
+        address, data = message.address, message.data
+        sensors = [check_sensor(s) for s in data.sensors.split(",")[: MAX_SENSORS + 1] if s]
+        if len(sensors) > MAX_SENSORS:
+            raise ValueError("too many sensors")
+        self._row(data.imageName, address.index).oods = {
+            "sensors": len(sensors), "statusCode": data.statusCode,
+            "description": _cap(data.description, 500),
+        }  # fmt: skip
+
     def _archiver_status(self, message: Parsed[Any]) -> None:
         address, data = message.address, message.data
         _bounded(self.archivers, str(address))
@@ -395,6 +409,7 @@ class NightModel:
         ("Archiver", "imageArchived"): (IMAGE_ARCHIVED, _image_archived),
         ("Archiver", "imageRetrievalFailed"): (IMAGE_RETRIEVAL_FAILED, _retrieval_failed),
         ("Archiver", "archiverStatus"): (ARCHIVER_STATUS, _archiver_status),
+        ("OODS", "imageInOODS"): (IMAGE_IN_OODS, _image_in_oods),
         ("HeaderService", "largeFileObjectAvailable"): (LARGE_FILE_OBJECT_AVAILABLE, _header),
         ("TelemetryGateway", "imageQuality"): (IMAGE_QUALITY, _image_quality),
         ("TelemetryGateway", "alarm"): (ALARM, _alarm),

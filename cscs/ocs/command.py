@@ -13,14 +13,19 @@ from cscs.core.transport import Transport
 __all__ = ["format_ack", "parse_params", "send_command"]
 
 
-def parse_params(items: list[str]) -> dict[str, Any]:
+def parse_params(items: list[str], text: frozenset[str] = frozenset()) -> dict[str, Any]:
     """``key=value`` pairs; a value that reads as JSON (``3``, ``true``, ``"x"``) is
-    taken as such, anything else as a string."""
+    taken as such, anything else as a string. The keys in ``text`` (parameters the
+    command declares as strings) keep their value as written: ``config={"bind": …}`` is
+    the JSON text OCS Batch expects, not an object."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"parameter {item!r} must be written key=value, e.g. level=10")
+        if key in text:
+            params[key] = value
+            continue
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:

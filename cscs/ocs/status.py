@@ -55,6 +55,7 @@ _IMAGE_EVENTS = {
     "endReadout": "imageName",  # Camera: read out
     "largeFileObjectAvailable": "id",  # HeaderService: header written
     "imageArchived": "imageName",  # Archiver: a file archived
+    "imageInOODS": "imageName",  # OODS: an image in the Butler repository
 }
 
 

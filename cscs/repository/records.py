@@ -39,6 +39,7 @@ import astropy.time
 from lsst.daf.butler import Timespan
 
 from cscs.camera.data_ids import (
+    NO_SKY_POSITION,
     detector_id,
     detector_ids,
     detector_purpose,
@@ -156,7 +157,7 @@ def raw_records(header: Mapping[str, Any]) -> RawRecords:
         "observation_type": kind, "observation_reason": _text(header, "REASON", 68) or None,
         "target_name": _text(header, "OBJECT", 64, cut=True) or None,
         "science_program": _text(header, "PROGRAM", 64, cut=True) or None,
-        **_pointing(header),
+        **_pointing(header, kind),
         "has_simulated": any(k.startswith("SIMULATE") and v is True for k, v in header.items()),
         "can_see_sky": True if kind in _SKY_TYPES else False if kind in _DARK_TYPES else None,
         "timespan": _timespan(header),
@@ -215,10 +216,14 @@ def _sequence(header: Mapping[str, Any], seq_num: int) -> dict[str, int]:
     return {"seq_start": start, "seq_end": start + int(count) - 1}
 
 
-def _pointing(header: Mapping[str, Any]) -> dict[str, float | None]:
+def _pointing(header: Mapping[str, Any], kind: str | None) -> dict[str, float | None]:
+    """Where the telescope pointed; no tracking position for a bias or a flat (the
+    translators' rule, which ConsDB follows too)."""
     ra, dec = _number(header, "RASTART"), _number(header, "DECSTART")
     if ra is None or dec is None:
         ra, dec = _number(header, "RA"), _number(header, "DEC")
+    if kind in NO_SKY_POSITION:
+        ra = dec = None
     elevation = _number(header, "ELSTART")
     on_sky = _text(header, "ROTCOORD", 16)
     return {

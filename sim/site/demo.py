@@ -52,6 +52,7 @@ from sim.site.night import (
     note_alarm,
     note_alarms,
     note_ends,
+    note_in_oods,
     note_seeing,
     verify_archive,
 )
@@ -99,6 +100,7 @@ async def run_demo(
         CscAddress("Telescope", index),
         CscAddress("HeaderService", index),
         CscAddress("Archiver", index),
+        CscAddress("OODS", index),
         CscAddress("OCSBatch", 0),
         CscAddress("TelemetryGateway", 0),
         CscAddress("Camera", index),
@@ -165,6 +167,7 @@ async def run_demo(
     _summary(log, failures, out)
     ok = log.files == log.files_with_header == log.taken * log.sensors_per_image
     ok = ok and log.headers_complete == log.headers == log.taken
+    ok = ok and sum(n == log.sensors_per_image for n in log.in_oods.values()) == log.taken
     return 0 if not failures and not log.problems and ok else 1
 
 
@@ -204,6 +207,8 @@ async def _night(
         header.events(LARGE_FILE_OBJECT_AVAILABLE) as headers,
         Remote(bus, CscAddress("TelemetryGateway", 0)) as gateway,
         gateway.stream("alarm") as alarms,
+        Remote(bus, CscAddress("OODS", index)) as oods,
+        oods.stream("imageInOODS") as in_oods,
     ):
         checkers = [
             asyncio.create_task(note_ends(ends, log)),
@@ -211,13 +216,14 @@ async def _night(
             asyncio.create_task(verify_archive(archived, log, progress)),
             asyncio.create_task(check_headers(headers, log, progress)),
             asyncio.create_task(note_alarms(alarms, log, progress)),
+            asyncio.create_task(note_in_oods(in_oods, log, progress)),
         ]
         try:
             await run_script(
                 bus, script, overrides=overrides, progress=progress,
                 lst_deg=lambda: local_sidereal_deg(current_tai()),
             )  # fmt: skip
-            progress.say("waiting for the last files and headers")
+            progress.say("waiting for the last files, headers and images in the OODS")
             try:
                 async with asyncio.timeout(_SETTLE), log.changed:
                     await log.changed.wait_for(log.settled)
@@ -225,7 +231,8 @@ async def _night(
                 log.problems.append(
                     f"waited {_SETTLE:g} s after the last step for the last files and headers: "
                     f"{log.files} of {log.taken * log.sensors_per_image} files, "
-                    f"{log.headers} of {log.taken} headers came"
+                    f"{log.headers} of {log.taken} headers came, "
+                    f"{len(log.in_oods)} of {log.taken} images in the OODS"
                 )
                 raise NightStoppedError from None
         finally:
@@ -289,12 +296,17 @@ def _summary(log: NightLog, failures: int, out: TextIO) -> None:
     median = latencies[len(latencies) // 2] * 1e3 if latencies else float("nan")
     worst = latencies[-1] * 1e3 if latencies else float("nan")
     expected = log.taken * log.sensors_per_image
+    oods = sorted(log.oods_latencies)
+    in_oods = sum(n == log.sensors_per_image for n in log.in_oods.values())
     print(
         f"summary: {len(log.ended)} of {log.taken} images taken; {log.files} of {expected} "
         f"files archived and verified (FITS checksums re-read, file checksums matched; "
         f"{log.bytes_archived / 1e9:.2f} GB); {log.files_with_header} with their header, "
         f"{log.headers_complete} of {log.headers} headers complete; endReadout -> archived "
-        f"median {median:.0f} ms, worst {worst:.0f} ms; {len(log.problems)} problems; "
+        f"median {median:.0f} ms, worst {worst:.0f} ms; {in_oods} of {log.taken} images in "
+        f"the OODS (Butler repository and ConsDB), endReadout -> imageInOODS median "
+        f"{oods[len(oods) // 2] * 1e3 if oods else float('nan'):.0f} ms; "
+        f"{len(log.problems)} problems; "
         f"every CSC exited {'cleanly' if not failures else 'with problems'}",
         file=out,
     )

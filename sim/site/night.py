@@ -30,6 +30,7 @@ __all__ = [
     "note_alarm",
     "note_alarms",
     "note_ends",
+    "note_in_oods",
     "note_seeing",
     "verify_archive",
     "verify_archived_file",
@@ -51,6 +52,8 @@ class NightLog:
     ended: dict[str, float] = field(default_factory=dict)  # image -> endReadout seen
     archived: dict[str, int] = field(default_factory=dict)  # image -> files so far
     latencies: list[float] = field(default_factory=list)  # endReadout -> last file
+    in_oods: dict[str, int] = field(default_factory=dict)  # image -> files said in the OODS
+    oods_latencies: list[float] = field(default_factory=list)  # endReadout -> imageInOODS
     latest_seeing: float | None = None  # the site's, as the weather station last said
     seeing: dict[str, float] = field(default_factory=dict)  # image -> seeing as it was read
     problems: list[str] = field(default_factory=list)
@@ -66,9 +69,12 @@ class NightLog:
             self.changed.notify_all()
 
     def settled(self) -> bool:
-        """Every file of every image taken is checked, and every header has come."""
+        """Every file of every image taken is checked, every header has come, and every
+        image is in the OODS."""
         expected = self.taken * self.sensors_per_image
-        return self.files + len(self.problems) >= expected and self.headers >= self.taken
+        in_oods = sum(n == self.sensors_per_image for n in self.in_oods.values())
+        return (self.files + len(self.problems) >= expected and self.headers >= self.taken
+                and in_oods + len(self.problems) >= self.taken)  # fmt: skip
 
 
 class NightStoppedError(Exception):
@@ -82,6 +88,22 @@ async def note_ends(ends: ParsedStream[EndReadout], log: NightLog) -> None:
         log.ended[end.data.imageName] = time.perf_counter()
         if log.latest_seeing is not None:
             log.seeing[end.data.imageName] = log.latest_seeing
+
+
+async def note_in_oods(in_oods: EventStream, log: NightLog, progress: Progress) -> None:
+    """Each image the OODS says is in the Butler repository: the first time with all
+    its files, the latency from its endReadout; a refusal is a problem of the night."""
+    async for said in in_oods:
+        image, data = str(said.data.get("imageName")), said.data
+        sensors = [s for s in str(data.get("sensors", "")).split(",") if s]
+        if data.get("statusCode") != 0:
+            progress.say(f"  OODS: {image} {data.get('description')}")
+            continue
+        whole = len(sensors) == log.sensors_per_image
+        if whole and log.in_oods.get(image) != len(sensors) and image in log.ended:
+            log.oods_latencies.append(time.perf_counter() - log.ended[image])
+        log.in_oods[image] = max(len(sensors), log.in_oods.get(image, 0))
+        await log.note()
 
 
 async def note_alarms(alarms: EventStream, log: NightLog, progress: Progress) -> None:

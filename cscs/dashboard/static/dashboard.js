@@ -173,8 +173,20 @@ function imageRow(row) {
     row.sensors ? `${row.archived}/${row.sensors}` : row.phase),
   el("td", { class: verified ? "ok" : row.verifyProblems.length ? "bad" : "dim", "data-testid": "verified",
     title: row.verifyProblems.join("\n") }, row.archived ? `${row.verified}/${row.archived}` : ""),
-  el("td", { class: header === "complete" ? "ok" : "bad" }, header));
+  el("td", { class: header === "complete" ? "ok" : "bad" }, header),
+  oodsCell(row));
   return tr;
+}
+
+// In the OODS (the Butler repository): files registered of those archived; refused
+// ones in red, the reason on hover; empty until the OODS has said anything of it.
+function oodsCell(row) {
+  const said = row.oods;
+  if (!said) return el("td", { "data-testid": "oods" }, "");
+  const whole = said.statusCode === 0 && said.sensors >= row.archived;
+  return el("td", { class: said.statusCode !== 0 ? "bad" : whole ? "ok" : "", "data-testid": "oods",
+    title: said.description }, said.statusCode !== 0 ? `refused (${said.sensors}/${row.archived})`
+    : `${said.sensors}/${row.archived}`);
 }
 
 function upsertImage(row) {

@@ -61,6 +61,7 @@ class NightRecord:
     verified: dict[tuple[str, str], Verified] = field(default_factory=dict)
     announced: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     stages: dict[str, tuple[str, str]] = field(default_factory=dict)
+    in_oods: dict[str, set[str]] = field(default_factory=dict)  # image -> sensors registered
     forwarded: set[str] = field(default_factory=set)
     alarms: dict[str, AlarmRecord] = field(default_factory=dict)
     states: dict[str, State] = field(default_factory=dict)
@@ -119,6 +120,7 @@ class NightRecord:
             (f"{self.prefix}/TelemetryGateway/0/evt/{ALARM.name}", self._alarm),
             (f"{self.prefix}/+/+/evt/{g.SUMMARY_STATE.name}", self._state),
             (f"{self.prefix}/EfdWriter/0/evt/{EFD_WRITER_STATUS.name}", self._efd_status),
+            (f"{self.prefix}/OODS/+/evt/imageInOODS", self._in_oods),
         ]
         self._recover = recover
         for topic, handler in listen:
@@ -187,6 +189,13 @@ class NightRecord:
             async with self.changed:
                 self.changed.notify_all()
 
+    def _in_oods(self, received: Received) -> None:
+        """The files of an image the OODS has registered (a file is not pruned before:
+        the OODS reads its header to register it)."""
+        image, sensors = received.data.get("imageName"), received.data.get("sensors")
+        if isinstance(image, str) and isinstance(sensors, str):
+            self.in_oods.setdefault(image, set()).update(s for s in sensors.split(",") if s)
+
     def _forwarded(self, received: Received) -> None:
         self.forwarded.add(received.parse(IMAGE_QUALITY).data.imageName)
 
@@ -225,17 +234,20 @@ class NightRecord:
 
     async def _pruning(self) -> None:
         """Every 2 s (but not while the disk is held full): remove verified files nothing
-        will read again: with their header, and their image's QC stage heard (or left
-        unasked for ``_PRUNE_AFTER`` s). The catalog keeps each file's row and checksum."""
+        will read again: with their header, registered by the OODS, and their image's QC
+        stage heard (or left unasked for ``_PRUNE_AFTER`` s). The catalog keeps each
+        file's row and checksum."""
         while True:
             await asyncio.sleep(2.0)
             if self.disk_held.is_set():
                 continue  # the disk is being kept full on purpose: freeing it would undo that
             now = time.monotonic()
             due = [
-                v for (image, _), v in list(self.verified.items())
+                v for (image, sensor), v in list(self.verified.items())
                 if not v.pruned and (
-                    (v.header_complete and image in self.stages) or now - v.at > _PRUNE_AFTER
+                    (v.header_complete and image in self.stages
+                     and sensor in self.in_oods.get(image, ()))
+                    or now - v.at > _PRUNE_AFTER
                 )
             ]  # fmt: skip
             self.pruned_bytes += await asyncio.to_thread(_unlink, due)

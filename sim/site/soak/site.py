@@ -44,14 +44,15 @@ def addresses() -> list[CscAddress]:
     archivers already listening)."""
     site = [EFD_WRITER, CscAddress("Weather", 0), CscAddress("OCSBatch", 0), GATEWAY]
     for camera in CAMERAS:
-        site += [CscAddress(name, camera.value)
-                 for name in ("Telescope", "HeaderService", "Archiver", "Camera")]  # fmt: skip
+        names = ("Telescope", "HeaderService", "Archiver", "OODS", "Camera")
+        site += [CscAddress(name, camera.value) for name in names]
     return site
 
 
 def site_configuration(broker_url: str, min_free_bytes: int) -> dict[str, dict[str, Any]]:
     """What differs from the shipped defaults at this site, by CSC (``_soak.yaml``)."""
-    watched = [f"{name}:{c.value}" for c in CAMERAS for name in ("Archiver", "HeaderService")]
+    watched = [f"{name}:{c.value}" for c in CAMERAS
+               for name in ("Archiver", "HeaderService", "OODS")]  # fmt: skip
     return {
         "Camera": {"readout_time": 0.2, "store_bytes": 6 * 2**30},
         "Archiver": {

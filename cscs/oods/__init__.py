@@ -1,0 +1,1 @@
+"""``OODS``: every archived file in the Butler repository, every image in ConsDB (docs/oods.md)."""
