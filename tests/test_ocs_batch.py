@@ -325,6 +325,7 @@ async def test_butler_queries_select_ranges_types_and_detectors_and_malformed_on
         assert "bind n" in ack.result
 
 
+@pytest.mark.broker  # on the module's Dask cluster
 async def test_a_corrupt_archived_file_fails_the_job_naming_it(
     broker: EmbeddedBroker, index: int, tmp_path: Path, cluster: SharedCluster
 ) -> None:

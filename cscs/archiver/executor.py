@@ -11,8 +11,8 @@ catalog, the events, the order and the bound on work in flight.
 What is lost, and how it comes back:
 
 * a worker dies mid-task: the scheduler runs the task again on another worker (Dask's
-  ``allowed-failures``); the file is renamed into place by whichever attempt finishes,
-  and catalogued once, by the CSC, from the one result it gets;
+  ``allowed-failures``); the CSC catalogues the temporary of the one result it gets,
+  then names it and removes the other attempts' (ADR 0040);
 * the scheduler is lost: Dask cancels every task the CSC was waiting for
   (:class:`ExecutorLostError`: those sensors are left to catch-up), the client tries to
   reconnect, and :meth:`DaskArchiving.reconnect` makes a new one once it has given up.

@@ -127,6 +127,9 @@ class SensorPipeline:
                                dashboard=self.dask.engine.dashboard)  # fmt: skip
         if opened.stale:
             self._log.warning("removed files left half-written by a crash", count=opened.stale)
+        if opened.store.named_at_open:
+            self._log.warning("named files a crash left recorded but not yet renamed",
+                              count=opened.store.named_at_open)  # fmt: skip
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
         self.store = opened.store

@@ -3,8 +3,12 @@ recorded about it.
 
 Layout (ICD §6): ``{root}/{instrument}/{dayObs}/{image}/{image}_{RXX}_{SXX}.fits``, every
 path built with :func:`~cscs.camera.files.path_under`, so it stays under the root. A
-file is written whole under a temporary name and renamed (:mod:`cscs.camera.fits`), and
-only then recorded in the catalog, so the catalog never lists a file that is not whole.
+file is written whole and synced under a temporary name (:mod:`cscs.camera.fits`, here
+or on a Dask worker), recorded in the catalog in one transaction with the other files
+finished at the same time (:mod:`~cscs.archiver.commits`), and only then renamed; at
+open, a temporary the catalog has committed is renamed, any other removed
+(:mod:`~cscs.archiver.recovery`). So, once open, the catalog lists only files whole
+under their names, and every file under its name is in the catalog (ADR 0040).
 Before each write the free space is checked against ``min_free_bytes``: a full archive
 is refused with the figures, not discovered half-way through a file. With tile
 compression, files are compressed in worker processes (:mod:`cscs.camera.compressing`),
@@ -15,20 +19,25 @@ Every method blocks (disk, database): the archiver calls them in worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cscs.archiver.commits import GroupCommit
 from cscs.archiver.headers import Header
+from cscs.archiver.recovery import recover
 from cscs.archiver.writer import (
     ArchiveFiles,
     ArchiveUnwritableError,
     check_image,
     check_names,
-    remove_partial_files,
+    remove_partials_of,
 )
 from cscs.camera.checksum import Algorithm
 from cscs.camera.compressing import CompressionWorkers
+from cscs.camera.files import final_name, publish
 from cscs.camera.fits import WrittenFile, write_raw_fits
 from cscs.camera.geometry import SEGMENTS, Camera
 from cscs.camera.naming import ImageName
@@ -75,8 +84,10 @@ class ArchiveStore:
             min_free_bytes=min_free_bytes,
         )  # fmt: skip
         self._workers = CompressionWorkers() if compression else None
-        self._writes = 0  # under way, in worker threads
+        self._writes = 0  # writes and records under way, in worker threads
         self._no_writes = threading.Condition()
+        self.commits = GroupCommit(catalog.record_all)
+        self.named_at_open = 0  # temporaries a crash left after their commit, renamed
 
     @classmethod
     def open(
@@ -89,15 +100,29 @@ class ArchiveStore:
         checksum: Algorithm = "adler32",
         min_free_bytes: int = 0,
     ) -> tuple[ArchiveStore, int]:
-        """Open (creating) the archive at ``root``; also how many temporaries a crash
-        left behind were removed. OSError or CatalogError naming the cause."""
+        """Open (creating) the archive at ``root``, settling what a crash left
+        (:func:`~cscs.archiver.recovery.recover`: temporaries committed are renamed,
+        counted in ``named_at_open``); also how many temporaries were removed. OSError
+        or CatalogError naming the cause."""
         root = root.resolve()  # every path recorded and announced is absolute
         root.mkdir(parents=True, exist_ok=True)
-        stale = remove_partial_files(root)
+        # A store replaced by this one may still have threads writing (their jobs were
+        # cancelled, the threads were not): their temporaries are not a crash's.
+        if not _UNDER_WAY.wait_idle(_IDLE_WAIT):
+            raise OSError(
+                f"files of the archive's previous configuration are still being written "
+                f"after {_IDLE_WAIT:.0f} s: {root} not opened (try again)"
+            )
         catalog = Catalog(catalog_url or sqlite_url(root / "catalog.sqlite"))
+        try:
+            recovered = recover(root, catalog)
+        except BaseException:
+            catalog.close()
+            raise
         store = cls(root, catalog, camera, compression=compression, checksum=checksum,
                     min_free_bytes=min_free_bytes)  # fmt: skip
-        return store, stale
+        store.named_at_open = recovered.named
+        return store, recovered.removed
 
     def close(self, wait: float = 60.0) -> None:
         """Close once the files under way are written and recorded (up to ``wait``
@@ -139,10 +164,18 @@ class ArchiveStore:
         """Write one detector's file, whole, and record it (replacing an earlier row: a
         file completed with its header later). ArchiveUnwritableError if the archive
         cannot take it; CatalogError if the catalog fails."""
+        with self._under_way():
+            return self._write(pixels, header, provenance)
+
+    @contextlib.contextmanager
+    def _under_way(self) -> Iterator[None]:
+        """Counted while a file is written or recorded: :meth:`close` waits for this
+        store's, and :meth:`open` for every store's of this process."""
         with self._no_writes:
             self._writes += 1
         try:
-            return self._write(pixels, header, provenance)
+            with _UNDER_WAY.one():
+                yield
         finally:
             with self._no_writes:
                 self._writes -= 1
@@ -152,7 +185,7 @@ class ArchiveStore:
         self, pixels: SensorPixels, header: Header | None, provenance: Provenance
     ) -> ArchivedFile:
         write = self._workers.write if self._workers is not None else write_raw_fits
-        written = self.files.write(pixels, header, write)
+        written = self.files.write(pixels, header, write, publish=False)
         return self.record(pixels.image, pixels.sensor, written, header, provenance)
 
     def record(
@@ -164,7 +197,23 @@ class ArchiveStore:
         provenance: Provenance,
     ) -> ArchivedFile:
         """Catalogue a file written whole (here or by a worker elsewhere), replacing an
-        earlier row of the same ``(image, sensor)``; CatalogError if the catalog fails."""
+        earlier row of the same ``(image, sensor)``, then give it its name if it is
+        still under its temporary one (``written.temporary``): the row is committed
+        first, so a crash between the two is rolled forward at the next open.
+        CatalogError if the catalog fails (the temporary is left for the next open to
+        judge: a commit whose answer was lost may have been made);
+        ArchiveUnwritableError if the rename fails (the same)."""
+        with self._under_way():
+            return self._record(image, sensor, written, header, provenance)
+
+    def _record(
+        self,
+        image: str,
+        sensor: str,
+        written: WrittenFile,
+        header: Header | None,
+        provenance: Provenance,
+    ) -> ArchivedFile:
         start = header.exposure_start() if header else None
         row = ArchivedFile(
             image_name=image, sensor=sensor, instrument=self.camera.instrument,
@@ -179,10 +228,28 @@ class ArchiveStore:
             exposure_start_tai=start if start is not None else current_tai(),
             archived_tai=current_tai(), header_source=header.source if header else "",
         )  # fmt: skip
-        self.catalog.record(row)
-        if header is not None:
-            self.catalog.record_observation(observation_of(image, header))
+        if written.temporary is not None:
+            self._check_temporary(image, sensor, written)
+        self.commits.record([row], [observation_of(image, header)] if header else [])
+        if written.temporary is not None:
+            try:
+                publish(written.temporary, written.path)
+            except OSError as exc:
+                raise ArchiveUnwritableError(
+                    f"cannot name {written.path} (recorded; the next start names it): {exc}"
+                ) from exc
+            # What earlier attempts left (a Dask worker killed mid-write), once whole.
+            remove_partials_of(written.path)
         return row
+
+    def _check_temporary(self, image: str, sensor: str, written: WrittenFile) -> None:
+        """A temporary must be the one made for the file's own path (a worker's answer
+        is checked before the catalog is told): ArchiveUnwritableError otherwise."""
+        path = self.path(image, sensor)
+        if written.temporary is None or final_name(written.temporary) != path:
+            raise ArchiveUnwritableError(
+                f"{written.temporary} is not a temporary of {path}: not recorded"
+            )
 
     def read_back(self, row: ArchivedFile) -> SensorPixels:
         """The pixels of a file archived here (to rewrite it with its header)."""
@@ -191,6 +258,33 @@ class ArchiveStore:
         with fits.open(row.path, checksum=True) as hdus:
             segments = tuple(hdus[s.name].data.astype("=i4") for s in SEGMENTS)
         return SensorPixels(row.image_name, row.sensor, segments, ())
+
+
+class _Counter:
+    """Files written or recorded in this process, by any store."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        with self._changed:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout=timeout)
+
+
+_UNDER_WAY = _Counter()
+_IDLE_WAIT = 60.0  # s: as long as closing a store waits for its writes
 
 
 def observation_of(image: str, header: Header) -> Observation:

@@ -5,9 +5,11 @@ A task is a :class:`SensorJob` (names, the DAQ's address, where the archive is, 
 sensor's part of the header): tens of kilobytes at most. The worker reads the pixels
 itself, from the DAQ at ``daq_url``, with the same retries as the archiver's own path
 (:class:`~cscs.archiver.reader.DaqReads`), and writes the file the same way
-(:class:`~cscs.archiver.writer.ArchiveFiles`): whole under a temporary name, then
-renamed. So no pixel passes through the scheduler or the archiver CSC, and a task run
-twice (its first worker killed after the rename) leaves one file, the same one.
+(:class:`~cscs.archiver.writer.ArchiveFiles`): whole and synced under a temporary name,
+which the archiver renames once its catalog has the row (ADR 0040). So no pixel passes
+through the scheduler or the archiver CSC, and a task run twice (its first worker
+killed mid-write) leaves one file: the archiver names the temporary whose result it
+got and removes the other's.
 
 The task is a coroutine, which Dask runs on the worker's event loop: the DAQ client is
 asyncio (ZeroMQ), opened once per worker and DAQ and kept; the write itself runs in a
@@ -27,7 +29,7 @@ import structlog
 
 from cscs.archiver.headers import Header
 from cscs.archiver.reader import DaqReads, ReadFailedError, open_daq_client
-from cscs.archiver.writer import ArchiveFiles, ArchiveUnwritableError, remove_partials_of
+from cscs.archiver.writer import ArchiveFiles, ArchiveUnwritableError
 from cscs.camera.checksum import Algorithm
 from cscs.camera.fits import WrittenFile
 from cscs.camera.geometry import camera_for_index
@@ -114,10 +116,10 @@ async def archive_sensor(job: SensorJob) -> SensorOutcome:
         compression=job.compression, checksum=job.checksum, min_free_bytes=job.min_free_bytes,
     )  # fmt: skip
     try:
-        written = await asyncio.to_thread(files.write, pixels, job.header)
+        # Named by the archiver once the catalog has its row (ADR 0040): not here.
+        written = await asyncio.to_thread(files.write, pixels, job.header, publish=False)
     except ArchiveUnwritableError as exc:
         return SensorOutcome(None, str(exc), "unwritable")
     finally:
         del pixels  # a worker keeps no pixels between tasks
-    await asyncio.to_thread(remove_partials_of, written.path)
     return SensorOutcome(written)

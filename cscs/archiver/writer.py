@@ -1,5 +1,6 @@
 """One detector's raw file, written into the archive: where it goes, what its headers
-say, and the write itself (whole, then renamed), without the catalog.
+say, and the write itself (whole and synced under a temporary name; renamed by the
+archive store once its catalog row is committed), without the catalog.
 
 The archiver's own process writes with it (``executor: local``, through
 :class:`~cscs.archiver.store.ArchiveStore`), and so does a Dask worker on another host
@@ -42,7 +43,6 @@ __all__ = [
     "FileWrite",
     "check_image",
     "check_names",
-    "remove_partial_files",
     "remove_partials_of",
 ]
 
@@ -90,10 +90,17 @@ class ArchiveFiles:
         return shutil.disk_usage(self.root).free
 
     def write(
-        self, pixels: SensorPixels, header: Header | None, write: FileWrite = write_raw_fits
+        self,
+        pixels: SensorPixels,
+        header: Header | None,
+        write: FileWrite = write_raw_fits,
+        *,
+        publish: bool = True,
     ) -> WrittenFile:
-        """The detector's file, whole under its final name; ArchiveUnwritableError
-        naming the cause when the archive cannot take it (nothing partial is left)."""
+        """The detector's file, whole under its final name (or, without ``publish``,
+        whole and synced under the temporary name ``WrittenFile.temporary``, for the
+        archive store to name once the catalog has it); ArchiveUnwritableError naming
+        the cause when the archive cannot take it (nothing partial is left)."""
         image, sensor = pixels.image, pixels.sensor
         path = self.path(image, sensor)
         free = self.free_bytes()
@@ -112,6 +119,7 @@ class ArchiveFiles:
                 list(zip(extensions, segments, strict=True)),
                 compression=self.compression,
                 checksum=self.checksum,
+                publish=publish,
             )
         except OSError as exc:
             why = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
@@ -165,11 +173,6 @@ def check_names(camera: Camera, image: str, sensor: str) -> str:
     day_obs = check_image(camera, image)
     camera.detector(sensor)
     return day_obs
-
-
-def remove_partial_files(root: Path) -> int:
-    """Delete temporaries a crash left behind (never under a final name); how many."""
-    return _unlink_all(root.rglob(".*.partial"))
 
 
 def remove_partials_of(path: Path) -> int:

@@ -84,6 +84,7 @@ class CompressionWorkers:
         *,
         compression: str,
         checksum: Algorithm,
+        publish: bool = True,
     ) -> WrittenFile:
         """Write ``path`` as :func:`~cscs.camera.fits.write_with_fitsio` would, in a
         worker. OSError as the writer raised it; CompressionWorkerError if the worker
@@ -99,11 +100,11 @@ class CompressionWorkers:
                     [list(c) for c, _ in extensions], compression, checksum,
                 )  # fmt: skip
                 file_bytes, digest = self._run(job, path)
-            commit(temporary, path)
+            commit(temporary, path, publish=publish)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        return WrittenFile(path, file_bytes, digest, checksum)
+        return WrittenFile(path, file_bytes, digest, checksum, None if publish else temporary)
 
     def _run(self, job: Callable[[], tuple[int, str]], path: Path) -> tuple[int, str]:
         for attempt in (1, 2):  # the worker writes a temporary file from the start: redo it

@@ -37,12 +37,16 @@ __all__ = [
     "RefusedFileError",
     "atomic_file",
     "direct_length",
+    "final_name",
     "fsync_directory",
     "path_under",
+    "publish",
     "read_regular_file",
     "resolve_under",
+    "temporary_name",
     "write_atomically",
     "write_buffer_atomically",
+    "write_buffer_durably",
 ]
 
 DIRECT_ALIGNMENT = 4096  # O_DIRECT: buffer address, file offset and length multiples of this
@@ -73,7 +77,7 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
     """A hidden temporary path next to ``path``, renamed onto it if the block completes
     (the block must have fsynced it) and removed if it does not."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    temporary = temporary_name(path)
     try:
         yield temporary
         os.replace(temporary, path)
@@ -107,24 +111,56 @@ def write_buffer_atomically(path: Path, buffer: memoryview, size: int) -> None:
     ``size`` before it is synced. A file system that refuses ``O_DIRECT`` (``EINVAL``)
     gets an ordinary buffered write of the same bytes.
     """
+    with _temporary_beside(path) as temporary:
+        write_buffer_durably(temporary, buffer, size)
+
+
+def write_buffer_durably(temporary: Path, buffer: memoryview, size: int) -> None:
+    """:func:`write_buffer_atomically` without the rename: the bytes whole and synced
+    under ``temporary``, for a caller that names the file itself later
+    (:func:`publish`, once the archive's catalog has recorded it)."""
     padded = direct_length(size)
     if len(buffer) < padded:
         raise ValueError(f"buffer of {len(buffer)} bytes cannot hold {padded} for direct I/O")
-    with _temporary_beside(path) as temporary:
-        fd = _open_for_writing(temporary, direct=bool(_O_DIRECT))
+    fd = _open_for_writing(temporary, direct=bool(_O_DIRECT))
+    try:
         try:
-            try:
-                _write_all(fd, buffer[:padded] if _O_DIRECT else buffer[:size])
-            except OSError as exc:
-                if exc.errno != errno.EINVAL or not _O_DIRECT:
-                    raise
-                os.close(fd)  # this file system takes no direct I/O after all
-                fd = _open_for_writing(temporary, direct=False)
-                _write_all(fd, buffer[:size])
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            _write_all(fd, buffer[:padded] if _O_DIRECT else buffer[:size])
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or not _O_DIRECT:
+                raise
+            os.close(fd)  # this file system takes no direct I/O after all
+            fd = _open_for_writing(temporary, direct=False)
+            _write_all(fd, buffer[:size])
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(temporary: Path, path: Path) -> None:
+    """Give a file written whole and synced under ``temporary`` its name, durably."""
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden name beside ``path`` for the file while it is written (no reader looks
+    for it; the archive store rolls forward or removes those a crash left behind:
+    :func:`final_name` undoes it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+
+
+def final_name(temporary: Path) -> Path | None:
+    """The path ``temporary`` (a :func:`temporary_name`) was written for; None if it is
+    not one."""
+    name = temporary.name
+    if not (name.startswith(".") and name.endswith(".partial")):
+        return None
+    parts = name[1:].rsplit(".", 3)
+    if len(parts) != 4 or not parts[0]:
+        return None
+    return temporary.with_name(parts[0])
 
 
 def _open_for_writing(path: Path, *, direct: bool) -> int:

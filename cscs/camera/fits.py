@@ -24,7 +24,6 @@ import functools
 import math
 import mmap
 import os
-import secrets
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,12 @@ from astropy.io import fits
 
 from cscs.camera._fitsdata import lay_out
 from cscs.camera.checksum import Algorithm, buffer_checksum, file_checksum
-from cscs.camera.files import direct_length, write_buffer_atomically
+from cscs.camera.files import (
+    direct_length,
+    temporary_name,
+    write_buffer_atomically,
+    write_buffer_durably,
+)
 
 __all__ = [
     "BLOCK",
@@ -64,6 +68,9 @@ class WrittenFile:
     byte_size: int
     checksum: str  # of the whole file, lowercase hex (cscs.camera.checksum)
     checksum_algorithm: Algorithm
+    temporary: Path | None = None
+    """Where the bytes are, whole and synced, while not yet under ``path`` (written with
+    ``publish=False``: the archive store names it once its catalog has the row)."""
 
 
 def _fold(total: int) -> int:
@@ -232,12 +239,16 @@ def write_raw_fits(
     *,
     compression: str = "",
     checksum: Algorithm = "adler32",
+    publish: bool = True,
 ) -> WrittenFile:
-    """Write a raw file atomically: it appears at ``path`` only when complete."""
+    """Write a raw file atomically: it appears at ``path`` only when complete. Without
+    ``publish``, it is left whole and synced under a temporary name beside ``path``
+    (:attr:`WrittenFile.temporary`) for the caller to rename."""
     if compression:
         return write_with_fitsio(
-            path, primary, extensions, compression=compression, checksum=checksum
-        )
+            path, primary, extensions, compression=compression, checksum=checksum,
+            publish=publish,
+        )  # fmt: skip
     primary_header = _header_bytes(
         [("SIMPLE", True, "conforms to FITS"), ("BITPIX", 8, ""), ("NAXIS", 0, ""),
          ("EXTEND", True, "extensions follow"), *primary],
@@ -266,12 +277,21 @@ def write_raw_fits(
             staging[offset - len(header) : offset] = header
         view = memoryview(staging)
         summing = _HASHERS.submit(buffer_checksum, checksum, view[:size])
+        temporary = None if publish else temporary_name(path)
         try:
-            write_buffer_atomically(path, view, size)
+            if temporary is None:
+                write_buffer_atomically(path, view, size)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    write_buffer_durably(temporary, view, size)
+                except BaseException:
+                    temporary.unlink(missing_ok=True)
+                    raise
         finally:
             digest = summing.result()  # the buffer is not handed back while being summed
             view.release()
-    return WrittenFile(path, size, digest, checksum)
+    return WrittenFile(path, size, digest, checksum, temporary)
 
 
 def _padded(nbytes: int) -> int:
@@ -323,6 +343,7 @@ def write_with_fitsio(
     *,
     compression: str = "",
     checksum: Algorithm = "adler32",
+    publish: bool = True,
 ) -> WrittenFile:
     """Write any FITS file (tile-compressed raws, calibration products of any pixel
     type) atomically, through cfitsio: ``CHECKSUM``/``DATASUM`` in every HDU, the file
@@ -334,17 +355,11 @@ def write_with_fitsio(
         size, digest = write_unsynced(
             temporary, primary, extensions, compression=compression, checksum=checksum
         )
-        commit(temporary, path)
+        commit(temporary, path, publish=publish)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return WrittenFile(path, size, digest, checksum)
-
-
-def temporary_name(path: Path) -> Path:
-    """A hidden name beside ``path`` for the file while it is written (no reader looks
-    for it; the archive store removes those a crash left behind)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    return WrittenFile(path, size, digest, checksum, None if publish else temporary)
 
 
 def write_unsynced(
@@ -372,14 +387,16 @@ def write_unsynced(
     return temporary.stat().st_size, file_checksum(checksum, temporary)
 
 
-def commit(temporary: Path, path: Path) -> None:
-    """Make a written file durable and give it its name: it appears whole or not at all."""
+def commit(temporary: Path, path: Path, *, publish: bool = True) -> None:
+    """Make a written file durable and (``publish``) give it its name: it appears whole
+    or not at all."""
     fd = os.open(temporary, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(temporary, path)
+    if publish:
+        os.replace(temporary, path)
 
 
 def _fitsio_card(card: Card) -> dict[str, Any]:

@@ -3,14 +3,16 @@
 SQLAlchemy Core, so the same code runs on SQLite (the default: a file inside the
 archive, nothing to install) and PostgreSQL (production: give a
 ``postgresql+psycopg://…`` URL). Calls are synchronous; the archiver runs them in worker
-threads. A row is written after its file is complete under its final name, so the
-catalog never lists a file that is not whole; a file without its row is found again by
-catch-up, which checks the file before trusting it.
+threads. The archive records a file's row once the file is whole and synced under a
+temporary name, and names it only after the row is committed (one transaction for all
+the files finished together: :meth:`Catalog.record_all`); at start, a temporary whose
+row is committed is named, any other removed (docs/decisions/0040). So after start-up,
+every row's file is whole under its name, and every file under its name has its row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,25 @@ class Catalog:
         where = (FILES.c.image_name == row.image_name) & (FILES.c.sensor == row.sensor)
         upsert(self.engine, FILES, where, values, f"{row.image_name} {row.sensor}")
 
+    def record_all(
+        self, rows: Sequence[ArchivedFile], observations: Sequence[Observation] = ()
+    ) -> None:
+        """Insert or replace all of ``rows`` and ``observations`` in ONE transaction:
+        all of them are recorded, or none (an image's files, recorded before any of
+        them is given its name: docs/decisions/0040). CatalogError if the database
+        refuses any."""
+        images = sorted({r.image_name for r in rows})
+        what = f"{len(rows)} files ({', '.join(images)})"
+        try:
+            with self.engine.begin() as connection:
+                _insert_or_update_files(connection, images, rows)
+                for seen in {o.image_name: o for o in observations}.values():
+                    values = {name: getattr(seen, name) for name in _OBSERVATION_COLUMNS}
+                    upsert_in(connection, OBSERVATIONS,
+                              OBSERVATIONS.c.image_name == seen.image_name, values)  # fmt: skip
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"cannot record {what}: {exc}") from exc
+
     def record_observation(self, observation: Observation) -> None:
         """Insert or replace the image's query values (every file of it shares them)."""
         values = {name: getattr(observation, name) for name in _OBSERVATION_COLUMNS}
@@ -207,6 +228,38 @@ class CatalogError(Exception):
     """The catalog database failed (unreachable, full, locked …)."""
 
 
+def _insert_or_update_files(
+    connection: sa.Connection, images: list[str], rows: Sequence[ArchivedFile]
+) -> None:
+    """Rows inserted, or replaced where the (image, sensor) has one, in three statements
+    whatever their number (a select, then one of each sent as an ``executemany``): a
+    statement per row costs more than the commit (benchmarks/catalog_transaction.py)."""
+    there: set[tuple[str, str]] = set()
+    for start in range(0, len(images), _IN_CHUNK):
+        query = sa.select(FILES.c.image_name, FILES.c.sensor).where(
+            FILES.c.image_name.in_(images[start : start + _IN_CHUNK])
+        )
+        there.update((image, sensor) for image, sensor in connection.execute(query))
+    latest = {(r.image_name, r.sensor): r for r in rows}  # the last given of a file wins
+    new = [_values(r) for key, r in latest.items() if key not in there]
+    replacing = [
+        {**_values(r), "key_image": r.image_name, "key_sensor": r.sensor}
+        for key, r in latest.items()
+        if key in there
+    ]
+    if new:
+        connection.execute(sa.insert(FILES), new)
+    if replacing:
+        where = (FILES.c.image_name == sa.bindparam("key_image")) & (
+            FILES.c.sensor == sa.bindparam("key_sensor")
+        )
+        connection.execute(sa.update(FILES).where(where), replacing)
+
+
+def _values(row: ArchivedFile) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _COLUMNS}
+
+
 def _sqlite_pragmas(connection: object, _record: object) -> None:
     cursor = connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the archiver
@@ -234,10 +287,20 @@ def upsert(
     CatalogError naming ``what`` if the database refuses."""
     try:
         with engine.begin() as connection:
-            if connection.execute(sa.update(table).where(where).values(values)).rowcount == 0:
-                connection.execute(sa.insert(table).values(values))
+            upsert_in(connection, table, where, values)
     except sa.exc.SQLAlchemyError as exc:
         raise CatalogError(f"cannot record {what}: {exc}") from exc
+
+
+def upsert_in(
+    connection: sa.Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    values: dict[str, Any],
+) -> None:
+    """:func:`upsert` within the caller's transaction."""
+    if connection.execute(sa.update(table).where(where).values(values)).rowcount == 0:
+        connection.execute(sa.insert(table).values(values))
 
 
 def _add_new_columns(engine: sa.Engine) -> None:
