@@ -73,6 +73,24 @@ def test_an_image_is_registered_in_place_once(repo: Repository, tmp_path: Path) 
     assert Path(uri.ospath) == files[4]  # in place: not copied
 
 
+def test_a_call_mixing_images_and_instruments_tells_new_from_known_files(
+    repo: Repository, tmp_path: Path
+) -> None:
+    comcam = archive_image(tmp_path, Camera.COMCAM, COMCAM_IMAGE, ["R22_S00", "R22_S01"])
+    (latiss,) = archive_image(tmp_path, Camera.LATISS, LATISS_IMAGE)
+    later = archive_image(tmp_path, Camera.COMCAM, "CC_O_20261121_000003", ["R22_S00"])
+    repo.register([comcam[0], latiss])
+    result = repo.register([*comcam, latiss, *later])
+    assert result.refused == []
+    assert {(f.image_name, f.sensor, f.changed) for f in result.registered} == {
+        (COMCAM_IMAGE, "R22_S00", False),
+        (COMCAM_IMAGE, "R22_S01", True),
+        (LATISS_IMAGE, "R00_S00", False),
+        ("CC_O_20261121_000003", "R22_S00", True),
+    }
+    assert raw_count(repo) == 4
+
+
 def test_a_file_rewritten_with_its_header_updates_the_records(
     repo: Repository, tmp_path: Path
 ) -> None:
