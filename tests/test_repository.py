@@ -225,3 +225,23 @@ def test_the_butler_command_lists_raws_and_exposures(tmp_path: Path) -> None:
     assert any("AT_O_20261121_000001" in line and "bias" in line and "SDSSr_65mm" in line
                for line in lines)  # fmt: skip
     assert any(COMCAM_IMAGE in line and "object" in line for line in lines)
+
+
+def test_what_another_process_registers_later_is_seen_by_queries_and_qc(tmp_path: Path) -> None:
+    """OCS Batch opens the repository before the OODS of a second camera registers that
+    camera's first image: its queries and QC datasets must find the new instrument (a
+    Butler caches instruments; a stale cache refused "no instrument LSSTComCam")."""
+    root = tmp_path / "archive"
+    batch, oods = Repository.open(root), Repository.open(root)
+    try:
+        oods.register(archive_image(root, Camera.LATISS, "AT_O_20261121_000001"))
+        assert len(batch.query_raws("instrument = 'LATISS'", limit=10)) == 1
+        comcam = archive_image(root, Camera.COMCAM, "CC_O_20261121_000001", sensors=["R22_S11"])
+        oods.register(comcam)
+        [raw] = batch.query_raws("instrument = 'LSSTComCam' AND detector = 4", limit=10)
+        assert (raw.image_name, raw.path) == ("CC_O_20261121_000001", comcam[0].absolute())
+        assert batch.registered(comcam) == {comcam[0].absolute()}
+        assert batch.record_qc("LSSTComCam", "CC_O_20261121_000001", "R22_S11", {"psfFwhm": 0.7})
+    finally:
+        batch.close()
+        oods.close()

@@ -271,6 +271,7 @@ class Repository:
             wanted.setdefault(instrument, {}).setdefault(number, []).append(path)
         found: set[Path] = set()
         with failures_are_repository_errors("cannot read the repository"):
+            self._see_other_processes()
             for instrument, by_exposure in wanted.items():
                 if instrument not in raw_instruments(self.butler):
                     continue
@@ -311,7 +312,16 @@ class Repository:
         every instrument's ``*/raw/all``, oldest first. QueryRefusedError naming what is
         wrong (syntax, an unknown dimension, more than ``limit`` results);
         RepositoryError if the repository failed."""
+        with failures_are_repository_errors("cannot read the repository"):
+            self._see_other_processes()
         return query_raws(self.butler, where, bind=bind, limit=limit)
+
+    def _see_other_processes(self) -> None:
+        """Forget what this Butler cached of the registry (instruments, detectors,
+        filters, collections, dataset types): another process (the OODS of another
+        camera) may have added some since, and a stale cache says "no such instrument"
+        for ever. Cheap: the caches are read again only as they are used (~1 ms)."""
+        self.butler.registry.refresh()
 
     # ---- OCS Batch's products -------------------------------------------------------------
 
@@ -345,6 +355,7 @@ class Repository:
         data_id = qc_data_id(instrument, image_name, sensor)
         values = qc_values(metrics)
         with failures_are_repository_errors(f"cannot record the QC of {image_name} {sensor}"):
+            self._see_other_processes()
             return put_qc(self.butler, data_id, values, image_name)
 
 
