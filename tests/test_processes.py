@@ -300,8 +300,8 @@ async def test_night_script_with_every_csc_in_its_own_process(tmp_path: Path) ->
     `cscs run` on Mosquitto (the broker the observatory runs; the demo test above is the
     night on amqtt): every image, every sensor archived and verified."""
     env = {**os.environ, "CSCS_STATE_DIR": str(tmp_path)}
-    names = ["Weather:0", "Telescope:1", "HeaderService:1", "Archiver:1", "OCSBatch:0",
-             "TelemetryGateway:0", "Camera:1"]  # fmt: skip
+    names = ["Weather:0", "Telescope:1", "HeaderService:1", "Archiver:1", "OODS:1",
+             "OCSBatch:0", "TelemetryGateway:0", "Camera:1"]  # fmt: skip
     expected = images_commanded(load_script(NIGHT_SCRIPT), {"index": 1})
     logs = tmp_path / "logs"
     logs.mkdir()

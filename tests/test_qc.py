@@ -3,6 +3,7 @@ told to make is what image-qc and the calibration products must measure."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,21 @@ def test_the_clipped_mean_drops_cosmic_rays_and_keeps_clean_noise(count: int) ->
     combined = clipped_mean(stack)
     assert abs(float(combined[10, 10])) < 3.0
     assert float(combined.std()) == pytest.approx(1 / np.sqrt(count), rel=0.03)
+
+
+def test_a_long_job_configuration_fits_its_cards_without_the_long_string_convention() -> None:
+    """A job's configuration (a Butler query's bind values make it long, and a value may
+    hold a quote) is kept whole in CONFIG00… cards that each fit 80 characters: no
+    CONTINUE card, which fitsverify flags (a master bias of the demo night was refused)."""
+    from astropy.io import fits
+
+    from cscs.ocs_batch.tasks import _provenance
+
+    config = {"bind": {"night_group": "demo-20261207T235709-bias", "who": "O'Brien's " * 6}}
+    task = CalibrationTask("bias", "R22_S11", ("a.fits",), ("adler32:00000001",), "out.fits",
+                           "job-1", "0.1.0", json.dumps(config))  # fmt: skip
+    header = fits.Header(_provenance(task, Path("bias_R22_S11.fits")))
+    text = header.tostring()
+    assert "CONTINUE" not in text
+    pieces = [header[f"CONFIG{n:02d}"] for n in range(10) if f"CONFIG{n:02d}" in header]
+    assert json.loads("".join(pieces)) == config

@@ -190,10 +190,32 @@ def _provenance(task: CalibrationTask, final: Path) -> list[Card]:
     for number, (path, checksum) in enumerate(zip(task.inputs, task.checksums, strict=True)):
         cards.append((f"INPUT{number:03d}", Path(path).name[:68], ""))
         cards.append((f"INSUM{number:03d}", checksum, "input file checksum"))
-    config = json.dumps(json.loads(task.config or "{}"), sort_keys=True)
-    for number, start in enumerate(range(0, min(len(config), 680), 68)):
-        cards.append((f"CONFIG{number:02d}", config[start : start + 68], "job configuration"))
+    config = json.dumps(json.loads(task.config or "{}"), sort_keys=True)  # ASCII
+    for number, piece in enumerate(_card_pieces(config)[:_CONFIG_CARDS]):
+        cards.append((f"CONFIG{number:02d}", piece, ""))
     return cards
+
+
+_CONFIG_CARDS = 10  # CONFIG00 … CONFIG09: the job's configuration, in pieces
+_CARD_TEXT = 68  # characters of a string value in one card, quotes doubled included
+
+
+def _card_pieces(text: str) -> list[str]:
+    """``text`` cut into values that each fit one card as they are written (a quote is
+    written twice), without comment: a longer value would take the long-string
+    convention (``CONTINUE``), which fitsverify flags without ``LONGSTRN``."""
+    pieces: list[str] = []
+    piece, width = "", 0
+    for character in text:
+        size = 2 if character == "'" else 1
+        if width + size > _CARD_TEXT:
+            pieces.append(piece)
+            piece, width = "", 0
+        piece += character
+        width += size
+    if piece:
+        pieces.append(piece)
+    return pieces
 
 
 def _image_cards(task: CalibrationTask) -> list[Card]:
