@@ -72,6 +72,7 @@ async def _reconfigure(obs: Any, name: str, settings: dict[str, Any]) -> None:
     await obs.archiver.remote.command("enable")
 
 
+@pytest.mark.long  # 7-17 s: the long tier keeps `make test` within 8 minutes
 async def test_dask_writes_the_files_the_local_path_writes(
     mosquitto: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:
@@ -242,6 +243,7 @@ async def _error_code(events: EventStream, code: int, timeout: float = 60) -> st
     return str(event.data["errorReport"])
 
 
+@pytest.mark.long  # 7-17 s: the long tier keeps `make test` within 8 minutes
 @pytest.mark.parametrize("outcome", ["recovers", "faults"])
 async def test_the_scheduler_lost_then_back(
     mosquitto: EmbeddedBroker, index: int, tmp_path: Path, outcome: str, cluster: DaskProcesses

@@ -236,6 +236,7 @@ async def take_images(bus: Bus, prefix: str, count: int) -> tuple[str, list[Imag
     return daq, files
 
 
+@pytest.mark.long  # 7-17 s: the long tier keeps `make test` within 8 minutes
 @pytest.mark.timeout(300)
 async def test_archiver_on_dask_workers_of_other_hosts(network: Network, tmp_path: Path) -> None:
     """Camera, scheduler, two workers and archiver each on a host of its own: two

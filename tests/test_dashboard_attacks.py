@@ -82,6 +82,7 @@ async def test_pages_that_never_read_and_an_alarm_flood_leave_memory_bounded(
                     await asyncio.sleep(0.2)  # polling the condition: a place free again
 
 
+@pytest.mark.long  # 7-17 s: the long tier keeps `make test` within 8 minutes
 async def test_twenty_thousand_invented_cscs_hide_no_real_one(
     mosquitto: EmbeddedBroker, index: int, tmp_path: Path
 ) -> None:

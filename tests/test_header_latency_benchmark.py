@@ -20,6 +20,7 @@ pytestmark = [
 BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "header_latency.py"
 
 
+@pytest.mark.long  # 7-17 s: the long tier keeps `make test` within 8 minutes
 def test_the_benchmark_times_complete_headers_only() -> None:
     run = subprocess.run(
         [sys.executable, str(BENCHMARK), "--exposures", "3", "--backend", "mosquitto"],

@@ -104,6 +104,7 @@ def check_files(site: ProcessSite, rows: list[ArchivedFile]) -> None:
     assert not list((site.state / "archive").rglob("*.partial"))
 
 
+@pytest.mark.long  # 7-17 s: the long tier keeps `make test` within 8 minutes
 async def test_an_archiver_killed_during_a_night_ends_with_every_header(
     mosquitto: EmbeddedBroker, tmp_path: Path
 ) -> None:

@@ -264,6 +264,7 @@ def _session_members(session: int) -> list[int]:
     return members
 
 
+@pytest.mark.long  # 7-17 s: the long tier keeps `make test` within 8 minutes
 async def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path: Path) -> None:
     """Ctrl-C in a terminal (SIGINT to the whole process group) mid-night: the demo
     says so, exits 130, and leaves no CSC or broker running."""

@@ -187,6 +187,7 @@ def archiver_config(root: Path) -> Path:
     return root
 
 
+@pytest.mark.long  # 7-17 s: the long tier keeps `make test` within 8 minutes
 @pytest.mark.broker
 @pytest.mark.timeout(400)
 async def test_an_archiver_restarted_enabled_catches_up_at_enable_what_it_missed(

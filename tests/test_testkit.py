@@ -70,6 +70,7 @@ def _user_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in skip}
 
 
+@pytest.mark.long  # 7-17 s: the long tier keeps `make test` within 8 minutes
 @pytest.mark.broker
 @pytest.mark.timeout(600)
 async def test_a_users_suite_finds_its_image_archived_and_verified(
