@@ -12,6 +12,7 @@ alone. Blocking: call it in a worker thread.
 from __future__ import annotations
 
 import errno
+import functools
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,8 +34,7 @@ from cscs.camera.geometry import (
     detector_keywords,
 )
 from cscs.camera.naming import ImageName
-from cscs.camera.observatory import astropy_time
-from cscs.core.tai import current_tai
+from cscs.core.tai import current_tai, tai_isot, tai_mjd
 from cscs.daq.reader import SensorPixels
 
 __all__ = [
@@ -143,20 +143,30 @@ class ArchiveFiles:
 def _file_cards(path: Path) -> list[Card]:
     """What only the writer knows: the file's name and when it was made (``DATE`` and
     ``MJD``, TAI as every time in these headers: ``TIMESYS = 'TAI'``)."""
-    now = astropy_time(current_tai())
+    tai = current_tai()
     return [
         ("FILENAME", path.name, "original file name"),
-        ("DATE", str(now.isot), "file creation time (TAI)"),
-        ("MJD", float(now.mjd), "file creation time (TAI), MJD"),
+        ("DATE", tai_isot(tai), "file creation time (TAI)"),
+        ("MJD", tai_mjd(tai), "file creation time (TAI), MJD"),
     ]
 
 
 def _extension_cards(detector: Detector, segment: Segment, header: Header | None) -> list[Card]:
     """An amplifier extension's keywords: the geometry's, always (a header document
     cannot move pixels), then whatever else the document gives for the segment."""
-    geometry = segment_keywords(detector, segment)
+    geometry, keywords = _geometry_cards(detector, segment)
     extra = header.segments.get(segment.name, []) if header else []
-    return [(k, v, "") for k, v in geometry.items()] + [c for c in extra if c[0] not in geometry]
+    return [*geometry, *(c for c in extra if c[0] not in keywords)]
+
+
+@functools.lru_cache(maxsize=4096)  # LSSTCam: 205 detectors x 16 segments
+def _geometry_cards(
+    detector: Detector, segment: Segment
+) -> tuple[tuple[Card, ...], frozenset[str]]:
+    """The geometry's cards, computed once per amplifier (~1 ms of coordinate
+    transforms each, 16 per file), and their keywords."""
+    geometry = segment_keywords(detector, segment)
+    return tuple((k, v, "") for k, v in geometry.items()), frozenset(geometry)
 
 
 def check_image(camera: Camera, image: str) -> str:

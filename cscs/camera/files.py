@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -148,7 +149,13 @@ def temporary_name(path: Path) -> Path:
     """A hidden name beside ``path`` for the file while it is written (no reader looks
     for it; the archive store rolls forward or removes those a crash left behind:
     :func:`final_name` undoes it)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    unique = f"{os.getpid()}.{_WRITER}{next(_WRITES):x}"  # never two alike, in any process
+    return path.with_name(f".{path.name}.{unique}.partial")
+
+
+# Drawn once: a random draw per file costs a system call more than the name is worth.
+_WRITER = secrets.token_hex(4)
+_WRITES = itertools.count()
 
 
 def final_name(temporary: Path) -> Path | None:

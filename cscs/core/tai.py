@@ -13,9 +13,10 @@ import warnings
 
 import erfa
 
-__all__ = ["current_tai", "tai_minus_utc"]
+__all__ = ["current_tai", "tai_isot", "tai_minus_utc", "tai_mjd"]
 
 _SECONDS_PER_DAY = 86400
+_UNIX_EPOCH_MJD = 40587  # 1970-01-01
 
 
 @functools.lru_cache(maxsize=16)
@@ -37,3 +38,16 @@ def current_tai() -> float:
     """The current TAI time as Unix-epoch seconds."""
     now = time.time()
     return now + tai_minus_utc(now)
+
+
+def tai_isot(tai: float) -> str:
+    """Unix-epoch TAI seconds as astropy's ``Time(tai, format="unix_tai").isot``
+    (milliseconds, rounded), without the ``Time``, which costs more than the rest of a
+    file's header."""
+    seconds, milliseconds = divmod(round(tai * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{milliseconds:03d}"
+
+
+def tai_mjd(tai: float) -> float:
+    """Unix-epoch TAI seconds as a TAI MJD (astropy's ``.mjd`` of them)."""
+    return _UNIX_EPOCH_MJD + tai / _SECONDS_PER_DAY
