@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -251,13 +252,16 @@ def _cards(document: dict[str, Any], where: str) -> list[dict[str, Any]]:
         (lambda d: d.update(generator="x" * 200), "at most 128 characters"),
     ],
 )
+@pytest.mark.parametrize("written_as", ["JSON", "YAML"])
 def test_a_document_outside_its_schema_is_refused_naming_why(
-    damage: Callable[[dict[str, Any]], None], why: str
+    damage: Callable[[dict[str, Any]], None], why: str, written_as: str
 ) -> None:
+    """Whether written as the header service writes it (JSON) or as other YAML."""
     raw = yaml.safe_load(document())
     damage(raw)
+    data = json.dumps(raw) if written_as == "JSON" else yaml.dump(raw, Dumper=_NoAliases)
     with pytest.raises(ValueError, match=why):
-        parse_header_document(yaml.dump(raw, Dumper=_NoAliases).encode())
+        parse_header_document(data.encode())
 
 
 @pytest.mark.parametrize(
@@ -287,8 +291,9 @@ NESTED = "nest(ed|ing) (deeper|depth)"
         (b"a:\n" + b"- " * 9 + b"x\n", "nested deeper than 8"),  # in block style too
         (b"[" * 200_000 + b"]" * 200_000, NESTED),  # crashed the C loader
         (b"a: &a [1, 2]\nb: [*a, *a]\n", "a YAML alias"),  # a few bytes for a huge structure
+        (b'{"a": ' * 200_000 + b"1" + b"}" * 200_000, NESTED),  # JSON, too deep for it too
     ],
-    ids=["9 deep", "10 deep, block style", "200000 deep", "an alias"],
+    ids=["9 deep", "10 deep, block style", "200000 deep", "an alias", "200000 deep JSON"],
 )
 def test_yaml_that_is_no_document_is_refused_without_building_it(
     data: bytes, why: str, monkeypatch: pytest.MonkeyPatch
