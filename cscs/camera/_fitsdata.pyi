@@ -11,3 +11,6 @@ def lay_out(
 ) -> tuple[int, ...]:
     """Each segment's 32-bit words big-endian into ``staging`` at its offset (the rest of
     its last FITS block zeroed); the segments' DATASUMs (ones'-complement sums)."""
+
+def segment_sums(segments: Sequence[ReadableBuffer | NDArray[Any]]) -> tuple[int, ...]:
+    """Each segment's DATASUM (the ones'-complement sum of its native 32-bit words)."""

@@ -37,6 +37,7 @@ from astropy.io import fits
 
 from cscs.camera._fitsdata import lay_out
 from cscs.camera.checksum import Algorithm, buffer_checksum, file_checksum
+from cscs.camera.datasums import check_datasums, verify_segments
 from cscs.camera.files import (
     direct_length,
     temporary_name,
@@ -237,14 +238,21 @@ def write_raw_fits(
     primary: Sequence[Card],
     extensions: Sequence[tuple[Sequence[Card], npt.NDArray[np.int32]]],
     *,
+    datasums: Sequence[int],
     compression: str = "",
     checksum: Algorithm = "adler32",
     publish: bool = True,
 ) -> WrittenFile:
     """Write a raw file atomically: it appears at ``path`` only when complete. Without
     ``publish``, it is left whole and synced under a temporary name beside ``path``
-    (:attr:`WrittenFile.temporary`) for the caller to rename."""
+    (:attr:`WrittenFile.temporary`) for the caller to rename.
+
+    ``datasums``: what each segment's ``DATASUM`` must be, as its source said (the DAQ
+    sends them, ADR 0041). They are compared with the sums of the pixels as laid out,
+    before any byte reaches the disk: DataSumMismatchError, and no file, if one differs.
+    Required, so that no raw file is written from pixels nobody vouched for."""
     if compression:
+        verify_segments([pixels for _, pixels in extensions], datasums)
         return write_with_fitsio(
             path, primary, extensions, compression=compression, checksum=checksum,
             publish=publish,
@@ -271,6 +279,7 @@ def write_raw_fits(
     size = position
     with _STAGING.lease(direct_length(size)) as staging:
         sums = lay_out(staging, offsets, segments)
+        check_datasums(sums, datasums)  # corrupted on the way: nothing written
         staging[: len(primary_header)] = primary_header
         for template, offset, data_sum in zip(templates, offsets, sums, strict=True):
             header = _finish_header(template, data_sum)
