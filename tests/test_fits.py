@@ -163,7 +163,12 @@ def test_a_buffer_reused_for_a_smaller_file_leaves_no_trace_of_the_bigger(
 
 
 @given(
-    shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=0, max_size=4),
+    shapes=st.lists(
+        st.tuples(st.integers(1, 40), st.integers(1, 40))
+        | st.tuples(st.integers(100, 200), st.integers(50, 120)),  # past the 32 KB blocks
+        min_size=0,
+        max_size=4,
+    ),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_any_segment_shapes_and_values_are_written_whole_and_verify(
