@@ -95,7 +95,7 @@ def one_run(
         for seq in range(1, images + 1):
             image = f"{shape.camera.code}_O_20261121_{seq:06d}"
             document = header_document(shape.camera, image, shape.sensors)
-            pixels = [SensorPixels(image, s, segments, ("",) * len(SEGMENTS))
+            pixels = [SensorPixels.trusted(image, s, segments)
                       for s in shape.sensors]  # fmt: skip
             write_wall, write_cpu, written = timed(
                 lambda: [files.write(p, document).path for p in pixels]  # noqa: B023

@@ -39,7 +39,7 @@ def pixels(sensor: str = SENSORS[0], seed: int = 0) -> SensorPixels:
     segments = tuple(
         rng.integers(0, 2**18, (SEGMENT_ROWS, SEGMENT_COLS), dtype=np.int32) for _ in SEGMENTS
     )
-    return SensorPixels(IMAGE, sensor, segments, ())
+    return SensorPixels.trusted(IMAGE, sensor, segments)
 
 
 def open_store(root: Path, url: str) -> tuple[ArchiveStore, int]:

@@ -197,7 +197,7 @@ async def test_a_corrupt_then_good_stream_is_retried(
             elif event.name == "logMessage" and "retrying" in event.data["message"]:
                 seen.append(event.data["message"])
     assert len(seen) == 2, seen
-    assert any("is corrupt: checksum" in m for m in seen), seen
+    assert any("is corrupt: data sum" in m for m in seen), seen
     assert any("pixels did not follow" in m for m in seen), seen
     verify_all(obs, files, 2)
 

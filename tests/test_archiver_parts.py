@@ -52,7 +52,7 @@ def pixels(image: str = IMAGE, sensor: str = "R00_S00", seed: int = 0) -> Sensor
     segments = tuple(
         rng.integers(0, 2**18, (SEGMENT_ROWS, SEGMENT_COLS), dtype=np.int32) for _ in SEGMENTS
     )
-    return SensorPixels(image, sensor, segments, ())
+    return SensorPixels.trusted(image, sensor, segments)
 
 
 def header_document(directory: Path, image: str = IMAGE) -> LargeFileObjectAvailable:
@@ -185,8 +185,9 @@ class FakeDaq:
 
     endpoint = "fake://daq"
 
-    def __init__(self, failures: Sequence[DaqError]) -> None:
+    def __init__(self, failures: Sequence[DaqError], answers: Sequence[SensorPixels] = ()) -> None:
         self.failures = list(failures)
+        self.answers = list(answers)
         self.reads = 0
 
     async def list_images(self) -> list[ImageInfo]:
@@ -196,6 +197,8 @@ class FakeDaq:
         self.reads += 1
         if self.failures:
             raise self.failures.pop(0)
+        if self.answers:
+            return self.answers.pop(0)
         return pixels(image, sensor)
 
     async def close(self) -> None:
@@ -219,11 +222,46 @@ async def test_a_failure_that_may_pass_is_retried_with_back_off() -> None:
     clock = Clock()
     reads = DaqReads(LOG, pytest.fail, attempts=3, sleep=clock.sleep, clock=clock)
     reads.daq = daq = FakeDaq([ChecksumMismatchError(IMAGE, "R00_S00", "segment 3 is corrupt")])
-    got = await reads.read(IMAGE, "R00_S00")
+    got = await reads.read(IMAGE, "R00_S00", verified)
     assert got.sensor == "R00_S00"
     assert daq.reads == 2
     assert len(clock.slept) == 1
     assert 0.1 <= clock.slept[0] <= 0.2
+
+
+async def verified(got: SensorPixels) -> SensorPixels:
+    """What a use of the pixels does first, here alone (the writer does it in its pass)."""
+    got.verify()
+    return got
+
+
+async def test_a_segment_that_does_not_sum_to_the_daqs_datasum_is_read_again() -> None:
+    clock = Clock()
+    reads = DaqReads(LOG, pytest.fail, attempts=3, sleep=clock.sleep, clock=clock)
+    good = pixels()
+    damaged = np.array(good.segments[5])
+    damaged[100, 7] ^= 1 << 20  # one bit flipped on the way
+    corrupt = SensorPixels(IMAGE, "R00_S00", (*good.segments[:5], damaged, *good.segments[6:]),
+                           good.datasums)  # fmt: skip
+    reads.daq = daq = FakeDaq([], answers=[corrupt, good])
+    uses: list[SensorPixels] = []
+
+    async def use(got: SensorPixels) -> SensorPixels:
+        uses.append(got)
+        return await verified(got)
+
+    assert await reads.read(IMAGE, "R00_S00", use) is good
+    assert (daq.reads, len(uses), len(clock.slept)) == (2, 2, 1)
+
+
+async def test_after_the_last_corrupt_read_the_segment_is_named() -> None:
+    clock = Clock()
+    reads = DaqReads(LOG, pytest.fail, attempts=2, sleep=clock.sleep, clock=clock)
+    good = pixels()
+    wrong = SensorPixels(IMAGE, "R00_S00", good.segments, (*good.datasums[:-1], 0))
+    reads.daq = FakeDaq([], answers=[wrong, wrong])
+    with pytest.raises(ReadFailedError, match=f"segment {SEGMENTS[-1].name} is corrupt"):
+        await reads.read(IMAGE, "R00_S00", verified)
 
 
 async def test_a_failure_that_cannot_pass_is_final_at_once() -> None:
@@ -231,7 +269,7 @@ async def test_a_failure_that_cannot_pass_is_final_at_once() -> None:
     reads = DaqReads(LOG, pytest.fail, attempts=5, sleep=clock.sleep, clock=clock)
     reads.daq = daq = FakeDaq([ImageEvictedError(IMAGE, "R00_S00", "evicted")])
     with pytest.raises(ReadFailedError, match="evicted"):
-        await reads.read(IMAGE, "R00_S00")
+        await reads.read(IMAGE, "R00_S00", verified)
     assert (daq.reads, clock.slept) == (1, [])
 
 
@@ -241,7 +279,7 @@ async def test_after_the_last_attempt_the_cause_is_reported() -> None:
     errors = [ChecksumMismatchError(IMAGE, "R00_S00", f"corrupt {n}") for n in range(2)]
     reads.daq = FakeDaq(list(errors))
     with pytest.raises(ReadFailedError, match="corrupt 1"):
-        await reads.read(IMAGE, "R00_S00")
+        await reads.read(IMAGE, "R00_S00", verified)
 
 
 async def test_a_daq_silent_for_longer_than_allowed_is_reported_unreachable() -> None:
@@ -252,7 +290,7 @@ async def test_a_daq_silent_for_longer_than_allowed_is_reported_unreachable() ->
     silence = [DaqUnavailableError(IMAGE, "R00_S00", "no answer") for _ in range(10)]
     reads.daq = FakeDaq(silence)
     with pytest.raises(ReadFailedError, match="no answer"):
-        await reads.read(IMAGE, "R00_S00")
+        await reads.read(IMAGE, "R00_S00", verified)
     assert reports
     assert reports[0].startswith("the DAQ has been unreachable for ")
     assert clock.now > 3.0
@@ -262,7 +300,7 @@ async def test_no_daq_known_is_a_read_failure_naming_it() -> None:
     clock = Clock()
     reads = DaqReads(LOG, pytest.fail, attempts=2, sleep=clock.sleep, clock=clock)
     with pytest.raises(ReadFailedError, match="no DAQ known yet"):
-        await reads.read(IMAGE, "R00_S00")
+        await reads.read(IMAGE, "R00_S00", verified)
 
 
 # ---- the archive store ----------------------------------------------------------------------

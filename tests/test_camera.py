@@ -17,7 +17,7 @@ from cscs.core.settings import Settings
 from cscs.core.testing import CscHarness, check_standard_state_transitions, make_csc
 from cscs.core.transport import Connector
 from cscs.daq.client import DaqClient
-from cscs.daq.errors import ImageEvictedError, SensorMissingError
+from cscs.daq.errors import ChecksumMismatchError, ImageEvictedError, SensorMissingError
 from sim.daq.camera import CameraCsc
 
 PACKAGE_CONFIG = Path(__file__).parents[1] / "sim" / "daq" / "config"
@@ -203,11 +203,11 @@ async def test_faults_from_configuration(broker: Connector, index: int, tmp_path
             await h.remote.command("takeImages", bias, timeout=30)
             name = (await events.next(30)).data["imageName"]
         async with DaqClient(daq.data["url"]) as client:
-            with pytest.raises(Exception, match="segment Segment13 is corrupt"):
-                await client.read_sensor(name, "R00_S00")
+            with pytest.raises(ChecksumMismatchError, match="segment Segment13 is corrupt"):
+                (await client.read_sensor(name, "R00_S00")).verify()
         await h.remote.command("clearFaults")
         async with DaqClient(daq.data["url"]) as client:
-            await client.read_sensor(name, "R00_S00")
+            (await client.read_sensor(name, "R00_S00")).verify()
 
 
 async def test_lsstcam_that_does_not_fit_the_buffer_is_refused_at_start(

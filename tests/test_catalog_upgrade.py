@@ -16,6 +16,7 @@ from cscs.camera.fits import write_raw_fits
 from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile, Catalog, CatalogError
 from cscs.catalog.versions import _STEPS, SCHEMA_VERSION, VERSIONS, _write
+from tests.support.pixels import sums_of
 from tests.test_catalog import row
 from tests.test_fits import EXTENSIONS, PRIMARY
 
@@ -64,7 +65,7 @@ def make_v1_catalog(url: str, archive: Path) -> tuple[Path, int, str]:
     """A catalog as the old release left it: one raw file archived with its MD5, and a
     calibration product."""
     written = write_raw_fits(archive / f"{OLD_IMAGE}_R22_S00.fits", PRIMARY, EXTENSIONS,
-                             checksum="md5")  # fmt: skip
+                             datasums=sums_of(EXTENSIONS), checksum="md5")  # fmt: skip
     engine = sa.create_engine(url)
     try:
         V1.create_all(engine)

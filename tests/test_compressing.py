@@ -22,6 +22,7 @@ from cscs.camera.compressing import CompressionWorkers
 from cscs.camera.fits import Card
 from cscs.camera.geometry import SEGMENTS
 from cscs.camera.verify import verify_raw_file
+from tests.support.pixels import sums_of
 
 RNG = np.random.default_rng(11)
 # a bias-like sensor: a level and read noise (what RICE_1 compresses about 4:1)
@@ -44,7 +45,8 @@ def workers() -> Iterator[CompressionWorkers]:
 
 
 def write(workers: CompressionWorkers, path: Path) -> tuple[Path, int, str]:
-    written = workers.write(path, PRIMARY, EXTENSIONS, compression="RICE_1", checksum="adler32")
+    written = workers.write(path, PRIMARY, EXTENSIONS, datasums=sums_of(EXTENSIONS),
+                            compression="RICE_1", checksum="adler32")  # fmt: skip
     return written.path, written.byte_size, written.checksum
 
 

@@ -96,7 +96,7 @@ def same_pixels(got: object, stored: SensorData) -> bool:
     from cscs.daq.reader import SensorPixels
 
     assert isinstance(got, SensorPixels)
-    return got.checksums == stored.checksums and all(
+    return got.datasums == stored.datasums and all(
         np.array_equal(a, b) for a, b in zip(got.segments, stored.segments, strict=True)
     )
 
@@ -164,7 +164,8 @@ async def test_each_fault_is_a_clear_error_never_wrong_pixels(
 ) -> None:
     server.faults.add(rule.model_copy(update={"image": COMCAM, "sensor": "R22_S11"}))
     with pytest.raises(error, match=f"image {COMCAM} sensor R22_S11: .*{message}"):
-        await client.read_sensor(COMCAM, "R22_S11")
+        # A corrupt segment arrives: the sums it came with find it, where it is used.
+        (await client.read_sensor(COMCAM, "R22_S11")).verify()
     # Other sensors are untouched, and (unless evicted) a retry reads the right pixels.
     if rule.kind is FaultKind.EVICT:
         with pytest.raises(ImageEvictedError):

@@ -27,6 +27,7 @@ from cscs.camera.geometry import (
     detector_keywords,
 )
 from cscs.dashboard.preview import FLAT_GREY, Preview, encode_png, render_preview
+from tests.support.pixels import sums_of
 
 Gray = npt.NDArray[np.uint8]
 LATISS = Detector("R00", "S00")
@@ -79,7 +80,9 @@ def write_raw(
         extensions.append((cards, raw))
     keywords = {"OBSID": "CC_O_20261121_000001", **detector_keywords(detector)}
     keywords |= primary or {}
-    write_raw_fits(path, [(k, v, "") for k, v in keywords.items()], extensions)
+    write_raw_fits(
+        path, [(k, v, "") for k, v in keywords.items()], extensions, datasums=sums_of(extensions)
+    )
     return path
 
 
@@ -190,7 +193,7 @@ def test_bad_files_are_named_and_the_rest_drawn(tmp_path: Path) -> None:
         ([(k, v, "") for k, v in s.keywords().items()], np.zeros((8, 8), np.int32))
         for s in SEGMENTS[:3]
     ]
-    write_raw_fits(short, primary, few)
+    write_raw_fits(short, primary, few, datasums=sums_of(few))
     again = write_raw(tmp_path / "again_R22_S11.fits", Detector("R22", "S11"))
     nameless = write_raw(tmp_path / "x.fits", Detector("R22", "S02"), primary={"RAFTBAY": "R9"})
     missing = tmp_path / "missing.fits"

@@ -21,6 +21,7 @@ from cscs.camera.files import atomic_file
 from cscs.camera.fits import datasum, encode_checksum, write_raw_fits
 from cscs.camera.geometry import SEGMENTS
 from cscs.camera.verify import verify_raw_file
+from tests.support.pixels import sums_of
 
 RNG = np.random.default_rng(5)
 SEGMENT_DATA = [RNG.integers(0, 2**18, size=(2048, 576), dtype=np.int32) for _ in SEGMENTS]
@@ -38,7 +39,12 @@ def test_written_files_verify_with_astropy(
     tmp_path: Path, compression: str, checksum: Algorithm
 ) -> None:
     written = write_raw_fits(
-        tmp_path / "a.fits", PRIMARY, EXTENSIONS, compression=compression, checksum=checksum
+        tmp_path / "a.fits",
+        PRIMARY,
+        EXTENSIONS,
+        datasums=sums_of(EXTENSIONS),
+        compression=compression,
+        checksum=checksum,
     )
     data = written.path.read_bytes()
     assert written.byte_size == len(data)
@@ -65,7 +71,7 @@ def test_a_value_that_contains_a_checksum_card_leaves_the_header_intact(tmp_path
     """A target name that reads like a CHECKSUM or DATASUM card (anyone can publish the
     target) stays a value: the sums go in their own cards and the file verifies."""
     primary = [*PRIMARY, ("OBJECT", "CHECKSUM= 'x' DATASUM = '0'", "target")]
-    written = write_raw_fits(tmp_path / "a.fits", primary, EXTENSIONS)
+    written = write_raw_fits(tmp_path / "a.fits", primary, EXTENSIONS, datasums=sums_of(EXTENSIONS))
     assert verify_raw_file(written.path, written.byte_size, written.checksum, "adler32") == []
     with fits.open(written.path, checksum=True) as hdus:
         assert hdus[0].header["OBJECT"] == "CHECKSUM= 'x' DATASUM = '0'"
@@ -74,7 +80,7 @@ def test_a_value_that_contains_a_checksum_card_leaves_the_header_intact(tmp_path
 def test_the_verifier_passes_a_whole_file_and_names_each_damage(tmp_path: Path) -> None:
     """One flipped bit in a segment's pixels: the data unit checksum and the Adler-32 both
     say so; a truncated file is not readable; an announcement of the wrong size is caught."""
-    written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS)
+    written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS, datasums=sums_of(EXTENSIONS))
     path, size, md5 = written.path, written.byte_size, written.checksum
     assert verify_raw_file(path, size, md5, "adler32") == []
     assert verify_raw_file(path, size + 1, md5, "adler32") == [
@@ -125,7 +131,9 @@ def test_an_interrupted_write_leaves_nothing_under_the_final_name(tmp_path: Path
 
 def test_bad_pixels_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="2-D int32"):
-        write_raw_fits(tmp_path / "b.fits", PRIMARY, [([], np.zeros((4, 4), np.float32))])
+        write_raw_fits(
+            tmp_path / "b.fits", PRIMARY, [([], np.zeros((4, 4), np.float32))], datasums=[0]
+        )
     assert not (tmp_path / "b.fits").exists()
 
 
@@ -144,18 +152,23 @@ def verify(
 def test_a_buffer_reused_for_a_smaller_file_leaves_no_trace_of_the_bigger(
     tmp_path: Path,
 ) -> None:
-    big = write_raw_fits(tmp_path / "big.fits", PRIMARY, EXTENSIONS)
+    big = write_raw_fits(tmp_path / "big.fits", PRIMARY, EXTENSIONS, datasums=sums_of(EXTENSIONS))
     odd = [
         ([("EXTNAME", f"S{i}", "")], RNG.integers(-(2**31), 2**31 - 1, (7, 13 + i), np.int32))
         for i in range(3)
     ]
-    small = write_raw_fits(tmp_path / "small.fits", PRIMARY, odd)
+    small = write_raw_fits(tmp_path / "small.fits", PRIMARY, odd, datasums=sums_of(odd))
     verify(small.path, odd, small.checksum)  # padding zeroed, not the big file's pixels
     verify(big.path, EXTENSIONS, big.checksum)
 
 
 @given(
-    shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=0, max_size=4),
+    shapes=st.lists(
+        st.tuples(st.integers(1, 40), st.integers(1, 40))
+        | st.tuples(st.integers(100, 200), st.integers(50, 120)),  # past the 32 KB blocks
+        min_size=0,
+        max_size=4,
+    ),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_any_segment_shapes_and_values_are_written_whole_and_verify(
@@ -167,7 +180,9 @@ def test_any_segment_shapes_and_values_are_written_whole_and_verify(
         for i, shape in enumerate(shapes)
     ]
     with tempfile.TemporaryDirectory() as directory:
-        written = write_raw_fits(Path(directory) / "h.fits", PRIMARY, extensions)
+        written = write_raw_fits(
+            Path(directory) / "h.fits", PRIMARY, extensions, datasums=sums_of(extensions)
+        )
         assert written.byte_size == written.path.stat().st_size
         assert written.byte_size % 2880 == 0
         verify(written.path, extensions, written.checksum)
@@ -199,7 +214,7 @@ def test_a_file_system_without_direct_io_gets_the_same_file(
 
     monkeypatch.setattr(os, "open", open_)  # what cscs.camera.files calls
     monkeypatch.setattr(os, "write", write)
-    written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS)
+    written = write_raw_fits(tmp_path / "a.fits", PRIMARY, EXTENSIONS, datasums=sums_of(EXTENSIONS))
     monkeypatch.undo()
     verify(written.path, EXTENSIONS, written.checksum)
     assert [p.name for p in tmp_path.iterdir()] == ["a.fits"]
@@ -220,9 +235,13 @@ def test_a_disk_filling_mid_file_leaves_nothing_and_the_next_file_is_whole(
 
     monkeypatch.setattr(os, "write", fill_after_one_chunk)
     with pytest.raises(OSError, match="No space left"):
-        write_raw_fits(tmp_path / "night" / "a.fits", PRIMARY, EXTENSIONS)
+        write_raw_fits(
+            tmp_path / "night" / "a.fits", PRIMARY, EXTENSIONS, datasums=sums_of(EXTENSIONS)
+        )
     monkeypatch.undo()
     assert calls > 1  # it did fail part-way through, not before the first byte
     assert list((tmp_path / "night").iterdir()) == []  # no file, no temporary
-    written = write_raw_fits(tmp_path / "night" / "a.fits", PRIMARY, EXTENSIONS)
+    written = write_raw_fits(
+        tmp_path / "night" / "a.fits", PRIMARY, EXTENSIONS, datasums=sums_of(EXTENSIONS)
+    )
     verify(written.path, EXTENSIONS, written.checksum)

@@ -420,7 +420,7 @@ class FakeDaq:
 
     async def read_sensor(self, image: str, sensor: str) -> SensorPixels:
         segments = tuple(np.zeros((SEGMENT_ROWS, SEGMENT_COLS), np.int32) for _ in SEGMENTS)
-        return SensorPixels(image, sensor, segments, ())
+        return SensorPixels.trusted(image, sensor, segments)
 
     async def close(self) -> None:
         pass

@@ -33,6 +33,7 @@ from cscs.camera.geometry import (
 )
 from cscs.core.testing import MemoryBroker
 from sim.testkit import observatory
+from tests.support.pixels import sums_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "raw_keywords"
 DOC = Path(__file__).parents[1] / "docs" / "raw-format.md"
@@ -170,7 +171,7 @@ def test_a_detector_assembles_from_its_extensions_keywords_alone(tmp_path: Path)
         cards = [(k, v, "") for k, v in segment_keywords(detector, segment).items()]
         segments.append((cards, raw))
     path = tmp_path / "raw.fits"
-    write_raw_fits(path, [("OBSID", "x", "")], segments)
+    write_raw_fits(path, [("OBSID", "x", "")], segments, datasums=sums_of(segments))
     xs, ys, values = placed_pixels(path, "C")
     # CCD_X runs down the detector's rows, CCD_Y along its columns; the frame starts at 1.
     assert (xs.min(), ys.min(), xs.max(), ys.max()) == (1, 1, CCD_ROWS, CCD_COLS)

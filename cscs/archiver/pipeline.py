@@ -218,8 +218,9 @@ class SensorPipeline:
             async with self._slots:
                 try:
                     if self.dask is None:
-                        pixels = await self.reads.read(image, sensor)
-                        await self._write(store, pixels, header)
+                        write = functools.partial(self._store_file, store, header)
+                        row = await self.reads.read(image, sensor, write)
+                        await self._announce(row, header, replacing=False)
                     else:
                         await self._write_on_dask(self.dask, store, image, sensor, header)
                 except (ReadFailedError, ExecutorLostError) as exc:
@@ -267,9 +268,16 @@ class SensorPipeline:
     ) -> None:
         """Write and record the file here, and say so (``replacing``: a file completed
         with its header)."""
-        provenance = Provenance(self.daq_endpoint, self._version)
-        row = await asyncio.to_thread(store.write, pixels, header, provenance)
+        row = await self._store_file(store, header, pixels)
         await self._announce(row, header, replacing=replacing)
+
+    async def _store_file(
+        self, store: ArchiveStore, header: Header | None, pixels: SensorPixels
+    ) -> ArchivedFile:
+        """The file written (its pixels checked against their sums in the same pass:
+        ChecksumMismatchError, nothing written) and recorded here."""
+        provenance = Provenance(self.daq_endpoint, self._version)
+        return await asyncio.to_thread(store.write, pixels, header, provenance)
 
     async def _write_on_dask(
         self, dask: DaskArchiving, store: ArchiveStore, image: str, sensor: str,

@@ -1,12 +1,18 @@
 """Reading one sensor from the DAQ the way the archiver needs it: retried when the
 failure may pass, given up on at once when it cannot, and the DAQ's absence timed.
 
-A stall, a corrupt frame or no answer at all may pass, so the read is tried again, up
+A stall, a corrupt segment or no answer at all may pass, so the read is tried again, up
 to ``attempts`` times, with jittered back-off; an image the DAQ no longer holds, or a
 sensor that was never read out, will not come back, so the first such answer is final.
 When the DAQ has not answered at all for longer than ``fault_after`` seconds,
 ``on_unreachable`` is told (the archiver goes to FAULT): one silent image is a blip,
 a minute of silence is an outage the night staff must see.
+
+A read is not over when the pixels have arrived: they are checked against the data sums
+the DAQ sent in the pass that uses them (the raw writer's, ADR 0041), so the use is part
+of the attempt, and a segment that does not sum to its ``DATASUM`` there
+(:class:`~cscs.daq.errors.ChecksumMismatchError`) fails the attempt as a corrupt frame
+on arrival would: before anything is written, and the sensor read again.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from structlog.typing import FilteringBoundLogger
 
@@ -23,6 +30,8 @@ from cscs.daq.errors import DaqError, DaqUnavailableError
 from cscs.daq.reader import DaqReader, SensorPixels
 
 __all__ = ["DaqOpener", "DaqReads", "ReadFailedError", "open_daq_client"]
+
+T = TypeVar("T")
 
 #: Opens a reader of the DAQ at a URL with the given (answer, stall) timeouts.
 DaqOpener = Callable[[str, float, float], Awaitable[DaqReader]]
@@ -67,8 +76,9 @@ class DaqReads:
         self._clock = clock
         self._down_since: float | None = None
 
-    async def read(self, image: str, sensor: str) -> SensorPixels:
-        """The sensor's pixels, verified; ReadFailedError after the last attempt."""
+    async def read(self, image: str, sensor: str, use: Callable[[SensorPixels], Awaitable[T]]) -> T:
+        """What ``use`` makes of the sensor's pixels (it verifies them:
+        :class:`~cscs.daq.reader.SensorPixels`); ReadFailedError after the last attempt."""
         backoff = Backoff(initial=0.2, maximum=5.0)
         failure, unreachable = "", False
         for attempt in range(1, self.attempts + 1):
@@ -78,6 +88,10 @@ class DaqReads:
             else:
                 try:
                     pixels = await self.daq.read_sensor(image, sensor)
+                    try:
+                        return_value = await use(pixels)
+                    finally:
+                        del pixels  # not kept through the back-off
                 except DaqUnavailableError as exc:
                     failure, unreachable = str(exc), True
                     self.unreachable(failure)
@@ -88,7 +102,7 @@ class DaqReads:
                         break
                 else:
                     self.reachable()
-                    return pixels
+                    return return_value
             retrying = attempt < self.attempts
             what = "DAQ read failed; retrying" if retrying else "DAQ read failed"
             self._log.warning(what, image=image, sensor=sensor, attempt=attempt, error=failure)

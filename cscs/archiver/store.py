@@ -35,12 +35,13 @@ from cscs.archiver.writer import (
     check_names,
     remove_partials_of,
 )
-from cscs.camera.checksum import Algorithm
+from cscs.camera.checksum import Algorithm, check_algorithm
 from cscs.camera.compressing import CompressionWorkers
 from cscs.camera.files import final_name, publish
 from cscs.camera.fits import WrittenFile, write_raw_fits
 from cscs.camera.geometry import SEGMENTS, Camera
 from cscs.camera.naming import ImageName
+from cscs.camera.verify import verify_raw_file
 from cscs.catalog import ArchivedFile, Catalog, Observation, sqlite_url
 from cscs.core.tai import current_tai
 from cscs.daq.reader import SensorPixels
@@ -255,9 +256,15 @@ class ArchiveStore:
         """The pixels of a file archived here (to rewrite it with its header)."""
         from astropy.io import fits
 
-        with fits.open(row.path, checksum=True) as hdus:
+        # Vouched for by the file itself: its size and checksum as catalogued, and its
+        # FITS checksums; OSError naming what is wrong otherwise (it is not rewritten).
+        algorithm = check_algorithm(row.checksum_algorithm)
+        problems = verify_raw_file(Path(row.path), row.byte_size, row.checksum, algorithm)
+        if problems:
+            raise OSError(f"not rewritten: {'; '.join(problems)}")
+        with fits.open(row.path) as hdus:
             segments = tuple(hdus[s.name].data.astype("=i4") for s in SEGMENTS)
-        return SensorPixels(row.image_name, row.sensor, segments, ())
+        return SensorPixels.trusted(row.image_name, row.sensor, segments)
 
 
 class _Counter:

@@ -34,7 +34,7 @@ from cscs.camera.checksum import Algorithm
 from cscs.camera.fits import WrittenFile
 from cscs.camera.geometry import camera_for_index
 from cscs.cluster.identity import worker_name
-from cscs.daq.reader import DaqReader
+from cscs.daq.reader import DaqReader, SensorPixels
 
 __all__ = ["SensorJob", "SensorOutcome", "archive_sensor", "header_for"]
 
@@ -107,19 +107,21 @@ async def archive_sensor(job: SensorJob) -> SensorOutcome:
         reads.daq = await _reader(job)
     except Exception as exc:  # an address the worker cannot open: nothing will pass
         return SensorOutcome(None, f"cannot read from the DAQ at {job.daq_url}: {exc}", "read")
-    try:
-        pixels = await reads.read(job.image, job.sensor)
-    except ReadFailedError as exc:
-        return SensorOutcome(None, str(exc), "unreachable" if exc.unreachable else "read")
     files = ArchiveFiles(
         Path(job.archive_root), camera_for_index(job.camera_index),
         compression=job.compression, checksum=job.checksum, min_free_bytes=job.min_free_bytes,
     )  # fmt: skip
+
+    async def write(pixels: SensorPixels) -> WrittenFile:
+        # Named by the archiver once the catalog has its row (ADR 0040): not here. The
+        # pixels are checked against the DAQ's sums in the write's own pass (a corrupt
+        # segment is read again, as on the archiver's own path: ADR 0041).
+        return await asyncio.to_thread(files.write, pixels, job.header, publish=False)
+
     try:
-        # Named by the archiver once the catalog has its row (ADR 0040): not here.
-        written = await asyncio.to_thread(files.write, pixels, job.header, publish=False)
+        written = await reads.read(job.image, job.sensor, write)
+    except ReadFailedError as exc:
+        return SensorOutcome(None, str(exc), "unreachable" if exc.unreachable else "read")
     except ArchiveUnwritableError as exc:
         return SensorOutcome(None, str(exc), "unwritable")
-    finally:
-        del pixels  # a worker keeps no pixels between tasks
-    return SensorOutcome(written)
+    return SensorOutcome(written)  # a worker keeps no pixels between tasks

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from cscs.archiver.headers import Header
 from cscs.camera.checksum import Algorithm
+from cscs.camera.datasums import DataSumMismatchError
 from cscs.camera.files import path_under
 from cscs.camera.fits import BLOCK, Card, WrittenFile, write_raw_fits
 from cscs.camera.focal_plane import segment_keywords
@@ -100,7 +101,9 @@ class ArchiveFiles:
         """The detector's file, whole under its final name (or, without ``publish``,
         whole and synced under the temporary name ``WrittenFile.temporary``, for the
         archive store to name once the catalog has it); ArchiveUnwritableError naming
-        the cause when the archive cannot take it (nothing partial is left)."""
+        the cause when the archive cannot take it (nothing partial is left), and the
+        DAQ's ChecksumMismatchError, before anything is written, when a segment does not
+        sum to the ``DATASUM`` the DAQ sent with it (ADR 0041)."""
         image, sensor = pixels.image, pixels.sensor
         path = self.path(image, sensor)
         free = self.free_bytes()
@@ -117,10 +120,13 @@ class ArchiveFiles:
                 path,
                 _file_cards(path) + self.primary_cards(image, sensor, header),
                 list(zip(extensions, segments, strict=True)),
+                datasums=pixels.datasums,
                 compression=self.compression,
                 checksum=self.checksum,
                 publish=publish,
             )
+        except DataSumMismatchError as exc:
+            raise pixels.mismatch(exc) from None
         except OSError as exc:
             why = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
             raise ArchiveUnwritableError(

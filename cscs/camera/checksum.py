@@ -15,11 +15,19 @@ from typing import Final, Literal
 
 from zlib_ng import zlib_ng
 
-__all__ = ["ALGORITHMS", "Algorithm", "buffer_checksum", "check_algorithm", "file_checksum"]
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "adler32_combine",
+    "buffer_checksum",
+    "check_algorithm",
+    "file_checksum",
+]
 
 Algorithm = Literal["adler32", "md5"]
 ALGORITHMS: Final[tuple[Algorithm, ...]] = ("adler32", "md5")
 _CHUNK = 16 * 2**20  # bytes read at a time from a file: large reads, bounded memory
+_ADLER_BASE = 65521  # the largest prime below 2**16
 
 
 def check_algorithm(name: str) -> Algorithm:
@@ -49,3 +57,17 @@ def file_checksum(algorithm: Algorithm, path: Path) -> str:
         while count := stream.readinto(buffer):
             value = zlib_ng.adler32(view[:count], value)
         return f"{value:08x}"
+
+
+def adler32_combine(first: int, second: int, second_length: int) -> int:
+    """The Adler-32 of two byte strings one after the other, from each one's Adler-32 and
+    the second's length: how the raw writer puts together a file's checksum from its
+    headers' and its segments' (summed in the one pass, ADR 0041) without a pass of its
+    own. s1 of the whole is s1 of each added (less the 1 each starts from); s2 adds the
+    second's s2 and ``second_length`` times the first's s1 (less the second's start)."""
+    length = second_length % _ADLER_BASE
+    s1_first, s2_first = first & 0xFFFF, first >> 16
+    s1_second, s2_second = second & 0xFFFF, second >> 16
+    s1 = (s1_first + s1_second - 1) % _ADLER_BASE
+    s2 = (s2_first + s2_second + length * s1_first - length) % _ADLER_BASE
+    return s1 | (s2 << 16)

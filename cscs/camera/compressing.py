@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cscs.camera.checksum import Algorithm
+from cscs.camera.datasums import verify_segments
 from cscs.camera.fits import Card, WrittenFile, commit, temporary_name, write_unsynced
 
 __all__ = ["CompressionWorkerError", "CompressionWorkers"]
@@ -82,13 +83,17 @@ class CompressionWorkers:
         primary: Sequence[Card],
         extensions: Sequence[Segment],
         *,
+        datasums: Sequence[int],
         compression: str,
         checksum: Algorithm,
         publish: bool = True,
     ) -> WrittenFile:
         """Write ``path`` as :func:`~cscs.camera.fits.write_with_fitsio` would, in a
-        worker. OSError as the writer raised it; CompressionWorkerError if the worker
-        died."""
+        worker, once the pixels are checked against ``datasums`` (as
+        :func:`~cscs.camera.fits.write_raw_fits` checks them: DataSumMismatchError, and
+        nothing written). OSError as the writer raised it; CompressionWorkerError if the
+        worker died."""
+        verify_segments([pixels for _, pixels in extensions], datasums)
         size = sum(pixels.nbytes for _, pixels in extensions)
         temporary = temporary_name(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,13 @@ once, writes it big-endian into its place in the file and adds it to its segment
 ``DATASUM`` (the ones'-complement sum of the same 32-bit values, whatever their byte
 order), for all the segments of a file in one call; the file is laid
 out whole in a reused page-aligned buffer and written from it with direct I/O
-(:func:`~cscs.camera.files.write_buffer_atomically`), and its checksum (Adler-32 by
-default, :mod:`cscs.camera.checksum`) is taken from that
-buffer while the disk writes it. Cards are formatted by astropy (``Header``), whose
-reader verifies the result in the tests. Tile compression (``RICE_1``) goes through
-``fitsio`` (cfitsio), which does it well; that path lets cfitsio write the checksums.
+(:func:`~cscs.camera.files.write_buffer_atomically`). Its checksum (Adler-32 by
+default, :mod:`cscs.camera.checksum`) is put together from the headers' and from each
+segment's, which the same pass takes block by block while the block is in cache (ADR
+0041); MD5 is taken from the buffer while the disk writes it. Cards are formatted by
+astropy (``Header``), whose reader verifies the result in the tests. Tile compression
+(``RICE_1``) goes through ``fitsio`` (cfitsio), which does it well; that path lets
+cfitsio write the checksums.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import mmap
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,9 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
-from cscs.camera._fitsdata import lay_out
-from cscs.camera.checksum import Algorithm, buffer_checksum, file_checksum
+from cscs.camera._fitsdata import adler32, lay_out
+from cscs.camera.checksum import Algorithm, adler32_combine, buffer_checksum, file_checksum
+from cscs.camera.datasums import check_datasums, verify_segments
 from cscs.camera.files import (
     direct_length,
     temporary_name,
@@ -237,14 +240,21 @@ def write_raw_fits(
     primary: Sequence[Card],
     extensions: Sequence[tuple[Sequence[Card], npt.NDArray[np.int32]]],
     *,
+    datasums: Sequence[int],
     compression: str = "",
     checksum: Algorithm = "adler32",
     publish: bool = True,
 ) -> WrittenFile:
     """Write a raw file atomically: it appears at ``path`` only when complete. Without
     ``publish``, it is left whole and synced under a temporary name beside ``path``
-    (:attr:`WrittenFile.temporary`) for the caller to rename."""
+    (:attr:`WrittenFile.temporary`) for the caller to rename.
+
+    ``datasums``: what each segment's ``DATASUM`` must be, as its source said (the DAQ
+    sends them, ADR 0041). They are compared with the sums of the pixels as laid out,
+    before any byte reaches the disk: DataSumMismatchError, and no file, if one differs.
+    Required, so that no raw file is written from pixels nobody vouched for."""
     if compression:
+        verify_segments([pixels for _, pixels in extensions], datasums)
         return write_with_fitsio(
             path, primary, extensions, compression=compression, checksum=checksum,
             publish=publish,
@@ -269,14 +279,26 @@ def write_raw_fits(
         segments.append(np.ascontiguousarray(pixels))
         position += _padded(pixels.nbytes)
     size = position
+    fused = checksum == "adler32"  # MD5 cannot be put together from parts: its own pass
     with _STAGING.lease(direct_length(size)) as staging:
-        sums = lay_out(staging, offsets, segments)
+        sums, adlers = lay_out(staging, offsets, segments, fused)
+        check_datasums(sums, datasums)  # corrupted on the way: nothing written
         staging[: len(primary_header)] = primary_header
-        for template, offset, data_sum in zip(templates, offsets, sums, strict=True):
+        file_adler = adler32(primary_header)
+        for i, (template, offset, data_sum) in enumerate(
+            zip(templates, offsets, sums, strict=True)
+        ):
             header = _finish_header(template, data_sum)
             staging[offset - len(header) : offset] = header
+            if fused:  # the file's Adler-32: headers here, segments from the one pass
+                file_adler = adler32(header, file_adler)
+                file_adler = adler32_combine(file_adler, adlers[i], _padded(segments[i].nbytes))
         view = memoryview(staging)
-        summing = _HASHERS.submit(buffer_checksum, checksum, view[:size])
+        summing = (
+            _done(f"{file_adler:08x}")
+            if fused
+            else _HASHERS.submit(buffer_checksum, checksum, view[:size])
+        )
         temporary = None if publish else temporary_name(path)
         try:
             if temporary is None:
@@ -292,6 +314,12 @@ def write_raw_fits(
             digest = summing.result()  # the buffer is not handed back while being summed
             view.release()
     return WrittenFile(path, size, digest, checksum, temporary)
+
+
+def _done(value: str) -> Future[str]:
+    future: Future[str] = Future()
+    future.set_result(value)
+    return future
 
 
 def _padded(nbytes: int) -> int:

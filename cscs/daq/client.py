@@ -1,9 +1,12 @@
 """The DAQ client library: what the archiver uses to list images and read pixels.
 
-Every read is verified: each segment's checksum is checked on arrival, the stream must
-deliver all 16 segments without stalling, and every failure raises a
+Every read is checked: the stream must deliver all 16 segments, of the announced layout,
+without stalling, with 16 well-formed data sums, and every failure raises a
 :class:`~cscs.daq.errors.DaqError` naming the image, the sensor and the cause. Pixels
-arrive as read-only numpy views on ZeroMQ's receive buffers: no copy is made.
+arrive as read-only numpy views on ZeroMQ's receive buffers: no copy is made, and no
+pass over them here. Each segment's sum (its FITS ``DATASUM``, ADR 0041) travels with
+it in :class:`~cscs.daq.reader.SensorPixels`, to be checked in the pass that uses the
+pixels: the raw writer's, or :meth:`~cscs.daq.reader.SensorPixels.verify`.
 
 What a DAQ sends is bounded before it is kept (:mod:`~cscs.daq.replies`): no frame over
 :data:`~cscs.daq.replies.MAX_FRAME_BYTES` is taken off the connection, a large header is
@@ -21,21 +24,21 @@ from typing import Any
 
 import numpy as np
 import structlog
-import xxhash
 import zmq
 import zmq.asyncio
 
+from cscs.camera.datasums import MAX_DATASUM
 from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_NAMES, SEGMENT_ROWS
 from cscs.camera.memory import release_freed_memory
 from cscs.core.logs import Throttle
 from cscs.daq.errors import (
-    ChecksumMismatchError,
     DaqError,
     DaqUnavailableError,
     StreamStalledError,
     error_for_code,
 )
 from cscs.daq.protocol import (
+    CHECKSUM,
     MAGIC,
     MAX_READS_PER_CLIENT,
     encode,
@@ -179,7 +182,7 @@ class DaqClient:
         )  # fmt: skip
 
     async def read_sensor(self, image: str, sensor: str) -> SensorPixels:
-        """All 16 segments of one detector, each checked against its checksum."""
+        """All 16 segments of one detector, and the data sums the DAQ sent for them."""
         async with self._read_slots:
             return await self._read_sensor(image, sensor)
 
@@ -202,7 +205,7 @@ class DaqClient:
                     f"got {len(frames)} with {header}",
                     code="protocol",
                 )
-            return self._verified(image, sensor, begin["checksums"], frames)
+            return self._pixels(image, sensor, begin["checksums"], frames)
         except BaseException:
             if self._socket is not None:
                 with contextlib.suppress(zmq.ZMQError):
@@ -212,18 +215,11 @@ class DaqClient:
             self._pending.pop(request_id, None)
 
     @staticmethod
-    def _verified(
-        image: str, sensor: str, expected: list[str], frames: list[zmq.Frame]
+    def _pixels(
+        image: str, sensor: str, datasums: list[int], frames: list[zmq.Frame]
     ) -> SensorPixels:
         segments: list[Pixels] = []
-        for name, want, frame in zip(SEGMENT_NAMES, expected, frames, strict=True):
-            got = xxhash.xxh3_64_hexdigest(frame.buffer)
-            if got != want:
-                raise ChecksumMismatchError(
-                    image,
-                    sensor,
-                    f"segment {name} is corrupt: checksum {got} != {want} sent by the DAQ",
-                )
+        for name, frame in zip(SEGMENT_NAMES, frames, strict=True):
             pixels = np.frombuffer(frame.buffer, dtype=_EXPECTED_DTYPE)
             if pixels.size != SEGMENT_ROWS * SEGMENT_COLS:
                 raise DaqError(
@@ -233,9 +229,9 @@ class DaqClient:
                     f"expected {SEGMENT_ROWS * SEGMENT_COLS}",
                     code="protocol",
                 )
-            pixels.flags.writeable = False  # what was verified stays what was verified
+            pixels.flags.writeable = False  # what is verified stays what was verified
             segments.append(pixels.reshape(SEGMENT_ROWS, SEGMENT_COLS))
-        return SensorPixels(image, sensor, tuple(segments), tuple(expected))
+        return SensorPixels(image, sensor, tuple(segments), tuple(datasums))
 
     # ---- plumbing --------------------------------------------------------------------
 
@@ -325,6 +321,15 @@ class DaqClient:
         expected = (list(SEGMENT_NAMES), _EXPECTED_DTYPE.str, [SEGMENT_ROWS, SEGMENT_COLS])
         if layout != expected:
             raise DaqError(image, sensor, f"unexpected layout {layout}", code="protocol")
+        sums = begin.get("checksums")
+        if begin.get("checksum") != CHECKSUM or not _are_datasums(sums):
+            shown = repr(begin.get("checksum"))[:40]
+            raise DaqError(
+                image, sensor,
+                f"expected checksum {CHECKSUM!r} and {len(SEGMENT_NAMES)} integer sums in "
+                f"0..{MAX_DATASUM}, got {shown} and {repr(sums)[:80]}",
+                code="protocol",
+            )  # fmt: skip
 
     async def _receive(self) -> None:
         assert self._socket is not None
@@ -345,6 +350,15 @@ class DaqClient:
                                               code=code, message=message)  # fmt: skip
                 continue  # a late reply to a request that timed out or was cancelled
             queue.put_nowait(_Reply(body, reply[2:]))
+
+
+def _are_datasums(sums: object) -> bool:
+    """16 data sums, each a JSON integer (not a boolean, not a float) of 32 bits."""
+    return (
+        isinstance(sums, list)
+        and len(sums) == len(SEGMENT_NAMES)
+        and all(type(v) is int and 0 <= v <= MAX_DATASUM for v in sums)
+    )
 
 
 async def _parse_header(reply: list[zmq.Frame]) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 Written down for people in ``docs/daq-protocol.md``. In short: a client's DEALER sends
 ``[MAGIC, request-json]``; the server's ROUTER answers ``[MAGIC, reply-json, *data]``.
-A ``read`` is answered by a ``begin`` reply (layout and the 16 per-segment checksums),
-then one ``data`` message whose 16 frames are the segments' pixels, sent zero-copy from
-the DAQ's buffer. Flow control is by reads in flight: a client may have at most
+A ``read`` is answered by a ``begin`` reply (layout and the 16 per-segment data sums,
+:data:`CHECKSUM`), then one ``data`` message whose 16 frames are the segments' pixels,
+sent zero-copy from the DAQ's buffer. Flow control is by reads in flight: a client may have at most
 :data:`MAX_READS_PER_CLIENT` replies not yet taken off the server's socket; beyond that it
 is told ``busy``, so a slow reader cannot make the server queue more (the server has
 limits of its own besides, overall; the protocol document lists them).
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "CHECKSUM",
     "MAGIC",
     "MAX_NESTING",
     "MAX_READS_PER_CLIENT",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 MAGIC = b"DAQ1"
+#: The per-segment check a ``begin`` announces: each segment's FITS ``DATASUM`` (the
+#: 32-bit ones'-complement sum of its native words), a JSON integer (ADR 0041).
+CHECKSUM = "datasum32"
 MAX_REQUEST_BYTES = 4096
 MAX_READS_PER_CLIENT = 8  # concurrent reads one connection may have open
 MAX_NESTING = 8  # brackets a request may open: a valid one opens exactly one

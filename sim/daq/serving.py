@@ -28,6 +28,7 @@ import zmq.asyncio
 from cscs.camera.geometry import SEGMENT_COLS, SEGMENT_ROWS, SEGMENTS
 from cscs.daq.errors import DaqError
 from cscs.daq.protocol import (
+    CHECKSUM,
     MAGIC,
     Read,
     Request,
@@ -215,8 +216,8 @@ class Serving:
                 "segments": [s.name for s in SEGMENTS],
                 "dtype": np.dtype(np.int32).newbyteorder("<").str,
                 "shape": [SEGMENT_ROWS, SEGMENT_COLS],
-                "checksum": "xxh3_64",
-                "checksums": list(data.checksums),
+                "checksum": CHECKSUM,
+                "checksums": list(data.datasums),
             }
             if not await self._send(peer, [MAGIC, encode(begin)]):
                 return  # gone, or not reading: the pixels would be dropped too

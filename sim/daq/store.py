@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import xxhash
 
+from cscs.camera.datasums import segment_datasums
 from cscs.camera.geometry import SEGMENT_BYTES, SEGMENTS
 from cscs.daq.errors import (
     DaqError,
@@ -42,17 +42,13 @@ Pixels = npt.NDArray[np.int32]
 _REMEMBER_EVICTED = 10_000
 
 
-def frame_checksum(frame: Pixels) -> str:
-    """The per-frame checksum of the DAQ protocol (XXH3-64, hex)."""
-    return xxhash.xxh3_64_hexdigest(frame.data)
-
-
 @dataclass(frozen=True)
 class SensorData:
-    """One detector's 16 raw segments and their checksums, computed once when stored."""
+    """One detector's 16 raw segments and their data sums (each segment's FITS
+    ``DATASUM``, the DAQ protocol's check: ADR 0041), computed once when stored."""
 
     segments: tuple[Pixels, ...]
-    checksums: tuple[str, ...]
+    datasums: tuple[int, ...]
 
     @classmethod
     def from_segments(cls, segments: Sequence[Pixels]) -> SensorData:
@@ -60,7 +56,7 @@ class SensorData:
             raise ValueError(f"a sensor has {len(SEGMENTS)} segments, got {len(segments)}")
         for array in segments:
             array.flags.writeable = False
-        return cls(tuple(segments), tuple(frame_checksum(a) for a in segments))
+        return cls(tuple(segments), segment_datasums(segments))
 
     @property
     def nbytes(self) -> int:

@@ -80,7 +80,7 @@ def simulated_archive(
             header = _header(root / "headers", image, exposure, camera, sensors)
             for sensor in sensors:
                 segments = synthesize_sensor(model, scene, camera.detector(sensor))
-                pixels = SensorPixels(image, sensor, tuple(segments), ())
+                pixels = SensorPixels.trusted(image, sensor, segments)
                 rows.append(store.write(pixels, header, Provenance("simulated", "test")))
     finally:
         store.close()
