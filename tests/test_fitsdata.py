@@ -9,13 +9,12 @@ import zlib
 
 import numpy as np
 import pytest
-from astropy.io import fits
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cscs.camera._fitsdata import adler32, lay_out
 from cscs.camera.checksum import adler32_combine
-from cscs.camera.fits import Card, _string_card, _template, _typed_template, datasum
+from cscs.camera.fits_header import datasum
 
 BLOCK = 2880
 
@@ -109,48 +108,3 @@ def test_a_read_only_buffer_or_a_strided_segment_is_refused() -> None:
         lay_out(bytearray(BLOCK), [0], [np.zeros((4, 4), np.int32)[:, 1]])
     with pytest.raises(ValueError, match="as many offsets"):
         lay_out(bytearray(BLOCK), [0, 0], [np.zeros(4, np.int32)])
-
-
-@pytest.mark.parametrize("width", range(1, 17))
-def test_the_sum_cards_are_astropys_own(width: int) -> None:
-    """DATASUM and CHECKSUM are put into a card astropy formatted once per width: the
-    same 80 bytes as astropy's for the value itself."""
-    value = "7" * width
-    for keyword, comment in (("DATASUM", "data unit checksum"), ("CHECKSUM", "HDU checksum")):
-        assert (
-            _string_card(keyword, value, comment)
-            == fits.Card(keyword, value, comment).image.encode()
-        )
-
-
-def _astropys_template(cards: list[Card]) -> bytes:
-    """A header as astropy makes it from scratch, every card formatted anew."""
-    header = fits.Header()
-    for keyword, value, comment in cards:
-        header.append(fits.Card(keyword, fits.card.UNDEFINED if value is None else value, comment))
-    header["CHECKSUM"] = ("0" * 16, "HDU checksum")
-    header["DATASUM"] = ("0", "data unit checksum")
-    text: str = header.tostring(padding=True)
-    return text.encode("ascii")
-
-
-_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=90)
-_VALUED = st.tuples(
-    st.sampled_from(["OBSID", "EXPTIME", "FLAG", "TEMP", "HIERARCH LONG KEY NAME"]),
-    st.one_of(st.booleans(), st.integers(-2, 2), st.sampled_from([0.0, -0.0, 1.0, 1]),
-              st.floats(allow_nan=False, allow_infinity=False), _TEXT, st.none()),
-    st.sampled_from(["", "a comment", "x" * 70]),
-)  # fmt: skip
-_COMMENTARY = st.tuples(st.sampled_from(["COMMENT", "HISTORY", ""]), _TEXT, st.just(""))
-
-
-@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")  # truncated comments
-@given(st.lists(st.one_of(_VALUED, _COMMENTARY), max_size=12))
-def test_headers_of_cards_formatted_once_are_astropys_own(cards: list[Card]) -> None:
-    """Cards formatted once and reused (True beside 1, 0.0 beside -0.0, commentary
-    cards that astropy places after the others): the same header bytes as astropy
-    makes from scratch, the first time and from the cache."""
-    expected = _astropys_template(cards)
-    assert _template(cards)[0] == expected
-    _typed_template.cache_clear()
-    assert _template(cards)[0] == expected  # its cards now from _formatted's cache

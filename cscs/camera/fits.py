@@ -13,8 +13,9 @@ out whole in a reused page-aligned buffer and written from it with direct I/O
 (:func:`~cscs.camera.files.write_buffer_atomically`). Its checksum (Adler-32 by
 default, :mod:`cscs.camera.checksum`) is put together from the headers' and from each
 segment's, which the same pass takes block by block while the block is in cache (ADR
-0041); MD5 is taken from the buffer while the disk writes it. Cards are formatted by
-astropy (``Header``), whose reader verifies the result in the tests. Tile compression
+0041); MD5 is taken from the buffer while the disk writes it. The header blocks come
+from :mod:`~cscs.camera.fits_header` (cards formatted by astropy, each once; astropy's
+reader verifies the result in the tests). Tile compression
 (``RICE_1``) goes through ``fitsio`` (cfitsio), which does it well; that path lets
 cfitsio write the checksums.
 """
@@ -22,12 +23,11 @@ cfitsio write the checksums.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import mmap
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from astropy.io import fits
 
 from cscs.camera._fitsdata import adler32, lay_out
 from cscs.camera.checksum import Algorithm, adler32_combine, buffer_checksum, file_checksum
@@ -46,6 +45,7 @@ from cscs.camera.files import (
     write_buffer_atomically,
     write_buffer_durably,
 )
+from cscs.camera.fits_header import BLOCK, Card, datasum, encode_checksum, template
 
 __all__ = [
     "BLOCK",
@@ -60,10 +60,6 @@ __all__ = [
     "write_with_fitsio",
 ]
 
-BLOCK = 2880
-Card = tuple[str, Any, str]  # keyword, value (None: undefined), comment
-_EXCLUDE = {*range(0x3A, 0x41), *range(0x5B, 0x61)}
-
 
 @dataclass(frozen=True)
 class WrittenFile:
@@ -74,151 +70,6 @@ class WrittenFile:
     temporary: Path | None = None
     """Where the bytes are, whole and synced, while not yet under ``path`` (written with
     ``publish=False``: the archive store names it once its catalog has the row)."""
-
-
-def _fold(total: int) -> int:
-    """End-around carry: a 64-bit sum of 32-bit words to a 32-bit ones'-complement sum."""
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
-
-
-def datasum(words: npt.NDArray[Any]) -> int:
-    """Ones'-complement sum of 32-bit words given as native ``uint32`` values."""
-    return _fold(int(np.add.reduce(words.reshape(-1), dtype=np.uint64)))
-
-
-def _bytes_sum(data: bytes) -> int:
-    return datasum(np.frombuffer(data, dtype=">u4").astype(np.uint32))
-
-
-def _add(a: int, b: int) -> int:
-    return _fold(a + b)
-
-
-def _byte_characters(byte: int) -> tuple[int, int, int, int]:
-    """The four characters one byte of a checksum contributes (FITS checksum convention:
-    each byte spread over four printable characters, none of them punctuation)."""
-    quotient, remainder = byte // 4 + 0x30, byte % 4
-    ch = [quotient + remainder, quotient, quotient, quotient]
-    changed = True
-    while changed:
-        changed = False
-        for j in (0, 2):
-            while ch[j] in _EXCLUDE or ch[j + 1] in _EXCLUDE:
-                ch[j] += 1
-                ch[j + 1] -= 1
-                changed = True
-    return ch[0], ch[1], ch[2], ch[3]
-
-
-# Each byte's characters depend on that byte alone: a table, not a loop per file.
-_CHARACTERS = tuple(_byte_characters(byte) for byte in range(256))
-
-
-def encode_checksum(value: int) -> str:
-    """The 16-character ASCII encoding of a 32-bit checksum (FITS checksum convention)."""
-    characters = [0] * 16
-    for i in range(4):
-        ch = _CHARACTERS[(value >> (24 - 8 * i)) & 0xFF]
-        for j in range(4):
-            characters[4 * j + i] = ch[j]
-    return bytes(characters[15:] + characters[:15]).decode("ascii")
-
-
-def _template(cards: Iterable[Card]) -> tuple[bytes, int, int]:
-    """:func:`_typed_template`, of cards told apart by kind (``True`` is not ``1``)."""
-    return _typed_template(tuple((k, v, c, _kind(v)) for k, v, c in cards))
-
-
-@functools.lru_cache(maxsize=4096)  # LSSTCam: 189 detectors x 16 segments
-def _typed_template(cards: tuple[tuple[str, Any, str, object], ...]) -> tuple[bytes, int, int]:
-    """Header bytes with zeroed CHECKSUM and DATASUM, and the offsets of those two cards.
-
-    Formatting cards with astropy costs ~1 ms per HDU; extension headers repeat from
-    file to file, so each distinct one is formatted once and only the two sums change
-    (:func:`_finish_header`). A primary header differs in every file (its name, its
-    time), but most of its cards do not: each card is formatted once too
-    (:func:`_formatted`), and astropy's ``Header`` only places them.
-    """
-    header = fits.Header()
-    for keyword, value, comment, kind in cards:
-        if keyword in _SUM_KEYWORDS:  # set below, in the header's own card
-            header.append(fits.Card(keyword, value, comment))
-        else:
-            header.append(_formatted(keyword, value, comment, kind))
-    header["CHECKSUM"] = ("0" * 16, "HDU checksum")
-    header["DATASUM"] = ("0", "data unit checksum")
-    text = header.tostring(padding=True).encode("ascii")
-    return text, _card_offset(text, "CHECKSUM"), _card_offset(text, "DATASUM")
-
-
-_SUM_KEYWORDS = ("CHECKSUM", "DATASUM")
-
-
-def _kind(value: Any) -> object:
-    """What tells apart values a cache would take for equal but astropy formats
-    differently: ``True`` and ``1``, ``0.0`` and ``-0.0``."""
-    return (float, repr(value)) if isinstance(value, float) else type(value)
-
-
-@functools.lru_cache(maxsize=16384)  # LSSTCam: ~100 primary cards, 189 x ~40 detector cards
-def _formatted(keyword: str, value: Any, comment: str, kind: object) -> fits.Card:
-    """A card, its image formatted once: the same keyword, value and comment recur in the
-    header of every sensor of an image, and of every image (``kind``: :func:`_kind`).
-    Never changed once made (the two sums, the only cards a header changes, are never
-    taken from here)."""
-    card = fits.Card(keyword, value if value is not None else fits.card.UNDEFINED, comment)
-    card.image  # noqa: B018  formatted (and verified) now, once
-    return card
-
-
-def _card_offset(text: bytes, keyword: str) -> int:
-    """Where ``keyword``'s card starts: searched card by card (every 80 bytes), never in
-    the text at large, where a value such as a target name could contain it."""
-    key = f"{keyword:<8}=".encode()
-    for offset in range(0, len(text), 80):
-        if text[offset : offset + 9] == key:
-            return offset
-    raise ValueError(f"no {keyword} card in the header")
-
-
-def _card(keyword: str, value: str, comment: str) -> bytes:
-    image: str = fits.Card(keyword, value, comment).image
-    return image.encode("ascii")
-
-
-@functools.lru_cache(maxsize=16)
-def _sum_card(keyword: str, width: int, comment: str) -> tuple[bytes, int]:
-    """A string card for a value of ``width`` characters, as astropy formats it, and where
-    its value starts: the sums change per HDU, their cards' layout does not."""
-    placeholder = "#" * width
-    image = _card(keyword, placeholder, comment)
-    return image, image.index(placeholder.encode())
-
-
-def _string_card(keyword: str, value: str, comment: str) -> bytes:
-    card, at = _sum_card(keyword, len(value), comment)
-    return card[:at] + value.encode("ascii") + card[at + len(value) :]
-
-
-def _header_bytes(cards: Iterable[Card], data_sum: int | None) -> bytes:
-    """The header block(s), with DATASUM and a CHECKSUM that makes the HDU sum -0."""
-    return _finish_header(_template(cards), data_sum or 0)
-
-
-def _finish_header(template: tuple[bytes, int, int], data_sum: int) -> bytes:
-    """A template's header with its DATASUM, and the CHECKSUM that makes the HDU's
-    ones'-complement sum -0 (its data's sum being ``data_sum``)."""
-    text, checksum_at, datasum_at = template
-    header = bytearray(text)
-    header[datasum_at : datasum_at + 80] = _string_card(
-        "DATASUM", str(data_sum), "data unit checksum"
-    )
-    total = _add(_bytes_sum(bytes(header)), data_sum)
-    checksum = encode_checksum(~total & 0xFFFFFFFF)
-    header[checksum_at : checksum_at + 80] = _string_card("CHECKSUM", checksum, "HDU checksum")
-    return bytes(header)
 
 
 def _image_cards(shape: tuple[int, ...], extra: Sequence[Card]) -> list[Card]:
@@ -259,11 +110,11 @@ def write_raw_fits(
             path, primary, extensions, compression=compression, checksum=checksum,
             publish=publish,
         )  # fmt: skip
-    primary_header = _header_bytes(
+    primary_header = template(
         [("SIMPLE", True, "conforms to FITS"), ("BITPIX", 8, ""), ("NAXIS", 0, ""),
          ("EXTEND", True, "extensions follow"), *primary],
-        None,
-    )  # fmt: skip
+        reuse=False,  # it names its file: never the same twice
+    ).finish(0)  # fmt: skip
     # Headers have the same length whatever their sums: every segment's place in the
     # file is known before any pixel is read, so one call lays them all out (and sums
     # them), and only then are the headers, which carry the sums, put before each.
@@ -272,9 +123,9 @@ def write_raw_fits(
     for cards, pixels in extensions:
         if pixels.dtype != np.int32 or pixels.ndim != 2:
             raise ValueError(f"segments must be 2-D int32, got {pixels.dtype} {pixels.shape}")
-        template = _template(_image_cards(pixels.shape, cards))
-        position += len(template[0])
-        templates.append(template)
+        extension = template(_image_cards(pixels.shape, cards))
+        position += len(extension.text)
+        templates.append(extension)
         offsets.append(position)
         segments.append(np.ascontiguousarray(pixels))
         position += _padded(pixels.nbytes)
@@ -285,10 +136,10 @@ def write_raw_fits(
         check_datasums(sums, datasums)  # corrupted on the way: nothing written
         staging[: len(primary_header)] = primary_header
         file_adler = adler32(primary_header)
-        for i, (template, offset, data_sum) in enumerate(
+        for i, (extension, offset, data_sum) in enumerate(
             zip(templates, offsets, sums, strict=True)
         ):
-            header = _finish_header(template, data_sum)
+            header = extension.finish(data_sum)
             staging[offset - len(header) : offset] = header
             if fused:  # the file's Adler-32: headers here, segments from the one pass
                 file_adler = adler32(header, file_adler)

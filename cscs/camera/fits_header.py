@@ -1,0 +1,215 @@
+"""A raw file's header blocks, with the ``CHECKSUM`` and ``DATASUM`` the FITS checksum
+convention asks for: made in microseconds, because the archiver makes one per
+extension, seventeen per file.
+
+Cards are formatted by astropy (``Card``), once per distinct keyword, value and comment
+(:func:`_formatted`): the same cards recur in every file of an image and in every image.
+A header is their images joined, the ``END`` card and the padding, as astropy's own
+``Header.tostring`` makes it; astropy's ``Header`` itself, which costs ~1 ms per header
+to place ~100 cards, is used only where its placing rules matter (commentary cards,
+which it moves after the others, and sum cards given by the caller). An extension
+header repeats from file to file, so each distinct one is made once
+(:func:`template`); only its two sums change (:meth:`HeaderTemplate.finish`), and the
+header's own ones'-complement sum is known from the template's plus the two cards.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from astropy.io import fits
+
+__all__ = ["BLOCK", "Card", "HeaderTemplate", "datasum", "encode_checksum", "template"]
+
+BLOCK = 2880
+CARD = 80
+Card = tuple[str, Any, str]  # keyword, value (None: undefined), comment
+TypedCards = tuple[tuple[str, Any, str, object], ...]  # each card with its _kind
+
+_SUM_KEYWORDS = ("CHECKSUM", "DATASUM")
+_COMMENTARY = frozenset({"COMMENT", "HISTORY", "", "END"})  # what astropy places apart
+_PLACED = _COMMENTARY | set(_SUM_KEYWORDS)  # cards astropy moves or keeps where they are
+_EXCLUDE = {*range(0x3A, 0x41), *range(0x5B, 0x61)}
+
+
+# ---- the sums -------------------------------------------------------------------------
+
+
+def _fold(total: int) -> int:
+    """End-around carry: a 64-bit sum of 32-bit words to a 32-bit ones'-complement sum."""
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    return total
+
+
+def datasum(words: npt.NDArray[Any]) -> int:
+    """Ones'-complement sum of 32-bit words given as native ``uint32`` values."""
+    return _fold(int(np.add.reduce(words.reshape(-1), dtype=np.uint64)))
+
+
+def _bytes_sum(data: bytes | bytearray) -> int:
+    """The ones'-complement sum of big-endian 32-bit words (``data``: whole words)."""
+    return datasum(np.frombuffer(data, dtype=">u4").astype(np.uint32))
+
+
+_CARD_WORDS = struct.Struct(f">{CARD // 4}I")
+
+
+def _card_sum(card: bytes) -> int:
+    """:func:`_bytes_sum` of one 80-byte card, without numpy's per-call overhead."""
+    return _fold(sum(_CARD_WORDS.unpack(card)))
+
+
+def _byte_characters(byte: int) -> tuple[int, int, int, int]:
+    """The four characters one byte of a checksum contributes (FITS checksum convention:
+    each byte spread over four printable characters, none of them punctuation)."""
+    quotient, remainder = byte // 4 + 0x30, byte % 4
+    ch = [quotient + remainder, quotient, quotient, quotient]
+    changed = True
+    while changed:
+        changed = False
+        for j in (0, 2):
+            while ch[j] in _EXCLUDE or ch[j + 1] in _EXCLUDE:
+                ch[j] += 1
+                ch[j + 1] -= 1
+                changed = True
+    return ch[0], ch[1], ch[2], ch[3]
+
+
+# Each byte's characters depend on that byte alone: a table, not a loop per file.
+_CHARACTERS = tuple(_byte_characters(byte) for byte in range(256))
+
+
+def encode_checksum(value: int) -> str:
+    """The 16-character ASCII encoding of a 32-bit checksum (FITS checksum convention)."""
+    characters = [0] * 16
+    for i in range(4):
+        ch = _CHARACTERS[(value >> (24 - 8 * i)) & 0xFF]
+        for j in range(4):
+            characters[4 * j + i] = ch[j]
+    return bytes(characters[15:] + characters[:15]).decode("ascii")
+
+
+# ---- cards ----------------------------------------------------------------------------
+
+
+def _kind(value: Any) -> object:
+    """What tells apart values a cache would take for equal but astropy formats
+    differently: ``True`` and ``1``, ``0.0`` and ``-0.0``."""
+    return (float, repr(value)) if isinstance(value, float) else type(value)
+
+
+@functools.lru_cache(maxsize=16384)  # LSSTCam: ~100 primary cards, 189 x ~40 detector cards
+def _formatted(keyword: str, value: Any, comment: str, kind: object) -> fits.Card:
+    """A card, its image formatted once (``kind``: :func:`_kind`). Never changed once
+    made (the two sums, the only cards a header changes, are never taken from here)."""
+    card = fits.Card(keyword, value if value is not None else fits.card.UNDEFINED, comment)
+    card.image  # noqa: B018  formatted (and verified) now, once
+    return card
+
+
+@functools.lru_cache(maxsize=16)
+def _sum_card(keyword: str, width: int, comment: str) -> tuple[bytes, int]:
+    """A string card for a value of ``width`` characters, as astropy formats it, and where
+    its value starts: the sums change per HDU, their cards' layout does not."""
+    placeholder = "#" * width
+    image = fits.Card(keyword, placeholder, comment).image.encode("ascii")
+    return image, image.index(placeholder.encode())
+
+
+def _string_card(keyword: str, value: str, comment: str) -> bytes:
+    card, at = _sum_card(keyword, len(value), comment)
+    return card[:at] + value.encode("ascii") + card[at + len(value) :]
+
+
+_CHECKSUM_PLACEHOLDER = ("CHECKSUM", "0" * 16, "HDU checksum")
+_DATASUM_PLACEHOLDER = ("DATASUM", "0", "data unit checksum")
+_END = b"END".ljust(CARD)
+
+
+# ---- headers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeaderTemplate:
+    """A header's bytes with placeholder sums, where its two sum cards are, and the
+    ones'-complement sum of all its other bytes."""
+
+    text: bytes
+    checksum_at: int
+    datasum_at: int
+    other_sum: int
+
+    def finish(self, data_sum: int) -> bytes:
+        """The header with its ``DATASUM`` and the ``CHECKSUM`` that makes the HDU's
+        ones'-complement sum -0, its data's sum being ``data_sum``. Cards start at
+        multiples of 80 bytes, whole 32-bit words: a sum of cards is the sum of their
+        sums, so the header is never summed again."""
+        datasum_card = _string_card("DATASUM", str(data_sum), "data unit checksum")
+        zeros_card = _string_card(*_CHECKSUM_PLACEHOLDER)
+        total = _fold(self.other_sum + _card_sum(datasum_card) + _card_sum(zeros_card) + data_sum)
+        checksum_card = _string_card("CHECKSUM", encode_checksum(~total & 0xFFFFFFFF),
+                                     "HDU checksum")  # fmt: skip
+        header = bytearray(self.text)
+        header[self.datasum_at : self.datasum_at + CARD] = datasum_card
+        header[self.checksum_at : self.checksum_at + CARD] = checksum_card
+        return bytes(header)
+
+
+def template(cards: Iterable[Card], *, reuse: bool = True) -> HeaderTemplate:
+    """The template of a header of ``cards``, then ``CHECKSUM`` and ``DATASUM`` (unless
+    ``cards`` place them). ``reuse``: kept for the next header of the same cards (an
+    extension's); a primary header, which names its file, is made afresh."""
+    typed = tuple((k, v, c, _kind(v)) for k, v, c in cards)
+    return _reused_template(typed) if reuse else _make_template(typed)
+
+
+@functools.lru_cache(maxsize=4096)  # LSSTCam: 189 detectors x 16 segments
+def _reused_template(cards: TypedCards) -> HeaderTemplate:
+    return _make_template(cards)
+
+
+def _make_template(cards: TypedCards) -> HeaderTemplate:
+    if any(k.strip().upper() in _PLACED for k, *_ in cards):
+        text = _placed_by_astropy(cards)
+    else:  # astropy's Header would keep them in this order: skip its placing
+        images = [_formatted(*card).image.encode("ascii") for card in cards]
+        images += [_string_card(*_CHECKSUM_PLACEHOLDER), _string_card(*_DATASUM_PLACEHOLDER)]
+        text = b"".join(images) + _END
+        text += b" " * (-len(text) % BLOCK)
+    checksum_at, datasum_at = _card_offset(text, "CHECKSUM"), _card_offset(text, "DATASUM")
+    others = bytearray(text)
+    others[checksum_at : checksum_at + CARD] = bytes(CARD)
+    others[datasum_at : datasum_at + CARD] = bytes(CARD)
+    return HeaderTemplate(text, checksum_at, datasum_at, _bytes_sum(others))
+
+
+def _placed_by_astropy(cards: TypedCards) -> bytes:
+    """The header as astropy's ``Header`` places the cards: commentary cards after the
+    others, a sum card given by the caller kept where it is."""
+    header = fits.Header()
+    for keyword, value, comment, kind in cards:
+        if keyword in _SUM_KEYWORDS:  # set below, in the header's own card
+            header.append(fits.Card(keyword, value, comment))
+        else:
+            header.append(_formatted(keyword, value, comment, kind))
+    header["CHECKSUM"] = _CHECKSUM_PLACEHOLDER[1:]
+    header["DATASUM"] = _DATASUM_PLACEHOLDER[1:]
+    text: str = header.tostring(padding=True)
+    return text.encode("ascii")
+
+
+def _card_offset(text: bytes, keyword: str) -> int:
+    """Where ``keyword``'s card starts: searched card by card (every 80 bytes), never in
+    the text at large, where a value such as a target name could contain it."""
+    key = f"{keyword:<8}=".encode()
+    for offset in range(0, len(text), CARD):
+        if text[offset : offset + 9] == key:
+            return offset
+    raise ValueError(f"no {keyword} card in the header")
