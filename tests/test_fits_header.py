@@ -42,7 +42,7 @@ _VALUED = st.tuples(
     st.sampled_from(["", "a comment", "x" * 70]),
 )  # fmt: skip
 _COMMENTARY = st.tuples(
-    st.sampled_from(["COMMENT", "HISTORY", "", "history", "DATASUM"]), _TEXT, st.just("")
+    st.sampled_from(["COMMENT", "HISTORY", "", "history", "comment", "DATASUM"]), _TEXT, st.just("")
 )
 _CARDS = st.lists(st.one_of(_VALUED, _VALUED, _COMMENTARY), max_size=12)
 

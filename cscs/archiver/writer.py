@@ -25,6 +25,7 @@ from cscs.camera.checksum import Algorithm
 from cscs.camera.datasums import DataSumMismatchError
 from cscs.camera.files import path_under
 from cscs.camera.fits import BLOCK, Card, WrittenFile, write_raw_fits
+from cscs.camera.fits_header import KeyedCards
 from cscs.camera.focal_plane import segment_keywords
 from cscs.camera.geometry import (
     SEGMENT_BYTES,
@@ -157,22 +158,22 @@ def _file_cards(path: Path) -> list[Card]:
     ]
 
 
-def _extension_cards(detector: Detector, segment: Segment, header: Header | None) -> list[Card]:
+def _extension_cards(detector: Detector, segment: Segment, header: Header | None) -> KeyedCards:
     """An amplifier extension's keywords: the geometry's, always (a header document
     cannot move pixels), then whatever else the document gives for the segment."""
     geometry, keywords = _geometry_cards(detector, segment)
     extra = header.segments.get(segment.name, []) if header else []
-    return [*geometry, *(c for c in extra if c[0] not in keywords)]
+    if not extra:
+        return geometry
+    return geometry + KeyedCards(c for c in extra if c[0] not in keywords)
 
 
 @functools.lru_cache(maxsize=4096)  # LSSTCam: 205 detectors x 16 segments
-def _geometry_cards(
-    detector: Detector, segment: Segment
-) -> tuple[tuple[Card, ...], frozenset[str]]:
+def _geometry_cards(detector: Detector, segment: Segment) -> tuple[KeyedCards, frozenset[str]]:
     """The geometry's cards, computed once per amplifier (~1 ms of coordinate
     transforms each, 16 per file), and their keywords."""
     geometry = segment_keywords(detector, segment)
-    return tuple((k, v, "") for k, v in geometry.items()), frozenset(geometry)
+    return KeyedCards((k, v, "") for k, v in geometry.items()), frozenset(geometry)
 
 
 def check_image(camera: Camera, image: str) -> str:

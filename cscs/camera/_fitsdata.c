@@ -133,6 +133,9 @@ static int have_avx2(void) {
 #endif
 
 static uint32_t adler_update(uint32_t adler, const uint8_t *p, size_t n) {
+    /* Any start value, as zlib takes it: each half reduced first (a half of 65521 or
+     * more is no Adler-32 state, and would be returned unreduced for no bytes). */
+    adler = (adler & 0xFFFF) % ADLER_BASE | ((adler >> 16) % ADLER_BASE) << 16;
 #ifdef HAVE_X86_DISPATCH
     if (have_avx2()) return adler_avx2(adler, p, n);
 #endif

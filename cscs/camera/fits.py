@@ -23,6 +23,7 @@ cfitsio write the checksums.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import mmap
 import os
@@ -45,7 +46,14 @@ from cscs.camera.files import (
     write_buffer_atomically,
     write_buffer_durably,
 )
-from cscs.camera.fits_header import BLOCK, Card, datasum, encode_checksum, template
+from cscs.camera.fits_header import (
+    BLOCK,
+    Card,
+    KeyedCards,
+    datasum,
+    encode_checksum,
+    template,
+)
 
 __all__ = [
     "BLOCK",
@@ -72,9 +80,18 @@ class WrittenFile:
     ``publish=False``: the archive store names it once its catalog has the row)."""
 
 
-def _image_cards(shape: tuple[int, ...], extra: Sequence[Card]) -> list[Card]:
+def _image_cards(shape: tuple[int, ...], extra: Sequence[Card] | KeyedCards) -> KeyedCards:
+    """An image extension's cards: its structure's, then ``extra`` (kept keyed if it
+    is: :class:`~cscs.camera.fits_header.KeyedCards`)."""
     rows, columns = shape
-    return [
+    return _structure_cards(rows, columns) + (
+        extra if isinstance(extra, KeyedCards) else KeyedCards(extra)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _structure_cards(rows: int, columns: int) -> KeyedCards:
+    return KeyedCards([
         ("XTENSION", "IMAGE", "image extension"),
         ("BITPIX", 32, "32-bit integers"),
         ("NAXIS", 2, ""),
@@ -82,14 +99,13 @@ def _image_cards(shape: tuple[int, ...], extra: Sequence[Card]) -> list[Card]:
         ("NAXIS2", rows, "rows"),
         ("PCOUNT", 0, ""),
         ("GCOUNT", 1, ""),
-        *extra,
-    ]
+    ])  # fmt: skip
 
 
 def write_raw_fits(
     path: Path,
     primary: Sequence[Card],
-    extensions: Sequence[tuple[Sequence[Card], npt.NDArray[np.int32]]],
+    extensions: Sequence[tuple[Sequence[Card] | KeyedCards, npt.NDArray[np.int32]]],
     *,
     datasums: Sequence[int],
     compression: str = "",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,16 +25,22 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
-__all__ = ["BLOCK", "Card", "HeaderTemplate", "datasum", "encode_checksum", "template"]
+__all__ = [
+    "BLOCK", "Card", "HeaderTemplate", "KeyedCards", "datasum", "encode_checksum", "template",
+]  # fmt: skip
 
 BLOCK = 2880
 CARD = 80
 Card = tuple[str, Any, str]  # keyword, value (None: undefined), comment
-TypedCards = tuple[tuple[str, Any, str, object], ...]  # each card with its _kind
+TypedCard = tuple[str, Any, str, object]  # a card and its _kind
 
 _SUM_KEYWORDS = ("CHECKSUM", "DATASUM")
-_COMMENTARY = frozenset({"COMMENT", "HISTORY", "", "END"})  # what astropy places apart
-_PLACED = _COMMENTARY | set(_SUM_KEYWORDS)  # cards astropy moves or keeps where they are
+#: Commentary cards, which astropy's ``Header`` puts after every valued card (and after
+#: the two sums): the rule is simple for these two.
+_NOTES = frozenset({"COMMENT", "HISTORY"})
+#: Cards whose placing by astropy is not that simple: blank cards (which later cards
+#: replace), sum cards given by the caller (kept where they are), END.
+_PLACED = frozenset({"", "END", *_SUM_KEYWORDS})
 _EXCLUDE = {*range(0x3A, 0x41), *range(0x5B, 0x61)}
 
 
@@ -162,26 +168,58 @@ class HeaderTemplate:
         return bytes(header)
 
 
-def template(cards: Iterable[Card], *, reuse: bool = True) -> HeaderTemplate:
+class KeyedCards(Sequence[Card]):
+    """Cards, and the key that tells their headers apart (each card with its
+    :func:`_kind`), made once: an amplifier's geometry (~110 cards) is the same in every
+    file, and keying it anew for each of a file's 16 extensions cost as much as the
+    rest of their headers. Equal when their keys are."""
+
+    __slots__ = ("_cards", "_hash", "key")
+
+    def __init__(self, cards: Iterable[Card], key: tuple[TypedCard, ...] | None = None) -> None:
+        self._cards = tuple(cards)
+        self.key = key if key is not None else tuple((k, v, c, _kind(v)) for k, v, c in self._cards)
+        self._hash = hash(self.key)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._cards[index]
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def __add__(self, other: KeyedCards) -> KeyedCards:
+        return KeyedCards(self._cards + other._cards, self.key + other.key)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyedCards) and self.key == other.key
+
+
+def template(cards: Iterable[Card] | KeyedCards, *, reuse: bool = True) -> HeaderTemplate:
     """The template of a header of ``cards``, then ``CHECKSUM`` and ``DATASUM`` (unless
     ``cards`` place them). ``reuse``: kept for the next header of the same cards (an
     extension's); a primary header, which names its file, is made afresh."""
-    typed = tuple((k, v, c, _kind(v)) for k, v, c in cards)
-    return _reused_template(typed) if reuse else _make_template(typed)
+    keyed = cards if isinstance(cards, KeyedCards) else KeyedCards(cards)
+    return _reused_template(keyed) if reuse else _make_template(keyed)
 
 
 @functools.lru_cache(maxsize=4096)  # LSSTCam: 189 detectors x 16 segments
-def _reused_template(cards: TypedCards) -> HeaderTemplate:
+def _reused_template(cards: KeyedCards) -> HeaderTemplate:
     return _make_template(cards)
 
 
-def _make_template(cards: TypedCards) -> HeaderTemplate:
-    if any(k.strip().upper() in _PLACED for k, *_ in cards):
+def _make_template(cards: KeyedCards) -> HeaderTemplate:
+    keywords = [keyword.strip().upper() for keyword, _, _ in cards]
+    if any(keyword in _PLACED for keyword in keywords):
         text = _placed_by_astropy(cards)
-    else:  # astropy's Header would keep them in this order: skip its placing
-        images = [_formatted(*card).image.encode("ascii") for card in cards]
-        images += [_string_card(*_CHECKSUM_PLACEHOLDER), _string_card(*_DATASUM_PLACEHOLDER)]
-        text = b"".join(images) + _END
+    else:  # as astropy's Header places them, without its ~10 us per card of placing
+        typed = cards.key
+        valued = [_image(c) for c, k in zip(typed, keywords, strict=True) if k not in _NOTES]
+        notes = [_image(c) for c, k in zip(typed, keywords, strict=True) if k in _NOTES]
+        sums = [_string_card(*_CHECKSUM_PLACEHOLDER), _string_card(*_DATASUM_PLACEHOLDER)]
+        text = b"".join(valued + sums + notes) + _END
         text += b" " * (-len(text) % BLOCK)
     checksum_at, datasum_at = _card_offset(text, "CHECKSUM"), _card_offset(text, "DATASUM")
     others = bytearray(text)
@@ -190,11 +228,16 @@ def _make_template(cards: TypedCards) -> HeaderTemplate:
     return HeaderTemplate(text, checksum_at, datasum_at, _bytes_sum(others))
 
 
-def _placed_by_astropy(cards: TypedCards) -> bytes:
+def _image(card: TypedCard) -> bytes:
+    image: str = _formatted(*card).image
+    return image.encode("ascii")
+
+
+def _placed_by_astropy(cards: KeyedCards) -> bytes:
     """The header as astropy's ``Header`` places the cards: commentary cards after the
     others, a sum card given by the caller kept where it is."""
     header = fits.Header()
-    for keyword, value, comment, kind in cards:
+    for keyword, value, comment, kind in cards.key:
         if keyword in _SUM_KEYWORDS:  # set below, in the header's own card
             header.append(fits.Card(keyword, value, comment))
         else:
