@@ -193,7 +193,9 @@ class BaseCsc(Generic[C]):
             connect_timeout=self.connect_timeout,
         )
         commands = await bus.subscribe(f"{self.address.root}/cmd/+", maxsize=10_000)
-        own_events = await bus.subscribe(self.address.event("+"), maxsize=1_000)
+        own_retained = [
+            await bus.subscribe(topic, maxsize=1_000) for topic in sorted(self._guard.topics)
+        ]
         self._bus = bus
         # Started past STANDBY: STANDBY is what the first report says until configured,
         # so nobody acts on an ENABLED that is not listening yet (a header service
@@ -209,7 +211,7 @@ class BaseCsc(Generic[C]):
         self._background = []
         self.keep_running(lambda: self.report.heartbeats(self.heartbeat_interval), "heartbeat")
         self.keep_running(self.report.publish_logs, "logs")
-        self.keep_running(lambda: self._guard.watch(own_events, bus, self.log), "own-events")
+        self.keep_running(lambda: self._guard.watch(own_retained, bus, self.log), "own-events")
         if target in (State.DISABLED, State.ENABLED):
             await self._start_past_standby(target)
         self.keep_running(lambda: self.commands.read(commands), "commands")

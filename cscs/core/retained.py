@@ -2,8 +2,8 @@
 
 Anyone on the bus can publish a retained ``summaryState`` FAULT, or an ``errorCode``, on
 another CSC's topics, and every monitor that starts later would believe it. Broker ACLs
-stop that at a site (``docs/security.md``); without them, each CSC watches its own event
-topics and, when a message arrives there live that is not what it last published,
+stop that at a site (``docs/security.md``); without them, each CSC watches its own retained
+event topics and, when a message arrives there live that is not what it last published,
 publishes its own again — or, for a retained topic it has published nothing on, clears
 the retained message (an empty retained payload). Corrections are rate-limited per topic,
 so a flood of forgeries costs the CSC at most one publication per topic per interval;
@@ -17,7 +17,9 @@ No I/O here: :class:`RetainedGuard` decides, the CSC publishes.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from structlog.typing import FilteringBoundLogger
@@ -28,6 +30,12 @@ from cscs.core.transport import Message, Subscription, Transport
 __all__ = ["Correction", "RetainedGuard"]
 
 CORRECTION_INTERVAL = 1.0  # s: at most one correction per topic this often
+_MERGED = 1_000  # messages heard and not yet judged (each subscription bounds its own too)
+
+
+async def _forward(subscription: Subscription, into: asyncio.Queue[Message]) -> None:
+    while True:
+        await into.put(await subscription.get())
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class RetainedGuard:
     def __init__(
         self, retained_topics: set[str], own: Publisher, interval: float = CORRECTION_INTERVAL
     ) -> None:
-        self._topics = retained_topics
+        self.topics = frozenset(retained_topics)
         self._own = own
         self._interval = interval
         self._last: dict[str, float] = {}
@@ -55,7 +63,7 @@ class RetainedGuard:
 
     def check(self, message: Message, now: float) -> Correction | None:
         """What to publish in answer to ``message`` heard on our own topics, if anything."""
-        if message.retain or message.topic not in self._topics:
+        if message.retain or message.topic not in self.topics:
             return None  # replayed from before we listened, or not a retained event
         if self._own.published_recently(message.topic, message.payload):
             return None  # our own publication
@@ -87,21 +95,30 @@ class RetainedGuard:
             corrections.append(Correction(topic, self._own.latest(topic) or b"", b"(deferred)"))
         return corrections
 
-    async def watch(self, heard: Subscription, bus: Transport, log: FilteringBoundLogger) -> None:
-        """Correct, on ``bus``, what is heard on our own event topics (``heard``), and
-        the deferred corrections when they are due."""
-        while True:
-            due = self.next_due()
-            timeout = None if due is None else max(0.0, due - time.monotonic())
-            try:
-                message = await heard.get(timeout)
-            except TimeoutError:
-                for correction in self.due(time.monotonic()):
-                    await self._publish(correction, bus, log)
-                continue
-            answer = self.check(message, time.monotonic())
-            if answer is not None:
-                await self._publish(answer, bus, log)
+    async def watch(
+        self, heard: Sequence[Subscription], bus: Transport, log: FilteringBoundLogger
+    ) -> None:
+        """Correct, on ``bus``, what is heard on our own retained topics (``heard``: a
+        subscription to each of :attr:`topics`, not to every event of ours, so that the
+        broker does not send back each ``imageArchived`` and its like to be ignored
+        here), and the deferred corrections when they are due."""
+        merged: asyncio.Queue[Message] = asyncio.Queue(maxsize=_MERGED)
+        async with asyncio.TaskGroup() as forwarding:
+            for subscription in heard:
+                forwarding.create_task(_forward(subscription, merged))
+            while True:
+                due = self.next_due()
+                timeout = None if due is None else max(0.0, due - time.monotonic())
+                try:
+                    async with asyncio.timeout(timeout):
+                        message = await merged.get()
+                except TimeoutError:
+                    for correction in self.due(time.monotonic()):
+                        await self._publish(correction, bus, log)
+                    continue
+                answer = self.check(message, time.monotonic())
+                if answer is not None:
+                    await self._publish(answer, bus, log)
 
     async def _publish(
         self, correction: Correction, bus: Transport, log: FilteringBoundLogger
