@@ -5,6 +5,7 @@ cards and the data."""
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from cscs.camera.fits_header import (
     BLOCK,
     Card,
+    KeyedCards,
     _bytes_sum,
     _reused_template,
     _string_card,
@@ -100,3 +102,25 @@ def test_the_sum_cards_are_astropys_own(width: int) -> None:
             _string_card(keyword, value, comment)
             == fits.Card(keyword, value, comment).image.encode()
         )
+
+
+@pytest.mark.broker  # the system tier: it starts a process
+def test_keyed_cards_are_keyed_anew_in_another_process() -> None:
+    """A hash of text is the process's own (PYTHONHASHSEED): cards pickled to a
+    compression worker must hash as that process hashes them, or its caches would
+    miss (or worse, mix)."""
+    import pickle
+    import subprocess
+    import sys
+
+    cards = KeyedCards([("EXTNAME", "Segment10", ""), ("DATASEC", "[1:512,1:2048]", "")])
+    program = (
+        "import pickle, sys; from cscs.camera.fits_header import KeyedCards; "
+        "cards = pickle.loads(sys.stdin.buffer.read()); "
+        "print(hash(cards) == hash(KeyedCards(list(cards))), list(cards) == list(cards))"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", program], input=pickle.dumps(cards), capture_output=True,
+        check=True, env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )  # fmt: skip
+    assert answer.stdout.split() == [b"True", b"True"]

@@ -196,6 +196,11 @@ class KeyedCards(Sequence[Card]):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KeyedCards) and self.key == other.key
 
+    def __reduce__(self) -> tuple[type[KeyedCards], tuple[tuple[Card, ...]]]:
+        """Pickled as its cards (to a compression worker): the hash of text differs
+        from process to process, so another process keys them anew."""
+        return KeyedCards, (self._cards,)
+
 
 def template(cards: Iterable[Card] | KeyedCards, *, reuse: bool = True) -> HeaderTemplate:
     """The template of a header of ``cards``, then ``CHECKSUM`` and ``DATASUM`` (unless
