@@ -1,7 +1,7 @@
 """What a byte costs: the archiver's CPU seconds per GB, next to two baselines taken in
 the same run on the same bytes.
 
-    python -m benchmarks.archive_cost [--runs 3] [--only comcam|rice|lsstcam-dask]
+    python -m benchmarks.archive_cost [--runs 3] [--only comcam|rice|lsstcam-dask] [--images N]
 
 CPU time is far steadier than wall time on a shared virtual machine, so this measures
 cost, not speed. Each CSC runs in its own process (``cscs run``) on an embedded broker.
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -282,13 +283,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=list(CASES), action="append")
     parser.add_argument(
+        "--images", type=int, default=0,
+        help="images in each run's backlog (default: the case's, 2 ComCam or 1 LSSTCam); "
+        "more spread the catch-up's start over more files",
+    )  # fmt: skip
+    parser.add_argument(
         "--sample", default="", metavar="COMMAND",
         help="a command run while the archiver archives (interrupted when it is done); "
         "{pids}: its processes' ids, comma-separated",
     )  # fmt: skip
     args = parser.parse_args()
     for key in args.only or list(CASES):
-        results = asyncio.run(session(CASES[key], args.runs, args.sample))
+        case = CASES[key]
+        if args.images:
+            case = dataclasses.replace(case, images=args.images)
+        results = asyncio.run(session(case, args.runs, args.sample))
         print(report(LABELS[key], results), flush=True)
 
 

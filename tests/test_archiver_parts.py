@@ -579,3 +579,23 @@ async def test_the_archiver_wired_offline_archives_an_image_with_its_header(
                            archived["checkSumAlgorithm"]) == []  # fmt: skip
     assert path.is_relative_to(tmp_path / "archive" / "LATISS")
     assert daq.reads == 1
+
+
+def test_what_earlier_attempts_at_a_file_left_is_removed_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """Once a file is whole under its name, the temporaries of earlier attempts at it
+    (a Dask worker killed mid-write) go; another file's, and names that only look
+    alike, stay."""
+    from cscs.archiver.writer import remove_partials_of
+    from cscs.camera.files import temporary_name
+
+    path = tmp_path / "CC_O_20261121_000001_R22_S11.fits"
+    other = tmp_path / "CC_O_20261121_000001_R22_S12.fits"
+    left = [temporary_name(path), temporary_name(path)]
+    kept = [temporary_name(other), tmp_path / f".{path.name}.partial",
+            tmp_path / f"{path.name}.1.2.partial", path]  # fmt: skip
+    for file in left + kept:
+        file.write_bytes(b"x")
+    assert remove_partials_of(path) == 2
+    assert sorted(tmp_path.iterdir()) == sorted(kept)

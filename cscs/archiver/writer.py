@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy.typing as npt
 from cscs.archiver.headers import Header
 from cscs.camera.checksum import Algorithm
 from cscs.camera.datasums import DataSumMismatchError
-from cscs.camera.files import path_under
+from cscs.camera.files import final_name, path_under
 from cscs.camera.fits import BLOCK, Card, WrittenFile, write_raw_fits
 from cscs.camera.fits_header import KeyedCards
 from cscs.camera.focal_plane import segment_keywords
@@ -194,13 +195,15 @@ def check_names(camera: Camera, image: str, sensor: str) -> str:
 
 def remove_partials_of(path: Path) -> int:
     """Delete what earlier attempts at ``path`` left (a worker killed mid-write), once
-    the file is whole under its name; how many."""
-    return _unlink_all(path.parent.glob(f".{path.name}.*.partial"))
-
-
-def _unlink_all(paths: Iterable[Path]) -> int:
-    count = 0
-    for path in paths:
-        path.unlink(missing_ok=True)
-        count += 1
+    the file is whole under its name; how many. (One listing of the directory, names
+    compared as text: a glob's pattern, compiled anew for each file, cost more than the
+    rest of a file's bookkeeping.)"""
+    prefix, count = f".{path.name}.", 0
+    with os.scandir(path.parent) as entries:
+        for entry in entries:
+            name = entry.name
+            ours = name.startswith(prefix) and name.endswith(".partial")
+            if ours and final_name(path.parent / name) == path:
+                Path(entry.path).unlink(missing_ok=True)
+                count += 1
     return count

@@ -81,12 +81,19 @@ class WrittenFile:
 
 
 def _image_cards(shape: tuple[int, ...], extra: Sequence[Card] | KeyedCards) -> KeyedCards:
-    """An image extension's cards: its structure's, then ``extra`` (kept keyed if it
-    is: :class:`~cscs.camera.fits_header.KeyedCards`)."""
+    """An image extension's cards: its structure's, then ``extra``. Keyed ``extra``
+    (:class:`~cscs.camera.fits_header.KeyedCards`, an amplifier's geometry kept by the
+    writer) gives the same object each time, so that the template's cache finds it by
+    identity, without comparing ~120 cards."""
     rows, columns = shape
-    return _structure_cards(rows, columns) + (
-        extra if isinstance(extra, KeyedCards) else KeyedCards(extra)
-    )
+    if isinstance(extra, KeyedCards):
+        return _keyed_image_cards(rows, columns, extra)
+    return _structure_cards(rows, columns) + KeyedCards(extra)
+
+
+@functools.lru_cache(maxsize=4096)  # LSSTCam: 205 detectors x 16 segments
+def _keyed_image_cards(rows: int, columns: int, extra: KeyedCards) -> KeyedCards:
+    return _structure_cards(rows, columns) + extra
 
 
 @functools.lru_cache(maxsize=16)
