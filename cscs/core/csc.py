@@ -193,9 +193,7 @@ class BaseCsc(Generic[C]):
             connect_timeout=self.connect_timeout,
         )
         commands = await bus.subscribe(f"{self.address.root}/cmd/+", maxsize=10_000)
-        own_retained = [
-            await bus.subscribe(topic, maxsize=1_000) for topic in sorted(self._guard.topics)
-        ]
+        own_retained = await self._guard.subscribe(bus)
         self._bus = bus
         # Started past STANDBY: STANDBY is what the first report says until configured,
         # so nobody acts on an ENABLED that is not listening yet (a header service

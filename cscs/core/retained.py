@@ -95,13 +95,16 @@ class RetainedGuard:
             corrections.append(Correction(topic, self._own.latest(topic) or b"", b"(deferred)"))
         return corrections
 
+    async def subscribe(self, bus: Transport) -> list[Subscription]:
+        """What :meth:`watch` hears: each of :attr:`topics`, not every event of ours, so
+        that the broker does not send back each ``imageArchived`` and its like."""
+        return [await bus.subscribe(topic, maxsize=1_000) for topic in sorted(self.topics)]
+
     async def watch(
         self, heard: Sequence[Subscription], bus: Transport, log: FilteringBoundLogger
     ) -> None:
-        """Correct, on ``bus``, what is heard on our own retained topics (``heard``: a
-        subscription to each of :attr:`topics`, not to every event of ours, so that the
-        broker does not send back each ``imageArchived`` and its like to be ignored
-        here), and the deferred corrections when they are due."""
+        """Correct, on ``bus``, what is heard on our own retained topics (``heard``:
+        :meth:`subscribe`'s), and the deferred corrections when they are due."""
         merged: asyncio.Queue[Message] = asyncio.Queue(maxsize=_MERGED)
         async with asyncio.TaskGroup() as forwarding:
             for subscription in heard:
