@@ -316,6 +316,10 @@ async def test_6_forged_end_readouts_naming_thousands_of_sensors_cost_nothing(
 ) -> None:
     site = process_site_now
     archiver_pid = site.pid("Archiver")
+    # The baseline is an archiver that has archived an image (its staging buffer and
+    # the allocator's pools in use), as after the module's earlier tests: run alone,
+    # a fresh one would count the first image's buffers against the forgeries.
+    await site.take_image()
     before = rss_bytes(archiver_pid)
     sensors = ",".join(f"R{r:02d}_S{s:02d}" for r in range(100) for s in range(50))
     topic = site.address("Camera").event("endReadout")
