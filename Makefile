@@ -81,6 +81,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.archive_scaling
 	$(BIN)/python -m benchmarks.efd_throughput
 	$(BIN)/python -m benchmarks.archive_cost
+	$(BIN)/python -m benchmarks.fitsdata_kernel
 	$(BIN)/python benchmarks/qc_throughput.py
 	$(BIN)/python benchmarks/gateway_throughput.py
 	$(BIN)/python benchmarks/dashboard_latency.py
