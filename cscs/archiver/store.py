@@ -166,7 +166,9 @@ class ArchiveStore:
         file completed with its header later). ArchiveUnwritableError if the archive
         cannot take it; CatalogError if the catalog fails."""
         with self._under_way():
-            return self._write(pixels, header, provenance)
+            write = self._workers.write if self._workers is not None else write_raw_fits
+            written = self.files.write(pixels, header, write, publish=False)
+            return self.record(pixels.image, pixels.sensor, written, header, provenance)
 
     @contextlib.contextmanager
     def _under_way(self) -> Iterator[None]:
@@ -181,13 +183,6 @@ class ArchiveStore:
             with self._no_writes:
                 self._writes -= 1
                 self._no_writes.notify_all()
-
-    def _write(
-        self, pixels: SensorPixels, header: Header | None, provenance: Provenance
-    ) -> ArchivedFile:
-        write = self._workers.write if self._workers is not None else write_raw_fits
-        written = self.files.write(pixels, header, write, publish=False)
-        return self.record(pixels.image, pixels.sensor, written, header, provenance)
 
     def record(
         self,
@@ -205,43 +200,33 @@ class ArchiveStore:
         judge: a commit whose answer was lost may have been made);
         ArchiveUnwritableError if the rename fails (the same)."""
         with self._under_way():
-            return self._record(image, sensor, written, header, provenance)
-
-    def _record(
-        self,
-        image: str,
-        sensor: str,
-        written: WrittenFile,
-        header: Header | None,
-        provenance: Provenance,
-    ) -> ArchivedFile:
-        start = header.exposure_start() if header else None
-        row = ArchivedFile(
-            image_name=image, sensor=sensor, instrument=self.camera.instrument,
-            day_obs=ImageName.parse(image).day_obs, path=str(written.path),
-            byte_size=written.byte_size, checksum=written.checksum,
-            checksum_algorithm=written.checksum_algorithm,
-            header_complete=header is not None and not header.missing,
-            missing_keywords=header.missing if header else "header not received",
-            daq_image=f"{provenance.daq} {image}", header_url=header.url if header else "",
-            header_md5=header.md5 if header else "",
-            software_version=provenance.software_version,
-            exposure_start_tai=start if start is not None else current_tai(),
-            archived_tai=current_tai(), header_source=header.source if header else "",
-        )  # fmt: skip
-        if written.temporary is not None:
-            self._check_temporary(image, sensor, written)
-        self.commits.record([row], [observation_of(image, header)] if header else [])
-        if written.temporary is not None:
-            try:
-                publish(written.temporary, written.path)
-            except OSError as exc:
-                raise ArchiveUnwritableError(
-                    f"cannot name {written.path} (recorded; the next start names it): {exc}"
-                ) from exc
-            # What earlier attempts left (a Dask worker killed mid-write), once whole.
-            remove_partials_of(written.path)
-        return row
+            start = header.exposure_start() if header else None
+            row = ArchivedFile(
+                image_name=image, sensor=sensor, instrument=self.camera.instrument,
+                day_obs=ImageName.parse(image).day_obs, path=str(written.path),
+                byte_size=written.byte_size, checksum=written.checksum,
+                checksum_algorithm=written.checksum_algorithm,
+                header_complete=header is not None and not header.missing,
+                missing_keywords=header.missing if header else "header not received",
+                daq_image=f"{provenance.daq} {image}", header_url=header.url if header else "",
+                header_md5=header.md5 if header else "",
+                software_version=provenance.software_version,
+                exposure_start_tai=start if start is not None else current_tai(),
+                archived_tai=current_tai(), header_source=header.source if header else "",
+            )  # fmt: skip
+            if written.temporary is not None:
+                self._check_temporary(image, sensor, written)
+            self.commits.record([row], [observation_of(image, header)] if header else [])
+            if written.temporary is not None:
+                try:
+                    publish(written.temporary, written.path)
+                except OSError as exc:
+                    raise ArchiveUnwritableError(
+                        f"cannot name {written.path} (recorded; the next start names it): {exc}"
+                    ) from exc
+                # What earlier attempts left (a Dask worker killed mid-write), once whole.
+                remove_partials_of(written.path)
+            return row
 
     def _check_temporary(self, image: str, sensor: str, written: WrittenFile) -> None:
         """A temporary must be the one made for the file's own path (a worker's answer

@@ -145,7 +145,8 @@ _END = b"END".ljust(CARD)
 @dataclass(frozen=True)
 class HeaderTemplate:
     """A header's bytes with placeholder sums, where its two sum cards are, and the
-    ones'-complement sum of all its other bytes."""
+    ones'-complement sum of all its bytes but the ``DATASUM`` card's (the ``CHECKSUM``
+    card counted with its placeholder of zeros, as the convention sums it)."""
 
     text: bytes
     checksum_at: int
@@ -158,8 +159,7 @@ class HeaderTemplate:
         multiples of 80 bytes, whole 32-bit words: a sum of cards is the sum of their
         sums, so the header is never summed again."""
         datasum_card = _string_card("DATASUM", str(data_sum), "data unit checksum")
-        zeros_card = _string_card(*_CHECKSUM_PLACEHOLDER)
-        total = _fold(self.other_sum + _card_sum(datasum_card) + _card_sum(zeros_card) + data_sum)
+        total = _fold(self.other_sum + _card_sum(datasum_card) + data_sum)
         checksum_card = _string_card("CHECKSUM", encode_checksum(~total & 0xFFFFFFFF),
                                      "HDU checksum")  # fmt: skip
         header = bytearray(self.text)
@@ -228,7 +228,6 @@ def _make_template(cards: KeyedCards) -> HeaderTemplate:
         text += b" " * (-len(text) % BLOCK)
     checksum_at, datasum_at = _card_offset(text, "CHECKSUM"), _card_offset(text, "DATASUM")
     others = bytearray(text)
-    others[checksum_at : checksum_at + CARD] = bytes(CARD)
     others[datasum_at : datasum_at + CARD] = bytes(CARD)
     return HeaderTemplate(text, checksum_at, datasum_at, _bytes_sum(others))
 
